@@ -1,0 +1,103 @@
+//! Data-driven parser tests: every `test_data/xml/<case>.xml` is parsed and its rendering is
+//! compared with `<case>.expected`. Files named `ok_*` must parse, `bad_*` must be rejected.
+//! Run with `UPDATE_EXPECT=1` to (re)write the expectations, then review the diff.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use probewatch_core::format::FileContext;
+use probewatch_core::{Format, ParseLimits, ProbeResult, Reject, parse};
+
+const MTIME_MS: i64 = 1_700_000_000_000;
+
+fn render(result: &Result<Vec<ProbeResult>, Reject>) -> String {
+    let mut out = String::new();
+    match result {
+        Err(reject) => {
+            let _ = writeln!(out, "rejected ({}): {reject}", reject.kind.as_str());
+        }
+        Ok(probes) => {
+            for p in probes {
+                let time = jiff::Timestamp::from_millisecond(p.time_ms)
+                    .map(|t| t.to_string())
+                    .unwrap_or_else(|_| p.time_ms.to_string());
+                let _ = writeln!(
+                    out,
+                    "probe {:?} host {:?} time {time} ({:?}) interval_ms {:?}",
+                    p.probe, p.host, p.time_source, p.interval_ms
+                );
+                for c in &p.checks {
+                    let _ = writeln!(
+                        out,
+                        "  check {:?} {} duration {:?} message {:?}",
+                        c.name, c.status, c.duration_seconds, c.message
+                    );
+                }
+                for m in &p.metrics {
+                    let _ = writeln!(out, "  metric {}{} {}", m.name, m.labels.canonical(), m.value);
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn xml_cases() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/xml");
+    let update = std::env::var_os("UPDATE_EXPECT").is_some();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .expect("test_data/xml exists")
+        .map(|e| e.expect("readable dir").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .collect();
+    entries.sort();
+    assert!(entries.len() > 30, "fixtures missing");
+    let mut failures = Vec::new();
+    for path in entries {
+        let name = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 name").to_string();
+        let input = std::fs::read(&path).expect("readable fixture");
+        let result = parse(Format::Xml, &input, FileContext { mtime_ms: MTIME_MS }, &ParseLimits::default());
+        if name.starts_with("ok_") != result.is_ok() {
+            failures.push(format!("{name}: expected {}, got {}", &name[..3], render(&result)));
+            continue;
+        }
+        let actual = render(&result);
+        let expected_path = path.with_extension("expected");
+        if update {
+            std::fs::write(&expected_path, &actual).expect("write expectation");
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if expected != actual {
+            failures.push(format!("{name}:\n--- expected\n{expected}--- actual\n{actual}"));
+        }
+    }
+    assert!(failures.is_empty(), "{} case(s) differ:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[test]
+fn limits_are_enforced() {
+    let mut xml = String::from("<probe name=\"p\">");
+    for i in 0..20 {
+        let _ = write!(xml, "<metric name=\"m{i}\" value=\"1\"/>");
+    }
+    xml.push_str("</probe>");
+    let limits = ParseLimits { max_items: 10, ..ParseLimits::default() };
+    let err = parse(Format::Xml, xml.as_bytes(), FileContext { mtime_ms: 0 }, &limits)
+        .expect_err("over the item limit");
+    assert!(err.detail.contains("more than 10 checks and metrics"), "{err}");
+}
+
+#[test]
+fn deep_amplification_is_not_expanded() {
+    // 1000 references to an undefined entity: refused at the first one, in bounded time.
+    let mut xml = String::from("<probe name=\"p\"><check name=\"c\" status=\"ok\">");
+    for _ in 0..1000 {
+        xml.push_str("&big;");
+    }
+    xml.push_str("</check></probe>");
+    let err = parse(Format::Xml, xml.as_bytes(), FileContext { mtime_ms: 0 }, &ParseLimits::default())
+        .expect_err("undefined entity");
+    assert_eq!(err.kind.as_str(), "dtd");
+}
