@@ -1,1 +1,79 @@
-//! placeholder
+//! The probewatch store: the [`Store`] trait and its SQLite implementation.
+//!
+//! This is the only crate that knows SQL. Its central promise is the ingest ledger: a file
+//! version (path + content hash) counts as ingested if and only if its ledger row committed in
+//! the same transaction as its data, so a crash at any moment loses nothing and repeats
+//! nothing. The API is batch-shaped ([`Store::commit_batch`]) so many files share one
+//! transaction and one fsync.
+
+mod model;
+pub mod sqlite;
+
+pub use model::*;
+pub use sqlite::SqliteStore;
+
+/// What can go wrong in the store. Callers branch only on the variant; the message is for
+/// logs.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed (disk full, corrupt file, locked too long, …).
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// Opening or creating the data directory failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The database was written by a newer probewatch.
+    #[error("database schema version {found} is newer than this probewatch supports ({supported})")]
+    SchemaTooNew {
+        /// Version found in the file.
+        found: i64,
+        /// Highest version this build knows.
+        supported: i64,
+    },
+}
+
+/// Storage back end. Implementations are shared between threads (`Arc<dyn Store>`): one
+/// writer thread calls [`Store::commit_batch`]; the API and the fast-path lookups read
+/// concurrently.
+///
+/// Kept narrow on purpose so a PostgreSQL implementation can follow without touching the
+/// watcher, the parsers or the ingest pipeline.
+pub trait Store: Send + Sync {
+    /// What the ledger knows about the newest version of `path`, for the restart fast path
+    /// (skip a file whose size, mtime and inode are unchanged without reading it).
+    fn file_head(&self, path: &[u8]) -> Result<Option<FileHead>, StoreError>;
+
+    /// Commits every item in one transaction: ledger rows, check results and samples.
+    /// An item whose (path, version hash) is already in the ledger is skipped and reported as
+    /// a duplicate. With `durable`, the commit is fsynced before this returns, as it must be
+    /// before a file is deleted or moved away.
+    fn commit_batch(&self, items: &[IngestItem], durable: bool) -> Result<CommitSummary, StoreError>;
+
+    /// Removes data older than `cutoff_ms` in small steps, so ingest is never blocked for
+    /// long; `file_exists` decides whether an old ledger row still guards a file on disk.
+    fn prune(
+        &self,
+        cutoff_ms: i64,
+        file_exists: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<PruneSummary, StoreError>;
+
+    /// Totals for `/api/v1/stats`.
+    fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// The newest result of every check.
+    fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError>;
+
+    /// A check's results in `[from_ms, to_ms]`, oldest first, at most `limit`.
+    fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError>;
+
+    /// Ledger rows, newest first, optionally only one outcome.
+    fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError>;
+
+    /// Samples of every series of `metric` in `[from_ms, to_ms]`.
+    fn samples(&self, metric: &str, from_ms: i64, to_ms: i64) -> Result<Vec<SeriesSamples>, StoreError>;
+}

@@ -1,0 +1,231 @@
+//! Plain data passed in and out of the [`crate::Store`].
+
+use std::sync::Arc;
+
+use probewatch_core::{Labels, ProbeResult, Reject};
+
+/// What the ledger remembers about the newest version of a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileHead {
+    /// Size in bytes when it was ingested.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+    /// Outcome of that version.
+    pub outcome: Outcome,
+}
+
+/// What happened to a file version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Its results are stored.
+    Ingested = 1,
+    /// It was refused; the reason is in the ledger.
+    Rejected = 2,
+}
+
+impl Outcome {
+    /// `ingested` or `rejected`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ingested => "ingested",
+            Outcome::Rejected => "rejected",
+        }
+    }
+
+    /// Reads [`Outcome::as_str`]'s words.
+    pub fn from_name(name: &str) -> Option<Outcome> {
+        match name {
+            "ingested" => Some(Outcome::Ingested),
+            "rejected" => Some(Outcome::Rejected),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn from_code(code: i64) -> Outcome {
+        if code == 2 { Outcome::Rejected } else { Outcome::Ingested }
+    }
+}
+
+/// The identity and metadata of one file version, as read by ingest.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    /// Name of the spool it was found in.
+    pub spool: Arc<str>,
+    /// Absolute path, as raw bytes (file names need not be UTF-8).
+    pub path: Vec<u8>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Inode number.
+    pub inode: u64,
+    /// SHA-256 of the content (mixed with the mtime when results take their time from it;
+    /// see docs/format.md). Same path + same hash = same version, never ingested twice.
+    pub version_hash: [u8; 32],
+}
+
+/// What ingest made of a file.
+#[derive(Debug, Clone)]
+pub enum ItemContent {
+    /// Parsed results, with the spool's static labels to add to every series.
+    Parsed {
+        /// The results, in file order.
+        results: Vec<ProbeResult>,
+        /// Labels the spool adds to every series (they win over the probe's own).
+        extra_labels: Arc<Labels>,
+        /// True when a result is stamped more than the allowed skew in the future.
+        clock_skew: bool,
+    },
+    /// Refused, with the reason.
+    Rejected(Reject),
+}
+
+/// One file version to commit.
+#[derive(Debug, Clone)]
+pub struct IngestItem {
+    /// Identity and metadata.
+    pub file: FileMeta,
+    /// Results or rejection.
+    pub content: ItemContent,
+}
+
+/// What a commit did with each item, in input order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ItemResult {
+    /// Stored as a new ledger row with this id.
+    Stored {
+        /// Ledger row id.
+        file_id: i64,
+    },
+    /// The same path and version hash were already in the ledger: nothing was written.
+    Duplicate,
+}
+
+/// Result of [`crate::Store::commit_batch`].
+#[derive(Debug, Clone)]
+pub struct CommitSummary {
+    /// The batch's id in the `batches` table.
+    pub batch_id: i64,
+    /// One entry per input item.
+    pub items: Vec<ItemResult>,
+    /// Samples written (new or replacing an older value at the same timestamp).
+    pub samples: u64,
+    /// Check results written.
+    pub check_results: u64,
+}
+
+/// Result of [`crate::Store::prune`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PruneSummary {
+    /// Samples deleted.
+    pub samples: u64,
+    /// Check results deleted.
+    pub check_results: u64,
+    /// Ledger rows deleted.
+    pub files: u64,
+}
+
+/// Totals, as `/api/v1/stats` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Ledger rows with outcome ingested.
+    pub files_ingested: u64,
+    /// Ledger rows with outcome rejected.
+    pub files_rejected: u64,
+    /// Stored check results.
+    pub check_results: u64,
+    /// Stored samples.
+    pub samples: u64,
+    /// Known series.
+    pub series: u64,
+}
+
+/// The newest result of one check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckRow {
+    /// Probe name.
+    pub probe: String,
+    /// Host (may be empty).
+    pub host: String,
+    /// Check name.
+    pub check: String,
+    /// Status code 0–3.
+    pub status: u8,
+    /// Result time, ms since the epoch.
+    pub time_ms: i64,
+    /// Duration, if measured.
+    pub duration_seconds: Option<f64>,
+    /// The probe's message.
+    pub message: String,
+    /// The probe's declared reporting interval, if any.
+    pub interval_ms: Option<i64>,
+}
+
+/// Which check history to read.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    /// Probe name.
+    pub probe: String,
+    /// Check name.
+    pub check: String,
+    /// Only this host, or every host.
+    pub host: Option<String>,
+    /// Inclusive start, ms.
+    pub from_ms: i64,
+    /// Inclusive end, ms.
+    pub to_ms: i64,
+    /// At most this many rows.
+    pub limit: usize,
+}
+
+/// One stored check result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckHistoryRow {
+    /// Host.
+    pub host: String,
+    /// Result time, ms.
+    pub time_ms: i64,
+    /// Status code 0–3.
+    pub status: u8,
+    /// Duration, if measured.
+    pub duration_seconds: Option<f64>,
+    /// The probe's message.
+    pub message: String,
+}
+
+/// One ledger row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRow {
+    /// Spool name.
+    pub spool: String,
+    /// Path bytes.
+    pub path: Vec<u8>,
+    /// Outcome.
+    pub outcome: Outcome,
+    /// Reject kind (`syntax`, …) for rejected files.
+    pub reject_kind: Option<String>,
+    /// The full error, for rejected files.
+    pub error: Option<String>,
+    /// When it was committed, ms.
+    pub ingested_at_ms: i64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Samples it contributed.
+    pub samples: u64,
+    /// A result was stamped too far in the future.
+    pub clock_skew: bool,
+}
+
+/// The samples of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSamples {
+    /// Metric name.
+    pub metric: String,
+    /// Canonical label text, `{a="b"}`.
+    pub labels: String,
+    /// (timestamp ms, value), oldest first.
+    pub samples: Vec<(i64, f64)>,
+}

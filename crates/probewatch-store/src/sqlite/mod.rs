@@ -1,0 +1,666 @@
+//! The embedded SQLite back end: one file `probewatch.db` in the data directory, WAL mode.
+//!
+//! One write connection sits behind a mutex (only the ingest writer thread and the pruner
+//! take it); reads use a small pool of read-only connections, which WAL lets run beside the
+//! writer. Commits use `synchronous=NORMAL` (a process crash loses nothing committed; a power
+//! cut may lose the last commits, whose files are then still in the spool and simply ingested
+//! again), and `synchronous=FULL` when the caller is about to delete or move files.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use probewatch_core::{Labels, ProbeResult};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+use crate::model::*;
+use crate::{Store, StoreError};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+
+/// Name of the database file inside the data directory.
+pub const DB_FILE: &str = "probewatch.db";
+
+/// SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// The write connection and the id caches that only the writer may touch.
+struct Writer {
+    conn: Connection,
+    /// `metric` + canonical labels → series id.
+    series: HashMap<String, i64>,
+    /// (probe, host, check) → check id.
+    checks: HashMap<(String, String, String), i64>,
+    next_batch_id: i64,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `data_dir`, applying migrations.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| StoreError::Io {
+            context: format!("creating data directory {}", data_dir.display()),
+            source,
+        })?;
+        let path = data_dir.join(DB_FILE);
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "temp_store", "MEMORY")?;
+        migrate(&mut conn)?;
+        let next_batch_id: i64 =
+            conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM batches", [], |r| r.get(0))?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(Writer {
+                conn,
+                series: HashMap::new(),
+                checks: HashMap::new(),
+                next_batch_id,
+            }),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a pooled read-only connection.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let pooled = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))?;
+                conn
+            }
+        };
+        let result = f(&conn);
+        let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
+        if pool.len() < 8 {
+            pool.push(conn);
+        }
+        Ok(result?)
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if version > supported {
+        return Err(StoreError::SchemaTooNew { found: version, supported });
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", to_i64(index as u64 + 1))?;
+        tx.commit()?;
+        tracing::info!(version = index + 1, "applied schema migration");
+    }
+    Ok(())
+}
+
+/// Running totals changed by one transaction.
+#[derive(Default)]
+struct Delta {
+    files_ingested: i64,
+    files_rejected: i64,
+    check_results: i64,
+    samples: i64,
+    series: i64,
+}
+
+impl Delta {
+    fn apply(&self, tx: &Connection) -> rusqlite::Result<()> {
+        tx.prepare_cached(
+            "UPDATE stats SET files_ingested = files_ingested + ?1,
+                files_rejected = files_rejected + ?2, check_results = check_results + ?3,
+                samples = samples + ?4, series = series + ?5 WHERE id = 1",
+        )?
+        .execute(params![
+            self.files_ingested,
+            self.files_rejected,
+            self.check_results,
+            self.samples,
+            self.series
+        ])?;
+        Ok(())
+    }
+}
+
+impl Writer {
+    fn commit_batch(&mut self, items: &[IngestItem]) -> rusqlite::Result<CommitSummary> {
+        let batch_id = self.next_batch_id;
+        let Writer { conn, series, checks, .. } = self;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut delta = Delta::default();
+        let mut results = Vec::with_capacity(items.len());
+        let mut samples_written = 0u64;
+        let mut checks_written = 0u64;
+        let now_ms = now_us() / 1000;
+        for item in items {
+            let file = &item.file;
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM files WHERE path = ?1 AND version_hash = ?2")?
+                .exists(params![file.path, file.version_hash])?;
+            if exists {
+                results.push(ItemResult::Duplicate);
+                continue;
+            }
+            let (outcome, kind, error, probes, n_samples, skew) = match &item.content {
+                ItemContent::Parsed { results, clock_skew, .. } => {
+                    let n: usize = results.iter().map(ProbeResult::sample_count).sum();
+                    (Outcome::Ingested, None, None, results.len(), n, *clock_skew)
+                }
+                ItemContent::Rejected(reject) => (
+                    Outcome::Rejected,
+                    Some(reject.kind.as_str()),
+                    Some(reject.to_string()),
+                    0,
+                    0,
+                    false,
+                ),
+            };
+            tx.prepare_cached(
+                "INSERT INTO files (spool, path, version_hash, size, mtime_ns, inode, outcome,
+                    reject_kind, error, probes, samples, clock_skew, batch_id, ingested_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                &*file.spool,
+                file.path,
+                file.version_hash,
+                to_i64(file.size),
+                file.mtime_ns,
+                to_i64(file.inode),
+                outcome as i64,
+                kind,
+                error,
+                to_i64(probes as u64),
+                to_i64(n_samples as u64),
+                skew,
+                batch_id,
+                now_ms,
+            ])?;
+            let file_id = tx.last_insert_rowid();
+            tx.prepare_cached(
+                "INSERT INTO file_heads (path, file_id, size, mtime_ns, inode, outcome)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (path) DO UPDATE SET file_id = excluded.file_id,
+                    size = excluded.size, mtime_ns = excluded.mtime_ns,
+                    inode = excluded.inode, outcome = excluded.outcome",
+            )?
+            .execute(params![
+                file.path,
+                file_id,
+                to_i64(file.size),
+                file.mtime_ns,
+                to_i64(file.inode),
+                outcome as i64
+            ])?;
+            match &item.content {
+                ItemContent::Parsed { results: probe_results, extra_labels, .. } => {
+                    delta.files_ingested += 1;
+                    for result in probe_results {
+                        let (s, c) =
+                            write_result(&tx, series, checks, &mut delta, result, extra_labels, file_id)?;
+                        samples_written += s;
+                        checks_written += c;
+                    }
+                }
+                ItemContent::Rejected(_) => delta.files_rejected += 1,
+            }
+            results.push(ItemResult::Stored { file_id });
+        }
+        let stored = results.iter().filter(|r| matches!(r, ItemResult::Stored { .. })).count();
+        tx.prepare_cached("INSERT INTO batches (id, committed_at_us, files) VALUES (?1, ?2, ?3)")?
+            .execute(params![batch_id, now_us(), to_i64(stored as u64)])?;
+        delta.apply(&tx)?;
+        tx.commit()?;
+        self.next_batch_id += 1;
+        Ok(CommitSummary {
+            batch_id,
+            items: results,
+            samples: samples_written,
+            check_results: checks_written,
+        })
+    }
+}
+
+/// Writes one probe result's check results and samples; returns (samples, check results).
+fn write_result(
+    tx: &Connection,
+    series_cache: &mut HashMap<String, i64>,
+    check_cache: &mut HashMap<(String, String, String), i64>,
+    delta: &mut Delta,
+    result: &ProbeResult,
+    extra_labels: &Labels,
+    file_id: i64,
+) -> rusqlite::Result<(u64, u64)> {
+    let mut samples = 0;
+    let ts = result.time_ms;
+    let owned = |labels: &mut Labels| {
+        labels.set_owned("probe", &result.probe);
+        if !result.host.is_empty() {
+            labels.set_owned("host", &result.host);
+        }
+        for (name, value) in extra_labels.iter() {
+            labels.set_owned(name, value);
+        }
+    };
+    for check in &result.checks {
+        let key = (result.probe.clone(), result.host.clone(), check.name.clone());
+        let check_id = match check_cache.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = check_id(tx, &key, result.interval_ms, ts, check)?;
+                check_cache.insert(key, id);
+                id
+            }
+        };
+        let inserted = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO check_results (check_id, ts_ms, status, duration, message,
+                    file_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                check_id,
+                ts,
+                check.status.code(),
+                check.duration_seconds,
+                check.message,
+                file_id
+            ])?;
+        if inserted == 0 {
+            tx.prepare_cached(
+                "UPDATE check_results SET status = ?3, duration = ?4, message = ?5, file_id = ?6
+                 WHERE check_id = ?1 AND ts_ms = ?2",
+            )?
+            .execute(params![
+                check_id,
+                ts,
+                check.status.code(),
+                check.duration_seconds,
+                check.message,
+                file_id
+            ])?;
+        } else {
+            delta.check_results += 1;
+        }
+        tx.prepare_cached(
+            "UPDATE checks SET last_ts_ms = ?2, last_status = ?3, last_duration = ?4,
+                last_message = ?5, interval_ms = coalesce(?6, interval_ms)
+             WHERE id = ?1 AND last_ts_ms <= ?2",
+        )?
+        .execute(params![
+            check_id,
+            ts,
+            check.status.code(),
+            check.duration_seconds,
+            check.message,
+            result.interval_ms
+        ])?;
+        let mut labels = Labels::new();
+        labels.set_owned("check", &check.name);
+        owned(&mut labels);
+        let canonical = labels.canonical();
+        let status = f64::from(check.status.code());
+        write_sample(tx, series_cache, delta, "probe_check_status", &canonical, ts, status)?;
+        samples += 1;
+        if let Some(duration) = check.duration_seconds {
+            write_sample(
+                tx,
+                series_cache,
+                delta,
+                "probe_check_duration_seconds",
+                &canonical,
+                ts,
+                duration,
+            )?;
+            samples += 1;
+        }
+    }
+    for metric in &result.metrics {
+        let mut labels = metric.labels.clone();
+        owned(&mut labels);
+        write_sample(tx, series_cache, delta, &metric.name, &labels.canonical(), ts, metric.value)?;
+        samples += 1;
+    }
+    Ok((samples, result.checks.len() as u64))
+}
+
+fn check_id(
+    tx: &Connection,
+    key: &(String, String, String),
+    interval_ms: Option<i64>,
+    ts: i64,
+    check: &probewatch_core::CheckResult,
+) -> rusqlite::Result<i64> {
+    let existing: Option<i64> = tx
+        .prepare_cached("SELECT id FROM checks WHERE probe = ?1 AND host = ?2 AND name = ?3")?
+        .query_row(params![key.0, key.1, key.2], |r| r.get(0))
+        .optional()?;
+    if let Some(id) = existing {
+        return Ok(id);
+    }
+    tx.prepare_cached(
+        "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
+            last_duration, last_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        key.0,
+        key.1,
+        key.2,
+        interval_ms,
+        ts,
+        check.status.code(),
+        check.duration_seconds,
+        check.message
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+fn write_sample(
+    tx: &Connection,
+    cache: &mut HashMap<String, i64>,
+    delta: &mut Delta,
+    metric: &str,
+    labels: &str,
+    ts: i64,
+    value: f64,
+) -> rusqlite::Result<()> {
+    let mut key = String::with_capacity(metric.len() + labels.len());
+    key.push_str(metric);
+    key.push_str(labels);
+    let series_id = match cache.get(&key) {
+        Some(id) => *id,
+        None => {
+            let existing: Option<i64> = tx
+                .prepare_cached("SELECT id FROM series WHERE metric = ?1 AND labels = ?2")?
+                .query_row(params![metric, labels], |r| r.get(0))
+                .optional()?;
+            let id = match existing {
+                Some(id) => id,
+                None => {
+                    tx.prepare_cached("INSERT INTO series (metric, labels) VALUES (?1, ?2)")?
+                        .execute(params![metric, labels])?;
+                    delta.series += 1;
+                    tx.last_insert_rowid()
+                }
+            };
+            cache.insert(key, id);
+            id
+        }
+    };
+    let inserted = tx
+        .prepare_cached("INSERT OR IGNORE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)")?
+        .execute(params![series_id, ts, value])?;
+    if inserted == 0 {
+        tx.prepare_cached("UPDATE samples SET value = ?3 WHERE series_id = ?1 AND ts_ms = ?2")?
+            .execute(params![series_id, ts, value])?;
+    } else {
+        delta.samples += 1;
+    }
+    Ok(())
+}
+
+impl Store for SqliteStore {
+    fn file_head(&self, path: &[u8]) -> Result<Option<FileHead>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT size, mtime_ns, inode, outcome FROM file_heads WHERE path = ?1",
+            )?
+            .query_row(params![path], |r| {
+                Ok(FileHead {
+                    size: to_u64(r.get(0)?),
+                    mtime_ns: r.get(1)?,
+                    inode: to_u64(r.get(2)?),
+                    outcome: Outcome::from_code(r.get(3)?),
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn commit_batch(&self, items: &[IngestItem], durable: bool) -> Result<CommitSummary, StoreError> {
+        let mut writer = self.writer();
+        if durable {
+            writer.conn.pragma_update(None, "synchronous", "FULL")?;
+        }
+        let result = writer.commit_batch(items);
+        if result.is_err() {
+            // The transaction rolled back: ids cached during it may not exist.
+            writer.series.clear();
+            writer.checks.clear();
+        }
+        if durable {
+            writer.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        Ok(result?)
+    }
+
+    fn prune(
+        &self,
+        cutoff_ms: i64,
+        file_exists: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<PruneSummary, StoreError> {
+        const CHUNK: usize = 200;
+        let mut summary = PruneSummary::default();
+        let series_ids: Vec<i64> = self.read(|c| {
+            c.prepare("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect()
+        })?;
+        for chunk in series_ids.chunks(CHUNK) {
+            let mut writer = self.writer();
+            let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            for id in chunk {
+                n += tx
+                    .prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts_ms < ?2")?
+                    .execute(params![id, cutoff_ms])?;
+            }
+            Delta { samples: -to_i64(n as u64), ..Delta::default() }.apply(&tx)?;
+            tx.commit()?;
+            summary.samples += n as u64;
+        }
+        let check_ids: Vec<i64> = self.read(|c| {
+            c.prepare("SELECT id FROM checks")?.query_map([], |r| r.get(0))?.collect()
+        })?;
+        for chunk in check_ids.chunks(CHUNK) {
+            let mut writer = self.writer();
+            let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            for id in chunk {
+                n += tx
+                    .prepare_cached("DELETE FROM check_results WHERE check_id = ?1 AND ts_ms < ?2")?
+                    .execute(params![id, cutoff_ms])?;
+            }
+            Delta { check_results: -to_i64(n as u64), ..Delta::default() }.apply(&tx)?;
+            tx.commit()?;
+            summary.check_results += n as u64;
+        }
+        // Old ledger rows go only when their file is gone: a row for a file still on disk is
+        // what stops a rescan from ingesting it again.
+        let old_files: Vec<(i64, Vec<u8>, i64)> = self.read(|c| {
+            c.prepare("SELECT id, path, outcome FROM files WHERE ingested_at_ms < ?1")?
+                .query_map(params![cutoff_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect()
+        })?;
+        let gone: Vec<&(i64, Vec<u8>, i64)> =
+            old_files.iter().filter(|(_, path, _)| !file_exists(path)).collect();
+        for chunk in gone.chunks(CHUNK) {
+            let mut writer = self.writer();
+            let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut delta = Delta::default();
+            for (id, _, outcome) in chunk {
+                tx.prepare_cached("DELETE FROM files WHERE id = ?1")?.execute(params![id])?;
+                tx.prepare_cached("DELETE FROM file_heads WHERE file_id = ?1")?.execute(params![id])?;
+                match Outcome::from_code(*outcome) {
+                    Outcome::Ingested => delta.files_ingested -= 1,
+                    Outcome::Rejected => delta.files_rejected -= 1,
+                }
+            }
+            delta.apply(&tx)?;
+            tx.commit()?;
+            summary.files += chunk.len() as u64;
+        }
+        Ok(summary)
+    }
+
+    fn stats(&self) -> Result<Stats, StoreError> {
+        self.read(|conn| {
+            conn.query_row(
+                "SELECT files_ingested, files_rejected, check_results, samples, series
+                 FROM stats WHERE id = 1",
+                [],
+                |r| {
+                    Ok(Stats {
+                        files_ingested: to_u64(r.get(0)?),
+                        files_rejected: to_u64(r.get(1)?),
+                        check_results: to_u64(r.get(2)?),
+                        samples: to_u64(r.get(3)?),
+                        series: to_u64(r.get(4)?),
+                    })
+                },
+            )
+        })
+    }
+
+    fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT probe, host, name, last_status, last_ts_ms, last_duration, last_message,
+                    interval_ms FROM checks ORDER BY probe, host, name",
+            )?
+            .query_map([], |r| {
+                Ok(CheckRow {
+                    probe: r.get(0)?,
+                    host: r.get(1)?,
+                    check: r.get(2)?,
+                    status: r.get(3)?,
+                    time_ms: r.get(4)?,
+                    duration_seconds: r.get(5)?,
+                    message: r.get(6)?,
+                    interval_ms: r.get(7)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT c.host, r.ts_ms, r.status, r.duration, r.message
+                 FROM checks c JOIN check_results r ON r.check_id = c.id
+                 WHERE c.probe = ?1 AND c.name = ?2 AND (?3 IS NULL OR c.host = ?3)
+                   AND r.ts_ms BETWEEN ?4 AND ?5
+                 ORDER BY r.ts_ms, c.host LIMIT ?6",
+            )?
+            .query_map(
+                params![
+                    query.probe,
+                    query.check,
+                    query.host,
+                    query.from_ms,
+                    query.to_ms,
+                    to_i64(query.limit as u64)
+                ],
+                |r| {
+                    Ok(CheckHistoryRow {
+                        host: r.get(0)?,
+                        time_ms: r.get(1)?,
+                        status: r.get(2)?,
+                        duration_seconds: r.get(3)?,
+                        message: r.get(4)?,
+                    })
+                },
+            )?
+            .collect()
+        })
+    }
+
+    fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError> {
+        self.read(|conn| {
+            let sql = "SELECT spool, path, outcome, reject_kind, error, ingested_at_ms, size,
+                    samples, clock_skew FROM files";
+            let order = " ORDER BY id DESC LIMIT ?";
+            let map = |r: &rusqlite::Row<'_>| {
+                Ok(FileRow {
+                    spool: r.get(0)?,
+                    path: r.get(1)?,
+                    outcome: Outcome::from_code(r.get(2)?),
+                    reject_kind: r.get(3)?,
+                    error: r.get(4)?,
+                    ingested_at_ms: r.get(5)?,
+                    size: to_u64(r.get(6)?),
+                    samples: to_u64(r.get(7)?),
+                    clock_skew: r.get(8)?,
+                })
+            };
+            let limit = to_i64(limit as u64);
+            match outcome {
+                Some(outcome) => conn
+                    .prepare_cached(&format!("{sql} WHERE outcome = ?{order}"))?
+                    .query_map(params![outcome as i64, limit], map)?
+                    .collect(),
+                None => conn
+                    .prepare_cached(&format!("{sql}{order}"))?
+                    .query_map(params![limit], map)?
+                    .collect(),
+            }
+        })
+    }
+
+    fn samples(&self, metric: &str, from_ms: i64, to_ms: i64) -> Result<Vec<SeriesSamples>, StoreError> {
+        self.read(|conn| {
+            let series: Vec<(i64, String)> = conn
+                .prepare_cached("SELECT id, labels FROM series WHERE metric = ?1 ORDER BY labels")?
+                .query_map(params![metric], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Vec::with_capacity(series.len());
+            let mut stmt = conn.prepare_cached(
+                "SELECT ts_ms, value FROM samples WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3
+                 ORDER BY ts_ms",
+            )?;
+            for (id, labels) in series {
+                let samples = stmt
+                    .query_map(params![id, from_ms, to_ms], |r| {
+                        Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN)))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                out.push(SeriesSamples { metric: metric.to_string(), labels, samples });
+            }
+            Ok(out)
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! One story through every `Store` method, on a real temporary SQLite file.
+
+use std::sync::Arc;
+
+use probewatch_core::format::FileContext;
+use probewatch_core::{Format, Labels, ParseLimits, Reject, RejectKind, parse};
+use probewatch_store::*;
+
+fn item(path: &str, hash: u8, xml: &str) -> IngestItem {
+    let results = parse(Format::Xml, xml.as_bytes(), FileContext { mtime_ms: 0 }, &ParseLimits::default())
+        .expect("fixture parses");
+    IngestItem {
+        file: meta(path, hash),
+        content: ItemContent::Parsed {
+            results,
+            extra_labels: Arc::new(Labels::from_pairs([("env", "prod")]).expect("valid")),
+            clock_skew: false,
+        },
+    }
+}
+
+fn meta(path: &str, hash: u8) -> FileMeta {
+    FileMeta {
+        spool: Arc::from("main"),
+        path: path.as_bytes().to_vec(),
+        size: 100,
+        mtime_ns: 5,
+        inode: 7,
+        version_hash: [hash; 32],
+    }
+}
+
+const A: &str = r#"<probe name="web" host="h1" time="1000" interval="60s">
+  <check name="login" status="ok" duration="0.5">fine</check>
+  <metric name="users" value="10"><label name="env" value="probe-said"/></metric>
+  <metric name="ratio" value="NaN"/>
+</probe>"#;
+
+const B: &str = r#"<probe name="web" host="h1" time="1060">
+  <check name="login" status="critical">down</check>
+</probe>"#;
+
+#[test]
+fn store_story() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    assert_eq!(store.stats().expect("stats"), Stats::default());
+    assert_eq!(store.file_head(b"/s/a.xml").expect("head"), None);
+
+    // A batch with a good file, a rejected file and the same good file again.
+    let reject = IngestItem {
+        file: meta("/s/bad.xml", 9),
+        content: ItemContent::Rejected(Reject::new(RejectKind::Empty, "file is empty")),
+    };
+    let summary = store
+        .commit_batch(&[item("/s/a.xml", 1, A), reject, item("/s/a.xml", 1, A)], false)
+        .expect("commit");
+    assert!(matches!(summary.items[0], ItemResult::Stored { .. }));
+    assert!(matches!(summary.items[1], ItemResult::Stored { .. }));
+    assert_eq!(summary.items[2], ItemResult::Duplicate);
+    assert_eq!(summary.samples, 4);
+
+    // New bytes at the same path are a new result; the same bytes never count twice.
+    let summary = store
+        .commit_batch(&[item("/s/a.xml", 2, B), item("/s/a.xml", 1, A)], true)
+        .expect("commit");
+    assert!(matches!(summary.items[0], ItemResult::Stored { .. }));
+    assert_eq!(summary.items[1], ItemResult::Duplicate);
+
+    let stats = store.stats().expect("stats");
+    assert_eq!(
+        stats,
+        Stats { files_ingested: 2, files_rejected: 1, check_results: 2, samples: 5, series: 4 }
+    );
+    let head = store.file_head(b"/s/a.xml").expect("head").expect("known");
+    assert_eq!((head.size, head.mtime_ns, head.inode, head.outcome), (100, 5, 7, Outcome::Ingested));
+
+    let latest = store.latest_checks().expect("latest");
+    assert_eq!(latest.len(), 1);
+    assert_eq!((latest[0].status, latest[0].time_ms, latest[0].message.as_str()), (2, 1_060_000, "down"));
+    assert_eq!(latest[0].interval_ms, Some(60_000));
+
+    let history = store
+        .check_history(&HistoryQuery {
+            probe: "web".into(),
+            check: "login".into(),
+            host: None,
+            from_ms: 0,
+            to_ms: i64::MAX,
+            limit: 100,
+        })
+        .expect("history");
+    assert_eq!(history.iter().map(|h| h.status).collect::<Vec<_>>(), vec![0, 2]);
+
+    // Spool labels win; the probe's own value is kept as exported_<name>.
+    let users = store.samples("users", 0, i64::MAX).expect("samples");
+    assert_eq!(users.len(), 1);
+    assert_eq!(
+        users[0].labels,
+        r#"{env="prod",exported_env="probe-said",host="h1",probe="web"}"#
+    );
+    let ratio = store.samples("ratio", 0, i64::MAX).expect("samples");
+    assert!(ratio[0].samples[0].1.is_nan(), "NaN survives the round trip");
+    let status = store.samples("probe_check_status", 0, i64::MAX).expect("samples");
+    assert_eq!(status[0].samples, vec![(1_000_000, 0.0), (1_060_000, 2.0)]);
+
+    let rejected = store.files(Some(Outcome::Rejected), 10).expect("files");
+    assert_eq!(rejected.len(), 1);
+    assert_eq!(rejected[0].error.as_deref(), Some("file is empty"));
+    assert_eq!(store.files(None, 10).expect("files").len(), 3);
+
+    // Reopen: everything is still there and the dedup still holds.
+    drop(store);
+    let store = SqliteStore::open(dir.path()).expect("reopen");
+    let summary = store.commit_batch(&[item("/s/a.xml", 2, B)], false).expect("commit");
+    assert_eq!(summary.items[0], ItemResult::Duplicate);
+
+    // Retention: everything before t=1030s goes; ledger rows go only for files that are gone.
+    let pruned = store.prune(1_030_000, &|path| path == b"/s/a.xml").expect("prune");
+    assert_eq!((pruned.samples, pruned.check_results), (4, 1));
+    let pruned = store.prune(i64::MAX, &|path| path == b"/s/a.xml").expect("prune");
+    assert_eq!(pruned.files, 1, "only the vanished bad.xml row goes");
+    let stats = store.stats().expect("stats");
+    assert_eq!((stats.samples, stats.check_results, stats.files_rejected), (0, 0, 0));
+    assert_eq!(store.file_head(b"/s/bad.xml").expect("head"), None);
+    assert!(store.file_head(b"/s/a.xml").expect("head").is_some());
+}
