@@ -1,0 +1,129 @@
+//! The watcher against a real temporary directory: each way a file can arrive.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::time::{Duration, Instant, SystemTime};
+
+use probewatch_watch::*;
+
+fn start(root: &Path, mode: WatchMode, settle: Duration) -> (Watcher, Receiver<FileReady>) {
+    let filter = Filter::new(&["*.xml".to_string()], &DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        .expect("filter");
+    let config = WatchConfig {
+        spools: vec![SpoolWatch { root: root.to_path_buf(), filter, skip_dirs: vec![root.join("done")], mode }],
+        settle,
+        auto_poll_interval: Duration::from_millis(100),
+    };
+    let (tx, rx) = sync_channel(100_000);
+    let watcher = Watcher::start(config, tx, Arc::new(WatchCounters::default())).expect("start");
+    (watcher, rx)
+}
+
+/// Collects events until `want` distinct paths arrived or the deadline passes.
+fn collect(rx: &Receiver<FileReady>, want: usize, within: Duration) -> HashMap<PathBuf, Vec<ReadyCause>> {
+    let deadline = Instant::now() + within;
+    let mut seen: HashMap<PathBuf, Vec<ReadyCause>> = HashMap::new();
+    while seen.len() < want {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(ready) => seen.entry(ready.path).or_default().push(ready.cause),
+            Err(_) => break,
+        }
+    }
+    seen
+}
+
+fn set_old_mtime(path: &Path) {
+    let old = SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options().write(true).open(path).expect("open").set_modified(old).expect("mtime");
+}
+
+#[test]
+fn close_write_is_reported_and_create_is_not() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (watcher, rx) = start(dir.path(), WatchMode::Inotify, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300)); // startup scan of the empty spool
+    let path = dir.path().join("a.xml");
+    let mut file = std::fs::File::create(&path).expect("create");
+    file.write_all(b"<probe name=").expect("write");
+    file.flush().expect("flush");
+    // Open and half written: nothing may be reported.
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "reported before close");
+    file.write_all(b"\"p\"/>").expect("write");
+    drop(file);
+    let ready = rx.recv_timeout(Duration::from_secs(5)).expect("reported after close");
+    assert_eq!((ready.path.as_path(), ready.cause), (path.as_path(), ReadyCause::CloseWrite));
+    watcher.stop();
+}
+
+#[test]
+fn rename_into_place_new_directories_and_filters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (watcher, rx) = start(dir.path(), WatchMode::Inotify, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    // write-temp-then-rename: the temp name is excluded, the final name arrives as moved-in
+    std::fs::write(dir.path().join("r.xml.tmp"), "x").expect("write");
+    std::fs::rename(dir.path().join("r.xml.tmp"), dir.path().join("r.xml")).expect("rename");
+    // a new directory with a file written right after mkdir (the recursive-watch race)
+    let mut expected = vec![dir.path().join("r.xml")];
+    for i in 0..50 {
+        let sub = dir.path().join(format!("d{i}/e"));
+        std::fs::create_dir_all(&sub).expect("mkdir");
+        std::fs::write(sub.join("f.xml"), "x").expect("write");
+        expected.push(sub.join("f.xml"));
+    }
+    // excluded: hidden, wrong extension, the skip dir
+    std::fs::write(dir.path().join(".hidden.xml"), "x").expect("write");
+    std::fs::write(dir.path().join("notes.txt"), "x").expect("write");
+    std::fs::create_dir(dir.path().join("done")).expect("mkdir");
+    std::fs::write(dir.path().join("done/old.xml"), "x").expect("write");
+    let seen = collect(&rx, expected.len() + 10, Duration::from_secs(5));
+    for path in &expected {
+        assert!(seen.contains_key(path), "missed {}", path.display());
+    }
+    assert_eq!(seen.len(), expected.len(), "unexpected files: {:?}", seen.keys());
+    assert_eq!(seen[&dir.path().join("r.xml")], vec![ReadyCause::MovedIn]);
+    watcher.stop();
+}
+
+#[test]
+fn startup_scan_and_hard_links_settle() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = dir.path().join("old.xml");
+    std::fs::write(&old, "x").expect("write");
+    set_old_mtime(&old);
+    let outside = tempfile::tempdir().expect("tempdir");
+    let (watcher, rx) = start(dir.path(), WatchMode::Inotify, Duration::from_millis(400));
+    let seen = collect(&rx, 1, Duration::from_secs(5));
+    assert_eq!(seen.get(&old), Some(&vec![ReadyCause::Scan]));
+    // A hard link appears with IN_CREATE only: reported once it has settled.
+    let source = outside.path().join("src.xml");
+    std::fs::write(&source, "x").expect("write");
+    let linked = dir.path().join("linked.xml");
+    let start = Instant::now();
+    std::fs::hard_link(&source, &linked).expect("link");
+    let seen = collect(&rx, 1, Duration::from_secs(5));
+    assert_eq!(seen.get(&linked), Some(&vec![ReadyCause::Settled]));
+    assert!(start.elapsed() >= Duration::from_millis(300), "reported before settling");
+    watcher.stop();
+}
+
+#[test]
+fn polling_reports_stable_files_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (watcher, rx) = start(dir.path(), WatchMode::Poll(Duration::from_millis(100)), Duration::from_secs(30));
+    std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+    let path = dir.path().join("sub/p.xml");
+    std::fs::write(&path, "x").expect("write");
+    let seen = collect(&rx, 1, Duration::from_secs(5));
+    assert_eq!(seen.get(&path), Some(&vec![ReadyCause::Poll]));
+    // Unchanged: not reported again; changed: reported again.
+    assert!(rx.recv_timeout(Duration::from_millis(400)).is_err(), "reported twice");
+    std::fs::write(&path, "xy").expect("write");
+    let seen = collect(&rx, 1, Duration::from_secs(5));
+    assert_eq!(seen.get(&path), Some(&vec![ReadyCause::Poll]));
+    watcher.stop();
+}
