@@ -1,1 +1,315 @@
-//! placeholder
+//! The HTTP side of probewatch: the JSON API and `/metrics`.
+//!
+//! The only crate that knows HTTP and JSON shapes. Handlers read the [`Store`] on blocking
+//! threads (SQLite calls block) and convert store rows into the API's own types here, so the
+//! store and core types stay free of serialisation concerns.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use probewatch_core::Status;
+use probewatch_store::{HistoryQuery, Outcome, Store, StoreError};
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// probewatch's own metrics, rendered by `/metrics`.
+    pub registry: Arc<Registry>,
+}
+
+/// An API error: a status code and a message for the client; details go to the log.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The request is wrong (bad parameter).
+    BadRequest(String),
+    /// The store failed.
+    Store(StoreError),
+    /// A blocking task panicked or was cancelled.
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            ApiError::Store(err) => {
+                tracing::error!(error = %err, "store error while serving a request");
+                (StatusCode::INTERNAL_SERVER_ERROR, "store error; see the server log".to_string())
+            }
+            ApiError::Internal(message) => {
+                tracing::error!(error = %message, "internal error while serving a request");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log".to_string())
+            }
+        };
+        (status, Json(ErrorBody { error: message })).into_response()
+    }
+}
+
+/// The router with every endpoint.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/stats", get(stats))
+        .route("/api/v1/checks", get(checks))
+        .route("/api/v1/checks/history", get(history))
+        .route("/api/v1/files", get(files))
+        .with_state(state)
+}
+
+/// Runs a store read on the blocking pool.
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let store = state.store.clone();
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::Store)
+}
+
+async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    read(&state, |store| store.stats()).await?;
+    Ok("ok\n")
+}
+
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let mut body = String::new();
+    prometheus_client::encoding::text::encode(&mut body, &state.registry)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        body,
+    )
+        .into_response())
+}
+
+#[derive(Serialize)]
+struct StatsBody {
+    files_ingested: u64,
+    files_rejected: u64,
+    check_results: u64,
+    samples: u64,
+    series: u64,
+}
+
+async fn stats(State(state): State<AppState>) -> Result<Json<StatsBody>, ApiError> {
+    let s = read(&state, |store| store.stats()).await?;
+    Ok(Json(StatsBody {
+        files_ingested: s.files_ingested,
+        files_rejected: s.files_rejected,
+        check_results: s.check_results,
+        samples: s.samples,
+        series: s.series,
+    }))
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
+}
+
+fn status_word(code: u8) -> &'static str {
+    Status::from_code(i64::from(code)).map_or("unknown", Status::as_str)
+}
+
+#[derive(Serialize)]
+struct CheckBody {
+    probe: String,
+    host: String,
+    check: String,
+    status: &'static str,
+    status_code: u8,
+    time: String,
+    time_ms: i64,
+    duration_seconds: Option<f64>,
+    message: String,
+    interval_seconds: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct ChecksBody {
+    checks: Vec<CheckBody>,
+}
+
+async fn checks(State(state): State<AppState>) -> Result<Json<ChecksBody>, ApiError> {
+    let rows = read(&state, |store| store.latest_checks()).await?;
+    let checks = rows
+        .into_iter()
+        .map(|r| CheckBody {
+            status: status_word(r.status),
+            status_code: r.status,
+            time: rfc3339(r.time_ms),
+            time_ms: r.time_ms,
+            duration_seconds: r.duration_seconds,
+            interval_seconds: r.interval_ms.map(|ms| ms as f64 / 1000.0),
+            probe: r.probe,
+            host: r.host,
+            check: r.check,
+            message: r.message,
+        })
+        .collect();
+    Ok(Json(ChecksBody { checks }))
+}
+
+/// Parses a time parameter: RFC 3339 or Unix seconds (fractions allowed).
+fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
+    if let Ok(seconds) = value.parse::<f64>()
+        && seconds.is_finite()
+    {
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    value
+        .parse::<jiff::Timestamp>()
+        .map(|t| t.as_millisecond())
+        .map_err(|_| ApiError::BadRequest(format!("{name}={value:?}: expected RFC 3339 or Unix seconds")))
+}
+
+#[derive(Deserialize)]
+struct HistoryParams {
+    probe: Option<String>,
+    check: Option<String>,
+    host: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct HistoryEntry {
+    host: String,
+    status: &'static str,
+    status_code: u8,
+    time: String,
+    time_ms: i64,
+    duration_seconds: Option<f64>,
+    message: String,
+}
+
+#[derive(Serialize)]
+struct HistoryBody {
+    probe: String,
+    check: String,
+    from: String,
+    to: String,
+    results: Vec<HistoryEntry>,
+}
+
+async fn history(
+    State(state): State<AppState>,
+    Query(params): Query<HistoryParams>,
+) -> Result<Json<HistoryBody>, ApiError> {
+    let probe = params.probe.ok_or_else(|| ApiError::BadRequest("probe= is required".into()))?;
+    let check = params.check.ok_or_else(|| ApiError::BadRequest("check= is required".into()))?;
+    let now_ms = jiff::Timestamp::now().as_millisecond();
+    let to_ms = params.to.as_deref().map(|v| parse_time("to", v)).transpose()?.unwrap_or(now_ms);
+    let from_ms = params
+        .from
+        .as_deref()
+        .map(|v| parse_time("from", v))
+        .transpose()?
+        .unwrap_or(to_ms - 86_400_000);
+    if from_ms > to_ms {
+        return Err(ApiError::BadRequest("from is after to".into()));
+    }
+    let query = HistoryQuery {
+        probe: probe.clone(),
+        check: check.clone(),
+        host: params.host,
+        from_ms,
+        to_ms,
+        limit: params.limit.unwrap_or(10_000).min(100_000),
+    };
+    let rows = read(&state, move |store| store.check_history(&query)).await?;
+    let results = rows
+        .into_iter()
+        .map(|r| HistoryEntry {
+            status: status_word(r.status),
+            status_code: r.status,
+            time: rfc3339(r.time_ms),
+            time_ms: r.time_ms,
+            duration_seconds: r.duration_seconds,
+            host: r.host,
+            message: r.message,
+        })
+        .collect();
+    Ok(Json(HistoryBody { probe, check, from: rfc3339(from_ms), to: rfc3339(to_ms), results }))
+}
+
+#[derive(Deserialize)]
+struct FilesParams {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct FileEntry {
+    path: String,
+    spool: String,
+    status: &'static str,
+    reason: Option<String>,
+    error: Option<String>,
+    time: String,
+    size: u64,
+    samples: u64,
+    clock_skew: bool,
+}
+
+#[derive(Serialize)]
+struct FilesBody {
+    files: Vec<FileEntry>,
+}
+
+async fn files(
+    State(state): State<AppState>,
+    Query(params): Query<FilesParams>,
+) -> Result<Json<FilesBody>, ApiError> {
+    let outcome = match params.status.as_deref() {
+        None | Some("all") => None,
+        Some(name) => Some(Outcome::from_name(name).ok_or_else(|| {
+            ApiError::BadRequest(format!("status={name:?}: expected ingested, rejected or all"))
+        })?),
+    };
+    let limit = params.limit.unwrap_or(1000).min(100_000);
+    let rows = read(&state, move |store| store.files(outcome, limit)).await?;
+    let files = rows
+        .into_iter()
+        .map(|r| FileEntry {
+            // File names need not be UTF-8; invalid bytes show as U+FFFD.
+            path: Path::new(std::ffi::OsStr::from_bytes(&r.path)).to_string_lossy().into_owned(),
+            spool: r.spool,
+            status: r.outcome.as_str(),
+            reason: r.reject_kind,
+            error: r.error,
+            time: rfc3339(r.ingested_at_ms),
+            size: r.size,
+            samples: r.samples,
+            clock_skew: r.clock_skew,
+        })
+        .collect();
+    Ok(Json(FilesBody { files }))
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes open requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}

@@ -1,1 +1,11 @@
-//! placeholder
+//! probewatch, the binary's library half: command line, configuration, the ingest pipeline,
+//! the daemon's wiring and the one-shot commands. `main.rs` only dispatches.
+//!
+//! Kept as a library so the benchmark harness and tests can reach the same code paths.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod daemon;
+pub mod ingest;
+pub mod telemetry;

@@ -1,1 +1,26 @@
-fn main() {}
+//! The `probewatch` binary: parses the command line and hands over to a command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use probewatch::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => probewatch::daemon::run_command(args),
+        Command::Check(args) => probewatch::commands::check(&args),
+        Command::Ingest(args) => probewatch::commands::ingest(&args),
+        Command::ExampleConfig => {
+            print!("{}", probewatch::config::EXAMPLE);
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("probewatch: error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

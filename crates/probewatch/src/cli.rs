@@ -1,0 +1,81 @@
+//! The command line: `probewatch run | check | ingest | bench | example-config`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// probewatch: ingests probe result files the moment they are complete, exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "probewatch", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: watch the spools, ingest, serve the HTTP API.
+    Run(RunArgs),
+    /// Validate result files as probewatch would; exit 1 if any is bad.
+    Check(CheckArgs),
+    /// Import files or directories once, with the same exactly-once ledger; exit 1 if any
+    /// file was rejected.
+    Ingest(IngestArgs),
+    /// Print an example configuration file with every setting.
+    ExampleConfig,
+}
+
+/// Options shared by commands that read the configuration.
+#[derive(Debug, Args, Clone, Default)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML); without it, built-in defaults.
+    #[arg(long, short, env = "PROBEWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory (default ./probewatch-data).
+    #[arg(long, env = "PROBEWATCH_DATA")]
+    pub data: Option<PathBuf>,
+    /// Log format: text or json.
+    #[arg(long, env = "PROBEWATCH_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// `probewatch run`.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunArgs {
+    /// Config, data directory, log format.
+    #[command(flatten)]
+    pub common: ConfigArgs,
+    /// Spool directory to watch (repeatable; replaces the config file's spools).
+    #[arg(long = "spool", value_name = "DIR")]
+    pub spools: Vec<PathBuf>,
+    /// HTTP listen address (default 127.0.0.1:9180).
+    #[arg(long, env = "PROBEWATCH_LISTEN")]
+    pub listen: Option<String>,
+    /// Poll the spools every INTERVAL instead of using inotify (NFS, some container volumes).
+    #[arg(long, value_name = "INTERVAL")]
+    pub poll: Option<String>,
+}
+
+/// `probewatch check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Result files or directories.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    /// Largest accepted file in bytes.
+    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    pub max_file_bytes: u64,
+}
+
+/// `probewatch ingest`.
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Config, data directory, log format.
+    #[command(flatten)]
+    pub common: ConfigArgs,
+    /// Result files or directories.
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+}

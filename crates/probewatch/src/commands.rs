@@ -1,0 +1,152 @@
+//! One-shot commands: `probewatch check` (validate files for probe authors) and
+//! `probewatch ingest` (import files or directories through the same ledger as the daemon).
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+use anyhow::Context;
+use probewatch_core::format::FileContext;
+use probewatch_core::{Format, ParseLimits, parse};
+use probewatch_store::{SqliteStore, Store};
+use probewatch_watch::{DEFAULT_EXCLUDE, FileReady, Filter, ReadyCause, WatchCounters, walk_files};
+
+use crate::cli::{CheckArgs, IngestArgs};
+use crate::config::{AfterIngest, Config, Overrides, Spool};
+use crate::daemon::ingest_settings;
+use crate::ingest::Pipeline;
+use crate::telemetry::{Metrics, init_logging};
+
+/// Expands directories into the result files below them (default filter: `*.xml`, no
+/// hidden or temporary files); files named explicitly are always taken.
+fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let exclude: Vec<String> = DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect();
+    let filter = Filter::new(&["*.xml".to_string()], &exclude)?;
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+        let path = std::path::absolute(path)?;
+        if meta.is_dir() {
+            walk_files(&path, &path, &filter, &[], &mut |_| {}, &mut |file, _| {
+                files.push((path.clone(), file));
+            });
+        } else {
+            let root = path.parent().map(Path::to_path_buf).unwrap_or_default();
+            files.push((root, path));
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// `probewatch check FILE...`: prints every error and exits 1 if any file is bad.
+pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let files = expand(&args.paths)?;
+    let mut bad = 0usize;
+    for (_, path) in &files {
+        match check_one(path, args.max_file_bytes) {
+            Ok(summary) => println!("ok   {}: {summary}", path.display()),
+            Err(error) => {
+                bad += 1;
+                println!("FAIL {}: {error}", path.display());
+            }
+        }
+    }
+    println!("{} file(s) checked, {} ok, {bad} bad", files.len(), files.len() - bad);
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn check_one(path: &Path, max_bytes: u64) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
+    let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    if meta.len() > max_bytes {
+        return Err(format!("file is {} bytes, over the limit of {max_bytes} bytes", meta.len()));
+    }
+    let mut bytes = Vec::new();
+    file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    let mtime_ms = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    let results = parse(Format::Xml, &bytes, FileContext { mtime_ms }, &ParseLimits::default())
+        .map_err(|reject| reject.to_string())?;
+    let checks: usize = results.iter().map(|r| r.checks.len()).sum();
+    let metrics: usize = results.iter().map(|r| r.metrics.len()).sum();
+    Ok(format!("{} probe result(s), {checks} check(s), {metrics} metric(s)", results.len()))
+}
+
+/// `probewatch ingest PATH...`: imports once through the ledger, with progress on a terminal.
+pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        data_dir: args.common.data.clone(),
+        log_format: args.common.log_format.clone(),
+        ..Overrides::default()
+    };
+    let mut config = Config::load(args.common.config.as_deref(), &overrides)?;
+    init_logging(config.log_format);
+    let files = expand(&args.paths)?;
+    // One pseudo-spool per root, named "import", keeping files where they are.
+    let mut roots: Vec<PathBuf> = files.iter().map(|(root, _)| root.clone()).collect();
+    roots.dedup();
+    let template = config.spools.first().cloned().context("no spool configured")?;
+    config.spools = roots
+        .iter()
+        .map(|root| Spool {
+            name: Arc::from("import"),
+            root: root.clone(),
+            after_ingest: AfterIngest::Keep,
+            quarantine: None,
+            ..template.clone()
+        })
+        .collect();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let before = store.stats()?;
+    let (metrics, _registry) = Metrics::new(Arc::new(WatchCounters::default()));
+    let (tx, rx) = std::sync::mpsc::sync_channel(4096);
+    let pipeline = Pipeline::start(ingest_settings(&config), store.clone(), metrics.clone(), rx)?;
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(files.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files {per_sec} eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let total = files.len();
+    for (index, (root, path)) in files.into_iter().enumerate() {
+        let spool = roots.iter().position(|r| *r == root).unwrap_or(0);
+        let ready = FileReady { spool, path, cause: ReadyCause::Scan, seen_at: Instant::now() };
+        if tx.send(ready).is_err() {
+            break;
+        }
+        progress.set_position(index as u64 + 1);
+    }
+    drop(tx);
+    pipeline.join();
+    progress.finish_and_clear();
+    let after = store.stats()?;
+    let ingested = after.files_ingested - before.files_ingested;
+    let rejected = after.files_rejected - before.files_rejected;
+    let elapsed = started.elapsed().max(Duration::from_millis(1));
+    println!(
+        "{total} file(s) in {:.1}s: {ingested} ingested, {rejected} rejected, {} already known \
+         ({:.0} files/s)",
+        elapsed.as_secs_f64(),
+        total as u64 - ingested - rejected,
+        total as f64 / elapsed.as_secs_f64()
+    );
+    if rejected > 0 {
+        println!("rejected files (see also GET /api/v1/files?status=rejected):");
+        for row in store.files(Some(probewatch_store::Outcome::Rejected), usize::try_from(rejected).unwrap_or(usize::MAX))? {
+            use std::os::unix::ffi::OsStrExt;
+            let path = Path::new(std::ffi::OsStr::from_bytes(&row.path));
+            println!("  {}: {}", path.display(), row.error.unwrap_or_default());
+        }
+    }
+    Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

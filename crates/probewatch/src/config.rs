@@ -1,0 +1,343 @@
+//! Configuration: the TOML file as written ([`ConfigFile`]) and the validated, resolved
+//! settings the daemon runs on ([`Config`]).
+//!
+//! Every setting has a default, so `probewatch run` with no file at all works: spool
+//! `./spool`, data `./probewatch-data`, HTTP on `127.0.0.1:9180`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use probewatch_core::{Format, Labels};
+use probewatch_watch::{DEFAULT_EXCLUDE, Filter, WatchMode};
+use serde::Deserialize;
+
+/// An example configuration with every setting, printed by `probewatch config example`.
+pub const EXAMPLE: &str = include_str!("../../../examples/probewatch.toml");
+
+/// The config file, as written. Durations are humantime strings ("90d", "5ms").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Where the database lives.
+    pub data_dir: Option<PathBuf>,
+    /// HTTP listen address.
+    pub listen: Option<String>,
+    /// How long samples, check results and ledger rows of vanished files are kept.
+    pub retention: Option<String>,
+    /// Largest result file accepted, in bytes.
+    pub max_file_bytes: Option<u64>,
+    /// See [`probewatch_watch::WatchConfig::settle`].
+    pub settle: Option<String>,
+    /// Results stamped further than this in the future are flagged as clock skew.
+    pub clock_skew_tolerance: Option<String>,
+    /// `auto` (default), `inotify` or `poll`.
+    pub watch: Option<String>,
+    /// Poll interval for polled spools.
+    pub poll_interval: Option<String>,
+    /// Most files in one transaction.
+    pub batch_max_files: Option<usize>,
+    /// Log format: `text` or `json`.
+    pub log_format: Option<String>,
+    /// The spools.
+    #[serde(default, rename = "spool")]
+    pub spools: Vec<SpoolFile>,
+}
+
+/// One `[[spool]]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolFile {
+    /// Name used in metrics, logs and the ledger (default: the directory name).
+    pub name: Option<String>,
+    /// The directory.
+    pub path: PathBuf,
+    /// Result format (default `xml`).
+    pub format: Option<String>,
+    /// Globs of files to ingest (default `["*.xml"]`).
+    pub include: Option<Vec<String>>,
+    /// Globs of files and directories to skip (default: dotfiles, `*.tmp`, `*.swp`, `*~`).
+    pub exclude: Option<Vec<String>>,
+    /// Labels added to every series from this spool.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `keep` (default), `delete` or `move`.
+    pub after_ingest: Option<String>,
+    /// Target directory for `after_ingest = "move"`.
+    pub move_to: Option<PathBuf>,
+    /// Where rejected files are moved (default: they stay where they are).
+    pub quarantine: Option<PathBuf>,
+}
+
+/// What happens to a file once its result is durably stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterIngest {
+    /// Leave it.
+    Keep,
+    /// Delete it.
+    Delete,
+    /// Move it into this directory (keeping its path relative to the spool).
+    Move(PathBuf),
+}
+
+/// A validated spool.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    /// Name.
+    pub name: Arc<str>,
+    /// Absolute directory.
+    pub root: PathBuf,
+    /// Format.
+    pub format: Format,
+    /// Include/exclude globs.
+    pub filter: Filter,
+    /// Labels added to every series.
+    pub labels: Arc<Labels>,
+    /// What to do after ingest.
+    pub after_ingest: AfterIngest,
+    /// Where rejected files go, if anywhere.
+    pub quarantine: Option<PathBuf>,
+}
+
+impl Spool {
+    /// True when files leave the spool after ingest or rejection, so commits must be durable
+    /// before that happens.
+    pub fn moves_files(&self) -> bool {
+        self.after_ingest != AfterIngest::Keep || self.quarantine.is_some()
+    }
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// HTTP listen address.
+    pub listen: SocketAddr,
+    /// Retention.
+    pub retention: Duration,
+    /// Largest accepted file.
+    pub max_file_bytes: u64,
+    /// Settle time.
+    pub settle: Duration,
+    /// Clock-skew tolerance.
+    pub clock_skew_tolerance: Duration,
+    /// Watch mode for every spool.
+    pub watch_mode: WatchMode,
+    /// Poll interval when `auto` falls back to polling.
+    pub poll_interval: Duration,
+    /// Most files per transaction.
+    pub batch_max_files: usize,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Spools, at least one.
+    pub spools: Vec<Spool>,
+}
+
+/// Command-line values that override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--spool`: replaces the file's spools.
+    pub spools: Vec<PathBuf>,
+    /// `--data`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--poll INTERVAL`.
+    pub poll: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<String>,
+}
+
+fn duration(field: &str, value: Option<&str>, default: &str) -> anyhow::Result<Duration> {
+    let text = value.unwrap_or(default);
+    humantime::parse_duration(text)
+        .with_context(|| format!("{field} = {text:?} is not a duration (e.g. 90d, 5s, 500ms)"))
+}
+
+fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    std::path::absolute(path).with_context(|| format!("resolving {}", path.display()))
+}
+
+impl Config {
+    /// Reads the file (if given) and applies command-line overrides.
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Config> {
+        let parsed = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config file {} is invalid", path.display()))?
+            }
+            None => ConfigFile::default(),
+        };
+        Config::resolve(parsed, overrides)
+    }
+
+    /// Validates a parsed file plus overrides.
+    pub fn resolve(file: ConfigFile, overrides: &Overrides) -> anyhow::Result<Config> {
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./probewatch-data"));
+        let listen_text = overrides
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:9180".to_string());
+        let listen: SocketAddr = listen_text
+            .parse()
+            .with_context(|| format!("listen = {listen_text:?} is not an address like 127.0.0.1:9180"))?;
+        let poll_interval = duration(
+            "poll_interval",
+            overrides.poll.as_deref().or(file.poll_interval.as_deref()),
+            "2s",
+        )?;
+        let watch_mode = match (overrides.poll.is_some(), file.watch.as_deref()) {
+            (true, _) | (false, Some("poll")) => WatchMode::Poll(poll_interval),
+            (false, None | Some("auto")) => WatchMode::Auto,
+            (false, Some("inotify")) => WatchMode::Inotify,
+            (false, Some(other)) => bail!("watch = {other:?}: expected auto, inotify or poll"),
+        };
+        let log_format = match overrides.log_format.as_deref().or(file.log_format.as_deref()) {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("log format {other:?}: expected text or json"),
+        };
+        let spool_files = if overrides.spools.is_empty() {
+            file.spools
+        } else {
+            overrides
+                .spools
+                .iter()
+                .map(|path| SpoolFile { path: path.clone(), ..SpoolFile::default() })
+                .collect()
+        };
+        let spool_files = if spool_files.is_empty() {
+            vec![SpoolFile { path: PathBuf::from("./spool"), ..SpoolFile::default() }]
+        } else {
+            spool_files
+        };
+        let mut spools = Vec::new();
+        for spool in spool_files {
+            spools.push(resolve_spool(spool)?);
+        }
+        for (i, a) in spools.iter().enumerate() {
+            for b in &spools[i + 1..] {
+                if a.name == b.name {
+                    bail!("two spools are named {:?}; give them distinct names", a.name);
+                }
+                if a.root.starts_with(&b.root) || b.root.starts_with(&a.root) {
+                    bail!(
+                        "spools {} and {} overlap: a file would be ingested twice",
+                        a.root.display(),
+                        b.root.display()
+                    );
+                }
+            }
+        }
+        let batch_max_files = file.batch_max_files.unwrap_or(2000);
+        if batch_max_files == 0 {
+            bail!("batch_max_files must be at least 1");
+        }
+        Ok(Config {
+            data_dir: absolute(&data_dir)?,
+            listen,
+            retention: duration("retention", file.retention.as_deref(), "90d")?,
+            max_file_bytes: file.max_file_bytes.unwrap_or(8 * 1024 * 1024),
+            settle: duration("settle", file.settle.as_deref(), "2s")?,
+            clock_skew_tolerance: duration(
+                "clock_skew_tolerance",
+                file.clock_skew_tolerance.as_deref(),
+                "5m",
+            )?,
+            watch_mode,
+            poll_interval,
+            batch_max_files,
+            log_format,
+            spools,
+        })
+    }
+}
+
+fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
+    let root = absolute(&spool.path)?;
+    let name: Arc<str> = match spool.name {
+        Some(name) => Arc::from(name),
+        None => Arc::from(
+            root.file_name().map_or_else(|| "spool".into(), |n| n.to_string_lossy().into_owned()),
+        ),
+    };
+    let format_name = spool.format.as_deref().unwrap_or("xml");
+    let format = Format::from_name(format_name)
+        .with_context(|| format!("spool {name}: unknown format {format_name:?} (supported: xml)"))?;
+    let include = spool.include.unwrap_or_else(|| vec![format!("*.{}", format.as_str())]);
+    let exclude = spool
+        .exclude
+        .unwrap_or_else(|| DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect());
+    let filter = Filter::new(&include, &exclude).with_context(|| format!("spool {name}"))?;
+    let labels = Labels::from_pairs(spool.labels)
+        .with_context(|| format!("spool {name}: invalid labels"))?;
+    let after_ingest = match (spool.after_ingest.as_deref(), spool.move_to) {
+        (None | Some("keep"), None) => AfterIngest::Keep,
+        (Some("delete"), None) => AfterIngest::Delete,
+        (Some("move"), Some(dir)) => AfterIngest::Move(absolute(&dir)?),
+        (Some("move"), None) => bail!("spool {name}: after_ingest = \"move\" needs move_to"),
+        (_, Some(_)) => bail!("spool {name}: move_to is only used with after_ingest = \"move\""),
+        (Some(other), None) => {
+            bail!("spool {name}: after_ingest = {other:?}: expected keep, delete or move")
+        }
+    };
+    let quarantine = spool.quarantine.as_deref().map(absolute).transpose()?;
+    Ok(Spool { name, root, format, filter, labels: Arc::new(labels), after_ingest, quarantine })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        let config = Config::resolve(ConfigFile::default(), &Overrides::default()).expect("valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9180");
+        assert!(config.data_dir.ends_with("probewatch-data"));
+        assert_eq!(config.spools.len(), 1);
+        assert!(config.spools[0].root.ends_with("spool"));
+        assert_eq!(config.retention, Duration::from_secs(90 * 86400));
+        assert_eq!(config.watch_mode, WatchMode::Auto);
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let file: ConfigFile = toml::from_str(EXAMPLE).expect("example parses");
+        let config = Config::resolve(file, &Overrides::default()).expect("example is valid");
+        assert!(config.spools.len() >= 2);
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let err = toml::from_str::<ConfigFile>("retension = \"1d\"").expect_err("typo");
+        assert!(err.to_string().contains("unknown field `retension`"), "{err}");
+        let file: ConfigFile =
+            toml::from_str("[[spool]]\npath = \"/a\"\n[[spool]]\npath = \"/a/b\"\nname = \"b\"")
+                .expect("parses");
+        let err = Config::resolve(file, &Overrides::default()).expect_err("overlap");
+        assert!(err.to_string().contains("overlap"), "{err}");
+        let file: ConfigFile =
+            toml::from_str("[[spool]]\npath = \"/a\"\nafter_ingest = \"move\"").expect("parses");
+        let err = Config::resolve(file, &Overrides::default()).expect_err("no target");
+        assert!(err.to_string().contains("needs move_to"), "{err}");
+    }
+}

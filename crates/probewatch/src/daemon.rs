@@ -1,0 +1,196 @@
+//! `probewatch run`: wires the watcher, the ingest pipeline, retention and the HTTP server,
+//! and shuts them down in order.
+//!
+//! Shutdown order on SIGINT/SIGTERM: stop the HTTP server, stop the watcher (no new events),
+//! let the pipeline drain its queues and commit the batch in flight, then exit. Anything not
+//! yet reported is found by the startup scan next time.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use probewatch_core::ParseLimits;
+use probewatch_store::{SqliteStore, Store};
+use probewatch_watch::{SpoolWatch, WatchConfig, WatchCounters, WatchMode, Watcher};
+
+use crate::cli::RunArgs;
+use crate::config::{AfterIngest, Config, Overrides};
+use crate::ingest::{IngestSettings, Pipeline};
+use crate::telemetry::{Metrics, init_logging};
+
+/// Entry point of `probewatch run`.
+pub fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let overrides = Overrides {
+        spools: args.spools,
+        data_dir: args.common.data,
+        listen: args.listen,
+        poll: args.poll,
+        log_format: args.common.log_format,
+    };
+    let config = Config::load(args.common.config.as_deref(), &overrides)?;
+    init_logging(config.log_format);
+    run(config)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The watcher's view of the configured spools: move and quarantine targets inside a spool
+/// are never watched (their files were already ingested).
+pub fn watch_config(config: &Config) -> WatchConfig {
+    let spools = config
+        .spools
+        .iter()
+        .map(|spool| {
+            let mut skip_dirs = Vec::new();
+            if let AfterIngest::Move(dir) = &spool.after_ingest {
+                skip_dirs.push(dir.clone());
+            }
+            skip_dirs.extend(spool.quarantine.clone());
+            SpoolWatch {
+                root: spool.root.clone(),
+                filter: spool.filter.clone(),
+                skip_dirs,
+                mode: config.watch_mode,
+            }
+        })
+        .collect();
+    WatchConfig { spools, settle: config.settle, auto_poll_interval: config.poll_interval }
+}
+
+/// Ingest settings from the configuration.
+pub fn ingest_settings(config: &Config) -> IngestSettings {
+    IngestSettings {
+        spools: Arc::new(config.spools.clone()),
+        max_file_bytes: config.max_file_bytes,
+        clock_skew_tolerance: config.clock_skew_tolerance,
+        batch_max_files: config.batch_max_files,
+        parse_limits: ParseLimits::default(),
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    for spool in &config.spools {
+        std::fs::create_dir_all(&spool.root)
+            .with_context(|| format!("creating spool directory {}", spool.root.display()))?;
+    }
+    let store = Arc::new(SqliteStore::open(&config.data_dir).with_context(|| {
+        format!("opening the store in {}", config.data_dir.display())
+    })?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("pw-http")
+        .build()
+        .context("starting the async runtime")?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(config.listen))
+        .with_context(|| format!("listening on {}", config.listen))?;
+    let listen: SocketAddr = listener.local_addr().unwrap_or(config.listen);
+
+    let counters = Arc::new(WatchCounters::default());
+    let (metrics, registry) = Metrics::new(counters.clone());
+    // Room for bursts: the inotify reader never waits, so a full queue costs a rescan.
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(65_536);
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let pipeline = Pipeline::start(ingest_settings(&config), store_dyn.clone(), metrics, ready_rx)
+        .context("starting the ingest threads")?;
+    let watcher = Watcher::start(watch_config(&config), ready_tx, counters)
+        .context("starting the spool watcher")?;
+
+    println!("probewatch {} running", env!("CARGO_PKG_VERSION"));
+    for spool in &config.spools {
+        let after = match &spool.after_ingest {
+            AfterIngest::Keep => "keep files".to_string(),
+            AfterIngest::Delete => "delete files after ingest".to_string(),
+            AfterIngest::Move(dir) => format!("move files to {}", dir.display()),
+        };
+        let how = match config.watch_mode {
+            WatchMode::Poll(interval) => format!("polled every {}", humantime::format_duration(interval)),
+            _ => "inotify".to_string(),
+        };
+        println!(
+            "  spool {:<10} {} ({}, {how}, {after})",
+            spool.name,
+            spool.root.display(),
+            spool.format.as_str()
+        );
+    }
+    println!("  data             {}", store.path().display());
+    println!("  http             http://{listen}/  (API: /api/v1/stats, /api/v1/checks, /metrics)");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let retention = spawn_retention(store_dyn.clone(), config.retention, stop.clone())?;
+
+    let state = probewatch_web::AppState { store: store_dyn, registry: Arc::new(registry) };
+    let served = runtime.block_on(probewatch_web::serve(listener, state, shutdown_signal()));
+    if let Err(err) = served {
+        tracing::error!(error = %err, "HTTP server failed");
+    }
+    tracing::info!("shutting down: committing what is queued");
+    stop.store(true, Ordering::SeqCst);
+    watcher.stop();
+    pipeline.join();
+    let _ = retention.join();
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!(error = %err, "cannot listen for SIGTERM");
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Prunes data older than the retention once a minute after start, then hourly.
+fn spawn_retention(
+    store: Arc<dyn Store>,
+    retention: Duration,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let thread = std::thread::Builder::new().name("pw-retention".into()).spawn(move || {
+        let mut wait = Duration::from_secs(60);
+        loop {
+            let deadline = std::time::Instant::now() + wait;
+            while std::time::Instant::now() < deadline {
+                if stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            let cutoff = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+            let exists = |path: &[u8]| {
+                use std::os::unix::ffi::OsStrExt;
+                std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(path)).is_ok()
+            };
+            match store.prune(cutoff, &exists) {
+                Ok(s) if s.samples + s.check_results + s.files > 0 => tracing::info!(
+                    samples = s.samples,
+                    check_results = s.check_results,
+                    ledger_rows = s.files,
+                    "retention pruned old data"
+                ),
+                Ok(_) => {}
+                Err(err) => tracing::error!(error = %err, "retention pruning failed"),
+            }
+            wait = Duration::from_secs(3600);
+        }
+    })?;
+    Ok(thread)
+}

@@ -1,0 +1,450 @@
+//! The ingest path: `FileReady` → read, hash, parse → one transaction per batch → after-ingest
+//! actions.
+//!
+//! Two threads, so parsing and committing overlap on two cores:
+//! - the *prepare* thread opens each reported file (never following symlinks), skips files the
+//!   ledger already has unchanged (scans only), reads it under the size limit, hashes it and
+//!   parses it;
+//! - the *writer* thread takes whatever prepared items are waiting (up to `batch_max_files`)
+//!   and commits them in one transaction. There is no artificial delay: a lone file commits at
+//!   once, and under load batches grow by themselves while the previous commit runs.
+//!
+//! Invariants: a file's results and its ledger row commit together; a file is deleted, moved
+//! or quarantined only after the commit that recorded it is durable (fsynced); a failed commit
+//! is retried, never dropped.
+
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use probewatch_core::format::FileContext;
+use probewatch_core::{ParseLimits, Reject, RejectKind, TimeSource, parse};
+use probewatch_store::{FileMeta, IngestItem, ItemContent, ItemResult, Store};
+use probewatch_watch::FileReady;
+use sha2::{Digest, Sha256};
+
+use crate::config::{AfterIngest, Spool};
+use crate::telemetry::{Metrics, RejectLabels, SpoolLabel};
+
+/// What the ingest path needs to know.
+#[derive(Debug, Clone)]
+pub struct IngestSettings {
+    /// The spools, indexed like the watcher's.
+    pub spools: Arc<Vec<Spool>>,
+    /// Largest accepted file.
+    pub max_file_bytes: u64,
+    /// Future timestamps beyond this are flagged as clock skew.
+    pub clock_skew_tolerance: Duration,
+    /// Most files per transaction.
+    pub batch_max_files: usize,
+    /// Parser limits.
+    pub parse_limits: ParseLimits,
+}
+
+/// Work for the writer thread.
+enum Work {
+    /// A file to commit.
+    Item(Box<Prepared>),
+    /// A file the ledger already has unchanged; only its after-ingest action may be due
+    /// (the process stopped between commit and delete/move).
+    AfterOnly { spool: usize, path: PathBuf, outcome: probewatch_store::Outcome },
+}
+
+struct Prepared {
+    spool: usize,
+    path: PathBuf,
+    seen_at: Instant,
+    item: IngestItem,
+}
+
+/// Where a committed item came from.
+struct Origin {
+    spool: usize,
+    path: PathBuf,
+    seen_at: Instant,
+}
+
+/// The running ingest threads.
+pub struct Pipeline {
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    /// Starts the prepare and writer threads. They stop on their own once every sender of
+    /// `ready` is gone and everything queued has been committed.
+    pub fn start(
+        settings: IngestSettings,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+        ready: Receiver<FileReady>,
+    ) -> std::io::Result<Pipeline> {
+        let (work_tx, work_rx) = sync_channel::<Work>(4096);
+        let preparer = Preparer { settings: settings.clone(), store: store.clone(), metrics: metrics.clone() };
+        let prepare = std::thread::Builder::new()
+            .name("pw-prepare".into())
+            .spawn(move || preparer.run(ready, work_tx))?;
+        let writer = Writer { settings, store, metrics };
+        let write = std::thread::Builder::new().name("pw-writer".into()).spawn(move || writer.run(work_rx))?;
+        Ok(Pipeline { threads: vec![prepare, write] })
+    }
+
+    /// Waits until both threads have finished (after the watcher stopped).
+    pub fn join(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+}
+
+struct Preparer {
+    settings: IngestSettings,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl Preparer {
+    fn run(self, ready: Receiver<FileReady>, work: SyncSender<Work>) {
+        for file in ready {
+            if let Some(w) = self.prepare(file)
+                && work.send(w).is_err()
+            {
+                return;
+            }
+        }
+    }
+
+    fn prepare(&self, ready: FileReady) -> Option<Work> {
+        let spool = self.settings.spools.get(ready.spool)?;
+        let path = ready.path;
+        // O_NOFOLLOW: a symlink is never followed (out of the spool or into it twice).
+        // O_NONBLOCK: a FIFO named like a result file cannot hang the pipeline.
+        let file = match std::fs::File::options()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                tracing::debug!(path = %path.display(), "file vanished before it was read");
+                return None;
+            }
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+                tracing::info!(path = %path.display(), "ignoring symlink in spool");
+                return None;
+            }
+            Err(err) => {
+                self.metrics.files_unreadable.inc();
+                tracing::error!(path = %path.display(), error = %err, "cannot open result file");
+                return None;
+            }
+        };
+        let meta = match file.metadata() {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => {
+                tracing::info!(path = %path.display(), "ignoring non-regular file in spool");
+                return None;
+            }
+            Err(err) => {
+                self.metrics.files_unreadable.inc();
+                tracing::error!(path = %path.display(), error = %err, "cannot stat result file");
+                return None;
+            }
+        };
+        let path_bytes = path.as_os_str().as_bytes().to_vec();
+        let size = meta.len();
+        let mtime = mtime_ns(&meta);
+        if !ready.cause.is_fresh_write() {
+            // Scans and polls: a file whose size, mtime and inode match the ledger is the
+            // version we already have, unless its mtime is so recent that a same-size rewrite
+            // within the clock tick could hide behind it ("racy" mtime, as git calls it).
+            let racy = now_ms().saturating_mul(1_000_000).saturating_sub(mtime) < 2_000_000_000;
+            if !racy
+                && let Ok(Some(head)) = self.store.file_head(&path_bytes)
+                && head.size == size
+                && head.mtime_ns == mtime
+                && head.inode == meta.ino()
+            {
+                return Some(Work::AfterOnly { spool: ready.spool, path, outcome: head.outcome });
+            }
+        }
+        let mtime_ms = mtime / 1_000_000;
+        let (version_hash, content) = if size > self.settings.max_file_bytes {
+            self.too_large(size, mtime, meta.ino())
+        } else {
+            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
+            if let Err(err) = (&file).take(self.settings.max_file_bytes + 1).read_to_end(&mut bytes) {
+                self.metrics.files_unreadable.inc();
+                tracing::error!(path = %path.display(), error = %err, "cannot read result file");
+                return None;
+            }
+            if bytes.len() as u64 > self.settings.max_file_bytes {
+                self.too_large(bytes.len() as u64, mtime, meta.ino())
+            } else {
+                self.parse(spool, &bytes, mtime, mtime_ms, &path)
+            }
+        };
+        let item = IngestItem {
+            file: FileMeta {
+                spool: spool.name.clone(),
+                path: path_bytes,
+                size,
+                mtime_ns: mtime,
+                inode: meta.ino(),
+                version_hash,
+            },
+            content,
+        };
+        Some(Work::Item(Box::new(Prepared { spool: ready.spool, path, seen_at: ready.seen_at, item })))
+    }
+
+    /// A file over the size limit is not read; its identity is its size, mtime and inode.
+    fn too_large(&self, size: u64, mtime: i64, inode: u64) -> ([u8; 32], ItemContent) {
+        let mut hasher = Sha256::new();
+        hasher.update(b"too-large\0");
+        hasher.update(size.to_le_bytes());
+        hasher.update(mtime.to_le_bytes());
+        hasher.update(inode.to_le_bytes());
+        let reject = Reject::new(
+            RejectKind::TooLarge,
+            format!(
+                "file is {size} bytes, over the limit of {} bytes (max_file_bytes)",
+                self.settings.max_file_bytes
+            ),
+        );
+        (hasher.finalize().into(), ItemContent::Rejected(reject))
+    }
+
+    fn parse(
+        &self,
+        spool: &Spool,
+        bytes: &[u8],
+        mtime_ns: i64,
+        mtime_ms: i64,
+        path: &Path,
+    ) -> ([u8; 32], ItemContent) {
+        let content_hash: [u8; 32] = Sha256::digest(bytes).into();
+        match parse(spool.format, bytes, FileContext { mtime_ms }, &self.settings.parse_limits) {
+            Err(reject) => (content_hash, ItemContent::Rejected(reject)),
+            Ok(results) => {
+                // Results that take their time from the file's mtime are a new result each
+                // time the file is rewritten, even with the same bytes.
+                let version_hash = if results.iter().any(|r| r.time_source == TimeSource::FileMtime) {
+                    let mut hasher = Sha256::new();
+                    hasher.update(content_hash);
+                    hasher.update(mtime_ns.to_le_bytes());
+                    hasher.finalize().into()
+                } else {
+                    content_hash
+                };
+                let limit = now_ms().saturating_add(
+                    i64::try_from(self.settings.clock_skew_tolerance.as_millis()).unwrap_or(i64::MAX),
+                );
+                let clock_skew = results.iter().any(|r| r.time_ms > limit);
+                if clock_skew {
+                    tracing::warn!(
+                        path = %path.display(),
+                        "result stamped more than {} in the future (clock skew?); stored at its own time",
+                        humantime::format_duration(self.settings.clock_skew_tolerance)
+                    );
+                }
+                (
+                    version_hash,
+                    ItemContent::Parsed { results, extra_labels: spool.labels.clone(), clock_skew },
+                )
+            }
+        }
+    }
+}
+
+struct Writer {
+    settings: IngestSettings,
+    store: Arc<dyn Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn run(self, work: Receiver<Work>) {
+        let max = self.settings.batch_max_files;
+        while let Ok(first) = work.recv() {
+            let mut batch = vec![first];
+            while batch.len() < max {
+                match work.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.commit(batch);
+        }
+    }
+
+    fn commit(&self, batch: Vec<Work>) {
+        let mut items = Vec::with_capacity(batch.len());
+        let mut origins = Vec::with_capacity(batch.len());
+        let mut after_only = Vec::new();
+        for work in batch {
+            match work {
+                Work::Item(p) => {
+                    let Prepared { spool, path, seen_at, item } = *p;
+                    items.push(item);
+                    origins.push(Origin { spool, path, seen_at });
+                }
+                Work::AfterOnly { spool, path, outcome } => after_only.push((spool, path, outcome)),
+            }
+        }
+        let durable = origins.iter().map(|o| o.spool).chain(after_only.iter().map(|a| a.0)).any(|s| {
+            self.settings.spools.get(s).is_some_and(Spool::moves_files)
+        });
+        let summary = if items.is_empty() && !durable {
+            None
+        } else {
+            // Also commits (and with `durable`, fsyncs) when only after-only work is queued,
+            // so an earlier non-durable commit is on disk before its file moves.
+            Some(self.commit_with_retry(&items, durable))
+        };
+        let committed_at = Instant::now();
+        if let Some(summary) = &summary {
+            self.metrics.batches.inc();
+            for ((origin, item), result) in origins.iter().zip(&items).zip(&summary.items) {
+                self.account(origin, item, *result, committed_at);
+            }
+        }
+        for (spool, path, outcome) in after_only {
+            self.after(spool, &path, outcome);
+        }
+    }
+
+    fn commit_with_retry(&self, items: &[IngestItem], durable: bool) -> probewatch_store::CommitSummary {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.store.commit_batch(items, durable) {
+                Ok(summary) => return summary,
+                Err(err) => {
+                    self.metrics.commit_errors.inc();
+                    tracing::error!(
+                        error = %err,
+                        files = items.len(),
+                        "committing ingest batch failed; retrying in {}",
+                        humantime::format_duration(delay)
+                    );
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    fn account(&self, p: &Origin, item: &IngestItem, result: ItemResult, committed_at: Instant) {
+        let Some(spool) = self.settings.spools.get(p.spool) else { return };
+        let spool_label = SpoolLabel { spool: spool.name.to_string() };
+        let outcome = match &item.content {
+            ItemContent::Parsed { .. } => probewatch_store::Outcome::Ingested,
+            ItemContent::Rejected(_) => probewatch_store::Outcome::Rejected,
+        };
+        match result {
+            ItemResult::Duplicate => {
+                self.metrics.files_duplicate.get_or_create(&spool_label).inc();
+                tracing::debug!(path = %p.path.display(), "already ingested this version; skipped");
+            }
+            ItemResult::Stored { .. } => {
+                self.metrics
+                    .ingest_latency
+                    .observe(committed_at.saturating_duration_since(p.seen_at).as_secs_f64());
+                match &item.content {
+                    ItemContent::Parsed { results, .. } => {
+                        self.metrics.files_ingested.get_or_create(&spool_label).inc();
+                        let samples: usize = results.iter().map(|r| r.sample_count()).sum();
+                        self.metrics.samples_written.inc_by(samples as u64);
+                        tracing::debug!(path = %p.path.display(), samples, "ingested");
+                    }
+                    ItemContent::Rejected(reject) => {
+                        let labels = RejectLabels {
+                            spool: spool_label.spool.clone(),
+                            reason: reject.kind.as_str().to_string(),
+                        };
+                        self.metrics.files_rejected.get_or_create(&labels).inc();
+                        tracing::warn!(
+                            spool = %spool.name,
+                            reason = reject.kind.as_str(),
+                            "rejected {}: {reject}",
+                            p.path.display()
+                        );
+                    }
+                }
+            }
+        }
+        self.after(p.spool, &p.path, outcome);
+    }
+
+    /// The spool's after-ingest action, or quarantine for a rejected file. Only called once
+    /// the file's ledger row is durable.
+    fn after(&self, spool: usize, path: &Path, outcome: probewatch_store::Outcome) {
+        let Some(spool) = self.settings.spools.get(spool) else { return };
+        let target_dir = match (outcome, &spool.after_ingest, &spool.quarantine) {
+            (probewatch_store::Outcome::Ingested, AfterIngest::Keep, _) => return,
+            (probewatch_store::Outcome::Ingested, AfterIngest::Delete, _) => {
+                if let Err(err) = std::fs::remove_file(path)
+                    && err.kind() != std::io::ErrorKind::NotFound
+                {
+                    self.metrics.after_ingest_errors.inc();
+                    tracing::error!(path = %path.display(), error = %err, "cannot delete ingested file");
+                }
+                return;
+            }
+            (probewatch_store::Outcome::Ingested, AfterIngest::Move(dir), _) => dir,
+            (probewatch_store::Outcome::Rejected, _, Some(dir)) => dir,
+            (probewatch_store::Outcome::Rejected, _, None) => return,
+        };
+        if let Err(err) = move_into(&spool.root, path, target_dir) {
+            self.metrics.after_ingest_errors.inc();
+            tracing::error!(
+                path = %path.display(),
+                target = %target_dir.display(),
+                error = %err,
+                "cannot move file after ingest"
+            );
+        }
+    }
+}
+
+/// Moves `path` (inside `root`) to the same relative place under `target_dir`, never
+/// overwriting an earlier file of the same name.
+fn move_into(root: &Path, path: &Path, target_dir: &Path) -> std::io::Result<()> {
+    if !path.exists() {
+        return Ok(());
+    }
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    let mut target = target_dir.join(relative);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut n = 1;
+    while target.exists() {
+        let mut name = target_dir.join(relative).into_os_string();
+        name.push(format!(".{n}"));
+        target = PathBuf::from(name);
+        n += 1;
+    }
+    match std::fs::rename(path, &target) {
+        Err(err) if err.raw_os_error() == Some(libc::EXDEV) => {
+            std::fs::copy(path, &target)?;
+            std::fs::File::open(&target)?.sync_all()?;
+            std::fs::remove_file(path)
+        }
+        other => other,
+    }
+}
