@@ -184,6 +184,9 @@ mod tests {
         assert_eq!(labels.get("probe"), Some("real"));
         assert_eq!(labels.get("exported_probe"), Some("fake"));
         labels.set_owned("host", "h1");
-        assert_eq!(labels.canonical(), r#"{exported_probe="fake",host="h1",probe="real",queue="q"}"#);
+        assert_eq!(
+            labels.canonical(),
+            r#"{exported_probe="fake",host="h1",probe="real",queue="q"}"#
+        );
     }
 }

@@ -56,20 +56,32 @@ pub struct Reject {
 impl Reject {
     /// A rejection that has no position in the file.
     pub fn new(kind: RejectKind, detail: impl Into<String>) -> Reject {
-        Reject { kind, line: None, column: None, detail: detail.into() }
+        Reject {
+            kind,
+            line: None,
+            column: None,
+            detail: detail.into(),
+        }
     }
 
     /// A rejection at byte `offset` of `input`; line and column are computed from it.
     pub fn at(kind: RejectKind, input: &[u8], offset: usize, detail: impl Into<String>) -> Reject {
         let (line, column) = line_column(input, offset);
-        Reject { kind, line: Some(line), column: Some(column), detail: detail.into() }
+        Reject {
+            kind,
+            line: Some(line),
+            column: Some(column),
+            detail: detail.into(),
+        }
     }
 }
 
 impl fmt::Display for Reject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.line, self.column) {
-            (Some(line), Some(column)) => write!(f, "line {line}, column {column}: {}", self.detail),
+            (Some(line), Some(column)) => {
+                write!(f, "line {line}, column {column}: {}", self.detail)
+            }
             _ => f.write_str(&self.detail),
         }
     }
@@ -82,8 +94,14 @@ pub fn line_column(input: &[u8], offset: usize) -> (u32, u32) {
     let offset = offset.min(input.len());
     let before = &input[..offset];
     let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    let line_start = before
+        .iter()
+        .rposition(|&b| b == b'\n')
+        .map_or(0, |p| p + 1);
+    let column = String::from_utf8_lossy(&before[line_start..])
+        .chars()
+        .count()
+        + 1;
     (
         u32::try_from(line).unwrap_or(u32::MAX),
         u32::try_from(column).unwrap_or(u32::MAX),

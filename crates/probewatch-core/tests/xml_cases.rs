@@ -34,7 +34,13 @@ fn render(result: &Result<Vec<ProbeResult>, Reject>) -> String {
                     );
                 }
                 for m in &p.metrics {
-                    let _ = writeln!(out, "  metric {}{} {}", m.name, m.labels.canonical(), m.value);
+                    let _ = writeln!(
+                        out,
+                        "  metric {}{} {}",
+                        m.name,
+                        m.labels.canonical(),
+                        m.value
+                    );
                 }
             }
         }
@@ -55,11 +61,24 @@ fn xml_cases() {
     assert!(entries.len() > 30, "fixtures missing");
     let mut failures = Vec::new();
     for path in entries {
-        let name = path.file_stem().and_then(|s| s.to_str()).expect("utf-8 name").to_string();
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .expect("utf-8 name")
+            .to_string();
         let input = std::fs::read(&path).expect("readable fixture");
-        let result = parse(Format::Xml, &input, FileContext { mtime_ms: MTIME_MS }, &ParseLimits::default());
+        let result = parse(
+            Format::Xml,
+            &input,
+            FileContext { mtime_ms: MTIME_MS },
+            &ParseLimits::default(),
+        );
         if name.starts_with("ok_") != result.is_ok() {
-            failures.push(format!("{name}: expected {}, got {}", &name[..3], render(&result)));
+            failures.push(format!(
+                "{name}: expected {}, got {}",
+                &name[..3],
+                render(&result)
+            ));
             continue;
         }
         let actual = render(&result);
@@ -70,10 +89,17 @@ fn xml_cases() {
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if expected != actual {
-            failures.push(format!("{name}:\n--- expected\n{expected}--- actual\n{actual}"));
+            failures.push(format!(
+                "{name}:\n--- expected\n{expected}--- actual\n{actual}"
+            ));
         }
     }
-    assert!(failures.is_empty(), "{} case(s) differ:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} case(s) differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -83,10 +109,21 @@ fn limits_are_enforced() {
         let _ = write!(xml, "<metric name=\"m{i}\" value=\"1\"/>");
     }
     xml.push_str("</probe>");
-    let limits = ParseLimits { max_items: 10, ..ParseLimits::default() };
-    let err = parse(Format::Xml, xml.as_bytes(), FileContext { mtime_ms: 0 }, &limits)
-        .expect_err("over the item limit");
-    assert!(err.detail.contains("more than 10 checks and metrics"), "{err}");
+    let limits = ParseLimits {
+        max_items: 10,
+        ..ParseLimits::default()
+    };
+    let err = parse(
+        Format::Xml,
+        xml.as_bytes(),
+        FileContext { mtime_ms: 0 },
+        &limits,
+    )
+    .expect_err("over the item limit");
+    assert!(
+        err.detail.contains("more than 10 checks and metrics"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -97,7 +134,12 @@ fn deep_amplification_is_not_expanded() {
         xml.push_str("&big;");
     }
     xml.push_str("</check></probe>");
-    let err = parse(Format::Xml, xml.as_bytes(), FileContext { mtime_ms: 0 }, &ParseLimits::default())
-        .expect_err("undefined entity");
+    let err = parse(
+        Format::Xml,
+        xml.as_bytes(),
+        FileContext { mtime_ms: 0 },
+        &ParseLimits::default(),
+    )
+    .expect_err("undefined entity");
     assert_eq!(err.kind.as_str(), "dtd");
 }

@@ -52,7 +52,11 @@ pub trait Store: Send + Sync {
     /// An item whose (path, version hash) is already in the ledger is skipped and reported as
     /// a duplicate. With `durable`, the commit is fsynced before this returns, as it must be
     /// before a file is deleted or moved away.
-    fn commit_batch(&self, items: &[IngestItem], durable: bool) -> Result<CommitSummary, StoreError>;
+    fn commit_batch(
+        &self,
+        items: &[IngestItem],
+        durable: bool,
+    ) -> Result<CommitSummary, StoreError>;
 
     /// Removes data older than `cutoff_ms` in small steps, so ingest is never blocked for
     /// long; `file_exists` decides whether an old ledger row still guards a file on disk.
@@ -75,5 +79,10 @@ pub trait Store: Send + Sync {
     fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError>;
 
     /// Samples of every series of `metric` in `[from_ms, to_ms]`.
-    fn samples(&self, metric: &str, from_ms: i64, to_ms: i64) -> Result<Vec<SeriesSamples>, StoreError>;
+    fn samples(
+        &self,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError>;
 }

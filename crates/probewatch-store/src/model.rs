@@ -45,7 +45,11 @@ impl Outcome {
     }
 
     pub(crate) fn from_code(code: i64) -> Outcome {
-        if code == 2 { Outcome::Rejected } else { Outcome::Ingested }
+        if code == 2 {
+            Outcome::Rejected
+        } else {
+            Outcome::Ingested
+        }
     }
 }
 

@@ -7,8 +7,13 @@ use probewatch_core::{Format, Labels, ParseLimits, Reject, RejectKind, parse};
 use probewatch_store::*;
 
 fn item(path: &str, hash: u8, xml: &str) -> IngestItem {
-    let results = parse(Format::Xml, xml.as_bytes(), FileContext { mtime_ms: 0 }, &ParseLimits::default())
-        .expect("fixture parses");
+    let results = parse(
+        Format::Xml,
+        xml.as_bytes(),
+        FileContext { mtime_ms: 0 },
+        &ParseLimits::default(),
+    )
+    .expect("fixture parses");
     IngestItem {
         file: meta(path, hash),
         content: ItemContent::Parsed {
@@ -53,7 +58,10 @@ fn store_story() {
         content: ItemContent::Rejected(Reject::new(RejectKind::Empty, "file is empty")),
     };
     let summary = store
-        .commit_batch(&[item("/s/a.xml", 1, A), reject, item("/s/a.xml", 1, A)], false)
+        .commit_batch(
+            &[item("/s/a.xml", 1, A), reject, item("/s/a.xml", 1, A)],
+            false,
+        )
         .expect("commit");
     assert!(matches!(summary.items[0], ItemResult::Stored { .. }));
     assert!(matches!(summary.items[1], ItemResult::Stored { .. }));
@@ -70,14 +78,30 @@ fn store_story() {
     let stats = store.stats().expect("stats");
     assert_eq!(
         stats,
-        Stats { files_ingested: 2, files_rejected: 1, check_results: 2, samples: 5, series: 4 }
+        Stats {
+            files_ingested: 2,
+            files_rejected: 1,
+            check_results: 2,
+            samples: 5,
+            series: 4
+        }
     );
     let head = store.file_head(b"/s/a.xml").expect("head").expect("known");
-    assert_eq!((head.size, head.mtime_ns, head.inode, head.outcome), (100, 5, 7, Outcome::Ingested));
+    assert_eq!(
+        (head.size, head.mtime_ns, head.inode, head.outcome),
+        (100, 5, 7, Outcome::Ingested)
+    );
 
     let latest = store.latest_checks().expect("latest");
     assert_eq!(latest.len(), 1);
-    assert_eq!((latest[0].status, latest[0].time_ms, latest[0].message.as_str()), (2, 1_060_000, "down"));
+    assert_eq!(
+        (
+            latest[0].status,
+            latest[0].time_ms,
+            latest[0].message.as_str()
+        ),
+        (2, 1_060_000, "down")
+    );
     assert_eq!(latest[0].interval_ms, Some(60_000));
 
     let history = store
@@ -90,7 +114,10 @@ fn store_story() {
             limit: 100,
         })
         .expect("history");
-    assert_eq!(history.iter().map(|h| h.status).collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(
+        history.iter().map(|h| h.status).collect::<Vec<_>>(),
+        vec![0, 2]
+    );
 
     // Spool labels win; the probe's own value is kept as exported_<name>.
     let users = store.samples("users", 0, i64::MAX).expect("samples");
@@ -100,8 +127,13 @@ fn store_story() {
         r#"{env="prod",exported_env="probe-said",host="h1",probe="web"}"#
     );
     let ratio = store.samples("ratio", 0, i64::MAX).expect("samples");
-    assert!(ratio[0].samples[0].1.is_nan(), "NaN survives the round trip");
-    let status = store.samples("probe_check_status", 0, i64::MAX).expect("samples");
+    assert!(
+        ratio[0].samples[0].1.is_nan(),
+        "NaN survives the round trip"
+    );
+    let status = store
+        .samples("probe_check_status", 0, i64::MAX)
+        .expect("samples");
     assert_eq!(status[0].samples, vec![(1_000_000, 0.0), (1_060_000, 2.0)]);
 
     let rejected = store.files(Some(Outcome::Rejected), 10).expect("files");
@@ -112,16 +144,25 @@ fn store_story() {
     // Reopen: everything is still there and the dedup still holds.
     drop(store);
     let store = SqliteStore::open(dir.path()).expect("reopen");
-    let summary = store.commit_batch(&[item("/s/a.xml", 2, B)], false).expect("commit");
+    let summary = store
+        .commit_batch(&[item("/s/a.xml", 2, B)], false)
+        .expect("commit");
     assert_eq!(summary.items[0], ItemResult::Duplicate);
 
     // Retention: everything before t=1030s goes; ledger rows go only for files that are gone.
-    let pruned = store.prune(1_030_000, &|path| path == b"/s/a.xml").expect("prune");
+    let pruned = store
+        .prune(1_030_000, &|path| path == b"/s/a.xml")
+        .expect("prune");
     assert_eq!((pruned.samples, pruned.check_results), (4, 1));
-    let pruned = store.prune(i64::MAX, &|path| path == b"/s/a.xml").expect("prune");
+    let pruned = store
+        .prune(i64::MAX, &|path| path == b"/s/a.xml")
+        .expect("prune");
     assert_eq!(pruned.files, 1, "only the vanished bad.xml row goes");
     let stats = store.stats().expect("stats");
-    assert_eq!((stats.samples, stats.check_results, stats.files_rejected), (0, 0, 0));
+    assert_eq!(
+        (stats.samples, stats.check_results, stats.files_rejected),
+        (0, 0, 0)
+    );
     assert_eq!(store.file_head(b"/s/bad.xml").expect("head"), None);
     assert!(store.file_head(b"/s/a.xml").expect("head").is_some());
 }

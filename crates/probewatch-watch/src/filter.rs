@@ -29,22 +29,36 @@ pub struct Filter {
 fn build(patterns: &[String]) -> Result<GlobSet, FilterError> {
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
-        let glob = Glob::new(pattern)
-            .map_err(|source| FilterError { pattern: pattern.clone(), source })?;
+        let glob = Glob::new(pattern).map_err(|source| FilterError {
+            pattern: pattern.clone(),
+            source,
+        })?;
         builder.add(glob);
     }
-    builder.build().map_err(|source| FilterError { pattern: patterns.join(" "), source })
+    builder.build().map_err(|source| FilterError {
+        pattern: patterns.join(" "),
+        source,
+    })
 }
 
 impl Filter {
     /// Builds a filter; an empty include list means every file.
     pub fn new(include: &[String], exclude: &[String]) -> Result<Filter, FilterError> {
-        let include = if include.is_empty() { vec!["*".to_string()] } else { include.to_vec() };
-        Ok(Filter { include: build(&include)?, exclude: build(exclude)? })
+        let include = if include.is_empty() {
+            vec!["*".to_string()]
+        } else {
+            include.to_vec()
+        };
+        Ok(Filter {
+            include: build(&include)?,
+            exclude: build(exclude)?,
+        })
     }
 
     fn matches(set: &GlobSet, relative: &Path) -> bool {
-        let name_matches = relative.file_name().is_some_and(|name| set.is_match(Path::new(name)));
+        let name_matches = relative
+            .file_name()
+            .is_some_and(|name| set.is_match(Path::new(name)));
         name_matches || set.is_match(relative)
     }
 

@@ -94,7 +94,10 @@ impl ReadyCause {
     /// hashes these; for scans and polls it may first compare size/mtime/inode with the
     /// ledger and skip unchanged files without reading them.
     pub fn is_fresh_write(self) -> bool {
-        matches!(self, ReadyCause::CloseWrite | ReadyCause::MovedIn | ReadyCause::Settled)
+        matches!(
+            self,
+            ReadyCause::CloseWrite | ReadyCause::MovedIn | ReadyCause::Settled
+        )
     }
 
     /// Snake-case name for logs.
@@ -287,14 +290,19 @@ impl Watcher {
                 .spawn(move || reader.run())
                 .map_err(|e| WatchError::Thread("inotify reader", e))?,
         );
-        let scanner = scanner::Scanner::new(shared.clone(), watches, ready, request_rx, poll_interval);
+        let scanner =
+            scanner::Scanner::new(shared.clone(), watches, ready, request_rx, poll_interval);
         threads.push(
             std::thread::Builder::new()
                 .name("pw-scanner".into())
                 .spawn(move || scanner.run())
                 .map_err(|e| WatchError::Thread("scanner", e))?,
         );
-        Ok(Watcher { shared, requests, threads })
+        Ok(Watcher {
+            shared,
+            requests,
+            threads,
+        })
     }
 
     /// Asks for a full rescan of every spool.

@@ -38,16 +38,27 @@ impl Reader {
         ready: SyncSender<FileReady>,
         requests: Sender<ScanRequest>,
     ) -> Reader {
-        Reader { shared, inotify, ready, requests }
+        Reader {
+            shared,
+            inotify,
+            ready,
+            requests,
+        }
     }
 
     pub fn run(mut self) {
         // Large enough for thousands of events per read(2).
         let mut buffer = vec![0u8; 256 * 1024];
-        let timeout = rustix::event::Timespec { tv_sec: 0, tv_nsec: 200_000_000 };
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 200_000_000,
+        };
         while !self.shared.shutdown.load(Ordering::Relaxed) {
             let readable = {
-                let mut fds = [rustix::event::PollFd::new(&self.inotify, rustix::event::PollFlags::IN)];
+                let mut fds = [rustix::event::PollFd::new(
+                    &self.inotify,
+                    rustix::event::PollFlags::IN,
+                )];
                 rustix::event::poll(&mut fds, Some(&timeout))
             };
             match readable {
@@ -62,7 +73,11 @@ impl Reader {
             }
             let actions: Vec<Action> = match self.inotify.read_events(&mut buffer) {
                 Ok(events) => {
-                    let watch_dirs = self.shared.watch_dirs.lock().unwrap_or_else(|e| e.into_inner());
+                    let watch_dirs = self
+                        .shared
+                        .watch_dirs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
                     events
                         .map(|event| {
                             self.shared.counters.events.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +121,9 @@ impl Reader {
             shared.rescan_pending.store(true, Ordering::SeqCst);
             return Action::Nothing;
         }
-        let Some((spool, dir)) = watch_dirs.get(&wd) else { return Action::Nothing };
+        let Some((spool, dir)) = watch_dirs.get(&wd) else {
+            return Action::Nothing;
+        };
         let Some(name) = name else {
             if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
                 && *dir == shared.spools[*spool].root
@@ -149,8 +166,17 @@ impl Reader {
         for action in actions {
             match action {
                 Action::Ready(spool, path, cause) => {
-                    shared.settling.lock().unwrap_or_else(|e| e.into_inner()).remove(&path);
-                    let ready = FileReady { spool, path, cause, seen_at: now };
+                    shared
+                        .settling
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&path);
+                    let ready = FileReady {
+                        spool,
+                        path,
+                        cause,
+                        seen_at: now,
+                    };
                     match self.ready.try_send(ready) {
                         Ok(()) => {
                             shared.counters.files_ready.fetch_add(1, Ordering::Relaxed);

@@ -52,7 +52,9 @@ fn mask() -> WatchMask {
 }
 
 fn mtime_ns(meta: &Metadata) -> i64 {
-    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
 }
 
 impl Scanner {
@@ -75,14 +77,18 @@ impl Scanner {
     }
 
     pub fn run(mut self) {
-        let tick = (self.shared.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
+        let tick =
+            (self.shared.settle / 4).clamp(Duration::from_millis(20), Duration::from_millis(250));
         let mut next_poll = Instant::now();
         let mut first = true;
         while self.alive && !self.shared.shutdown.load(Ordering::Relaxed) {
             if self.shared.rescan_pending.swap(false, Ordering::SeqCst) {
                 self.full_scan(first);
                 if first {
-                    self.shared.counters.startup_scan_done.store(true, Ordering::SeqCst);
+                    self.shared
+                        .counters
+                        .startup_scan_done
+                        .store(true, Ordering::SeqCst);
                     first = false;
                 }
             }
@@ -139,7 +145,11 @@ impl Scanner {
         let mut found: Vec<(PathBuf, Metadata)> = Vec::new();
         let mut progress_at = Instant::now() + Duration::from_secs(5);
         let watches = &mut self.watches;
-        let mut sink = Sink { shared: &shared, ready: &self.ready, alive: &mut self.alive };
+        let mut sink = Sink {
+            shared: &shared,
+            ready: &self.ready,
+            alive: &mut self.alive,
+        };
         walk_files(
             &spool_cfg.root,
             dir,
@@ -174,14 +184,23 @@ impl Scanner {
     }
 
     fn send(&mut self, ready: FileReady) {
-        Sink { shared: &self.shared, ready: &self.ready, alive: &mut self.alive }.send(ready);
+        Sink {
+            shared: &self.shared,
+            ready: &self.ready,
+            alive: &mut self.alive,
+        }
+        .send(ready);
     }
 
     /// Reports settling files that have not changed for the settle time.
     fn check_settling(&mut self) {
         let now = Instant::now();
         let due: Vec<(PathBuf, SpoolId)> = {
-            let settling = self.shared.settling.lock().unwrap_or_else(|e| e.into_inner());
+            let settling = self
+                .shared
+                .settling
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             settling
                 .iter()
                 .filter(|(_, s)| s.check_at <= now)
@@ -203,21 +222,40 @@ impl Scanner {
                 .unwrap_or(Duration::ZERO);
             if age < self.shared.settle || writers(&path) == Writers::Some {
                 // Still changing or still open for writing: look again later.
-                let mut settling = self.shared.settling.lock().unwrap_or_else(|e| e.into_inner());
+                let mut settling = self
+                    .shared
+                    .settling
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
                 if let Some(entry) = settling.get_mut(&path) {
-                    entry.check_at = now + self.shared.settle.saturating_sub(age).max(Duration::from_millis(100));
+                    entry.check_at = now
+                        + self
+                            .shared
+                            .settle
+                            .saturating_sub(age)
+                            .max(Duration::from_millis(100));
                 }
                 continue;
             }
             // Only report if nobody (a close-write event) took it off the list meanwhile.
             if self.forget_settling(&path) {
-                self.send(FileReady { spool, path, cause: ReadyCause::Settled, seen_at: now });
+                self.send(FileReady {
+                    spool,
+                    path,
+                    cause: ReadyCause::Settled,
+                    seen_at: now,
+                });
             }
         }
     }
 
     fn forget_settling(&self, path: &Path) -> bool {
-        self.shared.settling.lock().unwrap_or_else(|e| e.into_inner()).remove(path).is_some()
+        self.shared
+            .settling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path)
+            .is_some()
     }
 
     /// One poll of every polled spool: a file is reported once its size and mtime held still
@@ -232,33 +270,57 @@ impl Scanner {
                 continue;
             }
             let cfg = &shared.spools[spool];
-            walk_files(&cfg.root, &cfg.root, &cfg.filter, &cfg.skip_dirs, &mut |_| {}, &mut |path, meta| {
-                let size = meta.len();
-                let mtime = mtime_ns(&meta);
-                let old_enough = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| SystemTime::now().duration_since(m).ok())
-                    .is_some_and(|age| age >= settle);
-                let state = match self.poll_state.remove(&path) {
-                    Some(prev) if prev.size == size && prev.mtime_ns == mtime => {
-                        if !prev.reported {
-                            to_report.push((spool, path.clone()));
+            walk_files(
+                &cfg.root,
+                &cfg.root,
+                &cfg.filter,
+                &cfg.skip_dirs,
+                &mut |_| {},
+                &mut |path, meta| {
+                    let size = meta.len();
+                    let mtime = mtime_ns(&meta);
+                    let old_enough = meta
+                        .modified()
+                        .ok()
+                        .and_then(|m| SystemTime::now().duration_since(m).ok())
+                        .is_some_and(|age| age >= settle);
+                    let state = match self.poll_state.remove(&path) {
+                        Some(prev) if prev.size == size && prev.mtime_ns == mtime => {
+                            if !prev.reported {
+                                to_report.push((spool, path.clone()));
+                            }
+                            PollState {
+                                size,
+                                mtime_ns: mtime,
+                                reported: true,
+                            }
                         }
-                        PollState { size, mtime_ns: mtime, reported: true }
-                    }
-                    _ if old_enough => {
-                        to_report.push((spool, path.clone()));
-                        PollState { size, mtime_ns: mtime, reported: true }
-                    }
-                    _ => PollState { size, mtime_ns: mtime, reported: false },
-                };
-                seen.insert(path, state);
-            });
+                        _ if old_enough => {
+                            to_report.push((spool, path.clone()));
+                            PollState {
+                                size,
+                                mtime_ns: mtime,
+                                reported: true,
+                            }
+                        }
+                        _ => PollState {
+                            size,
+                            mtime_ns: mtime,
+                            reported: false,
+                        },
+                    };
+                    seen.insert(path, state);
+                },
+            );
         }
         self.poll_state = seen;
         for (spool, path) in to_report {
-            self.send(FileReady { spool, path, cause: ReadyCause::Poll, seen_at: Instant::now() });
+            self.send(FileReady {
+                spool,
+                path,
+                cause: ReadyCause::Poll,
+                seen_at: Instant::now(),
+            });
         }
     }
 }
@@ -298,13 +360,22 @@ impl Sink<'_> {
         if self.ready.send(ready).is_err() {
             *self.alive = false;
         } else {
-            self.shared.counters.files_ready.fetch_add(1, Ordering::Relaxed);
+            self.shared
+                .counters
+                .files_ready
+                .fetch_add(1, Ordering::Relaxed);
         }
     }
 
     /// A scanned file: reported now if it has been still for the settle time or nobody has it
     /// open for writing, otherwise left to settle.
-    fn report_scanned(&mut self, spool: SpoolId, path: PathBuf, meta: &Metadata, cause: ReadyCause) {
+    fn report_scanned(
+        &mut self,
+        spool: SpoolId,
+        path: PathBuf,
+        meta: &Metadata,
+        cause: ReadyCause,
+    ) {
         let age = meta
             .modified()
             .ok()
@@ -315,7 +386,12 @@ impl Sink<'_> {
         if age < self.shared.settle && writers(&path) != Writers::None {
             self.shared.settle_later(spool, path);
         } else {
-            self.send(FileReady { spool, path, cause, seen_at: Instant::now() });
+            self.send(FileReady {
+                spool,
+                path,
+                cause,
+                seen_at: Instant::now(),
+            });
         }
     }
 }

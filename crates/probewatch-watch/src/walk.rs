@@ -33,9 +33,13 @@ pub fn walk_files(
         };
         for entry in entries {
             let Ok(entry) = entry else { continue };
-            let Ok(file_type) = entry.file_type() else { continue };
+            let Ok(file_type) = entry.file_type() else {
+                continue;
+            };
             let path = entry.path();
-            let Ok(relative) = path.strip_prefix(root) else { continue };
+            let Ok(relative) = path.strip_prefix(root) else {
+                continue;
+            };
             if file_type.is_dir() {
                 if filter.accepts_dir(relative) && !skip_dirs.iter().any(|s| path.starts_with(s)) {
                     stack.push(path);

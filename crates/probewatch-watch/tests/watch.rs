@@ -10,10 +10,21 @@ use std::time::{Duration, Instant, SystemTime};
 use probewatch_watch::*;
 
 fn start(root: &Path, mode: WatchMode, settle: Duration) -> (Watcher, Receiver<FileReady>) {
-    let filter = Filter::new(&["*.xml".to_string()], &DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-        .expect("filter");
+    let filter = Filter::new(
+        &["*.xml".to_string()],
+        &DEFAULT_EXCLUDE
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>(),
+    )
+    .expect("filter");
     let config = WatchConfig {
-        spools: vec![SpoolWatch { root: root.to_path_buf(), filter, skip_dirs: vec![root.join("done")], mode }],
+        spools: vec![SpoolWatch {
+            root: root.to_path_buf(),
+            filter,
+            skip_dirs: vec![root.join("done")],
+            mode,
+        }],
         settle,
         auto_poll_interval: Duration::from_millis(100),
     };
@@ -23,7 +34,11 @@ fn start(root: &Path, mode: WatchMode, settle: Duration) -> (Watcher, Receiver<F
 }
 
 /// Collects events until `want` distinct paths arrived or the deadline passes.
-fn collect(rx: &Receiver<FileReady>, want: usize, within: Duration) -> HashMap<PathBuf, Vec<ReadyCause>> {
+fn collect(
+    rx: &Receiver<FileReady>,
+    want: usize,
+    within: Duration,
+) -> HashMap<PathBuf, Vec<ReadyCause>> {
     let deadline = Instant::now() + within;
     let mut seen: HashMap<PathBuf, Vec<ReadyCause>> = HashMap::new();
     while seen.len() < want {
@@ -38,7 +53,12 @@ fn collect(rx: &Receiver<FileReady>, want: usize, within: Duration) -> HashMap<P
 
 fn set_old_mtime(path: &Path) {
     let old = SystemTime::now() - Duration::from_secs(3600);
-    std::fs::File::options().write(true).open(path).expect("open").set_modified(old).expect("mtime");
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open")
+        .set_modified(old)
+        .expect("mtime");
 }
 
 #[test]
@@ -51,11 +71,19 @@ fn close_write_is_reported_and_create_is_not() {
     file.write_all(b"<probe name=").expect("write");
     file.flush().expect("flush");
     // Open and half written: nothing may be reported.
-    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err(), "reported before close");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(300)).is_err(),
+        "reported before close"
+    );
     file.write_all(b"\"p\"/>").expect("write");
     drop(file);
-    let ready = rx.recv_timeout(Duration::from_secs(5)).expect("reported after close");
-    assert_eq!((ready.path.as_path(), ready.cause), (path.as_path(), ReadyCause::CloseWrite));
+    let ready = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("reported after close");
+    assert_eq!(
+        (ready.path.as_path(), ready.cause),
+        (path.as_path(), ReadyCause::CloseWrite)
+    );
     watcher.stop();
 }
 
@@ -84,7 +112,12 @@ fn rename_into_place_new_directories_and_filters() {
     for path in &expected {
         assert!(seen.contains_key(path), "missed {}", path.display());
     }
-    assert_eq!(seen.len(), expected.len(), "unexpected files: {:?}", seen.keys());
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "unexpected files: {:?}",
+        seen.keys()
+    );
     assert_eq!(seen[&dir.path().join("r.xml")], vec![ReadyCause::MovedIn]);
     watcher.stop();
 }
@@ -107,21 +140,31 @@ fn startup_scan_and_hard_links_settle() {
     std::fs::hard_link(&source, &linked).expect("link");
     let seen = collect(&rx, 1, Duration::from_secs(5));
     assert_eq!(seen.get(&linked), Some(&vec![ReadyCause::Settled]));
-    assert!(start.elapsed() >= Duration::from_millis(300), "reported before settling");
+    assert!(
+        start.elapsed() >= Duration::from_millis(300),
+        "reported before settling"
+    );
     watcher.stop();
 }
 
 #[test]
 fn polling_reports_stable_files_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (watcher, rx) = start(dir.path(), WatchMode::Poll(Duration::from_millis(100)), Duration::from_secs(30));
+    let (watcher, rx) = start(
+        dir.path(),
+        WatchMode::Poll(Duration::from_millis(100)),
+        Duration::from_secs(30),
+    );
     std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
     let path = dir.path().join("sub/p.xml");
     std::fs::write(&path, "x").expect("write");
     let seen = collect(&rx, 1, Duration::from_secs(5));
     assert_eq!(seen.get(&path), Some(&vec![ReadyCause::Poll]));
     // Unchanged: not reported again; changed: reported again.
-    assert!(rx.recv_timeout(Duration::from_millis(400)).is_err(), "reported twice");
+    assert!(
+        rx.recv_timeout(Duration::from_millis(400)).is_err(),
+        "reported twice"
+    );
     std::fs::write(&path, "xy").expect("write");
     let seen = collect(&rx, 1, Duration::from_secs(5));
     assert_eq!(seen.get(&path), Some(&vec![ReadyCause::Poll]));

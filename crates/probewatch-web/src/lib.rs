@@ -49,11 +49,17 @@ impl IntoResponse for ApiError {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             ApiError::Store(err) => {
                 tracing::error!(error = %err, "store error while serving a request");
-                (StatusCode::INTERNAL_SERVER_ERROR, "store error; see the server log".to_string())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "store error; see the server log".to_string(),
+                )
             }
             ApiError::Internal(message) => {
                 tracing::error!(error = %message, "internal error while serving a request");
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log".to_string())
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the server log".to_string(),
+                )
             }
         };
         (status, Json(ErrorBody { error: message })).into_response()
@@ -94,7 +100,10 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     prometheus_client::encoding::text::encode(&mut body, &state.registry)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         body,
     )
         .into_response())
@@ -177,7 +186,11 @@ fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
     value
         .parse::<jiff::Timestamp>()
         .map(|t| t.as_millisecond())
-        .map_err(|_| ApiError::BadRequest(format!("{name}={value:?}: expected RFC 3339 or Unix seconds")))
+        .map_err(|_| {
+            ApiError::BadRequest(format!(
+                "{name}={value:?}: expected RFC 3339 or Unix seconds"
+            ))
+        })
 }
 
 #[derive(Deserialize)]
@@ -214,10 +227,19 @@ async fn history(
     State(state): State<AppState>,
     Query(params): Query<HistoryParams>,
 ) -> Result<Json<HistoryBody>, ApiError> {
-    let probe = params.probe.ok_or_else(|| ApiError::BadRequest("probe= is required".into()))?;
-    let check = params.check.ok_or_else(|| ApiError::BadRequest("check= is required".into()))?;
+    let probe = params
+        .probe
+        .ok_or_else(|| ApiError::BadRequest("probe= is required".into()))?;
+    let check = params
+        .check
+        .ok_or_else(|| ApiError::BadRequest("check= is required".into()))?;
     let now_ms = jiff::Timestamp::now().as_millisecond();
-    let to_ms = params.to.as_deref().map(|v| parse_time("to", v)).transpose()?.unwrap_or(now_ms);
+    let to_ms = params
+        .to
+        .as_deref()
+        .map(|v| parse_time("to", v))
+        .transpose()?
+        .unwrap_or(now_ms);
     let from_ms = params
         .from
         .as_deref()
@@ -248,7 +270,13 @@ async fn history(
             message: r.message,
         })
         .collect();
-    Ok(Json(HistoryBody { probe, check, from: rfc3339(from_ms), to: rfc3339(to_ms), results }))
+    Ok(Json(HistoryBody {
+        probe,
+        check,
+        from: rfc3339(from_ms),
+        to: rfc3339(to_ms),
+        results,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -282,7 +310,9 @@ async fn files(
     let outcome = match params.status.as_deref() {
         None | Some("all") => None,
         Some(name) => Some(Outcome::from_name(name).ok_or_else(|| {
-            ApiError::BadRequest(format!("status={name:?}: expected ingested, rejected or all"))
+            ApiError::BadRequest(format!(
+                "status={name:?}: expected ingested, rejected or all"
+            ))
         })?),
     };
     let limit = params.limit.unwrap_or(1000).min(100_000);
@@ -291,7 +321,9 @@ async fn files(
         .into_iter()
         .map(|r| FileEntry {
             // File names need not be UTF-8; invalid bytes show as U+FFFD.
-            path: Path::new(std::ffi::OsStr::from_bytes(&r.path)).to_string_lossy().into_owned(),
+            path: Path::new(std::ffi::OsStr::from_bytes(&r.path))
+                .to_string_lossy()
+                .into_owned(),
             spool: r.spool,
             status: r.outcome.as_str(),
             reason: r.reject_kind,
@@ -311,5 +343,7 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -54,28 +54,49 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!("{} file(s) checked, {} ok, {bad} bad", files.len(), files.len() - bad);
-    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    println!(
+        "{} file(s) checked, {} ok, {bad} bad",
+        files.len(),
+        files.len() - bad
+    );
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn check_one(path: &Path, max_bytes: u64) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     if meta.len() > max_bytes {
-        return Err(format!("file is {} bytes, over the limit of {max_bytes} bytes", meta.len()));
+        return Err(format!(
+            "file is {} bytes, over the limit of {max_bytes} bytes",
+            meta.len()
+        ));
     }
     let mut bytes = Vec::new();
-    file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read: {e}"))?;
+    file.take(max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
     let mtime_ms = meta
         .modified()
         .ok()
         .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-    let results = parse(Format::Xml, &bytes, FileContext { mtime_ms }, &ParseLimits::default())
-        .map_err(|reject| reject.to_string())?;
+    let results = parse(
+        Format::Xml,
+        &bytes,
+        FileContext { mtime_ms },
+        &ParseLimits::default(),
+    )
+    .map_err(|reject| reject.to_string())?;
     let checks: usize = results.iter().map(|r| r.checks.len()).sum();
     let metrics: usize = results.iter().map(|r| r.metrics.len()).sum();
-    Ok(format!("{} probe result(s), {checks} check(s), {metrics} metric(s)", results.len()))
+    Ok(format!(
+        "{} probe result(s), {checks} check(s), {metrics} metric(s)",
+        results.len()
+    ))
 }
 
 /// `probewatch ingest PATH...`: imports once through the ledger, with progress on a terminal.
@@ -91,7 +112,11 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     // One pseudo-spool per root, named "import", keeping files where they are.
     let mut roots: Vec<PathBuf> = files.iter().map(|(root, _)| root.clone()).collect();
     roots.dedup();
-    let template = config.spools.first().cloned().context("no spool configured")?;
+    let template = config
+        .spools
+        .first()
+        .cloned()
+        .context("no spool configured")?;
     config.spools = roots
         .iter()
         .map(|root| Spool {
@@ -120,7 +145,12 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let total = files.len();
     for (index, (root, path)) in files.into_iter().enumerate() {
         let spool = roots.iter().position(|r| *r == root).unwrap_or(0);
-        let ready = FileReady { spool, path, cause: ReadyCause::Scan, seen_at: Instant::now() };
+        let ready = FileReady {
+            spool,
+            path,
+            cause: ReadyCause::Scan,
+            seen_at: Instant::now(),
+        };
         if tx.send(ready).is_err() {
             break;
         }
@@ -142,11 +172,18 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     );
     if rejected > 0 {
         println!("rejected files (see also GET /api/v1/files?status=rejected):");
-        for row in store.files(Some(probewatch_store::Outcome::Rejected), usize::try_from(rejected).unwrap_or(usize::MAX))? {
+        for row in store.files(
+            Some(probewatch_store::Outcome::Rejected),
+            usize::try_from(rejected).unwrap_or(usize::MAX),
+        )? {
             use std::os::unix::ffi::OsStrExt;
             let path = Path::new(std::ffi::OsStr::from_bytes(&row.path));
             println!("  {}: {}", path.display(), row.error.unwrap_or_default());
         }
     }
-    Ok(if rejected == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -197,9 +197,9 @@ impl Config {
             .clone()
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:9180".to_string());
-        let listen: SocketAddr = listen_text
-            .parse()
-            .with_context(|| format!("listen = {listen_text:?} is not an address like 127.0.0.1:9180"))?;
+        let listen: SocketAddr = listen_text.parse().with_context(|| {
+            format!("listen = {listen_text:?} is not an address like 127.0.0.1:9180")
+        })?;
         let poll_interval = duration(
             "poll_interval",
             overrides.poll.as_deref().or(file.poll_interval.as_deref()),
@@ -211,7 +211,11 @@ impl Config {
             (false, Some("inotify")) => WatchMode::Inotify,
             (false, Some(other)) => bail!("watch = {other:?}: expected auto, inotify or poll"),
         };
-        let log_format = match overrides.log_format.as_deref().or(file.log_format.as_deref()) {
+        let log_format = match overrides
+            .log_format
+            .as_deref()
+            .or(file.log_format.as_deref())
+        {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
             Some(other) => bail!("log format {other:?}: expected text or json"),
@@ -222,11 +226,17 @@ impl Config {
             overrides
                 .spools
                 .iter()
-                .map(|path| SpoolFile { path: path.clone(), ..SpoolFile::default() })
+                .map(|path| SpoolFile {
+                    path: path.clone(),
+                    ..SpoolFile::default()
+                })
                 .collect()
         };
         let spool_files = if spool_files.is_empty() {
-            vec![SpoolFile { path: PathBuf::from("./spool"), ..SpoolFile::default() }]
+            vec![SpoolFile {
+                path: PathBuf::from("./spool"),
+                ..SpoolFile::default()
+            }]
         } else {
             spool_files
         };
@@ -237,7 +247,10 @@ impl Config {
         for (i, a) in spools.iter().enumerate() {
             for b in &spools[i + 1..] {
                 if a.name == b.name {
-                    bail!("two spools are named {:?}; give them distinct names", a.name);
+                    bail!(
+                        "two spools are named {:?}; give them distinct names",
+                        a.name
+                    );
                 }
                 if a.root.starts_with(&b.root) || b.root.starts_with(&a.root) {
                     bail!(
@@ -277,13 +290,17 @@ fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
     let name: Arc<str> = match spool.name {
         Some(name) => Arc::from(name),
         None => Arc::from(
-            root.file_name().map_or_else(|| "spool".into(), |n| n.to_string_lossy().into_owned()),
+            root.file_name()
+                .map_or_else(|| "spool".into(), |n| n.to_string_lossy().into_owned()),
         ),
     };
     let format_name = spool.format.as_deref().unwrap_or("xml");
-    let format = Format::from_name(format_name)
-        .with_context(|| format!("spool {name}: unknown format {format_name:?} (supported: xml)"))?;
-    let include = spool.include.unwrap_or_else(|| vec![format!("*.{}", format.as_str())]);
+    let format = Format::from_name(format_name).with_context(|| {
+        format!("spool {name}: unknown format {format_name:?} (supported: xml)")
+    })?;
+    let include = spool
+        .include
+        .unwrap_or_else(|| vec![format!("*.{}", format.as_str())]);
     let exclude = spool
         .exclude
         .unwrap_or_else(|| DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect());
@@ -301,7 +318,15 @@ fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
         }
     };
     let quarantine = spool.quarantine.as_deref().map(absolute).transpose()?;
-    Ok(Spool { name, root, format, filter, labels: Arc::new(labels), after_ingest, quarantine })
+    Ok(Spool {
+        name,
+        root,
+        format,
+        filter,
+        labels: Arc::new(labels),
+        after_ingest,
+        quarantine,
+    })
 }
 
 #[cfg(test)]
@@ -329,7 +354,10 @@ mod tests {
     #[test]
     fn mistakes_are_named() {
         let err = toml::from_str::<ConfigFile>("retension = \"1d\"").expect_err("typo");
-        assert!(err.to_string().contains("unknown field `retension`"), "{err}");
+        assert!(
+            err.to_string().contains("unknown field `retension`"),
+            "{err}"
+        );
         let file: ConfigFile =
             toml::from_str("[[spool]]\npath = \"/a\"\n[[spool]]\npath = \"/a/b\"\nname = \"b\"")
                 .expect("parses");

@@ -56,7 +56,11 @@ pub fn watch_config(config: &Config) -> WatchConfig {
             }
         })
         .collect();
-    WatchConfig { spools, settle: config.settle, auto_poll_interval: config.poll_interval }
+    WatchConfig {
+        spools,
+        settle: config.settle,
+        auto_poll_interval: config.poll_interval,
+    }
 }
 
 /// Ingest settings from the configuration.
@@ -76,9 +80,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         std::fs::create_dir_all(&spool.root)
             .with_context(|| format!("creating spool directory {}", spool.root.display()))?;
     }
-    let store = Arc::new(SqliteStore::open(&config.data_dir).with_context(|| {
-        format!("opening the store in {}", config.data_dir.display())
-    })?);
+    let store = Arc::new(
+        SqliteStore::open(&config.data_dir)
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -92,11 +97,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
 
     let counters = Arc::new(WatchCounters::default());
     let (metrics, registry) = Metrics::new(counters.clone());
+    metrics.init_spools(config.spools.iter().map(|s| &*s.name));
     // Room for bursts: the inotify reader never waits, so a full queue costs a rescan.
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(65_536);
     let store_dyn: Arc<dyn Store> = store.clone();
-    let pipeline = Pipeline::start(ingest_settings(&config), store_dyn.clone(), metrics, ready_rx)
-        .context("starting the ingest threads")?;
+    let pipeline = Pipeline::start(
+        ingest_settings(&config),
+        store_dyn.clone(),
+        metrics,
+        ready_rx,
+    )
+    .context("starting the ingest threads")?;
     let watcher = Watcher::start(watch_config(&config), ready_tx, counters)
         .context("starting the spool watcher")?;
 
@@ -108,7 +119,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             AfterIngest::Move(dir) => format!("move files to {}", dir.display()),
         };
         let how = match config.watch_mode {
-            WatchMode::Poll(interval) => format!("polled every {}", humantime::format_duration(interval)),
+            WatchMode::Poll(interval) => {
+                format!("polled every {}", humantime::format_duration(interval))
+            }
             _ => "inotify".to_string(),
         };
         println!(
@@ -124,7 +137,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let retention = spawn_retention(store_dyn.clone(), config.retention, stop.clone())?;
 
-    let state = probewatch_web::AppState { store: store_dyn, registry: Arc::new(registry) };
+    let state = probewatch_web::AppState {
+        store: store_dyn,
+        registry: Arc::new(registry),
+    };
     let served = runtime.block_on(probewatch_web::serve(listener, state, shutdown_signal()));
     if let Err(err) = served {
         tracing::error!(error = %err, "HTTP server failed");
@@ -161,36 +177,38 @@ fn spawn_retention(
     retention: Duration,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
-    let thread = std::thread::Builder::new().name("pw-retention".into()).spawn(move || {
-        let mut wait = Duration::from_secs(60);
-        loop {
-            let deadline = std::time::Instant::now() + wait;
-            while std::time::Instant::now() < deadline {
-                if stop.load(Ordering::Relaxed) {
-                    return;
+    let thread = std::thread::Builder::new()
+        .name("pw-retention".into())
+        .spawn(move || {
+            let mut wait = Duration::from_secs(60);
+            loop {
+                let deadline = std::time::Instant::now() + wait;
+                while std::time::Instant::now() < deadline {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
                 }
-                std::thread::sleep(Duration::from_millis(200));
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let cutoff = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+                let exists = |path: &[u8]| {
+                    use std::os::unix::ffi::OsStrExt;
+                    std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(path)).is_ok()
+                };
+                match store.prune(cutoff, &exists) {
+                    Ok(s) if s.samples + s.check_results + s.files > 0 => tracing::info!(
+                        samples = s.samples,
+                        check_results = s.check_results,
+                        ledger_rows = s.files,
+                        "retention pruned old data"
+                    ),
+                    Ok(_) => {}
+                    Err(err) => tracing::error!(error = %err, "retention pruning failed"),
+                }
+                wait = Duration::from_secs(3600);
             }
-            let now_ms = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-            let cutoff = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
-            let exists = |path: &[u8]| {
-                use std::os::unix::ffi::OsStrExt;
-                std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(path)).is_ok()
-            };
-            match store.prune(cutoff, &exists) {
-                Ok(s) if s.samples + s.check_results + s.files > 0 => tracing::info!(
-                    samples = s.samples,
-                    check_results = s.check_results,
-                    ledger_rows = s.files,
-                    "retention pruned old data"
-                ),
-                Ok(_) => {}
-                Err(err) => tracing::error!(error = %err, "retention pruning failed"),
-            }
-            wait = Duration::from_secs(3600);
-        }
-    })?;
+        })?;
     Ok(thread)
 }

@@ -52,7 +52,11 @@ enum Work {
     Item(Box<Prepared>),
     /// A file the ledger already has unchanged; only its after-ingest action may be due
     /// (the process stopped between commit and delete/move).
-    AfterOnly { spool: usize, path: PathBuf, outcome: probewatch_store::Outcome },
+    AfterOnly {
+        spool: usize,
+        path: PathBuf,
+        outcome: probewatch_store::Outcome,
+    },
 }
 
 struct Prepared {
@@ -84,13 +88,25 @@ impl Pipeline {
         ready: Receiver<FileReady>,
     ) -> std::io::Result<Pipeline> {
         let (work_tx, work_rx) = sync_channel::<Work>(4096);
-        let preparer = Preparer { settings: settings.clone(), store: store.clone(), metrics: metrics.clone() };
+        let preparer = Preparer {
+            settings: settings.clone(),
+            store: store.clone(),
+            metrics: metrics.clone(),
+        };
         let prepare = std::thread::Builder::new()
             .name("pw-prepare".into())
             .spawn(move || preparer.run(ready, work_tx))?;
-        let writer = Writer { settings, store, metrics };
-        let write = std::thread::Builder::new().name("pw-writer".into()).spawn(move || writer.run(work_rx))?;
-        Ok(Pipeline { threads: vec![prepare, write] })
+        let writer = Writer {
+            settings,
+            store,
+            metrics,
+        };
+        let write = std::thread::Builder::new()
+            .name("pw-writer".into())
+            .spawn(move || writer.run(work_rx))?;
+        Ok(Pipeline {
+            threads: vec![prepare, write],
+        })
     }
 
     /// Waits until both threads have finished (after the watcher stopped).
@@ -108,7 +124,9 @@ fn now_ms() -> i64 {
 }
 
 fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
-    meta.mtime().saturating_mul(1_000_000_000).saturating_add(meta.mtime_nsec())
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
 }
 
 struct Preparer {
@@ -179,7 +197,11 @@ impl Preparer {
                 && head.mtime_ns == mtime
                 && head.inode == meta.ino()
             {
-                return Some(Work::AfterOnly { spool: ready.spool, path, outcome: head.outcome });
+                return Some(Work::AfterOnly {
+                    spool: ready.spool,
+                    path,
+                    outcome: head.outcome,
+                });
             }
         }
         let mtime_ms = mtime / 1_000_000;
@@ -187,7 +209,10 @@ impl Preparer {
             self.too_large(size, mtime, meta.ino())
         } else {
             let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
-            if let Err(err) = (&file).take(self.settings.max_file_bytes + 1).read_to_end(&mut bytes) {
+            if let Err(err) = (&file)
+                .take(self.settings.max_file_bytes + 1)
+                .read_to_end(&mut bytes)
+            {
                 self.metrics.files_unreadable.inc();
                 tracing::error!(path = %path.display(), error = %err, "cannot read result file");
                 return None;
@@ -209,7 +234,12 @@ impl Preparer {
             },
             content,
         };
-        Some(Work::Item(Box::new(Prepared { spool: ready.spool, path, seen_at: ready.seen_at, item })))
+        Some(Work::Item(Box::new(Prepared {
+            spool: ready.spool,
+            path,
+            seen_at: ready.seen_at,
+            item,
+        })))
     }
 
     /// A file over the size limit is not read; its identity is its size, mtime and inode.
@@ -238,12 +268,20 @@ impl Preparer {
         path: &Path,
     ) -> ([u8; 32], ItemContent) {
         let content_hash: [u8; 32] = Sha256::digest(bytes).into();
-        match parse(spool.format, bytes, FileContext { mtime_ms }, &self.settings.parse_limits) {
+        match parse(
+            spool.format,
+            bytes,
+            FileContext { mtime_ms },
+            &self.settings.parse_limits,
+        ) {
             Err(reject) => (content_hash, ItemContent::Rejected(reject)),
             Ok(results) => {
                 // Results that take their time from the file's mtime are a new result each
                 // time the file is rewritten, even with the same bytes.
-                let version_hash = if results.iter().any(|r| r.time_source == TimeSource::FileMtime) {
+                let version_hash = if results
+                    .iter()
+                    .any(|r| r.time_source == TimeSource::FileMtime)
+                {
                     let mut hasher = Sha256::new();
                     hasher.update(content_hash);
                     hasher.update(mtime_ns.to_le_bytes());
@@ -252,7 +290,8 @@ impl Preparer {
                     content_hash
                 };
                 let limit = now_ms().saturating_add(
-                    i64::try_from(self.settings.clock_skew_tolerance.as_millis()).unwrap_or(i64::MAX),
+                    i64::try_from(self.settings.clock_skew_tolerance.as_millis())
+                        .unwrap_or(i64::MAX),
                 );
                 let clock_skew = results.iter().any(|r| r.time_ms > limit);
                 if clock_skew {
@@ -264,7 +303,11 @@ impl Preparer {
                 }
                 (
                     version_hash,
-                    ItemContent::Parsed { results, extra_labels: spool.labels.clone(), clock_skew },
+                    ItemContent::Parsed {
+                        results,
+                        extra_labels: spool.labels.clone(),
+                        clock_skew,
+                    },
                 )
             }
         }
@@ -299,16 +342,31 @@ impl Writer {
         for work in batch {
             match work {
                 Work::Item(p) => {
-                    let Prepared { spool, path, seen_at, item } = *p;
+                    let Prepared {
+                        spool,
+                        path,
+                        seen_at,
+                        item,
+                    } = *p;
                     items.push(item);
-                    origins.push(Origin { spool, path, seen_at });
+                    origins.push(Origin {
+                        spool,
+                        path,
+                        seen_at,
+                    });
                 }
-                Work::AfterOnly { spool, path, outcome } => after_only.push((spool, path, outcome)),
+                Work::AfterOnly {
+                    spool,
+                    path,
+                    outcome,
+                } => after_only.push((spool, path, outcome)),
             }
         }
-        let durable = origins.iter().map(|o| o.spool).chain(after_only.iter().map(|a| a.0)).any(|s| {
-            self.settings.spools.get(s).is_some_and(Spool::moves_files)
-        });
+        let durable = origins
+            .iter()
+            .map(|o| o.spool)
+            .chain(after_only.iter().map(|a| a.0))
+            .any(|s| self.settings.spools.get(s).is_some_and(Spool::moves_files));
         let summary = if items.is_empty() && !durable {
             None
         } else {
@@ -328,7 +386,11 @@ impl Writer {
         }
     }
 
-    fn commit_with_retry(&self, items: &[IngestItem], durable: bool) -> probewatch_store::CommitSummary {
+    fn commit_with_retry(
+        &self,
+        items: &[IngestItem],
+        durable: bool,
+    ) -> probewatch_store::CommitSummary {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.store.commit_batch(items, durable) {
@@ -349,24 +411,36 @@ impl Writer {
     }
 
     fn account(&self, p: &Origin, item: &IngestItem, result: ItemResult, committed_at: Instant) {
-        let Some(spool) = self.settings.spools.get(p.spool) else { return };
-        let spool_label = SpoolLabel { spool: spool.name.to_string() };
+        let Some(spool) = self.settings.spools.get(p.spool) else {
+            return;
+        };
+        let spool_label = SpoolLabel {
+            spool: spool.name.to_string(),
+        };
         let outcome = match &item.content {
             ItemContent::Parsed { .. } => probewatch_store::Outcome::Ingested,
             ItemContent::Rejected(_) => probewatch_store::Outcome::Rejected,
         };
         match result {
             ItemResult::Duplicate => {
-                self.metrics.files_duplicate.get_or_create(&spool_label).inc();
+                self.metrics
+                    .files_duplicate
+                    .get_or_create(&spool_label)
+                    .inc();
                 tracing::debug!(path = %p.path.display(), "already ingested this version; skipped");
             }
             ItemResult::Stored { .. } => {
-                self.metrics
-                    .ingest_latency
-                    .observe(committed_at.saturating_duration_since(p.seen_at).as_secs_f64());
+                self.metrics.ingest_latency.observe(
+                    committed_at
+                        .saturating_duration_since(p.seen_at)
+                        .as_secs_f64(),
+                );
                 match &item.content {
                     ItemContent::Parsed { results, .. } => {
-                        self.metrics.files_ingested.get_or_create(&spool_label).inc();
+                        self.metrics
+                            .files_ingested
+                            .get_or_create(&spool_label)
+                            .inc();
                         let samples: usize = results.iter().map(|r| r.sample_count()).sum();
                         self.metrics.samples_written.inc_by(samples as u64);
                         tracing::debug!(path = %p.path.display(), samples, "ingested");
@@ -393,7 +467,9 @@ impl Writer {
     /// The spool's after-ingest action, or quarantine for a rejected file. Only called once
     /// the file's ledger row is durable.
     fn after(&self, spool: usize, path: &Path, outcome: probewatch_store::Outcome) {
-        let Some(spool) = self.settings.spools.get(spool) else { return };
+        let Some(spool) = self.settings.spools.get(spool) else {
+            return;
+        };
         let target_dir = match (outcome, &spool.after_ingest, &spool.quarantine) {
             (probewatch_store::Outcome::Ingested, AfterIngest::Keep, _) => return,
             (probewatch_store::Outcome::Ingested, AfterIngest::Delete, _) => {

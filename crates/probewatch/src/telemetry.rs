@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use probewatch_watch::WatchCounters;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
@@ -15,7 +16,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use probewatch_watch::WatchCounters;
 
 use crate::config::LogFormat;
 
@@ -112,14 +112,26 @@ impl Metrics {
             "Result files that could not be read (retried later)",
             metrics.files_unreadable.clone(),
         );
-        registry.register("samples_written", "Samples written", metrics.samples_written.clone());
+        registry.register(
+            "samples_written",
+            "Samples written",
+            metrics.samples_written.clone(),
+        );
         registry.register(
             "ingest_latency_seconds",
             "Time from a file-ready event to the commit of its results",
             metrics.ingest_latency.clone(),
         );
-        registry.register("batches", "Ingest transactions committed", metrics.batches.clone());
-        registry.register("commit_errors", "Failed ingest commits", metrics.commit_errors.clone());
+        registry.register(
+            "batches",
+            "Ingest transactions committed",
+            metrics.batches.clone(),
+        );
+        registry.register(
+            "commit_errors",
+            "Failed ingest commits",
+            metrics.commit_errors.clone(),
+        );
         registry.register(
             "after_ingest_errors",
             "Files whose delete, move or quarantine after ingest failed",
@@ -127,6 +139,28 @@ impl Metrics {
         );
         registry.register_collector(Box::new(WatchCollector(watch)));
         (metrics, registry)
+    }
+}
+
+impl Metrics {
+    /// Creates every per-spool series at zero, so dashboards and alerts see
+    /// `probewatch_files_rejected_total` before the first rejection.
+    pub fn init_spools<'a>(&self, spools: impl IntoIterator<Item = &'a str>) {
+        use probewatch_core::RejectKind::*;
+        for spool in spools {
+            let label = SpoolLabel {
+                spool: spool.to_string(),
+            };
+            drop(self.files_ingested.get_or_create(&label));
+            drop(self.files_duplicate.get_or_create(&label));
+            for kind in [Empty, TooLarge, Encoding, Syntax, Dtd, Schema, Value, Io] {
+                let labels = RejectLabels {
+                    spool: spool.to_string(),
+                    reason: kind.as_str().to_string(),
+                };
+                drop(self.files_rejected.get_or_create(&labels));
+            }
+        }
     }
 }
 
@@ -138,19 +172,38 @@ impl Collector for WatchCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let c = &self.0;
         let counters = [
-            ("inotify_overflows", "Kernel inotify queue overflows (each triggers a rescan)", &c.overflows),
+            (
+                "inotify_overflows",
+                "Kernel inotify queue overflows (each triggers a rescan)",
+                &c.overflows,
+            ),
             ("rescans", "Full rescans of the spools", &c.rescans),
-            ("ingest_queue_full", "File events dropped because the ingest queue was full (a rescan follows)", &c.queue_full),
+            (
+                "ingest_queue_full",
+                "File events dropped because the ingest queue was full (a rescan follows)",
+                &c.queue_full,
+            ),
             ("inotify_events", "inotify events read", &c.events),
-            ("files_ready", "Files reported ready by the watcher", &c.files_ready),
+            (
+                "files_ready",
+                "Files reported ready by the watcher",
+                &c.files_ready,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value.load(Ordering::Relaxed));
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
         }
-        let dirs = ConstGauge::new(i64::try_from(c.watched_dirs.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
-        let metric = encoder.encode_descriptor("watched_directories", "Directories under inotify watch", None, dirs.metric_type())?;
+        let dirs = ConstGauge::new(
+            i64::try_from(c.watched_dirs.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        let metric = encoder.encode_descriptor(
+            "watched_directories",
+            "Directories under inotify watch",
+            None,
+            dirs.metric_type(),
+        )?;
         dirs.encode(metric)?;
         Ok(())
     }

@@ -154,12 +154,20 @@ impl<'a> Parser<'a, '_> {
                 Event::Text(text) if text.trim_ascii().is_empty() => {}
                 Event::Start(start) if results.is_none() => {
                     let offset = self.event_start;
-                    let root = Element { start, empty: false, offset };
+                    let root = Element {
+                        start,
+                        empty: false,
+                        offset,
+                    };
                     results = Some(self.root(root)?);
                 }
                 Event::Empty(start) if results.is_none() => {
                     let offset = self.event_start;
-                    let root = Element { start, empty: true, offset };
+                    let root = Element {
+                        start,
+                        empty: true,
+                        offset,
+                    };
                     results = Some(self.root(root)?);
                 }
                 Event::Start(_) | Event::Empty(_) => {
@@ -191,10 +199,7 @@ impl<'a> Parser<'a, '_> {
             }
             Event::CData(_) => format!("unexpected CDATA {place}"),
             Event::GeneralRef(r) => format!("unexpected entity reference &{}; {place}", &**r),
-            Event::End(e) => format!(
-                "unexpected end tag </{}> {place}",
-                e.name().as_ref()
-            ),
+            Event::End(e) => format!("unexpected end tag </{}> {place}", e.name().as_ref()),
             Event::Decl(_) => format!("XML declaration {place}: it must come first"),
             _ => format!("unexpected content {place}"),
         };
@@ -222,11 +227,19 @@ impl<'a> Parser<'a, '_> {
                         }
                         Event::Start(start) => {
                             let offset = self.event_start;
-                            probes.push(self.probe(Element { start, empty: false, offset })?);
+                            probes.push(self.probe(Element {
+                                start,
+                                empty: false,
+                                offset,
+                            })?);
                         }
                         Event::Empty(start) => {
                             let offset = self.event_start;
-                            probes.push(self.probe(Element { start, empty: true, offset })?);
+                            probes.push(self.probe(Element {
+                                start,
+                                empty: true,
+                                offset,
+                            })?);
                         }
                         Event::End(_) => break,
                         other => return Err(self.unexpected(&other, "inside <results>")),
@@ -235,7 +248,10 @@ impl<'a> Parser<'a, '_> {
                         return Err(self.reject(
                             RejectKind::TooLarge,
                             self.event_start,
-                            format!("more than {} <probe> elements in one file", self.limits.max_probes),
+                            format!(
+                                "more than {} <probe> elements in one file",
+                                self.limits.max_probes
+                            ),
                         ));
                     }
                 }
@@ -292,13 +308,20 @@ impl<'a> Parser<'a, '_> {
                 Event::Empty(start) => (start, true),
                 other => return Err(self.unexpected(&other, "inside <probe>")),
             };
-            let child = Element { start, empty, offset: self.event_start };
+            let child = Element {
+                start,
+                empty,
+                offset: self.event_start,
+            };
             self.items += 1;
             if self.items > self.limits.max_items {
                 return Err(self.reject(
                     RejectKind::TooLarge,
                     child.offset,
-                    format!("more than {} checks and metrics in one file", self.limits.max_items),
+                    format!(
+                        "more than {} checks and metrics in one file",
+                        self.limits.max_items
+                    ),
                 ));
             }
             match child.start.name().as_ref() {
@@ -338,7 +361,11 @@ impl<'a> Parser<'a, '_> {
                     result.metrics.push(metric);
                 }
                 _ => {
-                    return Err(self.unknown_element(&child.start, "<probe>", "<check> or <metric>"));
+                    return Err(self.unknown_element(
+                        &child.start,
+                        "<probe>",
+                        "<check> or <metric>",
+                    ));
                 }
             }
         }
@@ -377,8 +404,17 @@ impl<'a> Parser<'a, '_> {
             None => None,
         };
         attrs.finish(self)?;
-        let message = if element.empty { String::new() } else { self.check_text(&name)? };
-        Ok(CheckResult { name, status, duration_seconds, message })
+        let message = if element.empty {
+            String::new()
+        } else {
+            self.check_text(&name)?
+        };
+        Ok(CheckResult {
+            name,
+            status,
+            duration_seconds,
+            message,
+        })
     }
 
     /// The text content of a `<check>`: text, CDATA and predefined or character references.
@@ -473,7 +509,11 @@ impl<'a> Parser<'a, '_> {
                     Event::Empty(start) => (start, true),
                     other => return Err(self.unexpected(&other, "inside <metric>")),
                 };
-                let label = Element { start, empty, offset: self.event_start };
+                let label = Element {
+                    start,
+                    empty,
+                    offset: self.event_start,
+                };
                 if label.start.name().as_ref() != "label" {
                     return Err(self.unknown_element(
                         &label.start,
@@ -485,10 +525,19 @@ impl<'a> Parser<'a, '_> {
             }
             self.open.pop();
         }
-        Ok(Metric { name, labels, value })
+        Ok(Metric {
+            name,
+            labels,
+            value,
+        })
     }
 
-    fn label(&mut self, element: Element<'a>, metric: &str, labels: &mut Labels) -> Result<(), Reject> {
+    fn label(
+        &mut self,
+        element: Element<'a>,
+        metric: &str,
+        labels: &mut Labels,
+    ) -> Result<(), Reject> {
         let mut attrs = self.attrs(&element, "label")?;
         let name = attrs.require(self, "name")?;
         let value = attrs.require(self, "value")?;
@@ -506,11 +555,18 @@ impl<'a> Parser<'a, '_> {
             return Err(self.reject(
                 RejectKind::TooLarge,
                 element.offset,
-                format!("metric {metric:?} has more than {} labels", self.limits.max_labels),
+                format!(
+                    "metric {metric:?} has more than {} labels",
+                    self.limits.max_labels
+                ),
             ));
         }
         labels.insert(name, value).map_err(|e| {
-            self.reject(RejectKind::Value, element.offset, format!("metric {metric:?}: {e}"))
+            self.reject(
+                RejectKind::Value,
+                element.offset,
+                format!("metric {metric:?}: {e}"),
+            )
         })
     }
 
@@ -519,19 +575,25 @@ impl<'a> Parser<'a, '_> {
         let mut list = Vec::new();
         for attr in element.start.attributes() {
             let attr = attr.map_err(|e| {
-                self.reject(RejectKind::Syntax, element.offset, format!("malformed attribute in <{tag}>: {e}"))
-            })?;
-            let key = attr.key.as_ref().to_string();
-            let value = attr.normalized_value(XmlVersion::Implicit1_0).map_err(|e| {
                 self.reject(
-                    RejectKind::Dtd,
+                    RejectKind::Syntax,
                     element.offset,
-                    format!(
-                        "attribute {key:?} of <{tag}>: {e}: only predefined entities and \
-                         character references are allowed"
-                    ),
+                    format!("malformed attribute in <{tag}>: {e}"),
                 )
             })?;
+            let key = attr.key.as_ref().to_string();
+            let value = attr
+                .normalized_value(XmlVersion::Implicit1_0)
+                .map_err(|e| {
+                    self.reject(
+                        RejectKind::Dtd,
+                        element.offset,
+                        format!(
+                            "attribute {key:?} of <{tag}>: {e}: only predefined entities and \
+                         character references are allowed"
+                        ),
+                    )
+                })?;
             if value.len() > self.limits.max_value_bytes {
                 return Err(self.reject(
                     RejectKind::TooLarge,
@@ -545,7 +607,11 @@ impl<'a> Parser<'a, '_> {
             }
             list.push((key, Cow::into_owned(value)));
         }
-        Ok(Attrs { list, tag, offset: element.offset })
+        Ok(Attrs {
+            list,
+            tag,
+            offset: element.offset,
+        })
     }
 
     /// Probe, host and check names: shown everywhere and used as label values, so no control
@@ -613,14 +679,21 @@ impl Attrs {
             parser.reject(
                 RejectKind::Schema,
                 self.offset,
-                format!("<{}> is missing the required attribute {key:?}{hint}", self.tag),
+                format!(
+                    "<{}> is missing the required attribute {key:?}{hint}",
+                    self.tag
+                ),
             )
         })
     }
 
     /// Refuses attributes nobody took, except namespace declarations.
     fn finish(self, parser: &Parser<'_, '_>) -> Result<(), Reject> {
-        match self.list.iter().find(|(k, _)| k != "xmlns" && !k.starts_with("xmlns:")) {
+        match self
+            .list
+            .iter()
+            .find(|(k, _)| k != "xmlns" && !k.starts_with("xmlns:"))
+        {
             Some((key, _)) => Err(parser.reject(
                 RejectKind::Schema,
                 self.offset,

@@ -69,7 +69,9 @@ impl SqliteStore {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         migrate(&mut conn)?;
         let next_batch_id: i64 =
-            conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM batches", [], |r| r.get(0))?;
+            conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM batches", [], |r| {
+                r.get(0)
+            })?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(Writer {
@@ -118,9 +120,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if version > supported {
-        return Err(StoreError::SchemaTooNew { found: version, supported });
+        return Err(StoreError::SchemaTooNew {
+            found: version,
+            supported,
+        });
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", to_i64(index as u64 + 1))?;
@@ -161,7 +170,12 @@ impl Delta {
 impl Writer {
     fn commit_batch(&mut self, items: &[IngestItem]) -> rusqlite::Result<CommitSummary> {
         let batch_id = self.next_batch_id;
-        let Writer { conn, series, checks, .. } = self;
+        let Writer {
+            conn,
+            series,
+            checks,
+            ..
+        } = self;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut delta = Delta::default();
         let mut results = Vec::with_capacity(items.len());
@@ -178,7 +192,11 @@ impl Writer {
                 continue;
             }
             let (outcome, kind, error, probes, n_samples, skew) = match &item.content {
-                ItemContent::Parsed { results, clock_skew, .. } => {
+                ItemContent::Parsed {
+                    results,
+                    clock_skew,
+                    ..
+                } => {
                     let n: usize = results.iter().map(ProbeResult::sample_count).sum();
                     (Outcome::Ingested, None, None, results.len(), n, *clock_skew)
                 }
@@ -229,11 +247,22 @@ impl Writer {
                 outcome as i64
             ])?;
             match &item.content {
-                ItemContent::Parsed { results: probe_results, extra_labels, .. } => {
+                ItemContent::Parsed {
+                    results: probe_results,
+                    extra_labels,
+                    ..
+                } => {
                     delta.files_ingested += 1;
                     for result in probe_results {
-                        let (s, c) =
-                            write_result(&tx, series, checks, &mut delta, result, extra_labels, file_id)?;
+                        let (s, c) = write_result(
+                            &tx,
+                            series,
+                            checks,
+                            &mut delta,
+                            result,
+                            extra_labels,
+                            file_id,
+                        )?;
                         samples_written += s;
                         checks_written += c;
                     }
@@ -242,7 +271,10 @@ impl Writer {
             }
             results.push(ItemResult::Stored { file_id });
         }
-        let stored = results.iter().filter(|r| matches!(r, ItemResult::Stored { .. })).count();
+        let stored = results
+            .iter()
+            .filter(|r| matches!(r, ItemResult::Stored { .. }))
+            .count();
         tx.prepare_cached("INSERT INTO batches (id, committed_at_us, files) VALUES (?1, ?2, ?3)")?
             .execute(params![batch_id, now_us(), to_i64(stored as u64)])?;
         delta.apply(&tx)?;
@@ -279,7 +311,11 @@ fn write_result(
         }
     };
     for check in &result.checks {
-        let key = (result.probe.clone(), result.host.clone(), check.name.clone());
+        let key = (
+            result.probe.clone(),
+            result.host.clone(),
+            check.name.clone(),
+        );
         let check_id = match check_cache.get(&key) {
             Some(id) => *id,
             None => {
@@ -335,7 +371,15 @@ fn write_result(
         owned(&mut labels);
         let canonical = labels.canonical();
         let status = f64::from(check.status.code());
-        write_sample(tx, series_cache, delta, "probe_check_status", &canonical, ts, status)?;
+        write_sample(
+            tx,
+            series_cache,
+            delta,
+            "probe_check_status",
+            &canonical,
+            ts,
+            status,
+        )?;
         samples += 1;
         if let Some(duration) = check.duration_seconds {
             write_sample(
@@ -353,7 +397,15 @@ fn write_result(
     for metric in &result.metrics {
         let mut labels = metric.labels.clone();
         owned(&mut labels);
-        write_sample(tx, series_cache, delta, &metric.name, &labels.canonical(), ts, metric.value)?;
+        write_sample(
+            tx,
+            series_cache,
+            delta,
+            &metric.name,
+            &labels.canonical(),
+            ts,
+            metric.value,
+        )?;
         samples += 1;
     }
     Ok((samples, result.checks.len() as u64))
@@ -423,7 +475,9 @@ fn write_sample(
         }
     };
     let inserted = tx
-        .prepare_cached("INSERT OR IGNORE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)")?
+        .prepare_cached(
+            "INSERT OR IGNORE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
+        )?
         .execute(params![series_id, ts, value])?;
     if inserted == 0 {
         tx.prepare_cached("UPDATE samples SET value = ?3 WHERE series_id = ?1 AND ts_ms = ?2")?
@@ -452,7 +506,11 @@ impl Store for SqliteStore {
         })
     }
 
-    fn commit_batch(&self, items: &[IngestItem], durable: bool) -> Result<CommitSummary, StoreError> {
+    fn commit_batch(
+        &self,
+        items: &[IngestItem],
+        durable: bool,
+    ) -> Result<CommitSummary, StoreError> {
         let mut writer = self.writer();
         if durable {
             writer.conn.pragma_update(None, "synchronous", "FULL")?;
@@ -477,34 +535,50 @@ impl Store for SqliteStore {
         const CHUNK: usize = 200;
         let mut summary = PruneSummary::default();
         let series_ids: Vec<i64> = self.read(|c| {
-            c.prepare("SELECT id FROM series")?.query_map([], |r| r.get(0))?.collect()
+            c.prepare("SELECT id FROM series")?
+                .query_map([], |r| r.get(0))?
+                .collect()
         })?;
         for chunk in series_ids.chunks(CHUNK) {
             let mut writer = self.writer();
-            let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writer
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut n = 0;
             for id in chunk {
                 n += tx
                     .prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts_ms < ?2")?
                     .execute(params![id, cutoff_ms])?;
             }
-            Delta { samples: -to_i64(n as u64), ..Delta::default() }.apply(&tx)?;
+            Delta {
+                samples: -to_i64(n as u64),
+                ..Delta::default()
+            }
+            .apply(&tx)?;
             tx.commit()?;
             summary.samples += n as u64;
         }
         let check_ids: Vec<i64> = self.read(|c| {
-            c.prepare("SELECT id FROM checks")?.query_map([], |r| r.get(0))?.collect()
+            c.prepare("SELECT id FROM checks")?
+                .query_map([], |r| r.get(0))?
+                .collect()
         })?;
         for chunk in check_ids.chunks(CHUNK) {
             let mut writer = self.writer();
-            let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writer
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut n = 0;
             for id in chunk {
                 n += tx
                     .prepare_cached("DELETE FROM check_results WHERE check_id = ?1 AND ts_ms < ?2")?
                     .execute(params![id, cutoff_ms])?;
             }
-            Delta { check_results: -to_i64(n as u64), ..Delta::default() }.apply(&tx)?;
+            Delta {
+                check_results: -to_i64(n as u64),
+                ..Delta::default()
+            }
+            .apply(&tx)?;
             tx.commit()?;
             summary.check_results += n as u64;
         }
@@ -512,18 +586,26 @@ impl Store for SqliteStore {
         // what stops a rescan from ingesting it again.
         let old_files: Vec<(i64, Vec<u8>, i64)> = self.read(|c| {
             c.prepare("SELECT id, path, outcome FROM files WHERE ingested_at_ms < ?1")?
-                .query_map(params![cutoff_ms], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .query_map(params![cutoff_ms], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
                 .collect()
         })?;
-        let gone: Vec<&(i64, Vec<u8>, i64)> =
-            old_files.iter().filter(|(_, path, _)| !file_exists(path)).collect();
+        let gone: Vec<&(i64, Vec<u8>, i64)> = old_files
+            .iter()
+            .filter(|(_, path, _)| !file_exists(path))
+            .collect();
         for chunk in gone.chunks(CHUNK) {
             let mut writer = self.writer();
-            let tx = writer.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = writer
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut delta = Delta::default();
             for (id, _, outcome) in chunk {
-                tx.prepare_cached("DELETE FROM files WHERE id = ?1")?.execute(params![id])?;
-                tx.prepare_cached("DELETE FROM file_heads WHERE file_id = ?1")?.execute(params![id])?;
+                tx.prepare_cached("DELETE FROM files WHERE id = ?1")?
+                    .execute(params![id])?;
+                tx.prepare_cached("DELETE FROM file_heads WHERE file_id = ?1")?
+                    .execute(params![id])?;
                 match Outcome::from_code(*outcome) {
                     Outcome::Ingested => delta.files_ingested -= 1,
                     Outcome::Rejected => delta.files_rejected -= 1,
@@ -641,7 +723,12 @@ impl Store for SqliteStore {
         })
     }
 
-    fn samples(&self, metric: &str, from_ms: i64, to_ms: i64) -> Result<Vec<SeriesSamples>, StoreError> {
+    fn samples(
+        &self,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
         self.read(|conn| {
             let series: Vec<(i64, String)> = conn
                 .prepare_cached("SELECT id, labels FROM series WHERE metric = ?1 ORDER BY labels")?
@@ -658,7 +745,11 @@ impl Store for SqliteStore {
                         Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN)))
                     })?
                     .collect::<rusqlite::Result<_>>()?;
-                out.push(SeriesSamples { metric: metric.to_string(), labels, samples });
+                out.push(SeriesSamples {
+                    metric: metric.to_string(),
+                    labels,
+                    samples,
+                });
             }
             Ok(out)
         })

@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `probewatch` binary, a real spool directory, a real SQLite file
+//! and a real HTTP client. One test binary (faster to link); one module per concern.
+
+mod util;
+
+mod bad_input;
+mod commands;
+mod exactly_once;
+mod watching;

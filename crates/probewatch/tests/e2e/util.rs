@@ -1,0 +1,262 @@
+//! Test helpers: a real `probewatch` process on a temporary spool and data directory, and a
+//! real HTTP client against it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_probewatch");
+
+/// A result file with one check and two metrics, unique per `n` (its time differs).
+pub fn result_xml(n: u64) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<probe name="p{probe}" host="h1" time="{time}">
+  <check name="login" status="{status}" duration="0.{n:03}">result {n}</check>
+  <metric name="online_users" value="{n}"/>
+  <metric name="queue_depth" value="17"><label name="queue" value="q{probe}"/></metric>
+</probe>
+"#,
+        probe = n % 7,
+        time = 1_700_000_000 + n,
+        status = if n.is_multiple_of(5) { "critical" } else { "ok" },
+    )
+}
+
+/// Samples per [`result_xml`] file: status + duration + two metrics.
+pub const SAMPLES_PER_FILE: u64 = 4;
+
+/// A temporary directory with `spool/` and `data/`.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("spool")).expect("spool");
+        Env { dir }
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Starts `probewatch run` on this spool and data directory, on a free port.
+    pub fn start(&self, extra: &[&str]) -> Daemon {
+        let mut args = vec![
+            "run".to_string(),
+            "--spool".into(),
+            self.spool().display().to_string(),
+            "--data".into(),
+            self.data().display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Daemon::spawn(&args)
+    }
+
+    /// Starts `probewatch run --config FILE` with this data directory.
+    pub fn start_with_config(&self, config: &str) -> Daemon {
+        let path = self.dir.path().join("probewatch.toml");
+        std::fs::write(&path, config).expect("write config");
+        Daemon::spawn(&[
+            "run".to_string(),
+            "--config".into(),
+            path.display().to_string(),
+            "--data".into(),
+            self.data().display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ])
+    }
+
+    /// Opens the daemon's SQLite file (read only) for checks the API does not expose.
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.data().join("probewatch.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open db")
+    }
+}
+
+/// Writes `content` the way most probes do: open, a few writes with pauses, close.
+pub fn write_chunked(path: &Path, content: &str, chunks: usize, pause: Duration) {
+    let mut file = std::fs::File::create(path).expect("create");
+    let bytes = content.as_bytes();
+    let step = bytes.len().div_ceil(chunks.max(1));
+    for chunk in bytes.chunks(step) {
+        file.write_all(chunk).expect("write");
+        file.flush().expect("flush");
+        std::thread::sleep(pause);
+    }
+}
+
+/// Writes a temporary file and renames it into place.
+pub fn write_renamed(path: &Path, content: &str) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, content).expect("write tmp");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub base: String,
+    pub output: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Daemon {
+    fn spawn(args: &[String]) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn probewatch");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let out = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or_default().to_string();
+                    let _ = tx.send(addr);
+                }
+                out.lock().expect("lock").push_str(&format!("{line}\n"));
+            }
+        });
+        let err = output.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                err.lock().expect("lock").push_str(&format!("{line}\n"));
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                std::thread::sleep(Duration::from_millis(200));
+                panic!("daemon did not start:\n{}", output.lock().expect("lock"));
+            }
+        };
+        let daemon = Daemon {
+            child,
+            base: format!("http://{addr}"),
+            output,
+        };
+        daemon.wait_until("startup scan", Duration::from_secs(60), |d| {
+            d.log().contains("startup scan finished")
+        });
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        self.output.lock().expect("lock").clone()
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let url = format!("{}{path}", self.base);
+        let response = reqwest::blocking::get(&url).unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        assert!(
+            response.status().is_success(),
+            "GET {url}: {}",
+            response.status()
+        );
+        response.json().expect("json")
+    }
+
+    pub fn get_text(&self, path: &str) -> String {
+        let url = format!("{}{path}", self.base);
+        reqwest::blocking::get(&url)
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    pub fn stats(&self) -> Value {
+        self.get("/api/v1/stats")
+    }
+
+    /// Value of an unlabelled counter in /metrics.
+    pub fn metric(&self, name: &str) -> f64 {
+        let text = self.get_text("/metrics");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.strip_prefix(name))
+            .filter(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            .filter_map(|rest| rest.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Polls `cond` every 50 ms until it holds; panics with the log after `timeout`.
+    pub fn wait_until(&self, what: &str, timeout: Duration, cond: impl Fn(&Daemon) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if cond(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}; log:\n{}", self.log());
+    }
+
+    /// Waits until `files_ingested + files_rejected` reaches `n`.
+    pub fn wait_files(&self, n: u64, timeout: Duration) {
+        self.wait_until(&format!("{n} files"), timeout, |d| {
+            let s = d.stats();
+            s["files_ingested"].as_u64().unwrap_or(0) + s["files_rejected"].as_u64().unwrap_or(0)
+                >= n
+        });
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    pub fn sigstop(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn sigcont(&self) {
+        self.signal("-CONT");
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) -> String {
+        self.signal("-TERM");
+        let status = self.child.wait().expect("wait");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(status.success(), "unclean exit {status}:\n{}", self.log());
+        self.log()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
