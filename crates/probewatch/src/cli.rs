@@ -23,6 +23,8 @@ pub enum Command {
     /// Import files or directories once, with the same exactly-once ledger; exit 1 if any
     /// file was rejected.
     Ingest(IngestArgs),
+    /// Measure ingest throughput and latency with a load generator (see docs/benchmarks.md).
+    Bench(crate::bench::BenchArgs),
     /// Print an example configuration file with every setting.
     ExampleConfig,
 }

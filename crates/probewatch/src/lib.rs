@@ -3,6 +3,7 @@
 //!
 //! Kept as a library so the benchmark harness and tests can reach the same code paths.
 
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

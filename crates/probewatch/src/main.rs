@@ -11,6 +11,7 @@ fn main() -> ExitCode {
         Command::Run(args) => probewatch::daemon::run_command(args),
         Command::Check(args) => probewatch::commands::check(&args),
         Command::Ingest(args) => probewatch::commands::ingest(&args),
+        Command::Bench(args) => probewatch::bench::run(&args),
         Command::ExampleConfig => {
             print!("{}", probewatch::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -22,7 +22,11 @@ pub fn result_xml(n: u64) -> String {
 "#,
         probe = n % 7,
         time = 1_700_000_000 + n,
-        status = if n.is_multiple_of(5) { "critical" } else { "ok" },
+        status = if n.is_multiple_of(5) {
+            "critical"
+        } else {
+            "ok"
+        },
     )
 }
 

@@ -1,0 +1,562 @@
+//! `probewatch bench`: a load generator and measurement harness for the ingest path.
+//!
+//! It writes N result files (2 checks and 10 metrics each) into a fresh spool at a given rate
+//! or flat out, in one of three writer styles, while a real `probewatch run` process ingests
+//! them; then it reads the ledger to measure each file's latency from close (or rename) to
+//! the commit of its batch, and reads /proc for the daemon's CPU time and peak memory.
+//!
+//! `--baseline` first runs the same load against a bare inotify → quick-xml → batched-SQLite
+//! loop inside this process (no ledger, no hashing, no dedup), so results are reported as a
+//! ratio against a baseline measured in the same invocation on the same noisy machine.
+//! `--repeat K` runs everything K times and reports medians.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+
+/// How the load generator writes each file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Style {
+    /// One write(2), then close.
+    Single,
+    /// Three writes with 1 ms pauses between them, then close.
+    Chunked,
+    /// Write `name.xml.tmp`, close, rename to `name.xml`.
+    Rename,
+}
+
+/// `probewatch bench` options.
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Number of result files.
+    #[arg(long, default_value_t = 20_000)]
+    pub files: u64,
+    /// Files per second (0: as fast as the writers can).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Writer style.
+    #[arg(long, value_enum, default_value_t = Style::Single)]
+    pub style: Style,
+    /// Writer threads.
+    #[arg(long, default_value_t = 1)]
+    pub writers: u64,
+    /// Write every file before starting the daemon, then time the catch-up.
+    #[arg(long)]
+    pub backlog: bool,
+    /// Delete files after ingest (durable commits before each delete).
+    #[arg(long)]
+    pub delete: bool,
+    /// Also run the bare-loop baseline, in the same invocation.
+    #[arg(long)]
+    pub baseline: bool,
+    /// Runs of each; medians are reported.
+    #[arg(long, default_value_t = 1)]
+    pub repeat: usize,
+    /// Where to make the temporary spools (default: the system temp directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// One run's figures.
+#[derive(Debug, Clone, Copy, Default)]
+struct RunResult {
+    files_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    cpu_seconds: f64,
+    peak_rss_mib: f64,
+    lost: u64,
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The result file for number `n`: 2 checks and 10 metrics, unique time.
+fn result_file(n: u64) -> String {
+    let mut xml = format!(
+        "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<probe name=\"bench-{}\" host=\"host-{}\" time=\"{}\" interval=\"60s\">\n",
+        n % 50,
+        n % 7,
+        1_700_000_000 + n
+    );
+    xml.push_str(&format!(
+        "  <check name=\"login\" status=\"{}\" duration=\"0.0{}\">logged in</check>\n",
+        if n.is_multiple_of(10) {
+            "critical"
+        } else {
+            "ok"
+        },
+        n % 97
+    ));
+    xml.push_str("  <check name=\"search\" status=\"ok\" duration=\"0.120\">42 hits</check>\n");
+    for m in 0..10 {
+        xml.push_str(&format!(
+            "  <metric name=\"bench_metric_{m}\" value=\"{}\"><label name=\"shard\" value=\"s{}\"/></metric>\n",
+            n * 3 + m,
+            m % 3
+        ));
+    }
+    xml.push_str("</probe>\n");
+    xml
+}
+
+/// Writes the files; returns each file's name and the time (µs) it became complete.
+fn generate(spool: &Path, args: &BenchArgs) -> anyhow::Result<Vec<(String, i64)>> {
+    let writers = args.writers.max(1);
+    let start = Instant::now();
+    let results: Vec<anyhow::Result<Vec<(String, i64)>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..writers)
+            .map(|w| {
+                scope.spawn(move || -> anyhow::Result<Vec<(String, i64)>> {
+                    let mut done = Vec::new();
+                    let mut n = w;
+                    while n < args.files {
+                        if args.rate > 0 {
+                            let due = start + Duration::from_secs_f64(n as f64 / args.rate as f64);
+                            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                                std::thread::sleep(wait);
+                            }
+                        }
+                        let name = format!("r{n:08}.xml");
+                        let path = spool.join(&name);
+                        let content = result_file(n);
+                        match args.style {
+                            Style::Single => std::fs::write(&path, &content)?,
+                            Style::Chunked => {
+                                let mut f = std::fs::File::create(&path)?;
+                                for chunk in content.as_bytes().chunks(content.len().div_ceil(3)) {
+                                    f.write_all(chunk)?;
+                                    std::thread::sleep(Duration::from_millis(1));
+                                }
+                            }
+                            Style::Rename => {
+                                let tmp = spool.join(format!("{name}.tmp"));
+                                std::fs::write(&tmp, &content)?;
+                                std::fs::rename(&tmp, &path)?;
+                            }
+                        }
+                        done.push((name, now_us()));
+                        n += writers;
+                    }
+                    Ok(done)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("writer panicked")))
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(usize::try_from(args.files).unwrap_or(0));
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Latency and throughput from close times and commit times (both µs, by file name).
+fn summarize(
+    closed: &[(String, i64)],
+    committed: &HashMap<String, i64>,
+    first_us: i64,
+) -> anyhow::Result<RunResult> {
+    let mut latencies = Vec::with_capacity(closed.len());
+    let mut last_commit = 0;
+    let mut lost = 0;
+    for (name, close_us) in closed {
+        let Some(commit_us) = committed.get(name) else {
+            lost += 1;
+            continue;
+        };
+        latencies.push((commit_us - close_us).max(0) as f64 / 1000.0);
+        last_commit = last_commit.max(*commit_us);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let seconds = (last_commit - first_us).max(1) as f64 / 1e6;
+    Ok(RunResult {
+        files_per_sec: latencies.len() as f64 / seconds,
+        lost,
+        p50_ms: percentile(&latencies, 50.0),
+        p99_ms: percentile(&latencies, 99.0),
+        max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+        ..RunResult::default()
+    })
+}
+
+/// CPU seconds (user + system) and peak RSS of a process, from /proc.
+fn proc_usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), indices 11 and 12 here; USER_HZ is
+    // 100 on every Linux architecture Rust targets.
+    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let hwm_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu, hwm_kib / 1024.0)
+}
+
+struct Daemon {
+    child: Child,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(work: &Path, delete: bool) -> anyhow::Result<Daemon> {
+        let config = work.join("bench.toml");
+        let after = if delete { "delete" } else { "keep" };
+        std::fs::write(
+            &config,
+            format!(
+                "[[spool]]\npath = {:?}\nafter_ingest = \"{after}\"\n",
+                work.join("spool").display().to_string()
+            ),
+        )?;
+        let exe = std::env::current_exe().context("finding the probewatch binary")?;
+        let mut child = Command::new(exe)
+            .args(["run", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(work.join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting probewatch run")?;
+        let stderr = child.stderr.take().context("no stderr")?;
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("startup scan finished") {
+                    let _ = tx.send(());
+                }
+                if let Ok(mut log) = sink.lock() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(600)).is_err() {
+            let _ = child.kill();
+            bail!(
+                "probewatch did not start:\n{}",
+                log.lock().map(|l| l.clone()).unwrap_or_default()
+            );
+        }
+        Ok(Daemon { child, log })
+    }
+
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// Waits until the ledger holds `n` rows; returns file name → commit time (µs).
+fn wait_committed(db: &Path, n: u64, timeout: Duration) -> anyhow::Result<HashMap<String, i64>> {
+    let deadline = Instant::now() + timeout;
+    let conn = loop {
+        match rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        {
+            Ok(conn) => break conn,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return Err(e.into()),
+        }
+    };
+    conn.busy_timeout(Duration::from_secs(5))?;
+    loop {
+        let count: i64 = conn
+            .query_row("SELECT count(*) FROM files", [], |r| r.get(0))
+            .unwrap_or(0);
+        if count as u64 >= n {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("only {count} of {n} files committed before the timeout");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stmt = conn.prepare(
+        "SELECT f.path, b.committed_at_us FROM files f JOIN batches b ON b.id = f.batch_id",
+    )?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
+    let mut committed = HashMap::new();
+    for row in rows {
+        let (path, at) = row?;
+        let name = Path::new(std::ffi::OsStr::from_bytes(&path))
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        committed.insert(name, at);
+    }
+    Ok(committed)
+}
+
+fn fresh_dir(base: &Path, label: &str) -> anyhow::Result<PathBuf> {
+    let dir = base.join(format!("probewatch-bench-{label}-{}", std::process::id()));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(dir.join("spool"))?;
+    Ok(dir)
+}
+
+fn run_probewatch(base: &Path, args: &BenchArgs) -> anyhow::Result<RunResult> {
+    let work = fresh_dir(base, "probewatch")?;
+    let spool = work.join("spool");
+    let timeout = Duration::from_secs(600);
+    let (closed, daemon, first_us) = if args.backlog {
+        let closed = generate(&spool, args)?;
+        let start = now_us();
+        (closed, Daemon::start(&work, args.delete)?, start)
+    } else {
+        let daemon = Daemon::start(&work, args.delete)?;
+        let start = now_us();
+        (generate(&spool, args)?, daemon, start)
+    };
+    let committed = match wait_committed(&work.join("data/probewatch.db"), args.files, timeout) {
+        Ok(committed) => committed,
+        Err(err) => {
+            let log = daemon.log.lock().map(|l| l.clone()).unwrap_or_default();
+            daemon.stop();
+            bail!("{err}\n{log}");
+        }
+    };
+    let (cpu_seconds, peak_rss_mib) = proc_usage(daemon.child.id());
+    daemon.stop();
+    let mut result = if args.backlog {
+        // Latency is meaningless for a backlog; throughput counts from the daemon's start.
+        let last = committed.values().copied().max().unwrap_or(first_us);
+        RunResult {
+            files_per_sec: args.files as f64 / ((last - first_us).max(1) as f64 / 1e6),
+            ..RunResult::default()
+        }
+    } else {
+        summarize(&closed, &committed, first_us)?
+    };
+    result.cpu_seconds = cpu_seconds;
+    result.peak_rss_mib = peak_rss_mib;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(result)
+}
+
+/// The bare loop: inotify → read → quick-xml → batched SQLite inserts, nothing else.
+fn run_baseline(base: &Path, args: &BenchArgs) -> anyhow::Result<RunResult> {
+    use inotify::{Inotify, WatchMask};
+    let work = fresh_dir(base, "baseline")?;
+    let spool = work.join("spool");
+    let db_path = work.join("baseline.db");
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut inotify = Inotify::init()?;
+    inotify
+        .watches()
+        .add(&spool, WatchMask::CLOSE_WRITE | WatchMask::MOVED_TO)?;
+    let loop_stop = stop.clone();
+    let loop_spool = spool.clone();
+    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let loop_done = done.clone();
+    let handle = std::thread::spawn(move || -> anyhow::Result<HashMap<String, i64>> {
+        let mut conn = rusqlite::Connection::open(&db_path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch("CREATE TABLE rows (file TEXT, name TEXT, value REAL)")?;
+        let mut committed = HashMap::new();
+        let mut buffer = vec![0u8; 256 * 1024];
+        while !loop_stop.load(Ordering::Relaxed) {
+            let names: Vec<String> = match inotify.read_events(&mut buffer) {
+                Ok(events) => events
+                    .filter_map(|e| e.name.map(|n| n.to_string_lossy().into_owned()))
+                    .filter(|n| n.ends_with(".xml"))
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_micros(200));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let tx = conn.transaction()?;
+            {
+                let mut insert = tx.prepare_cached("INSERT INTO rows VALUES (?1, ?2, ?3)")?;
+                for name in &names {
+                    let mut bytes = Vec::new();
+                    std::fs::File::open(loop_spool.join(name))?.read_to_end(&mut bytes)?;
+                    let text = std::str::from_utf8(&bytes)?;
+                    let mut reader = quick_xml::Reader::from_str(text);
+                    loop {
+                        match reader.read_event()? {
+                            quick_xml::events::Event::Eof => break,
+                            quick_xml::events::Event::Start(e)
+                            | quick_xml::events::Event::Empty(e) => {
+                                let mut key = String::new();
+                                let mut value = 0.0;
+                                for attr in e.attributes().flatten() {
+                                    match attr.key.as_ref() {
+                                        "name" => key = attr.value.to_string(),
+                                        "value" => value = attr.value.parse().unwrap_or(0.0),
+                                        _ => {}
+                                    }
+                                }
+                                insert.execute(rusqlite::params![name, key, value])?;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            tx.commit()?;
+            let at = now_us();
+            loop_done.fetch_add(names.len() as u64, Ordering::SeqCst);
+            for name in names {
+                committed.insert(name, at);
+            }
+        }
+        Ok(committed)
+    });
+    let start = now_us();
+    let closed = generate(&spool, args)?;
+    // Wait for every file, or until nothing has arrived for 2 s (the bare loop has no rescan:
+    // files whose events the kernel dropped are lost, and reported as such).
+    let mut last = (done.load(Ordering::SeqCst), Instant::now());
+    while done.load(Ordering::SeqCst) < args.files && last.1.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+        let now = done.load(Ordering::SeqCst);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let committed = handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("baseline loop panicked"))??;
+    let result = summarize(&closed, &committed, start)?;
+    let _ = std::fs::remove_dir_all(&work);
+    Ok(result)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    if values.is_empty() {
+        f64::NAN
+    } else {
+        values[values.len() / 2]
+    }
+}
+
+fn medians(runs: &[RunResult]) -> RunResult {
+    let pick = |f: fn(&RunResult) -> f64| median(&mut runs.iter().map(f).collect::<Vec<_>>());
+    RunResult {
+        files_per_sec: pick(|r| r.files_per_sec),
+        p50_ms: pick(|r| r.p50_ms),
+        p99_ms: pick(|r| r.p99_ms),
+        max_ms: pick(|r| r.max_ms),
+        cpu_seconds: pick(|r| r.cpu_seconds),
+        peak_rss_mib: pick(|r| r.peak_rss_mib),
+        lost: runs.iter().map(|r| r.lost).max().unwrap_or(0),
+    }
+}
+
+/// Entry point of `probewatch bench`.
+pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    if args.baseline && args.backlog {
+        bail!("--baseline measures live ingest; it cannot be combined with --backlog");
+    }
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let rate = if args.rate == 0 {
+        "flat out".to_string()
+    } else {
+        format!("{}/s", args.rate)
+    };
+    println!(
+        "bench: {} files, {rate}, style {:?}, {} writer(s){}{}, {} run(s)",
+        args.files,
+        args.style,
+        args.writers,
+        if args.backlog { ", backlog" } else { "" },
+        if args.delete {
+            ", delete after ingest"
+        } else {
+            ""
+        },
+        args.repeat
+    );
+    let mut ours = Vec::new();
+    let mut bare = Vec::new();
+    for i in 0..args.repeat.max(1) {
+        if args.baseline {
+            let r = run_baseline(&base, args)?;
+            println!(
+                "  run {i} baseline  : {:>9.0} files/s  p50 {:>7.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  lost {}",
+                r.files_per_sec, r.p50_ms, r.p99_ms, r.max_ms, r.lost
+            );
+            bare.push(r);
+        }
+        let r = run_probewatch(&base, args)?;
+        println!(
+            "  run {i} probewatch: {:>9.0} files/s  p50 {:>7.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  lost {}  cpu {:.2} s  peak rss {:.1} MiB",
+            r.files_per_sec, r.p50_ms, r.p99_ms, r.max_ms, r.lost, r.cpu_seconds, r.peak_rss_mib
+        );
+        ours.push(r);
+    }
+    let m = medians(&ours);
+    println!(
+        "median probewatch: {:.0} files/s ({:.0} rows/s), p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, cpu {:.2} s, peak rss {:.1} MiB",
+        m.files_per_sec,
+        m.files_per_sec * 12.0,
+        m.p50_ms,
+        m.p99_ms,
+        m.max_ms,
+        m.cpu_seconds,
+        m.peak_rss_mib
+    );
+    if args.baseline {
+        let b = medians(&bare);
+        println!(
+            "median baseline:   {:.0} files/s, p50 {:.2} ms, p99 {:.2} ms, lost up to {}; probewatch/baseline throughput = {:.2}",
+            b.files_per_sec,
+            b.p50_ms,
+            b.p99_ms,
+            b.lost,
+            m.files_per_sec / b.files_per_sec
+        );
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
