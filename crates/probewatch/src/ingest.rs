@@ -323,6 +323,7 @@ struct Writer {
 impl Writer {
     fn run(self, work: Receiver<Work>) {
         let max = self.settings.batch_max_files;
+        let mut progress = Progress::default();
         while let Ok(first) = work.recv() {
             let mut batch = vec![first];
             while batch.len() < max {
@@ -331,8 +332,11 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
+            let n = batch.len();
             self.commit(batch);
+            progress.record(n, n == max);
         }
+        progress.finish();
     }
 
     fn commit(&self, batch: Vec<Work>) {
@@ -494,6 +498,51 @@ impl Writer {
                 "cannot move file after ingest"
             );
         }
+    }
+}
+
+/// Logs a progress line every few seconds while a backlog is being worked off (batches
+/// come out full), and once when it is done.
+#[derive(Default)]
+struct Progress {
+    /// Start of the current backlog, files since then, and when the last line was logged.
+    backlog: Option<(Instant, u64, Instant)>,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn record(&mut self, files: usize, full: bool) {
+        let now = Instant::now();
+        match (&mut self.backlog, full) {
+            (None, true) => self.backlog = Some((now, files as u64, now)),
+            (Some((started, total, logged)), _) => {
+                *total += files as u64;
+                if !full {
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    tracing::info!(
+                        files = *total,
+                        seconds = secs,
+                        rate = *total as f64 / secs,
+                        "backlog ingested"
+                    );
+                    self.backlog = None;
+                } else if logged.elapsed() >= Self::EVERY {
+                    let secs = started.elapsed().as_secs_f64().max(0.001);
+                    tracing::info!(
+                        files = *total,
+                        rate = *total as f64 / secs,
+                        "ingesting backlog"
+                    );
+                    *logged = now;
+                }
+            }
+            (None, false) => {}
+        }
+    }
+
+    fn finish(&mut self) {
+        self.record(0, false);
     }
 }
 

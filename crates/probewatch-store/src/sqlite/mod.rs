@@ -20,6 +20,9 @@ use crate::{Store, StoreError};
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
 
+/// Ids per pruning transaction.
+const PRUNE_CHUNK: usize = 200;
+
 /// Name of the database file inside the data directory.
 pub const DB_FILE: &str = "probewatch.db";
 
@@ -109,6 +112,34 @@ impl SqliteStore {
             pool.push(conn);
         }
         Ok(result?)
+    }
+
+    /// Runs `delete` (parameters: id, cutoff) for every id `ids_sql` lists, in transactions of
+    /// [`PRUNE_CHUNK`] ids, so the writer lock is never held for long; returns rows deleted.
+    fn delete_old(
+        &self,
+        ids_sql: &str,
+        delete: &str,
+        cutoff_ms: i64,
+        delta: fn(i64) -> Delta,
+    ) -> Result<u64, StoreError> {
+        let ids: Vec<i64> =
+            self.read(|c| c.prepare(ids_sql)?.query_map([], |r| r.get(0))?.collect())?;
+        let mut deleted = 0u64;
+        for chunk in ids.chunks(PRUNE_CHUNK) {
+            let mut writer = self.writer();
+            let tx = writer
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut n = 0;
+            for id in chunk {
+                n += tx.prepare_cached(delete)?.execute(params![id, cutoff_ms])?;
+            }
+            delta(to_i64(n as u64)).apply(&tx)?;
+            tx.commit()?;
+            deleted += n as u64;
+        }
+        Ok(deleted)
     }
 
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
@@ -532,56 +563,29 @@ impl Store for SqliteStore {
         cutoff_ms: i64,
         file_exists: &dyn Fn(&[u8]) -> bool,
     ) -> Result<PruneSummary, StoreError> {
-        const CHUNK: usize = 200;
-        let mut summary = PruneSummary::default();
-        let series_ids: Vec<i64> = self.read(|c| {
-            c.prepare("SELECT id FROM series")?
-                .query_map([], |r| r.get(0))?
-                .collect()
-        })?;
-        for chunk in series_ids.chunks(CHUNK) {
-            let mut writer = self.writer();
-            let tx = writer
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut n = 0;
-            for id in chunk {
-                n += tx
-                    .prepare_cached("DELETE FROM samples WHERE series_id = ?1 AND ts_ms < ?2")?
-                    .execute(params![id, cutoff_ms])?;
-            }
-            Delta {
-                samples: -to_i64(n as u64),
+        let samples = self.delete_old(
+            "SELECT id FROM series",
+            "DELETE FROM samples WHERE series_id = ?1 AND ts_ms < ?2",
+            cutoff_ms,
+            |n| Delta {
+                samples: -n,
                 ..Delta::default()
-            }
-            .apply(&tx)?;
-            tx.commit()?;
-            summary.samples += n as u64;
-        }
-        let check_ids: Vec<i64> = self.read(|c| {
-            c.prepare("SELECT id FROM checks")?
-                .query_map([], |r| r.get(0))?
-                .collect()
-        })?;
-        for chunk in check_ids.chunks(CHUNK) {
-            let mut writer = self.writer();
-            let tx = writer
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut n = 0;
-            for id in chunk {
-                n += tx
-                    .prepare_cached("DELETE FROM check_results WHERE check_id = ?1 AND ts_ms < ?2")?
-                    .execute(params![id, cutoff_ms])?;
-            }
-            Delta {
-                check_results: -to_i64(n as u64),
+            },
+        )?;
+        let check_results = self.delete_old(
+            "SELECT id FROM checks",
+            "DELETE FROM check_results WHERE check_id = ?1 AND ts_ms < ?2",
+            cutoff_ms,
+            |n| Delta {
+                check_results: -n,
                 ..Delta::default()
-            }
-            .apply(&tx)?;
-            tx.commit()?;
-            summary.check_results += n as u64;
-        }
+            },
+        )?;
+        let mut summary = PruneSummary {
+            samples,
+            check_results,
+            files: 0,
+        };
         // Old ledger rows go only when their file is gone: a row for a file still on disk is
         // what stops a rescan from ingesting it again.
         let old_files: Vec<(i64, Vec<u8>, i64)> = self.read(|c| {
@@ -595,7 +599,7 @@ impl Store for SqliteStore {
             .iter()
             .filter(|(_, path, _)| !file_exists(path))
             .collect();
-        for chunk in gone.chunks(CHUNK) {
+        for chunk in gone.chunks(PRUNE_CHUNK) {
             let mut writer = self.writer();
             let tx = writer
                 .conn
