@@ -75,6 +75,8 @@ struct RunResult {
     cpu_seconds: f64,
     peak_rss_mib: f64,
     lost: u64,
+    /// How fast the load generator itself wrote (an upper bound on what can be ingested live).
+    writer_files_per_sec: f64,
 }
 
 fn now_us() -> i64 {
@@ -196,8 +198,11 @@ fn summarize(
     }
     latencies.sort_by(f64::total_cmp);
     let seconds = (last_commit - first_us).max(1) as f64 / 1e6;
+    let last_close = closed.iter().map(|(_, at)| *at).max().unwrap_or(first_us);
+    let writer_seconds = (last_close - first_us).max(1) as f64 / 1e6;
     Ok(RunResult {
         files_per_sec: latencies.len() as f64 / seconds,
+        writer_files_per_sec: closed.len() as f64 / writer_seconds,
         lost,
         p50_ms: percentile(&latencies, 50.0),
         p99_ms: percentile(&latencies, 99.0),
@@ -491,6 +496,7 @@ fn medians(runs: &[RunResult]) -> RunResult {
         cpu_seconds: pick(|r| r.cpu_seconds),
         peak_rss_mib: pick(|r| r.peak_rss_mib),
         lost: runs.iter().map(|r| r.lost).max().unwrap_or(0),
+        writer_files_per_sec: pick(|r| r.writer_files_per_sec),
     }
 }
 
@@ -524,15 +530,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         if args.baseline {
             let r = run_baseline(&base, args)?;
             println!(
-                "  run {i} baseline  : {:>9.0} files/s  p50 {:>7.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  lost {}",
-                r.files_per_sec, r.p50_ms, r.p99_ms, r.max_ms, r.lost
+                "  run {i} baseline  : {:>9.0} files/s  p50 {:>7.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  lost {}  (writer {:.0} files/s)",
+                r.files_per_sec, r.p50_ms, r.p99_ms, r.max_ms, r.lost, r.writer_files_per_sec
             );
             bare.push(r);
         }
         let r = run_probewatch(&base, args)?;
         println!(
-            "  run {i} probewatch: {:>9.0} files/s  p50 {:>7.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  lost {}  cpu {:.2} s  peak rss {:.1} MiB",
-            r.files_per_sec, r.p50_ms, r.p99_ms, r.max_ms, r.lost, r.cpu_seconds, r.peak_rss_mib
+            "  run {i} probewatch: {:>9.0} files/s  p50 {:>7.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  lost {}  cpu {:.2} s  peak rss {:.1} MiB  (writer {:.0} files/s)",
+            r.files_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.max_ms,
+            r.lost,
+            r.cpu_seconds,
+            r.peak_rss_mib,
+            r.writer_files_per_sec
         );
         ours.push(r);
     }
