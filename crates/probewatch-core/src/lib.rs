@@ -8,8 +8,10 @@ pub mod format;
 pub mod labels;
 pub mod model;
 pub mod reject;
+pub mod time;
 
 pub use format::{Format, ParseLimits, parse};
 pub use labels::{Labels, LabelsError};
 pub use model::{CheckResult, Metric, ProbeResult, Status, TimeSource};
 pub use reject::{Reject, RejectKind};
+pub use time::parse_time_ms;

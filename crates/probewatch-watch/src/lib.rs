@@ -155,6 +155,20 @@ pub enum WatchError {
     Thread(&'static str, std::io::Error),
 }
 
+/// A file's modification time in nanoseconds since the epoch: the unit the ledger keeps.
+pub fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.mtime_nsec())
+}
+
+/// Locks a mutex; a thread that panicked while holding it leaves plain data (maps of paths)
+/// that is still usable, so poisoning is ignored rather than spreading the panic.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// State shared by the reader and the scanner.
 pub(crate) struct Shared {
     pub spools: Vec<SpoolWatch>,
@@ -199,10 +213,7 @@ impl Shared {
 
     pub fn settle_later(&self, spool: SpoolId, path: PathBuf) {
         let check_at = Instant::now() + self.settle;
-        self.settling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(path, Settling { spool, check_at });
+        crate::lock(&self.settling).insert(path, Settling { spool, check_at });
     }
 }
 

@@ -73,11 +73,7 @@ impl Reader {
             }
             let actions: Vec<Action> = match self.inotify.read_events(&mut buffer) {
                 Ok(events) => {
-                    let watch_dirs = self
-                        .shared
-                        .watch_dirs
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner());
+                    let watch_dirs = crate::lock(&self.shared.watch_dirs);
                     events
                         .map(|event| {
                             self.shared.counters.events.fetch_add(1, Ordering::Relaxed);
@@ -166,11 +162,7 @@ impl Reader {
         for action in actions {
             match action {
                 Action::Ready(spool, path, cause) => {
-                    shared
-                        .settling
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&path);
+                    crate::lock(&shared.settling).remove(&path);
                     let ready = FileReady {
                         spool,
                         path,

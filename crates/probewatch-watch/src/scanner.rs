@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fs::Metadata;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use inotify::{WatchMask, Watches};
 
+use crate::mtime_ns;
 use crate::walk::walk_files;
 use crate::writers::{Writers, writers};
 use crate::{FileReady, ReadyCause, ScanRequest, Shared, SpoolId};
@@ -49,12 +49,6 @@ fn mask() -> WatchMask {
         | WatchMask::ONLYDIR
         | WatchMask::DONT_FOLLOW
         | WatchMask::EXCL_UNLINK
-}
-
-fn mtime_ns(meta: &Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
 }
 
 impl Scanner {
@@ -196,11 +190,7 @@ impl Scanner {
     fn check_settling(&mut self) {
         let now = Instant::now();
         let due: Vec<(PathBuf, SpoolId)> = {
-            let settling = self
-                .shared
-                .settling
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
+            let settling = crate::lock(&self.shared.settling);
             settling
                 .iter()
                 .filter(|(_, s)| s.check_at <= now)
@@ -222,11 +212,7 @@ impl Scanner {
                 .unwrap_or(Duration::ZERO);
             if age < self.shared.settle || writers(&path) == Writers::Some {
                 // Still changing or still open for writing: look again later.
-                let mut settling = self
-                    .shared
-                    .settling
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner());
+                let mut settling = crate::lock(&self.shared.settling);
                 if let Some(entry) = settling.get_mut(&path) {
                     entry.check_at = now
                         + self
@@ -250,12 +236,7 @@ impl Scanner {
     }
 
     fn forget_settling(&self, path: &Path) -> bool {
-        self.shared
-            .settling
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(path)
-            .is_some()
+        crate::lock(&self.shared.settling).remove(path).is_some()
     }
 
     /// One poll of every polled spool: a file is reported once its size and mtime held still
@@ -329,7 +310,7 @@ impl Scanner {
 fn watch_dir(watches: &mut Watches, shared: &Shared, spool: SpoolId, dir: &Path) {
     match watches.add(dir, mask()) {
         Ok(wd) => {
-            let mut map = shared.watch_dirs.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = crate::lock(&shared.watch_dirs);
             let previous = map.insert(wd.get_watch_descriptor_id(), (spool, dir.to_path_buf()));
             if previous.is_none() {
                 shared.counters.watched_dirs.fetch_add(1, Ordering::Relaxed);

@@ -137,17 +137,37 @@ fn status_word(code: u8) -> &'static str {
     Status::from_code(i64::from(code)).map_or("unknown", Status::as_str)
 }
 
+/// The fields every check result carries in the API, latest or historic.
 #[derive(Serialize)]
-struct CheckBody {
-    probe: String,
-    host: String,
-    check: String,
+struct ResultFields {
     status: &'static str,
     status_code: u8,
     time: String,
     time_ms: i64,
     duration_seconds: Option<f64>,
     message: String,
+}
+
+impl ResultFields {
+    fn new(status_code: u8, time_ms: i64, duration_seconds: Option<f64>, message: String) -> Self {
+        ResultFields {
+            status: status_word(status_code),
+            status_code,
+            time: rfc3339(time_ms),
+            time_ms,
+            duration_seconds,
+            message,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CheckBody {
+    probe: String,
+    host: String,
+    check: String,
+    #[serde(flatten)]
+    result: ResultFields,
     interval_seconds: Option<f64>,
 }
 
@@ -161,36 +181,23 @@ async fn checks(State(state): State<AppState>) -> Result<Json<ChecksBody>, ApiEr
     let checks = rows
         .into_iter()
         .map(|r| CheckBody {
-            status: status_word(r.status),
-            status_code: r.status,
-            time: rfc3339(r.time_ms),
-            time_ms: r.time_ms,
-            duration_seconds: r.duration_seconds,
+            result: ResultFields::new(r.status, r.time_ms, r.duration_seconds, r.message),
             interval_seconds: r.interval_ms.map(|ms| ms as f64 / 1000.0),
             probe: r.probe,
             host: r.host,
             check: r.check,
-            message: r.message,
         })
         .collect();
     Ok(Json(ChecksBody { checks }))
 }
 
-/// Parses a time parameter: RFC 3339 or Unix seconds (fractions allowed).
+/// Parses a time parameter: RFC 3339 or Unix seconds, as result files write them.
 fn parse_time(name: &str, value: &str) -> Result<i64, ApiError> {
-    if let Ok(seconds) = value.parse::<f64>()
-        && seconds.is_finite()
-    {
-        return Ok((seconds * 1000.0).round() as i64);
-    }
-    value
-        .parse::<jiff::Timestamp>()
-        .map(|t| t.as_millisecond())
-        .map_err(|_| {
-            ApiError::BadRequest(format!(
-                "{name}={value:?}: expected RFC 3339 or Unix seconds"
-            ))
-        })
+    probewatch_core::parse_time_ms(value).ok_or_else(|| {
+        ApiError::BadRequest(format!(
+            "{name}={value:?}: expected RFC 3339 or Unix seconds"
+        ))
+    })
 }
 
 #[derive(Deserialize)]
@@ -206,12 +213,8 @@ struct HistoryParams {
 #[derive(Serialize)]
 struct HistoryEntry {
     host: String,
-    status: &'static str,
-    status_code: u8,
-    time: String,
-    time_ms: i64,
-    duration_seconds: Option<f64>,
-    message: String,
+    #[serde(flatten)]
+    result: ResultFields,
 }
 
 #[derive(Serialize)]
@@ -261,13 +264,8 @@ async fn history(
     let results = rows
         .into_iter()
         .map(|r| HistoryEntry {
-            status: status_word(r.status),
-            status_code: r.status,
-            time: rfc3339(r.time_ms),
-            time_ms: r.time_ms,
-            duration_seconds: r.duration_seconds,
+            result: ResultFields::new(r.status, r.time_ms, r.duration_seconds, r.message),
             host: r.host,
-            message: r.message,
         })
         .collect();
     Ok(Json(HistoryBody {

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use probewatch_core::ParseLimits;
@@ -189,10 +189,8 @@ fn spawn_retention(
                     }
                     std::thread::sleep(Duration::from_millis(200));
                 }
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-                let cutoff = now_ms - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+                let cutoff = crate::ingest::now_ms()
+                    - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
                 let exists = |path: &[u8]| {
                     use std::os::unix::ffi::OsStrExt;
                     std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(path)).is_ok()

@@ -25,11 +25,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use probewatch_core::format::FileContext;
 use probewatch_core::{ParseLimits, Reject, RejectKind, TimeSource, parse};
 use probewatch_store::{FileMeta, IngestItem, ItemContent, ItemResult, Store};
-use probewatch_watch::FileReady;
+use probewatch_watch::{FileReady, mtime_ns};
 use sha2::{Digest, Sha256};
 
 use crate::config::{AfterIngest, Spool};
 use crate::telemetry::{Metrics, RejectLabels, SpoolLabel};
+use prometheus_client::metrics::counter::Counter;
 
 /// What the ingest path needs to know.
 #[derive(Debug, Clone)]
@@ -96,10 +97,24 @@ impl Pipeline {
         let prepare = std::thread::Builder::new()
             .name("pw-prepare".into())
             .spawn(move || preparer.run(ready, work_tx))?;
+        let counters = settings
+            .spools
+            .iter()
+            .map(|spool| {
+                let label = SpoolLabel {
+                    spool: spool.name.to_string(),
+                };
+                SpoolCounters {
+                    ingested: metrics.files_ingested.get_or_create(&label).clone(),
+                    duplicate: metrics.files_duplicate.get_or_create(&label).clone(),
+                }
+            })
+            .collect();
         let writer = Writer {
             settings,
             store,
             metrics,
+            counters,
         };
         let write = std::thread::Builder::new()
             .name("pw-writer".into())
@@ -117,16 +132,11 @@ impl Pipeline {
     }
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock milliseconds since the epoch.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn mtime_ns(meta: &std::fs::Metadata) -> i64 {
-    meta.mtime()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(meta.mtime_nsec())
 }
 
 struct Preparer {
@@ -318,6 +328,14 @@ struct Writer {
     settings: IngestSettings,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    /// Per spool (same index), so the hot path does no label lookups.
+    counters: Vec<SpoolCounters>,
+}
+
+/// One spool's counters, resolved once.
+struct SpoolCounters {
+    ingested: Counter,
+    duplicate: Counter,
 }
 
 impl Writer {
@@ -381,6 +399,7 @@ impl Writer {
         let committed_at = Instant::now();
         if let Some(summary) = &summary {
             self.metrics.batches.inc();
+            self.metrics.samples_written.inc_by(summary.samples);
             for ((origin, item), result) in origins.iter().zip(&items).zip(&summary.items) {
                 self.account(origin, item, *result, committed_at);
             }
@@ -418,19 +437,13 @@ impl Writer {
         let Some(spool) = self.settings.spools.get(p.spool) else {
             return;
         };
-        let spool_label = SpoolLabel {
-            spool: spool.name.to_string(),
-        };
         let outcome = match &item.content {
             ItemContent::Parsed { .. } => probewatch_store::Outcome::Ingested,
             ItemContent::Rejected(_) => probewatch_store::Outcome::Rejected,
         };
         match result {
             ItemResult::Duplicate => {
-                self.metrics
-                    .files_duplicate
-                    .get_or_create(&spool_label)
-                    .inc();
+                self.counters[p.spool].duplicate.inc();
                 tracing::debug!(path = %p.path.display(), "already ingested this version; skipped");
             }
             ItemResult::Stored { .. } => {
@@ -440,18 +453,13 @@ impl Writer {
                         .as_secs_f64(),
                 );
                 match &item.content {
-                    ItemContent::Parsed { results, .. } => {
-                        self.metrics
-                            .files_ingested
-                            .get_or_create(&spool_label)
-                            .inc();
-                        let samples: usize = results.iter().map(|r| r.sample_count()).sum();
-                        self.metrics.samples_written.inc_by(samples as u64);
-                        tracing::debug!(path = %p.path.display(), samples, "ingested");
+                    ItemContent::Parsed { .. } => {
+                        self.counters[p.spool].ingested.inc();
+                        tracing::debug!(path = %p.path.display(), "ingested");
                     }
                     ItemContent::Rejected(reject) => {
                         let labels = RejectLabels {
-                            spool: spool_label.spool.clone(),
+                            spool: spool.name.to_string(),
                             reason: reject.kind.as_str().to_string(),
                         };
                         self.metrics.files_rejected.get_or_create(&labels).inc();

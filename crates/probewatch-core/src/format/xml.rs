@@ -15,6 +15,7 @@ use crate::format::{FileContext, ParseLimits};
 use crate::labels::{Labels, is_valid_metric_name};
 use crate::model::{CheckResult, Metric, ProbeResult, Status, TimeSource};
 use crate::reject::{Reject, RejectKind};
+use crate::time::parse_time_ms;
 
 pub(super) fn parse(
     input: &[u8],
@@ -711,22 +712,4 @@ pub(crate) fn parse_float(text: &str) -> Option<f64> {
         return None;
     }
     text.parse::<f64>().ok()
-}
-
-/// Timestamps from the year 1970 to 9999, as RFC 3339 or (fractional) Unix seconds.
-pub(crate) fn parse_time_ms(text: &str) -> Option<i64> {
-    let text = text.trim();
-    const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
-    let ms = if !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-        let seconds: f64 = text.parse().ok()?;
-        let ms = (seconds * 1000.0).round();
-        if !(0.0..=MAX_MS as f64).contains(&ms) {
-            return None;
-        }
-        ms as i64
-    } else {
-        let ts: jiff::Timestamp = text.parse().ok()?;
-        ts.as_millisecond()
-    };
-    (0..=MAX_MS).contains(&ms).then_some(ms)
 }

@@ -38,8 +38,8 @@ struct Writer {
     conn: Connection,
     /// `metric` + canonical labels → series id.
     series: HashMap<String, i64>,
-    /// (probe, host, check) → check id.
-    checks: HashMap<(String, String, String), i64>,
+    /// `probe\0host\0check\0` → check id.
+    checks: HashMap<String, i64>,
     next_batch_id: i64,
 }
 
@@ -286,19 +286,21 @@ impl Writer {
                     ..
                 } => {
                     delta.files_ingested += 1;
+                    let mut writer = ResultWriter {
+                        tx: &tx,
+                        series,
+                        checks,
+                        delta: &mut delta,
+                        key: String::new(),
+                    };
                     for result in probe_results {
-                        let (s, c) = write_result(
-                            &tx,
-                            series,
-                            checks,
-                            &mut delta,
-                            result,
-                            extra_labels,
-                            file_id,
-                        )?;
-                        samples_written += s;
-                        checks_written += c;
+                        writer.write(result, extra_labels, file_id)?;
                     }
+                    samples_written += n_samples as u64;
+                    checks_written += probe_results
+                        .iter()
+                        .map(|r| r.checks.len() as u64)
+                        .sum::<u64>();
                 }
                 ItemContent::Rejected(_) => delta.files_rejected += 1,
             }
@@ -322,203 +324,186 @@ impl Writer {
     }
 }
 
-/// Writes one probe result's check results and samples; returns (samples, check results).
-fn write_result(
+/// Writes the check results and samples of one transaction, with the writer's id caches.
+struct ResultWriter<'a> {
+    tx: &'a Connection,
+    series: &'a mut HashMap<String, i64>,
+    checks: &'a mut HashMap<String, i64>,
+    delta: &'a mut Delta,
+    /// Scratch buffer for cache keys, so a cache hit allocates nothing.
+    key: String,
+}
+
+/// Runs `insert` (an `INSERT OR IGNORE`); if the row already existed, runs `update` with the
+/// same parameters. Returns true when a new row was inserted: the later of two values for the
+/// same key wins, and nothing is counted twice.
+fn insert_or_update(
     tx: &Connection,
-    series_cache: &mut HashMap<String, i64>,
-    check_cache: &mut HashMap<(String, String, String), i64>,
-    delta: &mut Delta,
-    result: &ProbeResult,
-    extra_labels: &Labels,
-    file_id: i64,
-) -> rusqlite::Result<(u64, u64)> {
-    let mut samples = 0;
-    let ts = result.time_ms;
-    let owned = |labels: &mut Labels| {
-        labels.set_owned("probe", &result.probe);
-        if !result.host.is_empty() {
-            labels.set_owned("host", &result.host);
+    insert: &str,
+    update: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<bool> {
+    if tx.prepare_cached(insert)?.execute(params)? > 0 {
+        return Ok(true);
+    }
+    tx.prepare_cached(update)?.execute(params)?;
+    Ok(false)
+}
+
+impl ResultWriter<'_> {
+    /// Writes one probe result's check results and samples.
+    fn write(
+        &mut self,
+        result: &ProbeResult,
+        extra_labels: &Labels,
+        file_id: i64,
+    ) -> rusqlite::Result<()> {
+        let ts = result.time_ms;
+        let owned = |labels: &mut Labels| {
+            labels.set_owned("probe", &result.probe);
+            if !result.host.is_empty() {
+                labels.set_owned("host", &result.host);
+            }
+            for (name, value) in extra_labels.iter() {
+                labels.set_owned(name, value);
+            }
+        };
+        for check in &result.checks {
+            let check_id = self.check_id(result, check)?;
+            let status = check.status.code();
+            let new = insert_or_update(
+                self.tx,
+                "INSERT OR IGNORE INTO check_results (check_id, ts_ms, status, duration, message,
+                    file_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "UPDATE check_results SET status = ?3, duration = ?4, message = ?5, file_id = ?6
+                 WHERE check_id = ?1 AND ts_ms = ?2",
+                params![
+                    check_id,
+                    ts,
+                    status,
+                    check.duration_seconds,
+                    check.message,
+                    file_id
+                ],
+            )?;
+            if new {
+                self.delta.check_results += 1;
+            }
+            self.tx
+                .prepare_cached(
+                    "UPDATE checks SET last_ts_ms = ?2, last_status = ?3, last_duration = ?4,
+                        last_message = ?5, interval_ms = coalesce(?6, interval_ms)
+                     WHERE id = ?1 AND last_ts_ms <= ?2",
+                )?
+                .execute(params![
+                    check_id,
+                    ts,
+                    status,
+                    check.duration_seconds,
+                    check.message,
+                    result.interval_ms
+                ])?;
+            let mut labels = Labels::new();
+            labels.set_owned("check", &check.name);
+            owned(&mut labels);
+            let canonical = labels.canonical();
+            self.sample("probe_check_status", &canonical, ts, f64::from(status))?;
+            if let Some(duration) = check.duration_seconds {
+                self.sample("probe_check_duration_seconds", &canonical, ts, duration)?;
+            }
         }
-        for (name, value) in extra_labels.iter() {
-            labels.set_owned(name, value);
+        for metric in &result.metrics {
+            let mut labels = metric.labels.clone();
+            owned(&mut labels);
+            self.sample(&metric.name, &labels.canonical(), ts, metric.value)?;
         }
-    };
-    for check in &result.checks {
-        let key = (
-            result.probe.clone(),
-            result.host.clone(),
-            check.name.clone(),
-        );
-        let check_id = match check_cache.get(&key) {
+        Ok(())
+    }
+
+    /// The id of (probe, host, check), created with this result as its latest if new.
+    fn check_id(
+        &mut self,
+        result: &ProbeResult,
+        check: &probewatch_core::CheckResult,
+    ) -> rusqlite::Result<i64> {
+        self.key.clear();
+        for part in [&result.probe, &result.host, &check.name] {
+            self.key.push_str(part);
+            self.key.push('\0');
+        }
+        if let Some(id) = self.checks.get(self.key.as_str()) {
+            return Ok(*id);
+        }
+        let (probe, host, name) = (&result.probe, &result.host, &check.name);
+        let existing: Option<i64> = self
+            .tx
+            .prepare_cached("SELECT id FROM checks WHERE probe = ?1 AND host = ?2 AND name = ?3")?
+            .query_row(params![probe, host, name], |r| r.get(0))
+            .optional()?;
+        let id = match existing {
+            Some(id) => id,
+            None => {
+                self.tx
+                    .prepare_cached(
+                        "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms,
+                            last_status, last_duration, last_message)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    )?
+                    .execute(params![
+                        probe,
+                        host,
+                        name,
+                        result.interval_ms,
+                        result.time_ms,
+                        check.status.code(),
+                        check.duration_seconds,
+                        check.message
+                    ])?;
+                self.tx.last_insert_rowid()
+            }
+        };
+        self.checks.insert(self.key.clone(), id);
+        Ok(id)
+    }
+
+    /// Writes one sample, creating its series if new.
+    fn sample(&mut self, metric: &str, labels: &str, ts: i64, value: f64) -> rusqlite::Result<()> {
+        self.key.clear();
+        self.key.push_str(metric);
+        self.key.push_str(labels);
+        let series_id = match self.series.get(self.key.as_str()) {
             Some(id) => *id,
             None => {
-                let id = check_id(tx, &key, result.interval_ms, ts, check)?;
-                check_cache.insert(key, id);
+                let existing: Option<i64> = self
+                    .tx
+                    .prepare_cached("SELECT id FROM series WHERE metric = ?1 AND labels = ?2")?
+                    .query_row(params![metric, labels], |r| r.get(0))
+                    .optional()?;
+                let id = match existing {
+                    Some(id) => id,
+                    None => {
+                        self.tx
+                            .prepare_cached("INSERT INTO series (metric, labels) VALUES (?1, ?2)")?
+                            .execute(params![metric, labels])?;
+                        self.delta.series += 1;
+                        self.tx.last_insert_rowid()
+                    }
+                };
+                self.series.insert(self.key.clone(), id);
                 id
             }
         };
-        let inserted = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO check_results (check_id, ts_ms, status, duration, message,
-                    file_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                check_id,
-                ts,
-                check.status.code(),
-                check.duration_seconds,
-                check.message,
-                file_id
-            ])?;
-        if inserted == 0 {
-            tx.prepare_cached(
-                "UPDATE check_results SET status = ?3, duration = ?4, message = ?5, file_id = ?6
-                 WHERE check_id = ?1 AND ts_ms = ?2",
-            )?
-            .execute(params![
-                check_id,
-                ts,
-                check.status.code(),
-                check.duration_seconds,
-                check.message,
-                file_id
-            ])?;
-        } else {
-            delta.check_results += 1;
-        }
-        tx.prepare_cached(
-            "UPDATE checks SET last_ts_ms = ?2, last_status = ?3, last_duration = ?4,
-                last_message = ?5, interval_ms = coalesce(?6, interval_ms)
-             WHERE id = ?1 AND last_ts_ms <= ?2",
-        )?
-        .execute(params![
-            check_id,
-            ts,
-            check.status.code(),
-            check.duration_seconds,
-            check.message,
-            result.interval_ms
-        ])?;
-        let mut labels = Labels::new();
-        labels.set_owned("check", &check.name);
-        owned(&mut labels);
-        let canonical = labels.canonical();
-        let status = f64::from(check.status.code());
-        write_sample(
-            tx,
-            series_cache,
-            delta,
-            "probe_check_status",
-            &canonical,
-            ts,
-            status,
-        )?;
-        samples += 1;
-        if let Some(duration) = check.duration_seconds {
-            write_sample(
-                tx,
-                series_cache,
-                delta,
-                "probe_check_duration_seconds",
-                &canonical,
-                ts,
-                duration,
-            )?;
-            samples += 1;
-        }
-    }
-    for metric in &result.metrics {
-        let mut labels = metric.labels.clone();
-        owned(&mut labels);
-        write_sample(
-            tx,
-            series_cache,
-            delta,
-            &metric.name,
-            &labels.canonical(),
-            ts,
-            metric.value,
-        )?;
-        samples += 1;
-    }
-    Ok((samples, result.checks.len() as u64))
-}
-
-fn check_id(
-    tx: &Connection,
-    key: &(String, String, String),
-    interval_ms: Option<i64>,
-    ts: i64,
-    check: &probewatch_core::CheckResult,
-) -> rusqlite::Result<i64> {
-    let existing: Option<i64> = tx
-        .prepare_cached("SELECT id FROM checks WHERE probe = ?1 AND host = ?2 AND name = ?3")?
-        .query_row(params![key.0, key.1, key.2], |r| r.get(0))
-        .optional()?;
-    if let Some(id) = existing {
-        return Ok(id);
-    }
-    tx.prepare_cached(
-        "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
-            last_duration, last_message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        key.0,
-        key.1,
-        key.2,
-        interval_ms,
-        ts,
-        check.status.code(),
-        check.duration_seconds,
-        check.message
-    ])?;
-    Ok(tx.last_insert_rowid())
-}
-
-fn write_sample(
-    tx: &Connection,
-    cache: &mut HashMap<String, i64>,
-    delta: &mut Delta,
-    metric: &str,
-    labels: &str,
-    ts: i64,
-    value: f64,
-) -> rusqlite::Result<()> {
-    let mut key = String::with_capacity(metric.len() + labels.len());
-    key.push_str(metric);
-    key.push_str(labels);
-    let series_id = match cache.get(&key) {
-        Some(id) => *id,
-        None => {
-            let existing: Option<i64> = tx
-                .prepare_cached("SELECT id FROM series WHERE metric = ?1 AND labels = ?2")?
-                .query_row(params![metric, labels], |r| r.get(0))
-                .optional()?;
-            let id = match existing {
-                Some(id) => id,
-                None => {
-                    tx.prepare_cached("INSERT INTO series (metric, labels) VALUES (?1, ?2)")?
-                        .execute(params![metric, labels])?;
-                    delta.series += 1;
-                    tx.last_insert_rowid()
-                }
-            };
-            cache.insert(key, id);
-            id
-        }
-    };
-    let inserted = tx
-        .prepare_cached(
+        let new = insert_or_update(
+            self.tx,
             "INSERT OR IGNORE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![series_id, ts, value])?;
-    if inserted == 0 {
-        tx.prepare_cached("UPDATE samples SET value = ?3 WHERE series_id = ?1 AND ts_ms = ?2")?
-            .execute(params![series_id, ts, value])?;
-    } else {
-        delta.samples += 1;
+            "UPDATE samples SET value = ?3 WHERE series_id = ?1 AND ts_ms = ?2",
+            params![series_id, ts, value],
+        )?;
+        if new {
+            self.delta.samples += 1;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 impl Store for SqliteStore {
