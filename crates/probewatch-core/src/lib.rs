@@ -12,6 +12,6 @@ pub mod time;
 
 pub use format::{Format, ParseLimits, parse};
 pub use labels::{Labels, LabelsError};
-pub use model::{CheckResult, Metric, ProbeResult, Status, TimeSource};
+pub use model::{CheckResult, Metric, ProbeResult, SeriesSample, Status, TimeSource};
 pub use reject::{Reject, RejectKind};
 pub use time::parse_time_ms;

@@ -119,7 +119,70 @@ pub struct ProbeResult {
     pub metrics: Vec<Metric>,
 }
 
+/// One sample as it is stored: a series (metric name + canonical label text) and a value at
+/// a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSample {
+    /// Metric name.
+    pub metric: String,
+    /// Canonical label text, `{a="1",b="2"}` (see [`Labels::canonical`]).
+    pub labels: String,
+    /// Milliseconds since the epoch.
+    pub time_ms: i64,
+    /// The value.
+    pub value: f64,
+}
+
 impl ProbeResult {
+    /// The samples this result becomes, with `extra` (a spool's static labels) on every
+    /// series:
+    /// - per check, `probe_check_status{check,probe,host}` (the code 0–3) and, when measured,
+    ///   `probe_check_duration_seconds{…}`;
+    /// - per metric, its own name and labels plus `probe` and `host`.
+    ///
+    /// System-owned labels (probe, host, then `extra`) win over a probe's own label of the
+    /// same name, which is kept as `exported_<name>`. An empty host adds no `host` label.
+    pub fn series_samples(&self, extra: &Labels) -> Vec<SeriesSample> {
+        // The system-owned labels, in the order they are applied: probe, host, then the
+        // spool's. A check's series also get `check`, applied first.
+        let mut owned: Vec<(&str, &str)> = Vec::with_capacity(3 + extra.len());
+        owned.push(("check", ""));
+        owned.push(("probe", &self.probe));
+        if !self.host.is_empty() {
+            owned.push(("host", &self.host));
+        }
+        owned.extend(extra.iter());
+        let no_labels = Labels::new();
+        let sample = |metric: &str, labels: String, value: f64| SeriesSample {
+            metric: metric.to_string(),
+            labels,
+            time_ms: self.time_ms,
+            value,
+        };
+        let mut out = Vec::with_capacity(self.sample_count());
+        for check in &self.checks {
+            owned[0].1 = &check.name;
+            let canonical = no_labels.canonical_with_owned(&owned);
+            if let Some(duration) = check.duration_seconds {
+                out.push(sample(
+                    "probe_check_duration_seconds",
+                    canonical.clone(),
+                    duration,
+                ));
+            }
+            out.push(sample(
+                "probe_check_status",
+                canonical,
+                f64::from(check.status.code()),
+            ));
+        }
+        for metric in &self.metrics {
+            let canonical = metric.labels.canonical_with_owned(&owned[1..]);
+            out.push(sample(&metric.name, canonical, metric.value));
+        }
+        out
+    }
+
     /// Number of samples this result becomes: two per check (status and, when measured,
     /// duration) plus one per metric.
     pub fn sample_count(&self) -> usize {
@@ -134,6 +197,42 @@ impl ProbeResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_become_series() {
+        let result = ProbeResult {
+            probe: "web".into(),
+            host: String::new(),
+            time_ms: 5,
+            time_source: TimeSource::Declared,
+            interval_ms: None,
+            checks: vec![CheckResult {
+                name: "login".into(),
+                status: Status::Critical,
+                duration_seconds: None,
+                message: String::new(),
+            }],
+            metrics: vec![Metric {
+                name: "users".into(),
+                labels: Labels::from_pairs([("probe", "mine")]).expect("valid"),
+                value: 3.0,
+            }],
+        };
+        let extra = Labels::from_pairs([("env", "prod")]).expect("valid");
+        let samples = result.series_samples(&extra);
+        let rendered: Vec<String> = samples
+            .iter()
+            .map(|s| format!("{}{} {}@{}", s.metric, s.labels, s.value, s.time_ms))
+            .collect();
+        assert_eq!(
+            rendered,
+            [
+                r#"probe_check_status{check="login",env="prod",probe="web"} 2@5"#,
+                r#"users{env="prod",exported_probe="mine",probe="web"} 3@5"#,
+            ]
+        );
+        assert_eq!(samples.len(), result.sample_count());
+    }
 
     #[test]
     fn status_words_and_codes() {

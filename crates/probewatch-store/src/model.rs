@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use probewatch_core::{Labels, ProbeResult, Reject};
+use probewatch_core::{ProbeResult, Reject, SeriesSample};
 
 /// What the ledger remembers about the newest version of a path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,12 +74,14 @@ pub struct FileMeta {
 /// What ingest made of a file.
 #[derive(Debug, Clone)]
 pub enum ItemContent {
-    /// Parsed results, with the spool's static labels to add to every series.
+    /// Parsed results and the samples they become
+    /// ([`probewatch_core::ProbeResult::series_samples`], computed by the caller so the
+    /// writer thread does not have to).
     Parsed {
-        /// The results, in file order.
+        /// The results, in file order (their checks become check results).
         results: Vec<ProbeResult>,
-        /// Labels the spool adds to every series (they win over the probe's own).
-        extra_labels: Arc<Labels>,
+        /// Every sample of every result.
+        samples: Vec<SeriesSample>,
         /// True when a result is stamped more than the allowed skew in the future.
         clock_skew: bool,
     },

@@ -14,11 +14,16 @@ fn item(path: &str, hash: u8, xml: &str) -> IngestItem {
         &ParseLimits::default(),
     )
     .expect("fixture parses");
+    let extra = Labels::from_pairs([("env", "prod")]).expect("valid");
+    let samples = results
+        .iter()
+        .flat_map(|r| r.series_samples(&extra))
+        .collect();
     IngestItem {
         file: meta(path, hash),
         content: ItemContent::Parsed {
             results,
-            extra_labels: Arc::new(Labels::from_pairs([("env", "prod")]).expect("valid")),
+            samples,
             clock_skew: false,
         },
     }

@@ -261,7 +261,7 @@ impl Config {
                 }
             }
         }
-        let batch_max_files = file.batch_max_files.unwrap_or(2000);
+        let batch_max_files = file.batch_max_files.unwrap_or(1000);
         if batch_max_files == 0 {
             bail!("batch_max_files must be at least 1");
         }

@@ -99,7 +99,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let (metrics, registry) = Metrics::new(counters.clone());
     metrics.init_spools(config.spools.iter().map(|s| &*s.name));
     // Room for bursts: the inotify reader never waits, so a full queue costs a rescan.
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(65_536);
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(16_384);
     let store_dyn: Arc<dyn Store> = store.clone();
     let pipeline = Pipeline::start(
         ingest_settings(&config),

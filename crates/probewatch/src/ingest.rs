@@ -88,7 +88,9 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         ready: Receiver<FileReady>,
     ) -> std::io::Result<Pipeline> {
-        let (work_tx, work_rx) = sync_channel::<Work>(4096);
+        // Room for one full batch to gather while the previous one commits; each entry holds
+        // a parsed file, so this also bounds memory.
+        let (work_tx, work_rx) = sync_channel::<Work>(settings.batch_max_files);
         let preparer = Preparer {
             settings: settings.clone(),
             store: store.clone(),
@@ -314,8 +316,11 @@ impl Preparer {
                 (
                     version_hash,
                     ItemContent::Parsed {
+                        samples: results
+                            .iter()
+                            .flat_map(|r| r.series_samples(&spool.labels))
+                            .collect(),
                         results,
-                        extra_labels: spool.labels.clone(),
                         clock_skew,
                     },
                 )

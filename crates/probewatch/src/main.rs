@@ -5,6 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use probewatch::cli::{Cli, Command};
 
+/// mimalloc instead of glibc malloc: the prepare thread allocates every parsed result and the
+/// writer thread frees it, and glibc's per-arena locking and consolidation on those
+/// cross-thread frees showed up at several percent of the hot path (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

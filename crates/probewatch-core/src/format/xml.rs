@@ -274,9 +274,9 @@ impl<'a> Parser<'a, '_> {
 
     fn probe(&mut self, element: Element<'a>) -> Result<ProbeResult, Reject> {
         let mut attrs = self.attrs(&element, "probe")?;
-        let probe = attrs.require(self, "name")?;
+        let probe = attrs.require(self, "name")?.into_owned();
         self.check_name(&element, "probe name", &probe)?;
-        let host = attrs.take("host").unwrap_or_default();
+        let host = attrs.take("host").unwrap_or_default().into_owned();
         self.check_name(&element, "host", &host)?;
         let (time_ms, time_source) = match attrs.take("time") {
             Some(text) => (self.time(&element, &text)?, TimeSource::Declared),
@@ -376,7 +376,7 @@ impl<'a> Parser<'a, '_> {
 
     fn check(&mut self, element: Element<'a>) -> Result<CheckResult, Reject> {
         let mut attrs = self.attrs(&element, "check")?;
-        let name = attrs.require(self, "name")?;
+        let name = attrs.require(self, "name")?.into_owned();
         self.check_name(&element, "check name", &name)?;
         let status_text = attrs.require(self, "status")?;
         let status = Status::parse(&status_text).ok_or_else(|| {
@@ -479,7 +479,7 @@ impl<'a> Parser<'a, '_> {
 
     fn metric(&mut self, element: Element<'a>) -> Result<Metric, Reject> {
         let mut attrs = self.attrs(&element, "metric")?;
-        let name = attrs.require(self, "name")?;
+        let name = attrs.require(self, "name")?.into_owned();
         if !is_valid_metric_name(&name) {
             return Err(self.reject(
                 RejectKind::Value,
@@ -540,8 +540,8 @@ impl<'a> Parser<'a, '_> {
         labels: &mut Labels,
     ) -> Result<(), Reject> {
         let mut attrs = self.attrs(&element, "label")?;
-        let name = attrs.require(self, "name")?;
-        let value = attrs.require(self, "value")?;
+        let name = attrs.require(self, "name")?.into_owned();
+        let value = attrs.require(self, "value")?.into_owned();
         attrs.finish(self)?;
         if !element.empty {
             loop {
@@ -572,7 +572,8 @@ impl<'a> Parser<'a, '_> {
     }
 
     /// Reads an element's attributes, unescaping values (predefined entities only).
-    fn attrs(&self, element: &Element<'a>, tag: &'static str) -> Result<Attrs, Reject> {
+    /// Values borrow from the input unless unescaping changed them.
+    fn attrs<'e>(&self, element: &'e Element<'a>, tag: &'static str) -> Result<Attrs<'e>, Reject> {
         let mut list = Vec::new();
         for attr in element.start.attributes() {
             let attr = attr.map_err(|e| {
@@ -582,7 +583,7 @@ impl<'a> Parser<'a, '_> {
                     format!("malformed attribute in <{tag}>: {e}"),
                 )
             })?;
-            let key = attr.key.as_ref().to_string();
+            let key: &'e str = attr.key.0;
             let value = attr
                 .normalized_value(XmlVersion::Implicit1_0)
                 .map_err(|e| {
@@ -606,7 +607,7 @@ impl<'a> Parser<'a, '_> {
                     ),
                 ));
             }
-            list.push((key, Cow::into_owned(value)));
+            list.push((key, value));
         }
         Ok(Attrs {
             list,
@@ -657,21 +658,21 @@ impl<'a> Parser<'a, '_> {
 }
 
 /// Attributes of one element, taken one by one so that leftovers are reported as unknown.
-struct Attrs {
-    list: Vec<(String, String)>,
+struct Attrs<'e> {
+    list: Vec<(&'e str, Cow<'e, str>)>,
     tag: &'static str,
     offset: usize,
 }
 
-impl Attrs {
-    fn take(&mut self, key: &str) -> Option<String> {
-        let at = self.list.iter().position(|(k, _)| k == key)?;
+impl<'e> Attrs<'e> {
+    fn take(&mut self, key: &str) -> Option<Cow<'e, str>> {
+        let at = self.list.iter().position(|(k, _)| *k == key)?;
         Some(self.list.swap_remove(at).1)
     }
 
-    fn require(&mut self, parser: &Parser<'_, '_>, key: &str) -> Result<String, Reject> {
+    fn require(&mut self, parser: &Parser<'_, '_>, key: &str) -> Result<Cow<'e, str>, Reject> {
         self.take(key).ok_or_else(|| {
-            let others: Vec<&str> = self.list.iter().map(|(k, _)| k.as_str()).collect();
+            let others: Vec<&str> = self.list.iter().map(|(k, _)| *k).collect();
             let hint = if others.is_empty() {
                 String::new()
             } else {
@@ -693,7 +694,7 @@ impl Attrs {
         match self
             .list
             .iter()
-            .find(|(k, _)| k != "xmlns" && !k.starts_with("xmlns:"))
+            .find(|(k, _)| *k != "xmlns" && !k.starts_with("xmlns:"))
         {
             Some((key, _)) => Err(parser.reject(
                 RejectKind::Schema,

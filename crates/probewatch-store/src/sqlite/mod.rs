@@ -11,14 +11,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use probewatch_core::{Labels, ProbeResult};
+use probewatch_core::{ProbeResult, SeriesSample};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::model::*;
 use crate::{Store, StoreError};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_rejected_index.sql"),
+];
 
 /// Ids per pruning transaction.
 const PRUNE_CHUNK: usize = 200;
@@ -211,7 +214,14 @@ impl Writer {
             ..
         } = self;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut delta = Delta::default();
+        let mut writer = ResultWriter {
+            tx: &tx,
+            series,
+            checks,
+            delta: Delta::default(),
+            key: String::new(),
+            latest: HashMap::new(),
+        };
         let mut results = Vec::with_capacity(items.len());
         let mut samples_written = 0u64;
         let mut checks_written = 0u64;
@@ -221,12 +231,16 @@ impl Writer {
             let (outcome, kind, error, probes, n_samples, skew) = match &item.content {
                 ItemContent::Parsed {
                     results,
+                    samples,
                     clock_skew,
-                    ..
-                } => {
-                    let n: usize = results.iter().map(ProbeResult::sample_count).sum();
-                    (Outcome::Ingested, None, None, results.len(), n, *clock_skew)
-                }
+                } => (
+                    Outcome::Ingested,
+                    None,
+                    None,
+                    results.len(),
+                    samples.len(),
+                    *clock_skew,
+                ),
                 ItemContent::Rejected(reject) => (
                     Outcome::Rejected,
                     Some(reject.kind.as_str()),
@@ -282,27 +296,23 @@ impl Writer {
             match &item.content {
                 ItemContent::Parsed {
                     results: probe_results,
-                    extra_labels,
+                    samples,
                     ..
                 } => {
-                    delta.files_ingested += 1;
-                    let mut writer = ResultWriter {
-                        tx: &tx,
-                        series,
-                        checks,
-                        delta: &mut delta,
-                        key: String::new(),
-                    };
+                    writer.delta.files_ingested += 1;
                     for result in probe_results {
-                        writer.write(result, extra_labels, file_id)?;
+                        writer.checks(result, file_id)?;
                     }
-                    samples_written += n_samples as u64;
+                    for sample in samples {
+                        writer.sample(sample)?;
+                    }
+                    samples_written += samples.len() as u64;
                     checks_written += probe_results
                         .iter()
                         .map(|r| r.checks.len() as u64)
                         .sum::<u64>();
                 }
-                ItemContent::Rejected(_) => delta.files_rejected += 1,
+                ItemContent::Rejected(_) => writer.delta.files_rejected += 1,
             }
             results.push(ItemResult::Stored { file_id });
         }
@@ -312,7 +322,9 @@ impl Writer {
             .count();
         tx.prepare_cached("INSERT INTO batches (id, committed_at_us, files) VALUES (?1, ?2, ?3)")?
             .execute(params![batch_id, now_us(), to_i64(stored as u64)])?;
-        delta.apply(&tx)?;
+        writer.write_latest()?;
+        writer.delta.apply(&tx)?;
+        drop(writer);
         tx.commit()?;
         self.next_batch_id += 1;
         Ok(CommitSummary {
@@ -325,13 +337,16 @@ impl Writer {
 }
 
 /// Writes the check results and samples of one transaction, with the writer's id caches.
-struct ResultWriter<'a> {
+struct ResultWriter<'a, 'i> {
     tx: &'a Connection,
     series: &'a mut HashMap<String, i64>,
     checks: &'a mut HashMap<String, i64>,
-    delta: &'a mut Delta,
+    delta: Delta,
     /// Scratch buffer for cache keys, so a cache hit allocates nothing.
     key: String,
+    /// The newest result of each check seen in this batch; written to `checks` once, at the
+    /// end, instead of one UPDATE per result.
+    latest: HashMap<i64, (&'i ProbeResult, &'i probewatch_core::CheckResult)>,
 }
 
 /// Runs `insert` (an `INSERT OR IGNORE`); if the row already existed, runs `update` with the
@@ -350,24 +365,10 @@ fn insert_or_update(
     Ok(false)
 }
 
-impl ResultWriter<'_> {
-    /// Writes one probe result's check results and samples.
-    fn write(
-        &mut self,
-        result: &ProbeResult,
-        extra_labels: &Labels,
-        file_id: i64,
-    ) -> rusqlite::Result<()> {
+impl<'i> ResultWriter<'_, 'i> {
+    /// Writes one probe result's check results and updates each check's latest state.
+    fn checks(&mut self, result: &'i ProbeResult, file_id: i64) -> rusqlite::Result<()> {
         let ts = result.time_ms;
-        let owned = |labels: &mut Labels| {
-            labels.set_owned("probe", &result.probe);
-            if !result.host.is_empty() {
-                labels.set_owned("host", &result.host);
-            }
-            for (name, value) in extra_labels.iter() {
-                labels.set_owned(name, value);
-            }
-        };
         for check in &result.checks {
             let check_id = self.check_id(result, check)?;
             let status = check.status.code();
@@ -389,6 +390,21 @@ impl ResultWriter<'_> {
             if new {
                 self.delta.check_results += 1;
             }
+            let newer = self
+                .latest
+                .get(&check_id)
+                .is_none_or(|(r, _)| r.time_ms <= ts);
+            if newer {
+                self.latest.insert(check_id, (result, check));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes each check's newest result of this batch as its latest state (unless the
+    /// stored one is newer: results may arrive out of order).
+    fn write_latest(&mut self) -> rusqlite::Result<()> {
+        for (check_id, (result, check)) in self.latest.drain() {
             self.tx
                 .prepare_cached(
                     "UPDATE checks SET last_ts_ms = ?2, last_status = ?3, last_duration = ?4,
@@ -397,25 +413,12 @@ impl ResultWriter<'_> {
                 )?
                 .execute(params![
                     check_id,
-                    ts,
-                    status,
+                    result.time_ms,
+                    check.status.code(),
                     check.duration_seconds,
                     check.message,
                     result.interval_ms
                 ])?;
-            let mut labels = Labels::new();
-            labels.set_owned("check", &check.name);
-            owned(&mut labels);
-            let canonical = labels.canonical();
-            self.sample("probe_check_status", &canonical, ts, f64::from(status))?;
-            if let Some(duration) = check.duration_seconds {
-                self.sample("probe_check_duration_seconds", &canonical, ts, duration)?;
-            }
-        }
-        for metric in &result.metrics {
-            let mut labels = metric.labels.clone();
-            owned(&mut labels);
-            self.sample(&metric.name, &labels.canonical(), ts, metric.value)?;
         }
         Ok(())
     }
@@ -467,7 +470,9 @@ impl ResultWriter<'_> {
     }
 
     /// Writes one sample, creating its series if new.
-    fn sample(&mut self, metric: &str, labels: &str, ts: i64, value: f64) -> rusqlite::Result<()> {
+    fn sample(&mut self, sample: &SeriesSample) -> rusqlite::Result<()> {
+        let (metric, labels, ts, value) =
+            (&sample.metric, &sample.labels, sample.time_ms, sample.value);
         self.key.clear();
         self.key.push_str(metric);
         self.key.push_str(labels);
@@ -700,17 +705,15 @@ impl Store for SqliteStore {
                     clock_skew: r.get(8)?,
                 })
             };
-            let limit = to_i64(limit as u64);
-            match outcome {
-                Some(outcome) => conn
-                    .prepare_cached(&format!("{sql} WHERE outcome = ?{order}"))?
-                    .query_map(params![outcome as i64, limit], map)?
-                    .collect(),
-                None => conn
-                    .prepare_cached(&format!("{sql}{order}"))?
-                    .query_map(params![limit], map)?
-                    .collect(),
-            }
+            // The outcome is written as a literal (it is our own enum, not user text) so the
+            // partial index files_rejected can serve the rejected listing.
+            let filter = match outcome {
+                Some(outcome) => format!(" WHERE outcome = {}", outcome as i64),
+                None => String::new(),
+            };
+            conn.prepare_cached(&format!("{sql}{filter}{order}"))?
+                .query_map(params![to_i64(limit as u64)], map)?
+                .collect()
         })
     }
 
