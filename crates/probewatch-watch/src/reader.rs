@@ -159,10 +159,12 @@ impl Reader {
         let shared = &self.shared;
         let now = Instant::now();
         let mut lost = false;
+        // One lock for the whole read(2) batch rather than one per event.
+        let mut settling = crate::lock(&shared.settling);
         for action in actions {
             match action {
                 Action::Ready(spool, path, cause) => {
-                    crate::lock(&shared.settling).remove(&path);
+                    settling.remove(&path);
                     let ready = FileReady {
                         spool,
                         path,
@@ -180,13 +182,17 @@ impl Reader {
                         Err(TrySendError::Disconnected(_)) => return false,
                     }
                 }
-                Action::Settle(spool, path) => shared.settle_later(spool, path),
+                Action::Settle(spool, path) => {
+                    let check_at = now + shared.settle;
+                    settling.insert(path, crate::Settling { spool, check_at });
+                }
                 Action::ScanDir(spool, path) => {
                     let _ = self.requests.send(ScanRequest::Dir(spool, path));
                 }
                 Action::Nothing => {}
             }
         }
+        drop(settling);
         if lost && !shared.rescan_pending.swap(true, Ordering::SeqCst) {
             tracing::warn!("ingest queue full: events dropped, a rescan will pick the files up");
         }
