@@ -27,6 +27,8 @@ pub struct ConfigFile {
     pub listen: Option<String>,
     /// How long samples, check results and ledger rows of vanished files are kept.
     pub retention: Option<String>,
+    /// How often retention runs (first run after a minute, or sooner if this is shorter).
+    pub prune_interval: Option<String>,
     /// Largest result file accepted, in bytes.
     pub max_file_bytes: Option<u64>,
     /// See [`probewatch_watch::WatchConfig::settle`].
@@ -127,6 +129,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Retention.
     pub retention: Duration,
+    /// How often retention runs.
+    pub prune_interval: Duration,
     /// Largest accepted file.
     pub max_file_bytes: u64,
     /// Settle time.
@@ -269,6 +273,7 @@ impl Config {
             data_dir: absolute(&data_dir)?,
             listen,
             retention: duration("retention", file.retention.as_deref(), "90d")?,
+            prune_interval: duration("prune_interval", file.prune_interval.as_deref(), "1h")?,
             max_file_bytes: file.max_file_bytes.unwrap_or(8 * 1024 * 1024),
             settle: duration("settle", file.settle.as_deref(), "2s")?,
             clock_skew_tolerance: duration(

@@ -135,7 +135,12 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     println!("  http             http://{listen}/  (API: /api/v1/stats, /api/v1/checks, /metrics)");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let retention = spawn_retention(store_dyn.clone(), config.retention, stop.clone())?;
+    let retention = spawn_retention(
+        store_dyn.clone(),
+        config.retention,
+        config.prune_interval,
+        stop.clone(),
+    )?;
 
     let state = probewatch_web::AppState {
         store: store_dyn,
@@ -171,16 +176,18 @@ async fn shutdown_signal() {
     }
 }
 
-/// Prunes data older than the retention once a minute after start, then hourly.
+/// Prunes data older than the retention a minute after start (or after `interval`, if that
+/// is shorter), then every `interval`.
 fn spawn_retention(
     store: Arc<dyn Store>,
     retention: Duration,
+    interval: Duration,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let thread = std::thread::Builder::new()
         .name("pw-retention".into())
         .spawn(move || {
-            let mut wait = Duration::from_secs(60);
+            let mut wait = interval.min(Duration::from_secs(60));
             loop {
                 let deadline = std::time::Instant::now() + wait;
                 while std::time::Instant::now() < deadline {
@@ -205,7 +212,7 @@ fn spawn_retention(
                     Ok(_) => {}
                     Err(err) => tracing::error!(error = %err, "retention pruning failed"),
                 }
-                wait = Duration::from_secs(3600);
+                wait = interval;
             }
         })?;
     Ok(thread)
