@@ -6,6 +6,7 @@
 //! nothing. The API is batch-shaped ([`Store::commit_batch`]) so many files share one
 //! transaction and one fsync.
 
+pub mod chunk;
 mod model;
 pub mod sqlite;
 
@@ -57,6 +58,12 @@ pub trait Store: Send + Sync {
         items: &[IngestItem],
         durable: bool,
     ) -> Result<CommitSummary, StoreError>;
+
+    /// One step of moving samples from the ingest head into compressed chunks (or, when
+    /// there is nothing to move and the head is full, freezing it for the next steps). Bounded
+    /// by `max_samples`, whole series at a time, so callers interleave it with ingest batches
+    /// and the writer is never held for long.
+    fn compact(&self, max_samples: usize) -> Result<CompactStep, StoreError>;
 
     /// Removes data older than `cutoff_ms` in small steps, so ingest is never blocked for
     /// long; `file_exists` decides whether an old ledger row still guards a file on disk.

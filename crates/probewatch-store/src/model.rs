@@ -235,3 +235,22 @@ pub struct SeriesSamples {
     /// (timestamp ms, value), oldest first.
     pub samples: Vec<(i64, f64)>,
 }
+
+/// What one compaction step did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompactStep {
+    /// Samples moved from the frozen head into chunks.
+    pub moved: usize,
+    /// The heads swapped roles: the full active head is now frozen, to be compacted.
+    pub swapped: bool,
+    /// Change in distinct stored samples (negative when a moved sample replaced one already
+    /// in a chunk).
+    pub samples_delta: i64,
+}
+
+impl CompactStep {
+    /// Whether another step may find work.
+    pub fn more(&self) -> bool {
+        self.moved > 0 || self.swapped
+    }
+}

@@ -127,7 +127,8 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
             ..template.clone()
         })
         .collect();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.data_dir)?);
+    let store: Arc<dyn Store> =
+        Arc::new(SqliteStore::open(&config.data_dir)?.with_head_max_samples(config.head_samples));
     let before = store.stats()?;
     let (metrics, _registry) = Metrics::new(Arc::new(WatchCounters::default()));
     let (tx, rx) = std::sync::mpsc::sync_channel(4096);

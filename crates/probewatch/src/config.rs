@@ -41,6 +41,8 @@ pub struct ConfigFile {
     pub poll_interval: Option<String>,
     /// Most files in one transaction.
     pub batch_max_files: Option<usize>,
+    /// Samples the store's ingest head collects before it is compacted into chunks.
+    pub head_samples: Option<u64>,
     /// Log format: `text` or `json`.
     pub log_format: Option<String>,
     /// The spools.
@@ -143,6 +145,8 @@ pub struct Config {
     pub poll_interval: Duration,
     /// Most files per transaction.
     pub batch_max_files: usize,
+    /// Samples in the store's ingest head before compaction.
+    pub head_samples: u64,
     /// Log format.
     pub log_format: LogFormat,
     /// Spools, at least one.
@@ -284,6 +288,11 @@ impl Config {
             watch_mode,
             poll_interval,
             batch_max_files,
+            head_samples: match file.head_samples {
+                Some(0) => bail!("head_samples must be at least 1"),
+                Some(n) => n,
+                None => probewatch_store::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
+            },
             log_format,
             spools,
         })

@@ -82,7 +82,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     let store = Arc::new(
         SqliteStore::open(&config.data_dir)
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
+            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?
+            .with_head_max_samples(config.head_samples),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -343,11 +343,32 @@ struct SpoolCounters {
     duplicate: Counter,
 }
 
+/// Smallest compaction step, in samples: enough to amortise a transaction, small enough
+/// (a few milliseconds) not to delay the next batch noticeably.
+const COMPACT_MIN_STEP: usize = 2048;
+
 impl Writer {
     fn run(self, work: Receiver<Work>) {
         let max = self.settings.batch_max_files;
         let mut progress = Progress::default();
-        while let Ok(first) = work.recv() {
+        // A frozen head may be left from before a restart.
+        let mut compact_pending = true;
+        loop {
+            let first = if compact_pending {
+                match work.try_recv() {
+                    Ok(first) => first,
+                    Err(TryRecvError::Empty) => {
+                        compact_pending = self.compact(COMPACT_MIN_STEP);
+                        continue;
+                    }
+                    Err(TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match work.recv() {
+                    Ok(first) => first,
+                    Err(_) => break,
+                }
+            };
             let mut batch = vec![first];
             while batch.len() < max {
                 match work.try_recv() {
@@ -356,13 +377,35 @@ impl Writer {
                 }
             }
             let n = batch.len();
-            self.commit(batch);
+            let samples = self.commit(batch);
             progress.record(n, n == max);
+            // Keep compaction abreast of ingest: move about twice what this batch added, and
+            // finish the rest when the queue is empty.
+            let step = usize::try_from(samples.saturating_mul(2)).unwrap_or(usize::MAX);
+            compact_pending = self.compact(step.max(COMPACT_MIN_STEP));
         }
         progress.finish();
     }
 
-    fn commit(&self, batch: Vec<Work>) {
+    /// One compaction step; returns whether there may be more to do.
+    fn compact(&self, max_samples: usize) -> bool {
+        match self.store.compact(max_samples) {
+            Ok(step) => {
+                if step.swapped {
+                    tracing::debug!("sample head full; compacting it into chunks");
+                }
+                step.more()
+            }
+            Err(err) => {
+                // Ingest goes on into the active head; the next batch tries again.
+                tracing::warn!(error = %err, "compacting samples failed");
+                false
+            }
+        }
+    }
+
+    /// Commits a batch; returns the samples it wrote.
+    fn commit(&self, batch: Vec<Work>) -> u64 {
         let mut items = Vec::with_capacity(batch.len());
         let mut origins = Vec::with_capacity(batch.len());
         let mut after_only = Vec::new();
@@ -412,6 +455,7 @@ impl Writer {
         for (spool, path, outcome) in after_only {
             self.after(spool, &path, outcome);
         }
+        summary.map_or(0, |s| s.samples)
     }
 
     fn commit_with_retry(

@@ -17,11 +17,18 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use crate::model::*;
 use crate::{Store, StoreError};
 
+mod samples;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_rejected_index.sql"),
+    include_str!("migrations/0003_head_and_chunks.sql"),
 ];
+
+/// Samples the active head may hold before the heads swap and it is compacted. The head's
+/// B-tree (~25 bytes a sample) stays well inside the writer's page cache.
+pub const DEFAULT_HEAD_MAX_SAMPLES: u64 = 131_072;
 
 /// Ids per pruning transaction.
 const PRUNE_CHUNK: usize = 200;
@@ -44,6 +51,9 @@ struct Writer {
     /// `probe\0host\0check\0` → check id.
     checks: HashMap<String, i64>,
     next_batch_id: i64,
+    /// Samples in the active head (as far as this process knows), to decide when to swap.
+    active_rows: u64,
+    head_max: u64,
 }
 
 fn now_us() -> i64 {
@@ -81,6 +91,8 @@ impl SqliteStore {
             conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM batches", [], |r| {
                 r.get(0)
             })?;
+        let active = samples::active_head(&conn)?;
+        let active_rows: i64 = conn.query_row(samples::HEAD_COUNT[active], [], |r| r.get(0))?;
         Ok(SqliteStore {
             path,
             writer: Mutex::new(Writer {
@@ -88,9 +100,18 @@ impl SqliteStore {
                 series: HashMap::new(),
                 checks: HashMap::new(),
                 next_batch_id,
+                active_rows: to_u64(active_rows),
+                head_max: DEFAULT_HEAD_MAX_SAMPLES,
             }),
             readers: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Sets how many samples the active head collects before it is frozen and compacted
+    /// (default [`DEFAULT_HEAD_MAX_SAMPLES`]); tests use small values to compact often.
+    pub fn with_head_max_samples(self, samples: u64) -> SqliteStore {
+        self.writer().head_max = samples.max(1);
+        self
     }
 
     /// The database file.
@@ -120,12 +141,13 @@ impl SqliteStore {
         Ok(result?)
     }
 
-    /// Runs `delete` (parameters: id, cutoff) for every id `ids_sql` lists, in transactions of
-    /// [`PRUNE_CHUNK`] ids, so the writer lock is never held for long; returns rows deleted.
+    /// Runs `delete` (with an id and the cutoff; returns what it deleted) for every id
+    /// `ids_sql` lists, in transactions of [`PRUNE_CHUNK`] ids, so the writer lock is never
+    /// held for long; returns the total deleted.
     fn delete_old(
         &self,
         ids_sql: &str,
-        delete: &str,
+        delete: fn(&Connection, i64, i64) -> rusqlite::Result<i64>,
         cutoff_ms: i64,
         delta: fn(i64) -> Delta,
     ) -> Result<u64, StoreError> {
@@ -139,11 +161,11 @@ impl SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut n = 0;
             for id in chunk {
-                n += tx.prepare_cached(delete)?.execute(params![id, cutoff_ms])?;
+                n += delete(&tx, *id, cutoff_ms)?;
             }
-            delta(to_i64(n as u64)).apply(&tx)?;
+            delta(n).apply(&tx)?;
             tx.commit()?;
-            deleted += n as u64;
+            deleted += to_u64(n);
         }
         Ok(deleted)
     }
@@ -214,8 +236,10 @@ impl Writer {
             ..
         } = self;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let head = samples::active_head(&tx)?;
         let mut writer = ResultWriter {
             tx: &tx,
+            head,
             series,
             checks,
             delta: Delta::default(),
@@ -324,9 +348,11 @@ impl Writer {
             .execute(params![batch_id, now_us(), to_i64(stored as u64)])?;
         writer.write_latest()?;
         writer.delta.apply(&tx)?;
+        let head_rows = to_u64(writer.delta.samples);
         drop(writer);
         tx.commit()?;
         self.next_batch_id += 1;
+        self.active_rows += head_rows;
         Ok(CommitSummary {
             batch_id,
             items: results,
@@ -339,6 +365,8 @@ impl Writer {
 /// Writes the check results and samples of one transaction, with the writer's id caches.
 struct ResultWriter<'a, 'i> {
     tx: &'a Connection,
+    /// The active head (0 or 1) that samples go to.
+    head: usize,
     series: &'a mut HashMap<String, i64>,
     checks: &'a mut HashMap<String, i64>,
     delta: Delta,
@@ -500,8 +528,8 @@ impl<'i> ResultWriter<'_, 'i> {
         };
         let new = insert_or_update(
             self.tx,
-            "INSERT OR IGNORE INTO samples (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
-            "UPDATE samples SET value = ?3 WHERE series_id = ?1 AND ts_ms = ?2",
+            samples::HEAD_INSERT[self.head],
+            samples::HEAD_UPDATE[self.head],
             params![series_id, ts, value],
         )?;
         if new {
@@ -550,6 +578,21 @@ impl Store for SqliteStore {
         Ok(result?)
     }
 
+    fn compact(&self, max_samples: usize) -> Result<CompactStep, StoreError> {
+        let mut writer = self.writer();
+        let Writer {
+            conn,
+            active_rows,
+            head_max,
+            ..
+        } = &mut *writer;
+        let step = samples::compact_step(conn, *active_rows, *head_max, max_samples)?;
+        if step.swapped {
+            *active_rows = 0;
+        }
+        Ok(step)
+    }
+
     fn prune(
         &self,
         cutoff_ms: i64,
@@ -557,7 +600,21 @@ impl Store for SqliteStore {
     ) -> Result<PruneSummary, StoreError> {
         let samples = self.delete_old(
             "SELECT id FROM series",
-            "DELETE FROM samples WHERE series_id = ?1 AND ts_ms < ?2",
+            |tx, id, cutoff| {
+                // Whole chunks only: one that straddles the cutoff goes when it is all old.
+                let mut n = 0i64;
+                let mut stmt = tx.prepare_cached(
+                    "DELETE FROM chunks WHERE series_id = ?1 AND max_ts < ?2 RETURNING samples",
+                )?;
+                let mut rows = stmt.query(params![id, cutoff])?;
+                while let Some(row) = rows.next()? {
+                    n += row.get::<_, i64>(0)?;
+                }
+                for delete in samples::HEAD_PRUNE {
+                    n += to_i64(tx.prepare_cached(delete)?.execute(params![id, cutoff])? as u64);
+                }
+                Ok(n)
+            },
             cutoff_ms,
             |n| Delta {
                 samples: -n,
@@ -566,7 +623,12 @@ impl Store for SqliteStore {
         )?;
         let check_results = self.delete_old(
             "SELECT id FROM checks",
-            "DELETE FROM check_results WHERE check_id = ?1 AND ts_ms < ?2",
+            |tx, id, cutoff| {
+                let n = tx
+                    .prepare_cached("DELETE FROM check_results WHERE check_id = ?1 AND ts_ms < ?2")?
+                    .execute(params![id, cutoff])?;
+                Ok(to_i64(n as u64))
+            },
             cutoff_ms,
             |n| Delta {
                 check_results: -n,
@@ -729,16 +791,11 @@ impl Store for SqliteStore {
                 .query_map(params![metric], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             let mut out = Vec::with_capacity(series.len());
-            let mut stmt = conn.prepare_cached(
-                "SELECT ts_ms, value FROM samples WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3
-                 ORDER BY ts_ms",
-            )?;
+            // One read transaction: chunks and both heads from the same snapshot.
+            let tx = conn.unchecked_transaction()?;
             for (id, labels) in series {
-                let samples = stmt
-                    .query_map(params![id, from_ms, to_ms], |r| {
-                        Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN)))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
+                let mut samples = Vec::new();
+                samples::read_series(&tx, id, from_ms, to_ms, &mut samples)?;
                 out.push(SeriesSamples {
                     metric: metric.to_string(),
                     labels,
@@ -747,5 +804,45 @@ impl Store for SqliteStore {
             }
             Ok(out)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database from before migration 0003 keeps its samples: they become the frozen head
+    /// and compaction turns them into chunks.
+    #[test]
+    fn samples_from_schema_2_survive_the_move_to_chunks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+            for sql in &MIGRATIONS[..2] {
+                conn.execute_batch(sql).expect("old schema");
+            }
+            conn.pragma_update(None, "user_version", 2)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO series (id, metric, labels) VALUES (1, 'm', '{a=\"b\"}');
+                 INSERT INTO samples VALUES (1, 1000, 1.5), (1, 2000, NULL), (1, 3000, 3.0);
+                 UPDATE stats SET samples = 3, series = 1;",
+            )
+            .expect("old data");
+        }
+        let store = SqliteStore::open(dir.path()).expect("migrates");
+        let read = |store: &SqliteStore| {
+            let series = store.samples("m", 0, 10_000).expect("read");
+            assert_eq!(series.len(), 1);
+            let s = &series[0].samples;
+            assert_eq!((s.len(), s[0], s[2]), (3, (1000, 1.5), (3000, 3.0)));
+            assert!(s[1].1.is_nan());
+        };
+        read(&store);
+        let step = store.compact(100).expect("compact");
+        assert_eq!((step.moved, step.samples_delta), (3, 0));
+        assert!(!store.compact(100).expect("compact").more());
+        read(&store);
+        assert_eq!(store.stats().expect("stats").samples, 3);
     }
 }

@@ -17,7 +17,12 @@ fn ledger(env: &Env) -> (u64, u64, u64) {
         )
         .expect("count files");
     let samples: i64 = db
-        .query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+        .query_row(
+            "SELECT (SELECT count(*) FROM samples_head_0) + (SELECT count(*) FROM samples_head_1)
+                + (SELECT coalesce(sum(samples), 0) FROM chunks)",
+            [],
+            |r| r.get(0),
+        )
         .expect("count");
     (rows as u64, paths as u64, samples as u64)
 }
@@ -70,15 +75,21 @@ fn kill9_under_load_loses_nothing_and_repeats_nothing() {
             done.store(true, Ordering::SeqCst);
         })
     };
+    // A tiny sample head keeps compaction (head → chunks) running all the time, so the kills
+    // land in compaction transactions too.
+    let config = format!(
+        "head_samples = 300\n[[spool]]\npath = {:?}\n",
+        env.spool().display().to_string()
+    );
     let mut kills = 0;
     while !done.load(Ordering::SeqCst) {
-        let daemon = env.start(&[]);
+        let daemon = env.start_with_config(&config);
         std::thread::sleep(Duration::from_millis(150 + (kills * 37) % 200));
         daemon.kill9();
         kills += 1;
     }
     writer.join().expect("writer");
-    let daemon = env.start(&[]);
+    let daemon = env.start_with_config(&config);
     daemon.wait_files(total, Duration::from_secs(120));
     std::thread::sleep(Duration::from_millis(500));
     let stats = daemon.stats();
@@ -87,6 +98,11 @@ fn kill9_under_load_loses_nothing_and_repeats_nothing() {
     assert_eq!(stats["files_ingested"], total);
     daemon.stop();
     assert_eq!(ledger(&env), (total, total, total * SAMPLES_PER_FILE));
+    let chunks: i64 = env
+        .db()
+        .query_row("SELECT count(*) FROM chunks", [], |r| r.get(0))
+        .expect("chunks");
+    assert!(chunks > 0, "compaction never ran");
 }
 
 /// `after_ingest = "delete"` with kill -9: files disappear only after their commit, and
