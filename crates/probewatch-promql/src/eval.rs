@@ -1,0 +1,349 @@
+//! The evaluator: fetches every selector's data once per query, then evaluates the tree at
+//! each evaluation time. Range queries evaluate step by step over the fetched data.
+
+use std::collections::HashMap;
+
+use crate::QueryError;
+use crate::labels::Labels;
+use crate::plan::{At, Node, Selector};
+use crate::source::SeriesSource;
+use crate::value::{Sample, Series, is_stale};
+
+/// An intermediate value.
+#[derive(Debug, Clone)]
+pub(crate) enum Val {
+    Scalar(f64),
+    Str(String),
+    Vector(Vec<Sample>),
+    Matrix(Vec<Series>),
+}
+
+impl Val {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Val::Scalar(_) => "scalar",
+            Val::Str(_) => "string",
+            Val::Vector(_) => "instant vector",
+            Val::Matrix(_) => "range vector",
+        }
+    }
+}
+
+/// Everything evaluation needs: the query's time frame and the fetched series.
+pub(crate) struct Ctx {
+    pub start: i64,
+    pub end: i64,
+    /// The range query's step (0 for an instant query).
+    pub step: i64,
+    pub lookback: i64,
+    pub subquery_step: i64,
+    /// Per selector id, its series over the whole time the query can look at.
+    pub data: Vec<Vec<Series>>,
+}
+
+impl Ctx {
+    /// Fetches the data for every selector of `node`, for evaluation times in
+    /// `[start, end]`.
+    pub fn load(
+        source: &dyn SeriesSource,
+        node: &Node,
+        selectors: usize,
+        (start, end, step): (i64, i64, i64),
+        lookback: i64,
+        subquery_step: i64,
+    ) -> Result<Ctx, QueryError> {
+        let mut ctx = Ctx {
+            start,
+            end,
+            step,
+            lookback,
+            subquery_step,
+            data: Vec::new(),
+        };
+        let mut ranges: Vec<Option<(i64, i64)>> = vec![None; selectors];
+        let mut sels: Vec<Option<&Selector>> = vec![None; selectors];
+        ctx.ranges(node, start, end, &mut ranges, &mut sels);
+        for (range, sel) in ranges.iter().zip(&sels) {
+            let (Some((lo, hi)), Some(sel)) = (range, sel) else {
+                ctx.data.push(Vec::new());
+                continue;
+            };
+            let mut series: Vec<Series> = Vec::new();
+            for alternative in &sel.matchers {
+                for s in source.select(alternative, *lo, *hi)? {
+                    if !series.iter().any(|x| x.labels == s.labels) {
+                        series.push(s);
+                    }
+                }
+            }
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            ctx.data.push(series);
+        }
+        Ok(ctx)
+    }
+
+    fn at_time(&self, at: At) -> i64 {
+        match at {
+            At::Time(t) => t,
+            At::Start => self.start,
+            At::End => self.end,
+        }
+    }
+
+    /// The reference time of a selector or subquery evaluated at `t`.
+    pub fn ref_time(&self, at: Option<At>, offset: i64, t: i64) -> i64 {
+        at.map_or(t, |a| self.at_time(a)) - offset
+    }
+
+    /// Records the time range each selector needs when `node` is evaluated at times in
+    /// `[lo, hi]`.
+    fn ranges<'n>(
+        &self,
+        node: &'n Node,
+        lo: i64,
+        hi: i64,
+        out: &mut [Option<(i64, i64)>],
+        sels: &mut [Option<&'n Selector>],
+    ) {
+        let mut widen = |sel: &'n Selector, window: i64| {
+            let (a, b) = match sel.at {
+                Some(at) => (self.at_time(at), self.at_time(at)),
+                None => (lo, hi),
+            };
+            let (a, b) = (a - sel.offset - window, b - sel.offset);
+            let slot = &mut out[sel.id];
+            *slot = Some(match slot {
+                Some((x, y)) => ((*x).min(a), (*y).max(b)),
+                None => (a, b),
+            });
+            sels[sel.id] = Some(sel);
+        };
+        match node {
+            Node::Number(_) | Node::Str(_) => {}
+            Node::Vector(sel) => widen(sel, self.lookback),
+            Node::Matrix(sel, range) => widen(sel, *range),
+            Node::Subquery {
+                expr,
+                range,
+                offset,
+                at,
+                ..
+            } => {
+                let (a, b) = match at {
+                    Some(at) => (self.at_time(*at), self.at_time(*at)),
+                    None => (lo, hi),
+                };
+                self.ranges(expr, a - offset - range, b - offset, out, sels);
+            }
+            Node::Call { args, .. } => {
+                for a in args {
+                    self.ranges(a, lo, hi, out, sels);
+                }
+            }
+            Node::Aggregate { expr, param, .. } => {
+                self.ranges(expr, lo, hi, out, sels);
+                if let Some(p) = param {
+                    self.ranges(p, lo, hi, out, sels);
+                }
+            }
+            Node::Binary { lhs, rhs, .. } => {
+                self.ranges(lhs, lo, hi, out, sels);
+                self.ranges(rhs, lo, hi, out, sels);
+            }
+            Node::Neg(e) => self.ranges(e, lo, hi, out, sels),
+        }
+    }
+
+    /// Evaluates `node` at time `t` (ms).
+    pub fn eval(&self, node: &Node, t: i64) -> Result<Val, QueryError> {
+        match node {
+            Node::Number(n) => Ok(Val::Scalar(*n)),
+            Node::Str(s) => Ok(Val::Str(s.clone())),
+            Node::Vector(sel) => Ok(Val::Vector(self.instant(sel, t))),
+            Node::Matrix(sel, range) => Ok(Val::Matrix(self.window(sel, *range, t))),
+            Node::Subquery {
+                expr,
+                range,
+                step,
+                offset,
+                at,
+            } => self.subquery(
+                expr,
+                *range,
+                step.unwrap_or(self.subquery_step),
+                *offset,
+                *at,
+                t,
+            ),
+            Node::Call { func, args } => {
+                let v = crate::functions::call(self, func, args, t)?;
+                check_unique(&v)?;
+                Ok(v)
+            }
+            Node::Aggregate {
+                op,
+                expr,
+                param,
+                grouping,
+            } => crate::aggregate::aggregate(self, *op, expr, param.as_deref(), grouping, t),
+            Node::Binary {
+                op,
+                lhs,
+                rhs,
+                card,
+                matching,
+                return_bool,
+            } => {
+                let l = self.eval(lhs, t)?;
+                let r = self.eval(rhs, t)?;
+                let v = crate::binary::binary(*op, l, r, card, matching.as_ref(), *return_bool, t)?;
+                check_unique(&v)?;
+                Ok(v)
+            }
+            Node::Neg(e) => match self.eval(e, t)? {
+                Val::Scalar(v) => Ok(Val::Scalar(-v)),
+                Val::Vector(mut v) => {
+                    for s in &mut v {
+                        s.v = -s.v;
+                        s.t = t;
+                        s.drop_name = true;
+                    }
+                    let v = Val::Vector(v);
+                    check_unique(&v)?;
+                    Ok(v)
+                }
+                other => Err(QueryError::Execution(format!(
+                    "unary minus is not defined on a {}",
+                    other.type_name()
+                ))),
+            },
+        }
+    }
+
+    /// An instant vector selector at `t`: each series' newest sample in the lookback window
+    /// `(ref - lookback, ref]`, unless that sample is a staleness marker.
+    pub fn instant(&self, sel: &Selector, t: i64) -> Vec<Sample> {
+        let reference = self.ref_time(sel.at, sel.offset, t);
+        let mut out = Vec::new();
+        for s in &self.data[sel.id] {
+            let i = s.points.partition_point(|p| p.0 <= reference);
+            if i == 0 {
+                continue;
+            }
+            let (pt, pv) = s.points[i - 1];
+            if pt <= reference - self.lookback || is_stale(pv) {
+                continue;
+            }
+            out.push(Sample {
+                labels: s.labels.clone(),
+                t: pt,
+                v: pv,
+                drop_name: s.drop_name,
+            });
+        }
+        out
+    }
+
+    /// A range vector selector at `t`: the samples in `(ref - range, ref]`, staleness
+    /// markers left out; series with none are dropped.
+    pub fn window(&self, sel: &Selector, range: i64, t: i64) -> Vec<Series> {
+        let reference = self.ref_time(sel.at, sel.offset, t);
+        let mut out = Vec::new();
+        for s in &self.data[sel.id] {
+            let lo = s.points.partition_point(|p| p.0 <= reference - range);
+            let hi = s.points.partition_point(|p| p.0 <= reference);
+            let points: Vec<(i64, f64)> = s.points[lo..hi]
+                .iter()
+                .copied()
+                .filter(|p| !is_stale(p.1))
+                .collect();
+            if !points.is_empty() {
+                out.push(Series {
+                    labels: s.labels.clone(),
+                    points,
+                    drop_name: s.drop_name,
+                });
+            }
+        }
+        out
+    }
+
+    fn subquery(
+        &self,
+        expr: &Node,
+        range: i64,
+        step: i64,
+        offset: i64,
+        at: Option<At>,
+        t: i64,
+    ) -> Result<Val, QueryError> {
+        let reference = self.ref_time(at, offset, t);
+        let window_start = reference - range;
+        // Steps are aligned to multiples of the step; the window is open on the left.
+        let mut ts = window_start.div_euclid(step) * step;
+        if ts <= window_start {
+            ts += step;
+        }
+        let mut series: HashMap<Labels, (Vec<(i64, f64)>, bool)> = HashMap::new();
+        let mut order: Vec<Labels> = Vec::new();
+        while ts <= reference {
+            match self.eval(expr, ts)? {
+                Val::Vector(v) => {
+                    for s in v {
+                        if !series.contains_key(&s.labels) {
+                            order.push(s.labels.clone());
+                        }
+                        let entry = series.entry(s.labels).or_default();
+                        entry.0.push((ts, s.v));
+                        entry.1 |= s.drop_name;
+                    }
+                }
+                Val::Scalar(v) => {
+                    let labels = Labels::default();
+                    if !series.contains_key(&labels) {
+                        order.push(labels.clone());
+                    }
+                    series.entry(labels).or_default().0.push((ts, v));
+                }
+                other => {
+                    return Err(QueryError::Execution(format!(
+                        "subquery of a {} is not allowed",
+                        other.type_name()
+                    )));
+                }
+            }
+            ts += step;
+        }
+        let mut out: Vec<Series> = order
+            .into_iter()
+            .filter_map(|labels| {
+                let (points, drop_name) = series.remove(&labels)?;
+                Some(Series {
+                    labels,
+                    points,
+                    drop_name,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Val::Matrix(out))
+    }
+}
+
+/// Fails when a vector holds two samples with the same labels (possible after the metric
+/// name is dropped), as Prometheus does.
+pub(crate) fn check_unique(v: &Val) -> Result<(), QueryError> {
+    if let Val::Vector(samples) = v
+        && samples.len() > 1
+    {
+        let mut seen = std::collections::HashSet::with_capacity(samples.len());
+        for s in samples {
+            if !seen.insert(&s.labels) {
+                return Err(QueryError::Execution(
+                    "vector cannot contain metrics with the same labelset".into(),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

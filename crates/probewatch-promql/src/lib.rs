@@ -1,0 +1,196 @@
+//! probewatch's PromQL engine: parses with promql-parser, lowers the AST into its own tree
+//! ([`plan`]), and evaluates it over any [`SeriesSource`] with Prometheus 3 semantics
+//! (left-open windows, 5-minute lookback, staleness markers, `offset`, `@`, subqueries).
+//!
+//! Instant queries evaluate at one time; range queries evaluate the same tree at every step
+//! over data fetched once per selector. Unsupported syntax is refused when the query is
+//! planned, never answered approximately.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+mod histogram;
+pub mod labels;
+mod math;
+pub mod notation;
+mod plan;
+pub mod source;
+pub mod value;
+
+use std::collections::HashMap;
+
+pub use labels::Labels;
+pub use math::format_value;
+pub use source::{MatchOp, Matcher, MemorySource, SeriesSource};
+pub use value::{Sample, Series, Value};
+
+/// Why a query failed. The variant is what the HTTP API reports as `errorType`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    /// The query does not parse, or names something invalid (`bad_data`).
+    #[error("parse error: {0}")]
+    Parse(String),
+    /// Valid PromQL that this engine does not evaluate (`bad_data`).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// Evaluation failed, e.g. many-to-many matching (`execution`).
+    #[error("{0}")]
+    Execution(String),
+    /// Reading samples failed (`internal`).
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// Removes the metric name where evaluation dropped it, then refuses duplicate label sets,
+/// which can only now appear.
+fn finish(mut v: Vec<Sample>) -> Result<Vec<Sample>, QueryError> {
+    let mut dropped = false;
+    for s in &mut v {
+        if s.drop_name {
+            s.labels.remove(labels::METRIC_NAME);
+            s.drop_name = false;
+            dropped = true;
+        }
+    }
+    if dropped {
+        eval::check_unique(&eval::Val::Vector(v.clone()))?;
+    }
+    Ok(v)
+}
+
+/// Engine settings; the defaults are Prometheus's.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryOptions {
+    /// How far back an instant selector looks for a sample (default 5 minutes).
+    pub lookback_ms: i64,
+    /// Step of a subquery written without one (default 1 minute; rule groups use their
+    /// interval).
+    pub subquery_step_ms: i64,
+}
+
+impl Default for QueryOptions {
+    fn default() -> QueryOptions {
+        QueryOptions {
+            lookback_ms: 5 * 60 * 1000,
+            subquery_step_ms: 60 * 1000,
+        }
+    }
+}
+
+/// A parsed, planned query, reusable across evaluations (rules evaluate the same query
+/// every interval).
+#[derive(Debug, Clone)]
+pub struct Query {
+    node: plan::Node,
+    selectors: usize,
+}
+
+impl Query {
+    /// Parses and plans `text`.
+    pub fn parse(text: &str) -> Result<Query, QueryError> {
+        let (node, selectors) = plan::plan(text)?;
+        Ok(Query { node, selectors })
+    }
+
+    /// Evaluates the query at `t_ms`.
+    pub fn instant(
+        &self,
+        source: &dyn SeriesSource,
+        t_ms: i64,
+        options: &QueryOptions,
+    ) -> Result<Value, QueryError> {
+        let ctx = eval::Ctx::load(
+            source,
+            &self.node,
+            self.selectors,
+            (t_ms, t_ms, 0),
+            options.lookback_ms,
+            options.subquery_step_ms,
+        )?;
+        Ok(match ctx.eval(&self.node, t_ms)? {
+            eval::Val::Scalar(v) => Value::Scalar(t_ms, v),
+            eval::Val::Str(s) => Value::String(t_ms, s),
+            eval::Val::Vector(v) => Value::Vector(
+                finish(v)?
+                    .into_iter()
+                    .map(|mut s| {
+                        s.t = t_ms;
+                        s
+                    })
+                    .collect(),
+            ),
+            eval::Val::Matrix(m) => Value::Matrix(
+                m.into_iter()
+                    .map(|mut s| {
+                        if s.drop_name {
+                            s.labels.remove(labels::METRIC_NAME);
+                            s.drop_name = false;
+                        }
+                        s
+                    })
+                    .collect(),
+            ),
+        })
+    }
+
+    /// Evaluates the query at every step from `start_ms` to `end_ms`; the result is a
+    /// matrix, one series per label set, sorted by labels.
+    pub fn range(
+        &self,
+        source: &dyn SeriesSource,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        options: &QueryOptions,
+    ) -> Result<Value, QueryError> {
+        if step_ms <= 0 {
+            return Err(QueryError::Parse(
+                "zero or negative query resolution step widths are not accepted".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(QueryError::Parse(
+                "end timestamp must not be before start time".into(),
+            ));
+        }
+        let ctx = eval::Ctx::load(
+            source,
+            &self.node,
+            self.selectors,
+            (start_ms, end_ms, step_ms),
+            options.lookback_ms,
+            options.subquery_step_ms,
+        )?;
+        let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
+        let mut t = start_ms;
+        while t <= end_ms {
+            match ctx.eval(&self.node, t)? {
+                eval::Val::Scalar(v) => series.entry(Labels::default()).or_default().push((t, v)),
+                eval::Val::Vector(v) => {
+                    for s in finish(v)? {
+                        series.entry(s.labels).or_default().push((t, s.v));
+                    }
+                }
+                other => {
+                    return Err(QueryError::Execution(format!(
+                        "invalid expression type \"{}\" for range query, must be scalar or \
+                         instant vector",
+                        other.type_name()
+                    )));
+                }
+            }
+            t += step_ms;
+        }
+        let mut out: Vec<Series> = series
+            .into_iter()
+            .map(|(labels, points)| Series {
+                labels,
+                points,
+                drop_name: false,
+            })
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(Value::Matrix(out))
+    }
+}

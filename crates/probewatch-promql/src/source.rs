@@ -1,0 +1,166 @@
+//! Where the engine reads samples from: the [`SeriesSource`] trait, label matchers, and an
+//! in-memory source for tests and rule unit tests.
+
+use regex::Regex;
+
+use crate::QueryError;
+use crate::labels::Labels;
+use crate::value::Series;
+
+/// How a matcher compares a label value.
+#[derive(Debug, Clone)]
+pub enum MatchOp {
+    /// `=`
+    Equal,
+    /// `!=`
+    NotEqual,
+    /// `=~` (fully anchored; `.` matches newlines, as in Prometheus 3)
+    Re(Regex),
+    /// `!~`
+    NotRe(Regex),
+}
+
+/// One label matcher of a selector, e.g. `job=~"api|web"`.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    /// Label name (`__name__` for the metric name).
+    pub name: String,
+    /// Comparison.
+    pub op: MatchOp,
+    /// The text after the operator (for regexes, the pattern as written).
+    pub value: String,
+}
+
+impl Matcher {
+    /// Builds a matcher; regexes are anchored and compiled here.
+    pub fn new(name: &str, op: &str, value: &str) -> Result<Matcher, QueryError> {
+        let op = match op {
+            "=" => MatchOp::Equal,
+            "!=" => MatchOp::NotEqual,
+            "=~" => MatchOp::Re(anchored_regex(value)?),
+            "!~" => MatchOp::NotRe(anchored_regex(value)?),
+            other => return Err(QueryError::Parse(format!("unknown match operator {other}"))),
+        };
+        Ok(Matcher {
+            name: name.to_string(),
+            op,
+            value: value.to_string(),
+        })
+    }
+
+    /// Whether a label value (empty when the label is absent) matches.
+    pub fn matches(&self, value: &str) -> bool {
+        match &self.op {
+            MatchOp::Equal => self.value == value,
+            MatchOp::NotEqual => self.value != value,
+            MatchOp::Re(re) => re.is_match(value),
+            MatchOp::NotRe(re) => !re.is_match(value),
+        }
+    }
+
+    /// Whether a series with these labels is selected.
+    pub fn matches_labels(&self, labels: &Labels) -> bool {
+        self.matches(labels.get(&self.name))
+    }
+}
+
+/// Compiles a PromQL regex: anchored at both ends, `.` matching newlines (Prometheus 3).
+pub fn anchored_regex(pattern: &str) -> Result<Regex, QueryError> {
+    Regex::new(&format!("^(?s:{pattern})$"))
+        .map_err(|e| QueryError::Parse(format!("invalid regular expression {pattern:?}: {e}")))
+}
+
+/// A store of series the engine can query. Implemented by probewatch's store adapter and by
+/// [`MemorySource`].
+pub trait SeriesSource {
+    /// Every series matching all `matchers`, with its samples in `[from_ms, to_ms]` oldest
+    /// first (series with no samples there may be left out).
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Series>, QueryError>;
+
+    /// The label sets of every series matching all `matchers` that has samples in
+    /// `[from_ms, to_ms]` (for `/api/v1/series` and label listings).
+    fn series(
+        &self,
+        matchers: &[Matcher],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Labels>, QueryError> {
+        Ok(self
+            .select(matchers, from_ms, to_ms)?
+            .into_iter()
+            .filter(|s| !s.points.is_empty())
+            .map(|s| s.labels)
+            .collect())
+    }
+}
+
+/// Series held in memory, for tests, `rules test` and the PromQL conformance runner.
+#[derive(Debug, Clone, Default)]
+pub struct MemorySource {
+    series: Vec<Series>,
+}
+
+impl MemorySource {
+    /// An empty source.
+    pub fn new() -> MemorySource {
+        MemorySource::default()
+    }
+
+    /// Adds samples to a series (created if new); samples are kept sorted and a repeated
+    /// timestamp replaces the earlier value.
+    pub fn add(&mut self, labels: &Labels, points: impl IntoIterator<Item = (i64, f64)>) {
+        let index = match self.series.iter().position(|s| &s.labels == labels) {
+            Some(i) => i,
+            None => {
+                self.series.push(Series {
+                    labels: labels.clone(),
+                    points: Vec::new(),
+                    drop_name: false,
+                });
+                self.series.len() - 1
+            }
+        };
+        let series = &mut self.series[index];
+        for (t, v) in points {
+            match series.points.binary_search_by_key(&t, |p| p.0) {
+                Ok(i) => series.points[i].1 = v,
+                Err(i) => series.points.insert(i, (t, v)),
+            }
+        }
+    }
+
+    /// Removes every series.
+    pub fn clear(&mut self) {
+        self.series.clear();
+    }
+}
+
+impl SeriesSource for MemorySource {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Series>, QueryError> {
+        Ok(self
+            .series
+            .iter()
+            .filter(|s| matchers.iter().all(|m| m.matches_labels(&s.labels)))
+            .map(|s| {
+                let lo = s.points.partition_point(|p| p.0 < from_ms);
+                let hi = s.points.partition_point(|p| p.0 <= to_ms);
+                Series {
+                    labels: s.labels.clone(),
+                    points: s.points[lo..hi].to_vec(),
+                    drop_name: false,
+                }
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect())
+    }
+}
