@@ -188,9 +188,51 @@ pub fn escape_label_value(value: &str, out: &mut String) {
     }
 }
 
+/// Reads canonical label text (`{a="1",b="x\"y"}`, as [`Labels::canonical`] writes it)
+/// back into pairs; `None` if the text is not in that form.
+pub fn parse_canonical(text: &str) -> Option<Vec<(String, String)>> {
+    let inner = text.strip_prefix('{')?.strip_suffix('}')?;
+    let mut pairs = Vec::new();
+    let mut rest = inner;
+    while !rest.is_empty() {
+        let (name, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                '"' => break i,
+                c => value.push(c),
+            }
+        };
+        pairs.push((name.to_string(), value));
+        rest = &after[end + 1..];
+        rest = rest.strip_prefix(',').unwrap_or(rest);
+    }
+    Some(pairs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn canonical_text_reads_back() {
+        let labels =
+            Labels::from_pairs([("b", "x\"y,z=\"w"), ("a", "line\nnext\\")]).expect("valid");
+        let pairs = parse_canonical(&labels.canonical()).expect("parses");
+        let back: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(back, labels.iter().collect::<Vec<_>>());
+        assert_eq!(parse_canonical("{}"), Some(Vec::new()));
+        assert_eq!(parse_canonical("{a=\"unterminated}"), None);
+    }
 
     #[test]
     fn names() {

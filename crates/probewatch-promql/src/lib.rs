@@ -59,6 +59,41 @@ fn finish(mut v: Vec<Sample>) -> Result<Vec<Sample>, QueryError> {
     Ok(v)
 }
 
+/// Parses a Prometheus duration (`90s`, `1h30m`, `0s`) or a number of seconds (`15`,
+/// `0.5`) into milliseconds, as the HTTP API's `step` and rule files' `for` accept them.
+pub fn parse_duration_ms(text: &str) -> Result<i64, QueryError> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        if !seconds.is_finite() || seconds < 0.0 {
+            return Err(QueryError::Parse(format!("invalid duration {text:?}")));
+        }
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    if !text.is_empty()
+        && text
+            .trim_start_matches('0')
+            .chars()
+            .all(|c| c.is_ascii_alphabetic())
+    {
+        return Ok(0); // `0s`, `0m`: promql-parser refuses zero durations
+    }
+    let d = promql_parser::util::parse_duration(text)
+        .map_err(|e| QueryError::Parse(format!("invalid duration {text:?}: {e}")))?;
+    i64::try_from(d.as_millis())
+        .map_err(|_| QueryError::Parse(format!("duration {text:?} too long")))
+}
+
+/// Parses a series selector (`up{job="api"}`) as `/api/v1/series` takes it in `match[]`:
+/// alternatives (for `or` inside braces), each a list of matchers that must all hold.
+pub fn parse_selector(text: &str) -> Result<Vec<Vec<Matcher>>, QueryError> {
+    match plan::plan(text)?.0 {
+        plan::Node::Vector(sel) => Ok(sel.matchers),
+        _ => Err(QueryError::Parse(format!(
+            "{text:?} is not a series selector"
+        ))),
+    }
+}
+
 /// Engine settings; the defaults are Prometheus's.
 #[derive(Debug, Clone, Copy)]
 pub struct QueryOptions {

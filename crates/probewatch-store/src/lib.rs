@@ -8,9 +8,11 @@
 
 pub mod chunk;
 mod model;
+pub mod query;
 pub mod sqlite;
 
 pub use model::*;
+pub use query::{SeriesIndex, StoreSource};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in the store. Callers branch only on the variant; the message is for
@@ -84,6 +86,28 @@ pub trait Store: Send + Sync {
 
     /// Ledger rows, newest first, optionally only one outcome.
     fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError>;
+
+    /// Series created after `after_id`, by id: what a query index needs to stay current
+    /// without re-reading every series.
+    fn series_after(&self, after_id: i64) -> Result<Vec<SeriesRow>, StoreError>;
+
+    /// For each series in `ids`, whether it has a sample in `[from_ms, to_ms]` (cheaper
+    /// than reading them: `/api/v1/series` and label listings ask this for many series).
+    fn series_with_samples(
+        &self,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<bool>, StoreError>;
+
+    /// The samples of each series in `ids` within `[from_ms, to_ms]`, oldest first, read from
+    /// one snapshot.
+    fn read_samples(
+        &self,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Vec<(i64, f64)>>, StoreError>;
 
     /// Samples of every series of `metric` in `[from_ms, to_ms]`.
     fn samples(

@@ -254,3 +254,14 @@ impl CompactStep {
         self.moved > 0 || self.swapped
     }
 }
+
+/// One row of the series table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesRow {
+    /// Store id.
+    pub id: i64,
+    /// Metric name.
+    pub metric: String,
+    /// Canonical label text, `{a="b"}`.
+    pub labels: String,
+}

@@ -18,6 +18,8 @@ use probewatch_store::{HistoryQuery, Outcome, Store, StoreError};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
+mod prom_api;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
@@ -25,6 +27,10 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// probewatch's own metrics, rendered by `/metrics`.
     pub registry: Arc<Registry>,
+    /// Series labels for PromQL queries, shared by every request.
+    pub index: Arc<probewatch_store::SeriesIndex>,
+    /// PromQL engine settings.
+    pub query_options: probewatch_promql::QueryOptions,
 }
 
 /// An API error: a status code and a message for the client; details go to the log.
@@ -75,6 +81,21 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/checks", get(checks))
         .route("/api/v1/checks/history", get(history))
         .route("/api/v1/files", get(files))
+        .route("/api/v1/query", get(prom_api::query).post(prom_api::query))
+        .route(
+            "/api/v1/query_range",
+            get(prom_api::query_range).post(prom_api::query_range),
+        )
+        .route(
+            "/api/v1/series",
+            get(prom_api::series).post(prom_api::series),
+        )
+        .route(
+            "/api/v1/labels",
+            get(prom_api::labels).post(prom_api::labels),
+        )
+        .route("/api/v1/label/{name}/values", get(prom_api::label_values))
+        .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
         .with_state(state)
 }
 

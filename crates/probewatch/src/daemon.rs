@@ -146,6 +146,8 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let state = probewatch_web::AppState {
         store: store_dyn,
         registry: Arc::new(registry),
+        index: Arc::new(probewatch_store::SeriesIndex::new()),
+        query_options: probewatch_promql::QueryOptions::default(),
     };
     let served = runtime.block_on(probewatch_web::serve(listener, state, shutdown_signal()));
     if let Err(err) = served {

@@ -779,6 +779,52 @@ impl Store for SqliteStore {
         })
     }
 
+    fn series_after(&self, after_id: i64) -> Result<Vec<SeriesRow>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT id, metric, labels FROM series WHERE id > ?1 ORDER BY id")?
+                .query_map(params![after_id], |r| {
+                    Ok(SeriesRow {
+                        id: r.get(0)?,
+                        metric: r.get(1)?,
+                        labels: r.get(2)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    fn series_with_samples(
+        &self,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.read(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            ids.iter()
+                .map(|id| samples::has_samples(&tx, *id, from_ms, to_ms))
+                .collect()
+        })
+    }
+
+    fn read_samples(
+        &self,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
+        self.read(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let mut samples = Vec::new();
+                samples::read_series(&tx, *id, from_ms, to_ms, &mut samples)?;
+                out.push(samples);
+            }
+            Ok(out)
+        })
+    }
+
     fn samples(
         &self,
         metric: &str,

@@ -274,3 +274,45 @@ pub(super) fn read_series(
     }
     Ok(())
 }
+
+const HEAD_ANY: [&str; 2] = [
+    "SELECT EXISTS (SELECT 1 FROM samples_head_0 WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3)",
+    "SELECT EXISTS (SELECT 1 FROM samples_head_1 WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3)",
+];
+
+/// Whether the series has a sample in `[from_ms, to_ms]`, without reading them all: a
+/// chunk's first and last timestamps are samples, so only a chunk that spans the whole range
+/// is decoded.
+pub(super) fn has_samples(
+    conn: &Connection,
+    series_id: i64,
+    from_ms: i64,
+    to_ms: i64,
+) -> rusqlite::Result<bool> {
+    for head in HEAD_ANY {
+        if conn
+            .prepare_cached(head)?
+            .query_row(params![series_id, from_ms, to_ms], |r| r.get(0))?
+        {
+            return Ok(true);
+        }
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT min_ts, max_ts, data FROM chunks WHERE series_id = ?1 AND max_ts >= ?2
+         AND min_ts <= ?3",
+    )?;
+    let mut rows = stmt.query(params![series_id, from_ms, to_ms])?;
+    let mut decoded = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (min, max): (i64, i64) = (row.get(0)?, row.get(1)?);
+        if (from_ms..=to_ms).contains(&min) || (from_ms..=to_ms).contains(&max) {
+            return Ok(true);
+        }
+        decoded.clear();
+        chunk::decode(row.get_ref(2)?.as_blob()?, &mut decoded).map_err(corrupt)?;
+        if decoded.iter().any(|s| (from_ms..=to_ms).contains(&s.0)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}

@@ -6,4 +6,5 @@ mod util;
 mod bad_input;
 mod commands;
 mod exactly_once;
+mod query_api;
 mod watching;

@@ -1,0 +1,354 @@
+//! The Prometheus-compatible query API (`/api/v1/query`, `query_range`, `series`, `labels`,
+//! `label/<name>/values`), so Grafana's Prometheus data source and other PromQL clients can
+//! read probewatch. Parameters come from the query string or a form-encoded POST body, as
+//! Prometheus accepts them; errors use Prometheus's JSON shape.
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use probewatch_promql::{QueryError, Value, format_value};
+use probewatch_store::StoreSource;
+use serde_json::{Map, Value as Json, json};
+
+use crate::AppState;
+
+/// Request parameters, in order; repeated keys (`match[]`) are kept.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn parse(query: Option<String>, headers: &HeaderMap, body: &Bytes) -> Params {
+        let mut pairs: Vec<(String, String)> = query
+            .as_deref()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        let form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            pairs.extend(form_urlencoded::parse(body).into_owned());
+        }
+        Params(pairs)
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An API failure in Prometheus's shape.
+struct PromError {
+    kind: &'static str,
+    message: String,
+}
+
+impl PromError {
+    fn bad_data(message: impl Into<String>) -> PromError {
+        PromError {
+            kind: "bad_data",
+            message: message.into(),
+        }
+    }
+}
+
+impl From<QueryError> for PromError {
+    fn from(err: QueryError) -> PromError {
+        let kind = match err {
+            QueryError::Parse(_) | QueryError::Unsupported(_) => "bad_data",
+            QueryError::Execution(_) => "execution",
+            QueryError::Storage(_) => "internal",
+        };
+        if kind == "internal" {
+            tracing::error!(error = %err, "query failed reading the store");
+        }
+        PromError {
+            kind,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for PromError {
+    fn into_response(self) -> Response {
+        let status = match self.kind {
+            "bad_data" => StatusCode::BAD_REQUEST,
+            "execution" => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let body = json!({"status": "error", "errorType": self.kind, "error": self.message});
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+fn success(data: Json) -> Response {
+    axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// `time`, `start`, `end`: RFC 3339 or Unix seconds with a fraction.
+fn parse_time(name: &str, text: &str) -> Result<i64, PromError> {
+    if let Ok(seconds) = text.parse::<f64>()
+        && seconds.is_finite()
+    {
+        return Ok((seconds * 1000.0).round() as i64);
+    }
+    probewatch_core::parse_time_ms(text).ok_or_else(|| {
+        PromError::bad_data(format!(
+            "invalid parameter {name:?}: cannot parse {text:?} to a valid timestamp"
+        ))
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Seconds as Prometheus writes them: `1700000029`, or `1700000029.5` with a fraction.
+fn time_json(ms: i64) -> Json {
+    if ms % 1000 == 0 {
+        json!(ms / 1000)
+    } else {
+        json!(ms as f64 / 1000.0)
+    }
+}
+
+fn labels_json(labels: &probewatch_promql::Labels) -> Json {
+    let mut map = Map::new();
+    for (k, v) in labels.pairs() {
+        map.insert(k.clone(), Json::String(v.clone()));
+    }
+    Json::Object(map)
+}
+
+fn value_json(value: &Value) -> Json {
+    let point = |t: i64, v: f64| json!([time_json(t), format_value(v)]);
+    match value {
+        Value::Scalar(t, v) => json!({"resultType": "scalar", "result": point(*t, *v)}),
+        Value::String(t, s) => json!({"resultType": "string", "result": [time_json(*t), s]}),
+        Value::Vector(samples) => json!({
+            "resultType": "vector",
+            "result": samples.iter().map(|s| json!({
+                "metric": labels_json(&s.labels),
+                "value": point(s.t, s.v),
+            })).collect::<Vec<_>>(),
+        }),
+        Value::Matrix(series) => json!({
+            "resultType": "matrix",
+            "result": series.iter().map(|s| json!({
+                "metric": labels_json(&s.labels),
+                "values": s.points.iter().map(|&(t, v)| point(t, v)).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+/// Runs `f` with a store-backed query source on the blocking pool.
+async fn with_source<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&StoreSource<'_>) -> Result<T, PromError> + Send + 'static,
+) -> Result<T, PromError> {
+    let (store, index) = (state.store.clone(), state.index.clone());
+    tokio::task::spawn_blocking(move || {
+        f(&StoreSource {
+            store: store.as_ref(),
+            index: &index,
+        })
+    })
+    .await
+    .map_err(|e| PromError {
+        kind: "internal",
+        message: e.to_string(),
+    })?
+}
+
+/// `GET|POST /api/v1/query`
+pub(crate) async fn query(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(raw, &headers, &body);
+    let run = async {
+        let text = params
+            .get("query")
+            .ok_or_else(|| PromError::bad_data("missing parameter \"query\""))?
+            .to_string();
+        let t = match params.get("time") {
+            Some(t) => parse_time("time", t)?,
+            None => now_ms(),
+        };
+        let options = state.query_options;
+        let value = with_source(&state, move |source| {
+            let query = probewatch_promql::Query::parse(&text)?;
+            Ok(query.instant(source, t, &options)?)
+        })
+        .await?;
+        Ok::<_, PromError>(success(value_json(&value)))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Most points a range query may return per series, as in Prometheus.
+const MAX_POINTS: i64 = 11_000;
+
+/// `GET|POST /api/v1/query_range`
+pub(crate) async fn query_range(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(raw, &headers, &body);
+    let run = async {
+        let need = |name: &str| {
+            params
+                .get(name)
+                .ok_or_else(|| PromError::bad_data(format!("missing parameter {name:?}")))
+        };
+        let text = need("query")?.to_string();
+        let start = parse_time("start", need("start")?)?;
+        let end = parse_time("end", need("end")?)?;
+        let step = probewatch_promql::parse_duration_ms(need("step")?)
+            .map_err(|e| PromError::bad_data(format!("invalid parameter \"step\": {e}")))?;
+        if step <= 0 {
+            return Err(PromError::bad_data(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer",
+            ));
+        }
+        if end < start {
+            return Err(PromError::bad_data(
+                "end timestamp must not be before start time",
+            ));
+        }
+        if (end - start) / step > MAX_POINTS {
+            return Err(PromError::bad_data(
+                "exceeded maximum resolution of 11,000 points per timeseries. Try decreasing the query resolution (?step=XX)",
+            ));
+        }
+        let options = state.query_options;
+        let value = with_source(&state, move |source| {
+            let query = probewatch_promql::Query::parse(&text)?;
+            Ok(query.range(source, start, end, step, &options)?)
+        })
+        .await?;
+        Ok(success(value_json(&value)))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The series named by `match[]` (every series when there is none) that have samples in
+/// `start`..`end` (default: all time).
+async fn matching_series(
+    state: &AppState,
+    params: &Params,
+    required: bool,
+) -> Result<Vec<probewatch_promql::Labels>, PromError> {
+    let mut alternatives = Vec::new();
+    let matches = params.all("match[]");
+    if matches.is_empty() {
+        if required {
+            return Err(PromError::bad_data("no match[] parameter provided"));
+        }
+        alternatives.push(Vec::new());
+    }
+    for m in matches {
+        alternatives.extend(probewatch_promql::parse_selector(m)?);
+    }
+    let start = match params.get("start") {
+        Some(t) => parse_time("start", t)?,
+        None => i64::MIN,
+    };
+    let end = match params.get("end") {
+        Some(t) => parse_time("end", t)?,
+        None => i64::MAX,
+    };
+    with_source(state, move |source| {
+        Ok(source.series_labels(&alternatives, start, end)?)
+    })
+    .await
+}
+
+/// `GET|POST /api/v1/series`
+pub(crate) async fn series(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(raw, &headers, &body);
+    match matching_series(&state, &params, true).await {
+        Ok(series) => success(Json::Array(series.iter().map(labels_json).collect())),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET|POST /api/v1/labels`
+pub(crate) async fn labels(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(raw, &headers, &body);
+    match matching_series(&state, &params, false).await {
+        Ok(series) => {
+            let names: BTreeSet<&str> = series
+                .iter()
+                .flat_map(|l| l.pairs().iter().map(|(k, _)| k.as_str()))
+                .collect();
+            success(json!(names))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /api/v1/label/<name>/values`
+pub(crate) async fn label_values(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let params = Params::parse(raw, &headers, &body);
+    match matching_series(&state, &params, false).await {
+        Ok(series) => {
+            let values: BTreeSet<&str> = series
+                .iter()
+                .map(|l| l.get(&name))
+                .filter(|v| !v.is_empty())
+                .collect();
+            success(json!(values))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `GET /api/v1/status/buildinfo`: Grafana reads it to learn what it is talking to.
+pub(crate) async fn buildinfo() -> Response {
+    success(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": "",
+        "branch": "",
+        "buildUser": "",
+        "buildDate": "",
+        "goVersion": "",
+        "application": "probewatch",
+    }))
+}
