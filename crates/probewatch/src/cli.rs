@@ -1,4 +1,4 @@
-//! The command line: `probewatch run | check | ingest | bench | example-config`.
+//! The command line: `probewatch run | check | ingest | bench | bench-query | example-config`.
 
 use std::path::PathBuf;
 
@@ -25,6 +25,8 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Measure ingest throughput and latency with a load generator (see docs/benchmarks.md).
     Bench(crate::bench::BenchArgs),
+    /// Measure PromQL query times over one long stored series (see docs/benchmarks.md).
+    BenchQuery(crate::bench_query::BenchQueryArgs),
     /// Print an example configuration file with every setting.
     ExampleConfig,
 }

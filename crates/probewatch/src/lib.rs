@@ -4,6 +4,7 @@
 //! Kept as a library so the benchmark harness and tests can reach the same code paths.
 
 pub mod bench;
+pub mod bench_query;
 pub mod cli;
 pub mod commands;
 pub mod config;

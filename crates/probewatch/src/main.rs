@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Command::Check(args) => probewatch::commands::check(&args),
         Command::Ingest(args) => probewatch::commands::ingest(&args),
         Command::Bench(args) => probewatch::bench::run(&args),
+        Command::BenchQuery(args) => probewatch::bench_query::run(&args),
         Command::ExampleConfig => {
             print!("{}", probewatch::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

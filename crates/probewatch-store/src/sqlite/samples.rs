@@ -151,7 +151,7 @@ fn merge_into_chunks(
     old.extend(
         tx.prepare_cached(
             "SELECT id, samples, data FROM chunks WHERE series_id = ?1 AND max_ts >= ?2
-                AND min_ts <= ?3 ORDER BY min_ts",
+                AND min_ts <= ?3 ORDER BY max_ts",
         )?
         .query_map(params![series_id, lo, hi], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -231,9 +231,11 @@ pub(super) fn read_series(
     out: &mut Vec<(i64, f64)>,
 ) -> rusqlite::Result<()> {
     let start = out.len();
+    // A series' chunks are disjoint, so max_ts order is time order, and it is the index's
+    // order: no sort (which spilled blobs to a temporary file).
     let mut stmt = conn.prepare_cached(
         "SELECT data FROM chunks WHERE series_id = ?1 AND max_ts >= ?2 AND min_ts <= ?3
-         ORDER BY min_ts",
+         ORDER BY max_ts",
     )?;
     let mut rows = stmt.query(params![series_id, from_ms, to_ms])?;
     while let Some(row) = rows.next()? {
