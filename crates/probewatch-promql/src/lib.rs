@@ -42,6 +42,34 @@ pub enum QueryError {
     Storage(String),
 }
 
+fn collect_names(node: &plan::Node, out: &mut Vec<String>) -> bool {
+    use plan::Node;
+    let selector = |sel: &plan::Selector, out: &mut Vec<String>| {
+        sel.matchers.iter().all(|alternative| {
+            match alternative
+                .iter()
+                .find(|m| m.name == labels::METRIC_NAME && matches!(m.op, source::MatchOp::Equal))
+            {
+                Some(m) => {
+                    out.push(m.value.clone());
+                    true
+                }
+                None => false,
+            }
+        })
+    };
+    match node {
+        Node::Number(_) | Node::Str(_) => true,
+        Node::Vector(sel) | Node::Matrix(sel, _) => selector(sel, out),
+        Node::Subquery { expr, .. } | Node::Neg(expr) => collect_names(expr, out),
+        Node::Call { args, .. } => args.iter().all(|a| collect_names(a, out)),
+        Node::Aggregate { expr, param, .. } => {
+            collect_names(expr, out) && param.as_ref().is_none_or(|p| collect_names(p, out))
+        }
+        Node::Binary { lhs, rhs, .. } => collect_names(lhs, out) && collect_names(rhs, out),
+    }
+}
+
 /// Removes the metric name where evaluation dropped it, then refuses duplicate label sets,
 /// which can only now appear.
 fn finish(mut v: Vec<Sample>) -> Result<Vec<Sample>, QueryError> {
@@ -126,6 +154,19 @@ impl Query {
     pub fn parse(text: &str) -> Result<Query, QueryError> {
         let (node, selectors) = plan::plan(text)?;
         Ok(Query { node, selectors })
+    }
+
+    /// The metric names the query's selectors name, or `None` if some selector matches
+    /// metric names by regex or not at all (then any new sample may change the result).
+    pub fn metric_names(&self) -> Option<Vec<String>> {
+        let mut names = Vec::new();
+        if collect_names(&self.node, &mut names) {
+            names.sort();
+            names.dedup();
+            Some(names)
+        } else {
+            None
+        }
     }
 
     /// Evaluates the query at `t_ms`.

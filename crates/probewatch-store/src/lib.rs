@@ -109,6 +109,37 @@ pub trait Store: Send + Sync {
         to_ms: i64,
     ) -> Result<Vec<Vec<(i64, f64)>>, StoreError>;
 
+    /// Writes samples that come from no file (recording rules), in one transaction.
+    fn write_samples(&self, samples: &[probewatch_core::SeriesSample]) -> Result<u64, StoreError>;
+
+    /// Every stored active alert.
+    fn alerts(&self) -> Result<Vec<AlertRow>, StoreError>;
+
+    /// Replaces the stored alerts of each rule in `updates` and appends their events and
+    /// notifications, all in one transaction: a notification is queued if and only if the
+    /// state change that caused it is saved.
+    fn save_alerts(&self, updates: &[AlertUpdate]) -> Result<(), StoreError>;
+
+    /// Undelivered notifications due at `now_ms`, oldest first, at most `limit`.
+    fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StoreError>;
+
+    /// Records a delivery attempt: delivered when `retry_at_ms` is `None`, otherwise due
+    /// again then.
+    fn record_attempt(
+        &self,
+        id: i64,
+        at_ms: i64,
+        detail: &str,
+        retry_at_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// The newest notifications (delivered or not), newest first.
+    fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError>;
+
     /// Samples of every series of `metric` in `[from_ms, to_ms]`.
     fn samples(
         &self,

@@ -265,3 +265,95 @@ pub struct SeriesRow {
     /// Canonical label text, `{a="b"}`.
     pub labels: String,
 }
+
+/// Whether an alert waits out its `for` duration or fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertState {
+    /// Active, `for` not yet elapsed.
+    Pending = 1,
+    /// Firing.
+    Firing = 2,
+}
+
+/// One active alert of one alert rule, as the rule engine persists it so a restart neither
+/// loses pending time nor re-notifies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertRow {
+    /// Which rule: group name, rule name and position.
+    pub rule_key: String,
+    /// The alert's labels, canonical text.
+    pub labels: String,
+    /// Pending or firing.
+    pub state: AlertState,
+    /// When the condition started to hold.
+    pub active_at_ms: i64,
+    /// When it started firing.
+    pub fired_at_ms: Option<i64>,
+    /// Since when the condition no longer holds while `keep_firing_for` keeps it firing.
+    pub keep_firing_since_ms: Option<i64>,
+    /// When a firing notification was last queued (for `repeat_interval`).
+    pub last_sent_ms: Option<i64>,
+    /// The expression's value at the last state change.
+    pub value: f64,
+    /// Rendered annotations, a JSON object.
+    pub annotations: String,
+}
+
+/// A state change of an alert, kept as history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertEvent {
+    /// Which rule.
+    pub rule_key: String,
+    /// The alert's labels, canonical text.
+    pub labels: String,
+    /// `pending`, `firing` or `resolved`.
+    pub event: String,
+    /// When.
+    pub at_ms: i64,
+    /// The value then.
+    pub value: f64,
+}
+
+/// A notification to queue in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    /// Receiver name from the configuration.
+    pub receiver: String,
+    /// The body to deliver (JSON).
+    pub payload: String,
+    /// Earliest delivery time.
+    pub not_before_ms: i64,
+}
+
+/// The alerts of one rule after an evaluation, with what it caused; saved in one
+/// transaction with the rest of its group.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlertUpdate {
+    /// Which rule.
+    pub rule_key: String,
+    /// Its active alerts now (replacing the stored ones).
+    pub alerts: Vec<AlertRow>,
+    /// State changes.
+    pub events: Vec<AlertEvent>,
+    /// Notifications to queue.
+    pub notifications: Vec<NewNotification>,
+}
+
+/// A queued notification.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRow {
+    /// Outbox id.
+    pub id: i64,
+    /// Receiver name.
+    pub receiver: String,
+    /// Body.
+    pub payload: String,
+    /// When it was queued.
+    pub created_at_ms: i64,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When it was delivered, if it was.
+    pub delivered_at_ms: Option<i64>,
+    /// The last failure, if any.
+    pub last_error: Option<String>,
+}

@@ -17,6 +17,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 use crate::model::*;
 use crate::{Store, StoreError};
 
+mod alerting;
 mod samples;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -24,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_rejected_index.sql"),
     include_str!("migrations/0003_head_and_chunks.sql"),
+    include_str!("migrations/0004_alerting.sql"),
 ];
 
 /// Samples the active head may hold before the heads swap and it is compacted. The head's
@@ -791,6 +793,93 @@ impl Store for SqliteStore {
                 })?
                 .collect()
         })
+    }
+
+    fn write_samples(&self, samples: &[probewatch_core::SeriesSample]) -> Result<u64, StoreError> {
+        let mut guard = self.writer();
+        let Writer {
+            conn,
+            series,
+            checks,
+            active_rows,
+            ..
+        } = &mut *guard;
+        let result = (|| -> rusqlite::Result<u64> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let head = samples::active_head(&tx)?;
+            let mut writer = ResultWriter {
+                tx: &tx,
+                head,
+                series,
+                checks,
+                delta: Delta::default(),
+                key: String::new(),
+                latest: HashMap::new(),
+            };
+            for sample in samples {
+                writer.sample(sample)?;
+            }
+            writer.delta.apply(&tx)?;
+            let added = to_u64(writer.delta.samples);
+            drop(writer);
+            tx.commit()?;
+            Ok(added)
+        })();
+        match result {
+            Ok(added) => {
+                *active_rows += added;
+                Ok(added)
+            }
+            Err(err) => {
+                series.clear();
+                Err(err.into())
+            }
+        }
+    }
+
+    fn alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
+        self.read(alerting::alerts)
+    }
+
+    fn save_alerts(&self, updates: &[AlertUpdate]) -> Result<(), StoreError> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let mut writer = self.writer();
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        alerting::save_alerts(&tx, updates)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn due_notifications(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<NotificationRow>, StoreError> {
+        self.read(|c| alerting::due(c, now_ms, limit))
+    }
+
+    fn record_attempt(
+        &self,
+        id: i64,
+        at_ms: i64,
+        detail: &str,
+        retry_at_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let mut writer = self.writer();
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        alerting::record_attempt(&tx, id, at_ms, detail, retry_at_ms)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError> {
+        self.read(|c| alerting::recent(c, limit))
     }
 
     fn series_with_samples(

@@ -1,0 +1,653 @@
+//! Rule evaluation and the alert lifecycle (inactive → pending → firing → resolved, as
+//! Prometheus defines it), producing what the store must save and the notifications to
+//! queue. Pure logic over a [`SeriesSource`]: the caller owns the clock, the store and the
+//! threads.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use probewatch_core::SeriesSample;
+use probewatch_promql::{Matcher, QueryOptions, SeriesSource, Value};
+use probewatch_store::{AlertEvent, AlertRow, AlertState, AlertUpdate, NewNotification};
+use serde_json::json;
+
+use crate::rulefile::{Group, RuleKind};
+
+/// Where matching alerts go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Receiver name.
+    pub receiver: String,
+    /// Label matchers an alert must satisfy (all of them).
+    pub matchers: Vec<Matcher>,
+    /// Labels that split alerts into separate notifications (empty: one per evaluation).
+    pub group_by: Vec<String>,
+    /// How often a still-firing alert is notified again.
+    pub repeat_interval_ms: i64,
+    /// Whether resolved alerts are notified.
+    pub send_resolved: bool,
+    /// Keep looking for further matching routes after this one.
+    pub continue_matching: bool,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    /// Routes, tried in order.
+    pub routes: Vec<Route>,
+    /// This probewatch's URL, for links in notifications.
+    pub external_url: String,
+}
+
+/// An active alert in memory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActiveAlert {
+    /// Labels, including `alertname`.
+    pub labels: BTreeMap<String, String>,
+    /// Pending or firing.
+    pub state: AlertState,
+    /// When the condition started to hold.
+    pub active_at_ms: i64,
+    /// When it fired.
+    pub fired_at_ms: Option<i64>,
+    /// Since when `keep_firing_for` keeps it firing.
+    pub keep_firing_since_ms: Option<i64>,
+    /// Last firing notification.
+    pub last_sent_ms: Option<i64>,
+    /// Latest value.
+    pub value: f64,
+    /// Rendered annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// How a rule's last evaluation went.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleHealth {
+    /// When it was last evaluated.
+    pub last_evaluation_ms: Option<i64>,
+    /// How long that took.
+    pub duration_seconds: f64,
+    /// The error, if it failed.
+    pub last_error: Option<String>,
+}
+
+/// What one group evaluation produced.
+#[derive(Debug, Default)]
+pub struct GroupOutcome {
+    /// Alert state to save, per rule that changed (with events and notifications).
+    pub updates: Vec<AlertUpdate>,
+    /// Samples from recording rules.
+    pub recorded: Vec<SeriesSample>,
+}
+
+/// Alerts going to one receiver under one group key: the group labels, the alerts' JSON,
+/// and whether any of them is firing.
+type Batch = (BTreeMap<String, String>, Vec<serde_json::Value>, bool);
+
+/// Canonical text of a label map (`{a="b",c="d"}`), the key alerts are stored under.
+pub fn canonical(labels: &BTreeMap<String, String>) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        probewatch_core::labels::escape_label_value(v, &mut out);
+        out.push('"');
+    }
+    out.push('}');
+    out
+}
+
+/// A stable fingerprint of an alert's labels (FNV-1a), as Alertmanager payloads carry one.
+fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in canonical(labels).bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| String::new(), |t| t.to_string())
+}
+
+/// The rule engine: rule groups and the state of every alert.
+pub struct Engine {
+    groups: Vec<Group>,
+    config: EngineConfig,
+    options: QueryOptions,
+    active: HashMap<String, BTreeMap<String, ActiveAlert>>,
+    health: HashMap<String, RuleHealth>,
+}
+
+impl Engine {
+    /// Builds the engine, restoring stored alerts of rules that still exist.
+    pub fn new(groups: Vec<Group>, config: EngineConfig, stored: Vec<AlertRow>) -> Engine {
+        let mut active: HashMap<String, BTreeMap<String, ActiveAlert>> = HashMap::new();
+        let keys: std::collections::HashSet<&str> = groups
+            .iter()
+            .flat_map(|g| g.rules.iter().map(|r| r.key.as_str()))
+            .collect();
+        for row in stored {
+            if !keys.contains(row.rule_key.as_str()) {
+                continue;
+            }
+            let Some(pairs) = probewatch_core::labels::parse_canonical(&row.labels) else {
+                continue;
+            };
+            let annotations: BTreeMap<String, String> =
+                serde_json::from_str(&row.annotations).unwrap_or_default();
+            active.entry(row.rule_key.clone()).or_default().insert(
+                row.labels.clone(),
+                ActiveAlert {
+                    labels: pairs.into_iter().collect(),
+                    state: row.state,
+                    active_at_ms: row.active_at_ms,
+                    fired_at_ms: row.fired_at_ms,
+                    keep_firing_since_ms: row.keep_firing_since_ms,
+                    last_sent_ms: row.last_sent_ms,
+                    value: row.value,
+                    annotations,
+                },
+            );
+        }
+        Engine {
+            groups,
+            config,
+            options: QueryOptions::default(),
+            active,
+            health: HashMap::new(),
+        }
+    }
+
+    /// The rule groups.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// Active alerts of a rule.
+    pub fn alerts(&self, rule_key: &str) -> Vec<&ActiveAlert> {
+        self.active
+            .get(rule_key)
+            .map(|m| m.values().collect())
+            .unwrap_or_default()
+    }
+
+    /// How a rule's last evaluation went.
+    pub fn health(&self, rule_key: &str) -> RuleHealth {
+        self.health.get(rule_key).cloned().unwrap_or_default()
+    }
+
+    /// Evaluates every rule of group `index` at `now_ms`.
+    pub fn evaluate(
+        &mut self,
+        index: usize,
+        now_ms: i64,
+        source: &dyn SeriesSource,
+    ) -> GroupOutcome {
+        let mut outcome = GroupOutcome::default();
+        let Some(group) = self.groups.get(index) else {
+            return outcome;
+        };
+        let options = QueryOptions {
+            subquery_step_ms: group.interval_ms,
+            ..self.options
+        };
+        let rules = group.rules.clone();
+        let group_name = group.name.clone();
+        for rule in &rules {
+            let started = Instant::now();
+            let result = rule.query.instant(source, now_ms, &options);
+            let error = match (result, &rule.kind) {
+                (Err(e), _) => Some(e.to_string()),
+                (Ok(value), RuleKind::Record) => {
+                    record(rule, value, now_ms, &mut outcome.recorded).err()
+                }
+                (Ok(value), RuleKind::Alert { .. }) => match value {
+                    Value::Vector(samples) => match self.update_alerts(rule, samples, now_ms) {
+                        Ok(Some(update)) => {
+                            outcome.updates.push(update);
+                            None
+                        }
+                        Ok(None) => None,
+                        Err(e) => Some(e),
+                    },
+                    other => Some(format!(
+                        "an alerting rule's expression must give an instant vector, not a {}",
+                        other.type_name()
+                    )),
+                },
+            };
+            if let Some(e) = &error {
+                tracing::warn!(group = %group_name, rule = %rule.name, error = %e, "rule evaluation failed");
+            }
+            self.health.insert(
+                rule.key.clone(),
+                RuleHealth {
+                    last_evaluation_ms: Some(now_ms),
+                    duration_seconds: started.elapsed().as_secs_f64(),
+                    last_error: error,
+                },
+            );
+        }
+        outcome
+    }
+
+    /// Advances one alerting rule's alerts; returns what to save if anything changed.
+    fn update_alerts(
+        &mut self,
+        rule: &crate::rulefile::Rule,
+        samples: Vec<probewatch_promql::Sample>,
+        now_ms: i64,
+    ) -> Result<Option<AlertUpdate>, String> {
+        let RuleKind::Alert {
+            for_ms,
+            keep_firing_for_ms,
+            annotations,
+        } = &rule.kind
+        else {
+            return Ok(None);
+        };
+        let before = self.active.get(&rule.key).cloned().unwrap_or_default();
+        let mut current = before.clone();
+        let mut events = Vec::new();
+        let mut firing_now: Vec<String> = Vec::new();
+        let mut resolved: Vec<ActiveAlert> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for sample in samples {
+            let sample_labels: BTreeMap<String, String> = sample
+                .labels
+                .pairs()
+                .iter()
+                .filter(|(k, _)| k != probewatch_promql::labels::METRIC_NAME)
+                .cloned()
+                .collect();
+            let mut labels = sample_labels.clone();
+            for (k, template) in &rule.labels {
+                let v = template.render(&sample_labels, sample.v);
+                if v.is_empty() {
+                    labels.remove(k);
+                } else {
+                    labels.insert(k.clone(), v);
+                }
+            }
+            labels.insert("alertname".into(), rule.name.clone());
+            let rendered: BTreeMap<String, String> = annotations
+                .iter()
+                .map(|(k, t)| (k.clone(), t.render(&sample_labels, sample.v)))
+                .collect();
+            let key = canonical(&labels);
+            if !seen.insert(key.clone()) {
+                return Err(
+                    "the result has two series with the same labels once the alert's \
+                            labels are applied"
+                        .into(),
+                );
+            }
+            match current.get_mut(&key) {
+                Some(alert) => {
+                    alert.value = sample.v;
+                    alert.annotations = rendered;
+                    alert.keep_firing_since_ms = None;
+                }
+                None => {
+                    current.insert(
+                        key.clone(),
+                        ActiveAlert {
+                            labels,
+                            state: AlertState::Pending,
+                            active_at_ms: now_ms,
+                            fired_at_ms: None,
+                            keep_firing_since_ms: None,
+                            last_sent_ms: None,
+                            value: sample.v,
+                            annotations: rendered,
+                        },
+                    );
+                    if *for_ms > 0 {
+                        events.push((key.clone(), "pending", sample.v));
+                    }
+                }
+            }
+        }
+        let keys: Vec<String> = current.keys().cloned().collect();
+        for key in keys {
+            let Some(alert) = current.get_mut(&key) else {
+                continue;
+            };
+            if !seen.contains(&key) {
+                match alert.state {
+                    AlertState::Pending => {
+                        current.remove(&key);
+                    }
+                    AlertState::Firing => {
+                        let since = *alert.keep_firing_since_ms.get_or_insert(now_ms);
+                        if now_ms - since < *keep_firing_for_ms {
+                            continue;
+                        }
+                        events.push((key.clone(), "resolved", alert.value));
+                        if let Some(a) = current.remove(&key) {
+                            resolved.push(a);
+                        }
+                    }
+                }
+                continue;
+            }
+            if alert.state == AlertState::Pending && now_ms - alert.active_at_ms >= *for_ms {
+                alert.state = AlertState::Firing;
+                alert.fired_at_ms = Some(now_ms);
+                events.push((key.clone(), "firing", alert.value));
+                firing_now.push(key.clone());
+            } else if alert.state == AlertState::Firing {
+                let repeat = self
+                    .route_for(&alert.labels)
+                    .first()
+                    .map_or(i64::MAX, |r| r.repeat_interval_ms);
+                if alert
+                    .last_sent_ms
+                    .is_some_and(|sent| now_ms - sent >= repeat)
+                {
+                    firing_now.push(key.clone());
+                }
+            }
+        }
+        // Notifications, one per receiver and group of labels.
+        let mut notifications = Vec::new();
+        let mut batches: BTreeMap<(String, String), Batch> = BTreeMap::new();
+        for key in &firing_now {
+            if let Some(alert) = current.get_mut(key) {
+                alert.last_sent_ms = Some(now_ms);
+            }
+        }
+        let firing: Vec<&ActiveAlert> = firing_now.iter().filter_map(|k| current.get(k)).collect();
+        for (alert, is_firing) in firing
+            .iter()
+            .map(|a| (*a, true))
+            .chain(resolved.iter().map(|a| (a, false)))
+        {
+            for route in self.route_for(&alert.labels) {
+                if !is_firing && !route.send_resolved {
+                    continue;
+                }
+                let group_labels: BTreeMap<String, String> = route
+                    .group_by
+                    .iter()
+                    .filter_map(|n| alert.labels.get(n).map(|v| (n.clone(), v.clone())))
+                    .collect();
+                let entry = batches
+                    .entry((route.receiver.clone(), canonical(&group_labels)))
+                    .or_insert_with(|| (group_labels, Vec::new(), false));
+                entry.2 |= is_firing;
+                entry.1.push(json!({
+                    "status": if is_firing { "firing" } else { "resolved" },
+                    "labels": alert.labels,
+                    "annotations": alert.annotations,
+                    "startsAt": rfc3339(alert.fired_at_ms.unwrap_or(alert.active_at_ms)),
+                    "endsAt": if is_firing { "0001-01-01T00:00:00Z".to_string() } else { rfc3339(now_ms) },
+                    "generatorURL": format!("{}/alerts", self.config.external_url),
+                    "fingerprint": fingerprint(&alert.labels),
+                }));
+            }
+        }
+        for ((receiver, group_key), (group_labels, alerts, any_firing)) in batches {
+            let common = |field: &str| -> BTreeMap<String, String> {
+                let maps: Vec<BTreeMap<String, String>> = alerts
+                    .iter()
+                    .filter_map(|a| serde_json::from_value(a[field].clone()).ok())
+                    .collect();
+                let Some(first) = maps.first() else {
+                    return BTreeMap::new();
+                };
+                first
+                    .iter()
+                    .filter(|(k, v)| maps.iter().all(|m| m.get(*k) == Some(*v)))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            };
+            let payload = json!({
+                "version": "4",
+                "groupKey": format!("{}:{group_key}", rule.key.replace('\u{0}', "/")),
+                "truncatedAlerts": 0,
+                "status": if any_firing { "firing" } else { "resolved" },
+                "receiver": receiver,
+                "groupLabels": group_labels,
+                "commonLabels": common("labels"),
+                "commonAnnotations": common("annotations"),
+                "externalURL": self.config.external_url,
+                "alerts": alerts,
+            });
+            notifications.push(NewNotification {
+                receiver,
+                payload: payload.to_string(),
+                not_before_ms: now_ms,
+            });
+        }
+        let changed = current != before || !events.is_empty() || !notifications.is_empty();
+        let label_text = |key: &str| key.to_string();
+        let update = AlertUpdate {
+            rule_key: rule.key.clone(),
+            alerts: current
+                .iter()
+                .map(|(key, a)| AlertRow {
+                    rule_key: rule.key.clone(),
+                    labels: key.clone(),
+                    state: a.state,
+                    active_at_ms: a.active_at_ms,
+                    fired_at_ms: a.fired_at_ms,
+                    keep_firing_since_ms: a.keep_firing_since_ms,
+                    last_sent_ms: a.last_sent_ms,
+                    value: a.value,
+                    annotations: serde_json::to_string(&a.annotations).unwrap_or_default(),
+                })
+                .collect(),
+            events: events
+                .into_iter()
+                .map(|(key, event, value)| AlertEvent {
+                    rule_key: rule.key.clone(),
+                    labels: label_text(&key),
+                    event: event.to_string(),
+                    at_ms: now_ms,
+                    value,
+                })
+                .collect(),
+            notifications,
+        };
+        // Values change every evaluation; only state changes are worth a write.
+        let state_changed = {
+            let strip = |m: &BTreeMap<String, ActiveAlert>| -> Vec<(String, AlertState, Option<i64>, Option<i64>)> {
+                m.iter()
+                    .map(|(k, a)| (k.clone(), a.state, a.keep_firing_since_ms, a.last_sent_ms))
+                    .collect()
+            };
+            strip(&current) != strip(&before)
+        };
+        self.active.insert(rule.key.clone(), current);
+        Ok((changed
+            && (state_changed || !update.events.is_empty() || !update.notifications.is_empty()))
+        .then_some(update))
+    }
+
+    /// The routes an alert goes to: the first matching one, and after it further matches
+    /// while `continue` is set. With no routes configured, nothing is sent.
+    fn route_for(&self, labels: &BTreeMap<String, String>) -> Vec<&Route> {
+        let mut out = Vec::new();
+        for route in &self.config.routes {
+            if route
+                .matchers
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+            {
+                out.push(route);
+                if !route.continue_matching {
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A recording rule's samples: its name as the metric, the result's labels plus the rule's.
+fn record(
+    rule: &crate::rulefile::Rule,
+    value: Value,
+    now_ms: i64,
+    out: &mut Vec<SeriesSample>,
+) -> Result<(), String> {
+    let samples: Vec<(BTreeMap<String, String>, f64)> = match value {
+        Value::Vector(v) => v
+            .into_iter()
+            .map(|s| {
+                let labels = s
+                    .labels
+                    .pairs()
+                    .iter()
+                    .filter(|(k, _)| k != probewatch_promql::labels::METRIC_NAME)
+                    .cloned()
+                    .collect();
+                (labels, s.v)
+            })
+            .collect(),
+        Value::Scalar(_, v) => vec![(BTreeMap::new(), v)],
+        other => {
+            return Err(format!(
+                "a recording rule's expression must give a vector or scalar, not a {}",
+                other.type_name()
+            ));
+        }
+    };
+    for (sample_labels, v) in samples {
+        let mut labels = sample_labels.clone();
+        for (k, template) in &rule.labels {
+            let value = template.render(&sample_labels, v);
+            if value.is_empty() {
+                labels.remove(k);
+            } else {
+                labels.insert(k.clone(), value);
+            }
+        }
+        out.push(SeriesSample {
+            metric: rule.name.clone(),
+            labels: canonical(&labels),
+            time_ms: now_ms,
+            value: v,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use probewatch_promql::{Labels, MemorySource};
+
+    use super::*;
+
+    const RULES: &str = r#"
+groups:
+  - name: g
+    rules:
+      - alert: CheckCritical
+        expr: probe_check_status == 2
+        for: 1m
+        keep_firing_for: 30s
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.check }} is critical ({{ $value }})"
+      - record: probe:critical:count
+        expr: count(probe_check_status == 2)
+"#;
+
+    fn engine(stored: Vec<AlertRow>) -> Engine {
+        let groups = crate::rulefile::parse(Path::new("r.yml"), RULES, 15_000).expect("rules");
+        let config = EngineConfig {
+            routes: vec![Route {
+                receiver: "ops".into(),
+                matchers: vec![Matcher::new("severity", "=", "page").expect("matcher")],
+                group_by: vec!["alertname".into()],
+                repeat_interval_ms: 3_600_000,
+                send_resolved: true,
+                continue_matching: false,
+            }],
+            external_url: "http://pw".into(),
+        };
+        Engine::new(groups, config, stored)
+    }
+
+    fn source(points: &[(i64, f64)]) -> MemorySource {
+        let mut s = MemorySource::new();
+        let labels = Labels::from_pairs([
+            ("__name__", "probe_check_status"),
+            ("check", "login"),
+            ("probe", "web"),
+        ]);
+        s.add(&labels, points.iter().copied());
+        s
+    }
+
+    #[test]
+    fn pending_then_firing_then_resolved_with_notifications() {
+        let mut e = engine(Vec::new());
+        let key = e.groups()[0].rules[0].key.clone();
+        let src = source(&[(0, 2.0), (30_000, 2.0), (60_000, 2.0), (90_000, 0.0)]);
+        let out = e.evaluate(0, 0, &src);
+        assert_eq!(out.updates.len(), 1);
+        assert_eq!(out.updates[0].alerts[0].state, AlertState::Pending);
+        assert!(out.updates[0].notifications.is_empty());
+        assert_eq!(out.recorded.len(), 1, "recording rule wrote its sample");
+        // Still pending at 30 s: nothing changes, nothing is written.
+        assert!(e.evaluate(0, 30_000, &src).updates.is_empty());
+        // `for: 1m` has passed: firing, one notification to ops.
+        let out = e.evaluate(0, 60_000, &src);
+        let update = &out.updates[0];
+        assert_eq!(update.alerts[0].state, AlertState::Firing);
+        assert_eq!(update.notifications.len(), 1);
+        let payload: serde_json::Value =
+            serde_json::from_str(&update.notifications[0].payload).expect("json");
+        assert_eq!(payload["status"], "firing");
+        assert_eq!(payload["alerts"][0]["labels"]["alertname"], "CheckCritical");
+        assert_eq!(
+            payload["alerts"][0]["annotations"]["summary"],
+            "login is critical (2)"
+        );
+        assert_eq!(payload["groupLabels"]["alertname"], "CheckCritical");
+        // Condition gone at 90 s, but keep_firing_for 30 s keeps it firing until 120 s.
+        let out = e.evaluate(0, 90_000, &src);
+        assert_eq!(e.alerts(&key)[0].state, AlertState::Firing);
+        assert!(out.updates.iter().all(|u| u.notifications.is_empty()));
+        let out = e.evaluate(0, 120_000, &src);
+        let update = &out.updates[0];
+        assert!(update.alerts.is_empty());
+        let payload: serde_json::Value =
+            serde_json::from_str(&update.notifications[0].payload).expect("json");
+        assert_eq!(payload["status"], "resolved");
+        assert_eq!(update.events[0].event, "resolved");
+    }
+
+    #[test]
+    fn restored_state_keeps_pending_time_and_does_not_renotify() {
+        let mut e = engine(Vec::new());
+        let src = source(&[(0, 2.0), (30_000, 2.0), (60_000, 2.0), (90_000, 2.0)]);
+        let saved = e.evaluate(0, 0, &src).updates[0].alerts.clone();
+        // "Restart": a new engine from what was saved; `for` counts from the first evaluation.
+        let mut e = engine(saved);
+        let out = e.evaluate(0, 60_000, &src);
+        assert_eq!(
+            out.updates[0].notifications.len(),
+            1,
+            "fires at 60 s, not 120 s"
+        );
+        let saved = out.updates[0].alerts.clone();
+        let mut e = engine(saved);
+        let out = e.evaluate(0, 90_000, &src);
+        assert!(
+            out.updates.is_empty(),
+            "already notified: no repeat before repeat_interval"
+        );
+    }
+}

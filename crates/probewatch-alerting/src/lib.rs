@@ -1,0 +1,11 @@
+//! probewatch's alerting: Prometheus rule files ([`rulefile`]), their evaluation and the
+//! alert lifecycle ([`engine`]), annotation templates ([`template`]), and delivering the
+//! notifications that evaluation queues in the store's outbox ([`notify`]).
+
+pub mod engine;
+pub mod notify;
+pub mod rulefile;
+pub mod template;
+
+pub use engine::{Engine, EngineConfig, Route};
+pub use rulefile::{Group, Rule, RuleFileError, RuleKind};

@@ -1,0 +1,178 @@
+//! Delivering queued notifications: each receiver kind, and the outbox loop that retries with
+//! backoff until a receiver accepts. Every attempt is recorded in the store.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use probewatch_store::{NotificationRow, Store};
+
+/// How a receiver delivers.
+#[derive(Debug, Clone)]
+pub enum ReceiverKind {
+    /// POST the Alertmanager webhook JSON to a URL.
+    Webhook {
+        /// Where to POST.
+        url: String,
+    },
+    /// Run a program with the notification JSON on its standard input.
+    Command {
+        /// Program and arguments.
+        argv: Vec<String>,
+    },
+}
+
+/// A configured receiver.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    /// Name used by routes.
+    pub name: String,
+    /// How it delivers.
+    pub kind: ReceiverKind,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+}
+
+/// Delay before attempt `attempts + 1`: 1 s, doubling, at most 5 minutes.
+pub fn backoff(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Delivers one notification; `Ok(detail)` when the receiver accepted it.
+pub fn deliver(
+    receiver: &Receiver,
+    client: &reqwest::blocking::Client,
+    payload: &str,
+) -> Result<String, String> {
+    match &receiver.kind {
+        ReceiverKind::Webhook { url } => {
+            let response = client
+                .post(url)
+                .timeout(receiver.timeout)
+                .header("content-type", "application/json")
+                .body(payload.to_string())
+                .send()
+                .map_err(|e| format!("POST {url}: {e}"))?;
+            let status = response.status();
+            if status.is_success() {
+                Ok(format!("POST {url}: {status}"))
+            } else {
+                let body: String = response
+                    .text()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                Err(format!("POST {url}: {status} {body}"))
+            }
+        }
+        ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout),
+    }
+}
+
+fn run_command(argv: &[String], payload: &str, timeout: Duration) -> Result<String, String> {
+    let Some((program, args)) = argv.split_first() else {
+        return Err("empty command".into());
+    };
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting {program}: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A program that exits without reading is judged by its exit status, not this write.
+        let _ = stdin.write_all(payload.as_bytes());
+    }
+    let started = Instant::now();
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Ok(format!("{program}: {status}")),
+            Ok(Some(status)) => {
+                let mut err = String::new();
+                if let Some(mut stderr) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+                }
+                let err: String = err.chars().take(200).collect();
+                return Err(format!("{program}: {status} {}", err.trim()));
+            }
+            Ok(None) if started.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{program}: timed out after {timeout:?}"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("{program}: {e}")),
+        }
+    }
+}
+
+/// The outbox loop: delivers due notifications until `stop`; `wake` cuts the wait short
+/// when new ones are queued.
+pub fn run_outbox(
+    store: Arc<dyn Store>,
+    receivers: Vec<Receiver>,
+    wake: std::sync::mpsc::Receiver<()>,
+    stop: Arc<AtomicBool>,
+) {
+    let client = match reqwest::blocking::Client::builder().build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot create the HTTP client; notifications stay queued");
+            return;
+        }
+    };
+    while !stop.load(Ordering::SeqCst) {
+        let due = match store.due_notifications(now_ms(), 100) {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the notification outbox failed");
+                Vec::new()
+            }
+        };
+        for n in &due {
+            attempt(store.as_ref(), &receivers, &client, n);
+        }
+        if due.len() < 100 {
+            let _ = wake.recv_timeout(Duration::from_millis(500));
+        }
+    }
+}
+
+fn attempt(
+    store: &dyn Store,
+    receivers: &[Receiver],
+    client: &reqwest::blocking::Client,
+    n: &NotificationRow,
+) {
+    let now = now_ms();
+    let outcome = match receivers.iter().find(|r| r.name == n.receiver) {
+        Some(receiver) => deliver(receiver, client, &n.payload),
+        None => Err(format!("receiver {:?} is not configured", n.receiver)),
+    };
+    let (detail, retry) = match outcome {
+        Ok(detail) => {
+            tracing::info!(id = n.id, receiver = %n.receiver, "notification delivered");
+            (detail, None)
+        }
+        Err(detail) => {
+            let delay = backoff(n.attempts);
+            tracing::warn!(id = n.id, receiver = %n.receiver, error = %detail,
+                "notification not delivered; retrying in {}s", delay.as_secs());
+            let retry = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            (detail, Some(retry))
+        }
+    };
+    if let Err(e) = store.record_attempt(n.id, now, &detail, retry) {
+        tracing::error!(error = %e, id = n.id, "recording a delivery attempt failed");
+    }
+}

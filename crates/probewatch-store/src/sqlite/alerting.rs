@@ -1,0 +1,149 @@
+//! SQL for alerting: rule state, alert history and the notification outbox (migration 0004).
+
+use rusqlite::{Connection, params};
+
+use crate::model::*;
+
+fn state_code(state: AlertState) -> i64 {
+    state as i64
+}
+
+fn state_from(code: i64) -> AlertState {
+    if code == 2 {
+        AlertState::Firing
+    } else {
+        AlertState::Pending
+    }
+}
+
+pub(super) fn alerts(conn: &Connection) -> rusqlite::Result<Vec<AlertRow>> {
+    conn.prepare_cached(
+        "SELECT rule_key, labels, state, active_at_ms, fired_at_ms, keep_firing_since_ms,
+            last_sent_ms, value, annotations FROM alerts ORDER BY rule_key, labels",
+    )?
+    .query_map([], |r| {
+        Ok(AlertRow {
+            rule_key: r.get(0)?,
+            labels: r.get(1)?,
+            state: state_from(r.get(2)?),
+            active_at_ms: r.get(3)?,
+            fired_at_ms: r.get(4)?,
+            keep_firing_since_ms: r.get(5)?,
+            last_sent_ms: r.get(6)?,
+            value: r.get::<_, Option<f64>>(7)?.unwrap_or(f64::NAN),
+            annotations: r.get(8)?,
+        })
+    })?
+    .collect()
+}
+
+pub(super) fn save_alerts(tx: &Connection, updates: &[AlertUpdate]) -> rusqlite::Result<()> {
+    for update in updates {
+        tx.prepare_cached("DELETE FROM alerts WHERE rule_key = ?1")?
+            .execute(params![update.rule_key])?;
+        for a in &update.alerts {
+            tx.prepare_cached(
+                "INSERT INTO alerts (rule_key, labels, state, active_at_ms, fired_at_ms,
+                    keep_firing_since_ms, last_sent_ms, value, annotations)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                a.rule_key,
+                a.labels,
+                state_code(a.state),
+                a.active_at_ms,
+                a.fired_at_ms,
+                a.keep_firing_since_ms,
+                a.last_sent_ms,
+                a.value,
+                a.annotations
+            ])?;
+        }
+        for e in &update.events {
+            tx.prepare_cached(
+                "INSERT INTO alert_events (rule_key, labels, event, at_ms, value)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![e.rule_key, e.labels, e.event, e.at_ms, e.value])?;
+        }
+        for n in &update.notifications {
+            tx.prepare_cached(
+                "INSERT INTO notifications (receiver, payload, created_at_ms, next_attempt_ms)
+                 VALUES (?1, ?2, ?3, ?3)",
+            )?
+            .execute(params![n.receiver, n.payload, n.not_before_ms])?;
+        }
+    }
+    Ok(())
+}
+
+fn notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
+    Ok(NotificationRow {
+        id: r.get(0)?,
+        receiver: r.get(1)?,
+        payload: r.get(2)?,
+        created_at_ms: r.get(3)?,
+        attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
+        delivered_at_ms: r.get(5)?,
+        last_error: r.get(6)?,
+    })
+}
+
+pub(super) fn due(
+    conn: &Connection,
+    now_ms: i64,
+    limit: usize,
+) -> rusqlite::Result<Vec<NotificationRow>> {
+    conn.prepare_cached(
+        "SELECT id, receiver, payload, created_at_ms, attempts, delivered_at_ms, last_error
+         FROM notifications WHERE delivered_at_ms IS NULL AND next_attempt_ms <= ?1
+         ORDER BY next_attempt_ms, id LIMIT ?2",
+    )?
+    .query_map(
+        params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
+        notification,
+    )?
+    .collect()
+}
+
+pub(super) fn recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<NotificationRow>> {
+    conn.prepare_cached(
+        "SELECT id, receiver, payload, created_at_ms, attempts, delivered_at_ms, last_error
+         FROM notifications ORDER BY id DESC LIMIT ?1",
+    )?
+    .query_map(
+        params![i64::try_from(limit).unwrap_or(i64::MAX)],
+        notification,
+    )?
+    .collect()
+}
+
+pub(super) fn record_attempt(
+    tx: &Connection,
+    id: i64,
+    at_ms: i64,
+    detail: &str,
+    retry_at_ms: Option<i64>,
+) -> rusqlite::Result<()> {
+    let ok = retry_at_ms.is_none();
+    tx.prepare_cached(
+        "INSERT INTO notification_attempts (notification_id, at_ms, ok, detail)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id, at_ms, ok, detail])?;
+    match retry_at_ms {
+        None => tx
+            .prepare_cached(
+                "UPDATE notifications SET attempts = attempts + 1, delivered_at_ms = ?2,
+                    last_error = NULL WHERE id = ?1",
+            )?
+            .execute(params![id, at_ms])?,
+        Some(retry) => tx
+            .prepare_cached(
+                "UPDATE notifications SET attempts = attempts + 1, next_attempt_ms = ?2,
+                    last_error = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, retry, detail])?,
+    };
+    Ok(())
+}
