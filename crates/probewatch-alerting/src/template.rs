@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Template {
+    source: String,
     parts: Vec<Part>,
 }
 
@@ -59,7 +60,15 @@ impl Template {
         if !rest.is_empty() {
             parts.push(Part::Text(rest.to_string()));
         }
-        Ok(Template { parts })
+        Ok(Template {
+            source: text.to_string(),
+            parts,
+        })
+    }
+
+    /// The template as written.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Renders with an alert's labels and value.

@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 mod prom_api;
+mod rules_api;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -31,6 +32,9 @@ pub struct AppState {
     pub index: Arc<probewatch_store::SeriesIndex>,
     /// PromQL engine settings.
     pub query_options: probewatch_promql::QueryOptions,
+    /// The rule engine, for `/api/v1/rules` and `/api/v1/alerts` (absent in tools that
+    /// serve no rules).
+    pub alerting: Option<Arc<std::sync::Mutex<probewatch_alerting::Engine>>>,
 }
 
 /// An API error: a status code and a message for the client; details go to the log.
@@ -96,6 +100,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/label/{name}/values", get(prom_api::label_values))
         .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
+        .route("/api/v1/rules", get(rules_api::rules))
+        .route("/api/v1/alerts", get(rules_api::alerts))
+        .route("/api/v1/notifications", get(rules_api::notifications))
         .with_state(state)
 }
 

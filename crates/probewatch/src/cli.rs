@@ -1,4 +1,5 @@
-//! The command line: `probewatch run | check | ingest | bench | bench-query | example-config`.
+//! The command line: `probewatch run | check | ingest | rules | bench | bench-query |
+//! example-config`.
 
 use std::path::PathBuf;
 
@@ -27,8 +28,23 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Measure PromQL query times over one long stored series (see docs/benchmarks.md).
     BenchQuery(crate::bench_query::BenchQueryArgs),
+    /// Work with Prometheus rule files.
+    #[command(subcommand)]
+    Rules(RulesCommand),
     /// Print an example configuration file with every setting.
     ExampleConfig,
+}
+
+/// `probewatch rules ...`
+#[derive(Debug, Subcommand)]
+pub enum RulesCommand {
+    /// Check rule files: YAML structure, every PromQL expression and template; exit 1 if
+    /// any file is wrong.
+    Check {
+        /// Rule files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 /// Options shared by commands that read the configuration.

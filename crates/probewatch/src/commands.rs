@@ -188,3 +188,29 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     })
 }
+
+/// `probewatch rules check`: loads each file as the daemon would and reports it.
+pub fn rules_check(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        match probewatch_alerting::rulefile::load(std::slice::from_ref(file), 15_000) {
+            Ok(groups) => {
+                let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+                println!(
+                    "{}: OK, {} groups, {rules} rules",
+                    file.display(),
+                    groups.len()
+                );
+            }
+            Err(err) => {
+                failed = true;
+                println!("{err}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

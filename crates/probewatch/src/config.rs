@@ -48,6 +48,23 @@ pub struct ConfigFile {
     /// The spools.
     #[serde(default, rename = "spool")]
     pub spools: Vec<SpoolFile>,
+    /// Prometheus rule files (a `*` in the file name matches files in its directory);
+    /// relative paths are relative to the config file's directory.
+    #[serde(default)]
+    pub rule_files: Vec<String>,
+    /// The config file's directory (set when the file is read, not written in it).
+    #[serde(skip)]
+    pub base_dir: Option<PathBuf>,
+    /// Interval of rule groups that do not set one (default 15s).
+    pub evaluation_interval: Option<String>,
+    /// This probewatch's URL as people reach it, for links in notifications.
+    pub external_url: Option<String>,
+    /// Notification receivers.
+    #[serde(default, rename = "receiver")]
+    pub receivers: Vec<crate::alerting::ReceiverFile>,
+    /// Which alerts go to which receiver.
+    #[serde(default, rename = "route")]
+    pub routes: Vec<crate::alerting::RouteFile>,
 }
 
 /// One `[[spool]]` table.
@@ -151,6 +168,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Spools, at least one.
     pub spools: Vec<Spool>,
+    /// Rules, receivers, routes.
+    pub alerting: crate::alerting::AlertingConfig,
 }
 
 /// Command-line values that override the file.
@@ -185,8 +204,10 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading config file {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("config file {} is invalid", path.display()))?
+                let mut parsed: ConfigFile = toml::from_str(&text)
+                    .with_context(|| format!("config file {} is invalid", path.display()))?;
+                parsed.base_dir = path.parent().map(Path::to_path_buf);
+                parsed
             }
             None => ConfigFile::default(),
         };
@@ -295,6 +316,23 @@ impl Config {
             },
             log_format,
             spools,
+            alerting: crate::alerting::resolve(
+                &file
+                    .rule_files
+                    .iter()
+                    .map(|f| match &file.base_dir {
+                        Some(base) if Path::new(f).is_relative() => {
+                            base.join(f).display().to_string()
+                        }
+                        _ => f.clone(),
+                    })
+                    .collect::<Vec<_>>(),
+                file.evaluation_interval.as_deref(),
+                file.external_url,
+                &file.receivers,
+                &file.routes,
+                listen,
+            )?,
         })
     }
 }
@@ -360,9 +398,20 @@ mod tests {
 
     #[test]
     fn example_config_is_valid() {
-        let file: ConfigFile = toml::from_str(EXAMPLE).expect("example parses");
+        let mut file: ConfigFile = toml::from_str(EXAMPLE).expect("example parses");
+        file.base_dir = Some(PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../examples"
+        )));
         let config = Config::resolve(file, &Overrides::default()).expect("example is valid");
         assert!(config.spools.len() >= 2);
+        assert_eq!(
+            config.alerting.rule_files.len(),
+            1,
+            "examples/rules/probes.yml"
+        );
+        assert_eq!(config.alerting.receivers.len(), 2);
+        assert_eq!(config.alerting.routes.len(), 2);
     }
 
     #[test]

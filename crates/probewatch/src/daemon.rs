@@ -71,6 +71,7 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
         clock_skew_tolerance: config.clock_skew_tolerance,
         batch_max_files: config.batch_max_files,
         parse_limits: ParseLimits::default(),
+        on_commit: None,
     }
 }
 
@@ -102,8 +103,22 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     // Room for bursts: the inotify reader never waits, so a full queue costs a rescan.
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(16_384);
     let store_dyn: Arc<dyn Store> = store.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let index = Arc::new(probewatch_store::SeriesIndex::new());
+    let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel(64);
+    let alerting = crate::alerting::Alerting::start(
+        &config.alerting,
+        store_dyn.clone(),
+        index.clone(),
+        commit_rx,
+        stop.clone(),
+    )
+    .context("starting alerting")?;
     let pipeline = Pipeline::start(
-        ingest_settings(&config),
+        IngestSettings {
+            on_commit: Some(commit_tx),
+            ..ingest_settings(&config)
+        },
         store_dyn.clone(),
         metrics,
         ready_rx,
@@ -134,8 +149,20 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     println!("  data             {}", store.path().display());
     println!("  http             http://{listen}/  (API: /api/v1/stats, /api/v1/checks, /metrics)");
+    println!(
+        "  promql           /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels"
+    );
+    {
+        let engine = alerting.engine.lock().unwrap_or_else(|e| e.into_inner());
+        let rules: usize = engine.groups().iter().map(|g| g.rules.len()).sum();
+        println!(
+            "  rules            {} files, {} groups, {rules} rules; {} receivers (/api/v1/rules, /api/v1/alerts)",
+            config.alerting.rule_files.len(),
+            engine.groups().len(),
+            config.alerting.receivers.len()
+        );
+    }
 
-    let stop = Arc::new(AtomicBool::new(false));
     let retention = spawn_retention(
         store_dyn.clone(),
         config.retention,
@@ -146,8 +173,9 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let state = probewatch_web::AppState {
         store: store_dyn,
         registry: Arc::new(registry),
-        index: Arc::new(probewatch_store::SeriesIndex::new()),
+        index,
         query_options: probewatch_promql::QueryOptions::default(),
+        alerting: Some(alerting.engine.clone()),
     };
     let served = runtime.block_on(probewatch_web::serve(listener, state, shutdown_signal()));
     if let Err(err) = served {
@@ -157,6 +185,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     stop.store(true, Ordering::SeqCst);
     watcher.stop();
     pipeline.join();
+    alerting.join();
     let _ = retention.join();
     runtime.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped");

@@ -45,6 +45,8 @@ pub struct IngestSettings {
     pub batch_max_files: usize,
     /// Parser limits.
     pub parse_limits: ParseLimits,
+    /// Told the metric names of every batch that committed samples (rules evaluate on it).
+    pub on_commit: Option<std::sync::mpsc::SyncSender<Vec<String>>>,
 }
 
 /// Work for the writer thread.
@@ -445,6 +447,23 @@ impl Writer {
             Some(self.commit_with_retry(&items, durable))
         };
         let committed_at = Instant::now();
+        if let (Some(summary), Some(tx)) = (&summary, &self.settings.on_commit)
+            && summary.samples > 0
+        {
+            let mut names: Vec<String> = items
+                .iter()
+                .filter_map(|i| match &i.content {
+                    ItemContent::Parsed { samples, .. } => Some(samples),
+                    ItemContent::Rejected(_) => None,
+                })
+                .flatten()
+                .map(|s| s.metric.clone())
+                .collect();
+            names.sort();
+            names.dedup();
+            // Never wait for the rules: a full queue means they will look soon anyway.
+            let _ = tx.try_send(names);
+        }
         if let Some(summary) = &summary {
             self.metrics.batches.inc();
             self.metrics.samples_written.inc_by(summary.samples);

@@ -3,6 +3,7 @@
 //!
 //! Kept as a library so the benchmark harness and tests can reach the same code paths.
 
+pub mod alerting;
 pub mod bench;
 pub mod bench_query;
 pub mod cli;

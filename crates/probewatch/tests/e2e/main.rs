@@ -3,6 +3,7 @@
 
 mod util;
 
+mod alerting;
 mod bad_input;
 mod commands;
 mod exactly_once;

@@ -1,0 +1,379 @@
+//! Alerting in the daemon: the `[[receiver]]` / `[[route]]` / `rule_files` configuration,
+//! and the two threads: `pw-rules` evaluates rule groups on their interval and as soon as
+//! ingest commits a metric a group reads; `pw-notify` delivers the outbox.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use probewatch_alerting::notify::{self, ReceiverKind};
+use probewatch_alerting::{Engine, EngineConfig, Route};
+use probewatch_store::{SeriesIndex, Store, StoreSource};
+use serde::Deserialize;
+
+/// A `[[receiver]]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverFile {
+    /// Name routes refer to.
+    pub name: String,
+    /// `webhook` (default when `url` is set) or `command`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Webhook URL.
+    pub url: Option<String>,
+    /// Program and arguments for `command`.
+    pub command: Option<Vec<String>>,
+    /// Whether resolved alerts are sent (default true).
+    pub send_resolved: Option<bool>,
+    /// Per-attempt timeout (default 10s).
+    pub timeout: Option<String>,
+}
+
+/// A `[[route]]` table.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    /// Receiver name.
+    pub receiver: String,
+    /// PromQL-style label matchers, e.g. `severity="page"`, all of which must hold.
+    #[serde(default)]
+    pub matchers: Vec<String>,
+    /// Labels that split alerts into separate notifications.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// How often a still-firing alert is sent again (default 4h).
+    pub repeat_interval: Option<String>,
+    /// Keep matching later routes.
+    #[serde(default, rename = "continue")]
+    pub continue_matching: bool,
+}
+
+/// Resolved alerting settings.
+#[derive(Debug, Clone, Default)]
+pub struct AlertingConfig {
+    /// Rule files (globs expanded).
+    pub rule_files: Vec<PathBuf>,
+    /// Interval of groups that do not set one.
+    pub evaluation_interval: Duration,
+    /// Receivers.
+    pub receivers: Vec<notify::Receiver>,
+    /// Routes.
+    pub routes: Vec<Route>,
+    /// This probewatch's URL for links in notifications.
+    pub external_url: String,
+}
+
+fn humantime_ms(field: &str, text: Option<&str>, default: &str) -> anyhow::Result<i64> {
+    let text = text.unwrap_or(default);
+    let d = humantime::parse_duration(text)
+        .with_context(|| format!("{field} = {text:?} is not a duration"))?;
+    Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Expands `rule_files` entries: a `*`, `?` or `[` in the file name matches files in its
+/// directory; other entries are taken as they are (and must exist).
+pub fn expand_rule_files(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let path = Path::new(pattern);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.contains(['*', '?', '[']) {
+            if !path.is_file() {
+                bail!("rule file {pattern} does not exist");
+            }
+            out.push(path.to_path_buf());
+            continue;
+        }
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let glob = globset::Glob::new(&name)
+            .with_context(|| format!("rule_files pattern {pattern:?}"))?
+            .compile_matcher();
+        let mut matched: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {} for rule_files", dir.display()))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.file_name().is_some_and(|n| glob.is_match(n)))
+            .collect();
+        matched.sort();
+        out.extend(matched);
+    }
+    Ok(out)
+}
+
+/// Resolves the alerting part of the configuration.
+pub fn resolve(
+    rule_files: &[String],
+    evaluation_interval: Option<&str>,
+    external_url: Option<String>,
+    receivers: &[ReceiverFile],
+    routes: &[RouteFile],
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<AlertingConfig> {
+    let mut resolved_receivers = Vec::new();
+    let mut send_resolved = std::collections::HashMap::new();
+    for r in receivers {
+        if r.name.is_empty() {
+            bail!("a [[receiver]] has no name");
+        }
+        if resolved_receivers
+            .iter()
+            .any(|x: &notify::Receiver| x.name == r.name)
+        {
+            bail!("receiver {:?} is defined twice", r.name);
+        }
+        let kind = match (r.kind.as_deref(), &r.url, &r.command) {
+            (None | Some("webhook"), Some(url), None) => ReceiverKind::Webhook { url: url.clone() },
+            (None | Some("command"), None, Some(argv)) if !argv.is_empty() => {
+                ReceiverKind::Command { argv: argv.clone() }
+            }
+            (Some(kind @ ("email" | "alertmanager")), _, _) => bail!(
+                "receiver {:?}: type {kind:?} is not supported yet (webhook and command are)",
+                r.name
+            ),
+            _ => bail!(
+                "receiver {:?}: set url (webhook) or command (a program and its arguments)",
+                r.name
+            ),
+        };
+        let timeout = humantime_ms("timeout", r.timeout.as_deref(), "10s")?;
+        send_resolved.insert(r.name.clone(), r.send_resolved.unwrap_or(true));
+        resolved_receivers.push(notify::Receiver {
+            name: r.name.clone(),
+            kind,
+            timeout: Duration::from_millis(u64::try_from(timeout).unwrap_or(10_000)),
+        });
+    }
+    let mut resolved_routes = Vec::new();
+    for r in routes {
+        let Some(&resolved) = send_resolved.get(&r.receiver) else {
+            bail!(
+                "route refers to receiver {:?}, which is not defined",
+                r.receiver
+            );
+        };
+        let mut matchers = Vec::new();
+        for m in &r.matchers {
+            let alternatives = probewatch_promql::parse_selector(&format!("{{{m}}}"))
+                .with_context(|| format!("route matcher {m:?}"))?;
+            matchers.extend(alternatives.into_iter().flatten());
+        }
+        resolved_routes.push(Route {
+            receiver: r.receiver.clone(),
+            matchers,
+            group_by: r.group_by.clone(),
+            repeat_interval_ms: humantime_ms(
+                "repeat_interval",
+                r.repeat_interval.as_deref(),
+                "4h",
+            )?,
+            send_resolved: resolved,
+            continue_matching: r.continue_matching,
+        });
+    }
+    if routes.is_empty() {
+        // Without routes, every receiver gets every alert.
+        for r in &resolved_receivers {
+            resolved_routes.push(Route {
+                receiver: r.name.clone(),
+                matchers: Vec::new(),
+                group_by: vec!["alertname".into()],
+                repeat_interval_ms: 4 * 3600 * 1000,
+                send_resolved: send_resolved.get(&r.name).copied().unwrap_or(true),
+                continue_matching: true,
+            });
+        }
+    }
+    Ok(AlertingConfig {
+        rule_files: expand_rule_files(rule_files)?,
+        evaluation_interval: Duration::from_millis(
+            u64::try_from(humantime_ms(
+                "evaluation_interval",
+                evaluation_interval,
+                "15s",
+            )?)
+            .unwrap_or(15_000),
+        ),
+        receivers: resolved_receivers,
+        routes: resolved_routes,
+        external_url: external_url.unwrap_or_else(|| format!("http://{listen}")),
+    })
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The running alerting threads.
+pub struct Alerting {
+    /// The engine, shared with the HTTP API.
+    pub engine: Arc<Mutex<Engine>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Alerting {
+    /// Loads the rules and restores alert state, then starts `pw-rules` and `pw-notify`.
+    /// `ingested` receives the metric names of each committed ingest batch.
+    pub fn start(
+        config: &AlertingConfig,
+        store: Arc<dyn Store>,
+        index: Arc<SeriesIndex>,
+        ingested: Receiver<Vec<String>>,
+        stop: Arc<AtomicBool>,
+    ) -> anyhow::Result<Alerting> {
+        let default_ms = i64::try_from(config.evaluation_interval.as_millis()).unwrap_or(15_000);
+        let groups = probewatch_alerting::rulefile::load(&config.rule_files, default_ms)?;
+        let stored = store.alerts().context("reading saved alert state")?;
+        let engine = Arc::new(Mutex::new(Engine::new(
+            groups,
+            EngineConfig {
+                routes: config.routes.clone(),
+                external_url: config.external_url.clone(),
+            },
+            stored,
+        )));
+        let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
+        let mut threads = Vec::new();
+        {
+            let (engine, store, stop) = (engine.clone(), store.clone(), stop.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("pw-rules".into())
+                    .spawn(move || run_rules(&engine, store, index, ingested, wake_tx, stop))?,
+            );
+        }
+        {
+            let receivers = config.receivers.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("pw-notify".into())
+                    .spawn(move || notify::run_outbox(store, receivers, wake_rx, stop))?,
+            );
+        }
+        Ok(Alerting { engine, threads })
+    }
+
+    /// Waits for both threads (after `stop` is set).
+    pub fn join(self) {
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The rule loop: evaluates each group when its interval is due, and any group that reads a
+/// metric ingest has just committed right away.
+fn run_rules(
+    engine: &Mutex<Engine>,
+    store: Arc<dyn Store>,
+    index: Arc<SeriesIndex>,
+    ingested: Receiver<Vec<String>>,
+    wake_notifier: SyncSender<()>,
+    stop: Arc<AtomicBool>,
+) {
+    let (intervals, reads): (Vec<Duration>, Vec<Option<HashSet<String>>>) = {
+        let e = engine.lock().unwrap_or_else(|e| e.into_inner());
+        e.groups()
+            .iter()
+            .map(|g| {
+                (
+                    Duration::from_millis(u64::try_from(g.interval_ms).unwrap_or(15_000)),
+                    g.reads.clone(),
+                )
+            })
+            .collect()
+    };
+    if intervals.is_empty() {
+        // No rules: just drain ingest notices until shutdown.
+        while !stop.load(Ordering::SeqCst) {
+            let _ = ingested.recv_timeout(Duration::from_millis(500));
+        }
+        return;
+    }
+    let mut next_due: Vec<Instant> = vec![Instant::now(); intervals.len()];
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        let wait = next_due
+            .iter()
+            .map(|d| d.saturating_duration_since(now))
+            .min()
+            .unwrap_or(Duration::from_secs(1))
+            .min(Duration::from_millis(500));
+        let mut triggered: HashSet<usize> = HashSet::new();
+        match ingested.recv_timeout(wait) {
+            Ok(metrics) => {
+                let mut names: HashSet<String> = metrics.into_iter().collect();
+                while let Ok(more) = ingested.try_recv() {
+                    names.extend(more);
+                }
+                for (i, reads) in reads.iter().enumerate() {
+                    let hit = reads
+                        .as_ref()
+                        .is_none_or(|r| r.iter().any(|m| names.contains(m)));
+                    if hit {
+                        triggered.insert(i);
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                // Ingest has stopped; keep evaluating on the intervals until shutdown.
+                std::thread::sleep(wait);
+            }
+        }
+        let now = Instant::now();
+        for (i, due) in next_due.iter_mut().enumerate() {
+            if *due <= now || triggered.contains(&i) {
+                evaluate(engine, &store, &index, i, &wake_notifier);
+                *due = Instant::now() + intervals[i];
+            }
+        }
+    }
+}
+
+fn evaluate(
+    engine: &Mutex<Engine>,
+    store: &Arc<dyn Store>,
+    index: &SeriesIndex,
+    group: usize,
+    wake_notifier: &SyncSender<()>,
+) {
+    let source = StoreSource {
+        store: store.as_ref(),
+        index,
+    };
+    let outcome = {
+        let mut e = engine.lock().unwrap_or_else(|e| e.into_inner());
+        e.evaluate(group, now_ms(), &source)
+    };
+    if !outcome.recorded.is_empty()
+        && let Err(err) = store.write_samples(&outcome.recorded)
+    {
+        tracing::error!(error = %err, "writing recording rule samples failed");
+    }
+    if outcome.updates.is_empty() {
+        return;
+    }
+    let notify = outcome.updates.iter().any(|u| !u.notifications.is_empty());
+    match store.save_alerts(&outcome.updates) {
+        Ok(()) => {
+            if notify {
+                let _ = wake_notifier.try_send(());
+            }
+        }
+        Err(err) => tracing::error!(error = %err, "saving alert state failed"),
+    }
+}

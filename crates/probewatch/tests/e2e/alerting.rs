@@ -1,0 +1,275 @@
+//! Alerting end to end: real rule files, the real binary, a real HTTP webhook receiver.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A webhook receiver: records every POSTed body; answers 503 to the first `fail_first`.
+struct Webhook {
+    url: String,
+    bodies: Arc<Mutex<Vec<(Instant, Value)>>>,
+}
+
+impl Webhook {
+    fn start(fail_first: usize) -> Webhook {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let record = bodies.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let status = if n < fail_first {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                if n >= fail_first
+                    && let Ok(json) = serde_json::from_slice(&body)
+                {
+                    record.lock().expect("lock").push((Instant::now(), json));
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Webhook { url, bodies }
+    }
+
+    fn received(&self) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "webhook got {} notifications, wanted {n}: {:?}",
+            self.received().len(),
+            self.received()
+        );
+    }
+}
+
+const RULES: &str = r#"
+groups:
+  - name: probes
+    interval: 1h
+    rules:
+      - alert: LoginCritical
+        expr: probe_check_status{check="login"} == 2
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.probe }} login is critical"
+      - alert: BothFail
+        expr: probe_check_status{check="login"} == 2 and on (probe, host) probe_check_status{check="search"} == 2
+        labels:
+          severity: page
+"#;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn result(probe: &str, login: &str, search: &str) -> String {
+    format!(
+        r#"<probe name="{probe}" host="h1" time="{}">
+  <check name="login" status="{login}">login</check>
+  <check name="search" status="{search}">search</check>
+</probe>"#,
+        now_secs()
+    )
+}
+
+fn config(env: &Env, hook: &Webhook) -> String {
+    let rules = env.data().join("rules.yml");
+    std::fs::create_dir_all(env.data()).expect("data dir");
+    std::fs::write(&rules, RULES).expect("rules");
+    format!(
+        "rule_files = [{:?}]\n[[receiver]]\nname = \"ops\"\nurl = {:?}\n[[route]]\nreceiver = \"ops\"\ngroup_by = [\"alertname\"]\n[[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        hook.url,
+        env.spool().display().to_string()
+    )
+}
+
+fn alert_names(body: &Value) -> Vec<String> {
+    body["alerts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x["labels"]["alertname"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn failing_result_fires_within_a_second_then_resolves() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let daemon = env.start_with_config(&config(&env, &hook));
+    let written = Instant::now();
+    std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    let latency = hook.bodies.lock().expect("lock")[0].0 - written;
+    eprintln!("file written -> webhook received: {latency:?}");
+    assert!(latency < Duration::from_secs(2), "took {latency:?}");
+    let body = &got[0];
+    assert_eq!(body["version"], "4");
+    assert_eq!(body["status"], "firing");
+    assert_eq!(body["receiver"], "ops");
+    assert_eq!(alert_names(body), ["LoginCritical"]);
+    assert_eq!(body["alerts"][0]["labels"]["probe"], "web");
+    assert_eq!(body["alerts"][0]["labels"]["severity"], "page");
+    assert_eq!(
+        body["alerts"][0]["annotations"]["summary"],
+        "web login is critical"
+    );
+    let alerts = daemon.get("/api/v1/alerts");
+    assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
+
+    // A later good result: the alert resolves.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(env.spool().join("b.xml"), result("web", "ok", "ok")).expect("write");
+    let got = hook.wait_for(2, Duration::from_secs(10));
+    assert_eq!(got[1]["status"], "resolved", "{:?}", got[1]);
+    assert_eq!(alert_names(&got[1]), ["LoginCritical"]);
+    let rules = daemon.get("/api/v1/rules");
+    let rule = &rules["data"]["groups"][0]["rules"][0];
+    assert_eq!(
+        (
+            rule["name"].as_str(),
+            rule["health"].as_str(),
+            rule["state"].as_str()
+        ),
+        (Some("LoginCritical"), Some("ok"), Some("inactive")),
+        "{rules}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn combined_rule_restart_and_a_receiver_that_is_down_for_a_while() {
+    let env = Env::new();
+    // The receiver refuses the first two deliveries; the outbox retries until it accepts.
+    let hook = Webhook::start(2);
+    let cfg = config(&env, &hook);
+    let daemon = env.start_with_config(&cfg);
+    std::fs::write(
+        env.spool().join("a.xml"),
+        result("shop", "critical", "critical"),
+    )
+    .expect("write");
+    let got = hook.wait_for(2, Duration::from_secs(20));
+    let mut names: Vec<String> = got.iter().flat_map(alert_names).collect();
+    names.sort();
+    assert_eq!(names, ["BothFail", "LoginCritical"]);
+    let outbox = daemon.get("/api/v1/notifications");
+    let attempts: u64 = outbox["data"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .map(|n| n["attempts"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(
+        attempts >= 4,
+        "two refusals should have cost retries: {outbox}"
+    );
+    assert!(
+        outbox["data"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|n| n["delivered"] == true))
+    );
+
+    // Restart: the alerts are still firing and nobody is notified again.
+    daemon.stop();
+    let daemon = env.start_with_config(&cfg);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(hook.received().len(), 2, "a restart must not re-notify");
+    let alerts = daemon.get("/api/v1/alerts");
+    assert_eq!(
+        alerts["data"]["alerts"].as_array().map(Vec::len),
+        Some(2),
+        "{alerts}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn rules_check_reports_the_example_rules_and_a_broken_file() {
+    let ok = std::process::Command::new(BIN)
+        .args([
+            "rules",
+            "check",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../examples/rules/probes.yml"
+            ),
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let env = Env::new();
+    let bad = env.data().join("bad.yml");
+    std::fs::create_dir_all(env.data()).expect("dir");
+    std::fs::write(
+        &bad,
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: rate(x[5m]\n",
+    )
+    .expect("write");
+    let out = std::process::Command::new(BIN)
+        .args(["rules", "check"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(
+        stdout.contains("bad.yml") && stdout.contains("rule 1 (A)"),
+        "{stdout}"
+    );
+}
