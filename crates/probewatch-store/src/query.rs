@@ -23,8 +23,13 @@ struct Index {
     max_id: i64,
     /// (store id, labels), by id.
     series: Vec<(i64, Labels)>,
-    /// Metric name → positions in `series`.
-    by_name: HashMap<String, Vec<usize>>,
+    /// `name=value` (every label, `__name__` included) → positions in `series`, ascending:
+    /// an equality matcher narrows the candidates without looking at other series.
+    postings: HashMap<String, Vec<usize>>,
+}
+
+fn posting_key(name: &str, value: &str) -> String {
+    format!("{name}\u{ffff}{value}")
 }
 
 impl SeriesIndex {
@@ -53,7 +58,13 @@ impl SeriesIndex {
             let mut labels = Labels::from_pairs(pairs);
             labels.set(METRIC_NAME, row.metric.clone());
             let position = index.series.len();
-            index.by_name.entry(row.metric).or_default().push(position);
+            for (name, value) in labels.pairs() {
+                index
+                    .postings
+                    .entry(posting_key(name, value))
+                    .or_default()
+                    .push(position);
+            }
             index.series.push((row.id, labels));
             index.max_id = row.id;
         }
@@ -63,26 +74,30 @@ impl SeriesIndex {
     /// Ids and labels of the series all `matchers` select.
     fn matching(&self, matchers: &[Matcher]) -> Vec<(i64, Labels)> {
         let index = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let by_name = matchers
-            .iter()
-            .find(|m| m.name == METRIC_NAME && matches!(m.op, MatchOp::Equal));
         let pick = |(id, labels): &(i64, Labels)| {
             matchers
                 .iter()
                 .all(|m| m.matches_labels(labels))
                 .then(|| (*id, labels.clone()))
         };
-        match by_name {
-            Some(m) => index
-                .by_name
-                .get(&m.value)
-                .map(|positions| {
-                    positions
-                        .iter()
-                        .filter_map(|&p| pick(&index.series[p]))
-                        .collect()
-                })
-                .unwrap_or_default(),
+        // The shortest posting list of the equality matchers bounds the candidates.
+        let mut narrowest: Option<&Vec<usize>> = None;
+        for m in matchers {
+            if !matches!(m.op, MatchOp::Equal) || m.value.is_empty() {
+                continue;
+            }
+            let Some(list) = index.postings.get(&posting_key(&m.name, &m.value)) else {
+                return Vec::new();
+            };
+            if narrowest.is_none_or(|n| list.len() < n.len()) {
+                narrowest = Some(list);
+            }
+        }
+        match narrowest {
+            Some(positions) => positions
+                .iter()
+                .filter_map(|&p| pick(&index.series[p]))
+                .collect(),
             None => index.series.iter().filter_map(pick).collect(),
         }
     }

@@ -61,6 +61,17 @@ fn check_reads(store: &SqliteStore, model: &Model, series: &[String], rng: &mut 
                 .unwrap_or_default();
             assert_eq!(have, want, "series {labels} in [{from}, {to}]");
         }
+        // The batched read (what queries use) must agree with the per-series one.
+        let rows = store.series_after(0).expect("series");
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let batched = store.read_samples(&ids, from, to).expect("read_samples");
+        for (row, samples) in rows.iter().zip(batched) {
+            let want: Vec<(i64, f64)> = model
+                .range((row.labels.clone(), from)..=(row.labels.clone(), to))
+                .map(|((_, ts), v)| (*ts, *v))
+                .collect();
+            assert_eq!(samples, want, "batched read of {} in [{from}, {to}]", row.labels);
+        }
     }
 }
 

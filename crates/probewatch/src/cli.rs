@@ -28,6 +28,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Measure PromQL query times over one long stored series (see docs/benchmarks.md).
     BenchQuery(crate::bench_query::BenchQueryArgs),
+    /// Measure one evaluation cycle of many alert rules over many series.
+    BenchRules(crate::bench_rules::BenchRulesArgs),
     /// Work with Prometheus rule files.
     #[command(subcommand)]
     Rules(RulesCommand),

@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => probewatch::commands::ingest(&args),
         Command::Bench(args) => probewatch::bench::run(&args),
         Command::BenchQuery(args) => probewatch::bench_query::run(&args),
+        Command::BenchRules(args) => probewatch::bench_rules::run(&args),
         Command::Rules(probewatch::cli::RulesCommand::Check { files }) => {
             Ok(probewatch::commands::rules_check(&files))
         }

@@ -131,6 +131,7 @@ impl SqliteStore {
                     &self.path,
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
+                rusqlite::vtab::array::load_module(&conn)?;
                 conn.busy_timeout(std::time::Duration::from_secs(10))?;
                 conn
             }
@@ -904,13 +905,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
         self.read(|conn| {
             let tx = conn.unchecked_transaction()?;
-            let mut out = Vec::with_capacity(ids.len());
-            for id in ids {
-                let mut samples = Vec::new();
-                samples::read_series(&tx, *id, from_ms, to_ms, &mut samples)?;
-                out.push(samples);
-            }
-            Ok(out)
+            samples::read_many(&tx, ids, from_ms, to_ms)
         })
     }
 

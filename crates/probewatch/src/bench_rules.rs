@@ -1,0 +1,179 @@
+//! `probewatch bench-rules`: how long one evaluation cycle of many alert rules takes over
+//! many series, on a real SQLite store.
+//!
+//! It stores `--series` check-status and duration series (probes × checks, a sample every
+//! 10 s for the last 30 minutes), generates `--rules` alert rules of five shapes in groups of
+//! 50, and times full cycles (every group evaluated once), `--repeat` times. The baseline,
+//! measured in the same invocation, is reading the last 5 minutes of every series once.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use probewatch_alerting::{Engine, EngineConfig};
+use probewatch_core::SeriesSample;
+use probewatch_store::{
+    FileMeta, IngestItem, ItemContent, SeriesIndex, SqliteStore, Store, StoreSource,
+};
+
+/// `probewatch bench-rules` options.
+#[derive(Debug, Args, Clone)]
+pub struct BenchRulesArgs {
+    /// Series (half check status, half check duration).
+    #[arg(long, default_value_t = 10_000)]
+    pub series: u64,
+    /// Alert rules.
+    #[arg(long, default_value_t = 1_000)]
+    pub rules: u64,
+    /// Cycles to time; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+    /// Where to make the temporary store (default: the system temp directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+const CHECKS: u64 = 10;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The generated rule file: five shapes, rotating, in groups of 50.
+fn rules_yaml(rules: u64, probes: u64) -> String {
+    let mut out = String::from("groups:\n");
+    for i in 0..rules {
+        if i % 50 == 0 {
+            out.push_str(&format!("  - name: g{}\n    rules:\n", i / 50));
+        }
+        let p = i % probes;
+        let expr = match i % 5 {
+            0 => format!("probe_check_status{{probe=\"p{p}\"}} == 2"),
+            1 => format!("avg_over_time(probe_check_duration_seconds{{probe=\"p{p}\"}}[5m]) > 1"),
+            2 => format!("changes(probe_check_status{{probe=\"p{p}\", check=\"c1\"}}[30m]) > 6"),
+            3 => format!("absent_over_time(probe_check_status{{probe=\"p{p}\"}}[5m])"),
+            _ => format!(
+                "probe_check_status{{probe=\"p{p}\", check=\"c0\"}} == 2 and on (probe, host) probe_check_status{{probe=\"p{p}\", check=\"c1\"}} == 2"
+            ),
+        };
+        out.push_str(&format!(
+            "      - alert: A{i}\n        expr: '{expr}'\n        for: 1m\n        labels:\n          severity: page\n"
+        ));
+    }
+    out
+}
+
+/// Runs the benchmark and prints the figures.
+pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
+    let dir = match &args.dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .context("creating a temporary directory")?;
+    let store = SqliteStore::open(dir.path())?;
+    let probes = (args.series / 2 / CHECKS).max(1);
+    let now = now_ms();
+    let loaded = Instant::now();
+    // 30 minutes of samples every 10 s, one transaction per time step.
+    for step in 0..180i64 {
+        let t = now - (179 - step) * 10_000;
+        let mut samples = Vec::new();
+        for p in 0..probes {
+            for c in 0..CHECKS {
+                let labels = format!(r#"{{check="c{c}",host="h1",probe="p{p}"}}"#);
+                let flip = (p + c) % 17 == 0 && step % 20 < 10;
+                samples.push(SeriesSample {
+                    metric: "probe_check_status".into(),
+                    labels: labels.clone(),
+                    time_ms: t,
+                    value: if flip { 2.0 } else { 0.0 },
+                });
+                samples.push(SeriesSample {
+                    metric: "probe_check_duration_seconds".into(),
+                    labels,
+                    time_ms: t,
+                    value: 0.1 + ((p * 7 + c) % 13) as f64 / 10.0,
+                });
+            }
+        }
+        let item = IngestItem {
+            file: FileMeta {
+                spool: Arc::from("bench"),
+                path: format!("/bench/{step}.xml").into_bytes(),
+                size: 0,
+                mtime_ns: 0,
+                inode: u64::try_from(step).unwrap_or(0),
+                version_hash: [0; 32],
+            },
+            content: ItemContent::Parsed {
+                results: Vec::new(),
+                samples,
+                clock_skew: false,
+            },
+        };
+        store.commit_batch(&[item], false)?;
+        while store.compact(100_000)?.more() {}
+    }
+    let rules_path = dir.path().join("rules.yml");
+    std::fs::write(&rules_path, rules_yaml(args.rules, probes))?;
+    let groups = probewatch_alerting::rulefile::load(&[rules_path], 15_000)?;
+    let group_count = groups.len();
+    println!(
+        "bench-rules: {} series ({probes} probes x {CHECKS} checks x 2 metrics, 180 samples each), \
+         {} rules in {group_count} groups; loaded in {:.1} s",
+        probes * CHECKS * 2,
+        args.rules,
+        loaded.elapsed().as_secs_f64()
+    );
+    let store: Arc<dyn Store> = Arc::new(store);
+    let index = SeriesIndex::new();
+    let source = StoreSource {
+        store: store.as_ref(),
+        index: &index,
+    };
+    let ids: Vec<i64> = store.series_after(0)?.iter().map(|s| s.id).collect();
+    let mut baseline = Vec::new();
+    for _ in 0..args.repeat {
+        let t = Instant::now();
+        store.read_samples(&ids, now - 300_000, now)?;
+        baseline.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let base = median(&mut baseline);
+    println!(
+        "  {:<52} median {base:8.1} ms",
+        "read 5 minutes of every series (baseline)"
+    );
+    let mut engine = Engine::new(groups, EngineConfig::default(), Vec::new());
+    let mut cycles = Vec::new();
+    let mut firing = 0;
+    for run in 0..args.repeat {
+        let t = Instant::now();
+        let at = now + i64::try_from(run).unwrap_or(0) * 60_000;
+        for g in 0..group_count {
+            let _ = engine.evaluate(g, at, &source);
+        }
+        cycles.push(t.elapsed().as_secs_f64() * 1e3);
+        firing = engine
+            .groups()
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .map(|r| engine.alerts(&r.key).len())
+            .sum();
+    }
+    let cycle = median(&mut cycles);
+    println!(
+        "  {:<52} median {cycle:8.1} ms  ({:.2}x baseline; {firing} active alerts)",
+        format!("one cycle: {} rules", args.rules),
+        cycle / base
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
