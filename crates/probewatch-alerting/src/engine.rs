@@ -12,6 +12,7 @@ use probewatch_store::{AlertEvent, AlertRow, AlertState, AlertUpdate, NewNotific
 use serde_json::json;
 
 use crate::rulefile::{Group, RuleKind};
+use crate::silence::Silence;
 
 /// Where matching alerts go.
 #[derive(Debug, Clone)]
@@ -181,12 +182,14 @@ impl Engine {
         self.health.get(rule_key).cloned().unwrap_or_default()
     }
 
-    /// Evaluates every rule of group `index` at `now_ms`.
+    /// Evaluates every rule of group `index` at `now_ms`; alerts matching one of `silences`
+    /// are not notified.
     pub fn evaluate(
         &mut self,
         index: usize,
         now_ms: i64,
         source: &dyn SeriesSource,
+        silences: &[Silence],
     ) -> GroupOutcome {
         let mut outcome = GroupOutcome::default();
         let Some(group) = self.groups.get(index) else {
@@ -207,14 +210,16 @@ impl Engine {
                     record(rule, value, now_ms, &mut outcome.recorded).err()
                 }
                 (Ok(value), RuleKind::Alert { .. }) => match value {
-                    Value::Vector(samples) => match self.update_alerts(rule, samples, now_ms) {
-                        Ok(Some(update)) => {
-                            outcome.updates.push(update);
-                            None
+                    Value::Vector(samples) => {
+                        match self.update_alerts(rule, samples, now_ms, silences) {
+                            Ok(Some(update)) => {
+                                outcome.updates.push(update);
+                                None
+                            }
+                            Ok(None) => None,
+                            Err(e) => Some(e),
                         }
-                        Ok(None) => None,
-                        Err(e) => Some(e),
-                    },
+                    }
                     other => Some(format!(
                         "an alerting rule's expression must give an instant vector, not a {}",
                         other.type_name()
@@ -242,7 +247,15 @@ impl Engine {
         rule: &crate::rulefile::Rule,
         samples: Vec<probewatch_promql::Sample>,
         now_ms: i64,
+        silences: &[Silence],
     ) -> Result<Option<AlertUpdate>, String> {
+        let silenced = |labels: &BTreeMap<String, String>| {
+            silences.iter().any(|s| {
+                s.matchers
+                    .iter()
+                    .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+            })
+        };
         let RuleKind::Alert {
             for_ms,
             keep_firing_for_ms,
@@ -330,7 +343,10 @@ impl Engine {
                         }
                         events.push((key.clone(), "resolved", alert.value));
                         if let Some(a) = current.remove(&key) {
-                            resolved.push(a);
+                            // Only what was announced is announced as resolved.
+                            if a.last_sent_ms.is_some() && !silenced(&a.labels) {
+                                resolved.push(a);
+                            }
                         }
                     }
                 }
@@ -340,16 +356,18 @@ impl Engine {
                 alert.state = AlertState::Firing;
                 alert.fired_at_ms = Some(now_ms);
                 events.push((key.clone(), "firing", alert.value));
-                firing_now.push(key.clone());
-            } else if alert.state == AlertState::Firing {
+            }
+            if alert.state == AlertState::Firing {
+                // Due: never announced (new, or silenced until now), or repeat_interval
+                // passed. A silenced alert waits; it is announced when the silence ends.
                 let repeat = self
                     .route_for(&alert.labels)
                     .first()
                     .map_or(i64::MAX, |r| r.repeat_interval_ms);
-                if alert
+                let due = alert
                     .last_sent_ms
-                    .is_some_and(|sent| now_ms - sent >= repeat)
-                {
+                    .is_none_or(|sent| now_ms - sent >= repeat);
+                if due && !silenced(&alert.labels) {
                     firing_now.push(key.clone());
                 }
             }
@@ -595,15 +613,15 @@ groups:
         let mut e = engine(Vec::new());
         let key = e.groups()[0].rules[0].key.clone();
         let src = source(&[(0, 2.0), (30_000, 2.0), (60_000, 2.0), (90_000, 0.0)]);
-        let out = e.evaluate(0, 0, &src);
+        let out = e.evaluate(0, 0, &src, &[]);
         assert_eq!(out.updates.len(), 1);
         assert_eq!(out.updates[0].alerts[0].state, AlertState::Pending);
         assert!(out.updates[0].notifications.is_empty());
         assert_eq!(out.recorded.len(), 1, "recording rule wrote its sample");
         // Still pending at 30 s: nothing changes, nothing is written.
-        assert!(e.evaluate(0, 30_000, &src).updates.is_empty());
+        assert!(e.evaluate(0, 30_000, &src, &[]).updates.is_empty());
         // `for: 1m` has passed: firing, one notification to ops.
-        let out = e.evaluate(0, 60_000, &src);
+        let out = e.evaluate(0, 60_000, &src, &[]);
         let update = &out.updates[0];
         assert_eq!(update.alerts[0].state, AlertState::Firing);
         assert_eq!(update.notifications.len(), 1);
@@ -617,10 +635,10 @@ groups:
         );
         assert_eq!(payload["groupLabels"]["alertname"], "CheckCritical");
         // Condition gone at 90 s, but keep_firing_for 30 s keeps it firing until 120 s.
-        let out = e.evaluate(0, 90_000, &src);
+        let out = e.evaluate(0, 90_000, &src, &[]);
         assert_eq!(e.alerts(&key)[0].state, AlertState::Firing);
         assert!(out.updates.iter().all(|u| u.notifications.is_empty()));
-        let out = e.evaluate(0, 120_000, &src);
+        let out = e.evaluate(0, 120_000, &src, &[]);
         let update = &out.updates[0];
         assert!(update.alerts.is_empty());
         let payload: serde_json::Value =
@@ -633,10 +651,10 @@ groups:
     fn restored_state_keeps_pending_time_and_does_not_renotify() {
         let mut e = engine(Vec::new());
         let src = source(&[(0, 2.0), (30_000, 2.0), (60_000, 2.0), (90_000, 2.0)]);
-        let saved = e.evaluate(0, 0, &src).updates[0].alerts.clone();
+        let saved = e.evaluate(0, 0, &src, &[]).updates[0].alerts.clone();
         // "Restart": a new engine from what was saved; `for` counts from the first evaluation.
         let mut e = engine(saved);
-        let out = e.evaluate(0, 60_000, &src);
+        let out = e.evaluate(0, 60_000, &src, &[]);
         assert_eq!(
             out.updates[0].notifications.len(),
             1,
@@ -644,10 +662,45 @@ groups:
         );
         let saved = out.updates[0].alerts.clone();
         let mut e = engine(saved);
-        let out = e.evaluate(0, 90_000, &src);
+        let out = e.evaluate(0, 90_000, &src, &[]);
         assert!(
             out.updates.is_empty(),
             "already notified: no repeat before repeat_interval"
         );
+    }
+
+    #[test]
+    fn a_silenced_alert_is_announced_when_the_silence_ends_and_only_then_resolved() {
+        let mut e = engine(Vec::new());
+        let src = source(&[(0, 2.0), (60_000, 2.0), (120_000, 2.0), (180_000, 0.0)]);
+        let silence = crate::silence::active_silences(
+            &[probewatch_store::SilenceRow {
+                id: 1,
+                matchers: vec!["check=\"login\"".into()],
+                starts_at_ms: 0,
+                ends_at_ms: 100_000,
+                created_by: "me".into(),
+                comment: "maintenance".into(),
+                created_at_ms: 0,
+                expired_at_ms: None,
+            }],
+            60_000,
+        );
+        assert_eq!(silence.len(), 1);
+        e.evaluate(0, 0, &src, &silence);
+        let out = e.evaluate(0, 60_000, &src, &silence);
+        assert!(
+            out.updates.iter().all(|u| u.notifications.is_empty()),
+            "silenced: fired but not notified"
+        );
+        let out = e.evaluate(0, 120_000, &src, &[]);
+        assert_eq!(
+            out.updates[0].notifications.len(),
+            1,
+            "announced once the silence ended"
+        );
+        // Silenced again when it resolves: no resolved message either.
+        let out = e.evaluate(0, 240_000, &src, &silence);
+        assert!(out.updates.iter().all(|u| u.notifications.is_empty()));
     }
 }

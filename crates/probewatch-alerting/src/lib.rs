@@ -5,6 +5,7 @@
 pub mod engine;
 pub mod notify;
 pub mod rulefile;
+pub mod silence;
 pub mod template;
 
 pub use engine::{Engine, EngineConfig, Route};

@@ -140,6 +140,15 @@ pub trait Store: Send + Sync {
     /// The newest notifications (delivered or not), newest first.
     fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError>;
 
+    /// Stores a new silence (its `id` is ignored) and records who created it; returns its id.
+    fn add_silence(&self, silence: &SilenceRow) -> Result<i64, StoreError>;
+
+    /// Expires a silence now; false if there is no such silence or it already ended.
+    fn expire_silence(&self, id: i64, at_ms: i64, actor: &str) -> Result<bool, StoreError>;
+
+    /// Every silence, newest first.
+    fn silences(&self) -> Result<Vec<SilenceRow>, StoreError>;
+
     /// Samples of every series of `metric` in `[from_ms, to_ms]`.
     fn samples(
         &self,

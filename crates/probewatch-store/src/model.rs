@@ -357,3 +357,33 @@ pub struct NotificationRow {
     /// The last failure, if any.
     pub last_error: Option<String>,
 }
+
+/// A silence: alerts matching every matcher between start and end are not notified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SilenceRow {
+    /// Id (0 for one not yet stored).
+    pub id: i64,
+    /// PromQL matcher texts, e.g. `probe="web"`, `severity=~"page|ticket"`.
+    pub matchers: Vec<String>,
+    /// Start.
+    pub starts_at_ms: i64,
+    /// End (earlier if expired).
+    pub ends_at_ms: i64,
+    /// Who created it.
+    pub created_by: String,
+    /// Why.
+    pub comment: String,
+    /// When it was created.
+    pub created_at_ms: i64,
+    /// When it was expired early, if it was.
+    pub expired_at_ms: Option<i64>,
+}
+
+impl SilenceRow {
+    /// Whether it silences at `now_ms`.
+    pub fn active_at(&self, now_ms: i64) -> bool {
+        self.starts_at_ms <= now_ms
+            && now_ms < self.ends_at_ms
+            && self.expired_at_ms.is_none_or(|e| now_ms < e)
+    }
+}

@@ -70,7 +70,11 @@ fn check_reads(store: &SqliteStore, model: &Model, series: &[String], rng: &mut 
                 .range((row.labels.clone(), from)..=(row.labels.clone(), to))
                 .map(|((_, ts), v)| (*ts, *v))
                 .collect();
-            assert_eq!(samples, want, "batched read of {} in [{from}, {to}]", row.labels);
+            assert_eq!(
+                samples, want,
+                "batched read of {} in [{from}, {to}]",
+                row.labels
+            );
         }
     }
 }

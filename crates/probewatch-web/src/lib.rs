@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 mod prom_api;
 mod rules_api;
+pub mod silences_api;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -35,6 +36,8 @@ pub struct AppState {
     /// The rule engine, for `/api/v1/rules` and `/api/v1/alerts` (absent in tools that
     /// serve no rules).
     pub alerting: Option<Arc<std::sync::Mutex<probewatch_alerting::Engine>>>,
+    /// Token that state-changing endpoints (silences) require; none: they are refused.
+    pub api_token: Option<Arc<str>>,
 }
 
 /// An API error: a status code and a message for the client; details go to the log.
@@ -103,6 +106,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(rules_api::rules))
         .route("/api/v1/alerts", get(rules_api::alerts))
         .route("/api/v1/notifications", get(rules_api::notifications))
+        .route(
+            "/api/v1/silences",
+            get(silences_api::list).post(silences_api::create),
+        )
+        .route(
+            "/api/v1/silences/{id}",
+            axum::routing::delete(silences_api::expire),
+        )
         .with_state(state)
 }
 

@@ -232,6 +232,7 @@ impl Alerting {
         store: Arc<dyn Store>,
         index: Arc<SeriesIndex>,
         ingested: Receiver<Vec<String>>,
+        caught_up: Box<dyn FnMut() -> bool + Send>,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Alerting> {
         let default_ms = i64::try_from(config.evaluation_interval.as_millis()).unwrap_or(15_000);
@@ -252,7 +253,9 @@ impl Alerting {
             threads.push(
                 std::thread::Builder::new()
                     .name("pw-rules".into())
-                    .spawn(move || run_rules(&engine, store, index, ingested, wake_tx, stop))?,
+                    .spawn(move || {
+                        run_rules(&engine, store, index, ingested, caught_up, wake_tx, stop)
+                    })?,
             );
         }
         {
@@ -281,9 +284,24 @@ fn run_rules(
     store: Arc<dyn Store>,
     index: Arc<SeriesIndex>,
     ingested: Receiver<Vec<String>>,
+    mut caught_up: Box<dyn FnMut() -> bool + Send>,
     wake_notifier: SyncSender<()>,
     stop: Arc<AtomicBool>,
 ) {
+    // First let ingest catch up with what arrived while probewatch was down (at most a
+    // minute: a file the watcher reported twice must not hold rules back forever).
+    let started = Instant::now();
+    while !caught_up() && started.elapsed() < Duration::from_secs(60) {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        while ingested.try_recv().is_ok() {}
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::info!(
+        waited_ms = started.elapsed().as_millis() as u64,
+        "rule evaluation starting"
+    );
     let (intervals, reads): (Vec<Duration>, Vec<Option<HashSet<String>>>) = {
         let e = engine.lock().unwrap_or_else(|e| e.into_inner());
         e.groups()
@@ -355,9 +373,19 @@ fn evaluate(
         store: store.as_ref(),
         index,
     };
+    let now = now_ms();
+    let silences = match store.silences() {
+        Ok(rows) => probewatch_alerting::silence::active_silences(&rows, now),
+        Err(err) => {
+            // Without the silences, notifying could page someone who silenced on purpose:
+            // skip this evaluation; the next one tries again.
+            tracing::error!(error = %err, "reading silences failed; evaluation skipped");
+            return;
+        }
+    };
     let outcome = {
         let mut e = engine.lock().unwrap_or_else(|e| e.into_inner());
-        e.evaluate(group, now_ms(), &source)
+        e.evaluate(group, now, &source, &silences)
     };
     if !outcome.recorded.is_empty()
         && let Err(err) = store.write_samples(&outcome.recorded)

@@ -33,8 +33,57 @@ pub enum Command {
     /// Work with Prometheus rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Create, list and expire silences (written to the data directory's store; a running
+    /// daemon applies them at its next evaluation).
+    #[command(subcommand)]
+    Silence(SilenceCommand),
     /// Print an example configuration file with every setting.
     ExampleConfig,
+}
+
+/// `probewatch silence ...`
+#[derive(Debug, Subcommand)]
+pub enum SilenceCommand {
+    /// Silence alerts matching every --matcher, from now (or --start) for --duration (or
+    /// until --end).
+    Add {
+        /// Config, data directory.
+        #[command(flatten)]
+        common: ConfigArgs,
+        /// A PromQL label matcher, e.g. 'probe="web"' or 'severity=~"page|ticket"'
+        /// (repeatable; all must match).
+        #[arg(long = "matcher", short = 'm', required = true)]
+        matchers: Vec<String>,
+        /// How long, e.g. 2h (or give --end).
+        #[arg(long)]
+        duration: Option<String>,
+        /// Start (RFC 3339 or Unix seconds; default now).
+        #[arg(long)]
+        start: Option<String>,
+        /// End (RFC 3339 or Unix seconds).
+        #[arg(long)]
+        end: Option<String>,
+        /// Why.
+        #[arg(long, required = true)]
+        comment: String,
+        /// Who (default: $USER).
+        #[arg(long)]
+        author: Option<String>,
+    },
+    /// List silences.
+    List {
+        /// Config, data directory.
+        #[command(flatten)]
+        common: ConfigArgs,
+    },
+    /// Expire a silence now.
+    Expire {
+        /// Config, data directory.
+        #[command(flatten)]
+        common: ConfigArgs,
+        /// Silence id.
+        id: i64,
+    },
 }
 
 /// `probewatch rules ...`

@@ -214,3 +214,72 @@ pub fn rules_check(files: &[PathBuf]) -> ExitCode {
         ExitCode::SUCCESS
     }
 }
+
+/// `probewatch silence add | list | expire`.
+pub fn silence(command: crate::cli::SilenceCommand) -> anyhow::Result<ExitCode> {
+    use crate::cli::SilenceCommand;
+    let common = match &command {
+        SilenceCommand::Add { common, .. }
+        | SilenceCommand::List { common }
+        | SilenceCommand::Expire { common, .. } => common.clone(),
+    };
+    let overrides = Overrides {
+        data_dir: common.data.clone(),
+        ..Overrides::default()
+    };
+    let config = Config::load(common.config.as_deref(), &overrides)?;
+    let store = SqliteStore::open(&config.data_dir)?;
+    let now = crate::ingest::now_ms();
+    match command {
+        SilenceCommand::Add {
+            matchers,
+            duration,
+            start,
+            end,
+            comment,
+            author,
+            ..
+        } => {
+            let author = author
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_else(|| "cli".into());
+            let row = probewatch_alerting::silence::new_silence(
+                matchers,
+                start.as_deref(),
+                end.as_deref(),
+                duration.as_deref(),
+                author,
+                comment,
+                now,
+            )
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let id = store.add_silence(&row)?;
+            println!("silence {id} created");
+        }
+        SilenceCommand::List { .. } => {
+            for s in store.silences()? {
+                let json = probewatch_web::silences_api::silence_json(&s, now);
+                println!(
+                    "{:>5}  {:<8} {} -> {}  {}  by {}: {}",
+                    s.id,
+                    json["status"].as_str().unwrap_or(""),
+                    json["startsAt"].as_str().unwrap_or(""),
+                    json["endsAt"].as_str().unwrap_or(""),
+                    s.matchers.join(", "),
+                    s.created_by,
+                    s.comment
+                );
+            }
+        }
+        SilenceCommand::Expire { id, .. } => {
+            let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
+            if store.expire_silence(id, now, &actor)? {
+                println!("silence {id} expired");
+            } else {
+                println!("no active or pending silence {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -55,6 +55,9 @@ pub struct ConfigFile {
     /// The config file's directory (set when the file is read, not written in it).
     #[serde(skip)]
     pub base_dir: Option<PathBuf>,
+    /// Token that HTTP requests changing state (silences) must carry as
+    /// `Authorization: Bearer <token>`; `PROBEWATCH_API_TOKEN` overrides it.
+    pub api_token: Option<String>,
     /// Interval of rule groups that do not set one (default 15s).
     pub evaluation_interval: Option<String>,
     /// This probewatch's URL as people reach it, for links in notifications.
@@ -170,6 +173,8 @@ pub struct Config {
     pub spools: Vec<Spool>,
     /// Rules, receivers, routes.
     pub alerting: crate::alerting::AlertingConfig,
+    /// Token for state-changing HTTP requests.
+    pub api_token: Option<String>,
 }
 
 /// Command-line values that override the file.
@@ -316,6 +321,10 @@ impl Config {
             },
             log_format,
             spools,
+            api_token: std::env::var("PROBEWATCH_API_TOKEN")
+                .ok()
+                .or(file.api_token)
+                .filter(|t| !t.is_empty()),
             alerting: crate::alerting::resolve(
                 &file
                     .rule_files

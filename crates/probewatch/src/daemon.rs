@@ -72,6 +72,7 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
         batch_max_files: config.batch_max_files,
         parse_limits: ParseLimits::default(),
         on_commit: None,
+        handled: Arc::new(std::sync::atomic::AtomicU64::new(0)),
     }
 }
 
@@ -106,24 +107,33 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let index = Arc::new(probewatch_store::SeriesIndex::new());
     let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel(64);
+    let settings = IngestSettings {
+        on_commit: Some(commit_tx),
+        ..ingest_settings(&config)
+    };
+    // Rules wait until the startup backlog is ingested: evaluated before, an absence rule
+    // would fire for every probe whose results are still queued.
+    let caught_up = {
+        let (counters, handled) = (counters.clone(), settings.handled.clone());
+        let mut target: Option<u64> = None;
+        move || {
+            if target.is_none() && counters.startup_scan_done.load(Ordering::SeqCst) {
+                target = Some(counters.files_ready.load(Ordering::SeqCst));
+            }
+            target.is_some_and(|t| handled.load(Ordering::SeqCst) >= t)
+        }
+    };
     let alerting = crate::alerting::Alerting::start(
         &config.alerting,
         store_dyn.clone(),
         index.clone(),
         commit_rx,
+        Box::new(caught_up),
         stop.clone(),
     )
     .context("starting alerting")?;
-    let pipeline = Pipeline::start(
-        IngestSettings {
-            on_commit: Some(commit_tx),
-            ..ingest_settings(&config)
-        },
-        store_dyn.clone(),
-        metrics,
-        ready_rx,
-    )
-    .context("starting the ingest threads")?;
+    let pipeline = Pipeline::start(settings, store_dyn.clone(), metrics, ready_rx)
+        .context("starting the ingest threads")?;
     let watcher = Watcher::start(watch_config(&config), ready_tx, counters)
         .context("starting the spool watcher")?;
 
@@ -176,6 +186,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         index,
         query_options: probewatch_promql::QueryOptions::default(),
         alerting: Some(alerting.engine.clone()),
+        api_token: config.api_token.as_deref().map(Arc::from),
     };
     let served = runtime.block_on(probewatch_web::serve(listener, state, shutdown_signal()));
     if let Err(err) = served {

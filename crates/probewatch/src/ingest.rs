@@ -47,6 +47,9 @@ pub struct IngestSettings {
     pub parse_limits: ParseLimits,
     /// Told the metric names of every batch that committed samples (rules evaluate on it).
     pub on_commit: Option<std::sync::mpsc::SyncSender<Vec<String>>>,
+    /// Counts every reported file that is done with: committed, or skipped as unchanged. Set
+    /// against the watcher's `files_ready`, it tells when a backlog has been caught up.
+    pub handled: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Work for the writer thread.
@@ -152,10 +155,17 @@ struct Preparer {
 impl Preparer {
     fn run(self, ready: Receiver<FileReady>, work: SyncSender<Work>) {
         for file in ready {
-            if let Some(w) = self.prepare(file)
-                && work.send(w).is_err()
-            {
-                return;
+            match self.prepare(file) {
+                Some(w) => {
+                    if work.send(w).is_err() {
+                        return;
+                    }
+                }
+                None => {
+                    self.settings
+                        .handled
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
             }
         }
     }
@@ -380,6 +390,9 @@ impl Writer {
             }
             let n = batch.len();
             let samples = self.commit(batch);
+            self.settings
+                .handled
+                .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
             progress.record(n, n == max);
             // Keep compaction abreast of ingest: move about twice what this batch added, and
             // finish the rest when the queue is empty.

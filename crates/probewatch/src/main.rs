@@ -23,6 +23,7 @@ fn main() -> ExitCode {
         Command::Rules(probewatch::cli::RulesCommand::Check { files }) => {
             Ok(probewatch::commands::rules_check(&files))
         }
+        Command::Silence(command) => probewatch::commands::silence(command),
         Command::ExampleConfig => {
             print!("{}", probewatch::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

@@ -147,3 +147,66 @@ pub(super) fn record_attempt(
     };
     Ok(())
 }
+
+pub(super) fn add_silence(tx: &Connection, s: &SilenceRow) -> rusqlite::Result<i64> {
+    let matchers = serde_json::to_string(&s.matchers).unwrap_or_else(|_| "[]".into());
+    tx.prepare_cached(
+        "INSERT INTO silences (matchers, starts_at_ms, ends_at_ms, created_by, comment,
+            created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        matchers,
+        s.starts_at_ms,
+        s.ends_at_ms,
+        s.created_by,
+        s.comment,
+        s.created_at_ms
+    ])?;
+    let id = tx.last_insert_rowid();
+    tx.prepare_cached(
+        "INSERT INTO silence_events (silence_id, event, at_ms, actor) VALUES (?1, 'created', ?2, ?3)",
+    )?
+    .execute(params![id, s.created_at_ms, s.created_by])?;
+    Ok(id)
+}
+
+pub(super) fn expire_silence(
+    tx: &Connection,
+    id: i64,
+    at_ms: i64,
+    actor: &str,
+) -> rusqlite::Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE silences SET expired_at_ms = ?2 WHERE id = ?1 AND expired_at_ms IS NULL
+             AND ends_at_ms > ?2",
+        )?
+        .execute(params![id, at_ms])?;
+    if n > 0 {
+        tx.prepare_cached(
+            "INSERT INTO silence_events (silence_id, event, at_ms, actor) VALUES (?1, 'expired', ?2, ?3)",
+        )?
+        .execute(params![id, at_ms, actor])?;
+    }
+    Ok(n > 0)
+}
+
+pub(super) fn silences(conn: &Connection) -> rusqlite::Result<Vec<SilenceRow>> {
+    conn.prepare_cached(
+        "SELECT id, matchers, starts_at_ms, ends_at_ms, created_by, comment, created_at_ms,
+            expired_at_ms FROM silences ORDER BY id DESC",
+    )?
+    .query_map([], |r| {
+        Ok(SilenceRow {
+            id: r.get(0)?,
+            matchers: serde_json::from_str(&r.get::<_, String>(1)?).unwrap_or_default(),
+            starts_at_ms: r.get(2)?,
+            ends_at_ms: r.get(3)?,
+            created_by: r.get(4)?,
+            comment: r.get(5)?,
+            created_at_ms: r.get(6)?,
+            expired_at_ms: r.get(7)?,
+        })
+    })?
+    .collect()
+}

@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_rejected_index.sql"),
     include_str!("migrations/0003_head_and_chunks.sql"),
     include_str!("migrations/0004_alerting.sql"),
+    include_str!("migrations/0005_silences.sql"),
 ];
 
 /// Samples the active head may hold before the heads swap and it is compacted. The head's
@@ -881,6 +882,30 @@ impl Store for SqliteStore {
 
     fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError> {
         self.read(|c| alerting::recent(c, limit))
+    }
+
+    fn add_silence(&self, silence: &SilenceRow) -> Result<i64, StoreError> {
+        let mut writer = self.writer();
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id = alerting::add_silence(&tx, silence)?;
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn expire_silence(&self, id: i64, at_ms: i64, actor: &str) -> Result<bool, StoreError> {
+        let mut writer = self.writer();
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let expired = alerting::expire_silence(&tx, id, at_ms, actor)?;
+        tx.commit()?;
+        Ok(expired)
+    }
+
+    fn silences(&self) -> Result<Vec<SilenceRow>, StoreError> {
+        self.read(alerting::silences)
     }
 
     fn series_with_samples(

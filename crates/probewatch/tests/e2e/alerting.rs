@@ -273,3 +273,139 @@ fn rules_check_reports_the_example_rules_and_a_broken_file() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_silence_suppresses_and_needs_the_token() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let cfg = format!("api_token = \"s3cret\"\n{}", config(&env, &hook));
+    let daemon = env.start_with_config(&cfg);
+    let client = reqwest::blocking::Client::new();
+    let url = format!("{}/api/v1/silences", daemon.base);
+    let body = r#"{"matchers": ["probe=\"web\""], "duration": "1h", "createdBy": "test", "comment": "maintenance"}"#;
+    // Without the token, or with a wrong one: refused.
+    let refused = client.post(&url).body(body).send().expect("POST");
+    assert_eq!(refused.status().as_u16(), 401);
+    let wrong = client
+        .post(&url)
+        .bearer_auth("guess")
+        .body(body)
+        .send()
+        .expect("POST");
+    assert_eq!(wrong.status().as_u16(), 401);
+    let created: Value = client
+        .post(&url)
+        .bearer_auth("s3cret")
+        .body(body)
+        .send()
+        .expect("POST")
+        .json()
+        .expect("json");
+    let id = created["data"]["silenceID"].as_i64().expect("id");
+
+    // The alert fires but nobody is notified.
+    std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
+    daemon.wait_until("alert firing", Duration::from_secs(10), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"][0]["state"] == "firing"
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        hook.received().is_empty(),
+        "silenced, yet notified: {:?}",
+        hook.received()
+    );
+    let list = daemon.get("/api/v1/silences");
+    assert_eq!(list["data"][0]["status"], "active", "{list}");
+
+    // Expire it (with the token); the next evaluation announces the alert.
+    let expired = client
+        .delete(format!("{url}/{id}"))
+        .bearer_auth("s3cret")
+        .send()
+        .expect("DELETE");
+    assert!(expired.status().is_success());
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(env.spool().join("b.xml"), result("web", "critical", "ok")).expect("write");
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(got[0]["status"], "firing");
+    assert_eq!(
+        daemon.get("/api/v1/silences")["data"][0]["status"],
+        "expired"
+    );
+    daemon.stop();
+
+    // The CLI writes to the same store; the changes are recorded.
+    let out = std::process::Command::new(BIN)
+        .args(["silence", "add", "--data"])
+        .arg(env.data())
+        .args([
+            "-m",
+            "check=\"login\"",
+            "--duration",
+            "30m",
+            "--comment",
+            "deploy",
+            "--author",
+            "ops",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["silence", "list", "--data"])
+        .arg(env.data())
+        .output()
+        .expect("run");
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        listing.contains("check=\"login\"") && listing.contains("active"),
+        "{listing}"
+    );
+    let events: i64 = env
+        .db()
+        .query_row("SELECT count(*) FROM silence_events", [], |r| r.get(0))
+        .expect("events");
+    assert_eq!(events, 3, "created, expired, created");
+}
+
+#[test]
+fn a_probe_that_stops_reporting_raises_an_absence_alert() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.data().join("rules.yml");
+    std::fs::create_dir_all(env.data()).expect("dir");
+    std::fs::write(
+        &rules,
+        r#"
+groups:
+  - name: silence
+    interval: 500ms
+    rules:
+      - alert: ProbeSilent
+        expr: absent_over_time(probe_check_status{probe="gone"}[3s])
+"#,
+    )
+    .expect("rules");
+    let cfg = format!(
+        "rule_files = [{:?}]\n[[receiver]]\nname = \"ops\"\nurl = {:?}\n[[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        hook.url,
+        env.spool().display().to_string()
+    );
+    // It reports once; while that result is recent, nothing fires...
+    std::fs::write(env.spool().join("a.xml"), result("gone", "ok", "ok")).expect("write");
+    let daemon = env.start_with_config(&cfg);
+    let written = Instant::now();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(hook.received().is_empty(), "{:?}", hook.received());
+    // ...then the probe falls silent: the alert fires about 3 s after its last result.
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(alert_names(&got[0]), ["ProbeSilent"]);
+    assert_eq!(got[0]["alerts"][0]["labels"]["probe"], "gone");
+    assert!(written.elapsed() >= Duration::from_secs(2));
+    daemon.stop();
+}

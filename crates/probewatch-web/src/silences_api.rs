@@ -1,0 +1,171 @@
+//! Silences over HTTP: `GET /api/v1/silences`, `POST /api/v1/silences`,
+//! `DELETE /api/v1/silences/<id>`. Changing silences needs the API token from the
+//! configuration (`Authorization: Bearer <token>`); without a configured token it is refused.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use probewatch_store::SilenceRow;
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+
+use crate::AppState;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| String::new(), |t| t.to_string())
+}
+
+fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let body = json!({"status": "error", "errorType": kind, "error": message.into()});
+    (status, axum::Json(body)).into_response()
+}
+
+fn success(data: Json) -> Response {
+    axum::Json(json!({"status": "success", "data": data})).into_response()
+}
+
+/// Checks the bearer token; `Err` is the response to send.
+fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let Some(token) = &state.api_token else {
+        return Err(Box::new(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "changing silences needs api_token in the configuration",
+        )));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compare every byte, so the time taken does not reveal how much of a guess was right.
+    let same = given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong API token (Authorization: Bearer <api_token>)",
+        )))
+    }
+}
+
+/// A silence in the API's JSON shape, with its status at `now`.
+pub fn silence_json(s: &SilenceRow, now: i64) -> Json {
+    let status = if s.expired_at_ms.is_some_and(|e| e <= now) || s.ends_at_ms <= now {
+        "expired"
+    } else if s.starts_at_ms > now {
+        "pending"
+    } else {
+        "active"
+    };
+    json!({
+        "id": s.id,
+        "matchers": s.matchers,
+        "startsAt": rfc3339(s.starts_at_ms),
+        "endsAt": rfc3339(s.expired_at_ms.map_or(s.ends_at_ms, |e| e.min(s.ends_at_ms))),
+        "createdBy": s.created_by,
+        "comment": s.comment,
+        "createdAt": rfc3339(s.created_at_ms),
+        "status": status,
+    })
+}
+
+/// `GET /api/v1/silences`
+pub(crate) async fn list(State(state): State<AppState>) -> Response {
+    match crate::read(&state, |store| store.silences()).await {
+        Ok(rows) => {
+            let now = now_ms();
+            success(Json::Array(
+                rows.iter().map(|s| silence_json(s, now)).collect(),
+            ))
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewSilence {
+    matchers: Vec<String>,
+    starts_at: Option<String>,
+    ends_at: Option<String>,
+    /// Alternative to `endsAt`: `2h`, `30m`.
+    duration: Option<String>,
+    created_by: String,
+    comment: String,
+}
+
+/// `POST /api/v1/silences` with a JSON body.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return *response;
+    }
+    let request: NewSilence = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                format!("invalid silence: {e}"),
+            );
+        }
+    };
+    let row = match probewatch_alerting::silence::new_silence(
+        request.matchers,
+        request.starts_at.as_deref(),
+        request.ends_at.as_deref(),
+        request.duration.as_deref(),
+        request.created_by,
+        request.comment,
+        now_ms(),
+    ) {
+        Ok(row) => row,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
+    };
+    match crate::read(&state, move |store| store.add_silence(&row)).await {
+        Ok(id) => success(json!({ "silenceID": id })),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `DELETE /api/v1/silences/<id>`: expires it now.
+pub(crate) async fn expire(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Response {
+    if let Err(response) = authorize(&state, &headers) {
+        return *response;
+    }
+    match crate::read(&state, move |store| {
+        store.expire_silence(id, now_ms(), "api")
+    })
+    .await
+    {
+        Ok(true) => success(json!({ "silenceID": id, "expired": true })),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no active or pending silence {id}"),
+        ),
+        Err(e) => e.into_response(),
+    }
+}
