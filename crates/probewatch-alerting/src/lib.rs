@@ -1,12 +1,14 @@
 //! probewatch's alerting: Prometheus rule files ([`rulefile`]), their evaluation and the
 //! alert lifecycle ([`engine`]), annotation templates ([`template`]), and delivering the
-//! notifications that evaluation queues in the store's outbox ([`notify`]).
+//! notifications that evaluation queues in the store's outbox ([`notify`]), silences
+//! ([`silence`]), and promtool-format rule unit tests ([`unittest`]).
 
 pub mod engine;
 pub mod notify;
 pub mod rulefile;
 pub mod silence;
 pub mod template;
+pub mod unittest;
 
 pub use engine::{Engine, EngineConfig, Route};
 pub use rulefile::{Group, Rule, RuleFileError, RuleKind};

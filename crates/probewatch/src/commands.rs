@@ -215,6 +215,34 @@ pub fn rules_check(files: &[PathBuf]) -> ExitCode {
     }
 }
 
+/// `probewatch rules test`: runs promtool-format rule unit tests.
+pub fn rules_test(files: &[PathBuf]) -> ExitCode {
+    let mut failed = false;
+    for file in files {
+        match probewatch_alerting::unittest::run_file(file) {
+            Ok(report) if report.failures.is_empty() => {
+                println!("{}: SUCCESS ({} tests)", file.display(), report.tests);
+            }
+            Ok(report) => {
+                failed = true;
+                println!("{}: FAILED", file.display());
+                for f in report.failures {
+                    println!("  {f}");
+                }
+            }
+            Err(err) => {
+                failed = true;
+                println!("{err}");
+            }
+        }
+    }
+    if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
 /// `probewatch silence add | list | expire`.
 pub fn silence(command: crate::cli::SilenceCommand) -> anyhow::Result<ExitCode> {
     use crate::cli::SilenceCommand;

@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         Command::Rules(probewatch::cli::RulesCommand::Check { files }) => {
             Ok(probewatch::commands::rules_check(&files))
         }
+        Command::Rules(probewatch::cli::RulesCommand::Test { files }) => {
+            Ok(probewatch::commands::rules_test(&files))
+        }
         Command::Silence(command) => probewatch::commands::silence(command),
         Command::ExampleConfig => {
             print!("{}", probewatch::config::EXAMPLE);

@@ -236,6 +236,50 @@ fn combined_rule_restart_and_a_receiver_that_is_down_for_a_while() {
 }
 
 #[test]
+fn rules_test_runs_promtool_format_tests_and_fails_on_a_wrong_expectation() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/rules/probes_test.yml"
+    );
+    let ok = std::process::Command::new(BIN)
+        .args(["rules", "test", example])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success() && stdout.contains("SUCCESS (2 tests)"),
+        "{stdout}"
+    );
+
+    // A test file in the usual promtool layout, next to its rules, with one wrong value.
+    let env = Env::new();
+    std::fs::create_dir_all(env.data()).expect("dir");
+    std::fs::write(
+        env.data().join("up.yml"),
+        "groups:\n  - name: up\n    rules:\n      - alert: Down\n        expr: up == 0\n        for: 2m\n        labels:\n          severity: page\n        annotations:\n          summary: '{{ $labels.instance }} down'\n",
+    )
+    .expect("rules");
+    let test = "rule_files: [up.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n      - series: 'up{job=\"node\", instance=\"a:9100\"}'\n        values: '1 1 0 0 0 0'\n    alert_rule_test:\n      - eval_time: 5m\n        alertname: Down\n        exp_alerts:\n          - exp_labels: {severity: page, job: node, instance: 'a:9100'}\n            exp_annotations: {summary: 'a:9100 down'}\n    promql_expr_test:\n      - expr: sum(up)\n        eval_time: 1m\n        exp_samples:\n          - labels: '{}'\n            value: 7\n";
+    let path = env.data().join("up_test.yml");
+    std::fs::write(&path, test).expect("test file");
+    let out = std::process::Command::new(BIN)
+        .args(["rules", "test"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("FAILED") && stdout.contains("sum(up)"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("alertname: Down"),
+        "the alert expectation holds: {stdout}"
+    );
+}
+
+#[test]
 fn rules_check_reports_the_example_rules_and_a_broken_file() {
     let ok = std::process::Command::new(BIN)
         .args([
