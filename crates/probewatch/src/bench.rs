@@ -240,22 +240,29 @@ fn proc_usage(pid: u32) -> (f64, f64) {
     (cpu, hwm_kib / 1024.0)
 }
 
-struct Daemon {
+/// A `probewatch run` child process on `work/spool` and `work/data`.
+pub(crate) struct Daemon {
     child: Child,
     log: Arc<std::sync::Mutex<String>>,
 }
 
 impl Daemon {
     fn start(work: &Path, delete: bool) -> anyhow::Result<Daemon> {
-        let config = work.join("bench.toml");
         let after = if delete { "delete" } else { "keep" };
-        std::fs::write(
-            &config,
-            format!(
+        Daemon::start_with(
+            work,
+            &format!(
                 "[[spool]]\npath = {:?}\nafter_ingest = \"{after}\"\n",
                 work.join("spool").display().to_string()
             ),
-        )?;
+        )
+    }
+
+    /// Starts the daemon with `config` as its configuration file; returns once its startup
+    /// scan has finished.
+    pub(crate) fn start_with(work: &Path, config_text: &str) -> anyhow::Result<Daemon> {
+        let config = work.join("bench.toml");
+        std::fs::write(&config, config_text)?;
         let exe = std::env::current_exe().context("finding the probewatch binary")?;
         let mut child = Command::new(exe)
             .args(["run", "--listen", "127.0.0.1:0", "--config"])
@@ -291,7 +298,7 @@ impl Daemon {
         Ok(Daemon { child, log })
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

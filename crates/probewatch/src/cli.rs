@@ -30,6 +30,8 @@ pub enum Command {
     BenchQuery(crate::bench_query::BenchQueryArgs),
     /// Measure one evaluation cycle of many alert rules over many series.
     BenchRules(crate::bench_rules::BenchRulesArgs),
+    /// Measure the time from a failing result file to the webhook receiving the alert.
+    BenchAlert(crate::bench_alert::BenchAlertArgs),
     /// Work with Prometheus rule files.
     #[command(subcommand)]
     Rules(RulesCommand),

@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => probewatch::bench::run(&args),
         Command::BenchQuery(args) => probewatch::bench_query::run(&args),
         Command::BenchRules(args) => probewatch::bench_rules::run(&args),
+        Command::BenchAlert(args) => probewatch::bench_alert::run(&args),
         Command::Rules(probewatch::cli::RulesCommand::Check { files }) => {
             Ok(probewatch::commands::rules_check(&files))
         }
