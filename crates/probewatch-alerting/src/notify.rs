@@ -17,6 +17,12 @@ pub enum ReceiverKind {
         /// Where to POST.
         url: String,
     },
+    /// Push the alerts to an external Alertmanager's API v2 (`POST <url>/api/v2/alerts`),
+    /// for teams that already route alerts there.
+    Alertmanager {
+        /// Alertmanager's base URL, e.g. `http://alertmanager:9093`.
+        url: String,
+    },
     /// Run a program with the notification JSON on its standard input.
     Command {
         /// Program and arguments.
@@ -74,8 +80,58 @@ pub fn deliver(
                 Err(format!("POST {url}: {status} {body}"))
             }
         }
+        ReceiverKind::Alertmanager { url } => {
+            let endpoint = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
+            let response = client
+                .post(&endpoint)
+                .timeout(receiver.timeout)
+                .header("content-type", "application/json")
+                .body(alertmanager_body(payload)?)
+                .send()
+                .map_err(|e| format!("POST {endpoint}: {e}"))?;
+            let status = response.status();
+            if status.is_success() {
+                Ok(format!("POST {endpoint}: {status}"))
+            } else {
+                let body: String = response
+                    .text()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect();
+                Err(format!("POST {endpoint}: {status} {body}"))
+            }
+        }
         ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout),
     }
+}
+
+/// Alertmanager's API v2 body (a list of postable alerts) from a webhook payload: a firing
+/// alert carries no end, a resolved one ends when it resolved.
+fn alertmanager_body(payload: &str) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_str(payload).map_err(|e| format!("stored payload is not JSON: {e}"))?;
+    let alerts: Vec<serde_json::Value> = v["alerts"]
+        .as_array()
+        .map(|alerts| {
+            alerts
+                .iter()
+                .map(|a| {
+                    let mut out = serde_json::json!({
+                        "labels": a["labels"],
+                        "annotations": a["annotations"],
+                        "startsAt": a["startsAt"],
+                        "generatorURL": a["generatorURL"],
+                    });
+                    if a["status"] == "resolved" {
+                        out["endsAt"] = a["endsAt"].clone();
+                    }
+                    out
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(serde_json::Value::Array(alerts).to_string())
 }
 
 fn run_command(argv: &[String], payload: &str, timeout: Duration) -> Result<String, String> {

@@ -22,7 +22,8 @@ use serde::Deserialize;
 pub struct ReceiverFile {
     /// Name routes refer to.
     pub name: String,
-    /// `webhook` (default when `url` is set) or `command`.
+    /// `webhook` (default when `url` is set), `alertmanager` (with `url`: its base URL) or
+    /// `command`.
     #[serde(rename = "type")]
     pub kind: Option<String>,
     /// Webhook URL.
@@ -138,8 +139,12 @@ pub fn resolve(
             (None | Some("command"), None, Some(argv)) if !argv.is_empty() => {
                 ReceiverKind::Command { argv: argv.clone() }
             }
-            (Some(kind @ ("email" | "alertmanager")), _, _) => bail!(
-                "receiver {:?}: type {kind:?} is not supported yet (webhook and command are)",
+            (Some("alertmanager"), Some(url), None) => {
+                ReceiverKind::Alertmanager { url: url.clone() }
+            }
+            (Some(kind @ "email"), _, _) => bail!(
+                "receiver {:?}: type {kind:?} is not supported yet (webhook, alertmanager and \
+                 command are)",
                 r.name
             ),
             _ => bail!(

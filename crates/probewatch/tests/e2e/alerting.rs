@@ -14,6 +14,8 @@ use crate::util::*;
 struct Webhook {
     url: String,
     bodies: Arc<Mutex<Vec<(Instant, Value)>>>,
+    /// Request lines (`POST /hook HTTP/1.1`) of accepted requests.
+    requests: Arc<Mutex<Vec<String>>>,
 }
 
 impl Webhook {
@@ -21,13 +23,17 @@ impl Webhook {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
         let bodies = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = Arc::new(AtomicUsize::new(0));
         let record = bodies.clone();
+        let record_request = requests.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let mut reader = BufReader::new(stream.try_clone().expect("clone"));
                 let mut length = 0usize;
+                let mut request_line = String::new();
+                let _ = reader.read_line(&mut request_line);
                 loop {
                     let mut line = String::new();
                     if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
@@ -50,6 +56,10 @@ impl Webhook {
                     && let Ok(json) = serde_json::from_slice(&body)
                 {
                     record.lock().expect("lock").push((Instant::now(), json));
+                    record_request
+                        .lock()
+                        .expect("lock")
+                        .push(request_line.trim().to_string());
                 }
                 let _ = write!(
                     stream,
@@ -57,7 +67,11 @@ impl Webhook {
                 );
             }
         });
-        Webhook { url, bodies }
+        Webhook {
+            url,
+            bodies,
+            requests,
+        }
     }
 
     fn received(&self) -> Vec<Value> {
@@ -451,5 +465,44 @@ groups:
     assert_eq!(alert_names(&got[0]), ["ProbeSilent"]);
     assert_eq!(got[0]["alerts"][0]["labels"]["probe"], "gone");
     assert!(written.elapsed() >= Duration::from_secs(2));
+    daemon.stop();
+}
+
+#[test]
+fn alerts_are_pushed_to_an_external_alertmanager() {
+    let env = Env::new();
+    let am = Webhook::start(0);
+    let base = am.url.trim_end_matches("/hook").to_string();
+    let rules = env.data().join("rules.yml");
+    std::fs::create_dir_all(env.data()).expect("dir");
+    std::fs::write(&rules, RULES).expect("rules");
+    let cfg = format!(
+        "rule_files = [{:?}]\n[[receiver]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = {base:?}\n[[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        env.spool().display().to_string()
+    );
+    let daemon = env.start_with_config(&cfg);
+    std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
+    let got = am.wait_for(1, Duration::from_secs(10));
+    assert_eq!(
+        am.requests.lock().expect("lock")[0],
+        "POST /api/v2/alerts HTTP/1.1"
+    );
+    let alert = &got[0][0];
+    assert_eq!(alert["labels"]["alertname"], "LoginCritical", "{got:?}");
+    assert!(
+        alert.get("endsAt").is_none(),
+        "a firing alert has no end: {alert}"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(env.spool().join("b.xml"), result("web", "ok", "ok")).expect("write");
+    let got = am.wait_for(2, Duration::from_secs(10));
+    assert!(
+        got[1][0]["endsAt"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("20")),
+        "{:?}",
+        got[1]
+    );
     daemon.stop();
 }
