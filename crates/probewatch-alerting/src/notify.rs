@@ -23,11 +23,43 @@ pub enum ReceiverKind {
         /// Alertmanager's base URL, e.g. `http://alertmanager:9093`.
         url: String,
     },
+    /// Send an email through an SMTP server.
+    Email(EmailSettings),
     /// Run a program with the notification JSON on its standard input.
     Command {
         /// Program and arguments.
         argv: Vec<String>,
     },
+}
+
+/// How the email receiver talks to its SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// Plain connection upgraded with STARTTLS (required), usually port 587.
+    StartTls,
+    /// TLS from the first byte, usually port 465.
+    Tls,
+    /// No encryption: only for a relay on localhost or a trusted network.
+    None,
+}
+
+/// SMTP settings of an email receiver.
+#[derive(Debug, Clone)]
+pub struct EmailSettings {
+    /// SMTP server host name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport security.
+    pub security: SmtpSecurity,
+    /// Login, if the server wants one.
+    pub username: Option<String>,
+    /// Password for `username`.
+    pub password: Option<String>,
+    /// Sender address.
+    pub from: String,
+    /// Recipients.
+    pub to: Vec<String>,
 }
 
 /// A configured receiver.
@@ -102,8 +134,96 @@ pub fn deliver(
                 Err(format!("POST {endpoint}: {status} {body}"))
             }
         }
+        ReceiverKind::Email(settings) => send_email(settings, payload, receiver.timeout),
         ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout),
     }
+}
+
+/// Subject and plain-text body of an alert email, from a webhook payload.
+pub fn email_text(payload: &str) -> Result<(String, String), String> {
+    let v: serde_json::Value =
+        serde_json::from_str(payload).map_err(|e| format!("stored payload is not JSON: {e}"))?;
+    let alerts = v["alerts"].as_array().cloned().unwrap_or_default();
+    let firing = alerts.iter().filter(|a| a["status"] == "firing").count();
+    let names: std::collections::BTreeSet<&str> = alerts
+        .iter()
+        .filter_map(|a| a["labels"]["alertname"].as_str())
+        .collect();
+    let status = if firing > 0 {
+        format!("FIRING:{firing}")
+    } else {
+        "RESOLVED".to_string()
+    };
+    let subject = format!(
+        "[{status}] {}",
+        names.into_iter().collect::<Vec<_>>().join(", ")
+    );
+    let mut body = String::new();
+    for a in &alerts {
+        let status = a["status"].as_str().unwrap_or("");
+        body.push_str(&format!(
+            "{} since {}\n",
+            status.to_uppercase(),
+            a["startsAt"].as_str().unwrap_or("")
+        ));
+        for (field, title) in [("labels", "Labels"), ("annotations", "Annotations")] {
+            if let Some(map) = a[field].as_object().filter(|m| !m.is_empty()) {
+                body.push_str(&format!("  {title}:\n"));
+                for (k, v) in map {
+                    body.push_str(&format!("    {k} = {}\n", v.as_str().unwrap_or("")));
+                }
+            }
+        }
+        body.push('\n');
+    }
+    if let Some(url) = v["externalURL"].as_str() {
+        body.push_str(&format!("probewatch: {url}/alerts\n"));
+    }
+    Ok((subject, body))
+}
+
+fn send_email(
+    settings: &EmailSettings,
+    payload: &str,
+    timeout: Duration,
+) -> Result<String, String> {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::{Message, SmtpTransport, Transport};
+    let (subject, body) = email_text(payload)?;
+    let mut message = Message::builder()
+        .from(
+            settings
+                .from
+                .parse()
+                .map_err(|e| format!("from {:?}: {e}", settings.from))?,
+        )
+        .subject(subject);
+    for to in &settings.to {
+        message = message.to(to.parse().map_err(|e| format!("to {to:?}: {e}"))?);
+    }
+    let message = message
+        .body(body)
+        .map_err(|e| format!("building the email: {e}"))?;
+    let builder = match settings.security {
+        SmtpSecurity::StartTls => SmtpTransport::starttls_relay(&settings.host),
+        SmtpSecurity::Tls => SmtpTransport::relay(&settings.host),
+        SmtpSecurity::None => Ok(SmtpTransport::builder_dangerous(&settings.host)),
+    }
+    .map_err(|e| format!("SMTP {}: {e}", settings.host))?;
+    let mut builder = builder.port(settings.port).timeout(Some(timeout));
+    if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
+        builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+    }
+    let response = builder
+        .build()
+        .send(&message)
+        .map_err(|e| format!("SMTP {}:{}: {e}", settings.host, settings.port))?;
+    Ok(format!(
+        "SMTP {}:{}: {}",
+        settings.host,
+        settings.port,
+        response.code()
+    ))
 }
 
 /// Alertmanager's API v2 body (a list of postable alerts) from a webhook payload: a firing

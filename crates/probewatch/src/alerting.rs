@@ -30,6 +30,20 @@ pub struct ReceiverFile {
     pub url: Option<String>,
     /// Program and arguments for `command`.
     pub command: Option<Vec<String>>,
+    /// Email: SMTP server as `host:port`.
+    pub smarthost: Option<String>,
+    /// Email: `starttls` (default), `tls` or `none`.
+    pub smtp_security: Option<String>,
+    /// Email: SMTP login.
+    pub username: Option<String>,
+    /// Email: SMTP password (or `password_file`).
+    pub password: Option<String>,
+    /// Email: file holding the SMTP password.
+    pub password_file: Option<PathBuf>,
+    /// Email: sender.
+    pub from: Option<String>,
+    /// Email: recipients.
+    pub to: Option<Vec<String>>,
     /// Whether resolved alerts are sent (default true).
     pub send_resolved: Option<bool>,
     /// Per-attempt timeout (default 10s).
@@ -113,6 +127,53 @@ pub fn expand_rule_files(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+fn email_settings(r: &ReceiverFile) -> anyhow::Result<notify::EmailSettings> {
+    let name = &r.name;
+    let smarthost = r
+        .smarthost
+        .as_deref()
+        .with_context(|| format!("receiver {name:?}: email needs smarthost = \"host:port\""))?;
+    let (host, port) = smarthost
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .with_context(|| format!("receiver {name:?}: smarthost {smarthost:?} is not host:port"))?;
+    let security = match r.smtp_security.as_deref() {
+        None | Some("starttls") => notify::SmtpSecurity::StartTls,
+        Some("tls") => notify::SmtpSecurity::Tls,
+        Some("none") => notify::SmtpSecurity::None,
+        Some(other) => {
+            bail!("receiver {name:?}: smtp_security {other:?}: expected starttls, tls or none")
+        }
+    };
+    let password = match (&r.password, &r.password_file) {
+        (Some(p), None) => Some(p.clone()),
+        (None, Some(file)) => Some(
+            std::fs::read_to_string(file)
+                .with_context(|| format!("receiver {name:?}: reading {}", file.display()))?
+                .trim_end()
+                .to_string(),
+        ),
+        (None, None) => None,
+        (Some(_), Some(_)) => bail!("receiver {name:?}: give password or password_file, not both"),
+    };
+    let from = r
+        .from
+        .clone()
+        .with_context(|| format!("receiver {name:?}: email needs from"))?;
+    let to = r.to.clone().filter(|t| !t.is_empty()).with_context(|| {
+        format!("receiver {name:?}: email needs to = [\"someone@example.com\"]")
+    })?;
+    Ok(notify::EmailSettings {
+        host,
+        port,
+        security,
+        username: r.username.clone(),
+        password,
+        from,
+        to,
+    })
+}
+
 /// Resolves the alerting part of the configuration.
 pub fn resolve(
     rule_files: &[String],
@@ -142,11 +203,7 @@ pub fn resolve(
             (Some("alertmanager"), Some(url), None) => {
                 ReceiverKind::Alertmanager { url: url.clone() }
             }
-            (Some(kind @ "email"), _, _) => bail!(
-                "receiver {:?}: type {kind:?} is not supported yet (webhook, alertmanager and \
-                 command are)",
-                r.name
-            ),
+            (Some("email"), None, None) => ReceiverKind::Email(email_settings(r)?),
             _ => bail!(
                 "receiver {:?}: set url (webhook) or command (a program and its arguments)",
                 r.name

@@ -419,7 +419,7 @@ mod tests {
             1,
             "examples/rules/probes.yml"
         );
-        assert_eq!(config.alerting.receivers.len(), 3);
+        assert_eq!(config.alerting.receivers.len(), 4);
         assert_eq!(config.alerting.routes.len(), 2);
     }
 

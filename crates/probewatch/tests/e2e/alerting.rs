@@ -506,3 +506,82 @@ fn alerts_are_pushed_to_an_external_alertmanager() {
     );
     daemon.stop();
 }
+
+/// A minimal SMTP server: accepts every message and keeps its DATA.
+fn smtp_sink() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let messages = Arc::new(Mutex::new(Vec::new()));
+    let keep = messages.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+            let _ = stream.write_all(b"220 sink ESMTP\r\n");
+            let mut data: Option<String> = None;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(body) = &mut data {
+                    if line == ".\r\n" {
+                        keep.lock().expect("lock").push(std::mem::take(body));
+                        data = None;
+                        let _ = stream.write_all(b"250 queued\r\n");
+                    } else {
+                        body.push_str(&line);
+                    }
+                    continue;
+                }
+                let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                let reply: &[u8] = match verb.as_str() {
+                    "EHLO" | "HELO" => b"250-sink\r\n250 8BITMIME\r\n",
+                    "DATA" => {
+                        data = Some(String::new());
+                        b"354 go ahead\r\n"
+                    }
+                    "QUIT" => {
+                        let _ = stream.write_all(b"221 bye\r\n");
+                        break;
+                    }
+                    _ => b"250 ok\r\n",
+                };
+                let _ = stream.write_all(reply);
+            }
+        }
+    });
+    (port, messages)
+}
+
+#[test]
+fn an_email_receiver_sends_through_smtp() {
+    let env = Env::new();
+    let (port, messages) = smtp_sink();
+    let rules = env.data().join("rules.yml");
+    std::fs::create_dir_all(env.data()).expect("dir");
+    std::fs::write(&rules, RULES).expect("rules");
+    let cfg = format!(
+        "rule_files = [{:?}]\n[[receiver]]\nname = \"mail\"\ntype = \"email\"\nsmarthost = \"127.0.0.1:{port}\"\nsmtp_security = \"none\"\nfrom = \"probewatch@example.com\"\nto = [\"ops@example.com\"]\n[[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        env.spool().display().to_string()
+    );
+    let daemon = env.start_with_config(&cfg);
+    std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while messages.lock().expect("lock").is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mail = messages
+        .lock()
+        .expect("lock")
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    assert!(mail.contains("Subject: [FIRING:1] LoginCritical"), "{mail}");
+    assert!(mail.contains("To: ops@example.com"), "{mail}");
+    assert!(mail.contains("web login is critical"), "{mail}");
+    let outbox = daemon.get("/api/v1/notifications");
+    assert_eq!(outbox["data"][0]["delivered"], true, "{outbox}");
+    daemon.stop();
+}
