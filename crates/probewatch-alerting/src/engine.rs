@@ -25,6 +25,10 @@ pub struct Route {
     pub group_by: Vec<String>,
     /// How often a still-firing alert is notified again.
     pub repeat_interval_ms: i64,
+    /// Delay before a group's first notification, to collect alerts that come together.
+    pub group_wait_ms: i64,
+    /// Least time between two notifications of one group.
+    pub group_interval_ms: i64,
     /// Whether resolved alerts are notified.
     pub send_resolved: bool,
     /// Keep looking for further matching routes after this one.
@@ -81,9 +85,14 @@ pub struct GroupOutcome {
     pub recorded: Vec<SeriesSample>,
 }
 
-/// Alerts going to one receiver under one group key: the group labels, the alerts' JSON,
-/// and whether any of them is firing.
-type Batch = (BTreeMap<String, String>, Vec<serde_json::Value>, bool);
+/// Alerts going to one receiver under one group key.
+struct Batch {
+    group_labels: BTreeMap<String, String>,
+    alerts: Vec<serde_json::Value>,
+    any_firing: bool,
+    group_wait_ms: i64,
+    group_interval_ms: i64,
+}
 
 /// Canonical text of a label map (`{a="b",c="d"}`), the key alerts are stored under.
 pub fn canonical(labels: &BTreeMap<String, String>) -> String {
@@ -395,11 +404,28 @@ impl Engine {
                     .iter()
                     .filter_map(|n| alert.labels.get(n).map(|v| (n.clone(), v.clone())))
                     .collect();
+                // A group is per route: alerts of several rules with the same group labels
+                // share it (and are delivered together when due together).
+                let position = self
+                    .config
+                    .routes
+                    .iter()
+                    .position(|r| std::ptr::eq(r, route))
+                    .unwrap_or(0);
                 let entry = batches
-                    .entry((route.receiver.clone(), canonical(&group_labels)))
-                    .or_insert_with(|| (group_labels, Vec::new(), false));
-                entry.2 |= is_firing;
-                entry.1.push(json!({
+                    .entry((
+                        route.receiver.clone(),
+                        format!("{position}:{}", canonical(&group_labels)),
+                    ))
+                    .or_insert_with(|| Batch {
+                        group_labels,
+                        alerts: Vec::new(),
+                        any_firing: false,
+                        group_wait_ms: route.group_wait_ms,
+                        group_interval_ms: route.group_interval_ms,
+                    });
+                entry.any_firing |= is_firing;
+                entry.alerts.push(json!({
                     "status": if is_firing { "firing" } else { "resolved" },
                     "labels": alert.labels,
                     "annotations": alert.annotations,
@@ -410,7 +436,14 @@ impl Engine {
                 }));
             }
         }
-        for ((receiver, group_key), (group_labels, alerts, any_firing)) in batches {
+        for ((receiver, group_key), batch) in batches {
+            let Batch {
+                group_labels,
+                alerts,
+                any_firing,
+                group_wait_ms,
+                group_interval_ms,
+            } = batch;
             let common = |field: &str| -> BTreeMap<String, String> {
                 let maps: Vec<BTreeMap<String, String>> = alerts
                     .iter()
@@ -427,7 +460,7 @@ impl Engine {
             };
             let payload = json!({
                 "version": "4",
-                "groupKey": format!("{}:{group_key}", rule.key.replace('\u{0}', "/")),
+                "groupKey": group_key,
                 "truncatedAlerts": 0,
                 "status": if any_firing { "firing" } else { "resolved" },
                 "receiver": receiver,
@@ -440,7 +473,10 @@ impl Engine {
             notifications.push(NewNotification {
                 receiver,
                 payload: payload.to_string(),
-                not_before_ms: now_ms,
+                created_at_ms: now_ms,
+                group_key,
+                group_wait_ms,
+                group_interval_ms,
             });
         }
         let changed = current != before || !events.is_empty() || !notifications.is_empty();
@@ -589,6 +625,8 @@ groups:
                 matchers: vec![Matcher::new("severity", "=", "page").expect("matcher")],
                 group_by: vec!["alertname".into()],
                 repeat_interval_ms: 3_600_000,
+                group_wait_ms: 0,
+                group_interval_ms: 0,
                 send_resolved: true,
                 continue_matching: false,
             }],

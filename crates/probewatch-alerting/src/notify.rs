@@ -315,8 +315,19 @@ pub fn run_outbox(
                 Vec::new()
             }
         };
+        // Notifications of one receiver and group that are due together go out as one.
+        let mut groups: Vec<Vec<&NotificationRow>> = Vec::new();
         for n in &due {
-            attempt(store.as_ref(), &receivers, &client, n);
+            match groups
+                .iter_mut()
+                .find(|g| g[0].receiver == n.receiver && g[0].group_key == n.group_key)
+            {
+                Some(g) => g.push(n),
+                None => groups.push(vec![n]),
+            }
+        }
+        for group in &groups {
+            attempt(store.as_ref(), &receivers, &client, group);
         }
         if due.len() < 100 {
             let _ = wake.recv_timeout(Duration::from_millis(500));
@@ -324,15 +335,69 @@ pub fn run_outbox(
     }
 }
 
+/// One payload from notifications of the same group, oldest first: their alerts, each alert
+/// (by fingerprint) in its newest state; the rest from the newest notification.
+pub fn merge_payloads(payloads: &[&str]) -> String {
+    let parsed: Vec<serde_json::Value> = payloads
+        .iter()
+        .filter_map(|p| serde_json::from_str(p).ok())
+        .collect();
+    let Some(mut merged) = parsed.last().cloned() else {
+        return payloads.last().map(|p| p.to_string()).unwrap_or_default();
+    };
+    let mut alerts: Vec<serde_json::Value> = Vec::new();
+    for p in &parsed {
+        for a in p["alerts"].as_array().into_iter().flatten() {
+            match alerts
+                .iter_mut()
+                .find(|x| x["fingerprint"] == a["fingerprint"])
+            {
+                Some(existing) => *existing = a.clone(),
+                None => alerts.push(a.clone()),
+            }
+        }
+    }
+    let firing = alerts.iter().any(|a| a["status"] == "firing");
+    merged["status"] = serde_json::json!(if firing { "firing" } else { "resolved" });
+    for (field, common) in [
+        ("labels", "commonLabels"),
+        ("annotations", "commonAnnotations"),
+    ] {
+        let maps: Vec<&serde_json::Map<String, serde_json::Value>> =
+            alerts.iter().filter_map(|a| a[field].as_object()).collect();
+        let shared: serde_json::Map<String, serde_json::Value> = maps
+            .first()
+            .map(|first| {
+                first
+                    .iter()
+                    .filter(|(k, v)| maps.iter().all(|m| m.get(*k) == Some(*v)))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        merged[common] = serde_json::Value::Object(shared);
+    }
+    merged["alerts"] = serde_json::Value::Array(alerts);
+    merged.to_string()
+}
+
 fn attempt(
     store: &dyn Store,
     receivers: &[Receiver],
     client: &reqwest::blocking::Client,
-    n: &NotificationRow,
+    group: &[&NotificationRow],
 ) {
+    let Some(n) = group.last() else {
+        return;
+    };
     let now = now_ms();
+    let payload = if group.len() > 1 {
+        merge_payloads(&group.iter().map(|g| g.payload.as_str()).collect::<Vec<_>>())
+    } else {
+        n.payload.clone()
+    };
     let outcome = match receivers.iter().find(|r| r.name == n.receiver) {
-        Some(receiver) => deliver(receiver, client, &n.payload),
+        Some(receiver) => deliver(receiver, client, &payload),
         None => Err(format!("receiver {:?} is not configured", n.receiver)),
     };
     let (detail, retry) = match outcome {
@@ -348,7 +413,9 @@ fn attempt(
             (detail, Some(retry))
         }
     };
-    if let Err(e) = store.record_attempt(n.id, now, &detail, retry) {
-        tracing::error!(error = %e, id = n.id, "recording a delivery attempt failed");
+    for row in group {
+        if let Err(e) = store.record_attempt(row.id, now, &detail, retry) {
+            tracing::error!(error = %e, id = row.id, "recording a delivery attempt failed");
+        }
     }
 }

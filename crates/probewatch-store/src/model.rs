@@ -321,8 +321,15 @@ pub struct NewNotification {
     pub receiver: String,
     /// The body to deliver (JSON).
     pub payload: String,
-    /// Earliest delivery time.
-    pub not_before_ms: i64,
+    /// When it was produced.
+    pub created_at_ms: i64,
+    /// The alert group it belongs to (receiver-specific): notifications of one group are
+    /// scheduled together and delivered as one.
+    pub group_key: String,
+    /// Delay before the first notification of a group that has none yet.
+    pub group_wait_ms: i64,
+    /// Least time between two notifications of a group.
+    pub group_interval_ms: i64,
 }
 
 /// The alerts of one rule after an evaluation, with what it caused; saved in one
@@ -346,6 +353,8 @@ pub struct NotificationRow {
     pub id: i64,
     /// Receiver name.
     pub receiver: String,
+    /// Alert group (see [`NewNotification::group_key`]).
+    pub group_key: String,
     /// Body.
     pub payload: String,
     /// When it was queued.

@@ -64,6 +64,11 @@ pub struct RouteFile {
     pub group_by: Vec<String>,
     /// How often a still-firing alert is sent again (default 4h).
     pub repeat_interval: Option<String>,
+    /// Wait before a group's first notification to collect alerts that come together
+    /// (default 0s: at once).
+    pub group_wait: Option<String>,
+    /// Least time between notifications of one group (default 0s).
+    pub group_interval: Option<String>,
     /// Keep matching later routes.
     #[serde(default, rename = "continue")]
     pub continue_matching: bool,
@@ -240,6 +245,8 @@ pub fn resolve(
                 r.repeat_interval.as_deref(),
                 "4h",
             )?,
+            group_wait_ms: humantime_ms("group_wait", r.group_wait.as_deref(), "0s")?,
+            group_interval_ms: humantime_ms("group_interval", r.group_interval.as_deref(), "0s")?,
             send_resolved: resolved,
             continue_matching: r.continue_matching,
         });
@@ -252,6 +259,8 @@ pub fn resolve(
                 matchers: Vec::new(),
                 group_by: vec!["alertname".into()],
                 repeat_interval_ms: 4 * 3600 * 1000,
+                group_wait_ms: 0,
+                group_interval_ms: 0,
                 send_resolved: send_resolved.get(&r.name).copied().unwrap_or(true),
                 continue_matching: true,
             });

@@ -67,11 +67,28 @@ pub(super) fn save_alerts(tx: &Connection, updates: &[AlertUpdate]) -> rusqlite:
             .execute(params![e.rule_key, e.labels, e.event, e.at_ms, e.value])?;
         }
         for n in &update.notifications {
+            // group_wait for a group's first notification, then at most one send per
+            // group_interval; notifications due together are delivered as one.
+            let last: Option<i64> = tx
+                .prepare_cached(
+                    "SELECT max(send_at_ms) FROM notifications WHERE receiver = ?1 AND group_key = ?2",
+                )?
+                .query_row(params![n.receiver, n.group_key], |r| r.get(0))?;
+            let send_at = match last {
+                None => n.created_at_ms + n.group_wait_ms,
+                Some(last) => n.created_at_ms.max(last + n.group_interval_ms),
+            };
             tx.prepare_cached(
-                "INSERT INTO notifications (receiver, payload, created_at_ms, next_attempt_ms)
-                 VALUES (?1, ?2, ?3, ?3)",
+                "INSERT INTO notifications (receiver, payload, created_at_ms, next_attempt_ms,
+                    group_key, send_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?4)",
             )?
-            .execute(params![n.receiver, n.payload, n.not_before_ms])?;
+            .execute(params![
+                n.receiver,
+                n.payload,
+                n.created_at_ms,
+                send_at,
+                n.group_key
+            ])?;
         }
     }
     Ok(())
@@ -81,6 +98,7 @@ fn notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
     Ok(NotificationRow {
         id: r.get(0)?,
         receiver: r.get(1)?,
+        group_key: r.get(7)?,
         payload: r.get(2)?,
         created_at_ms: r.get(3)?,
         attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
@@ -95,8 +113,8 @@ pub(super) fn due(
     limit: usize,
 ) -> rusqlite::Result<Vec<NotificationRow>> {
     conn.prepare_cached(
-        "SELECT id, receiver, payload, created_at_ms, attempts, delivered_at_ms, last_error
-         FROM notifications WHERE delivered_at_ms IS NULL AND next_attempt_ms <= ?1
+        "SELECT id, receiver, payload, created_at_ms, attempts, delivered_at_ms, last_error,
+            group_key FROM notifications WHERE delivered_at_ms IS NULL AND next_attempt_ms <= ?1
          ORDER BY next_attempt_ms, id LIMIT ?2",
     )?
     .query_map(
@@ -108,8 +126,8 @@ pub(super) fn due(
 
 pub(super) fn recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<NotificationRow>> {
     conn.prepare_cached(
-        "SELECT id, receiver, payload, created_at_ms, attempts, delivered_at_ms, last_error
-         FROM notifications ORDER BY id DESC LIMIT ?1",
+        "SELECT id, receiver, payload, created_at_ms, attempts, delivered_at_ms, last_error,
+            group_key FROM notifications ORDER BY id DESC LIMIT ?1",
     )?
     .query_map(
         params![i64::try_from(limit).unwrap_or(i64::MAX)],

@@ -27,6 +27,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_head_and_chunks.sql"),
     include_str!("migrations/0004_alerting.sql"),
     include_str!("migrations/0005_silences.sql"),
+    include_str!("migrations/0006_notification_groups.sql"),
 ];
 
 /// Samples the active head may hold before the heads swap and it is compacted. The head's

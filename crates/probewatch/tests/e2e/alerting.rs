@@ -585,3 +585,35 @@ fn an_email_receiver_sends_through_smtp() {
     assert_eq!(outbox["data"][0]["delivered"], true, "{outbox}");
     daemon.stop();
 }
+
+#[test]
+fn group_wait_collects_alerts_of_a_group_into_one_notification() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let cfg = config(&env, &hook).replace(
+        "group_by = [\"alertname\"]",
+        "group_by = [\"probe\"]\ngroup_wait = \"2s\"",
+    );
+    let daemon = env.start_with_config(&cfg);
+    let written = Instant::now();
+    // Two rules fire for probe "shop": one group, so one notification after group_wait.
+    std::fs::write(
+        env.spool().join("a.xml"),
+        result("shop", "critical", "critical"),
+    )
+    .expect("write");
+    let got = hook.wait_for(1, Duration::from_secs(10));
+    let waited = hook.bodies.lock().expect("lock")[0].0 - written;
+    assert!(
+        waited >= Duration::from_millis(1900),
+        "sent after {waited:?}, before group_wait"
+    );
+    let mut names = alert_names(&got[0]);
+    names.sort();
+    assert_eq!(names, ["BothFail", "LoginCritical"], "{:?}", got[0]);
+    assert_eq!(got[0]["groupLabels"]["probe"], "shop");
+    assert_eq!(got[0]["commonLabels"]["probe"], "shop");
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(hook.received().len(), 1, "one notification for the group");
+    daemon.stop();
+}
