@@ -300,6 +300,14 @@ pub fn run_outbox(
     wake: std::sync::mpsc::Receiver<()>,
     stop: Arc<AtomicBool>,
 ) {
+    if receivers.is_empty() {
+        // Nothing can be delivered; do not pay for an HTTP client (a runtime thread and the
+        // TLS roots) in memory. Queued notifications wait for a configured receiver.
+        while !stop.load(Ordering::SeqCst) {
+            let _ = wake.recv_timeout(Duration::from_millis(500));
+        }
+        return;
+    }
     let client = match reqwest::blocking::Client::builder().build() {
         Ok(c) => c,
         Err(e) => {

@@ -140,6 +140,9 @@ pub trait Store: Send + Sync {
     /// The newest notifications (delivered or not), newest first.
     fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError>;
 
+    /// Every delivery attempt of a notification, oldest first.
+    fn attempts(&self, notification_id: i64) -> Result<Vec<AttemptRow>, StoreError>;
+
     /// Stores a new silence (its `id` is ignored) and records who created it; returns its id.
     fn add_silence(&self, silence: &SilenceRow) -> Result<i64, StoreError>;
 

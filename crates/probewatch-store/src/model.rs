@@ -396,3 +396,14 @@ impl SilenceRow {
             && self.expired_at_ms.is_none_or(|e| now_ms < e)
     }
 }
+
+/// One delivery attempt of a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRow {
+    /// When.
+    pub at_ms: i64,
+    /// Whether the receiver accepted it.
+    pub ok: bool,
+    /// The receiver's answer or the error.
+    pub detail: String,
+}

@@ -146,11 +146,26 @@ pub(crate) async fn notifications(
     Query(q): Query<NotificationsQuery>,
 ) -> Result<Response, ApiError> {
     let limit = q.limit.unwrap_or(100).min(10_000);
-    let rows = crate::read(&state, move |store| store.notifications(limit)).await?;
+    let rows = crate::read(&state, move |store| {
+        let rows = store.notifications(limit)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for n in rows {
+            let attempts = store.attempts(n.id)?;
+            out.push((n, attempts));
+        }
+        Ok(out)
+    })
+    .await?;
     let items: Vec<Json> = rows
         .iter()
-        .map(|n| {
+        .map(|(n, attempts)| {
             json!({
+                "group": n.group_key,
+                "attemptLog": attempts.iter().map(|a| json!({
+                    "at": rfc3339(a.at_ms),
+                    "ok": a.ok,
+                    "detail": a.detail,
+                })).collect::<Vec<_>>(),
                 "id": n.id,
                 "receiver": n.receiver,
                 "createdAt": rfc3339(n.created_at_ms),

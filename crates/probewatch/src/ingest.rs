@@ -463,17 +463,18 @@ impl Writer {
         if let (Some(summary), Some(tx)) = (&summary, &self.settings.on_commit)
             && summary.samples > 0
         {
-            let mut names: Vec<String> = items
+            // Distinct names first, then copies: a batch has thousands of samples but few
+            // metrics.
+            let distinct: std::collections::HashSet<&str> = items
                 .iter()
                 .filter_map(|i| match &i.content {
                     ItemContent::Parsed { samples, .. } => Some(samples),
                     ItemContent::Rejected(_) => None,
                 })
                 .flatten()
-                .map(|s| s.metric.clone())
+                .map(|s| s.metric.as_str())
                 .collect();
-            names.sort();
-            names.dedup();
+            let names: Vec<String> = distinct.into_iter().map(str::to_string).collect();
             // Never wait for the rules: a full queue means they will look soon anyway.
             let _ = tx.try_send(names);
         }

@@ -228,3 +228,18 @@ pub(super) fn silences(conn: &Connection) -> rusqlite::Result<Vec<SilenceRow>> {
     })?
     .collect()
 }
+
+pub(super) fn attempts(conn: &Connection, id: i64) -> rusqlite::Result<Vec<AttemptRow>> {
+    conn.prepare_cached(
+        "SELECT at_ms, ok, detail FROM notification_attempts WHERE notification_id = ?1
+         ORDER BY id",
+    )?
+    .query_map(params![id], |r| {
+        Ok(AttemptRow {
+            at_ms: r.get(0)?,
+            ok: r.get(1)?,
+            detail: r.get(2)?,
+        })
+    })?
+    .collect()
+}

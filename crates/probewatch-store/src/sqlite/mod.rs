@@ -89,7 +89,9 @@ impl SqliteStore {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
         // A batch of a thousand files dirties a few MiB of index pages; with SQLite's default
         // 2 MiB cache they spill to the WAL mid-transaction and are read back (seen in perf).
-        conn.pragma_update(None, "cache_size", -16_384)?;
+        // 12 MiB holds the sample head and the ledger's hot pages; 16 MiB was no faster and
+        // took peak RSS over 64 MiB, 8 MiB slowed a 1M-file backlog (docs/benchmarks.md).
+        conn.pragma_update(None, "cache_size", -12_288)?;
         migrate(&mut conn)?;
         let next_batch_id: i64 =
             conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM batches", [], |r| {
@@ -883,6 +885,10 @@ impl Store for SqliteStore {
 
     fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError> {
         self.read(|c| alerting::recent(c, limit))
+    }
+
+    fn attempts(&self, notification_id: i64) -> Result<Vec<AttemptRow>, StoreError> {
+        self.read(|c| alerting::attempts(c, notification_id))
     }
 
     fn add_silence(&self, silence: &SilenceRow) -> Result<i64, StoreError> {

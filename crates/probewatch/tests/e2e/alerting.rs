@@ -115,6 +115,8 @@ groups:
         expr: probe_check_status{check="login"} == 2 and on (probe, host) probe_check_status{check="search"} == 2
         labels:
           severity: page
+      - record: probe:login_critical:count
+        expr: count(probe_check_status{check="login"} == 2)
 "#;
 
 fn now_secs() -> u64 {
@@ -181,6 +183,9 @@ fn failing_result_fires_within_a_second_then_resolves() {
     );
     let alerts = daemon.get("/api/v1/alerts");
     assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
+    // The recording rule wrote its series back to the store, where queries find it.
+    let recorded = daemon.get("/api/v1/query?query=probe:login_critical:count");
+    assert_eq!(recorded["data"]["result"][0]["value"][1], "1", "{recorded}");
 
     // A later good result: the alert resolves.
     std::thread::sleep(Duration::from_millis(1100));
@@ -228,6 +233,22 @@ fn combined_rule_restart_and_a_receiver_that_is_down_for_a_while() {
     assert!(
         attempts >= 4,
         "two refusals should have cost retries: {outbox}"
+    );
+    // Every attempt is on record with the receiver's answer.
+    let log: Vec<&Value> = outbox["data"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .flat_map(|n| n["attemptLog"].as_array().into_iter().flatten())
+        .collect();
+    assert!(
+        log.iter().filter(|a| a["ok"] == false).count() >= 2,
+        "{outbox}"
+    );
+    assert!(
+        log.iter()
+            .any(|a| a["detail"].as_str().is_some_and(|d| d.contains("503"))),
+        "{outbox}"
     );
     assert!(
         outbox["data"]
