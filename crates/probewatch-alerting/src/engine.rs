@@ -280,22 +280,8 @@ impl Engine {
         let mut resolved: Vec<ActiveAlert> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for sample in samples {
-            let sample_labels: BTreeMap<String, String> = sample
-                .labels
-                .pairs()
-                .iter()
-                .filter(|(k, _)| k != probewatch_promql::labels::METRIC_NAME)
-                .cloned()
-                .collect();
-            let mut labels = sample_labels.clone();
-            for (k, template) in &rule.labels {
-                let v = template.render(&sample_labels, sample.v);
-                if v.is_empty() {
-                    labels.remove(k);
-                } else {
-                    labels.insert(k.clone(), v);
-                }
-            }
+            let sample_labels = without_name(&sample.labels);
+            let mut labels = with_rule_labels(rule, &sample_labels, sample.v);
             labels.insert("alertname".into(), rule.name.clone());
             let rendered: BTreeMap<String, String> = annotations
                 .iter()
@@ -544,6 +530,34 @@ impl Engine {
     }
 }
 
+/// A result sample's labels without the metric name: what templates see as `$labels`.
+fn without_name(labels: &probewatch_promql::Labels) -> BTreeMap<String, String> {
+    labels
+        .pairs()
+        .iter()
+        .filter(|(k, _)| k != probewatch_promql::labels::METRIC_NAME)
+        .cloned()
+        .collect()
+}
+
+/// `sample_labels` with the rule's labels rendered over them (an empty value removes one).
+fn with_rule_labels(
+    rule: &crate::rulefile::Rule,
+    sample_labels: &BTreeMap<String, String>,
+    value: f64,
+) -> BTreeMap<String, String> {
+    let mut labels = sample_labels.clone();
+    for (k, template) in &rule.labels {
+        let v = template.render(sample_labels, value);
+        if v.is_empty() {
+            labels.remove(k);
+        } else {
+            labels.insert(k.clone(), v);
+        }
+    }
+    labels
+}
+
 /// A recording rule's samples: its name as the metric, the result's labels plus the rule's.
 fn record(
     rule: &crate::rulefile::Rule,
@@ -554,16 +568,7 @@ fn record(
     let samples: Vec<(BTreeMap<String, String>, f64)> = match value {
         Value::Vector(v) => v
             .into_iter()
-            .map(|s| {
-                let labels = s
-                    .labels
-                    .pairs()
-                    .iter()
-                    .filter(|(k, _)| k != probewatch_promql::labels::METRIC_NAME)
-                    .cloned()
-                    .collect();
-                (labels, s.v)
-            })
+            .map(|s| (without_name(&s.labels), s.v))
             .collect(),
         Value::Scalar(_, v) => vec![(BTreeMap::new(), v)],
         other => {
@@ -574,15 +579,7 @@ fn record(
         }
     };
     for (sample_labels, v) in samples {
-        let mut labels = sample_labels.clone();
-        for (k, template) in &rule.labels {
-            let value = template.render(&sample_labels, v);
-            if value.is_empty() {
-                labels.remove(k);
-            } else {
-                labels.insert(k.clone(), value);
-            }
-        }
+        let labels = with_rule_labels(rule, &sample_labels, v);
         out.push(SeriesSample {
             metric: rule.name.clone(),
             labels: canonical(&labels),

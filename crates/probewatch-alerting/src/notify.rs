@@ -92,47 +92,16 @@ pub fn deliver(
 ) -> Result<String, String> {
     match &receiver.kind {
         ReceiverKind::Webhook { url } => {
-            let response = client
-                .post(url)
-                .timeout(receiver.timeout)
-                .header("content-type", "application/json")
-                .body(payload.to_string())
-                .send()
-                .map_err(|e| format!("POST {url}: {e}"))?;
-            let status = response.status();
-            if status.is_success() {
-                Ok(format!("POST {url}: {status}"))
-            } else {
-                let body: String = response
-                    .text()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
-                Err(format!("POST {url}: {status} {body}"))
-            }
+            post_json(client, url, payload.to_string(), receiver.timeout)
         }
         ReceiverKind::Alertmanager { url } => {
             let endpoint = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
-            let response = client
-                .post(&endpoint)
-                .timeout(receiver.timeout)
-                .header("content-type", "application/json")
-                .body(alertmanager_body(payload)?)
-                .send()
-                .map_err(|e| format!("POST {endpoint}: {e}"))?;
-            let status = response.status();
-            if status.is_success() {
-                Ok(format!("POST {endpoint}: {status}"))
-            } else {
-                let body: String = response
-                    .text()
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect();
-                Err(format!("POST {endpoint}: {status} {body}"))
-            }
+            post_json(
+                client,
+                &endpoint,
+                alertmanager_body(payload)?,
+                receiver.timeout,
+            )
         }
         ReceiverKind::Email(settings) => send_email(settings, payload, receiver.timeout),
         ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout),
@@ -224,6 +193,33 @@ fn send_email(
         settings.port,
         response.code()
     ))
+}
+
+/// POSTs a JSON body; `Ok` on a 2xx answer, otherwise the status and the start of the body.
+fn post_json(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    body: String,
+    timeout: Duration,
+) -> Result<String, String> {
+    let response = client
+        .post(url)
+        .timeout(timeout)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(format!("POST {url}: {status}"));
+    }
+    let answer: String = response
+        .text()
+        .unwrap_or_default()
+        .chars()
+        .take(200)
+        .collect();
+    Err(format!("POST {url}: {status} {answer}"))
 }
 
 /// Alertmanager's API v2 body (a list of postable alerts) from a webhook payload: a firing

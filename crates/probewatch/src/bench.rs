@@ -493,7 +493,8 @@ fn run_baseline(base: &Path, args: &BenchArgs) -> anyhow::Result<RunResult> {
     Ok(result)
 }
 
-fn median(values: &mut [f64]) -> f64 {
+/// The median of some measurements (sorts them).
+pub(crate) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     if values.is_empty() {
         f64::NAN
@@ -588,4 +589,13 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         );
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A temporary directory inside `dir` (default: the system temp directory), removed on drop.
+pub(crate) fn temp_work_dir(dir: Option<&Path>) -> anyhow::Result<tempfile::TempDir> {
+    match dir {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .context("creating a temporary directory")
 }

@@ -70,11 +70,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Runs the benchmark and prints the figures.
 pub fn run(args: &BenchAlertArgs) -> anyhow::Result<std::process::ExitCode> {
-    let work = match &args.dir {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .context("creating a temporary directory")?;
+    let work = crate::bench::temp_work_dir(args.dir.as_deref())?;
     let spool = work.path().join("spool");
     std::fs::create_dir_all(&spool)?;
     let (url, bodies) = receiver()?;

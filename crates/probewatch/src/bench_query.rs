@@ -41,11 +41,7 @@ const LABELS: &str = r#"{host="h1",probe="bench"}"#;
 
 /// Runs the benchmark and prints the figures.
 pub fn run(args: &BenchQueryArgs) -> anyhow::Result<std::process::ExitCode> {
-    let dir = match &args.dir {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .context("creating a temporary directory")?;
+    let dir = crate::bench::temp_work_dir(args.dir.as_deref())?;
     let store = SqliteStore::open(dir.path())?;
     let start_ms: i64 = 1_700_000_000_000;
     let step_ms = i64::try_from(args.interval * 1000).context("interval")?;
@@ -84,7 +80,7 @@ pub fn run(args: &BenchQueryArgs) -> anyhow::Result<std::process::ExitCode> {
             read.first().map_or(0, Vec::len)
         );
     }
-    let base = median(&mut baseline);
+    let base = crate::bench::median(&mut baseline);
     println!(
         "  {:<58} median {base:8.1} ms",
         "raw read of every sample (baseline)"
@@ -113,7 +109,7 @@ pub fn run(args: &BenchQueryArgs) -> anyhow::Result<std::process::ExitCode> {
                 _ => 1,
             };
         }
-        let m = median(&mut times);
+        let m = crate::bench::median(&mut times);
         let label = if range {
             format!("query_range {text} (11,000 steps)")
         } else {
@@ -125,11 +121,6 @@ pub fn run(args: &BenchQueryArgs) -> anyhow::Result<std::process::ExitCode> {
         );
     }
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// Stores `n` samples of one series through `commit_batch`, as ingest would, 10,000 per

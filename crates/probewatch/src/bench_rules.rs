@@ -10,7 +10,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::Args;
 use probewatch_alerting::{Engine, EngineConfig};
 use probewatch_core::SeriesSample;
@@ -69,11 +68,7 @@ fn rules_yaml(rules: u64, probes: u64) -> String {
 
 /// Runs the benchmark and prints the figures.
 pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
-    let dir = match &args.dir {
-        Some(d) => tempfile::tempdir_in(d),
-        None => tempfile::tempdir(),
-    }
-    .context("creating a temporary directory")?;
+    let dir = crate::bench::temp_work_dir(args.dir.as_deref())?;
     let store = SqliteStore::open(dir.path())?;
     let probes = (args.series / 2 / CHECKS).max(1);
     let now = now_ms();
@@ -142,7 +137,7 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
         store.read_samples(&ids, now - 300_000, now)?;
         baseline.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let base = median(&mut baseline);
+    let base = crate::bench::median(&mut baseline);
     println!(
         "  {:<52} median {base:8.1} ms",
         "read 5 minutes of every series (baseline)"
@@ -164,16 +159,11 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
             .map(|r| engine.alerts(&r.key).len())
             .sum();
     }
-    let cycle = median(&mut cycles);
+    let cycle = crate::bench::median(&mut cycles);
     println!(
         "  {:<52} median {cycle:8.1} ms  ({:.2}x baseline; {firing} active alerts)",
         format!("one cycle: {} rules", args.rules),
         cycle / base
     );
     Ok(std::process::ExitCode::SUCCESS)
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
