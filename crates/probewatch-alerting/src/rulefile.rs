@@ -131,6 +131,8 @@ pub fn parse(
     let parsed: FileYaml = serde_saphyr::from_str(text).map_err(|e| fail(e.to_string()))?;
     let mut names = HashSet::new();
     let mut groups = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut cursor = 0usize;
     for g in parsed.groups {
         if g.name.is_empty() {
             return Err(fail("a group has an empty name".into()));
@@ -158,6 +160,26 @@ pub fn parse(
         let mut rules = Vec::new();
         let mut reads: Option<HashSet<String>> = Some(HashSet::new());
         for (i, r) in g.rules.into_iter().enumerate() {
+            // Where the rule is in the file, for messages: its `alert:`/`record:` line, and
+            // its `expr:` line (PromQL errors carry no position of their own).
+            let rule_line = r
+                .alert
+                .as_deref()
+                .map(|n| ("alert", n))
+                .or(r.record.as_deref().map(|n| ("record", n)))
+                .and_then(|(key, n)| find_line(&lines, cursor, |l| is_key_line(l, key, n)));
+            if let Some(line) = rule_line {
+                cursor = line;
+            }
+            let is_expr = |l: &str| l.trim_start().trim_start_matches("- ").starts_with("expr:");
+            let expr_line = rule_line.and_then(|start| {
+                // `- expr:` just above the name (expr written first), else the next `expr:`.
+                let above = start.checked_sub(2).and_then(|i| lines.get(i));
+                match above {
+                    Some(l) if l.trim_start().starts_with("- ") && is_expr(l) => Some(start - 1),
+                    _ => find_line(&lines, start, is_expr),
+                }
+            });
             let (name, alert) = match (&r.alert, &r.record) {
                 (Some(a), None) => (a.clone(), true),
                 (None, Some(rec)) => (rec.clone(), false),
@@ -170,8 +192,14 @@ pub fn parse(
                 }
             };
             let at = |what: String| {
+                let line = if what.starts_with("expr") {
+                    expr_line.or(rule_line)
+                } else {
+                    rule_line
+                };
+                let place = line.map(|l| format!("line {l}: ")).unwrap_or_default();
                 fail(format!(
-                    "group {:?}, rule {} ({name}): {what}",
+                    "{place}group {:?}, rule {} ({name}): {what}",
                     g.name,
                     i + 1
                 ))
@@ -248,6 +276,30 @@ pub fn parse(
     Ok(groups)
 }
 
+/// The 1-based number of the first line at or after line `from` (1-based) that `test`
+/// accepts.
+fn find_line(lines: &[&str], from: usize, test: impl Fn(&str) -> bool) -> Option<usize> {
+    lines
+        .iter()
+        .enumerate()
+        .skip(from.saturating_sub(1))
+        .find(|(_, l)| test(l))
+        .map(|(i, _)| i + 1)
+}
+
+/// Whether `line` is `key: name` (a list item or not, the name quoted or not).
+fn is_key_line(line: &str, key: &str, name: &str) -> bool {
+    let rest = line.trim_start().trim_start_matches("- ").trim_start();
+    let Some(value) = rest
+        .strip_prefix(key)
+        .and_then(|r| r.trim_start().strip_prefix(':'))
+    else {
+        return false;
+    };
+    let value = value.split(" #").next().unwrap_or("").trim();
+    value.trim_matches(|c| c == '"' || c == '\'') == name
+}
+
 /// Reads and parses rule files; group names must be unique across them.
 pub fn load(files: &[PathBuf], default_interval_ms: i64) -> Result<Vec<Group>, RuleFileError> {
     let mut groups: Vec<Group> = Vec::new();
@@ -317,7 +369,7 @@ groups:
         let cases = [
             (
                 "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: sum(\n",
-                "rule 1 (A): expr",
+                "line 5: group \"g\", rule 1 (A): expr",
             ),
             (
                 "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: up\n        fro: 1m\n",
