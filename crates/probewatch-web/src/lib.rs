@@ -18,6 +18,7 @@ use probewatch_store::{HistoryQuery, Outcome, Store, StoreError};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
+mod pages;
 mod prom_api;
 mod rules_api;
 pub mod silences_api;
@@ -82,6 +83,9 @@ impl IntoResponse for ApiError {
 /// The router with every endpoint.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(pages::overview))
+        .route("/static/app.css", get(pages::css))
+        .route("/static/app.js", get(pages::js))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats", get(stats))

@@ -6,6 +6,7 @@ mod util;
 mod alerting;
 mod bad_input;
 mod commands;
+mod dashboard;
 mod exactly_once;
 mod query_api;
 mod watching;

@@ -1,0 +1,254 @@
+//! The dashboard's HTML pages, rendered on the server with askama (templates are checked at
+//! compile time and escape everything a probe wrote), plus their CSS and JavaScript, which
+//! are compiled into the binary so the dashboard works offline.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use probewatch_store::CheckRow;
+use serde::Deserialize;
+
+use crate::{ApiError, AppState};
+
+/// One check as the overview shows it.
+pub(crate) struct CheckView {
+    state: &'static str,
+    state_word: &'static str,
+    probe: String,
+    host: String,
+    check: String,
+    time_iso: String,
+    ago: String,
+    message: String,
+}
+
+/// Checks under one heading (a probe or a host).
+pub(crate) struct GroupView {
+    title: String,
+    checks: Vec<CheckView>,
+}
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct OverviewPage<'a> {
+    q: &'a str,
+    status: &'a str,
+    group: &'a str,
+    status_options: &'a [(&'a str, &'a str)],
+    counts: String,
+    groups: Vec<GroupView>,
+    filtered: bool,
+}
+
+#[derive(Template)]
+#[template(path = "checks_table.html")]
+struct ChecksFragment {
+    groups: Vec<GroupView>,
+    filtered: bool,
+}
+
+/// `?q=&status=&group=&fragment=`
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct OverviewQuery {
+    q: Option<String>,
+    status: Option<String>,
+    group: Option<String>,
+    fragment: Option<String>,
+}
+
+const STATUS_OPTIONS: &[(&str, &str)] = &[
+    ("", "any"),
+    ("problem", "not ok"),
+    ("ok", "ok"),
+    ("warning", "warning"),
+    ("critical", "critical"),
+    ("unknown", "unknown"),
+    ("stale", "stale"),
+];
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// "12 s ago", "3 min ago", "5 h ago", "2 d ago" (or "in 4 s" for a clock ahead of ours).
+pub(crate) fn ago(ms: i64, now: i64) -> String {
+    let d = (now - ms) / 1000;
+    let (n, unit) = match d.abs() {
+        s if s < 60 => (s, "s"),
+        s if s < 3600 => (s / 60, "min"),
+        s if s < 86_400 => (s / 3600, "h"),
+        s => (s / 86_400, "d"),
+    };
+    if d < 0 {
+        format!("in {n} {unit}")
+    } else {
+        format!("{n} {unit} ago")
+    }
+}
+
+/// The check's state: its status, or `stale` when nothing came for three of its declared
+/// intervals.
+pub(crate) fn state(c: &CheckRow, now: i64) -> (&'static str, &'static str) {
+    if c.interval_ms
+        .is_some_and(|i| i > 0 && now - c.time_ms > 3 * i)
+    {
+        return ("stale", "stale");
+    }
+    match c.status {
+        0 => ("ok", "ok"),
+        1 => ("warning", "warning"),
+        2 => ("critical", "critical"),
+        _ => ("unknown", "unknown"),
+    }
+}
+
+fn view(rows: Vec<CheckRow>, q: &OverviewQuery, now: i64) -> (Vec<GroupView>, String, bool) {
+    let text = q.q.as_deref().unwrap_or("").trim().to_lowercase();
+    let status = q.status.as_deref().unwrap_or("");
+    let by_host = q.group.as_deref() == Some("host");
+    let total = rows.len();
+    let mut counts = std::collections::BTreeMap::new();
+    let mut groups: Vec<GroupView> = Vec::new();
+    let mut shown = 0;
+    for row in rows {
+        let (state, word) = state(&row, now);
+        *counts.entry(state).or_insert(0usize) += 1;
+        let text_ok = text.is_empty()
+            || [&row.probe, &row.host, &row.check, &row.message]
+                .iter()
+                .any(|f| f.to_lowercase().contains(&text));
+        let status_ok = match status {
+            "" => true,
+            "problem" => state != "ok",
+            s => s == state,
+        };
+        if !(text_ok && status_ok) {
+            continue;
+        }
+        shown += 1;
+        let title = if by_host { &row.host } else { &row.probe };
+        let title = if title.is_empty() {
+            "(no host)".to_string()
+        } else {
+            title.clone()
+        };
+        let check = CheckView {
+            state,
+            state_word: word,
+            time_iso: jiff::Timestamp::from_millisecond(row.time_ms)
+                .map_or_else(|_| String::new(), |t| t.to_string()),
+            ago: ago(row.time_ms, now),
+            probe: row.probe,
+            host: row.host,
+            check: row.check,
+            message: row.message,
+        };
+        match groups.iter_mut().find(|g| g.title == title) {
+            Some(g) => g.checks.push(check),
+            None => groups.push(GroupView {
+                title,
+                checks: vec![check],
+            }),
+        }
+    }
+    groups.sort_by(|a, b| a.title.cmp(&b.title));
+    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let summary = format!(
+        "{total} checks: {}{}",
+        parts.join(", "),
+        if shown < total {
+            format!("; {shown} shown")
+        } else {
+            String::new()
+        }
+    );
+    (groups, summary, shown < total)
+}
+
+/// `GET /`: every check with its current state; `?fragment=1` returns only the table, which
+/// the page's script fetches to refresh itself.
+pub(crate) async fn overview(
+    State(state): State<AppState>,
+    Query(q): Query<OverviewQuery>,
+) -> Result<Response, ApiError> {
+    let rows = crate::read(&state, |store| store.latest_checks()).await?;
+    let (groups, counts, filtered) = view(rows, &q, now_ms());
+    let render_error = |e: askama::Error| ApiError::Internal(e.to_string());
+    if q.fragment.is_some() {
+        let html = ChecksFragment { groups, filtered }
+            .render()
+            .map_err(render_error)?;
+        let mut response = Html(html).into_response();
+        if let Ok(v) = HeaderValue::from_str(&counts) {
+            response.headers_mut().insert("x-probewatch-summary", v);
+        }
+        return Ok(response);
+    }
+    let html = OverviewPage {
+        q: q.q.as_deref().unwrap_or(""),
+        status: q.status.as_deref().unwrap_or(""),
+        group: q.group.as_deref().unwrap_or("probe"),
+        status_options: STATUS_OPTIONS,
+        counts,
+        groups,
+        filtered,
+    }
+    .render()
+    .map_err(render_error)?;
+    Ok(Html(html).into_response())
+}
+
+/// `GET /static/app.css`
+pub(crate) async fn css() -> Response {
+    static_file("text/css; charset=utf-8", include_str!("../static/app.css"))
+}
+
+/// `GET /static/app.js`
+pub(crate) async fn js() -> Response {
+    static_file(
+        "text/javascript; charset=utf-8",
+        include_str!("../static/app.js"),
+    )
+}
+
+fn static_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(status: u8, time_ms: i64, interval_ms: Option<i64>) -> CheckRow {
+        CheckRow {
+            probe: "p".into(),
+            host: "h".into(),
+            check: "c".into(),
+            status,
+            time_ms,
+            duration_seconds: None,
+            message: String::new(),
+            interval_ms,
+        }
+    }
+
+    #[test]
+    fn a_silent_probe_is_stale_not_its_last_status() {
+        let now = 1_000_000;
+        assert_eq!(state(&row(0, now - 100_000, Some(60_000)), now).0, "ok");
+        assert_eq!(state(&row(0, now - 200_000, Some(60_000)), now).0, "stale");
+        assert_eq!(state(&row(2, now - 200_000, None), now).0, "critical");
+        assert_eq!(ago(now - 12_000, now), "12 s ago");
+        assert_eq!(ago(now - 7_200_000, now), "2 h ago");
+    }
+}

@@ -1,0 +1,157 @@
+//! The dashboard over real ingested files: with a real HTTP client, and in a real headless
+//! Chromium (Debian's `chromium`, installed by .ci/run; skipped with a message where absent).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::util::*;
+
+const XSS: &str = "<script>alert(1)</script>";
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A spool with a check named like an XSS attempt, a failing check, and a probe that
+/// declared a 60 s interval but last reported ten minutes ago.
+fn dashboard_env() -> (Env, Daemon) {
+    let env = Env::new();
+    let now = now_secs();
+    std::fs::write(
+        env.spool().join("web.xml"),
+        format!(
+            r#"<probe name="web" host="h1" time="{now}" interval="60s">
+  <check name="&lt;script&gt;alert(1)&lt;/script&gt;" status="ok">fine &lt;b&gt;bold&lt;/b&gt;</check>
+  <check name="login" status="critical">timeout after 5s</check>
+</probe>"#
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        env.spool().join("old.xml"),
+        format!(
+            r#"<probe name="batch" host="h2" time="{}" interval="60s">
+  <check name="nightly" status="ok">done</check>
+</probe>"#,
+            now - 600
+        ),
+    )
+    .expect("write");
+    let daemon = env.start(&[]);
+    daemon.wait_files(2, Duration::from_secs(30));
+    (env, daemon)
+}
+
+#[test]
+fn overview_shows_states_escapes_probe_text_and_filters() {
+    let (_env, daemon) = dashboard_env();
+    let html = daemon.get_text("/");
+    assert!(
+        html.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{html}"
+    );
+    assert!(!html.contains(XSS), "probe text must never become markup");
+    assert!(html.contains("fine &#60;b&#62;bold&#60;/b&#62;"));
+    // Status as a word, not only a colour; the silent probe is stale, not "ok".
+    assert!(html.contains(r#"<span class="status status-critical">critical</span>"#));
+    assert!(
+        html.contains(r#"<span class="status status-stale">stale</span>"#),
+        "{html}"
+    );
+    assert!(html.contains("3 checks"), "{html}");
+    let problems = daemon.get_text("/?status=problem");
+    assert!(problems.contains("login") && problems.contains("nightly"));
+    assert!(!problems.contains("alert(1)"), "ok checks are filtered out");
+    let by_host = daemon.get_text("/?group=host&q=nightly");
+    assert!(
+        by_host.contains("<h2>h2</h2>") && !by_host.contains("login"),
+        "{by_host}"
+    );
+    let fragment = daemon.get_text("/?fragment=1");
+    assert!(fragment.trim_start().starts_with("<section") && !fragment.contains("<html"));
+    let css = reqwest::blocking::get(format!("{}/static/app.css", daemon.base)).expect("css");
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    daemon.stop();
+}
+
+fn chromium() -> Option<PathBuf> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Runs headless Chromium on `url`: the DOM after `budget_ms` of virtual time, and its log.
+fn browse(chrome: &Path, url: &str, budget_ms: u64, screenshot: Option<&Path>) -> (String, String) {
+    let profile = tempfile::tempdir().expect("profile dir");
+    let mut cmd = Command::new(chrome);
+    cmd.args([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--window-size=1200,800",
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()))
+    .arg(format!("--virtual-time-budget={budget_ms}"));
+    match screenshot {
+        Some(path) => cmd.arg(format!("--screenshot={}", path.display())),
+        None => cmd.arg("--dump-dom"),
+    };
+    let out = cmd.arg(url).output().expect("run chromium");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn overview_in_a_real_browser() {
+    let Some(chrome) = chromium() else {
+        eprintln!(
+            "SKIPPED: no Chromium at /usr/bin/chromium (Debian package chromium; .ci/run installs it)"
+        );
+        return;
+    };
+    let (_env, daemon) = dashboard_env();
+    let url = format!("{}/", daemon.base);
+    // 7 s of virtual time: the page's 5 s live refresh has run once.
+    let (dom, log) = browse(&chrome, &url, 7000, None);
+    assert!(
+        dom.contains("id=\"checks\""),
+        "page did not load: {dom}\n{log}"
+    );
+    assert!(
+        dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{dom}"
+    );
+    assert!(
+        !dom.contains(XSS),
+        "the XSS check name became a script element"
+    );
+    assert!(
+        dom.contains("data-refreshed="),
+        "live refresh did not run:\n{log}"
+    );
+    for bad in ["Uncaught", "SyntaxError", "Failed to load resource"] {
+        assert!(!log.contains(bad), "console error ({bad}):\n{log}");
+    }
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&shots).expect("screenshot dir");
+    let shot = shots.join("overview.png");
+    browse(&chrome, &url, 1000, Some(&shot));
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false),
+        "no screenshot at {}",
+        shot.display()
+    );
+    daemon.stop();
+}
