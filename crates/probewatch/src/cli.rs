@@ -1,4 +1,4 @@
-//! The command line: `probewatch run | check | ingest | rules | bench | bench-query |
+//! The command line: `probewatch run | demo | check | ingest | rules | silence | bench* |
 //! example-config`.
 
 use std::path::PathBuf;
@@ -19,6 +19,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: watch the spools, ingest, serve the HTTP API.
     Run(RunArgs),
+    /// Run everything on a temporary directory with built-in example probes and rules, to
+    /// see the dashboard and alerts working within a minute.
+    Demo {
+        /// HTTP listen address (default 127.0.0.1:9180).
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Validate result files as probewatch would; exit 1 if any is bad.
     Check(CheckArgs),
     /// Import files or directories once, with the same exactly-once ledger; exit 1 if any

@@ -12,5 +12,6 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod demo;
 pub mod ingest;
 pub mod telemetry;

@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => probewatch::daemon::run_command(args),
+        Command::Demo { listen } => probewatch::demo::run(listen),
         Command::Check(args) => probewatch::commands::check(&args),
         Command::Ingest(args) => probewatch::commands::ingest(&args),
         Command::Bench(args) => probewatch::bench::run(&args),

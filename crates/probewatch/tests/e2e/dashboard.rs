@@ -155,3 +155,30 @@ fn overview_in_a_real_browser() {
     );
     daemon.stop();
 }
+
+#[test]
+fn demo_mode_shows_probes_and_raises_alerts_within_a_minute() {
+    let daemon = Daemon::spawn(&["demo".into(), "--listen".into(), "127.0.0.1:0".into()]);
+    daemon.wait_until("four demo probes", Duration::from_secs(20), |d| {
+        let checks = d.get("/api/v1/checks");
+        let probes: std::collections::BTreeSet<String> = checks["checks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["probe"].as_str().map(String::from))
+            .collect();
+        probes.len() >= 4
+    });
+    // The flapping search check changes status every 3 s: more than 6 changes in ~21 s.
+    daemon.wait_until("a firing alert", Duration::from_secs(60), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["state"] == "firing"))
+    });
+    let page = daemon.get_text("/");
+    assert!(
+        page.contains("chat-frontend") && page.contains("search"),
+        "{page}"
+    );
+    daemon.stop();
+}

@@ -121,7 +121,8 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn spawn(args: &[String]) -> Daemon {
+    /// Starts the binary with `args`; returns once it serves HTTP and its startup scan ended.
+    pub fn spawn(args: &[String]) -> Daemon {
         let mut child = Command::new(BIN)
             .args(args)
             .env("RUST_LOG", "info")

@@ -1,0 +1,175 @@
+//! `probewatch demo`: everything running on a temporary data directory, with built-in example
+//! probes that write realistic result files every few seconds (a check that fails and
+//! recovers, one that flaps, one probe that goes silent) and rules that alert on them, so a
+//! newcomer sees a live dashboard with alerts within a minute.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+
+use crate::config::{Config, ConfigFile, Overrides, SpoolFile};
+
+/// Seconds between two rounds of probe results.
+const ROUND_SECONDS: u64 = 3;
+
+/// After this long the `batch-report` probe stops reporting.
+const SILENT_AFTER: Duration = Duration::from_secs(45);
+
+const RULES: &str = r#"groups:
+  - name: demo
+    interval: 5s
+    rules:
+      - alert: CheckCritical
+        expr: probe_check_status == 2
+        for: 10s
+        labels:
+          severity: page
+        annotations:
+          summary: "{{ $labels.probe }} on {{ $labels.host }}: {{ $labels.check }} is critical"
+      - alert: ProbeSilent
+        expr: absent_over_time(probe_check_status{probe="batch-report"}[30s])
+        labels:
+          severity: ticket
+        annotations:
+          summary: "batch-report has not reported for 30 s"
+      - alert: CheckFlapping
+        expr: changes(probe_check_status[2m]) > 6
+        labels:
+          severity: ticket
+        annotations:
+          summary: "{{ $labels.probe }} {{ $labels.check }} changed status {{ $value }} times in 2m"
+      - record: probe:checks_failing:count
+        expr: count by (probe) (probe_check_status > 0)
+"#;
+
+/// Writes `content` as `dir/name` the way a careful probe does: a temporary name, then rename.
+fn publish(dir: &Path, name: &str, content: &str) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// One round of results; `round` counts from 0.
+fn write_round(spool: &Path, round: u64, started: Instant) -> std::io::Result<()> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    // send-message fails for 30 s out of every 90 s.
+    let send = if round % 30 >= 20 { "critical" } else { "ok" };
+    let users = 1200 + (round * 37) % 300;
+    publish(
+        spool,
+        &format!("chat-frontend-{round}.xml"),
+        &format!(
+            r#"<probe name="chat-frontend" host="web-1" time="{now}" interval="{ROUND_SECONDS}s">
+  <check name="login" status="ok" duration="0.0{}">logged in as probe user</check>
+  <check name="send-message" status="{send}" duration="{}">{}</check>
+  <metric name="online_users" value="{users}"/>
+</probe>"#,
+            10 + round % 80,
+            if send == "ok" { "0.3" } else { "5.0" },
+            if send == "ok" {
+                "delivered"
+            } else {
+                "timeout after 5s"
+            },
+        ),
+    )?;
+    let slow = round % 10 == 7;
+    publish(
+        spool,
+        &format!("shop-api-{round}.xml"),
+        &format!(
+            r#"<probe name="shop-api" host="web-2" time="{now}" interval="{ROUND_SECONDS}s">
+  <check name="checkout" status="{}" duration="{}">{}</check>
+  <metric name="queue_depth" value="{}"><label name="queue" value="orders"/></metric>
+</probe>"#,
+            if slow { "warning" } else { "ok" },
+            if slow { "2.4" } else { "0.18" },
+            if slow { "slow: 2.4 s" } else { "order placed" },
+            (round * 7) % 23,
+        ),
+    )?;
+    // The search check flaps: a different status every round.
+    publish(
+        spool,
+        &format!("search-{round}.xml"),
+        &format!(
+            r#"<probe name="search" host="web-3" time="{now}" interval="{ROUND_SECONDS}s">
+  <check name="query" status="{}" duration="0.2">{}</check>
+</probe>"#,
+            if round % 2 == 0 { "ok" } else { "critical" },
+            if round % 2 == 0 {
+                "42 hits"
+            } else {
+                "index unavailable"
+            },
+        ),
+    )?;
+    if started.elapsed() < SILENT_AFTER {
+        publish(
+            spool,
+            &format!("batch-report-{round}.xml"),
+            &format!(
+                r#"<probe name="batch-report" host="batch-1" time="{now}" interval="{ROUND_SECONDS}s">
+  <check name="export" status="ok" duration="1.5">exported 1000 rows</check>
+</probe>"#
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Runs the demo until SIGINT/SIGTERM; `listen` overrides 127.0.0.1:9180.
+pub fn run(listen: Option<String>) -> anyhow::Result<ExitCode> {
+    let work = tempfile::Builder::new()
+        .prefix("probewatch-demo-")
+        .tempdir()
+        .context("creating the demo directory")?;
+    let spool = work.path().join("spool");
+    std::fs::create_dir_all(&spool)?;
+    let rules = work.path().join("demo-rules.yml");
+    std::fs::write(&rules, RULES)?;
+    let file = ConfigFile {
+        data_dir: Some(work.path().join("data")),
+        spools: vec![SpoolFile {
+            name: Some("demo".into()),
+            path: spool.clone(),
+            // The demo writes many small files; do not keep them.
+            after_ingest: Some("delete".into()),
+            ..SpoolFile::default()
+        }],
+        rule_files: vec![rules.display().to_string()],
+        ..ConfigFile::default()
+    };
+    let config = Config::resolve(
+        file,
+        &Overrides {
+            listen,
+            ..Overrides::default()
+        },
+    )?;
+    crate::telemetry::init_logging(config.log_format);
+    println!(
+        "demo: four example probes write into {} every {ROUND_SECONDS} s; \
+         batch-report falls silent after {} s",
+        spool.display(),
+        SILENT_AFTER.as_secs()
+    );
+    let started = Instant::now();
+    std::thread::Builder::new()
+        .name("pw-demo-probes".into())
+        .spawn(move || {
+            for round in 0.. {
+                if let Err(e) = write_round(&spool, round, started) {
+                    tracing::warn!(error = %e, "demo probe could not write");
+                }
+                std::thread::sleep(Duration::from_secs(ROUND_SECONDS));
+            }
+        })?;
+    crate::daemon::run(config)?;
+    drop(work);
+    Ok(ExitCode::SUCCESS)
+}
