@@ -100,8 +100,12 @@ fn write_round(spool: &Path, round: u64, started: Instant) -> std::io::Result<()
             r#"<probe name="search" host="web-3" time="{now}" interval="{ROUND_SECONDS}s">
   <check name="query" status="{}" duration="0.2">{}</check>
 </probe>"#,
-            if round % 2 == 0 { "ok" } else { "critical" },
-            if round % 2 == 0 {
+            if round.is_multiple_of(2) {
+                "ok"
+            } else {
+                "critical"
+            },
+            if round.is_multiple_of(2) {
                 "42 hits"
             } else {
                 "index unavailable"
