@@ -169,7 +169,9 @@ fn failing_result_fires_within_a_second_then_resolves() {
     let got = hook.wait_for(1, Duration::from_secs(10));
     let latency = hook.bodies.lock().expect("lock")[0].0 - written;
     eprintln!("file written -> webhook received: {latency:?}");
-    assert!(latency < Duration::from_secs(2), "took {latency:?}");
+    // The figure is measured by `probewatch bench-alert`; here only a bound that holds on a
+    // loaded CI machine running many tests at once.
+    assert!(latency < Duration::from_secs(5), "took {latency:?}");
     let body = &got[0];
     assert_eq!(body["version"], "4");
     assert_eq!(body["status"], "firing");
@@ -475,17 +477,24 @@ groups:
         hook.url,
         env.spool().display().to_string()
     );
-    // It reports once; while that result is recent, nothing fires...
+    // It reports once (stamped with the current second), then falls silent.
+    let stamped = now_secs();
     std::fs::write(env.spool().join("a.xml"), result("gone", "ok", "ok")).expect("write");
     let daemon = env.start_with_config(&cfg);
-    let written = Instant::now();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(hook.received().is_empty(), "{:?}", hook.received());
-    // ...then the probe falls silent: the alert fires about 3 s after its last result.
-    let got = hook.wait_for(1, Duration::from_secs(10));
+    let got = hook.wait_for(1, Duration::from_secs(15));
+    let received = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     assert_eq!(alert_names(&got[0]), ["ProbeSilent"]);
     assert_eq!(got[0]["alerts"][0]["labels"]["probe"], "gone");
-    assert!(written.elapsed() >= Duration::from_secs(2));
+    // Not while the result was within the 3 s window (rules wait for the startup scan's
+    // files, so the result was seen before the first evaluation).
+    assert!(
+        received >= stamped as f64 + 3.0,
+        "fired {:.1} s after the result's time",
+        received - stamped as f64
+    );
     daemon.stop();
 }
 
