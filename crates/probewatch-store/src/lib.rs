@@ -140,6 +140,9 @@ pub trait Store: Send + Sync {
     /// The newest notifications (delivered or not), newest first.
     fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError>;
 
+    /// The newest alert state changes, newest first.
+    fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>, StoreError>;
+
     /// Every delivery attempt of a notification, oldest first.
     fn attempts(&self, notification_id: i64) -> Result<Vec<AttemptRow>, StoreError>;
 

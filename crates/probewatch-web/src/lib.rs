@@ -84,6 +84,8 @@ impl IntoResponse for ApiError {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::overview))
+        .route("/alerts", get(pages::alerts))
+        .route("/rules", get(pages::rules))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/healthz", get(healthz))

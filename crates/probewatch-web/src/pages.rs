@@ -32,6 +32,7 @@ pub(crate) struct GroupView {
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct OverviewPage<'a> {
+    page: &'static str,
     q: &'a str,
     status: &'a str,
     group: &'a str,
@@ -188,6 +189,7 @@ pub(crate) async fn overview(
         return Ok(response);
     }
     let html = OverviewPage {
+        page: "overview",
         q: q.q.as_deref().unwrap_or(""),
         status: q.status.as_deref().unwrap_or(""),
         group: q.group.as_deref().unwrap_or("probe"),
@@ -198,6 +200,207 @@ pub(crate) async fn overview(
     }
     .render()
     .map_err(render_error)?;
+    Ok(Html(html).into_response())
+}
+
+/// An alert as the alerts page shows it.
+struct AlertView {
+    state: &'static str,
+    state_class: &'static str,
+    name: String,
+    labels: Vec<(String, String)>,
+    annotations: Vec<(String, String)>,
+    since: String,
+    since_iso: String,
+    value: String,
+}
+
+/// A silence row.
+struct SilenceView {
+    id: i64,
+    status: String,
+    matchers: Vec<String>,
+    ends: String,
+    by: String,
+    comment: String,
+}
+
+/// An alert history row.
+struct EventView {
+    at: String,
+    at_iso: String,
+    name: String,
+    event: String,
+    labels: String,
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage {
+    page: &'static str,
+    alerts: Vec<AlertView>,
+    silences: Vec<SilenceView>,
+    events: Vec<EventView>,
+}
+
+fn iso(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| String::new(), |t| t.to_string())
+}
+
+/// `GET /alerts`: firing and pending alerts, silences (with a form to create and buttons to
+/// expire, which need the API token), and the alert history.
+pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let mut alerts = Vec::new();
+    if let Some(engine) = &state.alerting {
+        let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
+        for rule in engine.groups().iter().flat_map(|g| g.rules.iter()) {
+            for a in engine.alerts(&rule.key) {
+                let firing = a.state == probewatch_store::AlertState::Firing;
+                alerts.push(AlertView {
+                    state: if firing { "firing" } else { "pending" },
+                    state_class: if firing { "critical" } else { "warning" },
+                    name: rule.name.clone(),
+                    labels: a
+                        .labels
+                        .iter()
+                        .filter(|(k, _)| *k != "alertname")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    annotations: a
+                        .annotations
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect(),
+                    since: ago(a.active_at_ms, now),
+                    since_iso: iso(a.active_at_ms),
+                    value: probewatch_promql::format_value(a.value),
+                });
+            }
+        }
+    }
+    let (silences, events) = crate::read(&state, |store| {
+        Ok((store.silences()?, store.alert_events(100)?))
+    })
+    .await?;
+    let silences = silences
+        .iter()
+        .map(|s| {
+            let json = crate::silences_api::silence_json(s, now);
+            SilenceView {
+                id: s.id,
+                status: json["status"].as_str().unwrap_or("").to_string(),
+                matchers: s.matchers.clone(),
+                ends: json["endsAt"].as_str().unwrap_or("").to_string(),
+                by: s.created_by.clone(),
+                comment: s.comment.clone(),
+            }
+        })
+        .collect();
+    let events = events
+        .into_iter()
+        .map(|e| EventView {
+            at: ago(e.at_ms, now),
+            at_iso: iso(e.at_ms),
+            name: e.rule_key.split('\u{0}').nth(1).unwrap_or("").to_string(),
+            event: e.event,
+            labels: e.labels,
+        })
+        .collect();
+    let html = AlertsPage {
+        page: "alerts",
+        alerts,
+        silences,
+        events,
+    }
+    .render()
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Html(html).into_response())
+}
+
+/// A rule row.
+struct RuleView {
+    kind: &'static str,
+    name: String,
+    state: &'static str,
+    state_class: &'static str,
+    expr: String,
+    last: String,
+    took: String,
+    error: String,
+}
+
+/// A group of rules.
+struct RuleGroupView {
+    name: String,
+    interval: String,
+    file: String,
+    rules: Vec<RuleView>,
+}
+
+#[derive(Template)]
+#[template(path = "rules.html")]
+struct RulesPage {
+    page: &'static str,
+    groups: Vec<RuleGroupView>,
+}
+
+/// `GET /rules`: groups, rules, state, last evaluation, its duration and error.
+pub(crate) async fn rules(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let mut groups = Vec::new();
+    if let Some(engine) = &state.alerting {
+        let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
+        for g in engine.groups() {
+            let rules = g
+                .rules
+                .iter()
+                .map(|r| {
+                    let health = engine.health(&r.key);
+                    let alerts = engine.alerts(&r.key);
+                    let (state, state_class) = match (&r.kind, &health.last_error) {
+                        (_, Some(_)) => ("error", "critical"),
+                        (probewatch_alerting::RuleKind::Record, None) => ("recording", "ok"),
+                        _ if alerts
+                            .iter()
+                            .any(|a| a.state == probewatch_store::AlertState::Firing) =>
+                        {
+                            ("firing", "critical")
+                        }
+                        _ if !alerts.is_empty() => ("pending", "warning"),
+                        _ => ("inactive", "ok"),
+                    };
+                    RuleView {
+                        kind: match r.kind {
+                            probewatch_alerting::RuleKind::Record => "record",
+                            probewatch_alerting::RuleKind::Alert { .. } => "alert",
+                        },
+                        name: r.name.clone(),
+                        state,
+                        state_class,
+                        expr: r.expr.clone(),
+                        last: health
+                            .last_evaluation_ms
+                            .map_or_else(|| "not yet".to_string(), |t| ago(t, now)),
+                        took: format!("{:.1} ms", health.duration_seconds * 1e3),
+                        error: health.last_error.unwrap_or_default(),
+                    }
+                })
+                .collect();
+            groups.push(RuleGroupView {
+                name: g.name.clone(),
+                interval: format!("{} s", g.interval_ms as f64 / 1000.0),
+                file: g.file.display().to_string(),
+                rules,
+            });
+        }
+    }
+    let html = RulesPage {
+        page: "rules",
+        groups,
+    }
+    .render()
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Html(html).into_response())
 }
 

@@ -243,3 +243,20 @@ pub(super) fn attempts(conn: &Connection, id: i64) -> rusqlite::Result<Vec<Attem
     })?
     .collect()
 }
+
+pub(super) fn events(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<AlertEvent>> {
+    conn.prepare_cached(
+        "SELECT rule_key, labels, event, at_ms, value FROM alert_events ORDER BY id DESC
+         LIMIT ?1",
+    )?
+    .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+        Ok(AlertEvent {
+            rule_key: r.get(0)?,
+            labels: r.get(1)?,
+            event: r.get(2)?,
+            at_ms: r.get(3)?,
+            value: r.get::<_, Option<f64>>(4)?.unwrap_or(f64::NAN),
+        })
+    })?
+    .collect()
+}

@@ -887,6 +887,10 @@ impl Store for SqliteStore {
         self.read(|c| alerting::recent(c, limit))
     }
 
+    fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>, StoreError> {
+        self.read(|c| alerting::events(c, limit))
+    }
+
     fn attempts(&self, notification_id: i64) -> Result<Vec<AttemptRow>, StoreError> {
         self.read(|c| alerting::attempts(c, notification_id))
     }

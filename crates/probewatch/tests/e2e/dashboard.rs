@@ -182,3 +182,82 @@ fn demo_mode_shows_probes_and_raises_alerts_within_a_minute() {
     );
     daemon.stop();
 }
+
+#[test]
+fn alerts_and_rules_pages_over_http_and_in_the_browser() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.data()).expect("dir");
+    let rules = env.data().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: probes\n    rules:\n      - alert: LoginCritical\n        expr: probe_check_status{check=\"login\"} == 2\n        annotations:\n          summary: '{{ $labels.probe }} login is critical'\n",
+    )
+    .expect("rules");
+    let cfg = format!(
+        "api_token = \"t0ken\"\nrule_files = [{:?}]\n[[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        env.spool().display().to_string()
+    );
+    let daemon = env.start_with_config(&cfg);
+    std::fs::write(
+        env.spool().join("a.xml"),
+        format!(
+            r#"<probe name="web" host="h1" time="{}"><check name="login" status="critical">down</check></probe>"#,
+            now_secs()
+        ),
+    )
+    .expect("write");
+    daemon.wait_until("firing", Duration::from_secs(10), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"][0]["state"] == "firing"
+    });
+    let created = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/silences", daemon.base))
+        .bearer_auth("t0ken")
+        .body(r#"{"matchers": ["probe=\"web\""], "duration": "1h", "createdBy": "ops", "comment": "deploy"}"#)
+        .send()
+        .expect("POST");
+    assert!(created.status().is_success());
+    let alerts = daemon.get_text("/alerts");
+    assert!(
+        alerts.contains("LoginCritical") && alerts.contains("web login is critical"),
+        "{alerts}"
+    );
+    assert!(alerts.contains(r#"<span class="status status-critical">firing</span>"#));
+    assert!(
+        alerts.contains("probe=&#34;web&#34;") && alerts.contains("deploy"),
+        "{alerts}"
+    );
+    assert!(
+        alerts.contains("<td>firing</td>"),
+        "history lists the change: {alerts}"
+    );
+    let rules_page = daemon.get_text("/rules");
+    assert!(
+        rules_page.contains("LoginCritical") && rules_page.contains("firing"),
+        "{rules_page}"
+    );
+    if let Some(chrome) = chromium() {
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&shots).expect("screenshot dir");
+        for page in ["alerts", "rules"] {
+            let url = format!("{}/{page}", daemon.base);
+            let (dom, log) = browse(&chrome, &url, 1000, None);
+            assert!(dom.contains("LoginCritical"), "{page} did not load: {log}");
+            for bad in ["Uncaught", "SyntaxError", "Failed to load resource"] {
+                assert!(
+                    !log.contains(bad),
+                    "console error on {page} ({bad}):\n{log}"
+                );
+            }
+            browse(
+                &chrome,
+                &url,
+                1000,
+                Some(&shots.join(format!("{page}.png"))),
+            );
+        }
+    } else {
+        eprintln!("SKIPPED (browser part): no Chromium at /usr/bin/chromium");
+    }
+    daemon.stop();
+}
