@@ -140,6 +140,9 @@ pub trait Store: Send + Sync {
     /// The newest notifications (delivered or not), newest first.
     fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError>;
 
+    /// Per spool: (spool name, files ingested, files rejected), from the ledger.
+    fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError>;
+
     /// The newest alert state changes, newest first.
     fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>, StoreError>;
 

@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(pages::overview))
         .route("/alerts", get(pages::alerts))
         .route("/rules", get(pages::rules))
+        .route("/ingest", get(pages::ingest))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/healthz", get(healthz))

@@ -404,6 +404,56 @@ pub(crate) async fn rules(State(state): State<AppState>) -> Result<Response, Api
     Ok(Html(html).into_response())
 }
 
+/// A rejected file row.
+struct RejectedView {
+    at: String,
+    at_iso: String,
+    spool: String,
+    path: String,
+    kind: String,
+    error: String,
+}
+
+#[derive(Template)]
+#[template(path = "ingest.html")]
+struct IngestPage {
+    page: &'static str,
+    spools: Vec<(String, u64, u64)>,
+    rejected: Vec<RejectedView>,
+}
+
+/// `GET /ingest`: files ingested and rejected per spool, and the rejected files with their
+/// exact error.
+pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let (spools, rejected) = crate::read(&state, |store| {
+        Ok((
+            store.spool_counts()?,
+            store.files(Some(probewatch_store::Outcome::Rejected), 200)?,
+        ))
+    })
+    .await?;
+    let rejected = rejected
+        .into_iter()
+        .map(|f| RejectedView {
+            at: ago(f.ingested_at_ms, now),
+            at_iso: iso(f.ingested_at_ms),
+            spool: f.spool,
+            path: String::from_utf8_lossy(&f.path).into_owned(),
+            kind: f.reject_kind.unwrap_or_default(),
+            error: f.error.unwrap_or_default(),
+        })
+        .collect();
+    let html = IngestPage {
+        page: "ingest",
+        spools,
+        rejected,
+    }
+    .render()
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Html(html).into_response())
+}
+
 /// `GET /static/app.css`
 pub(crate) async fn css() -> Response {
     static_file("text/css; charset=utf-8", include_str!("../static/app.css"))

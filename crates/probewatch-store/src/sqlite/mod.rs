@@ -887,6 +887,19 @@ impl Store for SqliteStore {
         self.read(|c| alerting::recent(c, limit))
     }
 
+    fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT spool, sum(outcome = 1), sum(outcome = 2) FROM files GROUP BY spool
+                 ORDER BY spool",
+            )?
+            .query_map([], |r| {
+                Ok((r.get(0)?, to_u64(r.get(1)?), to_u64(r.get(2)?)))
+            })?
+            .collect()
+        })
+    }
+
     fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>, StoreError> {
         self.read(|c| alerting::events(c, limit))
     }

@@ -261,3 +261,44 @@ fn alerts_and_rules_pages_over_http_and_in_the_browser() {
     }
     daemon.stop();
 }
+
+#[test]
+fn ingest_page_lists_rejected_files_with_their_error() {
+    let env = Env::new();
+    std::fs::write(env.spool().join("good.xml"), result_xml(1)).expect("write");
+    std::fs::write(
+        env.spool().join("bad <probe>.xml"),
+        "<probe name=\"p\">\n  <check name=\"c\" status=\"fine\"/>\n</probe>",
+    )
+    .expect("write");
+    let daemon = env.start(&[]);
+    daemon.wait_until("both files", Duration::from_secs(30), |d| {
+        let s = d.stats();
+        s["files_ingested"] == 1 && s["files_rejected"] == 1
+    });
+    let page = daemon.get_text("/ingest");
+    assert!(
+        page.contains("<td>spool</td><td>1</td><td>1</td>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("bad &#60;probe&#62;.xml"),
+        "file names are escaped: {page}"
+    );
+    assert!(page.contains("unknown status"), "the exact error: {page}");
+    assert!(page.contains("line 2"), "with its position: {page}");
+    if let Some(chrome) = chromium() {
+        let (dom, log) = browse(&chrome, &format!("{}/ingest", daemon.base), 1000, None);
+        assert!(dom.contains("Rejected files"), "{log}");
+        assert!(!log.contains("Uncaught"), "{log}");
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+        std::fs::create_dir_all(&shots).expect("dir");
+        browse(
+            &chrome,
+            &format!("{}/ingest", daemon.base),
+            1000,
+            Some(&shots.join("ingest.png")),
+        );
+    }
+    daemon.stop();
+}
