@@ -68,12 +68,6 @@ const STATUS_OPTIONS: &[(&str, &str)] = &[
     ("stale", "stale"),
 ];
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// "12 s ago", "3 min ago", "5 h ago", "2 d ago" (or "in 4 s" for a clock ahead of ours).
 pub(crate) fn ago(ms: i64, now: i64) -> String {
     let d = (now - ms) / 1000;
@@ -176,7 +170,7 @@ pub(crate) async fn overview(
     Query(q): Query<OverviewQuery>,
 ) -> Result<Response, ApiError> {
     let rows = crate::read(&state, |store| store.latest_checks()).await?;
-    let (groups, counts, filtered) = view(rows, &q, now_ms());
+    let (groups, counts, filtered) = view(rows, &q, crate::now_ms());
     let render_error = |e: askama::Error| ApiError::Internal(e.to_string());
     if q.fragment.is_some() {
         let html = ChecksFragment { groups, filtered }
@@ -243,14 +237,10 @@ struct AlertsPage {
     events: Vec<EventView>,
 }
 
-fn iso(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| String::new(), |t| t.to_string())
-}
-
 /// `GET /alerts`: firing and pending alerts, silences (with a form to create and buttons to
 /// expire, which need the API token), and the alert history.
 pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let now = now_ms();
+    let now = crate::now_ms();
     let mut alerts = Vec::new();
     if let Some(engine) = &state.alerting {
         let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
@@ -273,7 +263,7 @@ pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, Ap
                         .map(|(k, v)| (k.clone(), v.clone()))
                         .collect(),
                     since: ago(a.active_at_ms, now),
-                    since_iso: iso(a.active_at_ms),
+                    since_iso: crate::rfc3339(a.active_at_ms),
                     value: probewatch_promql::format_value(a.value),
                 });
             }
@@ -301,7 +291,7 @@ pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, Ap
         .into_iter()
         .map(|e| EventView {
             at: ago(e.at_ms, now),
-            at_iso: iso(e.at_ms),
+            at_iso: crate::rfc3339(e.at_ms),
             name: e.rule_key.split('\u{0}').nth(1).unwrap_or("").to_string(),
             event: e.event,
             labels: e.labels,
@@ -347,7 +337,7 @@ struct RulesPage {
 
 /// `GET /rules`: groups, rules, state, last evaluation, its duration and error.
 pub(crate) async fn rules(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let now = now_ms();
+    let now = crate::now_ms();
     let mut groups = Vec::new();
     if let Some(engine) = &state.alerting {
         let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
@@ -425,7 +415,7 @@ struct IngestPage {
 /// `GET /ingest`: files ingested and rejected per spool, and the rejected files with their
 /// exact error.
 pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let now = now_ms();
+    let now = crate::now_ms();
     let (spools, rejected) = crate::read(&state, |store| {
         Ok((
             store.spool_counts()?,
@@ -437,7 +427,7 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         .into_iter()
         .map(|f| RejectedView {
             at: ago(f.ingested_at_ms, now),
-            at_iso: iso(f.ingested_at_ms),
+            at_iso: crate::rfc3339(f.ingested_at_ms),
             spool: f.spool,
             path: String::from_utf8_lossy(&f.path).into_owned(),
             kind: f.reject_kind.unwrap_or_default(),

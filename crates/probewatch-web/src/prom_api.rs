@@ -112,12 +112,6 @@ fn parse_time(name: &str, text: &str) -> Result<i64, PromError> {
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// Seconds as Prometheus writes them: `1700000029`, or `1700000029.5` with a fraction.
 fn time_json(ms: i64) -> Json {
     if ms % 1000 == 0 {
@@ -191,7 +185,7 @@ pub(crate) async fn query(
             .to_string();
         let t = match params.get("time") {
             Some(t) => parse_time("time", t)?,
-            None => now_ms(),
+            None => crate::now_ms(),
         };
         let options = state.query_options;
         let value = with_source(&state, move |source| {

@@ -13,10 +13,6 @@ use serde_json::{Value as Json, json};
 
 use crate::{ApiError, AppState};
 
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| String::new(), |t| t.to_string())
-}
-
 fn state_name(state: AlertState) -> &'static str {
     match state {
         AlertState::Pending => "pending",
@@ -29,7 +25,7 @@ fn alert_json(a: &ActiveAlert) -> Json {
         "labels": a.labels,
         "annotations": a.annotations,
         "state": state_name(a.state),
-        "activeAt": rfc3339(a.active_at_ms),
+        "activeAt": crate::rfc3339(a.active_at_ms),
         "value": probewatch_promql::format_value(a.value),
     })
 }
@@ -70,7 +66,7 @@ pub(crate) async fn rules(State(state): State<AppState>) -> Response {
                         },
                         "lastError": health.last_error.clone().unwrap_or_default(),
                         "evaluationTime": health.duration_seconds,
-                        "lastEvaluation": health.last_evaluation_ms.map(rfc3339).unwrap_or_default(),
+                        "lastEvaluation": health.last_evaluation_ms.map(crate::rfc3339).unwrap_or_default(),
                     });
                     let mut rule = common.as_object().cloned().unwrap_or_default();
                     match &r.kind {
@@ -112,7 +108,7 @@ pub(crate) async fn rules(State(state): State<AppState>) -> Response {
                 "interval": g.interval_ms as f64 / 1000.0,
                 "rules": rules,
                 "evaluationTime": total,
-                "lastEvaluation": last.map(rfc3339).unwrap_or_default(),
+                "lastEvaluation": last.map(crate::rfc3339).unwrap_or_default(),
             })
         })
         .collect();
@@ -162,16 +158,16 @@ pub(crate) async fn notifications(
             json!({
                 "group": n.group_key,
                 "attemptLog": attempts.iter().map(|a| json!({
-                    "at": rfc3339(a.at_ms),
+                    "at": crate::rfc3339(a.at_ms),
                     "ok": a.ok,
                     "detail": a.detail,
                 })).collect::<Vec<_>>(),
                 "id": n.id,
                 "receiver": n.receiver,
-                "createdAt": rfc3339(n.created_at_ms),
+                "createdAt": crate::rfc3339(n.created_at_ms),
                 "attempts": n.attempts,
                 "delivered": n.delivered_at_ms.is_some(),
-                "deliveredAt": n.delivered_at_ms.map(rfc3339),
+                "deliveredAt": n.delivered_at_ms.map(crate::rfc3339),
                 "lastError": n.last_error,
                 "payload": serde_json::from_str::<Json>(&n.payload).unwrap_or(Json::Null),
             })

@@ -12,16 +12,6 @@ use serde_json::{Value as Json, json};
 
 use crate::AppState;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn rfc3339(ms: i64) -> String {
-    jiff::Timestamp::from_millisecond(ms).map_or_else(|_| String::new(), |t| t.to_string())
-}
-
 fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     let body = json!({"status": "error", "errorType": kind, "error": message.into()});
     (status, axum::Json(body)).into_response()
@@ -75,11 +65,11 @@ pub fn silence_json(s: &SilenceRow, now: i64) -> Json {
     json!({
         "id": s.id,
         "matchers": s.matchers,
-        "startsAt": rfc3339(s.starts_at_ms),
-        "endsAt": rfc3339(s.expired_at_ms.map_or(s.ends_at_ms, |e| e.min(s.ends_at_ms))),
+        "startsAt": crate::rfc3339(s.starts_at_ms),
+        "endsAt": crate::rfc3339(s.expired_at_ms.map_or(s.ends_at_ms, |e| e.min(s.ends_at_ms))),
         "createdBy": s.created_by,
         "comment": s.comment,
-        "createdAt": rfc3339(s.created_at_ms),
+        "createdAt": crate::rfc3339(s.created_at_ms),
         "status": status,
     })
 }
@@ -88,7 +78,7 @@ pub fn silence_json(s: &SilenceRow, now: i64) -> Json {
 pub(crate) async fn list(State(state): State<AppState>) -> Response {
     match crate::read(&state, |store| store.silences()).await {
         Ok(rows) => {
-            let now = now_ms();
+            let now = crate::now_ms();
             success(Json::Array(
                 rows.iter().map(|s| silence_json(s, now)).collect(),
             ))
@@ -135,7 +125,7 @@ pub(crate) async fn create(
         request.duration.as_deref(),
         request.created_by,
         request.comment,
-        now_ms(),
+        crate::now_ms(),
     ) {
         Ok(row) => row,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
@@ -156,7 +146,7 @@ pub(crate) async fn expire(
         return *response;
     }
     match crate::read(&state, move |store| {
-        store.expire_silence(id, now_ms(), "api")
+        store.expire_silence(id, crate::now_ms(), "api")
     })
     .await
     {

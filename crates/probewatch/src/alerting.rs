@@ -282,12 +282,6 @@ pub fn resolve(
     })
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The running alerting threads.
 pub struct Alerting {
     /// The engine, shared with the HTTP API.
@@ -444,7 +438,7 @@ fn evaluate(
         store: store.as_ref(),
         index,
     };
-    let now = now_ms();
+    let now = crate::ingest::now_ms();
     let silences = match store.silences() {
         Ok(rows) => probewatch_alerting::silence::active_silences(&rows, now),
         Err(err) => {

@@ -599,3 +599,33 @@ pub(crate) fn temp_work_dir(dir: Option<&Path>) -> anyhow::Result<tempfile::Temp
     }
     .context("creating a temporary directory")
 }
+
+/// Commits `samples` as one synthetic file `n` (no checks) through the normal ingest API and
+/// compacts as the ingest writer would, `step` samples at a time: how the query and rule
+/// benchmarks fill a store without writing files.
+pub(crate) fn store_samples(
+    store: &probewatch_store::SqliteStore,
+    n: u64,
+    samples: Vec<probewatch_core::SeriesSample>,
+    step: usize,
+) -> anyhow::Result<()> {
+    use probewatch_store::{FileMeta, IngestItem, ItemContent, Store};
+    let item = IngestItem {
+        file: FileMeta {
+            spool: Arc::from("bench"),
+            path: format!("/bench/{n}.xml").into_bytes(),
+            size: 0,
+            mtime_ns: 0,
+            inode: n,
+            version_hash: [0; 32],
+        },
+        content: ItemContent::Parsed {
+            results: Vec::new(),
+            samples,
+            clock_skew: false,
+        },
+    };
+    store.commit_batch(&[item], false)?;
+    while store.compact(step)?.more() {}
+    Ok(())
+}

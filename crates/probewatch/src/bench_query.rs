@@ -15,9 +15,7 @@ use anyhow::Context;
 use clap::Args;
 use probewatch_core::SeriesSample;
 use probewatch_promql::{Query, QueryOptions, Value};
-use probewatch_store::{
-    FileMeta, IngestItem, ItemContent, SeriesIndex, SqliteStore, Store, StoreSource,
-};
+use probewatch_store::{SeriesIndex, SqliteStore, Store, StoreSource};
 
 /// `probewatch bench-query` options.
 #[derive(Debug, Args, Clone)]
@@ -144,23 +142,7 @@ fn load(store: &SqliteStore, n: u64, start_ms: i64, step_ms: i64) -> anyhow::Res
                 }
             })
             .collect();
-        let item = IngestItem {
-            file: FileMeta {
-                spool: Arc::from("bench"),
-                path: format!("/bench/{batch}.xml").into_bytes(),
-                size: 0,
-                mtime_ns: 0,
-                inode: batch,
-                version_hash: [0; 32],
-            },
-            content: ItemContent::Parsed {
-                results: Vec::new(),
-                samples,
-                clock_skew: false,
-            },
-        };
-        store.commit_batch(&[item], false)?;
-        while store.compact(30_000)?.more() {}
+        crate::bench::store_samples(store, batch, samples, 30_000)?;
         written += count;
         batch += 1;
     }

@@ -13,9 +13,7 @@ use std::time::Instant;
 use clap::Args;
 use probewatch_alerting::{Engine, EngineConfig};
 use probewatch_core::SeriesSample;
-use probewatch_store::{
-    FileMeta, IngestItem, ItemContent, SeriesIndex, SqliteStore, Store, StoreSource,
-};
+use probewatch_store::{SeriesIndex, SqliteStore, Store, StoreSource};
 
 /// `probewatch bench-rules` options.
 #[derive(Debug, Args, Clone)]
@@ -35,12 +33,6 @@ pub struct BenchRulesArgs {
 }
 
 const CHECKS: u64 = 10;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// The generated rule file: five shapes, rotating, in groups of 50.
 fn rules_yaml(rules: u64, probes: u64) -> String {
@@ -71,7 +63,7 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
     let dir = crate::bench::temp_work_dir(args.dir.as_deref())?;
     let store = SqliteStore::open(dir.path())?;
     let probes = (args.series / 2 / CHECKS).max(1);
-    let now = now_ms();
+    let now = crate::ingest::now_ms();
     let loaded = Instant::now();
     // 30 minutes of samples every 10 s, one transaction per time step.
     for step in 0..180i64 {
@@ -95,23 +87,7 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
                 });
             }
         }
-        let item = IngestItem {
-            file: FileMeta {
-                spool: Arc::from("bench"),
-                path: format!("/bench/{step}.xml").into_bytes(),
-                size: 0,
-                mtime_ns: 0,
-                inode: u64::try_from(step).unwrap_or(0),
-                version_hash: [0; 32],
-            },
-            content: ItemContent::Parsed {
-                results: Vec::new(),
-                samples,
-                clock_skew: false,
-            },
-        };
-        store.commit_batch(&[item], false)?;
-        while store.compact(100_000)?.more() {}
+        crate::bench::store_samples(&store, u64::try_from(step).unwrap_or(0), samples, 100_000)?;
     }
     let rules_path = dir.path().join("rules.yml");
     std::fs::write(&rules_path, rules_yaml(args.rules, probes))?;

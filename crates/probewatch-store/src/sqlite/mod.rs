@@ -243,16 +243,7 @@ impl Writer {
             ..
         } = self;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let head = samples::active_head(&tx)?;
-        let mut writer = ResultWriter {
-            tx: &tx,
-            head,
-            series,
-            checks,
-            delta: Delta::default(),
-            key: String::new(),
-            latest: HashMap::new(),
-        };
+        let mut writer = ResultWriter::new(&tx, series, checks)?;
         let mut results = Vec::with_capacity(items.len());
         let mut samples_written = 0u64;
         let mut checks_written = 0u64;
@@ -398,6 +389,25 @@ fn insert_or_update(
     }
     tx.prepare_cached(update)?.execute(params)?;
     Ok(false)
+}
+
+impl<'a> ResultWriter<'a, '_> {
+    /// A writer for transaction `tx`, samples going to the active head.
+    fn new(
+        tx: &'a Connection,
+        series: &'a mut HashMap<String, i64>,
+        checks: &'a mut HashMap<String, i64>,
+    ) -> rusqlite::Result<Self> {
+        Ok(ResultWriter {
+            tx,
+            head: samples::active_head(tx)?,
+            series,
+            checks,
+            delta: Delta::default(),
+            key: String::new(),
+            latest: HashMap::new(),
+        })
+    }
 }
 
 impl<'i> ResultWriter<'_, 'i> {
@@ -811,16 +821,7 @@ impl Store for SqliteStore {
         } = &mut *guard;
         let result = (|| -> rusqlite::Result<u64> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let head = samples::active_head(&tx)?;
-            let mut writer = ResultWriter {
-                tx: &tx,
-                head,
-                series,
-                checks,
-                delta: Delta::default(),
-                key: String::new(),
-                latest: HashMap::new(),
-            };
+            let mut writer = ResultWriter::new(&tx, series, checks)?;
             for sample in samples {
                 writer.sample(sample)?;
             }
