@@ -81,7 +81,24 @@ pub trait Store: Send + Sync {
     /// The newest result of every check.
     fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError>;
 
-    /// A check's results in `[from_ms, to_ms]`, oldest first, at most `limit`.
+    /// One check's newest result, by its key.
+    fn find_check(
+        &self,
+        probe: &str,
+        host: &str,
+        name: &str,
+    ) -> Result<Option<CheckRow>, StoreError>;
+
+    /// For each check id, its status intervals overlapping `[from_ms, to_ms]`, oldest first.
+    fn check_intervals(
+        &self,
+        check_ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Vec<StatusInterval>>, StoreError>;
+
+    /// A check's results in `[from_ms, to_ms]`, in time order (or newest first), at most
+    /// `limit`.
     fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError>;
 
     /// Ledger rows, newest first, optionally only one outcome.

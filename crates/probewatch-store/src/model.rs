@@ -168,6 +168,34 @@ pub struct CheckRow {
     pub message: String,
     /// The probe's declared reporting interval, if any.
     pub interval_ms: Option<i64>,
+    /// How often the check has usually reported, learnt from its results.
+    pub usual_interval_ms: Option<i64>,
+    /// The check's id in the store, for [`crate::Store::check_intervals`].
+    pub id: i64,
+}
+
+impl CheckRow {
+    /// The interval the check is expected to report at: declared, else learnt.
+    pub fn expected_interval_ms(&self) -> Option<i64> {
+        self.interval_ms
+            .filter(|v| *v > 0)
+            .or(self.usual_interval_ms.filter(|v| *v > 0))
+    }
+}
+
+/// A run of one status in a check's history: every result from `start_ms` to `end_ms` had
+/// `status` (the end is the next run's start when the status changed without a silence in
+/// between). Time not covered by any run had no results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusInterval {
+    /// First result of the run, ms.
+    pub start_ms: i64,
+    /// Last result of the run, or the first result of the status that followed it, ms.
+    pub end_ms: i64,
+    /// Status code 0–3.
+    pub status: u8,
+    /// Results in the run.
+    pub results: u64,
 }
 
 /// Which check history to read.
@@ -185,6 +213,8 @@ pub struct HistoryQuery {
     pub to_ms: i64,
     /// At most this many rows.
     pub limit: usize,
+    /// Newest rows first (the limit then keeps the newest).
+    pub newest_first: bool,
 }
 
 /// One stored check result.

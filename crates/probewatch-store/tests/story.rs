@@ -117,6 +117,7 @@ fn store_story() {
             from_ms: 0,
             to_ms: i64::MAX,
             limit: 100,
+            newest_first: false,
         })
         .expect("history");
     assert_eq!(

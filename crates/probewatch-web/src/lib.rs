@@ -18,6 +18,9 @@ use probewatch_store::{HistoryQuery, Outcome, Store, StoreError};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
+mod check_page;
+mod graph_page;
+mod history;
 mod pages;
 mod prom_api;
 mod rules_api;
@@ -46,6 +49,8 @@ pub struct AppState {
 pub enum ApiError {
     /// The request is wrong (bad parameter).
     BadRequest(String),
+    /// What the request names does not exist.
+    NotFound(String),
     /// The store failed.
     Store(StoreError),
     /// A blocking task panicked or was cancelled.
@@ -61,6 +66,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, message) = match self {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
+            ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
             ApiError::Store(err) => {
                 tracing::error!(error = %err, "store error while serving a request");
                 (
@@ -89,6 +95,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ingest", get(pages::ingest))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
+        .route("/static/plotly.min.js", get(pages::plotly_js))
+        .route("/check", get(check_page::check_page))
+        .route("/graph", get(graph_page::graph_page))
+        .route("/api/v1/checks/durations", get(check_page::durations))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats", get(stats))
@@ -313,6 +323,7 @@ async fn history(
         from_ms,
         to_ms,
         limit: params.limit.unwrap_or(10_000).min(100_000),
+        newest_first: false,
     };
     let rows = read(&state, move |store| store.check_history(&query)).await?;
     let results = rows

@@ -6,9 +6,10 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
-use probewatch_store::CheckRow;
+use probewatch_store::{CheckRow, StatusInterval};
 use serde::Deserialize;
 
+use crate::check_page::{SegmentView, check_href, segment_views};
 use crate::{ApiError, AppState};
 
 /// One check as the overview shows it.
@@ -21,6 +22,8 @@ pub(crate) struct CheckView {
     time_iso: String,
     ago: String,
     message: String,
+    href: String,
+    strip: Vec<SegmentView>,
 }
 
 /// Checks under one heading (a probe or a host).
@@ -84,23 +87,37 @@ pub(crate) fn ago(ms: i64, now: i64) -> String {
     }
 }
 
-/// The check's state: its status, or `stale` when nothing came for three of its declared
-/// intervals.
-pub(crate) fn state(c: &CheckRow, now: i64) -> (&'static str, &'static str) {
-    if c.interval_ms
-        .is_some_and(|i| i > 0 && now - c.time_ms > 3 * i)
-    {
-        return ("stale", "stale");
-    }
-    match c.status {
-        0 => ("ok", "ok"),
-        1 => ("warning", "warning"),
-        2 => ("critical", "critical"),
-        _ => ("unknown", "unknown"),
+/// A status code's name, which is also its CSS class.
+pub(crate) fn status_name(code: u8) -> &'static str {
+    match code {
+        0 => "ok",
+        1 => "warning",
+        2 => "critical",
+        _ => "unknown",
     }
 }
 
-fn view(rows: Vec<CheckRow>, q: &OverviewQuery, now: i64) -> (Vec<GroupView>, String, bool) {
+/// The check's state (CSS class, word): its status, or `stale` when nothing came for three
+/// of its intervals (the declared one, else the one learnt from its results).
+pub(crate) fn state(c: &CheckRow, now: i64) -> (&'static str, &'static str) {
+    if c.expected_interval_ms()
+        .is_some_and(|i| now - c.time_ms > 3 * i)
+    {
+        return ("stale", "stale");
+    }
+    let name = status_name(c.status);
+    (name, name)
+}
+
+/// The overview's status strip covers this long, in this many columns.
+const STRIP_MS: i64 = 24 * 3_600_000;
+const STRIP_COLUMNS: usize = 96;
+
+fn view(
+    rows: Vec<(CheckRow, Vec<StatusInterval>)>,
+    q: &OverviewQuery,
+    now: i64,
+) -> (Vec<GroupView>, String, bool) {
     let text = q.q.as_deref().unwrap_or("").trim().to_lowercase();
     let status = q.status.as_deref().unwrap_or("");
     let by_host = q.group.as_deref() == Some("host");
@@ -108,7 +125,7 @@ fn view(rows: Vec<CheckRow>, q: &OverviewQuery, now: i64) -> (Vec<GroupView>, St
     let mut counts = std::collections::BTreeMap::new();
     let mut groups: Vec<GroupView> = Vec::new();
     let mut shown = 0;
-    for row in rows {
+    for (row, intervals) in rows {
         let (state, word) = state(&row, now);
         *counts.entry(state).or_insert(0usize) += 1;
         let text_ok = text.is_empty()
@@ -136,6 +153,8 @@ fn view(rows: Vec<CheckRow>, q: &OverviewQuery, now: i64) -> (Vec<GroupView>, St
             time_iso: jiff::Timestamp::from_millisecond(row.time_ms)
                 .map_or_else(|_| String::new(), |t| t.to_string()),
             ago: ago(row.time_ms, now),
+            href: check_href(&row.probe, &row.host, &row.check, &[]),
+            strip: segment_views(&intervals, now - STRIP_MS, now, STRIP_COLUMNS),
             probe: row.probe,
             host: row.host,
             check: row.check,
@@ -169,8 +188,15 @@ pub(crate) async fn overview(
     State(state): State<AppState>,
     Query(q): Query<OverviewQuery>,
 ) -> Result<Response, ApiError> {
-    let rows = crate::read(&state, |store| store.latest_checks()).await?;
-    let (groups, counts, filtered) = view(rows, &q, crate::now_ms());
+    let now = crate::now_ms();
+    let rows = crate::read(&state, move |store| {
+        let rows = store.latest_checks()?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let intervals = store.check_intervals(&ids, now - STRIP_MS, now)?;
+        Ok(rows.into_iter().zip(intervals).collect())
+    })
+    .await?;
+    let (groups, counts, filtered) = view(rows, &q, now);
     let render_error = |e: askama::Error| ApiError::Internal(e.to_string());
     if q.fragment.is_some() {
         let html = ChecksFragment { groups, filtered }
@@ -457,6 +483,67 @@ pub(crate) async fn js() -> Response {
     )
 }
 
+/// plotly.js as the `plotly` crate ships it (the repository carries no copy), and its
+/// gzipped form, made on first use.
+struct PlotlyJs {
+    plain: &'static str,
+    gzip: Vec<u8>,
+}
+
+static PLOTLY_JS: std::sync::LazyLock<PlotlyJs> = std::sync::LazyLock::new(|| {
+    let plain: &'static str = plotly_source().leak();
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let gzip = std::io::Write::write_all(&mut encoder, plain.as_bytes())
+        .and_then(|()| encoder.finish())
+        .unwrap_or_default();
+    PlotlyJs { plain, gzip }
+});
+
+/// The plotly.js source out of the `<script>` tags the crate wraps it in.
+fn plotly_source() -> String {
+    let all = plotly::Plot::offline_js_sources();
+    let open = "<script type=\"text/javascript\">";
+    let Some(start) = all.find(open).map(|i| i + open.len()) else {
+        return String::new();
+    };
+    let end = all[start..]
+        .find("</script>")
+        .map_or(all.len(), |e| start + e);
+    all[start..end].to_string()
+}
+
+/// `GET /static/plotly.min.js`: cached for a day and revalidated by ETag; gzipped for
+/// clients that accept it (4.6 MB becomes about 1.4 MB).
+pub(crate) async fn plotly_js(headers: axum::http::HeaderMap) -> Response {
+    const ETAG: &str = "\"plotly-0.14.1\"";
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == ETAG.as_bytes())
+    {
+        return axum::http::StatusCode::NOT_MODIFIED.into_response();
+    }
+    let js = &*PLOTLY_JS;
+    let gzip_ok = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    let common = [
+        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+        (header::CACHE_CONTROL, "public, max-age=86400"),
+        (header::ETAG, ETAG),
+        (header::VARY, "accept-encoding"),
+    ];
+    if gzip_ok && !js.gzip.is_empty() {
+        return (
+            common,
+            [(header::CONTENT_ENCODING, "gzip")],
+            js.gzip.clone(),
+        )
+            .into_response();
+    }
+    (common, js.plain).into_response()
+}
+
 fn static_file(content_type: &'static str, body: &'static str) -> Response {
     (
         [
@@ -482,6 +569,8 @@ mod tests {
             duration_seconds: None,
             message: String::new(),
             interval_ms,
+            usual_interval_ms: None,
+            id: 1,
         }
     }
 
@@ -491,6 +580,12 @@ mod tests {
         assert_eq!(state(&row(0, now - 100_000, Some(60_000)), now).0, "ok");
         assert_eq!(state(&row(0, now - 200_000, Some(60_000)), now).0, "stale");
         assert_eq!(state(&row(2, now - 200_000, None), now).0, "critical");
+        // Without a declared interval, the learnt one decides.
+        let mut learnt = row(2, now - 200_000, None);
+        learnt.usual_interval_ms = Some(60_000);
+        assert_eq!(state(&learnt, now).0, "stale");
+        learnt.usual_interval_ms = Some(120_000);
+        assert_eq!(state(&learnt, now).0, "critical");
         assert_eq!(ago(now - 12_000, now), "12 s ago");
         assert_eq!(ago(now - 7_200_000, now), "2 h ago");
     }

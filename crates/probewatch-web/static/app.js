@@ -71,3 +71,217 @@
     });
   });
 })();
+
+// Charts (plotly.js, served from the binary) and zooming. Times are UTC throughout: the
+// server sends ms since the epoch, plotly shows them as UTC dates, and a zoom puts the new
+// from/to (ms) into the URL, so the zoomed view is a link like any other.
+const Charts = (function () {
+  "use strict";
+  function navigateTo(from, to) {
+    const url = new URL(window.location.href);
+    url.searchParams.delete("range");
+    url.searchParams.set("from", String(Math.round(from)));
+    url.searchParams.set("to", String(Math.round(to)));
+    window.location.assign(url);
+  }
+  function plotlyTime(s) {
+    // plotly reports a zoomed axis as "YYYY-MM-DD HH:MM:SS.sss" in UTC.
+    return Date.parse(String(s).replace(" ", "T") + (String(s).length > 10 ? "Z" : "T00:00:00Z"));
+  }
+  function draw(el, traces, yTitle) {
+    const style = getComputedStyle(document.body);
+    const from = Number(el.dataset.from), to = Number(el.dataset.to);
+    const layout = {
+      margin: { l: 60, r: 20, t: 10, b: 40 },
+      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
+      font: { color: style.color, family: style.fontFamily },
+      xaxis: { type: "date", range: [from, to], gridcolor: style.getPropertyValue("--line") },
+      yaxis: { title: { text: yTitle }, rangemode: "tozero", gridcolor: style.getPropertyValue("--line") },
+      hovermode: "x unified", showlegend: true, legend: { orientation: "h", y: -0.2 },
+      dragmode: "zoom",
+    };
+    window.Plotly.newPlot(el, traces, layout, { displaylogo: false, responsive: true });
+    el.on("plotly_relayout", function (ev) {
+      const a = ev["xaxis.range[0]"], b = ev["xaxis.range[1]"];
+      if (a !== undefined && b !== undefined) navigateTo(plotlyTime(a), plotlyTime(b));
+    });
+    el.dataset.drawn = String(traces.reduce(function (n, t) { return n + t.x.length; }, 0));
+  }
+  function message(el, text) {
+    const p = document.createElement("p");
+    p.className = "empty";
+    p.textContent = text;
+    el.replaceChildren(p);
+    el.style.height = "auto";
+    el.dataset.drawn = "0";
+  }
+  // Drag across a timeline to zoom into that stretch.
+  document.querySelectorAll(".zoomable").forEach(function (box) {
+    const from = Number(box.dataset.from), to = Number(box.dataset.to);
+    let start = null, shade = null;
+    function frac(ev) {
+      const r = box.getBoundingClientRect();
+      return Math.min(1, Math.max(0, (ev.clientX - r.left) / r.width));
+    }
+    box.addEventListener("pointerdown", function (ev) {
+      start = frac(ev);
+      shade = document.createElement("div");
+      shade.className = "zoom-box";
+      box.appendChild(shade);
+      box.setPointerCapture(ev.pointerId);
+    });
+    box.addEventListener("pointermove", function (ev) {
+      if (start === null) return;
+      const f = frac(ev);
+      shade.style.left = (Math.min(start, f) * 100) + "%";
+      shade.style.width = (Math.abs(f - start) * 100) + "%";
+    });
+    box.addEventListener("pointerup", function (ev) {
+      if (start === null) return;
+      const f = frac(ev), a = Math.min(start, f), b = Math.max(start, f);
+      start = null;
+      shade.remove();
+      if (b - a > 0.005) navigateTo(from + a * (to - from), from + b * (to - from));
+    });
+  });
+  return { draw: draw, message: message };
+})();
+
+// The check page's duration chart: min/max per pixel column from the server.
+(function () {
+  "use strict";
+  const el = document.getElementById("duration-chart");
+  if (!el || !window.Plotly) return;
+  const url = el.dataset.src + "&width=" + Math.max(100, Math.round(el.clientWidth || 1000));
+  fetch(url).then(function (r) { return r.json(); }).then(function (d) {
+    if (!d.t || d.t.length === 0) {
+      Charts.message(el, "No durations in this range (the probe reports none for this check).");
+      return;
+    }
+    const traces = d.raw
+      ? [{ x: d.t, y: d.max, name: "duration", mode: "lines+markers", marker: { size: 4 } }]
+      : [
+          { x: d.t, y: d.max, name: "max per pixel", mode: "lines", line: { width: 1 } },
+          { x: d.t, y: d.min, name: "min per pixel", mode: "lines", line: { width: 1 }, fill: "tonexty" },
+        ];
+    Charts.draw(el, traces, "seconds");
+    el.dataset.samples = String(d.samples);
+  }).catch(function (e) { Charts.message(el, "Could not load the chart: " + e); });
+})();
+
+// The explorer's chart: the expression over the range, one point per pixel column.
+(function () {
+  "use strict";
+  const el = document.getElementById("graph-chart");
+  if (!el || !window.Plotly) return;
+  const from = Number(el.dataset.from), to = Number(el.dataset.to);
+  const width = Math.max(100, Math.round(el.clientWidth || 1000));
+  const step = Math.max(1, Math.ceil((to - from) / 1000 / width));
+  const params = new URLSearchParams({ query: el.dataset.expr, start: String(from / 1000), end: String(to / 1000), step: step + "s" });
+  fetch("/api/v1/query_range?" + params).then(function (r) { return r.json(); }).then(function (body) {
+    if (body.status !== "success") { Charts.message(el, "Query failed: " + (body.error || "unknown error")); return; }
+    const series = body.data.resultType === "matrix" ? body.data.result : [];
+    if (series.length === 0) { Charts.message(el, "No data in this range."); return; }
+    const traces = series.slice(0, 200).map(function (s) {
+      const m = Object.assign({}, s.metric);
+      const name = m.__name__ || "";
+      delete m.__name__;
+      const labels = Object.keys(m).sort().map(function (k) { return k + "=" + JSON.stringify(m[k]); }).join(", ");
+      return {
+        x: s.values.map(function (p) { return p[0] * 1000; }),
+        y: s.values.map(function (p) { return Number(p[1]); }),
+        name: name + (labels ? "{" + labels + "}" : ""), mode: "lines",
+      };
+    });
+    Charts.draw(el, traces, "");
+  }).catch(function (e) { Charts.message(el, "Could not load the chart: " + e); });
+})();
+
+// Completion in the explorer's PromQL box: metric names and functions, or label names
+// inside braces, fetched from the query API on first use.
+(function () {
+  "use strict";
+  const box = document.getElementById("expr");
+  const list = document.getElementById("completions");
+  const form = document.getElementById("graph-form");
+  if (!box || !list || !form) return;
+  const FUNCTIONS = ["abs", "absent", "absent_over_time", "avg_over_time", "ceil", "changes",
+    "clamp", "clamp_max", "clamp_min", "count_over_time", "delta", "deriv", "floor",
+    "histogram_quantile", "holt_winters", "idelta", "increase", "irate", "label_join",
+    "label_replace", "last_over_time", "max_over_time", "min_over_time", "predict_linear",
+    "present_over_time", "quantile_over_time", "rate", "resets", "round", "sort", "sort_desc",
+    "stddev_over_time", "sum_over_time", "time", "timestamp", "vector", "sum", "avg", "min",
+    "max", "count", "topk", "bottomk", "quantile", "count_values", "group", "stddev"];
+  let names = null, labels = null, items = [], active = -1, word = null;
+  async function load() {
+    if (names) return;
+    names = []; labels = [];
+    try {
+      const [n, l] = await Promise.all([
+        fetch("/api/v1/label/__name__/values").then(function (r) { return r.json(); }),
+        fetch("/api/v1/labels").then(function (r) { return r.json(); }),
+      ]);
+      names = n.data || []; labels = (l.data || []).filter(function (x) { return x !== "__name__"; });
+    } catch (e) { /* no completion, the box still works */ }
+  }
+  function close() {
+    list.hidden = true; items = []; active = -1;
+    box.setAttribute("aria-expanded", "false");
+    box.removeAttribute("aria-activedescendant");
+  }
+  function render() {
+    list.replaceChildren();
+    items.forEach(function (text, i) {
+      const li = document.createElement("li");
+      li.id = "completion-" + i;
+      li.setAttribute("role", "option");
+      li.setAttribute("aria-selected", String(i === active));
+      li.textContent = text;
+      li.addEventListener("mousedown", function (ev) { ev.preventDefault(); accept(i); });
+      list.appendChild(li);
+    });
+    list.hidden = items.length === 0;
+    box.setAttribute("aria-expanded", String(items.length > 0));
+    if (active >= 0) box.setAttribute("aria-activedescendant", "completion-" + active);
+  }
+  async function update() {
+    await load();
+    const before = box.value.slice(0, box.selectionStart);
+    const m = /[a-zA-Z_:][a-zA-Z0-9_:]*$/.exec(before);
+    if (!m) { close(); return; }
+    word = { text: m[0], start: before.length - m[0].length };
+    const inBraces = before.split("{").length > before.split("}").length;
+    const pool = inBraces ? labels : names.concat(FUNCTIONS);
+    items = pool.filter(function (x) { return x.startsWith(word.text) && x !== word.text; }).slice(0, 12);
+    active = items.length ? 0 : -1;
+    render();
+  }
+  function accept(i) {
+    const text = items[i];
+    if (text === undefined || !word) return;
+    const end = word.start + word.text.length;
+    box.value = box.value.slice(0, word.start) + text + box.value.slice(end);
+    const caret = word.start + text.length;
+    box.setSelectionRange(caret, caret);
+    close();
+    box.focus();
+  }
+  box.addEventListener("input", update);
+  box.addEventListener("blur", function () { setTimeout(close, 100); });
+  box.addEventListener("keydown", function (ev) {
+    const open = !list.hidden && items.length > 0;
+    if (open && (ev.key === "ArrowDown" || ev.key === "ArrowUp")) {
+      ev.preventDefault();
+      active = (active + (ev.key === "ArrowDown" ? 1 : items.length - 1)) % items.length;
+      render();
+    } else if (open && (ev.key === "Enter" || ev.key === "Tab")) {
+      ev.preventDefault();
+      accept(active);
+    } else if (open && ev.key === "Escape") {
+      close();
+    } else if (ev.key === "Enter" && !ev.shiftKey) {
+      ev.preventDefault();
+      form.requestSubmit();
+    }
+  });
+})();

@@ -18,6 +18,7 @@ use crate::model::*;
 use crate::{Store, StoreError};
 
 mod alerting;
+mod intervals;
 mod samples;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -28,7 +29,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_alerting.sql"),
     include_str!("migrations/0005_silences.sql"),
     include_str!("migrations/0006_notification_groups.sql"),
+    include_str!("migrations/0007_status_intervals.sql"),
 ];
+
+/// The migration after which every check's status intervals are built from its results.
+const INTERVALS_MIGRATION: usize = 7;
 
 /// Samples the active head may hold before the heads swap and it is compacted. The head's
 /// B-tree (~25 bytes a sample) stays well inside the writer's page cache.
@@ -198,6 +203,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
+        if index + 1 == INTERVALS_MIGRATION {
+            intervals::rebuild_all(&tx)?;
+        }
         tx.pragma_update(None, "user_version", to_i64(index as u64 + 1))?;
         tx.commit()?;
         tracing::info!(version = index + 1, "applied schema migration");
@@ -373,11 +381,28 @@ struct ResultWriter<'a, 'i> {
     /// The newest result of each check seen in this batch; written to `checks` once, at the
     /// end, instead of one UPDATE per result.
     latest: HashMap<i64, (&'i ProbeResult, &'i probewatch_core::CheckResult)>,
+    /// Each check's results in this batch, for its status intervals.
+    pending: HashMap<i64, intervals::Pending>,
 }
 
 /// Runs `insert` (an `INSERT OR IGNORE`); if the row already existed, runs `update` with the
 /// same parameters. Returns true when a new row was inserted: the later of two values for the
 /// same key wins, and nothing is counted twice.
+fn map_check(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckRow> {
+    Ok(CheckRow {
+        probe: r.get(0)?,
+        host: r.get(1)?,
+        check: r.get(2)?,
+        status: r.get(3)?,
+        time_ms: r.get(4)?,
+        duration_seconds: r.get(5)?,
+        message: r.get(6)?,
+        interval_ms: r.get(7)?,
+        usual_interval_ms: r.get(8)?,
+        id: r.get(9)?,
+    })
+}
+
 fn insert_or_update(
     tx: &Connection,
     insert: &str,
@@ -406,6 +431,7 @@ impl<'a> ResultWriter<'a, '_> {
             delta: Delta::default(),
             key: String::new(),
             latest: HashMap::new(),
+            pending: HashMap::new(),
         })
     }
 }
@@ -435,6 +461,11 @@ impl<'i> ResultWriter<'_, 'i> {
             if new {
                 self.delta.check_results += 1;
             }
+            let pending = self.pending.entry(check_id).or_default();
+            pending.results.push((ts, status));
+            if result.interval_ms.is_some() {
+                pending.declared = result.interval_ms;
+            }
             let newer = self
                 .latest
                 .get(&check_id)
@@ -448,12 +479,21 @@ impl<'i> ResultWriter<'_, 'i> {
 
     /// Writes each check's newest result of this batch as its latest state (unless the
     /// stored one is newer: results may arrive out of order).
+    /// Also brings each check's status intervals and usual interval up to date.
     fn write_latest(&mut self) -> rusqlite::Result<()> {
+        let mut usual = HashMap::with_capacity(self.pending.len());
+        for (check_id, mut pending) in self.pending.drain() {
+            usual.insert(
+                check_id,
+                intervals::update(self.tx, check_id, &mut pending)?,
+            );
+        }
         for (check_id, (result, check)) in self.latest.drain() {
             self.tx
                 .prepare_cached(
                     "UPDATE checks SET last_ts_ms = ?2, last_status = ?3, last_duration = ?4,
-                        last_message = ?5, interval_ms = coalesce(?6, interval_ms)
+                        last_message = ?5, interval_ms = coalesce(?6, interval_ms),
+                        usual_interval_ms = coalesce(?7, usual_interval_ms)
                      WHERE id = ?1 AND last_ts_ms <= ?2",
                 )?
                 .execute(params![
@@ -462,7 +502,8 @@ impl<'i> ResultWriter<'_, 'i> {
                     check.status.code(),
                     check.duration_seconds,
                     check.message,
-                    result.interval_ms
+                    result.interval_ms,
+                    usual.get(&check_id).copied().flatten()
                 ])?;
         }
         Ok(())
@@ -644,6 +685,10 @@ impl Store for SqliteStore {
                 let n = tx
                     .prepare_cached("DELETE FROM check_results WHERE check_id = ?1 AND ts_ms < ?2")?
                     .execute(params![id, cutoff])?;
+                tx.prepare_cached(
+                    "DELETE FROM status_intervals WHERE check_id = ?1 AND end_ms < ?2",
+                )?
+                .execute(params![id, cutoff])?;
                 Ok(to_i64(n as u64))
             },
             cutoff_ms,
@@ -716,33 +761,55 @@ impl Store for SqliteStore {
         self.read(|conn| {
             conn.prepare_cached(
                 "SELECT probe, host, name, last_status, last_ts_ms, last_duration, last_message,
-                    interval_ms FROM checks ORDER BY probe, host, name",
+                    interval_ms, usual_interval_ms, id FROM checks ORDER BY probe, host, name",
             )?
-            .query_map([], |r| {
-                Ok(CheckRow {
-                    probe: r.get(0)?,
-                    host: r.get(1)?,
-                    check: r.get(2)?,
-                    status: r.get(3)?,
-                    time_ms: r.get(4)?,
-                    duration_seconds: r.get(5)?,
-                    message: r.get(6)?,
-                    interval_ms: r.get(7)?,
-                })
-            })?
+            .query_map([], map_check)?
             .collect()
         })
     }
 
-    fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError> {
+    fn find_check(
+        &self,
+        probe: &str,
+        host: &str,
+        name: &str,
+    ) -> Result<Option<CheckRow>, StoreError> {
         self.read(|conn| {
             conn.prepare_cached(
+                "SELECT probe, host, name, last_status, last_ts_ms, last_duration, last_message,
+                    interval_ms, usual_interval_ms, id FROM checks
+                 WHERE probe = ?1 AND host = ?2 AND name = ?3",
+            )?
+            .query_row(params![probe, host, name], map_check)
+            .optional()
+        })
+    }
+
+    fn check_intervals(
+        &self,
+        check_ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Vec<StatusInterval>>, StoreError> {
+        self.read(|conn| {
+            check_ids
+                .iter()
+                .map(|id| intervals::read(conn, *id, from_ms, to_ms))
+                .collect()
+        })
+    }
+
+    fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError> {
+        // The direction is a literal of our own, so the primary key serves the order.
+        let order = if query.newest_first { "DESC" } else { "ASC" };
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
                 "SELECT c.host, r.ts_ms, r.status, r.duration, r.message
                  FROM checks c JOIN check_results r ON r.check_id = c.id
                  WHERE c.probe = ?1 AND c.name = ?2 AND (?3 IS NULL OR c.host = ?3)
                    AND r.ts_ms BETWEEN ?4 AND ?5
-                 ORDER BY r.ts_ms, c.host LIMIT ?6",
-            )?
+                 ORDER BY r.ts_ms {order}, c.host LIMIT ?6"
+            ))?
             .query_map(
                 params![
                     query.probe,

@@ -1,0 +1,234 @@
+//! Status intervals stay equal to the runs computed from scratch over every stored result,
+//! whatever order results arrive in: in order, late, rewritten, across restarts and after
+//! the migration that introduced them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use probewatch_core::{CheckResult, ProbeResult, Status, TimeSource};
+use probewatch_store::*;
+
+/// A deterministic xorshift generator, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const INTERVAL_MS: i64 = 10_000;
+
+fn item(file: u64, results: Vec<ProbeResult>) -> IngestItem {
+    IngestItem {
+        file: FileMeta {
+            spool: Arc::from("main"),
+            path: format!("/spool/{file}.xml").into_bytes(),
+            size: 1,
+            mtime_ns: 1,
+            inode: file,
+            version_hash: [0; 32],
+        },
+        content: ItemContent::Parsed {
+            results,
+            samples: Vec::new(),
+            clock_skew: false,
+        },
+    }
+}
+
+fn result(check: &str, ts: i64, status: Status) -> ProbeResult {
+    ProbeResult {
+        probe: "web".into(),
+        host: "h1".into(),
+        time_ms: ts,
+        time_source: TimeSource::Declared,
+        interval_ms: Some(INTERVAL_MS),
+        checks: vec![CheckResult {
+            name: check.into(),
+            status,
+            duration_seconds: None,
+            message: String::new(),
+        }],
+        metrics: Vec::new(),
+    }
+}
+
+/// The runs, from the documented rules: a run ends at the next status's first result, or at
+/// its own last result when a silence over 3 intervals follows.
+fn expected(results: &BTreeMap<i64, u8>) -> Vec<StatusInterval> {
+    let mut runs: Vec<StatusInterval> = Vec::new();
+    for (&ts, &status) in results {
+        let new = StatusInterval {
+            start_ms: ts,
+            end_ms: ts,
+            status,
+            results: 1,
+        };
+        match runs.last_mut() {
+            Some(last) if ts - last.end_ms <= 3 * INTERVAL_MS => {
+                last.end_ms = ts;
+                if last.status == status {
+                    last.results += 1;
+                } else {
+                    runs.push(new);
+                }
+            }
+            _ => runs.push(new),
+        }
+    }
+    runs
+}
+
+fn stored(store: &SqliteStore, check: &str) -> (i64, Vec<StatusInterval>) {
+    let row = store
+        .find_check("web", "h1", check)
+        .expect("find")
+        .expect("check exists");
+    let runs = store
+        .check_intervals(&[row.id], i64::MIN, i64::MAX)
+        .expect("intervals")
+        .remove(0);
+    (row.id, runs)
+}
+
+#[test]
+fn intervals_match_a_rebuild_from_scratch_under_late_and_repeated_results() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let statuses = [
+        Status::Ok,
+        Status::Warning,
+        Status::Critical,
+        Status::Unknown,
+    ];
+    let checks = ["login", "search"];
+    let mut model: BTreeMap<&str, BTreeMap<i64, u8>> = BTreeMap::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut file = 0u64;
+    let mut clock = 0i64;
+    for round in 0..40 {
+        let store = SqliteStore::open(dir.path()).expect("open");
+        for _ in 0..5 {
+            let mut items = Vec::new();
+            for _ in 0..=rng.below(6) {
+                let check = checks[rng.below(2) as usize];
+                // Mostly in order, sometimes late, sometimes after a long silence, sometimes
+                // rewriting a stored time.
+                let ts = match rng.below(10) {
+                    0 => clock - (rng.below(20) as i64) * INTERVAL_MS,
+                    1 => {
+                        clock += 10 * INTERVAL_MS;
+                        clock
+                    }
+                    _ => {
+                        clock += INTERVAL_MS;
+                        clock
+                    }
+                };
+                // Long runs of one status, with changes now and then.
+                let status = if rng.below(4) == 0 {
+                    statuses[rng.below(4) as usize]
+                } else {
+                    Status::Ok
+                };
+                model.entry(check).or_default().insert(ts, status.code());
+                file += 1;
+                items.push(item(file, vec![result(check, ts, status)]));
+            }
+            store.commit_batch(&items, false).expect("commit");
+        }
+        for check in checks {
+            let Some(results) = model.get(check) else {
+                continue;
+            };
+            let (id, runs) = stored(&store, check);
+            assert_eq!(runs, expected(results), "round {round}, check {check}");
+            // A window in the middle returns exactly the runs that overlap it.
+            let (a, b) = (
+                rng.below(clock.max(1) as u64) as i64,
+                rng.below(clock.max(1) as u64) as i64,
+            );
+            let (from, to) = (a.min(b), a.max(b));
+            let window = store
+                .check_intervals(&[id], from, to)
+                .expect("window")
+                .remove(0);
+            let want: Vec<StatusInterval> = expected(results)
+                .into_iter()
+                .filter(|r| r.start_ms <= to && r.end_ms >= from)
+                .collect();
+            assert_eq!(window, want, "round {round}, window {from}..{to}");
+        }
+    }
+}
+
+#[test]
+fn the_usual_interval_is_learnt_when_the_probe_declares_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let mut items = Vec::new();
+    for i in 0..20u64 {
+        let mut r = result("login", 1_000_000 + i as i64 * 30_000, Status::Ok);
+        r.interval_ms = None;
+        items.push(item(i, vec![r]));
+    }
+    // One result per batch, as a live probe delivers them.
+    for it in items {
+        store.commit_batch(&[it], false).expect("commit");
+    }
+    let row = store
+        .find_check("web", "h1", "login")
+        .expect("find")
+        .expect("exists");
+    assert_eq!(row.interval_ms, None);
+    assert_eq!(row.usual_interval_ms, Some(30_000));
+    assert_eq!(row.expected_interval_ms(), Some(30_000));
+}
+
+#[test]
+fn a_database_from_before_intervals_gets_them_built_on_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut results = BTreeMap::new();
+    {
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let statuses = [Status::Ok, Status::Ok, Status::Critical, Status::Ok];
+        for i in 0..40u64 {
+            let ts = 1_000_000 + i as i64 * INTERVAL_MS + if i > 30 { 100_000 } else { 0 };
+            let status = statuses[(i / 5 % 4) as usize];
+            results.insert(ts, status.code());
+            store
+                .commit_batch(&[item(i, vec![result("login", ts, status)])], false)
+                .expect("commit");
+        }
+    }
+    // Turn the file back into schema 6: no intervals, no usual interval.
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(sqlite::DB_FILE)).expect("raw");
+        conn.execute_batch(
+            "DROP TABLE status_intervals; ALTER TABLE checks DROP COLUMN usual_interval_ms;
+             PRAGMA user_version = 6;",
+        )
+        .expect("downgrade");
+    }
+    let store = SqliteStore::open(dir.path()).expect("reopen");
+    let (_, runs) = stored(&store, "login");
+    assert_eq!(runs, expected(&results));
+    assert!(runs.len() > 3, "{runs:?}");
+    let row = store
+        .find_check("web", "h1", "login")
+        .expect("find")
+        .expect("row");
+    // Learnt from the results: 10 s, nudged up a little by the one 110 s silence.
+    let usual = row.usual_interval_ms.expect("learnt");
+    assert!(
+        (INTERVAL_MS..INTERVAL_MS + 1_000).contains(&usual),
+        "{usual}"
+    );
+}

@@ -1,0 +1,346 @@
+//! The check detail page (`/check`): one check's status timeline, availability, duration
+//! chart, status changes and recent results over a chosen range; and the JSON behind its
+//! chart (`/api/v1/checks/durations`), downsampled on the server to the chart's width.
+//!
+//! The URL holds the whole view (`probe`, `host`, `check`, `range` or `from`/`to`), so a
+//! link shows the same thing to someone else.
+
+use askama::Template;
+use axum::Json;
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Response};
+use probewatch_promql::{Matcher, SeriesSource};
+use probewatch_store::{HistoryQuery, StatusInterval, StoreSource};
+use serde::Deserialize;
+
+use crate::history::{self, Downsampled, TimeRange};
+use crate::pages::{ago, state, status_name};
+use crate::{ApiError, AppState};
+
+/// `?probe=&host=&check=&range=&from=&to=`
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct CheckQuery {
+    probe: Option<String>,
+    #[serde(default)]
+    host: String,
+    check: Option<String>,
+    range: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    /// Chart width in pixels (for the durations API).
+    width: Option<usize>,
+}
+
+impl CheckQuery {
+    fn key(&self) -> Result<(String, String, String), ApiError> {
+        let need = |v: &Option<String>, name: &str| {
+            v.clone()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| ApiError::BadRequest(format!("{name}= is required")))
+        };
+        Ok((
+            need(&self.probe, "probe")?,
+            self.host.clone(),
+            need(&self.check, "check")?,
+        ))
+    }
+
+    fn range(&self, now: i64) -> Result<TimeRange, ApiError> {
+        history::time_range(
+            self.range.as_deref(),
+            self.from.as_deref(),
+            self.to.as_deref(),
+            now,
+        )
+        .map_err(ApiError::BadRequest)
+    }
+}
+
+/// The query string that names a check, for links.
+pub(crate) fn check_href(probe: &str, host: &str, check: &str, extra: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    s.append_pair("probe", probe);
+    s.append_pair("host", host);
+    s.append_pair("check", check);
+    for (k, v) in extra {
+        s.append_pair(k, v);
+    }
+    format!("/check?{}", s.finish())
+}
+
+/// A timeline segment as the template draws it.
+pub(crate) struct SegmentView {
+    pub x: String,
+    pub width: String,
+    pub status: &'static str,
+    pub title: String,
+}
+
+/// Segments of `intervals` across `[from, to]`, with hover titles.
+pub(crate) fn segment_views(
+    intervals: &[StatusInterval],
+    from: i64,
+    to: i64,
+    columns: usize,
+) -> Vec<SegmentView> {
+    history::segments(intervals, from, to, columns)
+        .into_iter()
+        .map(|s| SegmentView {
+            x: format!("{:.3}", s.x),
+            width: format!("{:.3}", s.width),
+            status: status_name(s.status),
+            title: format!(
+                "{} from {} to {} ({} result{})",
+                status_name(s.status),
+                crate::rfc3339(s.from_ms),
+                crate::rfc3339(s.to_ms),
+                s.results,
+                if s.results == 1 { "" } else { "s" }
+            ),
+        })
+        .collect()
+}
+
+struct RangeLink {
+    name: &'static str,
+    href: String,
+    current: bool,
+}
+
+struct ShareRow {
+    status: &'static str,
+    time: String,
+    percent: String,
+}
+
+struct ChangeRow {
+    status: &'static str,
+    from_iso: String,
+    to_iso: String,
+    length: String,
+    results: u64,
+}
+
+struct ResultRow {
+    at: String,
+    at_iso: String,
+    status: &'static str,
+    duration: String,
+    message: String,
+}
+
+#[derive(Template)]
+#[template(path = "check.html")]
+struct CheckPage {
+    page: &'static str,
+    probe: String,
+    host: String,
+    check: String,
+    state: &'static str,
+    state_word: &'static str,
+    last_ago: String,
+    last_iso: String,
+    message: String,
+    interval: String,
+    ranges: Vec<RangeLink>,
+    range_name: String,
+    from_iso: String,
+    to_iso: String,
+    from_input: String,
+    to_input: String,
+    from_ms: i64,
+    to_ms: i64,
+    ok_percent: String,
+    shares: Vec<ShareRow>,
+    timeline: Vec<SegmentView>,
+    changes: Vec<ChangeRow>,
+    changes_more: bool,
+    results: Vec<ResultRow>,
+    chart_src: String,
+}
+
+/// Status changes listed on the page, newest first.
+const CHANGES_SHOWN: usize = 200;
+/// Results listed on the page, newest first.
+const RESULTS_SHOWN: usize = 100;
+
+/// `<input type="datetime-local">`'s value for a time (UTC, to the minute).
+fn input_value(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// `GET /check`
+pub(crate) async fn check_page(
+    State(app): State<AppState>,
+    Query(q): Query<CheckQuery>,
+) -> Result<Response, ApiError> {
+    let now = crate::now_ms();
+    let (probe, host, check) = q.key()?;
+    let range = q.range(now)?;
+    let (from, to) = (range.from_ms, range.to_ms);
+    let key = (probe.clone(), host.clone(), check.clone());
+    let found = crate::read(&app, move |store| {
+        let Some(row) = store.find_check(&key.0, &key.1, &key.2)? else {
+            return Ok(None);
+        };
+        let intervals = store.check_intervals(&[row.id], from, to)?.remove(0);
+        let results = store.check_history(&HistoryQuery {
+            probe: key.0,
+            check: key.2,
+            host: Some(key.1),
+            from_ms: from,
+            to_ms: to,
+            limit: RESULTS_SHOWN,
+            newest_first: true,
+        })?;
+        Ok(Some((row, intervals, results)))
+    })
+    .await?;
+    let Some((row, intervals, results)) = found else {
+        return Err(ApiError::NotFound(format!(
+            "no check {check:?} of probe {probe:?} on host {host:?}"
+        )));
+    };
+    let (state_class, state_word) = state(&row, now);
+    let availability = history::availability(&intervals, from, to, now);
+    let covered = availability.covered_ms();
+    let mut shares: Vec<ShareRow> = (0u8..4)
+        .filter(|s| availability.by_status[usize::from(*s)] > 0)
+        .map(|s| {
+            let ms = availability.by_status[usize::from(s)];
+            ShareRow {
+                status: status_name(s),
+                time: history::human_duration(ms),
+                percent: format!("{:.3} %", 100.0 * ms as f64 / covered.max(1) as f64),
+            }
+        })
+        .collect();
+    if availability.no_data_ms > 0 {
+        shares.push(ShareRow {
+            status: "nodata",
+            time: history::human_duration(availability.no_data_ms),
+            percent: "—".into(),
+        });
+    }
+    let interval = match (row.interval_ms.filter(|v| *v > 0), row.usual_interval_ms) {
+        (Some(ms), _) => format!("{} (declared)", history::human_duration(ms)),
+        (None, Some(ms)) if ms > 0 => format!("{} (usual)", history::human_duration(ms)),
+        _ => "unknown".into(),
+    };
+    let ranges = history::RANGES
+        .iter()
+        .map(|(name, _)| RangeLink {
+            name,
+            href: check_href(&probe, &host, &check, &[("range", name)]),
+            current: range.name == *name,
+        })
+        .collect();
+    let changes_more = intervals.len() > CHANGES_SHOWN;
+    let changes = intervals
+        .iter()
+        .rev()
+        .take(CHANGES_SHOWN)
+        .map(|i| ChangeRow {
+            status: status_name(i.status),
+            from_iso: crate::rfc3339(i.start_ms),
+            to_iso: crate::rfc3339(i.end_ms),
+            length: history::human_duration(i.end_ms - i.start_ms),
+            results: i.results,
+        })
+        .collect();
+    let results = results
+        .into_iter()
+        .map(|r| ResultRow {
+            at: ago(r.time_ms, now),
+            at_iso: crate::rfc3339(r.time_ms),
+            status: status_name(r.status),
+            duration: r
+                .duration_seconds
+                .map_or_else(String::new, |d| format!("{d:.3} s")),
+            message: r.message,
+        })
+        .collect();
+    let (from_s, to_s) = (from.to_string(), to.to_string());
+    let page = CheckPage {
+        page: "overview",
+        state: state_class,
+        state_word,
+        last_ago: ago(row.time_ms, now),
+        last_iso: crate::rfc3339(row.time_ms),
+        message: row.message.clone(),
+        interval,
+        ranges,
+        range_name: range.name.clone(),
+        from_iso: crate::rfc3339(from),
+        to_iso: crate::rfc3339(to),
+        from_input: input_value(from),
+        to_input: input_value(to),
+        from_ms: from,
+        to_ms: to,
+        ok_percent: availability
+            .ok_percent()
+            .map_or_else(|| "no data".into(), |p| format!("{p:.3} %")),
+        shares,
+        timeline: segment_views(&intervals, from, to, 1000),
+        changes,
+        changes_more,
+        results,
+        chart_src: format!(
+            "/api/v1/checks/durations?{}",
+            check_href(&probe, &host, &check, &[("from", &from_s), ("to", &to_s)])
+                .trim_start_matches("/check?")
+        ),
+        probe,
+        host,
+        check,
+    };
+    let html = page
+        .render()
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Html(html).into_response())
+}
+
+/// `GET /api/v1/checks/durations?probe=&host=&check=&from=&to=&width=`: the check's
+/// duration series over the range, reduced to min/max per pixel column when it has more
+/// samples than the chart has columns.
+pub(crate) async fn durations(
+    State(app): State<AppState>,
+    Query(q): Query<CheckQuery>,
+) -> Result<Json<Downsampled>, ApiError> {
+    let now = crate::now_ms();
+    let (probe, host, check) = q.key()?;
+    let range = q.range(now)?;
+    let width = q.width.unwrap_or(1000).clamp(10, 4000);
+    let (store, index) = (app.store.clone(), app.index.clone());
+    let points = tokio::task::spawn_blocking(move || {
+        let matchers = [
+            ("__name__", "probe_check_duration_seconds"),
+            ("probe", probe.as_str()),
+            ("host", host.as_str()),
+            ("check", check.as_str()),
+        ]
+        .iter()
+        .map(|(n, v)| Matcher::new(n, "=", v))
+        .collect::<Result<Vec<_>, _>>()?;
+        let source = StoreSource {
+            store: store.as_ref(),
+            index: &index,
+        };
+        let series = source.select(&matchers, range.from_ms, range.to_ms)?;
+        // One check may feed several series (the same probe in two spools); merge them.
+        let mut points: Vec<(i64, f64)> = series.into_iter().flat_map(|s| s.points).collect();
+        points.sort_by_key(|p| p.0);
+        Ok::<_, probewatch_promql::QueryError>(points)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Json(history::downsample(
+        &points,
+        range.from_ms,
+        range.to_ms,
+        width,
+    )))
+}
