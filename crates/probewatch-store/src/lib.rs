@@ -97,6 +97,14 @@ pub trait Store: Send + Sync {
         to_ms: i64,
     ) -> Result<Vec<Vec<StatusInterval>>, StoreError>;
 
+    /// Files stored per minute since `since_ms` (minute start ms, files), and how long the
+    /// newest `latest_files` files waited from their last write to being stored, in ms.
+    fn ingest_activity(
+        &self,
+        since_ms: i64,
+        latest_files: usize,
+    ) -> Result<IngestActivity, StoreError>;
+
     /// A check's results in `[from_ms, to_ms]`, in time order (or newest first), at most
     /// `limit`.
     fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError>;

@@ -437,3 +437,14 @@ pub struct AttemptRow {
     /// The receiver's answer or the error.
     pub detail: String,
 }
+
+/// Recent ingest activity, for the dashboard's ingest page.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IngestActivity {
+    /// (minute start ms, files stored in that minute), oldest first; minutes without files
+    /// are absent.
+    pub minutes: Vec<(i64, u64)>,
+    /// For the newest files, newest first: ms from the file's last modification to the
+    /// commit that stored it.
+    pub latencies_ms: Vec<i64>,
+}

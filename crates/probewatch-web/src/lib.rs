@@ -18,6 +18,7 @@ use probewatch_store::{HistoryQuery, Outcome, Store, StoreError};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
+pub mod access;
 mod check_page;
 mod graph_page;
 mod history;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub alerting: Option<Arc<std::sync::Mutex<probewatch_alerting::Engine>>>,
     /// Token that state-changing endpoints (silences) require; none: they are refused.
     pub api_token: Option<Arc<str>>,
+    /// Who may use the dashboard and API at all; none: anyone who can connect.
+    pub access: Option<Arc<access::Access>>,
 }
 
 /// An API error: a status code and a message for the client; details go to the log.
@@ -96,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/static/plotly.min.js", get(pages::plotly_js))
+        .route("/favicon.ico", get(pages::favicon))
         .route("/check", get(check_page::check_page))
         .route("/graph", get(graph_page::graph_page))
         .route("/api/v1/checks/durations", get(check_page::durations))
@@ -131,6 +135,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/silences/{id}",
             axum::routing::delete(silences_api::expire),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::require,
+        ))
         .with_state(state)
 }
 

@@ -436,19 +436,70 @@ struct IngestPage {
     page: &'static str,
     spools: Vec<(String, u64, u64)>,
     rejected: Vec<RejectedView>,
+    rate_1m: String,
+    rate_1h: String,
+    minutes_json: String,
+    from_ms: i64,
+    to_ms: i64,
+    latency: Vec<(&'static str, String)>,
+    latency_files: usize,
+}
+
+/// Files whose latency the ingest page summarises.
+const LATENCY_FILES: usize = 10_000;
+
+/// A latency in ms for people: "0.4 ms" is not possible (the ledger keeps ms), so "< 1 ms".
+fn latency_text(ms: i64) -> String {
+    match ms {
+        i64::MIN..=0 => "< 1 ms".into(),
+        1..=9_999 => format!("{ms} ms"),
+        _ => crate::history::human_duration(ms),
+    }
+}
+
+/// p50/p90/p99/max of `values` (any order).
+fn latency_summary(mut values: Vec<i64>) -> Vec<(&'static str, String)> {
+    if values.is_empty() {
+        return Vec::new();
+    }
+    values.sort_unstable();
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    vec![
+        ("p50", latency_text(at(0.5))),
+        ("p90", latency_text(at(0.9))),
+        ("p99", latency_text(at(0.99))),
+        ("max", latency_text(at(1.0))),
+    ]
 }
 
 /// `GET /ingest`: files ingested and rejected per spool, and the rejected files with their
 /// exact error.
 pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = crate::now_ms();
-    let (spools, rejected) = crate::read(&state, |store| {
+    let hour_ago = now - 3_600_000;
+    let (spools, rejected, activity) = crate::read(&state, move |store| {
         Ok((
             store.spool_counts()?,
             store.files(Some(probewatch_store::Outcome::Rejected), 200)?,
+            store.ingest_activity(hour_ago, LATENCY_FILES)?,
         ))
     })
     .await?;
+    let files_since = |since: i64| -> u64 {
+        activity
+            .minutes
+            .iter()
+            .filter(|(m, _)| *m + 60_000 > since)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    let rate = |files: u64, secs: f64| format!("{:.1}", files as f64 / secs);
+    let rate_1m = rate(files_since(now - 60_000), 60.0);
+    let rate_1h = rate(files_since(hour_ago), 3600.0);
+    let minutes_json =
+        serde_json::to_string(&activity.minutes).unwrap_or_else(|_| "[]".to_string());
+    let latency_files = activity.latencies_ms.len();
+    let latency = latency_summary(activity.latencies_ms);
     let rejected = rejected
         .into_iter()
         .map(|f| RejectedView {
@@ -464,6 +515,13 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         page: "ingest",
         spools,
         rejected,
+        rate_1m,
+        rate_1h,
+        minutes_json,
+        from_ms: hour_ago,
+        to_ms: now,
+        latency,
+        latency_files,
     }
     .render()
     .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -481,6 +539,11 @@ pub(crate) async fn js() -> Response {
         "text/javascript; charset=utf-8",
         include_str!("../static/app.js"),
     )
+}
+
+/// `GET /favicon.ico` (an SVG; browsers ask for this path whatever the page says).
+pub(crate) async fn favicon() -> Response {
+    static_file("image/svg+xml", include_str!("../static/favicon.svg"))
 }
 
 /// plotly.js as the `plotly` crate ships it (the repository carries no copy), and its
@@ -572,6 +635,23 @@ mod tests {
             usual_interval_ms: None,
             id: 1,
         }
+    }
+
+    #[test]
+    fn latency_percentiles_pick_from_the_sorted_values() {
+        let s = latency_summary((1..=100).rev().collect());
+        assert_eq!(
+            s,
+            vec![
+                ("p50", "51 ms".to_string()),
+                ("p90", "90 ms".to_string()),
+                ("p99", "99 ms".to_string()),
+                ("max", "100 ms".to_string())
+            ]
+        );
+        assert!(latency_summary(Vec::new()).is_empty());
+        assert_eq!(latency_text(0), "< 1 ms");
+        assert_eq!(latency_text(90_000), "1 min 30 s");
     }
 
     #[test]

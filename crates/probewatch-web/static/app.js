@@ -285,3 +285,18 @@ const Charts = (function () {
     }
   });
 })();
+
+// The ingest page's chart: files stored per minute over the last hour.
+(function () {
+  "use strict";
+  const el = document.getElementById("ingest-chart");
+  if (!el || !window.Plotly) return;
+  let minutes = [];
+  try { minutes = JSON.parse(el.dataset.minutes || "[]"); } catch (e) { /* drawn empty */ }
+  if (minutes.length === 0) { Charts.message(el, "No files stored in the last hour."); return; }
+  Charts.draw(el, [{
+    type: "bar", name: "files per minute",
+    x: minutes.map(function (m) { return m[0] + 30000; }),
+    y: minutes.map(function (m) { return m[1]; }),
+  }], "files per minute");
+})();

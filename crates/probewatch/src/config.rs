@@ -62,12 +62,26 @@ pub struct ConfigFile {
     pub evaluation_interval: Option<String>,
     /// This probewatch's URL as people reach it, for links in notifications.
     pub external_url: Option<String>,
+    /// Who may use the dashboard and API (absent: anyone who can connect).
+    pub access: Option<AccessFile>,
     /// Notification receivers.
     #[serde(default, rename = "receiver")]
     pub receivers: Vec<crate::alerting::ReceiverFile>,
     /// Which alerts go to which receiver.
     #[serde(default, rename = "route")]
     pub routes: Vec<crate::alerting::RouteFile>,
+}
+
+/// The `[access]` table: basic auth for the whole dashboard and API.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessFile {
+    /// The user name people log in with.
+    pub username: Option<String>,
+    /// The password, written here…
+    pub password: Option<String>,
+    /// …or read from this file (first line; relative to the config file's directory).
+    pub password_file: Option<PathBuf>,
 }
 
 /// One `[[spool]]` table.
@@ -175,6 +189,8 @@ pub struct Config {
     pub alerting: crate::alerting::AlertingConfig,
     /// Token for state-changing HTTP requests.
     pub api_token: Option<String>,
+    /// Basic auth for every request but `/healthz`, if configured.
+    pub access: Option<probewatch_web::access::Access>,
 }
 
 /// Command-line values that override the file.
@@ -321,6 +337,10 @@ impl Config {
             },
             log_format,
             spools,
+            access: file
+                .access
+                .map(|a| resolve_access(a, file.base_dir.as_deref()))
+                .transpose()?,
             api_token: std::env::var("PROBEWATCH_API_TOKEN")
                 .ok()
                 .or(file.api_token)
@@ -344,6 +364,39 @@ impl Config {
             )?,
         })
     }
+}
+
+fn resolve_access(
+    access: AccessFile,
+    base_dir: Option<&Path>,
+) -> anyhow::Result<probewatch_web::access::Access> {
+    let username = access
+        .username
+        .filter(|u| !u.is_empty())
+        .context("[access] needs a username")?;
+    if username.contains(':') {
+        bail!(
+            "[access] username must not contain ':' (basic auth separates it from the password with one)"
+        );
+    }
+    let password = match (access.password, access.password_file) {
+        (Some(p), None) => p,
+        (None, Some(file)) => {
+            let path = match base_dir {
+                Some(base) if file.is_relative() => base.join(&file),
+                _ => file,
+            };
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("[access] password_file {}", path.display()))?;
+            text.lines().next().unwrap_or("").to_string()
+        }
+        (Some(_), Some(_)) => bail!("[access] takes password or password_file, not both"),
+        (None, None) => bail!("[access] needs password or password_file"),
+    };
+    if password.is_empty() {
+        bail!("[access] password is empty");
+    }
+    Ok(probewatch_web::access::Access { username, password })
 }
 
 fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {

@@ -159,6 +159,19 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     }
     println!("  data             {}", store.path().display());
     println!("  http             http://{listen}/  (API: /api/v1/stats, /api/v1/checks, /metrics)");
+    match &config.access {
+        Some(access) => println!(
+            "  access           basic auth as {:?} (or the API token); /healthz open",
+            access.username
+        ),
+        None if !listen.ip().is_loopback() => {
+            println!(
+                "  access           open to anyone who can connect: set [access] in the config"
+            );
+            tracing::warn!(%listen, "the dashboard and API listen beyond loopback without [access]");
+        }
+        None => println!("  access           open (loopback only)"),
+    }
     println!(
         "  promql           /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels"
     );
@@ -187,6 +200,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         query_options: probewatch_promql::QueryOptions::default(),
         alerting: Some(alerting.engine.clone()),
         api_token: config.api_token.as_deref().map(Arc::from),
+        access: config.access.clone().map(Arc::new),
     };
     let served = runtime.block_on(probewatch_web::serve(listener, state, shutdown_signal()));
     if let Err(err) = served {

@@ -968,6 +968,60 @@ impl Store for SqliteStore {
         })
     }
 
+    fn ingest_activity(
+        &self,
+        since_ms: i64,
+        latest_files: usize,
+    ) -> Result<IngestActivity, StoreError> {
+        self.read(|c| {
+            // Batch ids and commit times grow together, so the first batch of the window is
+            // found by bisecting the primary key instead of scanning every batch ever.
+            let probe = |id: i64| -> rusqlite::Result<Option<(i64, i64)>> {
+                c.prepare_cached(
+                    "SELECT id, committed_at_us FROM batches WHERE id >= ?1 ORDER BY id LIMIT 1",
+                )?
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+            };
+            let (lo, hi): (Option<i64>, Option<i64>) =
+                c.query_row("SELECT min(id), max(id) FROM batches", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            let mut minutes = Vec::new();
+            if let (Some(mut lo), Some(mut hi)) = (lo, hi) {
+                let since_us = since_ms.saturating_mul(1000);
+                hi += 1;
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    match probe(mid)? {
+                        Some((id, at)) if at < since_us => lo = id + 1,
+                        _ => hi = mid,
+                    }
+                }
+                minutes = c
+                    .prepare_cached(
+                        "SELECT committed_at_us / 60000000 * 60000, sum(files) FROM batches
+                         WHERE id >= ?1 AND committed_at_us >= ?2 GROUP BY 1 ORDER BY 1",
+                    )?
+                    .query_map(params![lo, since_us], |r| {
+                        Ok((r.get(0)?, to_u64(r.get(1)?)))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+            }
+            let latencies_ms = c
+                .prepare_cached(
+                    "SELECT ingested_at_ms - mtime_ns / 1000000 FROM files
+                     ORDER BY id DESC LIMIT ?1",
+                )?
+                .query_map(params![to_i64(latest_files as u64)], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(IngestActivity {
+                minutes,
+                latencies_ms,
+            })
+        })
+    }
+
     fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>, StoreError> {
         self.read(|c| alerting::events(c, limit))
     }

@@ -2,11 +2,13 @@
 //! and a real HTTP client. One test binary (faster to link); one module per concern.
 
 mod util;
+mod webdriver;
 
 mod alerting;
 mod bad_input;
 mod commands;
 mod dashboard;
 mod exactly_once;
+mod history_pages;
 mod query_api;
 mod watching;

@@ -1,0 +1,132 @@
+//! Optional access control for the whole dashboard and API, for when probewatch listens
+//! beyond loopback: HTTP basic auth for people (browsers ask for it themselves), and the
+//! API token as a bearer token for machines. `/healthz` stays open for load balancers.
+//! TLS is left to a reverse proxy in front (see docs/operations.md).
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+
+use crate::AppState;
+
+/// Who may use the dashboard and API.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// Basic-auth user name.
+    pub username: String,
+    /// Basic-auth password.
+    pub password: String,
+}
+
+/// Compares two secrets in time that depends only on their lengths, so the time taken
+/// does not reveal how much of a guess was right.
+pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
+    given.len() == expected.len()
+        && given
+            .bytes()
+            .zip(expected.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// Whether the request's `Authorization` header satisfies `access` (or the API token).
+pub(crate) fn allowed(access: &Access, api_token: Option<&str>, headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    if let Some(token) = value.strip_prefix("Bearer ") {
+        return api_token.is_some_and(|t| same_secret(token.trim(), t));
+    }
+    let Some(encoded) = value.strip_prefix("Basic ") else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
+        return false;
+    };
+    let Ok(text) = String::from_utf8(decoded) else {
+        return false;
+    };
+    let Some((user, password)) = text.split_once(':') else {
+        return false;
+    };
+    // Both are compared, whatever the first gives, so timing says nothing about which failed.
+    let user_ok = same_secret(user, &access.username);
+    let password_ok = same_secret(password, &access.password);
+    user_ok && password_ok
+}
+
+/// Middleware: lets a request through when access control is off, the path is `/healthz`,
+/// or the credentials are right; otherwise answers 401 with a basic-auth challenge.
+pub(crate) async fn require(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(access) = &state.access else {
+        return next.run(request).await;
+    };
+    if request.uri().path() == "/healthz"
+        || allowed(access, state.api_token.as_deref(), request.headers())
+    {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"probewatch\", charset=\"UTF-8\"",
+        )],
+        "probewatch needs a user name and password (or Authorization: Bearer <api_token>)\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(value).expect("header"),
+        );
+        h
+    }
+
+    #[test]
+    fn basic_auth_and_the_api_token_are_accepted_and_nothing_else() {
+        let access = Access {
+            username: "ops".into(),
+            password: "s3cret:with-colon".into(),
+        };
+        let basic = |u: &str, p: &str| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))
+            )
+        };
+        assert!(allowed(
+            &access,
+            None,
+            &headers(&basic("ops", "s3cret:with-colon"))
+        ));
+        assert!(!allowed(&access, None, &headers(&basic("ops", "s3cret"))));
+        assert!(!allowed(
+            &access,
+            None,
+            &headers(&basic("root", "s3cret:with-colon"))
+        ));
+        assert!(allowed(&access, Some("tok"), &headers("Bearer tok")));
+        assert!(!allowed(&access, Some("tok"), &headers("Bearer tok2")));
+        assert!(!allowed(&access, None, &headers("Bearer tok")));
+        assert!(!allowed(&access, None, &headers("Basic !!!")));
+        assert!(!allowed(&access, None, &HeaderMap::new()));
+    }
+}
