@@ -492,5 +492,28 @@ mod tests {
             toml::from_str("[[spool]]\npath = \"/a\"\nafter_ingest = \"move\"").expect("parses");
         let err = Config::resolve(file, &Overrides::default()).expect_err("no target");
         assert!(err.to_string().contains("needs move_to"), "{err}");
+        for (access, says) in [
+            ("[access]\npassword = \"x\"", "needs a username"),
+            (
+                "[access]\nusername = \"a\"",
+                "needs password or password_file",
+            ),
+            (
+                "[access]\nusername = \"a\"\npassword = \"x\"\npassword_file = \"f\"",
+                "not both",
+            ),
+            (
+                "[access]\nusername = \"a:b\"\npassword = \"x\"",
+                "must not contain ':'",
+            ),
+            (
+                "[access]\nusername = \"a\"\npassword_file = \"/nonexistent/pw\"",
+                "/nonexistent/pw",
+            ),
+        ] {
+            let file: ConfigFile = toml::from_str(access).expect("parses");
+            let err = Config::resolve(file, &Overrides::default()).expect_err(access);
+            assert!(format!("{err:#}").contains(says), "{access}: {err:#}");
+        }
     }
 }

@@ -302,3 +302,66 @@ fn ingest_page_lists_rejected_files_with_their_error() {
     }
     daemon.stop();
 }
+
+#[test]
+fn access_control_guards_every_page_and_api_but_healthz() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.data()).expect("dir");
+    let password_file = env.data().join("ui-password");
+    std::fs::write(&password_file, "correct horse\n").expect("password");
+    let cfg = format!(
+        "api_token = \"t0ken\"\n[access]\nusername = \"ops\"\npassword_file = {:?}\n[[spool]]\npath = {:?}\n",
+        password_file.display().to_string(),
+        env.spool().display().to_string()
+    );
+    let daemon = env.start_with_config(&cfg);
+    assert!(
+        daemon.log().contains("basic auth as \"ops\""),
+        "{}",
+        daemon.log()
+    );
+    let client = reqwest::blocking::Client::new();
+    let url = |p: &str| format!("{}{p}", daemon.base);
+    for path in [
+        "/",
+        "/check?probe=a&host=&check=b",
+        "/graph",
+        "/api/v1/checks",
+        "/api/v1/query?query=1",
+        "/metrics",
+        "/static/app.js",
+    ] {
+        let open = client.get(url(path)).send().expect("GET");
+        assert_eq!(open.status(), 401, "{path} without credentials");
+        assert!(
+            open.headers()["www-authenticate"]
+                .to_str()
+                .unwrap_or("")
+                .starts_with("Basic realm=\"probewatch\""),
+            "{path}: browsers must be asked for a password"
+        );
+        let wrong = client
+            .get(url(path))
+            .basic_auth("ops", Some("wrong"))
+            .send()
+            .expect("GET");
+        assert_eq!(wrong.status(), 401, "{path} with a wrong password");
+    }
+    let ok = client
+        .get(url("/"))
+        .basic_auth("ops", Some("correct horse"))
+        .send()
+        .expect("GET");
+    assert_eq!(ok.status(), 200);
+    // Machines (Grafana, scripts) may use the API token instead.
+    let api = client
+        .get(url("/api/v1/query?query=1"))
+        .bearer_auth("t0ken")
+        .send()
+        .expect("GET");
+    assert_eq!(api.status(), 200);
+    // Load balancers' health checks need no credentials.
+    let health = client.get(url("/healthz")).send().expect("GET");
+    assert_eq!(health.status(), 200);
+    daemon.stop();
+}
