@@ -35,6 +35,8 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
     /// Measure PromQL query times over one long stored series (see docs/benchmarks.md).
     BenchQuery(crate::bench_query::BenchQueryArgs),
+    /// Measure the dashboard's heaviest pages over HTTP (see docs/benchmarks.md).
+    BenchDashboard(crate::bench_dashboard::BenchDashboardArgs),
     /// Measure one evaluation cycle of many alert rules over many series.
     BenchRules(crate::bench_rules::BenchRulesArgs),
     /// Measure the time from a failing result file to the webhook receiving the alert.

@@ -6,6 +6,7 @@
 pub mod alerting;
 pub mod bench;
 pub mod bench_alert;
+pub mod bench_dashboard;
 pub mod bench_query;
 pub mod bench_rules;
 pub mod cli;

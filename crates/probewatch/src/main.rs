@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Ingest(args) => probewatch::commands::ingest(&args),
         Command::Bench(args) => probewatch::bench::run(&args),
         Command::BenchQuery(args) => probewatch::bench_query::run(&args),
+        Command::BenchDashboard(args) => probewatch::bench_dashboard::run(&args),
         Command::BenchRules(args) => probewatch::bench_rules::run(&args),
         Command::BenchAlert(args) => probewatch::bench_alert::run(&args),
         Command::Rules(probewatch::cli::RulesCommand::Check { files }) => {

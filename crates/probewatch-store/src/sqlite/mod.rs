@@ -800,15 +800,21 @@ impl Store for SqliteStore {
     }
 
     fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError> {
-        // The direction is a literal of our own, so the primary key serves the order.
-        let order = if query.newest_first { "DESC" } else { "ASC" };
+        // The direction is a literal of our own, so the primary key serves the order; with
+        // one host there is one check, and no tie-break that would force a sort of every row.
+        let direction = if query.newest_first { "DESC" } else { "ASC" };
+        let order = if query.host.is_some() {
+            format!("r.ts_ms {direction}")
+        } else {
+            format!("r.ts_ms {direction}, c.host")
+        };
         self.read(|conn| {
             conn.prepare_cached(&format!(
                 "SELECT c.host, r.ts_ms, r.status, r.duration, r.message
                  FROM checks c JOIN check_results r ON r.check_id = c.id
                  WHERE c.probe = ?1 AND c.name = ?2 AND (?3 IS NULL OR c.host = ?3)
                    AND r.ts_ms BETWEEN ?4 AND ?5
-                 ORDER BY r.ts_ms {order}, c.host LIMIT ?6"
+                 ORDER BY {order} LIMIT ?6"
             ))?
             .query_map(
                 params![

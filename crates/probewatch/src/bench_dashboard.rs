@@ -1,0 +1,275 @@
+//! `probewatch bench-dashboard`: how long the dashboard's heaviest pages take to render on
+//! the server, over HTTP, against a real SQLite store.
+//!
+//! It stores `--checks` checks (default 1,000) with a result every 5 minutes for the last
+//! 24 hours (a tenth of them flapping on every result, so the overview's status strips have
+//! many intervals), plus one check with a result every `--interval` seconds (default 10)
+//! for the last `--days` days (default 30). It then serves the dashboard on a loopback port
+//! and times, `--repeat` times each: `/healthz` (the baseline: HTTP plus one store read),
+//! the overview, the long check's page over 30 days, and its 30-day duration chart data.
+//! Medians are reported, with each one's ratio to the baseline from the same invocation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use probewatch_core::{CheckResult, Labels, ProbeResult, Status, TimeSource};
+use probewatch_store::{FileMeta, IngestItem, ItemContent, SqliteStore, Store};
+
+/// `probewatch bench-dashboard` options.
+#[derive(Debug, Args, Clone)]
+pub struct BenchDashboardArgs {
+    /// Checks on the overview.
+    #[arg(long, default_value_t = 1000)]
+    pub checks: usize,
+    /// Days of history of the long check.
+    #[arg(long, default_value_t = 30)]
+    pub days: i64,
+    /// Seconds between the long check's results.
+    #[arg(long, default_value_t = 10)]
+    pub interval: i64,
+    /// Runs of each measurement; medians are reported.
+    #[arg(long, default_value_t = 9)]
+    pub repeat: usize,
+    /// Where to make the temporary store (default: the system temp directory).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Items per transaction while filling the store.
+const BATCH: usize = 1000;
+
+fn item(n: u64, result: ProbeResult) -> IngestItem {
+    let samples = result.series_samples(&Labels::default());
+    IngestItem {
+        file: FileMeta {
+            spool: Arc::from("bench"),
+            path: format!("/bench/{n}.xml").into_bytes(),
+            size: 0,
+            mtime_ns: 0,
+            inode: n,
+            version_hash: [0; 32],
+        },
+        content: ItemContent::Parsed {
+            results: vec![result],
+            samples,
+            clock_skew: false,
+        },
+    }
+}
+
+fn result(
+    probe: &str,
+    host: &str,
+    time_ms: i64,
+    interval_ms: i64,
+    checks: Vec<CheckResult>,
+) -> ProbeResult {
+    ProbeResult {
+        probe: probe.into(),
+        host: host.into(),
+        time_ms,
+        time_source: TimeSource::Declared,
+        interval_ms: Some(interval_ms),
+        checks,
+        metrics: Vec::new(),
+    }
+}
+
+fn check(name: String, status: Status, duration: f64) -> CheckResult {
+    CheckResult {
+        name,
+        status,
+        duration_seconds: Some(duration),
+        message: format!("{} in {duration:.3} s", status.as_str()),
+    }
+}
+
+/// Commits `items` in batches, compacting as the ingest writer would.
+fn commit(store: &SqliteStore, items: Vec<IngestItem>) -> anyhow::Result<()> {
+    for chunk in items.chunks(BATCH) {
+        store.commit_batch(chunk, false)?;
+        while store.compact(50_000)?.more() {}
+    }
+    Ok(())
+}
+
+fn fill(store: &SqliteStore, args: &BenchDashboardArgs, now: i64) -> anyhow::Result<()> {
+    let mut n = 0u64;
+    // The overview's checks: 10 per probe, a result every 5 minutes for 24 hours.
+    let step = 5 * 60_000;
+    let mut items = Vec::new();
+    for t in (0..288).rev() {
+        let time_ms = now - t * step;
+        for p in 0..args.checks.div_ceil(10) {
+            let checks = (0..10)
+                .filter(|c| p * 10 + c < args.checks)
+                .map(|c| {
+                    let i = p * 10 + c;
+                    let status = if i % 10 == 0 {
+                        // Flapping: a new interval on every result.
+                        if t % 2 == 0 {
+                            Status::Ok
+                        } else {
+                            Status::Critical
+                        }
+                    } else if (t + i as i64) % 97 == 0 {
+                        Status::Warning
+                    } else {
+                        Status::Ok
+                    };
+                    check(format!("check-{c}"), status, 0.05 + (i % 7) as f64 / 100.0)
+                })
+                .collect();
+            n += 1;
+            items.push(item(
+                n,
+                result(
+                    &format!("probe-{p:03}"),
+                    &format!("host-{}", p % 17),
+                    time_ms,
+                    step,
+                    checks,
+                ),
+            ));
+        }
+        if items.len() >= BATCH {
+            commit(store, std::mem::take(&mut items))?;
+        }
+    }
+    commit(store, std::mem::take(&mut items))?;
+    // The long check.
+    let step = args.interval * 1000;
+    let count = args.days * 86_400_000 / step;
+    for k in (0..count).rev() {
+        let time_ms = now - k * step;
+        let status = if k % 5000 < 30 {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        let duration = 0.2 + ((k * 7919) % 200) as f64 / 1000.0;
+        n += 1;
+        items.push(item(
+            n,
+            result(
+                "long",
+                "h1",
+                time_ms,
+                step,
+                vec![check("login".into(), status, duration)],
+            ),
+        ));
+        if items.len() >= BATCH {
+            commit(store, std::mem::take(&mut items))?;
+        }
+    }
+    commit(store, items)?;
+    Ok(())
+}
+
+/// Runs the benchmark and prints the figures.
+pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> {
+    let dir = crate::bench::temp_work_dir(args.dir.as_deref())?;
+    let store = SqliteStore::open(dir.path())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+    let loaded = Instant::now();
+    fill(&store, args, now)?;
+    let long_results = args.days * 86_400 / args.interval;
+    println!(
+        "bench-dashboard: {} checks x 288 results (24 h), and 1 check x {long_results} results \
+         ({} d every {} s), stored in {:.1} s",
+        args.checks,
+        args.days,
+        args.interval,
+        loaded.elapsed().as_secs_f64()
+    );
+
+    let store: Arc<dyn Store> = Arc::new(store);
+    let state = probewatch_web::AppState {
+        store,
+        registry: Arc::new(prometheus_client::registry::Registry::default()),
+        index: Arc::new(probewatch_store::SeriesIndex::new()),
+        query_options: probewatch_promql::QueryOptions::default(),
+        alerting: None,
+        api_token: None,
+        access: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(probewatch_web::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+
+    let client = reqwest::blocking::Client::new();
+    let time = |path: &str| -> anyhow::Result<(f64, usize)> {
+        let mut times = Vec::new();
+        let mut bytes = 0;
+        // One untimed request first: the series index and caches warm up as in a running
+        // daemon.
+        for i in 0..=args.repeat {
+            let t = Instant::now();
+            let response = client.get(format!("{base}{path}")).send()?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "GET {path}: {}",
+                response.status()
+            );
+            let body = response.bytes()?;
+            if i > 0 {
+                times.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            bytes = body.len();
+        }
+        Ok((crate::bench::median(&mut times), bytes))
+    };
+    let (base_ms, _) = time("/healthz").context("baseline")?;
+    println!(
+        "  {:<62} median {base_ms:7.2} ms",
+        "GET /healthz (baseline)"
+    );
+    let range = format!("from={}&to={}", now - args.days * 86_400_000, now + 60_000);
+    let days = format!("{} d", args.days);
+    let pages = [
+        (
+            "/".to_string(),
+            format!("overview, {} checks with 24 h strips", args.checks + 1),
+        ),
+        (
+            "/?fragment=1".to_string(),
+            "overview refresh fragment".to_string(),
+        ),
+        (
+            format!("/check?probe=long&host=h1&check=login&{range}"),
+            format!("check page, {days} ({long_results} results)"),
+        ),
+        (
+            format!("/api/v1/checks/durations?probe=long&host=h1&check=login&{range}&width=1200"),
+            format!("{days} duration chart data ({long_results} samples -> 1200 columns)"),
+        ),
+        (
+            "/check?probe=probe-000&host=host-0&check=check-0&range=24h".to_string(),
+            "check page, flapping check, 24 h".to_string(),
+        ),
+    ];
+    for (path, label) in pages {
+        let (ms, bytes) = time(&path)?;
+        println!(
+            "  {label:<62} median {ms:7.2} ms  ({:.1}x baseline, {} KiB)",
+            ms / base_ms,
+            bytes / 1024
+        );
+    }
+    let _ = stop_tx.send(());
+    let _ = runtime.block_on(server);
+    Ok(std::process::ExitCode::SUCCESS)
+}
