@@ -97,6 +97,11 @@ pub trait Store: Send + Sync {
         to_ms: i64,
     ) -> Result<Vec<Vec<StatusInterval>>, StoreError>;
 
+    /// Repairs the status intervals of up to `max_checks` checks that received results out
+    /// of order (reads repair what they need themselves; this catches up when idle).
+    /// Returns whether more wait.
+    fn repair_intervals(&self, max_checks: usize) -> Result<bool, StoreError>;
+
     /// Files stored per minute since `since_ms` (minute start ms, files), and how long the
     /// newest `latest_files` files waited from their last write to being stored, in ms.
     fn ingest_activity(

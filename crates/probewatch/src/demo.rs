@@ -126,6 +126,70 @@ fn write_round(spool: &Path, round: u64, started: Instant) -> std::io::Result<()
     Ok(())
 }
 
+/// Minutes between two results of the day of history written at start.
+const HISTORY_STEP_MINUTES: u64 = 5;
+
+/// The probes' last 24 hours, as one file of results every 5 minutes, so the overview's
+/// strips, the check pages and the charts have something to show from the first second:
+/// chat-frontend's send-message failed for 40 minutes five hours ago, checkout is slow now
+/// and then, search flapped for an hour in the night, and durations follow the day.
+fn history(now: u64) -> String {
+    let mut xml = String::from("<results>\n");
+    let steps = 24 * 60 / HISTORY_STEP_MINUTES;
+    for k in (1..=steps).rev() {
+        let t = now - k * HISTORY_STEP_MINUTES * 60;
+        let minutes_ago = k * HISTORY_STEP_MINUTES;
+        // A daily wave in the durations: slowest in the afternoon.
+        let wave = ((t % 86_400) as f64 / 86_400.0 * std::f64::consts::TAU).sin();
+        let interval = HISTORY_STEP_MINUTES * 60;
+        let send_failed = (280..320).contains(&minutes_ago);
+        let slow = k % 23 == 0;
+        let flapping = (900..960).contains(&minutes_ago);
+        let search = if flapping && k % 2 == 0 {
+            "critical"
+        } else {
+            "ok"
+        };
+        xml.push_str(&format!(
+            r#"<probe name="chat-frontend" host="web-1" time="{t}" interval="{interval}s">
+  <check name="login" status="ok" duration="{:.3}">logged in as probe user</check>
+  <check name="send-message" status="{}" duration="{}">{}</check>
+  <metric name="online_users" value="{}"/>
+</probe>
+<probe name="shop-api" host="web-2" time="{t}" interval="{interval}s">
+  <check name="checkout" status="{}" duration="{:.2}">{}</check>
+</probe>
+<probe name="search" host="web-3" time="{t}" interval="{interval}s">
+  <check name="query" status="{search}" duration="{:.3}">{}</check>
+</probe>
+<probe name="batch-report" host="batch-1" time="{t}" interval="{interval}s">
+  <check name="export" status="ok" duration="1.5">exported 1000 rows</check>
+</probe>
+"#,
+            0.04 + 0.02 * wave,
+            if send_failed { "critical" } else { "ok" },
+            if send_failed { "5.0" } else { "0.3" },
+            if send_failed {
+                "timeout after 5s"
+            } else {
+                "delivered"
+            },
+            (1300.0 + 400.0 * wave) as u64,
+            if slow { "warning" } else { "ok" },
+            if slow { 2.4 } else { 0.18 + 0.05 * wave },
+            if slow { "slow: 2.4 s" } else { "order placed" },
+            0.2 + 0.08 * wave,
+            if search == "ok" {
+                "42 hits"
+            } else {
+                "index unavailable"
+            },
+        ));
+    }
+    xml.push_str("</results>\n");
+    xml
+}
+
 /// Runs the demo until SIGINT/SIGTERM; `listen` overrides 127.0.0.1:9180.
 pub fn run(listen: Option<String>) -> anyhow::Result<ExitCode> {
     let work = tempfile::Builder::new()
@@ -162,6 +226,10 @@ pub fn run(listen: Option<String>) -> anyhow::Result<ExitCode> {
         spool.display(),
         SILENT_AFTER.as_secs()
     );
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    publish(&spool, "history.xml", &history(now)).context("writing the demo history")?;
     let started = Instant::now();
     std::thread::Builder::new()
         .name("pw-demo-probes".into())

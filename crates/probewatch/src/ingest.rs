@@ -359,6 +359,9 @@ struct SpoolCounters {
 /// (a few milliseconds) not to delay the next batch noticeably.
 const COMPACT_MIN_STEP: usize = 2048;
 
+/// Checks whose status intervals one idle step repairs (each is a few rows).
+const INTERVAL_REPAIRS_PER_STEP: usize = 64;
+
 impl Writer {
     fn run(self, work: Receiver<Work>) {
         let max = self.settings.batch_max_files;
@@ -370,7 +373,7 @@ impl Writer {
                 match work.try_recv() {
                     Ok(first) => first,
                     Err(TryRecvError::Empty) => {
-                        compact_pending = self.compact(COMPACT_MIN_STEP);
+                        compact_pending = self.compact(COMPACT_MIN_STEP) || self.repair_intervals();
                         continue;
                     }
                     Err(TryRecvError::Disconnected) => break,
@@ -397,9 +400,23 @@ impl Writer {
             // Keep compaction abreast of ingest: move about twice what this batch added, and
             // finish the rest when the queue is empty.
             let step = usize::try_from(samples.saturating_mul(2)).unwrap_or(usize::MAX);
-            compact_pending = self.compact(step.max(COMPACT_MIN_STEP));
+            self.compact(step.max(COMPACT_MIN_STEP));
+            // What is left (compaction, interval repairs) goes on when the queue is empty.
+            compact_pending = true;
         }
         progress.finish();
+    }
+
+    /// When idle: repairs the status intervals of a few checks that got results out of
+    /// order (done here, once for many batches, rather than in every ingest transaction).
+    fn repair_intervals(&self) -> bool {
+        match self.store.repair_intervals(INTERVAL_REPAIRS_PER_STEP) {
+            Ok(more) => more,
+            Err(err) => {
+                tracing::warn!(error = %err, "repairing status intervals failed");
+                false
+            }
+        }
     }
 
     /// One compaction step; returns whether there may be more to do.

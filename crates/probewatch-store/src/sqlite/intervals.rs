@@ -90,95 +90,260 @@ pub(super) struct Pending {
     pub declared: Option<i64>,
 }
 
+/// The check's reporting settings and its open run, from its `checks` row.
+struct CheckState {
+    declared: Option<i64>,
+    usual: Option<i64>,
+    open: Option<Run>,
+}
+
+fn check_state(tx: &Connection, check_id: i64) -> rusqlite::Result<CheckState> {
+    tx.prepare_cached(
+        "SELECT interval_ms, usual_interval_ms, run_start_ms, run_end_ms, run_status,
+            run_results FROM checks WHERE id = ?1",
+    )?
+    .query_row(params![check_id], |r| {
+        let open = match (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?) {
+            (Some(start), Some(end), Some(status), Some(results)) => Some(Run {
+                start,
+                end,
+                status,
+                results,
+            }),
+            _ => None,
+        };
+        Ok(CheckState {
+            declared: r.get(0)?,
+            usual: r.get(1)?,
+            open,
+        })
+    })
+}
+
+/// Writes the check's open run and usual interval into its `checks` row.
+fn set_open(
+    tx: &Connection,
+    check_id: i64,
+    open: Option<Run>,
+    usual: Option<i64>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "UPDATE checks SET run_start_ms = ?2, run_end_ms = ?3, run_status = ?4,
+            run_results = ?5, usual_interval_ms = ?6 WHERE id = ?1",
+    )?
+    .execute(params![
+        check_id,
+        open.map(|r| r.start),
+        open.map(|r| r.end),
+        open.map(|r| r.status),
+        open.map(|r| r.results),
+        usual
+    ])?;
+    Ok(())
+}
+
+/// Takes the newest run out of the table (it becomes the open run again).
+fn take_last(tx: &Connection, check_id: i64) -> rusqlite::Result<Option<Run>> {
+    let last = tx
+        .prepare_cached(
+            "SELECT start_ms, end_ms, status, results FROM status_intervals WHERE check_id = ?1
+             ORDER BY start_ms DESC LIMIT 1",
+        )?
+        .query_row(params![check_id], map_run)
+        .optional()?;
+    if let Some(l) = last {
+        tx.prepare_cached("DELETE FROM status_intervals WHERE check_id = ?1 AND start_ms = ?2")?
+            .execute(params![check_id, l.start])?;
+    }
+    Ok(last)
+}
+
 /// Brings a check's runs up to date with the results the batch just wrote to
-/// `check_results`. Returns the check's usual interval, learnt from in-order results.
+/// `check_results`, and learns its usual interval from the ones that came in order.
+///
+/// Results newer than the open run extend it (in the `checks` row; a closed run is one
+/// INSERT). Late or rewritten results mark the check dirty over their span; [`repair_dirty`]
+/// later recomputes only the stretch of runs around it, once for many batches.
 pub(super) fn update(
     tx: &Connection,
     check_id: i64,
     pending: &mut Pending,
-) -> rusqlite::Result<Option<i64>> {
-    let (stored_declared, usual): (Option<i64>, Option<i64>) = tx
-        .prepare_cached("SELECT interval_ms, usual_interval_ms FROM checks WHERE id = ?1")?
-        .query_row(params![check_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    let gap = gap_ms(pending.declared.or(stored_declared), usual);
+) -> rusqlite::Result<()> {
+    let state = check_state(tx, check_id)?;
+    let gap = gap_ms(pending.declared.or(state.declared), state.usual);
+    // Stable sort, then keep the last result of each time: the later write wins, as it did
+    // in check_results.
     pending.results.sort_by_key(|r| r.0);
-    let Some(&(first, _)) = pending.results.first() else {
-        return Ok(usual);
-    };
-    let last = last_run(tx, check_id)?;
-    let in_order =
-        pending.results.windows(2).all(|w| w[0].0 < w[1].0) && last.is_none_or(|l| first > l.end);
-    if !in_order {
-        rebuild(tx, check_id, first, gap)?;
-        return Ok(usual);
-    }
-    let mut usual = usual;
-    let mut previous = last.map(|l| l.end);
-    let mut runs: Vec<Run> = last.into_iter().collect();
-    for &(ts, status) in &pending.results {
+    pending.results.reverse();
+    pending.results.dedup_by_key(|r| r.0);
+    pending.results.reverse();
+    let newest = state.open.map_or(i64::MIN, |l| l.end);
+    let late: Vec<i64> = pending
+        .results
+        .iter()
+        .map(|r| r.0)
+        .filter(|ts| *ts <= newest)
+        .collect();
+    let mut usual = state.usual;
+    let mut previous = state.open.map(|l| l.end);
+    for &(ts, _) in pending.results.iter().filter(|(ts, _)| *ts > newest) {
         if let Some(p) = previous {
             usual = learn_interval(usual, ts - p);
         }
         previous = Some(ts);
+    }
+    if let (Some(&lo), Some(&hi)) = (late.first(), late.last()) {
+        tx.prepare_cached(
+            "INSERT INTO intervals_dirty (check_id, lo_ms, hi_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (check_id) DO UPDATE SET lo_ms = min(lo_ms, excluded.lo_ms),
+                hi_ms = max(hi_ms, excluded.hi_ms)",
+        )?
+        .execute(params![check_id, lo, hi])?;
+    }
+    let mut runs: Vec<Run> = state.open.into_iter().collect();
+    for &(ts, status) in pending.results.iter().filter(|(ts, _)| *ts > newest) {
         push(&mut runs, ts, status, gap);
     }
+    let open = runs.pop();
     write(tx, check_id, &runs)?;
-    Ok(usual)
+    set_open(tx, check_id, open, usual)
 }
 
-/// Rebuilds a check's runs from `check_results`, starting with the run that contains
-/// `from_ts` (or from the beginning). Returns the usual interval seen in the rescanned
-/// results.
-pub(super) fn rebuild(
+/// Checks whose runs wait for a repair.
+pub(super) fn dirty(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<i64>> {
+    conn.prepare_cached("SELECT check_id FROM intervals_dirty ORDER BY check_id LIMIT ?1")?
+        .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            r.get(0)
+        })?
+        .collect()
+}
+
+/// Repairs the runs of `check_ids` that are dirty: around the late results recorded for
+/// each, with the open run taken into the table for the repair and out again after it.
+pub(super) fn repair_dirty(tx: &Connection, check_ids: &[i64]) -> rusqlite::Result<()> {
+    for &check_id in check_ids {
+        let span: Option<(i64, i64)> = tx
+            .prepare_cached(
+                "DELETE FROM intervals_dirty WHERE check_id = ?1 RETURNING lo_ms, hi_ms",
+            )?
+            .query_row(params![check_id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((lo, hi)) = span else {
+            continue;
+        };
+        let state = check_state(tx, check_id)?;
+        let gap = gap_ms(state.declared, state.usual);
+        if let Some(o) = state.open {
+            write(tx, check_id, &[o])?;
+        }
+        repair(tx, check_id, lo, hi, gap)?;
+        let open = take_last(tx, check_id)?;
+        set_open(tx, check_id, open, state.usual)?;
+    }
+    Ok(())
+}
+
+/// Recomputes the runs of the stretch that late results in `[lo, hi]` can change: from the
+/// run containing `lo` (or `lo` itself, if it is the oldest) up to, not including, the
+/// second run starting after `hi`. Runs outside it are unaffected: a run's bounds depend
+/// only on its neighbouring results.
+fn repair(tx: &Connection, check_id: i64, lo: i64, hi: i64, gap: i64) -> rusqlite::Result<()> {
+    let containing = tx
+        .prepare_cached(
+            "SELECT start_ms, end_ms, status, results FROM status_intervals
+             WHERE check_id = ?1 AND start_ms <= ?2 ORDER BY start_ms DESC LIMIT 1",
+        )?
+        .query_row(params![check_id, lo], map_run)
+        .optional()?;
+    let (from, seed) = match containing {
+        Some(c) => (c.start, run_before(tx, check_id, c.start)?),
+        None => (lo, None),
+    };
+    let after: Vec<Run> = tx
+        .prepare_cached(
+            "SELECT start_ms, end_ms, status, results FROM status_intervals
+             WHERE check_id = ?1 AND start_ms > ?2 ORDER BY start_ms LIMIT 2",
+        )?
+        .query_map(params![check_id, hi], map_run)?
+        .collect::<rusqlite::Result<_>>()?;
+    // The second run after the stretch stays; the stretch ends just before it.
+    let keep = after.get(1).copied();
+    let until = keep.map_or(i64::MAX, |k| k.start);
+    tx.prepare_cached(
+        "DELETE FROM status_intervals WHERE check_id = ?1 AND start_ms >= ?2 AND start_ms < ?3",
+    )?
+    .execute(params![check_id, from, until])?;
+    let mut runs: Vec<Run> = seed.into_iter().collect();
+    scan(tx, check_id, from, until, gap, &mut runs, &mut None)?;
+    // Join the stretch to the run kept after it, as pushing that run's results would.
+    if let (Some(k), Some(last)) = (keep, runs.last_mut())
+        && k.start - last.end <= gap
+    {
+        last.end = k.start;
+        if last.status == k.status {
+            last.end = k.end;
+            last.results += k.results;
+            tx.prepare_cached(
+                "DELETE FROM status_intervals WHERE check_id = ?1 AND start_ms = ?2",
+            )?
+            .execute(params![check_id, k.start])?;
+        }
+    }
+    write(tx, check_id, &runs)
+}
+
+/// Pushes the check's stored results in `[from, until)` onto `runs`, learning the usual
+/// interval into `usual` when it is `Some`.
+fn scan(
     tx: &Connection,
     check_id: i64,
-    from_ts: i64,
+    from: i64,
+    until: i64,
     gap: i64,
-) -> rusqlite::Result<Option<i64>> {
-    let start: Option<i64> = tx
-        .prepare_cached(
-            "SELECT start_ms FROM status_intervals WHERE check_id = ?1 AND start_ms <= ?2
-             ORDER BY start_ms DESC LIMIT 1",
-        )?
-        .query_row(params![check_id, from_ts], |r| r.get(0))
-        .optional()?;
-    let from = start.unwrap_or(i64::MIN);
-    let seed = match start {
-        Some(s) => run_before(tx, check_id, s)?,
-        None => None,
-    };
-    tx.prepare_cached("DELETE FROM status_intervals WHERE check_id = ?1 AND start_ms >= ?2")?
-        .execute(params![check_id, from])?;
-    let mut runs: Vec<Run> = seed.into_iter().collect();
-    let mut usual = None;
-    let mut previous: Option<i64> = None;
+    runs: &mut Vec<Run>,
+    usual: &mut Option<Option<i64>>,
+) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
-        "SELECT ts_ms, status FROM check_results WHERE check_id = ?1 AND ts_ms >= ?2
-         ORDER BY ts_ms",
+        "SELECT ts_ms, status FROM check_results
+         WHERE check_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 ORDER BY ts_ms",
     )?;
-    let mut rows = stmt.query(params![check_id, from])?;
+    let mut rows = stmt.query(params![check_id, from, until])?;
+    let mut previous: Option<i64> = None;
     while let Some(row) = rows.next()? {
-        let (ts, status): (i64, u8) = (row.get(0)?, row.get(1)?);
-        if let Some(p) = previous {
-            usual = learn_interval(usual, ts - p);
+        let ts: i64 = row.get(0)?;
+        if let (Some(u), Some(p)) = (usual.as_mut(), previous) {
+            *u = learn_interval(*u, ts - p);
         }
         previous = Some(ts);
-        push(&mut runs, ts, status, gap);
+        push(runs, ts, row.get(1)?, gap);
     }
-    write(tx, check_id, &runs)?;
-    Ok(usual)
+    Ok(())
 }
 
-/// Rebuilds every check's runs and usual interval (after the migration that adds them).
+/// Builds every check's runs and usual interval from its results (after the migration that
+/// adds them).
 pub(super) fn rebuild_all(tx: &Connection) -> rusqlite::Result<()> {
     let checks: Vec<(i64, Option<i64>)> = tx
         .prepare("SELECT id, interval_ms FROM checks")?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     for (id, declared) in checks {
-        let usual = rebuild(tx, id, i64::MIN, gap_ms(declared, None))?;
-        tx.prepare_cached("UPDATE checks SET usual_interval_ms = ?2 WHERE id = ?1")?
-            .execute(params![id, usual])?;
+        tx.prepare_cached("DELETE FROM status_intervals WHERE check_id = ?1")?
+            .execute(params![id])?;
+        let mut runs = Vec::new();
+        let mut usual = Some(None);
+        scan(
+            tx,
+            id,
+            i64::MIN,
+            i64::MAX,
+            gap_ms(declared, None),
+            &mut runs,
+            &mut usual,
+        )?;
+        let open = runs.pop();
+        write(tx, id, &runs)?;
+        set_open(tx, id, open, usual.flatten())?;
     }
     Ok(())
 }
@@ -192,15 +357,6 @@ fn map_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
-fn last_run(tx: &Connection, check_id: i64) -> rusqlite::Result<Option<Run>> {
-    tx.prepare_cached(
-        "SELECT start_ms, end_ms, status, results FROM status_intervals WHERE check_id = ?1
-         ORDER BY start_ms DESC LIMIT 1",
-    )?
-    .query_row(params![check_id], map_run)
-    .optional()
-}
-
 fn run_before(tx: &Connection, check_id: i64, start: i64) -> rusqlite::Result<Option<Run>> {
     tx.prepare_cached(
         "SELECT start_ms, end_ms, status, results FROM status_intervals
@@ -211,6 +367,9 @@ fn run_before(tx: &Connection, check_id: i64, start: i64) -> rusqlite::Result<Op
 }
 
 fn write(tx: &Connection, check_id: i64, runs: &[Run]) -> rusqlite::Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO status_intervals (check_id, start_ms, end_ms, status, results)
          VALUES (?1, ?2, ?3, ?4, ?5)
@@ -223,7 +382,8 @@ fn write(tx: &Connection, check_id: i64, runs: &[Run]) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The runs of one check that overlap `[from_ms, to_ms]`, oldest first.
+/// The runs of one check that overlap `[from_ms, to_ms]`, oldest first: closed ones from
+/// the table, then the open one from the check's row.
 pub(super) fn read(
     conn: &Connection,
     check_id: i64,
@@ -238,15 +398,23 @@ pub(super) fn read(
              WHERE check_id = ?1 AND start_ms <= ?2",
         )?
         .query_row(params![check_id, from_ms], |r| r.get(0))?;
-    conn.prepare_cached(
-        "SELECT start_ms, end_ms, status, results FROM status_intervals
-         WHERE check_id = ?1 AND start_ms >= ?2 AND start_ms <= ?3 AND end_ms >= ?4
-         ORDER BY start_ms",
-    )?
-    .query_map(params![check_id, first, to_ms, from_ms], |r| {
-        map_run(r).map(StatusInterval::from)
-    })?
-    .collect()
+    let mut runs: Vec<StatusInterval> = conn
+        .prepare_cached(
+            "SELECT start_ms, end_ms, status, results FROM status_intervals
+             WHERE check_id = ?1 AND start_ms >= ?2 AND start_ms <= ?3 AND end_ms >= ?4
+             ORDER BY start_ms",
+        )?
+        .query_map(params![check_id, first, to_ms, from_ms], |r| {
+            map_run(r).map(StatusInterval::from)
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if let Some(open) = check_state(conn, check_id)?.open
+        && open.start <= to_ms
+        && open.end >= from_ms
+    {
+        runs.push(open.into());
+    }
+    Ok(runs)
 }
 
 #[cfg(test)]

@@ -481,19 +481,14 @@ impl<'i> ResultWriter<'_, 'i> {
     /// stored one is newer: results may arrive out of order).
     /// Also brings each check's status intervals and usual interval up to date.
     fn write_latest(&mut self) -> rusqlite::Result<()> {
-        let mut usual = HashMap::with_capacity(self.pending.len());
         for (check_id, mut pending) in self.pending.drain() {
-            usual.insert(
-                check_id,
-                intervals::update(self.tx, check_id, &mut pending)?,
-            );
+            intervals::update(self.tx, check_id, &mut pending)?;
         }
         for (check_id, (result, check)) in self.latest.drain() {
             self.tx
                 .prepare_cached(
                     "UPDATE checks SET last_ts_ms = ?2, last_status = ?3, last_duration = ?4,
-                        last_message = ?5, interval_ms = coalesce(?6, interval_ms),
-                        usual_interval_ms = coalesce(?7, usual_interval_ms)
+                        last_message = ?5, interval_ms = coalesce(?6, interval_ms)
                      WHERE id = ?1 AND last_ts_ms <= ?2",
                 )?
                 .execute(params![
@@ -502,8 +497,7 @@ impl<'i> ResultWriter<'_, 'i> {
                     check.status.code(),
                     check.duration_seconds,
                     check.message,
-                    result.interval_ms,
-                    usual.get(&check_id).copied().flatten()
+                    result.interval_ms
                 ])?;
         }
         Ok(())
@@ -791,12 +785,39 @@ impl Store for SqliteStore {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Vec<StatusInterval>>, StoreError> {
+        // Late results may have left some of these checks waiting for a repair: do it now
+        // (a short write), so a read never shows runs that miss a stored result.
+        let dirty: Vec<i64> = self.read(|conn| intervals::dirty(conn, usize::MAX))?;
+        if !dirty.is_empty() {
+            let wanted: std::collections::HashSet<i64> = check_ids.iter().copied().collect();
+            let repair: Vec<i64> = dirty.into_iter().filter(|id| wanted.contains(id)).collect();
+            if !repair.is_empty() {
+                let mut writer = self.writer();
+                let tx = writer
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
+                intervals::repair_dirty(&tx, &repair)?;
+                tx.commit()?;
+            }
+        }
         self.read(|conn| {
             check_ids
                 .iter()
                 .map(|id| intervals::read(conn, *id, from_ms, to_ms))
                 .collect()
         })
+    }
+
+    fn repair_intervals(&self, max_checks: usize) -> Result<bool, StoreError> {
+        let mut writer = self.writer();
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let ids = intervals::dirty(&tx, max_checks.max(1))?;
+        intervals::repair_dirty(&tx, &ids)?;
+        let more = !intervals::dirty(&tx, 1)?.is_empty();
+        tx.commit()?;
+        Ok(more)
     }
 
     fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError> {

@@ -163,6 +163,25 @@ fn check_page_in_a_browser_chart_range_picker_and_zoom() {
         "half of one hour, got {span} ms: {url}"
     );
 
+    // The keyboard alone reaches the range picker: Tab until "24h" has the focus, Enter.
+    let mut reached = false;
+    for _ in 0..40 {
+        browser.press("\u{E004}");
+        if browser.eval("return document.activeElement.textContent;") == "24h" {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "Tab never reached the 24h range link");
+    let outline = browser.eval("return getComputedStyle(document.activeElement).outlineStyle;");
+    assert_ne!(outline, "none", "the focused link shows where the focus is");
+    browser.press("\u{E007}");
+    browser.wait_for(
+        "the 24h view",
+        "return document.getElementById('range-shown').dataset.range === '24h';",
+        Duration::from_secs(10),
+    );
+
     // Dragging on the chart zooms too (plotly's own zoom, turned into from/to).
     browser.goto(&format!("{}{CHECK}&range=6h", daemon.base));
     browser.wait_for(

@@ -151,6 +151,17 @@ impl Browser {
             .unwrap_or_else(|e| panic!("type into {css}: {e}"));
     }
 
+    /// Sends `keys` to whatever has the focus (WebDriver key codes: "\u{E004}" Tab,
+    /// "\u{E007}" Enter).
+    pub fn press(&self, keys: &str) {
+        self.rt
+            .block_on(async {
+                let el = self.client().active_element().await?;
+                el.send_keys(keys).await
+            })
+            .unwrap_or_else(|e| panic!("press {keys:?}: {e}"));
+    }
+
     /// Presses the mouse at `from` (fraction of the element's width, at half its height)
     /// and releases it at `to`, moving in steps like a person.
     pub fn drag_across(&self, css: &str, from: f64, to: f64) {

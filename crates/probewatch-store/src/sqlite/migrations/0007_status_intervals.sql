@@ -2,8 +2,11 @@
 -- over 30 days read a few rows instead of every result. A run covers [start_ms, end_ms]:
 -- from its first result until its last one, or until the next run's first result when the
 -- status changed without a silence in between. Time between runs is "no data".
--- Rows are rebuilt from check_results (the source of truth) after this migration and
--- whenever a result arrives out of order.
+--
+-- Closed runs live here; each check's open (newest) run lives in its `checks` row, so
+-- extending it costs nothing beyond the UPDATE of the check's latest state that ingest
+-- makes anyway. Both are derived from check_results (the source of truth): they are built
+-- after this migration, and rebuilt around any result that arrives out of order.
 CREATE TABLE status_intervals (
     check_id INTEGER NOT NULL,
     start_ms INTEGER NOT NULL,
@@ -12,6 +15,20 @@ CREATE TABLE status_intervals (
     results  INTEGER NOT NULL,
     PRIMARY KEY (check_id, start_ms)
 ) WITHOUT ROWID;
+
+-- Checks with results that arrived out of order, and the span they fall in: their runs
+-- are repaired when the writer is idle, or before a read of their intervals, so a startup
+-- backlog read in directory order is not slowed down by repairs after every batch.
+CREATE TABLE intervals_dirty (
+    check_id INTEGER PRIMARY KEY,
+    lo_ms    INTEGER NOT NULL,
+    hi_ms    INTEGER NOT NULL
+);
+
+ALTER TABLE checks ADD COLUMN run_start_ms INTEGER;
+ALTER TABLE checks ADD COLUMN run_end_ms INTEGER;
+ALTER TABLE checks ADD COLUMN run_status INTEGER;
+ALTER TABLE checks ADD COLUMN run_results INTEGER;
 
 -- How often a check usually reports, learnt from its results; the dashboard calls a check
 -- stale after 3 of these when the probe declares no interval.
