@@ -231,6 +231,7 @@ fn a_database_from_before_intervals_gets_them_built_on_open() {
              ALTER TABLE checks DROP COLUMN usual_interval_ms;
              ALTER TABLE checks DROP COLUMN run_start_ms; ALTER TABLE checks DROP COLUMN run_end_ms;
              ALTER TABLE checks DROP COLUMN run_status; ALTER TABLE checks DROP COLUMN run_results;
+             ALTER TABLE check_results DROP COLUMN interval_ms;
              PRAGMA user_version = 6;",
         )
         .expect("downgrade");
@@ -248,5 +249,41 @@ fn a_database_from_before_intervals_gets_them_built_on_open() {
     assert!(
         (INTERVAL_MS..INTERVAL_MS + 1_000).contains(&usual),
         "{usual}"
+    );
+}
+
+#[test]
+fn a_probe_that_changes_pace_keeps_one_run_per_pace() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    // A day of history every 5 minutes, committed together with the first live results
+    // every 3 s (as a backfill file and the first live files land in one batch).
+    let mut items = Vec::new();
+    let live_start = 86_400_000;
+    for k in 0..288i64 {
+        let mut r = result("login", k * 300_000, Status::Ok);
+        r.interval_ms = Some(300_000);
+        items.push(item(k as u64, vec![r]));
+    }
+    for k in 0..10i64 {
+        let mut r = result("login", live_start + k * 3_000, Status::Ok);
+        r.interval_ms = Some(3_000);
+        items.push(item(1000 + k as u64, vec![r]));
+    }
+    store.commit_batch(&items, false).expect("commit");
+    let (_, runs) = stored(&store, "login");
+    let spans: Vec<(i64, i64, u64)> = runs
+        .iter()
+        .map(|r| (r.start_ms, r.end_ms, r.results))
+        .collect();
+    // The history is one run (each result came within 3 of its own 5-minute interval);
+    // the first live result declares 3 s, so the 5 minutes before it are a silence, and the
+    // live results make a run of their own.
+    assert_eq!(
+        spans,
+        vec![
+            (0, 287 * 300_000, 288),
+            (live_start, live_start + 27_000, 10)
+        ]
     );
 }

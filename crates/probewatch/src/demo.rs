@@ -136,9 +136,13 @@ const HISTORY_STEP_MINUTES: u64 = 5;
 fn history(now: u64) -> String {
     let mut xml = String::from("<results>\n");
     let steps = 24 * 60 / HISTORY_STEP_MINUTES;
-    for k in (1..=steps).rev() {
-        let t = now - k * HISTORY_STEP_MINUTES * 60;
-        let minutes_ago = k * HISTORY_STEP_MINUTES;
+    // Every 5 minutes, then one result a round before now, so the live results join on.
+    let times = (1..=steps)
+        .rev()
+        .map(|k| now - k * HISTORY_STEP_MINUTES * 60)
+        .chain([now - ROUND_SECONDS]);
+    for (k, t) in times.enumerate().map(|(i, t)| (steps - i as u64, t)) {
+        let minutes_ago = (now - t) / 60;
         // A daily wave in the durations: slowest in the afternoon.
         let wave = ((t % 86_400) as f64 / 86_400.0 * std::f64::consts::TAU).sin();
         let interval = HISTORY_STEP_MINUTES * 60;

@@ -36,11 +36,15 @@ impl From<Run> for StatusInterval {
     }
 }
 
-/// The longest silence a run bridges, from the declared interval, else the usual one.
-pub(super) fn gap_ms(declared: Option<i64>, usual: Option<i64>) -> i64 {
+/// The longest silence before a result that still joins it to the run before: 3 of the
+/// interval that result declares, else of the check's declared one, else of its usual one.
+/// Each result's own interval counts, so a probe that changes its interval (or a backfill
+/// at another pace) does not split or join its history wrongly.
+pub(super) fn gap_ms(own: Option<i64>, declared: Option<i64>, usual: Option<i64>) -> i64 {
     GAP_INTERVALS
-        * declared
+        * own
             .filter(|v| *v > 0)
+            .or(declared.filter(|v| *v > 0))
             .or(usual.filter(|v| *v > 0))
             .unwrap_or(DEFAULT_INTERVAL_MS)
 }
@@ -81,13 +85,11 @@ pub(super) fn learn_interval(usual: Option<i64>, gap: i64) -> Option<i64> {
     })
 }
 
-/// One check's results written by the current batch.
+/// One check's results written by the current batch: (time, status, declared interval),
+/// in batch order.
 #[derive(Debug, Default)]
 pub(super) struct Pending {
-    /// (time, status), in batch order.
-    pub results: Vec<(i64, u8)>,
-    /// The newest declared interval among them.
-    pub declared: Option<i64>,
+    pub results: Vec<(i64, u8, Option<i64>)>,
 }
 
 /// The check's reporting settings and its open run, from its `checks` row.
@@ -170,7 +172,6 @@ pub(super) fn update(
     pending: &mut Pending,
 ) -> rusqlite::Result<()> {
     let state = check_state(tx, check_id)?;
-    let gap = gap_ms(pending.declared.or(state.declared), state.usual);
     // Stable sort, then keep the last result of each time: the later write wins, as it did
     // in check_results.
     pending.results.sort_by_key(|r| r.0);
@@ -186,7 +187,7 @@ pub(super) fn update(
         .collect();
     let mut usual = state.usual;
     let mut previous = state.open.map(|l| l.end);
-    for &(ts, _) in pending.results.iter().filter(|(ts, _)| *ts > newest) {
+    for &(ts, _, _) in pending.results.iter().filter(|r| r.0 > newest) {
         if let Some(p) = previous {
             usual = learn_interval(usual, ts - p);
         }
@@ -201,8 +202,13 @@ pub(super) fn update(
         .execute(params![check_id, lo, hi])?;
     }
     let mut runs: Vec<Run> = state.open.into_iter().collect();
-    for &(ts, status) in pending.results.iter().filter(|(ts, _)| *ts > newest) {
-        push(&mut runs, ts, status, gap);
+    for &(ts, status, own) in pending.results.iter().filter(|r| r.0 > newest) {
+        push(
+            &mut runs,
+            ts,
+            status,
+            gap_ms(own, state.declared, state.usual),
+        );
     }
     let open = runs.pop();
     write(tx, check_id, &runs)?;
@@ -232,11 +238,10 @@ pub(super) fn repair_dirty(tx: &Connection, check_ids: &[i64]) -> rusqlite::Resu
             continue;
         };
         let state = check_state(tx, check_id)?;
-        let gap = gap_ms(state.declared, state.usual);
         if let Some(o) = state.open {
             write(tx, check_id, &[o])?;
         }
-        repair(tx, check_id, lo, hi, gap)?;
+        repair(tx, check_id, lo, hi, &state)?;
         let open = take_last(tx, check_id)?;
         set_open(tx, check_id, open, state.usual)?;
     }
@@ -247,7 +252,13 @@ pub(super) fn repair_dirty(tx: &Connection, check_ids: &[i64]) -> rusqlite::Resu
 /// run containing `lo` (or `lo` itself, if it is the oldest) up to, not including, the
 /// second run starting after `hi`. Runs outside it are unaffected: a run's bounds depend
 /// only on its neighbouring results.
-fn repair(tx: &Connection, check_id: i64, lo: i64, hi: i64, gap: i64) -> rusqlite::Result<()> {
+fn repair(
+    tx: &Connection,
+    check_id: i64,
+    lo: i64,
+    hi: i64,
+    state: &CheckState,
+) -> rusqlite::Result<()> {
     let containing = tx
         .prepare_cached(
             "SELECT start_ms, end_ms, status, results FROM status_intervals
@@ -274,10 +285,15 @@ fn repair(tx: &Connection, check_id: i64, lo: i64, hi: i64, gap: i64) -> rusqlit
     )?
     .execute(params![check_id, from, until])?;
     let mut runs: Vec<Run> = seed.into_iter().collect();
-    scan(tx, check_id, from, until, gap, &mut runs, &mut None)?;
-    // Join the stretch to the run kept after it, as pushing that run's results would.
+    scan(tx, check_id, from, until, state, &mut runs, &mut None)?;
+    // Join the stretch to the run kept after it, as pushing that run's first result would.
     if let (Some(k), Some(last)) = (keep, runs.last_mut())
-        && k.start - last.end <= gap
+        && k.start - last.end
+            <= gap_ms(
+                result_interval(tx, check_id, k.start)?,
+                state.declared,
+                state.usual,
+            )
     {
         last.end = k.start;
         if last.status == k.status {
@@ -292,6 +308,15 @@ fn repair(tx: &Connection, check_id: i64, lo: i64, hi: i64, gap: i64) -> rusqlit
     write(tx, check_id, &runs)
 }
 
+/// The interval a stored result declared.
+fn result_interval(tx: &Connection, check_id: i64, ts: i64) -> rusqlite::Result<Option<i64>> {
+    Ok(tx
+        .prepare_cached("SELECT interval_ms FROM check_results WHERE check_id = ?1 AND ts_ms = ?2")?
+        .query_row(params![check_id, ts], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
 /// Pushes the check's stored results in `[from, until)` onto `runs`, learning the usual
 /// interval into `usual` when it is `Some`.
 fn scan(
@@ -299,12 +324,12 @@ fn scan(
     check_id: i64,
     from: i64,
     until: i64,
-    gap: i64,
+    state: &CheckState,
     runs: &mut Vec<Run>,
     usual: &mut Option<Option<i64>>,
 ) -> rusqlite::Result<()> {
     let mut stmt = tx.prepare_cached(
-        "SELECT ts_ms, status FROM check_results
+        "SELECT ts_ms, status, interval_ms FROM check_results
          WHERE check_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 ORDER BY ts_ms",
     )?;
     let mut rows = stmt.query(params![check_id, from, until])?;
@@ -315,6 +340,7 @@ fn scan(
             *u = learn_interval(*u, ts - p);
         }
         previous = Some(ts);
+        let gap = gap_ms(row.get(2)?, state.declared, state.usual);
         push(runs, ts, row.get(1)?, gap);
     }
     Ok(())
@@ -332,15 +358,12 @@ pub(super) fn rebuild_all(tx: &Connection) -> rusqlite::Result<()> {
             .execute(params![id])?;
         let mut runs = Vec::new();
         let mut usual = Some(None);
-        scan(
-            tx,
-            id,
-            i64::MIN,
-            i64::MAX,
-            gap_ms(declared, None),
-            &mut runs,
-            &mut usual,
-        )?;
+        let state = CheckState {
+            declared,
+            usual: None,
+            open: None,
+        };
+        scan(tx, id, i64::MIN, i64::MAX, &state, &mut runs, &mut usual)?;
         let open = runs.pop();
         write(tx, id, &runs)?;
         set_open(tx, id, open, usual.flatten())?;

@@ -446,8 +446,9 @@ impl<'i> ResultWriter<'_, 'i> {
             let new = insert_or_update(
                 self.tx,
                 "INSERT OR IGNORE INTO check_results (check_id, ts_ms, status, duration, message,
-                    file_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                "UPDATE check_results SET status = ?3, duration = ?4, message = ?5, file_id = ?6
+                    file_id, interval_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "UPDATE check_results SET status = ?3, duration = ?4, message = ?5, file_id = ?6,
+                    interval_ms = ?7
                  WHERE check_id = ?1 AND ts_ms = ?2",
                 params![
                     check_id,
@@ -455,17 +456,18 @@ impl<'i> ResultWriter<'_, 'i> {
                     status,
                     check.duration_seconds,
                     check.message,
-                    file_id
+                    file_id,
+                    result.interval_ms
                 ],
             )?;
             if new {
                 self.delta.check_results += 1;
             }
-            let pending = self.pending.entry(check_id).or_default();
-            pending.results.push((ts, status));
-            if result.interval_ms.is_some() {
-                pending.declared = result.interval_ms;
-            }
+            self.pending.entry(check_id).or_default().results.push((
+                ts,
+                status,
+                result.interval_ms,
+            ));
             let newer = self
                 .latest
                 .get(&check_id)
@@ -810,6 +812,10 @@ impl Store for SqliteStore {
 
     fn repair_intervals(&self, max_checks: usize) -> Result<bool, StoreError> {
         let mut writer = self.writer();
+        // The usual case, nothing to repair, costs one read and no transaction.
+        if intervals::dirty(&writer.conn, 1)?.is_empty() {
+            return Ok(false);
+        }
         let tx = writer
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -99,6 +99,23 @@ fn check_page_shows_availability_changes_and_results_for_the_range() {
     let bad = reqwest::blocking::get(format!("{}{CHECK}&range=2w", daemon.base)).expect("GET");
     assert_eq!(bad.status(), 400);
     assert!(bad.text().unwrap_or_default().contains("unknown range"));
+    // plotly.js comes from the binary: gzipped when asked, revalidated by its ETag.
+    let client = reqwest::blocking::Client::new();
+    let js = client
+        .get(format!("{}/static/plotly.min.js", daemon.base))
+        .header("accept-encoding", "gzip")
+        .send()
+        .expect("GET plotly");
+    assert_eq!(js.headers()["content-encoding"], "gzip");
+    let etag = js.headers()["etag"].clone();
+    let body = js.bytes().expect("body");
+    assert!(body.len() > 1_000_000 && body.starts_with(&[0x1f, 0x8b]));
+    let again = client
+        .get(format!("{}/static/plotly.min.js", daemon.base))
+        .header("if-none-match", etag)
+        .send()
+        .expect("GET plotly again");
+    assert_eq!(again.status(), 304);
     // The overview links to it and draws the last 24 h.
     let overview = daemon.get_text("/");
     assert!(

@@ -33,3 +33,7 @@ ALTER TABLE checks ADD COLUMN run_results INTEGER;
 -- How often a check usually reports, learnt from its results; the dashboard calls a check
 -- stale after 3 of these when the probe declares no interval.
 ALTER TABLE checks ADD COLUMN usual_interval_ms INTEGER;
+
+-- The interval each result declared: a result joins the run before it when it came within
+-- 3 of its own interval, so a probe that changes pace keeps a truthful history.
+ALTER TABLE check_results ADD COLUMN interval_ms INTEGER;
