@@ -8,21 +8,8 @@ use std::sync::Arc;
 use probewatch_core::{CheckResult, ProbeResult, Status, TimeSource};
 use probewatch_store::*;
 
-/// A deterministic xorshift generator, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+mod common;
+use common::Rng;
 
 const INTERVAL_MS: i64 = 10_000;
 

@@ -600,17 +600,15 @@ pub(crate) fn temp_work_dir(dir: Option<&Path>) -> anyhow::Result<tempfile::Temp
     .context("creating a temporary directory")
 }
 
-/// Commits `samples` as one synthetic file `n` (no checks) through the normal ingest API and
-/// compacts as the ingest writer would, `step` samples at a time: how the query and rule
-/// benchmarks fill a store without writing files.
-pub(crate) fn store_samples(
-    store: &probewatch_store::SqliteStore,
+/// Synthetic file `n` (no file on disk) carrying `results` and `samples`, as the ingest
+/// pipeline would hand it to the store: how benchmarks fill a store without writing files.
+pub(crate) fn synthetic_item(
     n: u64,
+    results: Vec<probewatch_core::ProbeResult>,
     samples: Vec<probewatch_core::SeriesSample>,
-    step: usize,
-) -> anyhow::Result<()> {
-    use probewatch_store::{FileMeta, IngestItem, ItemContent, Store};
-    let item = IngestItem {
+) -> probewatch_store::IngestItem {
+    use probewatch_store::{FileMeta, IngestItem, ItemContent};
+    IngestItem {
         file: FileMeta {
             spool: Arc::from("bench"),
             path: format!("/bench/{n}.xml").into_bytes(),
@@ -620,12 +618,24 @@ pub(crate) fn store_samples(
             version_hash: [0; 32],
         },
         content: ItemContent::Parsed {
-            results: Vec::new(),
+            results,
             samples,
             clock_skew: false,
         },
-    };
-    store.commit_batch(&[item], false)?;
+    }
+}
+
+/// Commits `samples` as one synthetic file `n` (no checks) through the normal ingest API and
+/// compacts as the ingest writer would, `step` samples at a time: how the query and rule
+/// benchmarks fill a store without writing files.
+pub(crate) fn store_samples(
+    store: &probewatch_store::SqliteStore,
+    n: u64,
+    samples: Vec<probewatch_core::SeriesSample>,
+    step: usize,
+) -> anyhow::Result<()> {
+    use probewatch_store::Store;
+    store.commit_batch(&[synthetic_item(n, Vec::new(), samples)], false)?;
     while store.compact(step)?.more() {}
     Ok(())
 }

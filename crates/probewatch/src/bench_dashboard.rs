@@ -16,7 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use probewatch_core::{CheckResult, Labels, ProbeResult, Status, TimeSource};
-use probewatch_store::{FileMeta, IngestItem, ItemContent, SqliteStore, Store};
+use probewatch_store::{IngestItem, SqliteStore, Store};
 
 /// `probewatch bench-dashboard` options.
 #[derive(Debug, Args, Clone)]
@@ -43,21 +43,7 @@ const BATCH: usize = 1000;
 
 fn item(n: u64, result: ProbeResult) -> IngestItem {
     let samples = result.series_samples(&Labels::default());
-    IngestItem {
-        file: FileMeta {
-            spool: Arc::from("bench"),
-            path: format!("/bench/{n}.xml").into_bytes(),
-            size: 0,
-            mtime_ns: 0,
-            inode: n,
-            version_hash: [0; 32],
-        },
-        content: ItemContent::Parsed {
-            results: vec![result],
-            samples,
-            clock_skew: false,
-        },
-    }
+    crate::bench::synthetic_item(n, vec![result], samples)
 }
 
 fn result(
