@@ -71,6 +71,17 @@ fn overview_shows_states_escapes_probe_text_and_filters() {
         by_host.contains("<h2>h2</h2>") && !by_host.contains("login"),
         "{by_host}"
     );
+    // The check page and the explorer escape it too.
+    let check = daemon
+        .get_text("/check?probe=web&host=h1&check=%3Cscript%3Ealert(1)%3C%2Fscript%3E&range=1h");
+    assert!(
+        check.contains("&#60;script&#62;alert(1)&#60;/script&#62;"),
+        "{check}"
+    );
+    assert!(!check.contains(XSS), "probe text must never become markup");
+    let graph = daemon.get_text("/graph?expr=probe_check_status");
+    assert!(graph.contains("check=&#34;&#60;script&#62;"), "{graph}");
+    assert!(!graph.contains(XSS));
     let fragment = daemon.get_text("/?fragment=1");
     assert!(fragment.trim_start().starts_with("<section") && !fragment.contains("<html"));
     let css = reqwest::blocking::get(format!("{}/static/app.css", daemon.base)).expect("css");
@@ -315,11 +326,9 @@ fn access_control_guards_every_page_and_api_but_healthz() {
         env.spool().display().to_string()
     );
     let daemon = env.start_with_config(&cfg);
-    assert!(
-        daemon.log().contains("basic auth as \"ops\""),
-        "{}",
-        daemon.log()
-    );
+    daemon.wait_until("the access line of the banner", Duration::from_secs(10), |d| {
+        d.log().contains("basic auth as \"ops\"")
+    });
     let client = reqwest::blocking::Client::new();
     let url = |p: &str| format!("{}{p}", daemon.base);
     for path in [

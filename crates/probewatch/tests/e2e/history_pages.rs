@@ -213,6 +213,25 @@ fn check_page_in_a_browser_chart_range_picker_and_zoom() {
         Duration::from_secs(10),
     );
     browser.assert_clean_console("zoomed check page");
+
+    // At phone width nothing needs sideways scrolling.
+    browser.resize(390, 844);
+    for page in [
+        "/",
+        &format!("{CHECK}&range=6h"),
+        "/graph?expr=probe_check_status",
+        "/ingest",
+    ] {
+        browser.goto(&format!("{}{page}", daemon.base));
+        let overflow = browser.eval(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        );
+        assert!(
+            overflow.as_i64().is_some_and(|o| o <= 0),
+            "{page} is {overflow} px too wide at 390 px"
+        );
+    }
+    browser.screenshot("check-phone");
     daemon.stop();
 }
 
@@ -276,6 +295,23 @@ fn explorer_completes_names_draws_and_tabulates() {
     );
     let rows = browser.eval("return document.querySelectorAll('#graph-table tbody tr').length;");
     assert_eq!(rows, 1);
+    // Hovering shows a time and a value; a click on the legend hides the series.
+    browser.hover("#graph-chart .nsewdrag", 0.5);
+    let hover = browser.wait_for(
+        "the hover label",
+        "const h = document.querySelector('#graph-chart .hoverlayer'); return h && h.textContent;",
+        Duration::from_secs(10),
+    );
+    assert!(
+        hover.as_str().is_some_and(|t| t.contains(':')),
+        "hover shows a time: {hover}"
+    );
+    browser.click("#graph-chart .legendtoggle");
+    browser.wait_for(
+        "the series hidden",
+        "return document.getElementById('graph-chart').data[0].visible === 'legendonly';",
+        Duration::from_secs(10),
+    );
     browser.assert_clean_console("explorer");
     browser.screenshot("graph");
     daemon.stop();

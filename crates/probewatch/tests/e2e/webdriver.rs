@@ -198,6 +198,30 @@ impl Browser {
             .unwrap_or_else(|e| panic!("drag across {css}: {e}"));
     }
 
+    /// Moves the mouse over the element, `x` of the way across, at half its height.
+    pub fn hover(&self, css: &str, x: f64) {
+        let rect = self.eval(&format!(
+            "const r = document.querySelector({css:?}).getBoundingClientRect();
+             return [r.left + r.width * {x}, r.top + r.height / 2];"
+        ));
+        let at = |i: usize| rect[i].as_f64().expect("point").round();
+        let mouse = MouseActions::new("mouse".into()).then(PointerAction::MoveTo {
+            duration: Some(Duration::from_millis(50)),
+            x: at(0),
+            y: at(1),
+        });
+        self.rt
+            .block_on(self.client().perform_actions(mouse))
+            .unwrap_or_else(|e| panic!("hover {css}: {e}"));
+    }
+
+    /// Resizes the browser window (CSS pixels).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.rt
+            .block_on(self.client().set_window_size(width, height))
+            .expect("resize");
+    }
+
     /// The browser console's messages since the last call (Chrome's log endpoint).
     pub fn console(&self) -> Vec<String> {
         let id = self
