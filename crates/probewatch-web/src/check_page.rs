@@ -76,27 +76,53 @@ pub(crate) struct SegmentView {
     pub title: String,
 }
 
+/// How a segment's hover title writes its times.
+#[derive(Clone, Copy)]
+pub(crate) enum TitleTimes {
+    /// Full RFC 3339 times (any range).
+    Full,
+    /// "14:05–14:20 UTC" (the overview's 24 hours; a thousand strips stay light).
+    Clock,
+}
+
 /// Segments of `intervals` across `[from, to]`, with hover titles.
 pub(crate) fn segment_views(
     intervals: &[StatusInterval],
     from: i64,
     to: i64,
     columns: usize,
+    times: TitleTimes,
 ) -> Vec<SegmentView> {
+    let clock = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms)
+            .map(|t| t.strftime("%H:%M").to_string())
+            .unwrap_or_default()
+    };
     history::segments(intervals, from, to, columns)
         .into_iter()
-        .map(|s| SegmentView {
-            x: format!("{:.3}", s.x),
-            width: format!("{:.3}", s.width),
-            status: status_name(s.status),
-            title: format!(
-                "{} from {} to {} ({} result{})",
-                status_name(s.status),
-                crate::rfc3339(s.from_ms),
-                crate::rfc3339(s.to_ms),
-                s.results,
-                if s.results == 1 { "" } else { "s" }
-            ),
+        .map(|s| {
+            let plural = if s.results == 1 { "" } else { "s" };
+            let name = status_name(s.status);
+            let title = match times {
+                TitleTimes::Full => format!(
+                    "{name} from {} to {} ({} result{plural})",
+                    crate::rfc3339(s.from_ms),
+                    crate::rfc3339(s.to_ms),
+                    s.results
+                ),
+                TitleTimes::Clock => format!(
+                    "{name} {}–{} UTC ({} result{plural})",
+                    clock(s.from_ms),
+                    clock(s.to_ms),
+                    s.results
+                ),
+            };
+            SegmentView {
+                x: format!("{:.2}", s.x),
+                width: format!("{:.2}", s.width),
+                status: name,
+                title,
+            }
         })
         .collect()
 }
@@ -175,7 +201,7 @@ fn input_value(ms: i64) -> String {
 pub(crate) async fn check_page(
     State(app): State<AppState>,
     Query(q): Query<CheckQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let (probe, host, check) = q.key()?;
     let range = q.range(now)?;
@@ -201,7 +227,8 @@ pub(crate) async fn check_page(
     let Some((row, intervals, results)) = found else {
         return Err(ApiError::NotFound(format!(
             "no check {check:?} of probe {probe:?} on host {host:?}"
-        )));
+        ))
+        .into());
     };
     let (state_class, state_word) = state(&row, now);
     let availability = history::availability(&intervals, from, to, now);
@@ -283,7 +310,7 @@ pub(crate) async fn check_page(
             .ok_percent()
             .map_or_else(|| "no data".into(), |p| format!("{p:.3} %")),
         shares,
-        timeline: segment_views(&intervals, from, to, 1000),
+        timeline: segment_views(&intervals, from, to, 1000, TitleTimes::Full),
         changes,
         changes_more,
         results,

@@ -63,7 +63,7 @@ fn graph_href(expr: &str, range: &str) -> String {
 pub(crate) async fn graph_page(
     State(app): State<AppState>,
     Query(q): Query<GraphQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let expr = q.expr.clone().unwrap_or_default();
     let range = history::time_range(

@@ -89,6 +89,43 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// An [`ApiError`] shown as a dashboard page (people follow links to pages; a JSON error
+/// body would be unreadable there), with the same status code.
+pub(crate) struct PageError(pub ApiError);
+
+impl From<ApiError> for PageError {
+    fn from(e: ApiError) -> PageError {
+        PageError(e)
+    }
+}
+
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    page: &'static str,
+    title: &'a str,
+    message: &'a str,
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, message) = match self.0 {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
+            other => return other.into_response(),
+        };
+        let page = ErrorPage {
+            page: "",
+            title,
+            message: &message,
+        };
+        match askama::Template::render(&page) {
+            Ok(html) => (status, axum::response::Html(html)).into_response(),
+            Err(_) => (status, message).into_response(),
+        }
+    }
+}
+
 /// The router with every endpoint.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -139,6 +176,13 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             access::require,
         ))
+        // Pages and JSON shrink 5-8 times for clients that accept gzip (browsers,
+        // Prometheus, Grafana); the fastest level keeps the CPU cost to a few ms a page.
+        // plotly.js arrives already gzipped and is left alone.
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .quality(tower_http::CompressionLevel::Fastest),
+        )
         .with_state(state)
 }
 

@@ -9,7 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use probewatch_store::{CheckRow, StatusInterval};
 use serde::Deserialize;
 
-use crate::check_page::{SegmentView, check_href, segment_views};
+use crate::check_page::{SegmentView, TitleTimes, check_href, segment_views};
 use crate::{ApiError, AppState};
 
 /// One check as the overview shows it.
@@ -154,7 +154,13 @@ fn view(
                 .map_or_else(|_| String::new(), |t| t.to_string()),
             ago: ago(row.time_ms, now),
             href: check_href(&row.probe, &row.host, &row.check, &[]),
-            strip: segment_views(&intervals, now - STRIP_MS, now, STRIP_COLUMNS),
+            strip: segment_views(
+                &intervals,
+                now - STRIP_MS,
+                now,
+                STRIP_COLUMNS,
+                TitleTimes::Clock,
+            ),
             probe: row.probe,
             host: row.host,
             check: row.check,

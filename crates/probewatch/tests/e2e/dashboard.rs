@@ -326,9 +326,11 @@ fn access_control_guards_every_page_and_api_but_healthz() {
         env.spool().display().to_string()
     );
     let daemon = env.start_with_config(&cfg);
-    daemon.wait_until("the access line of the banner", Duration::from_secs(10), |d| {
-        d.log().contains("basic auth as \"ops\"")
-    });
+    daemon.wait_until(
+        "the access line of the banner",
+        Duration::from_secs(10),
+        |d| d.log().contains("basic auth as \"ops\""),
+    );
     let client = reqwest::blocking::Client::new();
     let url = |p: &str| format!("{}{p}", daemon.base);
     for path in [
