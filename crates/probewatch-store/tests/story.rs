@@ -171,4 +171,24 @@ fn store_story() {
     );
     assert_eq!(store.file_head(b"/s/bad.xml").expect("head"), None);
     assert!(store.file_head(b"/s/a.xml").expect("head").is_some());
+    // Old batch rows went too, but the newest stays, so batch ids keep increasing.
+    let batches = || -> (i64, i64) {
+        let raw = rusqlite::Connection::open(dir.path().join(sqlite::DB_FILE)).expect("raw");
+        raw.query_row("SELECT count(*), max(id) FROM batches", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .expect("batches")
+    };
+    let (count, newest) = batches();
+    assert_eq!(count, 1);
+    drop(store);
+    let store = SqliteStore::open(dir.path()).expect("reopen");
+    let summary = store
+        .commit_batch(&[item("/s/c.xml", 3, B)], false)
+        .expect("commit");
+    assert!(
+        summary.batch_id > newest,
+        "{} after {newest}",
+        summary.batch_id
+    );
 }

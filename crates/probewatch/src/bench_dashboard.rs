@@ -166,6 +166,7 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
     let loaded = Instant::now();
     fill(&store, args, now)?;
     let long_results = args.days * 86_400 / args.interval;
+    let ledger_rows = 288 * args.checks.div_ceil(10) as i64 + long_results;
     println!(
         "bench-dashboard: {} checks x 288 results (24 h), and 1 check x {long_results} results \
          ({} d every {} s), stored in {:.1} s",
@@ -245,6 +246,10 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
         (
             "/check?probe=probe-000&host=host-0&check=check-0&range=24h".to_string(),
             "check page, flapping check, 24 h".to_string(),
+        ),
+        (
+            "/ingest".to_string(),
+            format!("ingest page ({} ledger rows)", ledger_rows),
         ),
     ];
     for (path, label) in pages {

@@ -693,6 +693,16 @@ impl Store for SqliteStore {
                 ..Delta::default()
             },
         )?;
+        // Batch rows (the ingest page's rate) older than retention go too, except the newest,
+        // which keeps batch ids increasing across restarts.
+        {
+            let mut writer = self.writer();
+            writer.conn.execute(
+                "DELETE FROM batches WHERE committed_at_us < ?1
+                   AND id < (SELECT max(id) FROM batches)",
+                params![cutoff_ms.saturating_mul(1000)],
+            )?;
+        }
         let mut summary = PruneSummary {
             samples,
             check_results,
