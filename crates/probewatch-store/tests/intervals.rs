@@ -214,7 +214,7 @@ fn a_database_from_before_intervals_gets_them_built_on_open() {
     {
         let conn = rusqlite::Connection::open(dir.path().join(sqlite::DB_FILE)).expect("raw");
         conn.execute_batch(
-            "DROP TABLE status_intervals; DROP TABLE intervals_dirty;
+            "DROP TABLE status_intervals; DROP TABLE intervals_dirty; DROP TABLE spool_stats;
              ALTER TABLE checks DROP COLUMN usual_interval_ms;
              ALTER TABLE checks DROP COLUMN run_start_ms; ALTER TABLE checks DROP COLUMN run_end_ms;
              ALTER TABLE checks DROP COLUMN run_status; ALTER TABLE checks DROP COLUMN run_results;

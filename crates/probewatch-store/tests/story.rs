@@ -171,6 +171,20 @@ fn store_story() {
     );
     assert_eq!(store.file_head(b"/s/bad.xml").expect("head"), None);
     assert!(store.file_head(b"/s/a.xml").expect("head").is_some());
+    // The per-spool counts kept by ingest and retention equal a count of the ledger.
+    let counted: Vec<(String, u64, u64)> = {
+        let raw = rusqlite::Connection::open(dir.path().join(sqlite::DB_FILE)).expect("raw");
+        raw.prepare(
+            "SELECT spool, sum(outcome = 1), sum(outcome = 2) FROM files GROUP BY spool ORDER BY spool",
+        )
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+    };
+    assert!(!counted.is_empty());
+    assert_eq!(store.spool_counts().expect("counts"), counted);
     // Old batch rows went too, but the newest stays, so batch ids keep increasing.
     let batches = || -> (i64, i64) {
         let raw = rusqlite::Connection::open(dir.path().join(sqlite::DB_FILE)).expect("raw");

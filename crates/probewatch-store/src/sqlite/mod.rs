@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_silences.sql"),
     include_str!("migrations/0006_notification_groups.sql"),
     include_str!("migrations/0007_status_intervals.sql"),
+    include_str!("migrations/0008_spool_stats.sql"),
 ];
 
 /// The migration after which every check's status intervals are built from its results.
@@ -241,6 +242,35 @@ impl Delta {
     }
 }
 
+/// Per-spool changes to the ledger counts made by one transaction.
+#[derive(Default)]
+struct SpoolDelta(HashMap<String, (i64, i64)>);
+
+impl SpoolDelta {
+    fn add(&mut self, spool: &str, outcome: Outcome, n: i64) {
+        let entry = match self.0.get_mut(spool) {
+            Some(e) => e,
+            None => self.0.entry(spool.to_string()).or_default(),
+        };
+        match outcome {
+            Outcome::Ingested => entry.0 += n,
+            Outcome::Rejected => entry.1 += n,
+        }
+    }
+
+    fn apply(&self, tx: &Connection) -> rusqlite::Result<()> {
+        for (spool, (ingested, rejected)) in &self.0 {
+            tx.prepare_cached(
+                "INSERT INTO spool_stats (spool, ingested, rejected) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (spool) DO UPDATE SET ingested = ingested + excluded.ingested,
+                    rejected = rejected + excluded.rejected",
+            )?
+            .execute(params![spool, ingested, rejected])?;
+        }
+        Ok(())
+    }
+}
+
 impl Writer {
     fn commit_batch(&mut self, items: &[IngestItem]) -> rusqlite::Result<CommitSummary> {
         let batch_id = self.next_batch_id;
@@ -255,6 +285,7 @@ impl Writer {
         let mut results = Vec::with_capacity(items.len());
         let mut samples_written = 0u64;
         let mut checks_written = 0u64;
+        let mut per_spool = SpoolDelta::default();
         let now_ms = now_us() / 1000;
         for item in items {
             let file = &item.file;
@@ -308,6 +339,7 @@ impl Writer {
                 continue;
             }
             let file_id = tx.last_insert_rowid();
+            per_spool.add(&file.spool, outcome, 1);
             tx.prepare_cached(
                 "INSERT INTO file_heads (path, file_id, size, mtime_ns, inode, outcome)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -354,6 +386,7 @@ impl Writer {
             .execute(params![batch_id, now_us(), to_i64(stored as u64)])?;
         writer.write_latest()?;
         writer.delta.apply(&tx)?;
+        per_spool.apply(&tx)?;
         let head_rows = to_u64(writer.delta.samples);
         drop(writer);
         tx.commit()?;
@@ -696,7 +729,7 @@ impl Store for SqliteStore {
         // Batch rows (the ingest page's rate) older than retention go too, except the newest,
         // which keeps batch ids increasing across restarts.
         {
-            let mut writer = self.writer();
+            let writer = self.writer();
             writer.conn.execute(
                 "DELETE FROM batches WHERE committed_at_us < ?1
                    AND id < (SELECT max(id) FROM batches)",
@@ -710,16 +743,16 @@ impl Store for SqliteStore {
         };
         // Old ledger rows go only when their file is gone: a row for a file still on disk is
         // what stops a rescan from ingesting it again.
-        let old_files: Vec<(i64, Vec<u8>, i64)> = self.read(|c| {
-            c.prepare("SELECT id, path, outcome FROM files WHERE ingested_at_ms < ?1")?
+        let old_files: Vec<(i64, Vec<u8>, i64, String)> = self.read(|c| {
+            c.prepare("SELECT id, path, outcome, spool FROM files WHERE ingested_at_ms < ?1")?
                 .query_map(params![cutoff_ms], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect()
         })?;
-        let gone: Vec<&(i64, Vec<u8>, i64)> = old_files
+        let gone: Vec<&(i64, Vec<u8>, i64, String)> = old_files
             .iter()
-            .filter(|(_, path, _)| !file_exists(path))
+            .filter(|(_, path, _, _)| !file_exists(path))
             .collect();
         for chunk in gone.chunks(PRUNE_CHUNK) {
             let mut writer = self.writer();
@@ -727,17 +760,21 @@ impl Store for SqliteStore {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut delta = Delta::default();
-            for (id, _, outcome) in chunk {
+            let mut per_spool = SpoolDelta::default();
+            for (id, _, outcome, spool) in chunk {
                 tx.prepare_cached("DELETE FROM files WHERE id = ?1")?
                     .execute(params![id])?;
                 tx.prepare_cached("DELETE FROM file_heads WHERE file_id = ?1")?
                     .execute(params![id])?;
-                match Outcome::from_code(*outcome) {
+                let outcome = Outcome::from_code(*outcome);
+                match outcome {
                     Outcome::Ingested => delta.files_ingested -= 1,
                     Outcome::Rejected => delta.files_rejected -= 1,
                 }
+                per_spool.add(spool, outcome, -1);
             }
             delta.apply(&tx)?;
+            per_spool.apply(&tx)?;
             tx.commit()?;
             summary.files += chunk.len() as u64;
         }
@@ -1001,8 +1038,8 @@ impl Store for SqliteStore {
     fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
         self.read(|c| {
             c.prepare_cached(
-                "SELECT spool, sum(outcome = 1), sum(outcome = 2) FROM files GROUP BY spool
-                 ORDER BY spool",
+                "SELECT spool, ingested, rejected FROM spool_stats
+                 WHERE ingested + rejected > 0 ORDER BY spool",
             )?
             .query_map([], |r| {
                 Ok((r.get(0)?, to_u64(r.get(1)?), to_u64(r.get(2)?)))
