@@ -173,6 +173,9 @@ pub(crate) fn segments(
     for i in intervals {
         let first = (((i.start_ms.max(from) - from) as f64 / bucket) as usize).min(columns - 1);
         let last = (((i.end_ms.min(to) - from) as f64 / bucket) as usize).min(columns - 1);
+        if i.end_ms < from || i.start_ms > to || first > last {
+            continue; // outside the range
+        }
         for slot in &mut worst[first..=last] {
             *slot = match *slot {
                 Some((s, n)) if severity(s) >= severity(i.status) => Some((s, n + i.results)),
@@ -317,6 +320,8 @@ mod tests {
         assert_eq!(segs[1].status, 2);
         assert!((segs[0].width - 100.0 * 10.0 / 11.0).abs() < 1e-9);
         // Few intervals keep their exact extent.
+        // Intervals outside the range are ignored, not a panic.
+        assert!(segments(&runs, 5000, 6000, 10).is_empty());
         let segs = segments(&runs[..3], 0, 100, 50);
         assert_eq!(segs.len(), 3);
         assert!((segs[1].x - 1.0).abs() < 1e-9);
