@@ -3,7 +3,6 @@
 //! repeated timestamps, steps interleaved with ingest, and restarts in between.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use probewatch_core::SeriesSample;
 use probewatch_store::*;
@@ -14,21 +13,7 @@ use common::Rng;
 type Model = BTreeMap<(String, i64), f64>;
 
 fn batch(file: u64, samples: Vec<SeriesSample>) -> IngestItem {
-    IngestItem {
-        file: FileMeta {
-            spool: Arc::from("main"),
-            path: format!("/spool/{file}.xml").into_bytes(),
-            size: 1,
-            mtime_ns: 1,
-            inode: file,
-            version_hash: [0; 32],
-        },
-        content: ItemContent::Parsed {
-            results: Vec::new(),
-            samples,
-            clock_skew: false,
-        },
-    }
+    common::item(file, Vec::new(), samples)
 }
 
 fn check_reads(store: &SqliteStore, model: &Model, series: &[String], rng: &mut Rng) {

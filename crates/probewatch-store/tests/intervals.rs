@@ -3,7 +3,6 @@
 //! the migration that introduced them.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use probewatch_core::{CheckResult, ProbeResult, Status, TimeSource};
 use probewatch_store::*;
@@ -14,21 +13,7 @@ use common::Rng;
 const INTERVAL_MS: i64 = 10_000;
 
 fn item(file: u64, results: Vec<ProbeResult>) -> IngestItem {
-    IngestItem {
-        file: FileMeta {
-            spool: Arc::from("main"),
-            path: format!("/spool/{file}.xml").into_bytes(),
-            size: 1,
-            mtime_ns: 1,
-            inode: file,
-            version_hash: [0; 32],
-        },
-        content: ItemContent::Parsed {
-            results,
-            samples: Vec::new(),
-            clock_skew: false,
-        },
-    }
+    common::item(file, results, Vec::new())
 }
 
 fn result(check: &str, ts: i64, status: Status) -> ProbeResult {

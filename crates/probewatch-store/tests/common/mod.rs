@@ -15,3 +15,27 @@ impl Rng {
         self.next() % n
     }
 }
+
+/// Synthetic file number `file` of spool `main`, carrying `results` and `samples`.
+pub fn item(
+    file: u64,
+    results: Vec<probewatch_core::ProbeResult>,
+    samples: Vec<probewatch_core::SeriesSample>,
+) -> probewatch_store::IngestItem {
+    use probewatch_store::{FileMeta, IngestItem, ItemContent};
+    IngestItem {
+        file: FileMeta {
+            spool: std::sync::Arc::from("main"),
+            path: format!("/spool/{file}.xml").into_bytes(),
+            size: 1,
+            mtime_ns: 1,
+            inode: file,
+            version_hash: [0; 32],
+        },
+        content: ItemContent::Parsed {
+            results,
+            samples,
+            clock_skew: false,
+        },
+    }
+}
