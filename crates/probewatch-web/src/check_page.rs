@@ -10,11 +10,12 @@ use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use probewatch_promql::{Matcher, SeriesSource};
-use probewatch_store::{HistoryQuery, StatusInterval, StoreSource};
+use probewatch_store::{HistoryQuery, StatusInterval};
 use serde::Deserialize;
 
 use crate::history::{self, Downsampled, TimeRange};
-use crate::pages::{ago, state, status_name};
+use crate::pages::{ago, state};
+use crate::status_word;
 use crate::{ApiError, AppState};
 
 /// `?probe=&host=&check=&range=&from=&to=`
@@ -56,16 +57,16 @@ impl CheckQuery {
     }
 }
 
-/// The query string that names a check, for links.
+/// `path` with the query string that names a check, plus `extra`.
+fn check_link(path: &str, probe: &str, host: &str, check: &str, extra: &[(&str, &str)]) -> String {
+    let mut pairs = vec![("probe", probe), ("host", host), ("check", check)];
+    pairs.extend_from_slice(extra);
+    history::href(path, &pairs)
+}
+
+/// The link to a check's page.
 pub(crate) fn check_href(probe: &str, host: &str, check: &str, extra: &[(&str, &str)]) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    s.append_pair("probe", probe);
-    s.append_pair("host", host);
-    s.append_pair("check", check);
-    for (k, v) in extra {
-        s.append_pair(k, v);
-    }
-    format!("/check?{}", s.finish())
+    check_link("/check", probe, host, check, extra)
 }
 
 /// A timeline segment as the template draws it.
@@ -102,7 +103,7 @@ pub(crate) fn segment_views(
         .into_iter()
         .map(|s| {
             let plural = if s.results == 1 { "" } else { "s" };
-            let name = status_name(s.status);
+            let name = status_word(s.status);
             let title = match times {
                 TitleTimes::Full => format!(
                     "{name} from {} to {} ({} result{plural})",
@@ -125,12 +126,6 @@ pub(crate) fn segment_views(
             }
         })
         .collect()
-}
-
-struct RangeLink {
-    name: &'static str,
-    href: String,
-    current: bool,
 }
 
 struct ShareRow {
@@ -168,7 +163,7 @@ struct CheckPage {
     last_iso: String,
     message: String,
     interval: String,
-    ranges: Vec<RangeLink>,
+    ranges: Vec<history::RangeLink>,
     range_name: String,
     from_iso: String,
     to_iso: String,
@@ -238,7 +233,7 @@ pub(crate) async fn check_page(
         .map(|s| {
             let ms = availability.by_status[usize::from(s)];
             ShareRow {
-                status: status_name(s),
+                status: status_word(s),
                 time: history::human_duration(ms),
                 percent: format!("{:.3} %", 100.0 * ms as f64 / covered.max(1) as f64),
             }
@@ -256,21 +251,16 @@ pub(crate) async fn check_page(
         (None, Some(ms)) if ms > 0 => format!("{} (usual)", history::human_duration(ms)),
         _ => "unknown".into(),
     };
-    let ranges = history::RANGES
-        .iter()
-        .map(|(name, _)| RangeLink {
-            name,
-            href: check_href(&probe, &host, &check, &[("range", name)]),
-            current: range.name == *name,
-        })
-        .collect();
+    let ranges = history::range_links(&range.name, |name| {
+        check_href(&probe, &host, &check, &[("range", name)])
+    });
     let changes_more = intervals.len() > CHANGES_SHOWN;
     let changes = intervals
         .iter()
         .rev()
         .take(CHANGES_SHOWN)
         .map(|i| ChangeRow {
-            status: status_name(i.status),
+            status: status_word(i.status),
             from_iso: crate::rfc3339(i.start_ms),
             to_iso: crate::rfc3339(i.end_ms),
             length: history::human_duration(i.end_ms - i.start_ms),
@@ -282,7 +272,7 @@ pub(crate) async fn check_page(
         .map(|r| ResultRow {
             at: ago(r.time_ms, now),
             at_iso: crate::rfc3339(r.time_ms),
-            status: status_name(r.status),
+            status: status_word(r.status),
             duration: r
                 .duration_seconds
                 .map_or_else(String::new, |d| format!("{d:.3} s")),
@@ -314,10 +304,12 @@ pub(crate) async fn check_page(
         changes,
         changes_more,
         results,
-        chart_src: format!(
-            "/api/v1/checks/durations?{}",
-            check_href(&probe, &host, &check, &[("from", &from_s), ("to", &to_s)])
-                .trim_start_matches("/check?")
+        chart_src: check_link(
+            "/api/v1/checks/durations",
+            &probe,
+            &host,
+            &check,
+            &[("from", &from_s), ("to", &to_s)],
         ),
         probe,
         host,
@@ -340,8 +332,7 @@ pub(crate) async fn durations(
     let (probe, host, check) = q.key()?;
     let range = q.range(now)?;
     let width = q.width.unwrap_or(1000).clamp(10, 4000);
-    let (store, index) = (app.store.clone(), app.index.clone());
-    let points = tokio::task::spawn_blocking(move || {
+    let points = crate::with_source(&app, move |source| {
         let matchers = [
             ("__name__", "probe_check_duration_seconds"),
             ("probe", probe.as_str()),
@@ -351,18 +342,13 @@ pub(crate) async fn durations(
         .iter()
         .map(|(n, v)| Matcher::new(n, "=", v))
         .collect::<Result<Vec<_>, _>>()?;
-        let source = StoreSource {
-            store: store.as_ref(),
-            index: &index,
-        };
         let series = source.select(&matchers, range.from_ms, range.to_ms)?;
         // One check may feed several series (the same probe in two spools); merge them.
         let mut points: Vec<(i64, f64)> = series.into_iter().flat_map(|s| s.points).collect();
         points.sort_by_key(|p| p.0);
         Ok::<_, probewatch_promql::QueryError>(points)
     })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .await?
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(history::downsample(
         &points,

@@ -7,7 +7,6 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Response};
 use probewatch_promql::Value;
-use probewatch_store::StoreSource;
 use serde::Deserialize;
 
 use crate::history;
@@ -22,12 +21,6 @@ pub(crate) struct GraphQuery {
     to: Option<String>,
 }
 
-struct RangeLink {
-    name: &'static str,
-    href: String,
-    current: bool,
-}
-
 /// One row of the result table.
 struct ResultRow {
     labels: String,
@@ -39,7 +32,7 @@ struct ResultRow {
 struct GraphPage {
     page: &'static str,
     expr: String,
-    ranges: Vec<RangeLink>,
+    ranges: Vec<history::RangeLink>,
     from_ms: i64,
     to_ms: i64,
     from_iso: String,
@@ -51,13 +44,6 @@ struct GraphPage {
 
 /// Most rows the table shows.
 const ROWS_SHOWN: usize = 500;
-
-fn graph_href(expr: &str, range: &str) -> String {
-    let mut s = form_urlencoded::Serializer::new(String::new());
-    s.append_pair("expr", expr);
-    s.append_pair("range", range);
-    format!("/graph?{}", s.finish())
-}
 
 /// `GET /graph`
 pub(crate) async fn graph_page(
@@ -75,18 +61,11 @@ pub(crate) async fn graph_page(
     .map_err(ApiError::BadRequest)?;
     let (mut rows, mut error, mut result_type) = (Vec::new(), String::new(), "");
     if !expr.trim().is_empty() {
-        let (store, index, options) = (app.store.clone(), app.index.clone(), app.query_options);
-        let text = expr.clone();
-        let at = range.to_ms;
-        let value = tokio::task::spawn_blocking(move || {
-            let source = StoreSource {
-                store: store.as_ref(),
-                index: &index,
-            };
-            probewatch_promql::Query::parse(&text)?.instant(&source, at, &options)
+        let (text, at, options) = (expr.clone(), range.to_ms, app.query_options);
+        let value = crate::with_source(&app, move |source| {
+            probewatch_promql::Query::parse(&text)?.instant(source, at, &options)
         })
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .await?;
         match value {
             Ok(value) => {
                 result_type = value.type_name();
@@ -95,14 +74,9 @@ pub(crate) async fn graph_page(
             Err(e) => error = e.to_string(),
         }
     }
-    let ranges = history::RANGES
-        .iter()
-        .map(|(name, _)| RangeLink {
-            name,
-            href: graph_href(&expr, name),
-            current: range.name == *name,
-        })
-        .collect();
+    let ranges = history::range_links(&range.name, |name| {
+        history::href("/graph", &[("expr", &expr), ("range", name)])
+    });
     let html = GraphPage {
         page: "graph",
         expr,

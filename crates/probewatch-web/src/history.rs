@@ -14,6 +14,34 @@ pub(crate) const RANGES: &[(&str, i64)] = &[
     ("30d", 30 * 86_400_000),
 ];
 
+/// A link of the range picker.
+pub(crate) struct RangeLink {
+    pub name: &'static str,
+    pub href: String,
+    pub current: bool,
+}
+
+/// The range picker's links: each named range, its URL from `href`, the current one marked.
+pub(crate) fn range_links(current: &str, href: impl Fn(&str) -> String) -> Vec<RangeLink> {
+    RANGES
+        .iter()
+        .map(|(name, _)| RangeLink {
+            name,
+            href: href(name),
+            current: current == *name,
+        })
+        .collect()
+}
+
+/// `path?k=v&…`, with the pairs form-encoded.
+pub(crate) fn href(path: &str, pairs: &[(&str, &str)]) -> String {
+    let mut s = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in pairs {
+        s.append_pair(k, v);
+    }
+    format!("{path}?{}", s.finish())
+}
+
 /// A page's time range: a named one ending now, or a custom from–to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TimeRange {

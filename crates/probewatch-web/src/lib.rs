@@ -198,6 +198,22 @@ async fn read<T: Send + 'static>(
         .map_err(ApiError::Store)
 }
 
+/// Runs `f` with a PromQL source over the store on the blocking pool (store reads block).
+pub(crate) async fn with_source<T: Send + 'static>(
+    state: &AppState,
+    f: impl FnOnce(&probewatch_store::StoreSource<'_>) -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    let (store, index) = (state.store.clone(), state.index.clone());
+    tokio::task::spawn_blocking(move || {
+        f(&probewatch_store::StoreSource {
+            store: store.as_ref(),
+            index: &index,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     read(&state, |store| store.stats()).await?;
     Ok("ok\n")
@@ -249,7 +265,8 @@ pub(crate) fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn status_word(code: u8) -> &'static str {
+/// A status code's name (`ok` … `unknown`), which is also its CSS class.
+pub(crate) fn status_word(code: u8) -> &'static str {
     Status::from_code(i64::from(code)).map_or("unknown", Status::as_str)
 }
 

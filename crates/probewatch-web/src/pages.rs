@@ -87,16 +87,6 @@ pub(crate) fn ago(ms: i64, now: i64) -> String {
     }
 }
 
-/// A status code's name, which is also its CSS class.
-pub(crate) fn status_name(code: u8) -> &'static str {
-    match code {
-        0 => "ok",
-        1 => "warning",
-        2 => "critical",
-        _ => "unknown",
-    }
-}
-
 /// The check's state (CSS class, word): its status, or `stale` when nothing came for three
 /// of its intervals (the declared one, else the one learnt from its results).
 pub(crate) fn state(c: &CheckRow, now: i64) -> (&'static str, &'static str) {
@@ -105,7 +95,7 @@ pub(crate) fn state(c: &CheckRow, now: i64) -> (&'static str, &'static str) {
     {
         return ("stale", "stale");
     }
-    let name = status_name(c.status);
+    let name = crate::status_word(c.status);
     (name, name)
 }
 
@@ -555,17 +545,21 @@ pub(crate) async fn favicon() -> Response {
 /// plotly.js as the `plotly` crate ships it (the repository carries no copy), and its
 /// gzipped form, made on first use.
 struct PlotlyJs {
-    plain: &'static str,
-    gzip: Vec<u8>,
+    /// Both are shared buffers: a response clones a reference, not megabytes.
+    plain: axum::body::Bytes,
+    gzip: axum::body::Bytes,
 }
 
 static PLOTLY_JS: std::sync::LazyLock<PlotlyJs> = std::sync::LazyLock::new(|| {
-    let plain: &'static str = plotly_source().leak();
+    let plain = plotly_source();
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     let gzip = std::io::Write::write_all(&mut encoder, plain.as_bytes())
         .and_then(|()| encoder.finish())
         .unwrap_or_default();
-    PlotlyJs { plain, gzip }
+    PlotlyJs {
+        plain: plain.into(),
+        gzip: gzip.into(),
+    }
 });
 
 /// The plotly.js source out of the `<script>` tags the crate wraps it in.
@@ -610,7 +604,7 @@ pub(crate) async fn plotly_js(headers: axum::http::HeaderMap) -> Response {
         )
             .into_response();
     }
-    (common, js.plain).into_response()
+    (common, js.plain.clone()).into_response()
 }
 
 fn static_file(content_type: &'static str, body: &'static str) -> Response {

@@ -156,17 +156,12 @@ async fn with_source<T: Send + 'static>(
     state: &AppState,
     f: impl FnOnce(&StoreSource<'_>) -> Result<T, PromError> + Send + 'static,
 ) -> Result<T, PromError> {
-    let (store, index) = (state.store.clone(), state.index.clone());
-    tokio::task::spawn_blocking(move || {
-        f(&StoreSource {
-            store: store.as_ref(),
-            index: &index,
-        })
-    })
-    .await
-    .map_err(|e| PromError {
+    crate::with_source(state, f).await.map_err(|e| PromError {
         kind: "internal",
-        message: e.to_string(),
+        message: match e {
+            crate::ApiError::Internal(message) => message,
+            other => format!("{other:?}"),
+        },
     })?
 }
 

@@ -146,16 +146,9 @@ fn set_open(
 
 /// Takes the newest run out of the table (it becomes the open run again).
 fn take_last(tx: &Connection, check_id: i64) -> rusqlite::Result<Option<Run>> {
-    let last = tx
-        .prepare_cached(
-            "SELECT start_ms, end_ms, status, results FROM status_intervals WHERE check_id = ?1
-             ORDER BY start_ms DESC LIMIT 1",
-        )?
-        .query_row(params![check_id], map_run)
-        .optional()?;
+    let last = run_at_or_before(tx, check_id, i64::MAX)?;
     if let Some(l) = last {
-        tx.prepare_cached("DELETE FROM status_intervals WHERE check_id = ?1 AND start_ms = ?2")?
-            .execute(params![check_id, l.start])?;
+        delete_run(tx, check_id, l.start)?;
     }
     Ok(last)
 }
@@ -179,21 +172,10 @@ pub(super) fn update(
     pending.results.dedup_by_key(|r| r.0);
     pending.results.reverse();
     let newest = state.open.map_or(i64::MIN, |l| l.end);
-    let late: Vec<i64> = pending
-        .results
-        .iter()
-        .map(|r| r.0)
-        .filter(|ts| *ts <= newest)
-        .collect();
-    let mut usual = state.usual;
-    let mut previous = state.open.map(|l| l.end);
-    for &(ts, _, _) in pending.results.iter().filter(|r| r.0 > newest) {
-        if let Some(p) = previous {
-            usual = learn_interval(usual, ts - p);
-        }
-        previous = Some(ts);
-    }
-    if let (Some(&lo), Some(&hi)) = (late.first(), late.last()) {
+    // Sorted, so the late results are a prefix: their span is its first and last time.
+    let late = pending.results.partition_point(|r| r.0 <= newest);
+    if late > 0 {
+        let (lo, hi) = (pending.results[0].0, pending.results[late - 1].0);
         tx.prepare_cached(
             "INSERT INTO intervals_dirty (check_id, lo_ms, hi_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (check_id) DO UPDATE SET lo_ms = min(lo_ms, excluded.lo_ms),
@@ -201,8 +183,12 @@ pub(super) fn update(
         )?
         .execute(params![check_id, lo, hi])?;
     }
+    let mut usual = state.usual;
     let mut runs: Vec<Run> = state.open.into_iter().collect();
-    for &(ts, status, own) in pending.results.iter().filter(|r| r.0 > newest) {
+    for &(ts, status, own) in &pending.results[late..] {
+        if let Some(previous) = runs.last() {
+            usual = learn_interval(usual, ts - previous.end);
+        }
         push(
             &mut runs,
             ts,
@@ -259,15 +245,8 @@ fn repair(
     hi: i64,
     state: &CheckState,
 ) -> rusqlite::Result<()> {
-    let containing = tx
-        .prepare_cached(
-            "SELECT start_ms, end_ms, status, results FROM status_intervals
-             WHERE check_id = ?1 AND start_ms <= ?2 ORDER BY start_ms DESC LIMIT 1",
-        )?
-        .query_row(params![check_id, lo], map_run)
-        .optional()?;
-    let (from, seed) = match containing {
-        Some(c) => (c.start, run_before(tx, check_id, c.start)?),
+    let (from, seed) = match run_at_or_before(tx, check_id, lo)? {
+        Some(c) => (c.start, run_at_or_before(tx, check_id, c.start - 1)?),
         None => (lo, None),
     };
     let after: Vec<Run> = tx
@@ -285,7 +264,7 @@ fn repair(
     )?
     .execute(params![check_id, from, until])?;
     let mut runs: Vec<Run> = seed.into_iter().collect();
-    scan(tx, check_id, from, until, state, &mut runs, &mut None)?;
+    scan(tx, check_id, from, until, state, &mut runs)?;
     // Join the stretch to the run kept after it, as pushing that run's first result would.
     if let (Some(k), Some(last)) = (keep, runs.last_mut())
         && k.start - last.end
@@ -299,10 +278,7 @@ fn repair(
         if last.status == k.status {
             last.end = k.end;
             last.results += k.results;
-            tx.prepare_cached(
-                "DELETE FROM status_intervals WHERE check_id = ?1 AND start_ms = ?2",
-            )?
-            .execute(params![check_id, k.start])?;
+            delete_run(tx, check_id, k.start)?;
         }
     }
     write(tx, check_id, &runs)
@@ -317,8 +293,8 @@ fn result_interval(tx: &Connection, check_id: i64, ts: i64) -> rusqlite::Result<
         .flatten())
 }
 
-/// Pushes the check's stored results in `[from, until)` onto `runs`, learning the usual
-/// interval into `usual` when it is `Some`.
+/// Pushes the check's stored results in `[from, until)` onto `runs`; returns the usual
+/// interval learnt from them.
 fn scan(
     tx: &Connection,
     check_id: i64,
@@ -326,24 +302,23 @@ fn scan(
     until: i64,
     state: &CheckState,
     runs: &mut Vec<Run>,
-    usual: &mut Option<Option<i64>>,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<Option<i64>> {
     let mut stmt = tx.prepare_cached(
         "SELECT ts_ms, status, interval_ms FROM check_results
          WHERE check_id = ?1 AND ts_ms >= ?2 AND ts_ms < ?3 ORDER BY ts_ms",
     )?;
     let mut rows = stmt.query(params![check_id, from, until])?;
-    let mut previous: Option<i64> = None;
+    let (mut usual, mut previous) = (None, None);
     while let Some(row) = rows.next()? {
         let ts: i64 = row.get(0)?;
-        if let (Some(u), Some(p)) = (usual.as_mut(), previous) {
-            *u = learn_interval(*u, ts - p);
+        if let Some(p) = previous {
+            usual = learn_interval(usual, ts - p);
         }
         previous = Some(ts);
         let gap = gap_ms(row.get(2)?, state.declared, state.usual);
         push(runs, ts, row.get(1)?, gap);
     }
-    Ok(())
+    Ok(usual)
 }
 
 /// Builds every check's runs and usual interval from its results (after the migration that
@@ -357,16 +332,15 @@ pub(super) fn rebuild_all(tx: &Connection) -> rusqlite::Result<()> {
         tx.prepare_cached("DELETE FROM status_intervals WHERE check_id = ?1")?
             .execute(params![id])?;
         let mut runs = Vec::new();
-        let mut usual = Some(None);
         let state = CheckState {
             declared,
             usual: None,
             open: None,
         };
-        scan(tx, id, i64::MIN, i64::MAX, &state, &mut runs, &mut usual)?;
+        let usual = scan(tx, id, i64::MIN, i64::MAX, &state, &mut runs)?;
         let open = runs.pop();
         write(tx, id, &runs)?;
-        set_open(tx, id, open, usual.flatten())?;
+        set_open(tx, id, open, usual)?;
     }
     Ok(())
 }
@@ -380,13 +354,20 @@ fn map_run(r: &rusqlite::Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
-fn run_before(tx: &Connection, check_id: i64, start: i64) -> rusqlite::Result<Option<Run>> {
+/// The stored run that starts last at or before `ts` (the one containing it, if any).
+fn run_at_or_before(tx: &Connection, check_id: i64, ts: i64) -> rusqlite::Result<Option<Run>> {
     tx.prepare_cached(
         "SELECT start_ms, end_ms, status, results FROM status_intervals
-         WHERE check_id = ?1 AND start_ms < ?2 ORDER BY start_ms DESC LIMIT 1",
+         WHERE check_id = ?1 AND start_ms <= ?2 ORDER BY start_ms DESC LIMIT 1",
     )?
-    .query_row(params![check_id, start], map_run)
+    .query_row(params![check_id, ts], map_run)
     .optional()
+}
+
+fn delete_run(tx: &Connection, check_id: i64, start: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM status_intervals WHERE check_id = ?1 AND start_ms = ?2")?
+        .execute(params![check_id, start])?;
+    Ok(())
 }
 
 fn write(tx: &Connection, check_id: i64, runs: &[Run]) -> rusqlite::Result<()> {

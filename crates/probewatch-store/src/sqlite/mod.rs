@@ -418,9 +418,10 @@ struct ResultWriter<'a, 'i> {
     pending: HashMap<i64, intervals::Pending>,
 }
 
-/// Runs `insert` (an `INSERT OR IGNORE`); if the row already existed, runs `update` with the
-/// same parameters. Returns true when a new row was inserted: the later of two values for the
-/// same key wins, and nothing is counted twice.
+/// The columns [`map_check`] reads, in its order.
+const CHECK_COLUMNS: &str = "probe, host, name, last_status, last_ts_ms, last_duration,
+    last_message, interval_ms, usual_interval_ms, id";
+
 fn map_check(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckRow> {
     Ok(CheckRow {
         probe: r.get(0)?,
@@ -436,6 +437,9 @@ fn map_check(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckRow> {
     })
 }
 
+/// Runs `insert` (an `INSERT OR IGNORE`); if the row already existed, runs `update` with the
+/// same parameters. Returns true when a new row was inserted: the later of two values for the
+/// same key wins, and nothing is counted twice.
 fn insert_or_update(
     tx: &Connection,
     insert: &str,
@@ -802,10 +806,9 @@ impl Store for SqliteStore {
 
     fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError> {
         self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT probe, host, name, last_status, last_ts_ms, last_duration, last_message,
-                    interval_ms, usual_interval_ms, id FROM checks ORDER BY probe, host, name",
-            )?
+            conn.prepare_cached(&format!(
+                "SELECT {CHECK_COLUMNS} FROM checks ORDER BY probe, host, name"
+            ))?
             .query_map([], map_check)?
             .collect()
         })
@@ -818,11 +821,9 @@ impl Store for SqliteStore {
         name: &str,
     ) -> Result<Option<CheckRow>, StoreError> {
         self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT probe, host, name, last_status, last_ts_ms, last_duration, last_message,
-                    interval_ms, usual_interval_ms, id FROM checks
-                 WHERE probe = ?1 AND host = ?2 AND name = ?3",
-            )?
+            conn.prepare_cached(&format!(
+                "SELECT {CHECK_COLUMNS} FROM checks WHERE probe = ?1 AND host = ?2 AND name = ?3"
+            ))?
             .query_row(params![probe, host, name], map_check)
             .optional()
         })

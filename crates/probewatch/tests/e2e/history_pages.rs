@@ -38,14 +38,28 @@ fn three_hours(env: &Env) -> i64 {
     first
 }
 
-const CHECK: &str = "/check?probe=web&host=h1&check=login";
-
-#[test]
-fn check_page_shows_availability_changes_and_results_for_the_range() {
+/// A daemon that has ingested [`three_hours`].
+fn three_hours_daemon() -> (Env, Daemon) {
     let env = Env::new();
     three_hours(&env);
     let daemon = env.start(&[]);
     daemon.wait_files(1, Duration::from_secs(30));
+    (env, daemon)
+}
+
+/// The text of a gzipped body.
+fn gunzip(body: &[u8]) -> String {
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(body), &mut text)
+        .expect("gunzip");
+    text
+}
+
+const CHECK: &str = "/check?probe=web&host=h1&check=login";
+
+#[test]
+fn check_page_shows_availability_changes_and_results_for_the_range() {
+    let (_env, daemon) = three_hours_daemon();
     let page = daemon.get_text(&format!("{CHECK}&range=6h"));
     // ok [0, 90] and [120, 179] minutes, critical [90, 120]: 149 of 179 minutes ok.
     assert!(page.contains(">83.240 %</strong>"), "{page}");
@@ -122,9 +136,7 @@ fn check_page_shows_availability_changes_and_results_for_the_range() {
     let body = js.bytes().expect("body");
     assert!(body.len() > 1_000_000);
     // Gzipped once (not again by the compression layer): one gunzip gives the source.
-    let mut source = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&body[..]), &mut source)
-        .expect("gunzip");
+    let source = gunzip(&body);
     assert!(
         source.starts_with("/**\n* plotly.js v"),
         "{}",
@@ -143,12 +155,7 @@ fn check_page_shows_availability_changes_and_results_for_the_range() {
         .send()
         .expect("GET /");
     assert_eq!(page.headers()["content-encoding"], "gzip");
-    let mut html = String::new();
-    std::io::Read::read_to_string(
-        &mut flate2::read::GzDecoder::new(&page.bytes().expect("body")[..]),
-        &mut html,
-    )
-    .expect("gunzip");
+    let html = gunzip(&page.bytes().expect("body"));
     assert!(html.contains("class=\"strip\""), "{html}");
     // The overview links to it and draws the last 24 h.
     let overview = daemon.get_text("/");
@@ -165,10 +172,7 @@ fn check_page_in_a_browser_chart_range_picker_and_zoom() {
     let Some(browser) = Browser::start("check_page_in_a_browser") else {
         return;
     };
-    let env = Env::new();
-    three_hours(&env);
-    let daemon = env.start(&[]);
-    daemon.wait_files(1, Duration::from_secs(30));
+    let (_env, daemon) = three_hours_daemon();
     browser.goto(&format!("{}{CHECK}&range=6h", daemon.base));
     let drawn = browser.wait_for(
         "the duration chart",
@@ -271,10 +275,7 @@ fn check_page_in_a_browser_chart_range_picker_and_zoom() {
 
 #[test]
 fn explorer_completes_names_draws_and_tabulates() {
-    let env = Env::new();
-    three_hours(&env);
-    let daemon = env.start(&[]);
-    daemon.wait_files(1, Duration::from_secs(30));
+    let (_env, daemon) = three_hours_daemon();
     // Server side: the table, and a parse error said plainly.
     let page = daemon.get_text("/graph?expr=probe_check_status&range=6h");
     assert!(page.contains("id=\"graph-table\""), "{page}");
