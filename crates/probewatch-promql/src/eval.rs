@@ -1,10 +1,11 @@
 //! The evaluator: fetches every selector's data once per query, then evaluates the tree at
 //! each evaluation time. Range queries evaluate step by step over the fetched data.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::QueryError;
 use crate::labels::Labels;
+use crate::limits::Guard;
 use crate::plan::{At, Node, Selector};
 use crate::source::SeriesSource;
 use crate::value::{Sample, Series, is_stale};
@@ -39,6 +40,8 @@ pub(crate) struct Ctx {
     pub subquery_step: i64,
     /// Per selector id, its series over the whole time the query can look at.
     pub data: Vec<Vec<Series>>,
+    /// The deadline, cancel flag and sample budget this evaluation runs under.
+    pub guard: Guard,
 }
 
 impl Ctx {
@@ -49,16 +52,17 @@ impl Ctx {
         node: &Node,
         selectors: usize,
         (start, end, step): (i64, i64, i64),
-        lookback: i64,
-        subquery_step: i64,
+        options: &crate::QueryOptions,
+        guard: Guard,
     ) -> Result<Ctx, QueryError> {
         let mut ctx = Ctx {
             start,
             end,
             step,
-            lookback,
-            subquery_step,
+            lookback: options.lookback_ms,
+            subquery_step: options.subquery_step_ms,
             data: Vec::new(),
+            guard,
         };
         let mut ranges: Vec<Option<(i64, i64)>> = vec![None; selectors];
         let mut sels: Vec<Option<&Selector>> = vec![None; selectors];
@@ -68,12 +72,18 @@ impl Ctx {
                 ctx.data.push(Vec::new());
                 continue;
             };
+            ctx.guard.check()?;
             let mut series: Vec<Series> = Vec::new();
+            // Alternatives (`or` inside braces) may select a series twice; one cannot.
+            let mut seen: HashSet<Labels> = HashSet::new();
+            let several = sel.matchers.len() > 1;
             for alternative in &sel.matchers {
-                for s in source.select(alternative, *lo, *hi)? {
-                    if !series.iter().any(|x| x.labels == s.labels) {
-                        series.push(s);
+                for s in source.select(alternative, *lo, *hi, ctx.guard.remaining())? {
+                    if several && !seen.insert(s.labels.clone()) {
+                        continue;
                     }
+                    ctx.guard.charge(s.points.len())?;
+                    series.push(s);
                 }
             }
             series.sort_by(|a, b| a.labels.cmp(&b.labels));
@@ -92,7 +102,7 @@ impl Ctx {
 
     /// The reference time of a selector or subquery evaluated at `t`.
     pub fn ref_time(&self, at: Option<At>, offset: i64, t: i64) -> i64 {
-        at.map_or(t, |a| self.at_time(a)) - offset
+        at.map_or(t, |a| self.at_time(a)).saturating_sub(offset)
     }
 
     /// Records the time range each selector needs when `node` is evaluated at times in
@@ -110,7 +120,10 @@ impl Ctx {
                 Some(at) => (self.at_time(at), self.at_time(at)),
                 None => (lo, hi),
             };
-            let (a, b) = (a - sel.offset - window, b - sel.offset);
+            let (a, b) = (
+                a.saturating_sub(sel.offset).saturating_sub(window),
+                b.saturating_sub(sel.offset),
+            );
             let slot = &mut out[sel.id];
             *slot = Some(match slot {
                 Some((x, y)) => ((*x).min(a), (*y).max(b)),
@@ -133,7 +146,13 @@ impl Ctx {
                     Some(at) => (self.at_time(*at), self.at_time(*at)),
                     None => (lo, hi),
                 };
-                self.ranges(expr, a - offset - range, b - offset, out, sels);
+                self.ranges(
+                    expr,
+                    a.saturating_sub(*offset).saturating_sub(*range),
+                    b.saturating_sub(*offset),
+                    out,
+                    sels,
+                );
             }
             Node::Call { args, .. } => {
                 for a in args {
@@ -156,6 +175,7 @@ impl Ctx {
 
     /// Evaluates `node` at time `t` (ms).
     pub fn eval(&self, node: &Node, t: i64) -> Result<Val, QueryError> {
+        self.guard.check()?;
         match node {
             Node::Number(n) => Ok(Val::Scalar(*n)),
             Node::Str(s) => Ok(Val::Str(s.clone())),
@@ -278,42 +298,21 @@ impl Ctx {
         t: i64,
     ) -> Result<Val, QueryError> {
         let reference = self.ref_time(at, offset, t);
-        let window_start = reference - range;
+        let window_start = reference.saturating_sub(range);
         // Steps are aligned to multiples of the step; the window is open on the left.
         let mut ts = window_start.div_euclid(step) * step;
         if ts <= window_start {
             ts += step;
         }
-        let mut series: HashMap<Labels, (Vec<(i64, f64)>, bool)> = HashMap::new();
-        let mut order: Vec<Labels> = Vec::new();
-        while ts <= reference {
-            match self.eval(expr, ts)? {
-                Val::Vector(v) => {
-                    for s in v {
-                        if !series.contains_key(&s.labels) {
-                            order.push(s.labels.clone());
-                        }
-                        let entry = series.entry(s.labels).or_default();
-                        entry.0.push((ts, s.v));
-                        entry.1 |= s.drop_name;
-                    }
-                }
-                Val::Scalar(v) => {
-                    let labels = Labels::default();
-                    if !series.contains_key(&labels) {
-                        order.push(labels.clone());
-                    }
-                    series.entry(labels).or_default().0.push((ts, v));
-                }
-                other => {
-                    return Err(QueryError::Execution(format!(
-                        "subquery of a {} is not allowed",
-                        other.type_name()
-                    )));
-                }
-            }
-            ts += step;
-        }
+        let mut gathered = Gathered::default();
+        // The points gathered here count against the budget while they are gathered, and are
+        // given back when this returns (the caller uses them at once).
+        let result = self.gather(expr, ts, reference, step, &mut gathered);
+        self.guard.release(gathered.held);
+        result?;
+        let Gathered {
+            mut series, order, ..
+        } = gathered;
         let mut out: Vec<Series> = order
             .into_iter()
             .filter_map(|labels| {
@@ -328,6 +327,61 @@ impl Ctx {
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(Val::Matrix(out))
     }
+}
+
+impl Ctx {
+    /// Evaluates a subquery's `expr` at every step from `ts` to `reference`.
+    fn gather(
+        &self,
+        expr: &Node,
+        mut ts: i64,
+        reference: i64,
+        step: i64,
+        out: &mut Gathered,
+    ) -> Result<(), QueryError> {
+        while ts <= reference {
+            match self.eval(expr, ts)? {
+                Val::Vector(v) => {
+                    out.held += v.len();
+                    self.guard.charge(v.len())?;
+                    for s in v {
+                        if !out.series.contains_key(&s.labels) {
+                            out.order.push(s.labels.clone());
+                        }
+                        let entry = out.series.entry(s.labels).or_default();
+                        entry.0.push((ts, s.v));
+                        entry.1 |= s.drop_name;
+                    }
+                }
+                Val::Scalar(v) => {
+                    out.held += 1;
+                    self.guard.charge(1)?;
+                    let labels = Labels::default();
+                    if !out.series.contains_key(&labels) {
+                        out.order.push(labels.clone());
+                    }
+                    out.series.entry(labels).or_default().0.push((ts, v));
+                }
+                other => {
+                    return Err(QueryError::Execution(format!(
+                        "subquery of a {} is not allowed",
+                        other.type_name()
+                    )));
+                }
+            }
+            ts += step;
+        }
+        Ok(())
+    }
+}
+
+/// A subquery's points while they are gathered, per label set in order of appearance.
+#[derive(Default)]
+struct Gathered {
+    series: HashMap<Labels, (Vec<(i64, f64)>, bool)>,
+    order: Vec<Labels>,
+    /// Points charged to the guard.
+    held: usize,
 }
 
 /// Fails when a vector holds two samples with the same labels (possible after the metric

@@ -12,6 +12,7 @@ mod eval;
 mod functions;
 mod histogram;
 pub mod labels;
+pub mod limits;
 mod math;
 pub mod notation;
 mod plan;
@@ -21,6 +22,7 @@ pub mod value;
 use std::collections::HashMap;
 
 pub use labels::Labels;
+pub use limits::Guard;
 pub use math::format_value;
 pub use source::{MatchOp, Matcher, MemorySource, SeriesSource};
 pub use value::{Sample, Series, Value};
@@ -40,6 +42,19 @@ pub enum QueryError {
     /// Reading samples failed (`internal`).
     #[error("storage: {0}")]
     Storage(String),
+    /// The query is too large or too deeply nested to evaluate safely (`bad_data`).
+    #[error("query too complex: {0}")]
+    TooComplex(String),
+    /// The query would hold more samples in memory than allowed (`execution`).
+    #[error("query processing would load too many samples into memory in query execution")]
+    TooManySamples,
+    /// The query ran past its timeout (`timeout`).
+    #[error("query timed out in query execution")]
+    Timeout,
+    /// The query was cancelled: its client went away, or the server is stopping
+    /// (`canceled`).
+    #[error("query was canceled in query execution")]
+    Canceled,
 }
 
 fn collect_names(node: &plan::Node, out: &mut Vec<String>) -> bool {
@@ -130,6 +145,12 @@ pub struct QueryOptions {
     /// Step of a subquery written without one (default 1 minute; rule groups use their
     /// interval).
     pub subquery_step_ms: i64,
+    /// Most samples one query may hold in memory at once (default 50 million, as
+    /// Prometheus's `query.max-samples`).
+    pub max_samples: usize,
+    /// How long one evaluation may run (default 2 minutes, as Prometheus's
+    /// `query.timeout`); `None`: no limit.
+    pub timeout: Option<std::time::Duration>,
 }
 
 impl Default for QueryOptions {
@@ -137,7 +158,16 @@ impl Default for QueryOptions {
         QueryOptions {
             lookback_ms: 5 * 60 * 1000,
             subquery_step_ms: 60 * 1000,
+            max_samples: 50_000_000,
+            timeout: Some(std::time::Duration::from_secs(120)),
         }
+    }
+}
+
+impl QueryOptions {
+    /// A guard with these options' sample budget and timeout, starting now.
+    pub fn guard(&self) -> Guard {
+        Guard::new(self.max_samples).with_timeout(self.timeout)
     }
 }
 
@@ -169,20 +199,32 @@ impl Query {
         }
     }
 
-    /// Evaluates the query at `t_ms`.
+    /// Evaluates the query at `t_ms` under `options`' sample budget and timeout.
     pub fn instant(
         &self,
         source: &dyn SeriesSource,
         t_ms: i64,
         options: &QueryOptions,
     ) -> Result<Value, QueryError> {
+        self.instant_guarded(source, t_ms, options, options.guard())
+    }
+
+    /// Evaluates the query at `t_ms` under `guard` (which may also carry a cancel flag).
+    pub fn instant_guarded(
+        &self,
+        source: &dyn SeriesSource,
+        t_ms: i64,
+        options: &QueryOptions,
+        guard: Guard,
+    ) -> Result<Value, QueryError> {
+        let t_ms = limits::check_time("the evaluation time", t_ms)?;
         let ctx = eval::Ctx::load(
             source,
             &self.node,
             self.selectors,
             (t_ms, t_ms, 0),
-            options.lookback_ms,
-            options.subquery_step_ms,
+            options,
+            guard,
         )?;
         Ok(match ctx.eval(&self.node, t_ms)? {
             eval::Val::Scalar(v) => Value::Scalar(t_ms, v),
@@ -220,6 +262,24 @@ impl Query {
         step_ms: i64,
         options: &QueryOptions,
     ) -> Result<Value, QueryError> {
+        self.range_guarded(
+            source,
+            (start_ms, end_ms, step_ms),
+            options,
+            options.guard(),
+        )
+    }
+
+    /// [`Query::range`] under `guard` (which may also carry a cancel flag).
+    pub fn range_guarded(
+        &self,
+        source: &dyn SeriesSource,
+        (start_ms, end_ms, step_ms): (i64, i64, i64),
+        options: &QueryOptions,
+        guard: Guard,
+    ) -> Result<Value, QueryError> {
+        let start_ms = limits::check_time("start", start_ms)?;
+        let end_ms = limits::check_time("end", end_ms)?;
         if step_ms <= 0 {
             return Err(QueryError::Parse(
                 "zero or negative query resolution step widths are not accepted".into(),
@@ -235,15 +295,20 @@ impl Query {
             &self.node,
             self.selectors,
             (start_ms, end_ms, step_ms),
-            options.lookback_ms,
-            options.subquery_step_ms,
+            options,
+            guard,
         )?;
         let mut series: HashMap<Labels, Vec<(i64, f64)>> = HashMap::new();
         let mut t = start_ms;
         while t <= end_ms {
+            ctx.guard.check()?;
             match ctx.eval(&self.node, t)? {
-                eval::Val::Scalar(v) => series.entry(Labels::default()).or_default().push((t, v)),
+                eval::Val::Scalar(v) => {
+                    ctx.guard.charge(1)?;
+                    series.entry(Labels::default()).or_default().push((t, v))
+                }
                 eval::Val::Vector(v) => {
+                    ctx.guard.charge(v.len())?;
                     for s in finish(v)? {
                         series.entry(s.labels).or_default().push((t, s.v));
                     }

@@ -227,6 +227,7 @@ pub(crate) const FUNCTIONS: &[&str] = &[
 
 /// Parses and lowers a query.
 pub(crate) fn plan(query: &str) -> Result<(Node, usize), QueryError> {
+    crate::limits::check_shape(query)?;
     let expr = parser::parse(query).map_err(QueryError::Parse)?;
     let mut planner = Planner { selectors: 0 };
     let node = planner.lower(&expr)?;
@@ -237,31 +238,38 @@ struct Planner {
     selectors: usize,
 }
 
-fn ms(d: &Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+/// A duration in ms, refused beyond [`crate::limits::MAX_DURATION_MS`] so that sums of
+/// times and durations stay far inside `i64`.
+fn ms(what: &str, d: &Duration) -> Result<i64, QueryError> {
+    crate::limits::check_duration(what, i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn offset_ms(offset: &Option<Offset>) -> i64 {
-    match offset {
+fn offset_ms(offset: &Option<Offset>) -> Result<i64, QueryError> {
+    Ok(match offset {
         None => 0,
-        Some(Offset::Pos(d)) => ms(d),
-        Some(Offset::Neg(d)) => -ms(d),
-    }
-}
-
-fn at(at: &Option<AtModifier>) -> Option<At> {
-    at.as_ref().map(|a| match a {
-        AtModifier::Start => At::Start,
-        AtModifier::End => At::End,
-        AtModifier::At(t) => At::Time(system_time_ms(*t)),
+        Some(Offset::Pos(d)) => ms("offset", d)?,
+        Some(Offset::Neg(d)) => -ms("offset", d)?,
     })
 }
 
-fn system_time_ms(t: SystemTime) -> i64 {
-    match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => ms(&d),
-        Err(e) => -ms(&e.duration()),
-    }
+fn at(at: &Option<AtModifier>) -> Result<Option<At>, QueryError> {
+    at.as_ref()
+        .map(|a| {
+            Ok(match a {
+                AtModifier::Start => At::Start,
+                AtModifier::End => At::End,
+                AtModifier::At(t) => At::Time(system_time_ms(*t)?),
+            })
+        })
+        .transpose()
+}
+
+fn system_time_ms(t: SystemTime) -> Result<i64, QueryError> {
+    let ms = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    };
+    crate::limits::check_time("the @ time", ms)
 }
 
 fn labels(l: &promql_parser::label::Labels) -> Vec<String> {
@@ -311,8 +319,8 @@ impl Planner {
         Ok(Selector {
             id,
             matchers,
-            offset: offset_ms(&vs.offset),
-            at: at(&vs.at),
+            offset: offset_ms(&vs.offset)?,
+            at: at(&vs.at)?,
         })
     }
 
@@ -323,15 +331,20 @@ impl Planner {
             Expr::Paren(p) => self.lower(&p.expr)?,
             Expr::VectorSelector(vs) => Node::Vector(self.selector(vs)?),
             Expr::MatrixSelector(m) => {
-                let range = ms(&m.range);
+                let range = ms("range", &m.range)?;
                 Node::Matrix(self.selector(&m.vs)?, range)
             }
             Expr::Subquery(sq) => Node::Subquery {
                 expr: Box::new(self.lower(&sq.expr)?),
-                range: ms(&sq.range),
-                step: sq.step.as_ref().map(ms).filter(|s| *s > 0),
-                offset: offset_ms(&sq.offset),
-                at: at(&sq.at),
+                range: ms("subquery range", &sq.range)?,
+                step: sq
+                    .step
+                    .as_ref()
+                    .map(|d| ms("subquery step", d))
+                    .transpose()?
+                    .filter(|s| *s > 0),
+                offset: offset_ms(&sq.offset)?,
+                at: at(&sq.at)?,
             },
             Expr::Unary(u) => Node::Neg(Box::new(self.lower(&u.expr)?)),
             Expr::Call(call) => {

@@ -74,12 +74,14 @@ pub fn anchored_regex(pattern: &str) -> Result<Regex, QueryError> {
 /// [`MemorySource`].
 pub trait SeriesSource {
     /// Every series matching all `matchers`, with its samples in `[from_ms, to_ms]` oldest
-    /// first (series with no samples there may be left out).
+    /// first (series with no samples there may be left out). Fails with
+    /// [`QueryError::TooManySamples`] rather than hold more than `max_samples` samples.
     fn select(
         &self,
         matchers: &[Matcher],
         from_ms: i64,
         to_ms: i64,
+        max_samples: usize,
     ) -> Result<Vec<Series>, QueryError>;
 
     /// The label sets of every series matching all `matchers` that has samples in
@@ -91,7 +93,7 @@ pub trait SeriesSource {
         to_ms: i64,
     ) -> Result<Vec<Labels>, QueryError> {
         Ok(self
-            .select(matchers, from_ms, to_ms)?
+            .select(matchers, from_ms, to_ms, usize::MAX)?
             .into_iter()
             .filter(|s| !s.points.is_empty())
             .map(|s| s.labels)
@@ -146,21 +148,29 @@ impl SeriesSource for MemorySource {
         matchers: &[Matcher],
         from_ms: i64,
         to_ms: i64,
+        max_samples: usize,
     ) -> Result<Vec<Series>, QueryError> {
-        Ok(self
-            .series
-            .iter()
-            .filter(|s| matchers.iter().all(|m| m.matches_labels(&s.labels)))
-            .map(|s| {
-                let lo = s.points.partition_point(|p| p.0 < from_ms);
-                let hi = s.points.partition_point(|p| p.0 <= to_ms);
-                Series {
-                    labels: s.labels.clone(),
-                    points: s.points[lo..hi].to_vec(),
-                    drop_name: false,
-                }
-            })
-            .filter(|s| !s.points.is_empty())
-            .collect())
+        let mut out = Vec::new();
+        let mut held = 0usize;
+        for s in &self.series {
+            if !matchers.iter().all(|m| m.matches_labels(&s.labels)) {
+                continue;
+            }
+            let lo = s.points.partition_point(|p| p.0 < from_ms);
+            let hi = s.points.partition_point(|p| p.0 <= to_ms);
+            if lo == hi {
+                continue;
+            }
+            held += hi - lo;
+            if held > max_samples {
+                return Err(QueryError::TooManySamples);
+            }
+            out.push(Series {
+                labels: s.labels.clone(),
+                points: s.points[lo..hi].to_vec(),
+                drop_name: false,
+            });
+        }
+        Ok(out)
     }
 }

@@ -30,6 +30,16 @@ pub enum StoreError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The store's files are no longer the ones it opened (deleted or replaced under it):
+    /// commits would go nowhere anyone can read.
+    #[error("{0}")]
+    Replaced(String),
+    /// A read would hold more samples than its caller allowed.
+    #[error("the read would hold more than {limit} samples")]
+    TooManySamples {
+        /// The caller's limit.
+        limit: usize,
+    },
     /// The database was written by a newer probewatch.
     #[error("database schema version {found} is newer than this probewatch supports ({supported})")]
     SchemaTooNew {
@@ -47,6 +57,10 @@ pub enum StoreError {
 /// Kept narrow on purpose so a PostgreSQL implementation can follow without touching the
 /// watcher, the parsers or the ingest pipeline.
 pub trait Store: Send + Sync {
+    /// Fails with [`StoreError::Replaced`] when the files the store writes are not the ones
+    /// at its path any more. Called before files leave the spool, and periodically.
+    fn check_files(&self) -> Result<(), StoreError>;
+
     /// What the ledger knows about the newest version of `path`, for the restart fast path
     /// (skip a file whose size, mtime and inode are unchanged without reading it).
     fn file_head(&self, path: &[u8]) -> Result<Option<FileHead>, StoreError>;
@@ -131,12 +145,14 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<bool>, StoreError>;
 
     /// The samples of each series in `ids` within `[from_ms, to_ms]`, oldest first, read from
-    /// one snapshot.
+    /// one snapshot; fails with [`StoreError::TooManySamples`] rather than hold more than
+    /// `max_samples` (a query's memory budget).
     fn read_samples(
         &self,
         ids: &[i64],
         from_ms: i64,
         to_ms: i64,
+        max_samples: usize,
     ) -> Result<Vec<Vec<(i64, f64)>>, StoreError>;
 
     /// Writes samples that come from no file (recording rules), in one transaction.

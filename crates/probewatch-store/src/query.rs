@@ -146,14 +146,18 @@ impl SeriesSource for StoreSource<'_> {
         matchers: &[Matcher],
         from_ms: i64,
         to_ms: i64,
+        max_samples: usize,
     ) -> Result<Vec<Series>, QueryError> {
         self.index.refresh(self.store)?;
         let selected = self.index.matching(matchers);
         let ids: Vec<i64> = selected.iter().map(|(id, _)| *id).collect();
         let samples = self
             .store
-            .read_samples(&ids, from_ms, to_ms)
-            .map_err(|e| QueryError::Storage(e.to_string()))?;
+            .read_samples(&ids, from_ms, to_ms, max_samples)
+            .map_err(|e| match e {
+                crate::StoreError::TooManySamples { .. } => QueryError::TooManySamples,
+                other => QueryError::Storage(other.to_string()),
+            })?;
         Ok(selected
             .into_iter()
             .zip(samples)

@@ -36,7 +36,9 @@ fn check_reads(store: &SqliteStore, model: &Model, series: &[String], rng: &mut 
         // The batched read (what queries use) must agree with the per-series one.
         let rows = store.series_after(0).expect("series");
         let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let batched = store.read_samples(&ids, from, to).expect("read_samples");
+        let batched = store
+            .read_samples(&ids, from, to, usize::MAX)
+            .expect("read_samples");
         for (row, samples) in rows.iter().zip(batched) {
             let want: Vec<(i64, f64)> = model
                 .range((row.labels.clone(), from)..=(row.labels.clone(), to))

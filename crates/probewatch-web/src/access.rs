@@ -1,6 +1,7 @@
 //! Optional access control for the whole dashboard and API, for when probewatch listens
 //! beyond loopback: HTTP basic auth for people (browsers ask for it themselves), and the
-//! API token as a bearer token for machines. `/healthz` stays open for load balancers.
+//! API token as a bearer token for machines. Health checks (`/healthz`, `/-/healthy`,
+//! `/-/ready`) stay open for load balancers.
 //! TLS is left to a reverse proxy in front (see docs/operations.md).
 
 use axum::extract::{Request, State};
@@ -31,6 +32,13 @@ pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
             == 0
 }
 
+/// Splits an `Authorization` value into its scheme and credentials; the scheme is matched
+/// without regard to case by the callers (RFC 7235: `basic` and `Basic` are one scheme).
+pub(crate) fn auth_scheme(value: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = value.trim_start().split_once(' ')?;
+    Some((scheme, rest.trim()))
+}
+
 /// Whether the request's `Authorization` header satisfies `access` (or the API token).
 pub(crate) fn allowed(access: &Access, api_token: Option<&str>, headers: &HeaderMap) -> bool {
     let Some(value) = headers
@@ -39,12 +47,16 @@ pub(crate) fn allowed(access: &Access, api_token: Option<&str>, headers: &Header
     else {
         return false;
     };
-    if let Some(token) = value.strip_prefix("Bearer ") {
-        return api_token.is_some_and(|t| same_secret(token.trim(), t));
-    }
-    let Some(encoded) = value.strip_prefix("Basic ") else {
+    let Some((scheme, credentials)) = auth_scheme(value) else {
         return false;
     };
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return api_token.is_some_and(|t| same_secret(credentials, t));
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return false;
+    }
+    let encoded = credentials;
     let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
         return false;
     };
@@ -60,7 +72,8 @@ pub(crate) fn allowed(access: &Access, api_token: Option<&str>, headers: &Header
     user_ok && password_ok
 }
 
-/// Middleware: lets a request through when access control is off, the path is `/healthz`,
+/// Middleware: lets a request through when access control is off, the path is a health
+/// check (`/healthz`, `/-/healthy`, `/-/ready`),
 /// or the credentials are right; otherwise answers 401 with a basic-auth challenge.
 pub(crate) async fn require(
     State(state): State<AppState>,
@@ -70,7 +83,8 @@ pub(crate) async fn require(
     let Some(access) = &state.access else {
         return next.run(request).await;
     };
-    if request.uri().path() == "/healthz"
+    // Health and readiness stay open for load balancers and supervisors.
+    if matches!(request.uri().path(), "/healthz" | "/-/healthy" | "/-/ready")
         || allowed(access, state.api_token.as_deref(), request.headers())
     {
         return next.run(request).await;
@@ -124,6 +138,12 @@ mod tests {
             &headers(&basic("root", "s3cret:with-colon"))
         ));
         assert!(allowed(&access, Some("tok"), &headers("Bearer tok")));
+        // RFC 7235: scheme names are case-insensitive.
+        assert!(allowed(&access, Some("tok"), &headers("bearer tok")));
+        assert!(allowed(&access, Some("tok"), &headers("BEARER  tok")));
+        let lower = basic("ops", "s3cret:with-colon").replacen("Basic", "basic", 1);
+        assert!(allowed(&access, None, &headers(&lower)));
+        assert!(!allowed(&access, Some("tok"), &headers("Token tok")));
         assert!(!allowed(&access, Some("tok"), &headers("Bearer tok2")));
         assert!(!allowed(&access, None, &headers("Bearer tok")));
         assert!(!allowed(&access, None, &headers("Basic !!!")));

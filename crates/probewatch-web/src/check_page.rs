@@ -332,7 +332,7 @@ pub(crate) async fn durations(
     let (probe, host, check) = q.key()?;
     let range = q.range(now)?;
     let width = q.width.unwrap_or(1000).clamp(10, 4000);
-    let points = crate::with_source(&app, move |source| {
+    let points = crate::query_gate::run(&app, move |source, guard| {
         let matchers = [
             ("__name__", "probe_check_duration_seconds"),
             ("probe", probe.as_str()),
@@ -342,13 +342,13 @@ pub(crate) async fn durations(
         .iter()
         .map(|(n, v)| Matcher::new(n, "=", v))
         .collect::<Result<Vec<_>, _>>()?;
-        let series = source.select(&matchers, range.from_ms, range.to_ms)?;
+        let series = source.select(&matchers, range.from_ms, range.to_ms, guard.remaining())?;
         // One check may feed several series (the same probe in two spools); merge them.
         let mut points: Vec<(i64, f64)> = series.into_iter().flat_map(|s| s.points).collect();
         points.sort_by_key(|p| p.0);
-        Ok::<_, probewatch_promql::QueryError>(points)
+        Ok(points)
     })
-    .await?
+    .await
     .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Json(history::downsample(
         &points,

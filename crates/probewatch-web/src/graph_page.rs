@@ -62,10 +62,10 @@ pub(crate) async fn graph_page(
     let (mut rows, mut error, mut result_type) = (Vec::new(), String::new(), "");
     if !expr.trim().is_empty() {
         let (text, at, options) = (expr.clone(), range.to_ms, app.query_options);
-        let value = crate::with_source(&app, move |source| {
-            probewatch_promql::Query::parse(&text)?.instant(source, at, &options)
+        let value = crate::query_gate::run(&app, move |source, guard| {
+            probewatch_promql::Query::parse(&text)?.instant_guarded(source, at, &options, guard)
         })
-        .await?;
+        .await;
         match value {
             Ok(value) => {
                 result_type = value.type_name();

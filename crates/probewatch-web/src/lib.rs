@@ -24,8 +24,12 @@ mod graph_page;
 mod history;
 mod pages;
 mod prom_api;
+pub mod query_gate;
 mod rules_api;
+mod serve;
 pub mod silences_api;
+
+pub use serve::{ServeLimits, serve};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -38,6 +42,8 @@ pub struct AppState {
     pub index: Arc<probewatch_store::SeriesIndex>,
     /// PromQL engine settings.
     pub query_options: probewatch_promql::QueryOptions,
+    /// Limits how many queries run at once, and cancels them at shutdown.
+    pub queries: Arc<query_gate::QueryGate>,
     /// The rule engine, for `/api/v1/rules` and `/api/v1/alerts` (absent in tools that
     /// serve no rules).
     pub alerting: Option<Arc<std::sync::Mutex<probewatch_alerting::Engine>>>,
@@ -45,7 +51,13 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// Who may use the dashboard and API at all; none: anyone who can connect.
     pub access: Option<Arc<access::Access>>,
+    /// Every reason the daemon cannot do its job now, for `/-/ready` (none: always ready).
+    pub readiness: Option<Readiness>,
 }
+
+/// Asked by `/-/ready`: every reason the daemon is not ready now, one sentence each (empty:
+/// ready).
+pub type Readiness = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
 
 /// An API error: a status code and a message for the client; details go to the log.
 #[derive(Debug)]
@@ -141,6 +153,8 @@ pub fn router(state: AppState) -> Router {
         .route("/graph", get(graph_page::graph_page))
         .route("/api/v1/checks/durations", get(check_page::durations))
         .route("/healthz", get(healthz))
+        .route("/-/healthy", get(healthy))
+        .route("/-/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/checks", get(checks))
@@ -198,20 +212,35 @@ async fn read<T: Send + 'static>(
         .map_err(ApiError::Store)
 }
 
-/// Runs `f` with a PromQL source over the store on the blocking pool (store reads block).
-pub(crate) async fn with_source<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&probewatch_store::StoreSource<'_>) -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    let (store, index) = (state.store.clone(), state.index.clone());
-    tokio::task::spawn_blocking(move || {
-        f(&probewatch_store::StoreSource {
-            store: store.as_ref(),
-            index: &index,
-        })
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))
+/// Liveness, as Prometheus answers it: the process serves HTTP.
+async fn healthy() -> &'static str {
+    "probewatch is Healthy.\n"
+}
+
+/// Readiness: 200 when the daemon can do its job, 503 with every reason it cannot (the store
+/// cannot commit, ingest is stalled or stopped, a spool is not watched).
+async fn ready(State(state): State<AppState>) -> Response {
+    let mut problems = match &state.readiness {
+        Some(check) => {
+            let check = check.clone();
+            tokio::task::spawn_blocking(move || check())
+                .await
+                .unwrap_or_else(|e| vec![format!("readiness check failed: {e}")])
+        }
+        None => Vec::new(),
+    };
+    if let Err(err) = read(&state, |store| store.stats()).await {
+        problems.push(format!("store: cannot read: {err:?}"));
+    }
+    if problems.is_empty() {
+        (StatusCode::OK, "probewatch is Ready.\n").into_response()
+    } else {
+        let mut body = String::from("probewatch is not ready:\n");
+        for p in problems {
+            body.push_str(&format!("- {p}\n"));
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
 }
 
 async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError> {
@@ -467,15 +496,4 @@ async fn files(
         })
         .collect();
     Ok(Json(FilesBody { files }))
-}
-
-/// Serves the API on `listener` until `shutdown` completes, then finishes open requests.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: AppState,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -10,7 +10,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use probewatch_promql::{QueryError, Value, format_value};
-use probewatch_store::StoreSource;
 use serde_json::{Map, Value as Json, json};
 
 use crate::AppState;
@@ -68,8 +67,12 @@ impl PromError {
 impl From<QueryError> for PromError {
     fn from(err: QueryError) -> PromError {
         let kind = match err {
-            QueryError::Parse(_) | QueryError::Unsupported(_) => "bad_data",
-            QueryError::Execution(_) => "execution",
+            QueryError::Parse(_) | QueryError::Unsupported(_) | QueryError::TooComplex(_) => {
+                "bad_data"
+            }
+            QueryError::Execution(_) | QueryError::TooManySamples => "execution",
+            QueryError::Timeout => "timeout",
+            QueryError::Canceled => "canceled",
             QueryError::Storage(_) => "internal",
         };
         if kind == "internal" {
@@ -84,9 +87,12 @@ impl From<QueryError> for PromError {
 
 impl IntoResponse for PromError {
     fn into_response(self) -> Response {
+        // Prometheus's codes: 499 (client closed request) for a cancelled query.
         let status = match self.kind {
             "bad_data" => StatusCode::BAD_REQUEST,
             "execution" => StatusCode::UNPROCESSABLE_ENTITY,
+            "timeout" => StatusCode::SERVICE_UNAVAILABLE,
+            "canceled" => StatusCode::from_u16(499).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = json!({"status": "error", "errorType": self.kind, "error": self.message});
@@ -98,18 +104,26 @@ fn success(data: Json) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
-/// `time`, `start`, `end`: RFC 3339 or Unix seconds with a fraction.
+/// `time`, `start`, `end`: RFC 3339 or Unix seconds with a fraction, between the years 1
+/// and 9999 (so no sum of times and durations can overflow).
 fn parse_time(name: &str, text: &str) -> Result<i64, PromError> {
-    if let Ok(seconds) = text.parse::<f64>()
-        && seconds.is_finite()
-    {
-        return Ok((seconds * 1000.0).round() as i64);
+    let ms = match text.parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() => Some((seconds * 1000.0).round() as i64),
+        _ => probewatch_core::parse_time_ms(text),
     }
-    probewatch_core::parse_time_ms(text).ok_or_else(|| {
+    .ok_or_else(|| {
         PromError::bad_data(format!(
             "invalid parameter {name:?}: cannot parse {text:?} to a valid timestamp"
         ))
-    })
+    })?;
+    use probewatch_promql::limits::{MAX_TIME_MS, MIN_TIME_MS};
+    if !(MIN_TIME_MS..=MAX_TIME_MS).contains(&ms) {
+        return Err(PromError::bad_data(format!(
+            "invalid parameter {name:?}: {text:?} is out of range: times must lie between \
+             0001-01-01 and 9999-12-31"
+        )));
+    }
+    Ok(ms)
 }
 
 /// Seconds as Prometheus writes them: `1700000029`, or `1700000029.5` with a fraction.
@@ -151,20 +165,6 @@ fn value_json(value: &Value) -> Json {
     }
 }
 
-/// Runs `f` with a store-backed query source on the blocking pool.
-async fn with_source<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&StoreSource<'_>) -> Result<T, PromError> + Send + 'static,
-) -> Result<T, PromError> {
-    crate::with_source(state, f).await.map_err(|e| PromError {
-        kind: "internal",
-        message: match e {
-            crate::ApiError::Internal(message) => message,
-            other => format!("{other:?}"),
-        },
-    })?
-}
-
 /// `GET|POST /api/v1/query`
 pub(crate) async fn query(
     State(state): State<AppState>,
@@ -183,9 +183,8 @@ pub(crate) async fn query(
             None => crate::now_ms(),
         };
         let options = state.query_options;
-        let value = with_source(&state, move |source| {
-            let query = probewatch_promql::Query::parse(&text)?;
-            Ok(query.instant(source, t, &options)?)
+        let value = crate::query_gate::run(&state, move |source, guard| {
+            probewatch_promql::Query::parse(&text)?.instant_guarded(source, t, &options, guard)
         })
         .await?;
         Ok::<_, PromError>(success(value_json(&value)))
@@ -231,9 +230,13 @@ pub(crate) async fn query_range(
             ));
         }
         let options = state.query_options;
-        let value = with_source(&state, move |source| {
-            let query = probewatch_promql::Query::parse(&text)?;
-            Ok(query.range(source, start, end, step, &options)?)
+        let value = crate::query_gate::run(&state, move |source, guard| {
+            probewatch_promql::Query::parse(&text)?.range_guarded(
+                source,
+                (start, end, step),
+                &options,
+                guard,
+            )
         })
         .await?;
         Ok(success(value_json(&value)))
@@ -267,10 +270,11 @@ async fn matching_series(
         Some(t) => parse_time("end", t)?,
         None => i64::MAX,
     };
-    with_source(state, move |source| {
-        Ok(source.series_labels(&alternatives, start, end)?)
+    Ok(crate::query_gate::run(state, move |source, guard| {
+        guard.check()?;
+        source.series_labels(&alternatives, start, end)
     })
-    .await
+    .await?)
 }
 
 /// `GET|POST /api/v1/series`

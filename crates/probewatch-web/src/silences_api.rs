@@ -33,8 +33,9 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>>
     let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+        .and_then(crate::access::auth_scheme)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map_or("", |(_, token)| token);
     if crate::access::same_secret(given, token) {
         Ok(())
     } else {

@@ -89,10 +89,13 @@ pub struct AlertingConfig {
     pub external_url: String,
 }
 
-fn humantime_ms(field: &str, text: Option<&str>, default: &str) -> anyhow::Result<i64> {
-    let text = text.unwrap_or(default);
-    let d = humantime::parse_duration(text)
-        .with_context(|| format!("{field} = {text:?} is not a duration"))?;
+fn humantime_ms(
+    field: &str,
+    text: Option<&str>,
+    default: &str,
+    min: Duration,
+) -> anyhow::Result<i64> {
+    let d = crate::config::duration(field, text, default, min)?;
     Ok(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
@@ -214,7 +217,12 @@ pub fn resolve(
                 r.name
             ),
         };
-        let timeout = humantime_ms("timeout", r.timeout.as_deref(), "10s")?;
+        let timeout = humantime_ms(
+            &format!("receiver {:?}: timeout", r.name),
+            r.timeout.as_deref(),
+            "10s",
+            Duration::from_millis(100),
+        )?;
         send_resolved.insert(r.name.clone(), r.send_resolved.unwrap_or(true));
         resolved_receivers.push(notify::Receiver {
             name: r.name.clone(),
@@ -244,9 +252,20 @@ pub fn resolve(
                 "repeat_interval",
                 r.repeat_interval.as_deref(),
                 "4h",
+                Duration::from_secs(1),
             )?,
-            group_wait_ms: humantime_ms("group_wait", r.group_wait.as_deref(), "0s")?,
-            group_interval_ms: humantime_ms("group_interval", r.group_interval.as_deref(), "0s")?,
+            group_wait_ms: humantime_ms(
+                "group_wait",
+                r.group_wait.as_deref(),
+                "0s",
+                Duration::ZERO,
+            )?,
+            group_interval_ms: humantime_ms(
+                "group_interval",
+                r.group_interval.as_deref(),
+                "0s",
+                Duration::ZERO,
+            )?,
             send_resolved: resolved,
             continue_matching: r.continue_matching,
         });
@@ -273,6 +292,7 @@ pub fn resolve(
                 "evaluation_interval",
                 evaluation_interval,
                 "15s",
+                Duration::from_secs(1),
             )?)
             .unwrap_or(15_000),
         ),
@@ -318,6 +338,7 @@ impl Alerting {
             threads.push(
                 std::thread::Builder::new()
                     .name("pw-rules".into())
+                    .stack_size(probewatch_promql::limits::STACK_BYTES)
                     .spawn(move || {
                         run_rules(&engine, store, index, ingested, caught_up, wake_tx, stop)
                     })?,

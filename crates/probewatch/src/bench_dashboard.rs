@@ -182,9 +182,11 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
         registry: Arc::new(prometheus_client::registry::Registry::default()),
         index: Arc::new(probewatch_store::SeriesIndex::new()),
         query_options: probewatch_promql::QueryOptions::default(),
+        queries: Arc::new(probewatch_web::query_gate::QueryGate::new(4)),
         alerting: None,
         api_token: None,
         access: None,
+        readiness: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -193,9 +195,14 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
     let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let base = format!("http://{}", listener.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(probewatch_web::serve(listener, state, async {
-        let _ = stop_rx.await;
-    }));
+    let server = runtime.spawn(probewatch_web::serve(
+        listener,
+        state,
+        probewatch_web::ServeLimits::default(),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
 
     let client = reqwest::blocking::Client::new();
     let time = |path: &str| -> anyhow::Result<(f64, usize)> {

@@ -70,7 +70,7 @@ pub fn run(args: &BenchQueryArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut baseline = Vec::new();
     for _ in 0..args.repeat {
         let t = Instant::now();
-        let read = store.read_samples(&ids, start_ms, end_ms)?;
+        let read = store.read_samples(&ids, start_ms, end_ms, usize::MAX)?;
         baseline.push(t.elapsed().as_secs_f64() * 1e3);
         anyhow::ensure!(
             read.first().map(Vec::len) == Some(args.samples as usize),

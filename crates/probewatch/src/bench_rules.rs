@@ -110,7 +110,7 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
     let mut baseline = Vec::new();
     for _ in 0..args.repeat {
         let t = Instant::now();
-        store.read_samples(&ids, now - 300_000, now)?;
+        store.read_samples(&ids, now - 300_000, now, usize::MAX)?;
         baseline.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let base = crate::bench::median(&mut baseline);

@@ -64,6 +64,8 @@ pub struct ConfigFile {
     pub external_url: Option<String>,
     /// Who may use the dashboard and API (absent: anyone who can connect).
     pub access: Option<AccessFile>,
+    /// Limits on PromQL queries served over HTTP.
+    pub query: Option<QueryFile>,
     /// Notification receivers.
     #[serde(default, rename = "receiver")]
     pub receivers: Vec<crate::alerting::ReceiverFile>,
@@ -82,6 +84,52 @@ pub struct AccessFile {
     pub password: Option<String>,
     /// …or read from this file (first line; relative to the config file's directory).
     pub password_file: Option<PathBuf>,
+}
+
+/// The `[query]` table: Prometheus's query limits, with its defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryFile {
+    /// How long one query may run, waiting for a slot included (default 2m).
+    pub timeout: Option<String>,
+    /// Most samples one query may hold in memory (default 50,000,000).
+    pub max_samples: Option<usize>,
+    /// Most queries evaluated at once; the others wait (default 4).
+    pub max_concurrency: Option<usize>,
+}
+
+/// Validated query limits.
+#[derive(Debug, Clone, Copy)]
+pub struct QueryLimits {
+    /// Engine options, timeout and sample budget included.
+    pub options: probewatch_promql::QueryOptions,
+    /// Most queries evaluated at once.
+    pub max_concurrency: usize,
+}
+
+fn resolve_query(query: QueryFile) -> anyhow::Result<QueryLimits> {
+    let timeout = duration(
+        "[query] timeout",
+        query.timeout.as_deref(),
+        "2m",
+        Duration::from_secs(1),
+    )?;
+    let max_samples = query.max_samples.unwrap_or(50_000_000);
+    if max_samples < 1000 {
+        bail!("[query] max_samples = {max_samples} is too small: it must be at least 1000");
+    }
+    let max_concurrency = query.max_concurrency.unwrap_or(4);
+    if max_concurrency == 0 {
+        bail!("[query] max_concurrency must be at least 1");
+    }
+    Ok(QueryLimits {
+        options: probewatch_promql::QueryOptions {
+            timeout: Some(timeout),
+            max_samples,
+            ..probewatch_promql::QueryOptions::default()
+        },
+        max_concurrency,
+    })
 }
 
 /// One `[[spool]]` table.
@@ -191,6 +239,8 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Basic auth for every request but `/healthz`, if configured.
     pub access: Option<probewatch_web::access::Access>,
+    /// Limits on PromQL queries served over HTTP.
+    pub query: QueryLimits,
 }
 
 /// Command-line values that override the file.
@@ -208,10 +258,24 @@ pub struct Overrides {
     pub log_format: Option<String>,
 }
 
-fn duration(field: &str, value: Option<&str>, default: &str) -> anyhow::Result<Duration> {
+/// Parses a duration setting (`default` when absent), refusing one shorter than `min`: a
+/// zero retention would delete all history, a zero interval would spin a core.
+pub(crate) fn duration(
+    field: &str,
+    value: Option<&str>,
+    default: &str,
+    min: Duration,
+) -> anyhow::Result<Duration> {
     let text = value.unwrap_or(default);
-    humantime::parse_duration(text)
-        .with_context(|| format!("{field} = {text:?} is not a duration (e.g. 90d, 5s, 500ms)"))
+    let parsed = humantime::parse_duration(text)
+        .with_context(|| format!("{field} = {text:?} is not a duration (e.g. 90d, 5s, 500ms)"))?;
+    if parsed < min {
+        bail!(
+            "{field} = {text:?} is too short: it must be at least {}",
+            humantime::format_duration(min)
+        );
+    }
+    Ok(parsed)
 }
 
 fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
@@ -254,6 +318,7 @@ impl Config {
             "poll_interval",
             overrides.poll.as_deref().or(file.poll_interval.as_deref()),
             "2s",
+            Duration::from_millis(100),
         )?;
         let watch_mode = match (overrides.poll.is_some(), file.watch.as_deref()) {
             (true, _) | (false, Some("poll")) => WatchMode::Poll(poll_interval),
@@ -318,15 +383,32 @@ impl Config {
         Ok(Config {
             data_dir: absolute(&data_dir)?,
             listen,
-            retention: duration("retention", file.retention.as_deref(), "90d")?,
-            prune_interval: duration("prune_interval", file.prune_interval.as_deref(), "1h")?,
+            retention: duration(
+                "retention",
+                file.retention.as_deref(),
+                "90d",
+                Duration::from_secs(60),
+            )?,
+            prune_interval: duration(
+                "prune_interval",
+                file.prune_interval.as_deref(),
+                "1h",
+                Duration::from_secs(1),
+            )?,
             max_file_bytes: file.max_file_bytes.unwrap_or(8 * 1024 * 1024),
-            settle: duration("settle", file.settle.as_deref(), "2s")?,
+            settle: duration(
+                "settle",
+                file.settle.as_deref(),
+                "2s",
+                Duration::from_millis(100),
+            )?,
             clock_skew_tolerance: duration(
                 "clock_skew_tolerance",
                 file.clock_skew_tolerance.as_deref(),
                 "5m",
+                Duration::ZERO,
             )?,
+            query: resolve_query(file.query.unwrap_or_default())?,
             watch_mode,
             poll_interval,
             batch_max_files,
@@ -492,6 +574,25 @@ mod tests {
             toml::from_str("[[spool]]\npath = \"/a\"\nafter_ingest = \"move\"").expect("parses");
         let err = Config::resolve(file, &Overrides::default()).expect_err("no target");
         assert!(err.to_string().contains("needs move_to"), "{err}");
+        for (setting, says) in [
+            (
+                "retention = \"0s\"",
+                "retention = \"0s\" is too short: it must be at least 1m",
+            ),
+            ("prune_interval = \"0s\"", "at least 1s"),
+            ("poll_interval = \"0ms\"", "at least 100ms"),
+            ("settle = \"1ms\"", "at least 100ms"),
+            (
+                "[query]\ntimeout = \"0s\"",
+                "[query] timeout = \"0s\" is too short",
+            ),
+            ("[query]\nmax_concurrency = 0", "at least 1"),
+            ("[query]\nmax_samples = 10", "at least 1000"),
+        ] {
+            let file: ConfigFile = toml::from_str(setting).expect("parses");
+            let err = Config::resolve(file, &Overrides::default()).expect_err(setting);
+            assert!(format!("{err:#}").contains(says), "{setting}: {err:#}");
+        }
         for (access, says) in [
             ("[access]\npassword = \"x\"", "needs a username"),
             (

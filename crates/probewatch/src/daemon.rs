@@ -1,14 +1,17 @@
 //! `probewatch run`: wires the watcher, the ingest pipeline, retention and the HTTP server,
 //! and shuts them down in order.
 //!
-//! Shutdown order on SIGINT/SIGTERM: stop the HTTP server, stop the watcher (no new events),
-//! let the pipeline drain its queues and commit the batch in flight, then exit. Anything not
-//! yet reported is found by the startup scan next time.
+//! Shutdown order on SIGINT/SIGTERM (one [`Shutdown`] signal passed to every part): stop
+//! the HTTP server (open requests get a few seconds; running queries are cancelled), stop the
+//! watcher (no new events), let the pipeline drain its queues and commit the batch in flight
+//! (a commit that keeps failing is given up after `ingest::SHUTDOWN_COMMIT_GRACE`), then
+//! exit. The whole stop is bounded by [`SHUTDOWN_LIMIT`]. Anything not yet committed is still
+//! in the spool and found by the startup scan next time.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -19,6 +22,7 @@ use probewatch_watch::{SpoolWatch, WatchConfig, WatchCounters, WatchMode, Watche
 use crate::cli::RunArgs;
 use crate::config::{AfterIngest, Config, Overrides};
 use crate::ingest::{IngestSettings, Pipeline};
+use crate::shutdown::Shutdown;
 use crate::telemetry::{Metrics, init_logging};
 
 /// Entry point of `probewatch run`.
@@ -32,7 +36,7 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let config = Config::load(args.common.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
-    run(config)?;
+    run(config, Shutdown::new())?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -73,11 +77,34 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
         parse_limits: ParseLimits::default(),
         on_commit: None,
         handled: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        health: Arc::new(crate::health::IngestHealth::default()),
+        shutdown: crate::shutdown::Shutdown::new(),
     }
 }
 
-/// Runs the daemon until SIGINT or SIGTERM.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// How long the whole stop may take, whatever the store or a receiver does; past it the
+/// process exits at once (anything uncommitted is still in the spool, and a commit is
+/// atomic, so this is no worse than a crash).
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
+
+/// Runs the daemon until SIGINT or SIGTERM (or until `shutdown` is triggered otherwise).
+/// Fails when it cannot start, or when the HTTP server failed while running.
+pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("pw-http")
+        // Deep (but accepted) PromQL trees recurse once per level while planned and evaluated.
+        .thread_stack_size(probewatch_promql::limits::STACK_BYTES)
+        // Queries and pages can wait; ingest cannot.
+        .on_thread_start(crate::process::lower_thread_priority)
+        .build()
+        .context("starting the async runtime")?;
+    // Signals first, so a SIGHUP during start-up cannot kill the process.
+    spawn_signal_listener(&runtime, shutdown.clone())?;
+    let _lock = crate::process::DataDirLock::acquire(&config.data_dir)?;
+    let open_files = crate::process::raise_open_files_limit();
+    tracing::debug!(?open_files, "open-files limit");
     for spool in &config.spools {
         std::fs::create_dir_all(&spool.root)
             .with_context(|| format!("creating spool directory {}", spool.root.display()))?;
@@ -87,30 +114,30 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("opening the store in {}", config.data_dir.display()))?
             .with_head_max_samples(config.head_samples),
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("pw-http")
-        .build()
-        .context("starting the async runtime")?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .with_context(|| format!("listening on {}", config.listen))?;
     let listen: SocketAddr = listener.local_addr().unwrap_or(config.listen);
 
     let counters = Arc::new(WatchCounters::default());
-    let (metrics, registry) = Metrics::new(counters.clone());
+    let (metrics, mut registry) = Metrics::new(counters.clone());
     metrics.init_spools(config.spools.iter().map(|s| &*s.name));
     // Room for bursts: the inotify reader never waits, so a full queue costs a rescan.
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(16_384);
     let store_dyn: Arc<dyn Store> = store.clone();
-    let stop = Arc::new(AtomicBool::new(false));
     let index = Arc::new(probewatch_store::SeriesIndex::new());
     let (commit_tx, commit_rx) = std::sync::mpsc::sync_channel(64);
     let settings = IngestSettings {
         on_commit: Some(commit_tx),
+        shutdown: shutdown.clone(),
         ..ingest_settings(&config)
     };
+    crate::telemetry::register_ingest_state(
+        &mut registry,
+        counters.clone(),
+        settings.handled.clone(),
+        settings.health.clone(),
+    );
     // Rules wait until the startup backlog is ingested: evaluated before, an absence rule
     // would fire for every probe whose results are still queued.
     let caught_up = {
@@ -129,14 +156,116 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         index.clone(),
         commit_rx,
         Box::new(caught_up),
-        stop.clone(),
+        shutdown.flag(),
     )
     .context("starting alerting")?;
-    let pipeline = Pipeline::start(settings, store_dyn.clone(), metrics, ready_rx)
+    let health = settings.health.clone();
+    let pipeline = Pipeline::start(settings, store_dyn.clone(), metrics.clone(), ready_rx)
         .context("starting the ingest threads")?;
     let watcher = Watcher::start(watch_config(&config), ready_tx, counters)
         .context("starting the spool watcher")?;
 
+    print_banner(&config, &store, listen, &alerting);
+
+    let retention = spawn_retention(
+        store_dyn.clone(),
+        config.retention,
+        config.prune_interval,
+        shutdown.clone(),
+        metrics,
+    )?;
+
+    let state = probewatch_web::AppState {
+        store: store_dyn,
+        registry: Arc::new(registry),
+        index,
+        query_options: config.query.options,
+        queries: Arc::new(probewatch_web::query_gate::QueryGate::new(
+            config.query.max_concurrency,
+        )),
+        alerting: Some(alerting.engine.clone()),
+        api_token: config.api_token.as_deref().map(Arc::from),
+        access: config.access.clone().map(Arc::new),
+        readiness: Some(Arc::new(move || health.problems())),
+    };
+    let served = runtime.block_on(probewatch_web::serve(
+        listener,
+        state,
+        probewatch_web::ServeLimits::default(),
+        {
+            let shutdown = shutdown.clone();
+            async move { shutdown.wait().await }
+        },
+    ));
+    if let Err(err) = &served {
+        tracing::error!(error = %err, "HTTP server failed; stopping");
+    }
+    shutdown.trigger();
+    spawn_stop_watchdog();
+    tracing::info!("shutting down: committing what is queued");
+    watcher.stop();
+    pipeline.join();
+    alerting.join();
+    let _ = retention.join();
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    tracing::info!("stopped");
+    served.context("the HTTP server failed")
+}
+
+/// Exits the process if the stop takes longer than [`SHUTDOWN_LIMIT`].
+fn spawn_stop_watchdog() {
+    let spawned = std::thread::Builder::new()
+        .name("pw-stop-watchdog".into())
+        .spawn(|| {
+            std::thread::sleep(SHUTDOWN_LIMIT);
+            tracing::error!(
+                "the stop took longer than {}; exiting now (uncommitted files stay in the spool)",
+                humantime::format_duration(SHUTDOWN_LIMIT)
+            );
+            std::process::exit(1);
+        });
+    if let Err(err) = spawned {
+        tracing::warn!(error = %err, "cannot start the stop watchdog");
+    }
+}
+
+/// SIGINT and SIGTERM stop the daemon; SIGHUP, whose default action would kill it, is
+/// logged and ignored (configuration reload is not implemented yet). Registered before
+/// this returns.
+fn spawn_signal_listener(
+    runtime: &tokio::runtime::Runtime,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let _entered = runtime.enter();
+    let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+    let mut hup = signal(SignalKind::hangup()).context("listening for SIGHUP")?;
+    runtime.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => tracing::warn!(
+                    "SIGHUP received; probewatch does not reload its configuration yet, \
+                     so it keeps running as it is (restart it to apply changes)"
+                ),
+                () = shutdown.wait() => return,
+            }
+        }
+        tracing::info!("stop signal received");
+        shutdown.trigger();
+    });
+    Ok(())
+}
+
+/// Prints what the daemon watches and where it serves.
+fn print_banner(
+    config: &Config,
+    store: &SqliteStore,
+    listen: SocketAddr,
+    alerting: &crate::alerting::Alerting,
+) {
     println!("probewatch {} running", env!("CARGO_PKG_VERSION"));
     for spool in &config.spools {
         let after = match &spool.after_ingest {
@@ -175,62 +304,14 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     println!(
         "  promql           /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels"
     );
-    {
-        let engine = alerting.engine.lock().unwrap_or_else(|e| e.into_inner());
-        let rules: usize = engine.groups().iter().map(|g| g.rules.len()).sum();
-        println!(
-            "  rules            {} files, {} groups, {rules} rules; {} receivers (/api/v1/rules, /api/v1/alerts)",
-            config.alerting.rule_files.len(),
-            engine.groups().len(),
-            config.alerting.receivers.len()
-        );
-    }
-
-    let retention = spawn_retention(
-        store_dyn.clone(),
-        config.retention,
-        config.prune_interval,
-        stop.clone(),
-    )?;
-
-    let state = probewatch_web::AppState {
-        store: store_dyn,
-        registry: Arc::new(registry),
-        index,
-        query_options: probewatch_promql::QueryOptions::default(),
-        alerting: Some(alerting.engine.clone()),
-        api_token: config.api_token.as_deref().map(Arc::from),
-        access: config.access.clone().map(Arc::new),
-    };
-    let served = runtime.block_on(probewatch_web::serve(listener, state, shutdown_signal()));
-    if let Err(err) = served {
-        tracing::error!(error = %err, "HTTP server failed");
-    }
-    tracing::info!("shutting down: committing what is queued");
-    stop.store(true, Ordering::SeqCst);
-    watcher.stop();
-    pipeline.join();
-    alerting.join();
-    let _ = retention.join();
-    runtime.shutdown_timeout(Duration::from_secs(2));
-    tracing::info!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot listen for SIGTERM");
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
+    let engine = alerting.engine.lock().unwrap_or_else(|e| e.into_inner());
+    let rules: usize = engine.groups().iter().map(|g| g.rules.len()).sum();
+    println!(
+        "  rules            {} files, {} groups, {rules} rules; {} receivers (/api/v1/rules, /api/v1/alerts)",
+        config.alerting.rule_files.len(),
+        engine.groups().len(),
+        config.alerting.receivers.len()
+    );
 }
 
 /// Prunes data older than the retention a minute after start (or after `interval`, if that
@@ -239,20 +320,14 @@ fn spawn_retention(
     store: Arc<dyn Store>,
     retention: Duration,
     interval: Duration,
-    stop: Arc<AtomicBool>,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     let thread = std::thread::Builder::new()
         .name("pw-retention".into())
         .spawn(move || {
             let mut wait = interval.min(Duration::from_secs(60));
-            loop {
-                let deadline = std::time::Instant::now() + wait;
-                while std::time::Instant::now() < deadline {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    std::thread::sleep(Duration::from_millis(200));
-                }
+            while !shutdown.sleep(wait) {
                 let cutoff = crate::ingest::now_ms()
                     - i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
                 let exists = |path: &[u8]| {
@@ -267,7 +342,10 @@ fn spawn_retention(
                         "retention pruned old data"
                     ),
                     Ok(_) => {}
-                    Err(err) => tracing::error!(error = %err, "retention pruning failed"),
+                    Err(err) => {
+                        metrics.store_error("prune");
+                        tracing::error!(error = %err, "retention pruning failed");
+                    }
                 }
                 wait = interval;
             }

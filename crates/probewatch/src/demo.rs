@@ -245,7 +245,7 @@ pub fn run(listen: Option<String>) -> anyhow::Result<ExitCode> {
                 std::thread::sleep(Duration::from_secs(ROUND_SECONDS));
             }
         })?;
-    crate::daemon::run(config)?;
+    crate::daemon::run(config, crate::shutdown::Shutdown::new())?;
     drop(work);
     Ok(ExitCode::SUCCESS)
 }

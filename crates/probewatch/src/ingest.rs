@@ -50,7 +50,20 @@ pub struct IngestSettings {
     /// Counts every reported file that is done with: committed, or skipped as unchanged. Set
     /// against the watcher's `files_ready`, it tells when a backlog has been caught up.
     pub handled: Arc<std::sync::atomic::AtomicU64>,
+    /// What readiness and metrics learn of the pipeline's state.
+    pub health: Arc<crate::health::IngestHealth>,
+    /// The daemon's stop signal: a commit that keeps failing is given up
+    /// [`SHUTDOWN_COMMIT_GRACE`] after it.
+    pub shutdown: crate::shutdown::Shutdown,
 }
+
+/// How long a failing commit is still retried once the daemon is stopping. The files of a
+/// batch given up stay in the spool and are ingested at the next start.
+pub const SHUTDOWN_COMMIT_GRACE: Duration = Duration::from_secs(10);
+
+/// How often the writer checks that the database file is still the one it writes to (and
+/// always before files leave the spool).
+const FILE_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Work for the writer thread.
 enum Work {
@@ -122,6 +135,7 @@ impl Pipeline {
             store,
             metrics,
             counters,
+            files_checked: std::cell::Cell::new(Instant::now()),
         };
         let write = std::thread::Builder::new()
             .name("pw-writer".into())
@@ -155,7 +169,10 @@ struct Preparer {
 impl Preparer {
     fn run(self, ready: Receiver<FileReady>, work: SyncSender<Work>) {
         for file in ready {
-            match self.prepare(file) {
+            self.settings.health.preparing(Some(file.seen_at));
+            let prepared = self.prepare(file);
+            self.settings.health.preparing(None);
+            match prepared {
                 Some(w) => {
                     if work.send(w).is_err() {
                         return;
@@ -347,6 +364,8 @@ struct Writer {
     metrics: Arc<Metrics>,
     /// Per spool (same index), so the hot path does no label lookups.
     counters: Vec<SpoolCounters>,
+    /// When the database file's identity was last confirmed.
+    files_checked: std::cell::Cell<Instant>,
 }
 
 /// One spool's counters, resolved once.
@@ -392,6 +411,14 @@ impl Writer {
                 }
             }
             let n = batch.len();
+            if self.settings.health.is_halted() {
+                // Nothing is committed or moved: every file stays in the spool for the next
+                // start.
+                self.settings
+                    .handled
+                    .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
             let samples = self.commit(batch);
             self.settings
                 .handled
@@ -413,6 +440,7 @@ impl Writer {
         match self.store.repair_intervals(INTERVAL_REPAIRS_PER_STEP) {
             Ok(more) => more,
             Err(err) => {
+                self.metrics.store_error("repair_intervals");
                 tracing::warn!(error = %err, "repairing status intervals failed");
                 false
             }
@@ -430,6 +458,7 @@ impl Writer {
             }
             Err(err) => {
                 // Ingest goes on into the active head; the next batch tries again.
+                self.metrics.store_error("compact");
                 tracing::warn!(error = %err, "compacting samples failed");
                 false
             }
@@ -469,13 +498,37 @@ impl Writer {
             .map(|o| o.spool)
             .chain(after_only.iter().map(|a| a.0))
             .any(|s| self.settings.spools.get(s).is_some_and(Spool::moves_files));
+        if (durable || self.files_checked.get().elapsed() >= FILE_CHECK_EVERY)
+            && !self.database_is_there()
+        {
+            return 0;
+        }
         let summary = if items.is_empty() && !durable {
             None
         } else {
             // Also commits (and with `durable`, fsyncs) when only after-only work is queued,
             // so an earlier non-durable commit is on disk before its file moves.
-            Some(self.commit_with_retry(&items, durable))
+            let oldest = origins.iter().map(|o| o.seen_at).min();
+            self.settings.health.committing(oldest);
+            let summary = self.commit_with_retry(&items, durable);
+            self.settings.health.committing(None);
+            match summary {
+                Some(summary) => Some(summary),
+                None => {
+                    tracing::warn!(
+                        files = items.len(),
+                        "gave up committing at shutdown; these files stay in the spool and \
+                         are ingested at the next start"
+                    );
+                    return 0;
+                }
+            }
         };
+        // A commit into a file that was unlinked meanwhile reached no one: check again
+        // before any file leaves the spool.
+        if durable && !self.database_is_there() {
+            return 0;
+        }
         let committed_at = Instant::now();
         if let (Some(summary), Some(tx)) = (&summary, &self.settings.on_commit)
             && summary.samples > 0
@@ -508,25 +561,63 @@ impl Writer {
         summary.map_or(0, |s| s.samples)
     }
 
+    /// Whether the database file is still the one the store writes to; if not, ingest
+    /// stops for good (readiness fails and says why) and nothing leaves the spool.
+    fn database_is_there(&self) -> bool {
+        self.files_checked.set(Instant::now());
+        match self.store.check_files() {
+            Ok(()) => true,
+            Err(err) => {
+                self.metrics.store_error("check_files");
+                tracing::error!(
+                    error = %err,
+                    "ingest stopped: no file is moved or deleted from the spools until \
+                     probewatch is restarted"
+                );
+                self.settings.health.halt(err.to_string());
+                false
+            }
+        }
+    }
+
+    /// Commits, retrying a failure with backoff for as long as the daemon runs; `None` when
+    /// it was still failing [`SHUTDOWN_COMMIT_GRACE`] after the stop signal.
     fn commit_with_retry(
         &self,
         items: &[IngestItem],
         durable: bool,
-    ) -> probewatch_store::CommitSummary {
+    ) -> Option<probewatch_store::CommitSummary> {
         let mut delay = Duration::from_millis(100);
         loop {
             match self.store.commit_batch(items, durable) {
-                Ok(summary) => return summary,
+                Ok(summary) => {
+                    self.settings.health.commit_result(None);
+                    return Some(summary);
+                }
                 Err(err) => {
                     self.metrics.commit_errors.inc();
+                    self.metrics.store_error("commit");
+                    self.settings.health.commit_result(Some(err.to_string()));
+                    let shutdown = &self.settings.shutdown;
+                    if shutdown
+                        .elapsed()
+                        .is_some_and(|since| since >= SHUTDOWN_COMMIT_GRACE)
+                    {
+                        return None;
+                    }
                     tracing::error!(
                         error = %err,
                         files = items.len(),
                         "committing ingest batch failed; retrying in {}",
                         humantime::format_duration(delay)
                     );
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(10));
+                    shutdown.sleep(delay);
+                    if shutdown.is_triggered() {
+                        // From now on retry briefly, so the stop stays within its bound.
+                        delay = delay.min(Duration::from_millis(500));
+                    } else {
+                        delay = (delay * 2).min(Duration::from_secs(10));
+                    }
                 }
             }
         }

@@ -14,5 +14,8 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod health;
 pub mod ingest;
+pub mod process;
+pub mod shutdown;
 pub mod telemetry;

@@ -12,6 +12,23 @@ use probewatch::cli::{Cli, Command};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Commands plan and evaluate PromQL on this thread (rule files, `rules test`), so it gets
+    // the stack the engine's depth limits are measured against.
+    let main = std::thread::Builder::new()
+        .name("main".into())
+        .stack_size(probewatch_promql::limits::STACK_BYTES)
+        .spawn(run);
+    match main.map(std::thread::JoinHandle::join) {
+        Ok(Ok(code)) => code,
+        Ok(Err(_)) => ExitCode::from(101),
+        Err(err) => {
+            eprintln!("probewatch: error: cannot start: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => probewatch::daemon::run_command(args),

@@ -20,18 +20,82 @@ use prometheus_client::registry::Registry;
 use crate::config::LogFormat;
 
 /// Sets up `tracing`: human-readable lines or JSON, filtered by `RUST_LOG` (default `info`).
+/// Text lines go through [`EscapingStderr`], so text from outside (file names, probe
+/// messages) cannot break a line or forge one.
 pub fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+    let ansi = std::io::stderr().is_terminal();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder
+            .with_ansi(ansi)
+            .with_writer(move || EscapingStderr { ansi })
+            .try_init(),
+        LogFormat::Json => builder
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .try_init(),
     };
+}
+
+/// Writes one formatted log line to stderr with every control character but the final
+/// newline escaped (`\n`, `\r`, `\x1b`…): a file named `a\nERROR forged` stays on its
+/// line. ANSI colour sequences the formatter itself adds are kept when `ansi` is on.
+/// `tracing-subscriber` hands each event to the writer in one `write` of the whole line.
+#[derive(Debug)]
+pub struct EscapingStderr {
+    ansi: bool,
+}
+
+impl std::io::Write for EscapingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let escaped = escape_log_line(buf, self.ansi);
+        std::io::Write::write_all(&mut std::io::stderr().lock(), &escaped)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::Write::flush(&mut std::io::stderr())
+    }
+}
+
+/// [`EscapingStderr`]'s escaping, kept apart for tests.
+pub fn escape_log_line(buf: &[u8], keep_ansi_colours: bool) -> Vec<u8> {
+    let body = buf.strip_suffix(b"\n").unwrap_or(buf);
+    let mut out = Vec::with_capacity(buf.len() + 8);
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        // An SGR colour sequence: ESC [ digits/semicolons m
+        if keep_ansi_colours && b == 0x1b && body.get(i + 1) == Some(&b'[') {
+            let end = body[i + 2..]
+                .iter()
+                .position(|c| !(c.is_ascii_digit() || *c == b';'))
+                .map(|p| i + 2 + p);
+            if let Some(end) = end
+                && body[end] == b'm'
+            {
+                out.extend_from_slice(&body[i..=end]);
+                i = end + 1;
+                continue;
+            }
+        }
+        match b {
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            b'\t' => out.push(b'\t'),
+            0..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    if body.len() < buf.len() {
+        out.push(b'\n');
+    }
+    out
 }
 
 /// Labels of per-spool counters.
@@ -72,6 +136,15 @@ pub struct Metrics {
     pub commit_errors: Counter,
     /// Files whose after-ingest action (delete/move/quarantine) failed.
     pub after_ingest_errors: Counter,
+    /// Store operations that failed, by operation.
+    pub store_errors: Family<OpLabel, Counter>,
+}
+
+/// Labels of the store error counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    /// What failed: `commit`, `compact`, `repair_intervals`, `check_files`, `prune`.
+    pub op: &'static str,
 }
 
 impl Metrics {
@@ -90,7 +163,17 @@ impl Metrics {
             batches: Counter::default(),
             commit_errors: Counter::default(),
             after_ingest_errors: Counter::default(),
+            store_errors: Family::default(),
         });
+        for op in [
+            "commit",
+            "compact",
+            "repair_intervals",
+            "check_files",
+            "prune",
+        ] {
+            drop(metrics.store_errors.get_or_create(&OpLabel { op }));
+        }
         let mut registry = Registry::with_prefix("probewatch");
         registry.register(
             "files_ingested",
@@ -109,7 +192,8 @@ impl Metrics {
         );
         registry.register(
             "files_unreadable",
-            "Result files that could not be read (retried later)",
+            "Result files that could not be opened or read (not in the ledger; tried again at \
+             the next event or rescan)",
             metrics.files_unreadable.clone(),
         );
         registry.register(
@@ -137,8 +221,72 @@ impl Metrics {
             "Files whose delete, move or quarantine after ingest failed",
             metrics.after_ingest_errors.clone(),
         );
+        registry.register(
+            "store_errors",
+            "Store operations that failed, by operation (commits are retried; see /-/ready)",
+            metrics.store_errors.clone(),
+        );
         registry.register_collector(Box::new(WatchCollector(watch)));
         (metrics, registry)
+    }
+
+    /// Counts a failed store operation.
+    pub fn store_error(&self, op: &'static str) {
+        self.store_errors.get_or_create(&OpLabel { op }).inc();
+    }
+}
+
+/// Registers the ingest pipeline's state gauges: files reported but not yet handled, and how
+/// long the oldest file in hand has waited.
+pub fn register_ingest_state(
+    registry: &mut Registry,
+    watch: Arc<WatchCounters>,
+    handled: Arc<std::sync::atomic::AtomicU64>,
+    health: Arc<crate::health::IngestHealth>,
+) {
+    registry.register_collector(Box::new(IngestStateCollector {
+        watch,
+        handled,
+        health,
+    }));
+}
+
+#[derive(Debug)]
+struct IngestStateCollector {
+    watch: Arc<WatchCounters>,
+    handled: Arc<std::sync::atomic::AtomicU64>,
+    health: Arc<crate::health::IngestHealth>,
+}
+
+impl Collector for IngestStateCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let backlog = self
+            .watch
+            .files_ready
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.handled.load(Ordering::Relaxed));
+        let backlog = ConstGauge::new(i64::try_from(backlog).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "ingest_backlog_files",
+            "Files reported ready and not yet committed or skipped",
+            None,
+            backlog.metric_type(),
+        )?;
+        backlog.encode(metric)?;
+        let waited = ConstGauge::new(
+            self.health
+                .oldest_waiting()
+                .map_or(0.0, |d| d.as_secs_f64()),
+        );
+        let metric = encoder.encode_descriptor(
+            "ingest_oldest_waiting_seconds",
+            "How long the oldest file being prepared or committed has waited since it was \
+             reported (0 when none is)",
+            None,
+            waited.metric_type(),
+        )?;
+        waited.encode(metric)?;
+        Ok(())
     }
 }
 
@@ -206,5 +354,27 @@ impl Collector for WatchCollector {
         )?;
         dirs.encode(metric)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_cannot_break_or_forge_a_line() {
+        let line = b"WARN rejected /spool/a\nERROR forged: x\r\x1b[2Jy\x07.xml\n";
+        let out = String::from_utf8(escape_log_line(line, false)).expect("utf-8");
+        assert_eq!(
+            out,
+            "WARN rejected /spool/a\\nERROR forged: x\\r\\x1b[2Jy\\x07.xml\n"
+        );
+        assert_eq!(out.matches('\n').count(), 1);
+        // The formatter's own colours survive when colour is on; a screen-clearing sequence
+        // from outside does not.
+        let coloured = b"\x1b[32m INFO\x1b[0m file \x1b[2J\n";
+        let out = String::from_utf8(escape_log_line(coloured, true)).expect("utf-8");
+        assert!(out.starts_with("\x1b[32m INFO\x1b[0m"), "{out:?}");
+        assert!(out.contains("\\x1b[2J"), "{out:?}");
     }
 }

@@ -49,6 +49,9 @@ pub const DB_FILE: &str = "probewatch.db";
 /// SQLite implementation of [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
+    /// Device and inode of the database file as opened: commits go into that file even if
+    /// the path is later unlinked or replaced, so [`Store::check_files`] compares.
+    identity: (u64, u64),
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
 }
@@ -70,6 +73,12 @@ fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path)?;
+    Ok((meta.dev(), meta.ino()))
 }
 
 fn to_i64(n: u64) -> i64 {
@@ -99,6 +108,10 @@ impl SqliteStore {
         // took peak RSS over 64 MiB, 8 MiB slowed a 1M-file backlog (docs/benchmarks.md).
         conn.pragma_update(None, "cache_size", -12_288)?;
         migrate(&mut conn)?;
+        let identity = file_identity(&path).map_err(|source| StoreError::Io {
+            context: format!("reading {}", path.display()),
+            source,
+        })?;
         let next_batch_id: i64 =
             conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM batches", [], |r| {
                 r.get(0)
@@ -107,6 +120,7 @@ impl SqliteStore {
         let active_rows: i64 = conn.query_row(samples::HEAD_COUNT[active], [], |r| r.get(0))?;
         Ok(SqliteStore {
             path,
+            identity,
             writer: Mutex::new(Writer {
                 conn,
                 series: HashMap::new(),
@@ -631,6 +645,22 @@ impl<'i> ResultWriter<'_, 'i> {
 }
 
 impl Store for SqliteStore {
+    fn check_files(&self) -> Result<(), StoreError> {
+        match file_identity(&self.path) {
+            Ok(identity) if identity == self.identity => Ok(()),
+            Ok(_) => Err(StoreError::Replaced(format!(
+                "the database file {} was replaced while probewatch was running; what \
+                 probewatch commits no longer reaches it",
+                self.path.display()
+            ))),
+            Err(err) => Err(StoreError::Replaced(format!(
+                "the database file {} is gone ({err}) while probewatch was running; what \
+                 probewatch commits no longer reaches it",
+                self.path.display()
+            ))),
+        }
+    }
+
     fn file_head(&self, path: &[u8]) -> Result<Option<FileHead>, StoreError> {
         self.read(|conn| {
             conn.prepare_cached(
@@ -1154,11 +1184,13 @@ impl Store for SqliteStore {
         ids: &[i64],
         from_ms: i64,
         to_ms: i64,
+        max_samples: usize,
     ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
-        self.read(|conn| {
+        let read = self.read(|conn| {
             let tx = conn.unchecked_transaction()?;
-            samples::read_many(&tx, ids, from_ms, to_ms)
-        })
+            samples::read_many(&tx, ids, from_ms, to_ms, max_samples)
+        })?;
+        read.ok_or(StoreError::TooManySamples { limit: max_samples })
     }
 
     fn samples(

@@ -326,15 +326,21 @@ const HEAD_MANY: [&str; 2] = [
      AND ts_ms BETWEEN ?2 AND ?3 ORDER BY series_id, ts_ms",
 ];
 
+/// One series' samples, oldest first.
+type Points = Vec<(i64, f64)>;
+
 /// [`read_series`] for many series with three statements in all (chunks, frozen head,
 /// active head) instead of three per series: a rule evaluation cycle reads thousands of short
-/// series, and per-statement overhead was most of its time.
+/// series, and per-statement overhead was most of its time. `None` once more than
+/// `max_samples` would be held (counted as chunks are decoded, so memory stays bounded).
 pub(super) fn read_many(
     conn: &Connection,
     ids: &[i64],
     from_ms: i64,
     to_ms: i64,
-) -> rusqlite::Result<Vec<Vec<(i64, f64)>>> {
+    max_samples: usize,
+) -> rusqlite::Result<Option<Vec<Points>>> {
+    let mut held = 0usize;
     let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
     let position: std::collections::HashMap<i64, usize> =
         ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
@@ -365,6 +371,10 @@ pub(super) fn read_many(
                 .collect();
             series.extend(kept);
         }
+        held += series.len() - before;
+        if held > max_samples {
+            return Ok(None);
+        }
         from_chunks[i] = series.len();
     }
     drop(rows);
@@ -374,6 +384,10 @@ pub(super) fn read_many(
         let mut rows = stmt.query(params![list.clone(), from_ms, to_ms])?;
         while let Some(row) = rows.next()? {
             if let Some(&i) = position.get(&row.get::<_, i64>(0)?) {
+                held += 1;
+                if held > max_samples {
+                    return Ok(None);
+                }
                 out[i].push((
                     row.get(1)?,
                     row.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
@@ -389,5 +403,5 @@ pub(super) fn read_many(
             series.reverse();
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }

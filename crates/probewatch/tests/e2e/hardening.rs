@@ -1,0 +1,347 @@
+//! Faults and hostile input against the real daemon: queries that used to abort it or eat
+//! its memory, a client that goes away, signals, a second daemon on the same data, a
+//! database deleted or locked under it, bad settings, and names that try to forge log lines.
+//! Each must end in a clear error, with the daemon still serving and nothing lost.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+fn enc(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// GET with a client timeout: (status code, body text).
+fn get_raw(daemon: &Daemon, path: &str, timeout: Duration) -> Result<(u16, String), String> {
+    let client = reqwest::blocking::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("client");
+    let url = format!("{}{path}", daemon.base);
+    let response = client.get(&url).send().map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    Ok((status, response.text().map_err(|e| e.to_string())?))
+}
+
+fn query(daemon: &Daemon, expr: &str) -> (u16, Value) {
+    let (status, body) = get_raw(
+        daemon,
+        &format!("/api/v1/query?query={}&time=1700000100", enc(expr)),
+        Duration::from_secs(60),
+    )
+    .expect("query answered");
+    (status, serde_json::from_str(&body).expect("json"))
+}
+
+/// Peak resident memory of a process, from /proc (kB).
+fn peak_rss_kb(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmHWM")
+}
+
+fn config_with(env: &Env, extra: &str) -> String {
+    format!(
+        "[[spool]]\npath = {:?}\n{extra}\n",
+        env.spool().display().to_string()
+    )
+}
+
+/// Runs `probewatch ARGS` that must fail; returns (exit code, stderr).
+fn run_failing(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+                .expect("read stderr");
+            return (status.code(), err);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("probewatch {args:?} did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn hostile_queries_get_a_clear_error_and_the_daemon_lives() {
+    let env = Env::new();
+    std::fs::write(env.spool().join("r.xml"), result_xml(1)).expect("write");
+    let daemon = env.start_with_config(&config_with(
+        &env,
+        "[query]\ntimeout = \"5s\"\nmax_samples = 2000000",
+    ));
+    daemon.wait_files(1, Duration::from_secs(30));
+
+    for (expr, says) in [
+        (
+            format!("{}1{}", "(".repeat(2_500), ")".repeat(2_500)),
+            "nests brackets 2500 deep",
+        ),
+        (
+            format!("{}vector(1){}", "abs(".repeat(2_000), ")".repeat(2_000)),
+            "nests brackets 2001 deep",
+        ),
+        (vec!["1"; 20_000].join("+"), "19999 operators"),
+        ("up offset 1000000y".into(), "out of range"),
+    ] {
+        // Sent as a form body: the expressions are longer than a URL may be.
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/api/v1/query", daemon.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("query={}", enc(&expr)))
+            .send()
+            .expect("POST");
+        assert_eq!(response.status().as_u16(), 400, "{says}");
+        let body: Value = response.json().expect("json");
+        assert_eq!(body["errorType"], "bad_data");
+        let error = body["error"].as_str().expect("error");
+        assert!(error.contains(says), "{error:?} should say {says:?}");
+    }
+
+    let (status, body) = get_raw(
+        &daemon,
+        "/api/v1/query_range?query=vector(1)&start=-9e15&end=9e15&step=1",
+        Duration::from_secs(30),
+    )
+    .expect("answered");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("out of range"), "{body}");
+
+    // A subquery of 86 billion steps: stopped by the sample budget (or the timeout).
+    let started = Instant::now();
+    let (status, body) = query(&daemon, "count_over_time(vector(1)[1000d:1ms])");
+    assert!(
+        matches!(
+            (status, body["errorType"].as_str()),
+            (422, Some("execution")) | (503, Some("timeout"))
+        ),
+        "{status} {body}"
+    );
+    eprintln!(
+        "runaway subquery stopped after {:?}: {body}",
+        started.elapsed()
+    );
+
+    // Still alive, still answering, memory bounded.
+    let (status, body) = query(&daemon, "sum(online_users)");
+    assert_eq!(
+        (status, &body["data"]["result"][0]["value"][1]),
+        (200, &Value::from("1"))
+    );
+    assert_eq!(daemon.get_text("/healthz"), "ok\n");
+    let peak = peak_rss_kb(daemon.child.id());
+    assert!(peak < 1_000_000, "peak RSS {peak} kB");
+}
+
+#[test]
+fn a_client_that_goes_away_frees_its_query_slot() {
+    let env = Env::new();
+    // One query at a time, and long enough a timeout that only cancellation frees the slot.
+    let daemon = env.start_with_config(&config_with(
+        &env,
+        "[query]\ntimeout = \"10m\"\nmax_concurrency = 1\nmax_samples = 2000000000",
+    ));
+    let heavy = format!(
+        "/api/v1/query?query={}&time=1700000100",
+        enc("count_over_time(vector(1)[1000d:1ms])")
+    );
+    let gone = get_raw(&daemon, &heavy, Duration::from_millis(500));
+    assert!(gone.is_err(), "the client gave up: {gone:?}");
+    // The next query gets the slot once the first notices its client left.
+    let (status, body) = get_raw(
+        &daemon,
+        "/api/v1/query?query=vector(7)",
+        Duration::from_secs(60),
+    )
+    .expect("the slot was freed");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"7\""), "{body}");
+}
+
+#[test]
+fn sighup_is_survived_and_readiness_reports_ready() {
+    let env = Env::new();
+    let daemon = env.start(&[]);
+    Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    daemon.wait_until("SIGHUP logged", Duration::from_secs(10), |d| {
+        d.log().contains("SIGHUP received")
+    });
+    let (status, body) = get_raw(&daemon, "/-/ready", Duration::from_secs(10)).expect("ready");
+    assert_eq!((status, body.as_str()), (200, "probewatch is Ready.\n"));
+    let (status, _) = get_raw(&daemon, "/-/healthy", Duration::from_secs(10)).expect("healthy");
+    assert_eq!(status, 200);
+    let metrics = daemon.get_text("/metrics");
+    for name in [
+        "probewatch_ingest_backlog_files 0",
+        "probewatch_ingest_oldest_waiting_seconds 0",
+        "probewatch_store_errors_total{op=\"commit\"} 0",
+    ] {
+        assert!(metrics.contains(name), "{name} in:\n{metrics}");
+    }
+    daemon.stop();
+}
+
+#[test]
+fn a_second_daemon_on_the_same_data_directory_refuses_to_start() {
+    let env = Env::new();
+    let first = env.start(&[]);
+    let data = env.data().display().to_string();
+    let spool = env.spool().display().to_string();
+    let (code, stderr) = run_failing(&[
+        "run",
+        "--spool",
+        &spool,
+        "--data",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    let expected = format!(
+        "another probewatch (pid {}) is using {data}",
+        first.child.id()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    first.stop();
+}
+
+#[test]
+fn a_deleted_database_stops_ingest_and_no_spool_file_is_deleted() {
+    let env = Env::new();
+    let daemon = env.start_with_config(&config_with(&env, "after_ingest = \"delete\""));
+    let first = env.spool().join("first.xml");
+    std::fs::write(&first, result_xml(1)).expect("write");
+    daemon.wait_until(
+        "first file ingested and deleted",
+        Duration::from_secs(30),
+        |_| !first.exists(),
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(env.data().join(format!("probewatch.db{suffix}")));
+    }
+    let second = env.spool().join("second.xml");
+    std::fs::write(&second, result_xml(2)).expect("write");
+    daemon.wait_until("readiness to fail", Duration::from_secs(30), |d| {
+        get_raw(d, "/-/ready", Duration::from_secs(10)).is_ok_and(|(s, _)| s == 503)
+    });
+    let (_, body) = get_raw(&daemon, "/-/ready", Duration::from_secs(10)).expect("ready");
+    assert!(
+        body.contains("probewatch.db") && body.contains("restart probewatch"),
+        "{body}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        second.exists(),
+        "a file whose commit reached no database was deleted"
+    );
+    assert!(daemon.log().contains("ingest stopped"), "{}", daemon.log());
+    assert!(daemon.metric("probewatch_store_errors_total{op=\"check_files\"}") >= 1.0);
+}
+
+#[test]
+fn a_locked_store_fails_readiness_and_the_stop_stays_bounded() {
+    let env = Env::new();
+    let daemon = env.start(&[]);
+    // Another writer holds the database's write lock: every commit times out.
+    let blocker = rusqlite::Connection::open(env.data().join("probewatch.db")).expect("open");
+    blocker.execute_batch("BEGIN EXCLUSIVE;").expect("lock");
+    let file = env.spool().join("waiting.xml");
+    std::fs::write(&file, result_xml(3)).expect("write");
+    daemon.wait_until("readiness to fail", Duration::from_secs(60), |d| {
+        get_raw(d, "/-/ready", Duration::from_secs(10))
+            .is_ok_and(|(s, b)| s == 503 && b.contains("commits fail") && b.contains("locked"))
+    });
+    assert!(daemon.metric("probewatch_store_errors_total{op=\"commit\"}") >= 1.0);
+    let stopping = Instant::now();
+    let mut daemon = daemon;
+    Command::new("kill")
+        .args(["-TERM", &daemon.child.id().to_string()])
+        .status()
+        .expect("kill");
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(45),
+            "the stop is not bounded:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("stopped in {:?} with {status}", stopping.elapsed());
+    assert!(file.exists(), "the uncommitted file is still in the spool");
+    drop(blocker);
+    // Nothing was lost: the next start ingests the file, once.
+    let daemon = env.start(&[]);
+    daemon.wait_files(1, Duration::from_secs(30));
+    assert_eq!(daemon.stats()["files_ingested"], 1);
+}
+
+#[test]
+fn settings_that_would_destroy_data_or_spin_are_refused_at_start() {
+    let env = Env::new();
+    for (setting, says) in [
+        (
+            "retention = \"0s\"",
+            "retention = \"0s\" is too short: it must be at least 1m",
+        ),
+        (
+            "prune_interval = \"0s\"",
+            "prune_interval = \"0s\" is too short",
+        ),
+    ] {
+        let path = env.dir.path().join("bad.toml");
+        std::fs::write(
+            &path,
+            config_with(&env, "").replace("[[spool]]", &format!("{setting}\n[[spool]]")),
+        )
+        .expect("write");
+        let data = env.data().display().to_string();
+        let (code, stderr) = run_failing(&[
+            "run",
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--data",
+            &data,
+        ]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(says), "{stderr}");
+    }
+}
+
+#[test]
+fn a_newline_in_a_file_name_cannot_forge_a_log_line() {
+    let env = Env::new();
+    let daemon = env.start(&[]);
+    std::fs::write(
+        env.spool().join("evil\nERROR forged line.xml"),
+        "<probe name=\"x\"><check name=\"c\" status=\"fine\"/></probe>",
+    )
+    .expect("write");
+    daemon.wait_files(1, Duration::from_secs(30));
+    let log = daemon.stop();
+    assert!(log.contains("evil\\nERROR forged line.xml"), "{log}");
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR forged")),
+        "a forged line:\n{log}"
+    );
+}
