@@ -1,13 +1,46 @@
-//! Delivering queued notifications: each receiver kind, and the outbox loop that retries with
-//! backoff until a receiver accepts. Every attempt is recorded in the store.
+//! Delivering queued notifications: each receiver kind, and the outbox lanes that retry with
+//! backoff until a receiver accepts or refuses for good. Every attempt is recorded in the
+//! store.
+//!
+//! Each receiver has a lane of its own (a thread), so a receiver that hangs or fails delays
+//! nobody else's notifications. An attempt is bounded whole by the receiver's timeout
+//! (connect, send, answer; a command's input, run and exit), and reads at most
+//! [`ANSWER_PREFIX`] bytes of any answer.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use probewatch_store::{NotificationRow, Store};
+use probewatch_store::{AttemptOutcome, NotificationRow, Store};
+
+/// Most bytes of a receiver's answer (an HTTP error body, a command's stderr) that are read
+/// and kept: enough to say what went wrong, never a gigabyte.
+pub const ANSWER_PREFIX: usize = 4096;
+
+/// `User-Agent` of every request probewatch sends.
+pub const USER_AGENT: &str = concat!("probewatch/", env!("CARGO_PKG_VERSION"));
+
+/// Why a delivery attempt failed, and whether another attempt can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// A fault that may pass (timeout, refused connection, a 5xx or 429 answer, a command
+    /// that failed): retried with backoff.
+    Transient(String),
+    /// The receiver refused it for good (a 4xx answer, an invalid address, a command that
+    /// cannot be started, a receiver no longer configured): recorded as failed, not retried.
+    Permanent(String),
+}
+
+impl DeliveryError {
+    /// The message, whichever kind.
+    pub fn message(&self) -> &str {
+        match self {
+            DeliveryError::Transient(m) | DeliveryError::Permanent(m) => m,
+        }
+    }
+}
 
 /// How a receiver delivers.
 #[derive(Debug, Clone)]
@@ -89,19 +122,15 @@ pub fn deliver(
     receiver: &Receiver,
     client: &reqwest::blocking::Client,
     payload: &str,
-) -> Result<String, String> {
+) -> Result<String, DeliveryError> {
     match &receiver.kind {
         ReceiverKind::Webhook { url } => {
             post_json(client, url, payload.to_string(), receiver.timeout)
         }
         ReceiverKind::Alertmanager { url } => {
             let endpoint = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
-            post_json(
-                client,
-                &endpoint,
-                alertmanager_body(payload)?,
-                receiver.timeout,
-            )
+            let body = alertmanager_body(payload).map_err(DeliveryError::Permanent)?;
+            post_json(client, &endpoint, body, receiver.timeout)
         }
         ReceiverKind::Email(settings) => send_email(settings, payload, receiver.timeout),
         ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout),
@@ -155,38 +184,46 @@ fn send_email(
     settings: &EmailSettings,
     payload: &str,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, DeliveryError> {
+    use DeliveryError::{Permanent, Transient};
     use lettre::transport::smtp::authentication::Credentials;
     use lettre::{Message, SmtpTransport, Transport};
-    let (subject, body) = email_text(payload)?;
+    let (subject, body) = email_text(payload).map_err(Permanent)?;
     let mut message = Message::builder()
         .from(
             settings
                 .from
                 .parse()
-                .map_err(|e| format!("from {:?}: {e}", settings.from))?,
+                .map_err(|e| Permanent(format!("from {:?}: {e}", settings.from)))?,
         )
         .subject(subject);
     for to in &settings.to {
-        message = message.to(to.parse().map_err(|e| format!("to {to:?}: {e}"))?);
+        message = message.to(to
+            .parse()
+            .map_err(|e| Permanent(format!("to {to:?}: {e}")))?);
     }
     let message = message
         .body(body)
-        .map_err(|e| format!("building the email: {e}"))?;
+        .map_err(|e| Permanent(format!("building the email: {e}")))?;
     let builder = match settings.security {
         SmtpSecurity::StartTls => SmtpTransport::starttls_relay(&settings.host),
         SmtpSecurity::Tls => SmtpTransport::relay(&settings.host),
         SmtpSecurity::None => Ok(SmtpTransport::builder_dangerous(&settings.host)),
     }
-    .map_err(|e| format!("SMTP {}: {e}", settings.host))?;
+    .map_err(|e| Permanent(format!("SMTP {}: {e}", settings.host)))?;
     let mut builder = builder.port(settings.port).timeout(Some(timeout));
     if let (Some(user), Some(password)) = (&settings.username, &settings.password) {
         builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
     }
-    let response = builder
-        .build()
-        .send(&message)
-        .map_err(|e| format!("SMTP {}:{}: {e}", settings.host, settings.port))?;
+    let response = builder.build().send(&message).map_err(|e| {
+        let text = format!("SMTP {}:{}: {e}", settings.host, settings.port);
+        // A 5xx reply (unknown mailbox, relay denied) will not change by itself.
+        if e.is_permanent() {
+            Permanent(text)
+        } else {
+            Transient(text)
+        }
+    })?;
     Ok(format!(
         "SMTP {}:{}: {}",
         settings.host,
@@ -195,31 +232,51 @@ fn send_email(
     ))
 }
 
-/// POSTs a JSON body; `Ok` on a 2xx answer, otherwise the status and the start of the body.
+/// POSTs a JSON body; `Ok` on a 2xx answer (whose body is not read), otherwise the status
+/// and the start of the answer. A 4xx other than 408 and 429 is the receiver refusing this
+/// request for good.
 fn post_json(
     client: &reqwest::blocking::Client,
     url: &str,
     body: String,
     timeout: Duration,
-) -> Result<String, String> {
+) -> Result<String, DeliveryError> {
+    use DeliveryError::{Permanent, Transient};
     let response = client
         .post(url)
         .timeout(timeout)
         .header("content-type", "application/json")
         .body(body)
         .send()
-        .map_err(|e| format!("POST {url}: {e}"))?;
+        .map_err(|e| {
+            let text = format!("POST {url}: {e}");
+            if e.is_builder() {
+                Permanent(text)
+            } else {
+                Transient(text)
+            }
+        })?;
     let status = response.status();
     if status.is_success() {
         return Ok(format!("POST {url}: {status}"));
     }
-    let answer: String = response
-        .text()
-        .unwrap_or_default()
-        .chars()
-        .take(200)
-        .collect();
-    Err(format!("POST {url}: {status} {answer}"))
+    let answer = read_prefix(response);
+    let text = format!("POST {url}: {status} {}", answer.trim());
+    if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
+        Err(Permanent(text))
+    } else {
+        Err(Transient(text))
+    }
+}
+
+/// The first [`ANSWER_PREFIX`] bytes of `reader` as text (lossy); the rest is not read.
+fn read_prefix(reader: impl Read) -> String {
+    let mut bytes = Vec::new();
+    let _ = reader
+        .take(u64::try_from(ANSWER_PREFIX).unwrap_or(u64::MAX))
+        .read_to_end(&mut bytes);
+    let text = String::from_utf8_lossy(&bytes);
+    text.chars().take(200).collect()
 }
 
 /// Alertmanager's API v2 body (a list of postable alerts) from a webhook payload: a firing
@@ -250,92 +307,203 @@ fn alertmanager_body(payload: &str) -> Result<String, String> {
     Ok(serde_json::Value::Array(alerts).to_string())
 }
 
-fn run_command(argv: &[String], payload: &str, timeout: Duration) -> Result<String, String> {
+/// Runs a receiver's command with the payload on its standard input. The whole attempt is
+/// bounded by `timeout`: the input is written by a helper thread (a program that never reads
+/// cannot block delivery), and at the deadline the command's whole process group is killed,
+/// so nothing it started is left behind.
+fn run_command(argv: &[String], payload: &str, timeout: Duration) -> Result<String, DeliveryError> {
+    use DeliveryError::{Permanent, Transient};
+    use std::os::unix::process::CommandExt;
     let Some((program, args)) = argv.split_first() else {
-        return Err("empty command".into());
+        return Err(Permanent("empty command".into()));
     };
+    let deadline = Instant::now() + timeout;
     let mut child = Command::new(program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
+        .process_group(0)
         .spawn()
-        .map_err(|e| format!("starting {program}: {e}"))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A program that exits without reading is judged by its exit status, not this write.
-        let _ = stdin.write_all(payload.as_bytes());
-    }
-    let started = Instant::now();
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) if status.success() => return Ok(format!("{program}: {status}")),
-            Ok(Some(status)) => {
-                let mut err = String::new();
-                if let Some(mut stderr) = child.stderr.take() {
-                    let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+        .map_err(|e| {
+            let text = format!("starting {program}: {e}");
+            match e.kind() {
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => {
+                    Permanent(text)
                 }
-                let err: String = err.chars().take(200).collect();
-                return Err(format!("{program}: {status} {}", err.trim()));
+                _ => Transient(text),
             }
-            Ok(None) if started.elapsed() >= timeout => {
-                let _ = child.kill();
+        })?;
+    let group = rustix::process::Pid::from_child(&child);
+    if let Some(mut stdin) = child.stdin.take() {
+        let payload = payload.to_owned();
+        // A program that exits without reading is judged by its exit status, not this write.
+        let _ = std::thread::Builder::new()
+            .name("pw-notify-stdin".into())
+            .spawn(move || {
+                let _ = stdin.write_all(payload.as_bytes());
+            });
+    }
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    if let Some(stderr) = child.stderr.take() {
+        let _ = std::thread::Builder::new()
+            .name("pw-notify-err".into())
+            .spawn(move || {
+                let mut stderr = stderr;
+                let prefix = read_prefix(&mut stderr);
+                let _ = err_tx.send(prefix);
+                // Drain the rest so the program never blocks on a full pipe.
+                let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+            });
+    }
+    let kill_group = || {
+        let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    };
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group();
                 let _ = child.wait();
-                return Err(format!("{program}: timed out after {timeout:?}"));
+                return Err(Transient(format!(
+                    "{program}: timed out after {timeout:?}; killed its process group"
+                )));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("{program}: {e}")),
+            Err(e) => return Err(Transient(format!("{program}: {e}"))),
         }
+    };
+    // Whatever it left running in its group goes too.
+    kill_group();
+    if status.success() {
+        return Ok(format!("{program}: {status}"));
+    }
+    let err = err_rx
+        .recv_timeout(Duration::from_millis(200))
+        .unwrap_or_default();
+    Err(Transient(format!("{program}: {status} {}", err.trim())))
+}
+
+/// Rung when notifications are queued: every waiting lane wakes and looks.
+#[derive(Debug, Default)]
+pub struct Doorbell {
+    rung: Mutex<u64>,
+    wake: Condvar,
+}
+
+impl Doorbell {
+    /// Wakes every lane.
+    pub fn ring(&self) {
+        *self.rung.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        self.wake.notify_all();
+    }
+
+    /// Waits until the bell rings after `seen` (the count this lane last saw) or `timeout`
+    /// passes; updates `seen`.
+    pub fn wait(&self, seen: &mut u64, timeout: Duration) {
+        let rung = self.rung.lock().unwrap_or_else(|e| e.into_inner());
+        let (rung, _) = self
+            .wake
+            .wait_timeout_while(rung, timeout, |r| *r == *seen)
+            .unwrap_or_else(|e| e.into_inner());
+        *seen = *rung;
     }
 }
 
-/// The outbox loop: delivers due notifications until `stop`; `wake` cuts the wait short
-/// when new ones are queued.
-pub fn run_outbox(
+/// Most notifications a lane takes from the outbox at once.
+const LANE_BATCH: usize = 100;
+
+/// Starts the outbox: one lane (thread) per receiver, and one that marks notifications for
+/// receivers no longer configured as failed. Lanes stop at `stop`, after the attempt in hand
+/// (which its timeout bounds).
+pub fn start_outbox(
     store: Arc<dyn Store>,
     receivers: Vec<Receiver>,
-    wake: std::sync::mpsc::Receiver<()>,
+    doorbell: Arc<Doorbell>,
     stop: Arc<AtomicBool>,
-) {
-    if receivers.is_empty() {
-        // Nothing can be delivered; do not pay for an HTTP client (a runtime thread and the
-        // TLS roots) in memory. Queued notifications wait for a configured receiver.
-        while !stop.load(Ordering::SeqCst) {
-            let _ = wake.recv_timeout(Duration::from_millis(500));
-        }
-        return;
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let mut lanes = Vec::new();
+    let names: Vec<String> = receivers.iter().map(|r| r.name.clone()).collect();
+    {
+        let (store, doorbell, stop) = (store.clone(), doorbell.clone(), stop.clone());
+        lanes.push(
+            std::thread::Builder::new()
+                .name("pw-notify-none".into())
+                .spawn(move || unconfigured_lane(store.as_ref(), &names, &doorbell, &stop))?,
+        );
     }
-    let client = match reqwest::blocking::Client::builder().build() {
+    for (i, receiver) in receivers.into_iter().enumerate() {
+        let (store, doorbell, stop) = (store.clone(), doorbell.clone(), stop.clone());
+        lanes.push(
+            std::thread::Builder::new()
+                .name(format!("pw-notify-{i}"))
+                .spawn(move || lane(store.as_ref(), &receiver, &doorbell, &stop))?,
+        );
+    }
+    Ok(lanes)
+}
+
+/// One receiver's lane: delivers its due notifications, one group at a time.
+fn lane(store: &dyn Store, receiver: &Receiver, doorbell: &Doorbell, stop: &AtomicBool) {
+    let client = match reqwest::blocking::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(receiver.timeout)
+        .timeout(receiver.timeout)
+        .build()
+    {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "cannot create the HTTP client; notifications stay queued");
+            tracing::error!(receiver = %receiver.name, error = %e,
+                "cannot create the HTTP client; this receiver's notifications stay queued");
             return;
         }
     };
+    let mut seen = 0;
     while !stop.load(Ordering::SeqCst) {
-        let due = match store.due_notifications(now_ms(), 100) {
+        let due = match store.due_notifications(Some(&receiver.name), now_ms(), LANE_BATCH) {
             Ok(due) => due,
             Err(e) => {
-                tracing::error!(error = %e, "reading the notification outbox failed");
+                tracing::error!(receiver = %receiver.name, error = %e,
+                    "reading the notification outbox failed");
                 Vec::new()
             }
         };
-        // Notifications of one receiver and group that are due together go out as one.
+        // Notifications of one group that are due together go out as one.
         let mut groups: Vec<Vec<&NotificationRow>> = Vec::new();
         for n in &due {
-            match groups
-                .iter_mut()
-                .find(|g| g[0].receiver == n.receiver && g[0].group_key == n.group_key)
-            {
+            match groups.iter_mut().find(|g| g[0].group_key == n.group_key) {
                 Some(g) => g.push(n),
                 None => groups.push(vec![n]),
             }
         }
         for group in &groups {
-            attempt(store.as_ref(), &receivers, &client, group);
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            attempt(store, receiver, &client, group);
         }
-        if due.len() < 100 {
-            let _ = wake.recv_timeout(Duration::from_millis(500));
+        if due.len() < LANE_BATCH {
+            doorbell.wait(&mut seen, Duration::from_millis(500));
         }
+    }
+}
+
+/// Marks the due notifications of receivers that are not configured (any more) as failed:
+/// no attempt can ever deliver them.
+fn unconfigured_lane(store: &dyn Store, names: &[String], doorbell: &Doorbell, stop: &AtomicBool) {
+    let mut seen = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let due = store
+            .due_notifications(None, now_ms(), 1000)
+            .unwrap_or_default();
+        for n in due.iter().filter(|n| !names.contains(&n.receiver)) {
+            let detail = format!("receiver {:?} is not configured", n.receiver);
+            tracing::warn!(id = n.id, receiver = %n.receiver, "notification failed: {detail}");
+            if let Err(e) = store.record_attempt(n.id, now_ms(), &detail, AttemptOutcome::Failed) {
+                tracing::error!(error = %e, id = n.id, "recording a delivery attempt failed");
+            }
+        }
+        doorbell.wait(&mut seen, Duration::from_secs(5));
     }
 }
 
@@ -387,7 +555,7 @@ pub fn merge_payloads(payloads: &[&str]) -> String {
 
 fn attempt(
     store: &dyn Store,
-    receivers: &[Receiver],
+    receiver: &Receiver,
     client: &reqwest::blocking::Client,
     group: &[&NotificationRow],
 ) {
@@ -400,25 +568,26 @@ fn attempt(
     } else {
         n.payload.clone()
     };
-    let outcome = match receivers.iter().find(|r| r.name == n.receiver) {
-        Some(receiver) => deliver(receiver, client, &payload),
-        None => Err(format!("receiver {:?} is not configured", n.receiver)),
-    };
-    let (detail, retry) = match outcome {
+    let (detail, outcome) = match deliver(receiver, client, &payload) {
         Ok(detail) => {
             tracing::info!(id = n.id, receiver = %n.receiver, "notification delivered");
-            (detail, None)
+            (detail, AttemptOutcome::Delivered)
         }
-        Err(detail) => {
+        Err(DeliveryError::Transient(detail)) => {
             let delay = backoff(n.attempts);
             tracing::warn!(id = n.id, receiver = %n.receiver, error = %detail,
                 "notification not delivered; retrying in {}s", delay.as_secs());
             let retry = now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-            (detail, Some(retry))
+            (detail, AttemptOutcome::RetryAt(retry))
+        }
+        Err(DeliveryError::Permanent(detail)) => {
+            tracing::error!(id = n.id, receiver = %n.receiver, error = %detail,
+                "notification refused by its receiver; it will not be retried");
+            (detail, AttemptOutcome::Failed)
         }
     };
     for row in group {
-        if let Err(e) = store.record_attempt(row.id, now, &detail, retry) {
+        if let Err(e) = store.record_attempt(row.id, now, &detail, outcome) {
             tracing::error!(error = %e, id = row.id, "recording a delivery attempt failed");
         }
     }

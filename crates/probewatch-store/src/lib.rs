@@ -166,21 +166,22 @@ pub trait Store: Send + Sync {
     /// state change that caused it is saved.
     fn save_alerts(&self, updates: &[AlertUpdate]) -> Result<(), StoreError>;
 
-    /// Undelivered notifications due at `now_ms`, oldest first, at most `limit`.
+    /// Notifications neither delivered nor failed that are due at `now_ms` (for one
+    /// receiver, or for any), oldest first, at most `limit`.
     fn due_notifications(
         &self,
+        receiver: Option<&str>,
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<NotificationRow>, StoreError>;
 
-    /// Records a delivery attempt: delivered when `retry_at_ms` is `None`, otherwise due
-    /// again then.
+    /// Records a delivery attempt and what follows from it.
     fn record_attempt(
         &self,
         id: i64,
         at_ms: i64,
         detail: &str,
-        retry_at_ms: Option<i64>,
+        outcome: AttemptOutcome,
     ) -> Result<(), StoreError>;
 
     /// The newest notifications (delivered or not), newest first.

@@ -395,6 +395,19 @@ pub struct NotificationRow {
     pub delivered_at_ms: Option<i64>,
     /// The last failure, if any.
     pub last_error: Option<String>,
+    /// When its receiver refused it for good, if it did (no more attempts).
+    pub failed_at_ms: Option<i64>,
+}
+
+/// What a delivery attempt leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The receiver accepted it.
+    Delivered,
+    /// It failed for now; try again at this time (ms).
+    RetryAt(i64),
+    /// The receiver refused it for good; no more attempts.
+    Failed,
 }
 
 /// A silence: alerts matching every matcher between start and end are not notified.

@@ -206,3 +206,76 @@ fn store_story() {
         summary.batch_id
     );
 }
+
+/// The notification outbox: each receiver's lane sees its own due notifications; an
+/// attempt delivers, reschedules, or fails one for good, and a failed one is never due again.
+#[test]
+fn outbox_lanes_retries_and_permanent_failures() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let note = |receiver: &str, group: &str| NewNotification {
+        receiver: receiver.into(),
+        payload: "{}".into(),
+        created_at_ms: 1_000,
+        group_key: group.into(),
+        group_wait_ms: 0,
+        group_interval_ms: 0,
+    };
+    store
+        .save_alerts(&[AlertUpdate {
+            rule_key: "group\0rule\0index".into(),
+            notifications: vec![note("a", "g1"), note("b", "g1"), note("a", "g2")],
+            ..AlertUpdate::default()
+        }])
+        .expect("save");
+    let due = |receiver: Option<&str>, now: i64| -> Vec<i64> {
+        store
+            .due_notifications(receiver, now, 100)
+            .expect("due")
+            .iter()
+            .map(|n| n.id)
+            .collect()
+    };
+    let a = due(Some("a"), 2_000);
+    assert_eq!(a.len(), 2);
+    assert_eq!(due(Some("b"), 2_000).len(), 1);
+    assert_eq!(due(None, 2_000).len(), 3);
+    assert!(due(Some("nobody"), 2_000).is_empty());
+
+    store
+        .record_attempt(a[0], 2_000, "POST: 503", AttemptOutcome::RetryAt(5_000))
+        .expect("retry");
+    store
+        .record_attempt(
+            a[1],
+            2_000,
+            "POST: 404 no such hook",
+            AttemptOutcome::Failed,
+        )
+        .expect("fail");
+    assert!(due(Some("a"), 4_999).is_empty());
+    assert_eq!(due(Some("a"), 5_000), [a[0]]);
+    assert!(
+        !due(Some("a"), i64::MAX).contains(&a[1]),
+        "a failed notification is never due again"
+    );
+    store
+        .record_attempt(a[0], 5_000, "POST: 200", AttemptOutcome::Delivered)
+        .expect("deliver");
+    assert!(due(Some("a"), i64::MAX).is_empty());
+
+    let rows = store.notifications(10).expect("list");
+    let failed = rows.iter().find(|n| n.id == a[1]).expect("failed row");
+    assert_eq!(
+        (failed.failed_at_ms, failed.delivered_at_ms, failed.attempts),
+        (Some(2_000), None, 1)
+    );
+    assert_eq!(failed.last_error.as_deref(), Some("POST: 404 no such hook"));
+    let delivered = rows.iter().find(|n| n.id == a[0]).expect("delivered row");
+    assert_eq!(
+        (delivered.delivered_at_ms, delivered.attempts),
+        (Some(5_000), 2)
+    );
+    let attempts = store.attempts(a[0]).expect("attempts");
+    assert_eq!(attempts.len(), 2);
+}

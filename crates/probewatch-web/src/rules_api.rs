@@ -168,6 +168,14 @@ pub(crate) async fn notifications(
                 "attempts": n.attempts,
                 "delivered": n.delivered_at_ms.is_some(),
                 "deliveredAt": n.delivered_at_ms.map(crate::rfc3339),
+                // Refused for good by its receiver: no more attempts.
+                "failed": n.failed_at_ms.is_some(),
+                "failedAt": n.failed_at_ms.map(crate::rfc3339),
+                "state": match (n.delivered_at_ms, n.failed_at_ms) {
+                    (Some(_), _) => "delivered",
+                    (None, Some(_)) => "failed",
+                    (None, None) => "queued",
+                },
                 "lastError": n.last_error,
                 "payload": serde_json::from_str::<Json>(&n.payload).unwrap_or(Json::Null),
             })

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -331,31 +331,34 @@ impl Alerting {
             },
             stored,
         )));
-        let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
+        let doorbell = Arc::new(notify::Doorbell::default());
         let mut threads = Vec::new();
         {
-            let (engine, store, stop) = (engine.clone(), store.clone(), stop.clone());
+            let (engine, store, stop, doorbell) = (
+                engine.clone(),
+                store.clone(),
+                stop.clone(),
+                doorbell.clone(),
+            );
             threads.push(
                 std::thread::Builder::new()
                     .name("pw-rules".into())
                     .stack_size(probewatch_promql::limits::STACK_BYTES)
                     .spawn(move || {
-                        run_rules(&engine, store, index, ingested, caught_up, wake_tx, stop)
+                        run_rules(&engine, store, index, ingested, caught_up, &doorbell, stop)
                     })?,
             );
         }
-        {
-            let receivers = config.receivers.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("pw-notify".into())
-                    .spawn(move || notify::run_outbox(store, receivers, wake_rx, stop))?,
-            );
-        }
+        threads.extend(notify::start_outbox(
+            store,
+            config.receivers.clone(),
+            doorbell,
+            stop,
+        )?);
         Ok(Alerting { engine, threads })
     }
 
-    /// Waits for both threads (after `stop` is set).
+    /// Waits for the rules thread and the outbox lanes (after `stop` is set).
     pub fn join(self) {
         for t in self.threads {
             let _ = t.join();
@@ -371,7 +374,7 @@ fn run_rules(
     index: Arc<SeriesIndex>,
     ingested: Receiver<Vec<String>>,
     mut caught_up: Box<dyn FnMut() -> bool + Send>,
-    wake_notifier: SyncSender<()>,
+    wake_notifier: &notify::Doorbell,
     stop: Arc<AtomicBool>,
 ) {
     // First let ingest catch up with what arrived while probewatch was down (at most a
@@ -441,7 +444,7 @@ fn run_rules(
         let now = Instant::now();
         for (i, due) in next_due.iter_mut().enumerate() {
             if *due <= now || triggered.contains(&i) {
-                evaluate(engine, &store, &index, i, &wake_notifier);
+                evaluate(engine, &store, &index, i, wake_notifier);
                 *due = Instant::now() + intervals[i];
             }
         }
@@ -453,7 +456,7 @@ fn evaluate(
     store: &Arc<dyn Store>,
     index: &SeriesIndex,
     group: usize,
-    wake_notifier: &SyncSender<()>,
+    wake_notifier: &notify::Doorbell,
 ) {
     let source = StoreSource {
         store: store.as_ref(),
@@ -485,7 +488,7 @@ fn evaluate(
     match store.save_alerts(&outcome.updates) {
         Ok(()) => {
             if notify {
-                let _ = wake_notifier.try_send(());
+                wake_notifier.ring();
             }
         }
         Err(err) => tracing::error!(error = %err, "saving alert state failed"),

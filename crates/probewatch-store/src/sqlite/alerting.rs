@@ -104,30 +104,39 @@ fn notification(r: &rusqlite::Row<'_>) -> rusqlite::Result<NotificationRow> {
         attempts: u32::try_from(r.get::<_, i64>(4)?).unwrap_or(u32::MAX),
         delivered_at_ms: r.get(5)?,
         last_error: r.get(6)?,
+        failed_at_ms: r.get(8)?,
     })
 }
 
 pub(super) fn due(
     conn: &Connection,
+    receiver: Option<&str>,
     now_ms: i64,
     limit: usize,
 ) -> rusqlite::Result<Vec<NotificationRow>> {
-    conn.prepare_cached(
-        "SELECT id, receiver, payload, created_at_ms, attempts, delivered_at_ms, last_error,
-            group_key FROM notifications WHERE delivered_at_ms IS NULL AND next_attempt_ms <= ?1
-         ORDER BY next_attempt_ms, id LIMIT ?2",
-    )?
-    .query_map(
-        params![now_ms, i64::try_from(limit).unwrap_or(i64::MAX)],
-        notification,
-    )?
-    .collect()
+    const COLUMNS: &str = "SELECT id, receiver, payload, created_at_ms, attempts,
+        delivered_at_ms, last_error, group_key, failed_at_ms FROM notifications
+        WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL AND next_attempt_ms <= ?1";
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    match receiver {
+        // One receiver's lane: the partial index (receiver, next_attempt_ms) serves it.
+        Some(receiver) => conn
+            .prepare_cached(&format!(
+                "{COLUMNS} AND receiver = ?3 ORDER BY next_attempt_ms, id LIMIT ?2"
+            ))?
+            .query_map(params![now_ms, limit, receiver], notification)?
+            .collect(),
+        None => conn
+            .prepare_cached(&format!("{COLUMNS} ORDER BY next_attempt_ms, id LIMIT ?2"))?
+            .query_map(params![now_ms, limit], notification)?
+            .collect(),
+    }
 }
 
 pub(super) fn recent(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<NotificationRow>> {
     conn.prepare_cached(
         "SELECT id, receiver, payload, created_at_ms, attempts, delivered_at_ms, last_error,
-            group_key FROM notifications ORDER BY id DESC LIMIT ?1",
+            group_key, failed_at_ms FROM notifications ORDER BY id DESC LIMIT ?1",
     )?
     .query_map(
         params![i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -141,27 +150,33 @@ pub(super) fn record_attempt(
     id: i64,
     at_ms: i64,
     detail: &str,
-    retry_at_ms: Option<i64>,
+    outcome: AttemptOutcome,
 ) -> rusqlite::Result<()> {
-    let ok = retry_at_ms.is_none();
+    let ok = outcome == AttemptOutcome::Delivered;
     tx.prepare_cached(
         "INSERT INTO notification_attempts (notification_id, at_ms, ok, detail)
          VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![id, at_ms, ok, detail])?;
-    match retry_at_ms {
-        None => tx
+    match outcome {
+        AttemptOutcome::Delivered => tx
             .prepare_cached(
                 "UPDATE notifications SET attempts = attempts + 1, delivered_at_ms = ?2,
                     last_error = NULL WHERE id = ?1",
             )?
             .execute(params![id, at_ms])?,
-        Some(retry) => tx
+        AttemptOutcome::RetryAt(retry) => tx
             .prepare_cached(
                 "UPDATE notifications SET attempts = attempts + 1, next_attempt_ms = ?2,
                     last_error = ?3 WHERE id = ?1",
             )?
             .execute(params![id, retry, detail])?,
+        AttemptOutcome::Failed => tx
+            .prepare_cached(
+                "UPDATE notifications SET attempts = attempts + 1, failed_at_ms = ?2,
+                    last_error = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, at_ms, detail])?,
     };
     Ok(())
 }

@@ -31,6 +31,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_notification_groups.sql"),
     include_str!("migrations/0007_status_intervals.sql"),
     include_str!("migrations/0008_spool_stats.sql"),
+    include_str!("migrations/0009_notification_failures.sql"),
 ];
 
 /// The migration after which every check's status intervals are built from its results.
@@ -1040,10 +1041,11 @@ impl Store for SqliteStore {
 
     fn due_notifications(
         &self,
+        receiver: Option<&str>,
         now_ms: i64,
         limit: usize,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        self.read(|c| alerting::due(c, now_ms, limit))
+        self.read(|c| alerting::due(c, receiver, now_ms, limit))
     }
 
     fn record_attempt(
@@ -1051,13 +1053,13 @@ impl Store for SqliteStore {
         id: i64,
         at_ms: i64,
         detail: &str,
-        retry_at_ms: Option<i64>,
+        outcome: AttemptOutcome,
     ) -> Result<(), StoreError> {
         let mut writer = self.writer();
         let tx = writer
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        alerting::record_attempt(&tx, id, at_ms, detail, retry_at_ms)?;
+        alerting::record_attempt(&tx, id, at_ms, detail, outcome)?;
         tx.commit()?;
         Ok(())
     }

@@ -1,104 +1,13 @@
 //! Alerting end to end: real rule files, the real binary, a real HTTP webhook receiver.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
 use crate::util::*;
-
-/// A webhook receiver: records every POSTed body; answers 503 to the first `fail_first`.
-struct Webhook {
-    url: String,
-    bodies: Arc<Mutex<Vec<(Instant, Value)>>>,
-    /// Request lines (`POST /hook HTTP/1.1`) of accepted requests.
-    requests: Arc<Mutex<Vec<String>>>,
-}
-
-impl Webhook {
-    fn start(fail_first: usize) -> Webhook {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
-        let bodies = Arc::new(Mutex::new(Vec::new()));
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let seen = Arc::new(AtomicUsize::new(0));
-        let record = bodies.clone();
-        let record_request = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-                let mut length = 0usize;
-                let mut request_line = String::new();
-                let _ = reader.read_line(&mut request_line);
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    let lower = line.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                }
-                let mut body = vec![0u8; length];
-                let _ = reader.read_exact(&mut body);
-                let n = seen.fetch_add(1, Ordering::SeqCst);
-                let status = if n < fail_first {
-                    "503 Service Unavailable"
-                } else {
-                    "200 OK"
-                };
-                if n >= fail_first
-                    && let Ok(json) = serde_json::from_slice(&body)
-                {
-                    record.lock().expect("lock").push((Instant::now(), json));
-                    record_request
-                        .lock()
-                        .expect("lock")
-                        .push(request_line.trim().to_string());
-                }
-                let _ = write!(
-                    stream,
-                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                );
-            }
-        });
-        Webhook {
-            url,
-            bodies,
-            requests,
-        }
-    }
-
-    fn received(&self) -> Vec<Value> {
-        self.bodies
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(_, v)| v.clone())
-            .collect()
-    }
-
-    fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Value> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            let got = self.received();
-            if got.len() >= n {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "webhook got {} notifications, wanted {n}: {:?}",
-            self.received().len(),
-            self.received()
-        );
-    }
-}
 
 const RULES: &str = r#"
 groups:

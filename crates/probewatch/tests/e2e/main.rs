@@ -11,5 +11,6 @@ mod dashboard;
 mod exactly_once;
 mod hardening;
 mod history_pages;
+mod notify_faults;
 mod query_api;
 mod watching;

@@ -1,9 +1,12 @@
 //! Test helpers: a real `probewatch` process on a temporary spool and data directory, and a
 //! real HTTP client against it.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -263,5 +266,101 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Reads one HTTP/1.1 request from `stream`: its request line and its body
+/// (`Content-Length` bytes).
+pub fn read_request(stream: &TcpStream) -> (String, Vec<u8>) {
+    let mut reader = BufReader::new(stream);
+    let mut request_line = String::new();
+    let _ = reader.read_line(&mut request_line);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length];
+    let _ = reader.read_exact(&mut body);
+    (request_line, body)
+}
+
+/// A webhook receiver: records every POSTed body; answers 503 to the first `fail_first`.
+pub struct Webhook {
+    pub url: String,
+    pub bodies: Arc<Mutex<Vec<(Instant, Value)>>>,
+    /// Request lines (`POST /hook HTTP/1.1`) of accepted requests.
+    pub requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl Webhook {
+    pub fn start(fail_first: usize) -> Webhook {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+        let bodies = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(AtomicUsize::new(0));
+        let record = bodies.clone();
+        let record_request = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (request_line, body) = read_request(&stream);
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let status = if n < fail_first {
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                if n >= fail_first
+                    && let Ok(json) = serde_json::from_slice(&body)
+                {
+                    record.lock().expect("lock").push((Instant::now(), json));
+                    record_request
+                        .lock()
+                        .expect("lock")
+                        .push(request_line.trim().to_string());
+                }
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+            }
+        });
+        Webhook {
+            url,
+            bodies,
+            requests,
+        }
+    }
+
+    pub fn received(&self) -> Vec<Value> {
+        self.bodies
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    pub fn wait_for(&self, n: usize, timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "webhook got {} notifications, wanted {n}: {:?}",
+            self.received().len(),
+            self.received()
+        );
     }
 }
