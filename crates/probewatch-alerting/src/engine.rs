@@ -2,8 +2,17 @@
 //! Prometheus defines it), producing what the store must save and the notifications to
 //! queue. Pure logic over a [`SeriesSource`]: the caller owns the clock, the store and the
 //! threads.
+//!
+//! Invariant: the engine's memory of alert state only moves with the store. An evaluation
+//! returns the new state *staged* in its [`GroupOutcome`]; the caller saves the updates and
+//! only then calls [`Engine::apply`]. When the save fails, the next evaluation sees the old
+//! state, computes the same change again, and queues its notification again.
+//!
+//! Readers (pages, the API) never touch the engine: the thread that owns it publishes an
+//! [`EngineSnapshot`] into a [`SnapshotCell`] after each evaluation.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use probewatch_core::SeriesSample;
@@ -83,6 +92,60 @@ pub struct GroupOutcome {
     pub updates: Vec<AlertUpdate>,
     /// Samples from recording rules.
     pub recorded: Vec<SeriesSample>,
+    /// The engine's new memory of the rules in `updates`: hand it to [`Engine::apply`] once
+    /// `updates` are saved, and drop it when saving failed.
+    pub staged: Vec<(String, BTreeMap<String, ActiveAlert>)>,
+}
+
+/// The engine as readers see it: the rule groups, and every rule's active alerts and health
+/// as of the last evaluation whose state was saved.
+#[derive(Debug, Clone, Default)]
+pub struct EngineSnapshot {
+    groups: Arc<Vec<Group>>,
+    active: HashMap<String, Vec<ActiveAlert>>,
+    health: HashMap<String, RuleHealth>,
+}
+
+impl EngineSnapshot {
+    /// The rule groups.
+    pub fn groups(&self) -> &[Group] {
+        &self.groups
+    }
+
+    /// Active alerts of a rule, by labels.
+    pub fn alerts(&self, rule_key: &str) -> Vec<&ActiveAlert> {
+        self.active
+            .get(rule_key)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default()
+    }
+
+    /// How a rule's last evaluation went.
+    pub fn health(&self, rule_key: &str) -> RuleHealth {
+        self.health.get(rule_key).cloned().unwrap_or_default()
+    }
+}
+
+/// Where the thread that owns the engine publishes snapshots and readers take the newest,
+/// without waiting for an evaluation in progress.
+#[derive(Debug, Default)]
+pub struct SnapshotCell(RwLock<Arc<EngineSnapshot>>);
+
+impl SnapshotCell {
+    /// A cell holding `snapshot`.
+    pub fn new(snapshot: EngineSnapshot) -> SnapshotCell {
+        SnapshotCell(RwLock::new(Arc::new(snapshot)))
+    }
+
+    /// Replaces the snapshot readers see.
+    pub fn publish(&self, snapshot: EngineSnapshot) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(snapshot);
+    }
+
+    /// The newest snapshot.
+    pub fn load(&self) -> Arc<EngineSnapshot> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Alerts going to one receiver under one group key.
@@ -126,7 +189,7 @@ fn rfc3339(ms: i64) -> String {
 
 /// The rule engine: rule groups and the state of every alert.
 pub struct Engine {
-    groups: Vec<Group>,
+    groups: Arc<Vec<Group>>,
     config: EngineConfig,
     options: QueryOptions,
     active: HashMap<String, BTreeMap<String, ActiveAlert>>,
@@ -165,7 +228,7 @@ impl Engine {
             );
         }
         Engine {
-            groups,
+            groups: Arc::new(groups),
             config,
             options: QueryOptions::default(),
             active,
@@ -189,6 +252,26 @@ impl Engine {
     /// How a rule's last evaluation went.
     pub fn health(&self, rule_key: &str) -> RuleHealth {
         self.health.get(rule_key).cloned().unwrap_or_default()
+    }
+
+    /// What readers may see now.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        EngineSnapshot {
+            groups: self.groups.clone(),
+            active: self
+                .active
+                .iter()
+                .map(|(k, alerts)| (k.clone(), alerts.values().cloned().collect()))
+                .collect(),
+            health: self.health.clone(),
+        }
+    }
+
+    /// Takes in the state an evaluation staged, once the store has saved its updates.
+    pub fn apply(&mut self, staged: Vec<(String, BTreeMap<String, ActiveAlert>)>) {
+        for (rule_key, alerts) in staged {
+            self.active.insert(rule_key, alerts);
+        }
     }
 
     /// Evaluates every rule of group `index` at `now_ms`; alerts matching one of `silences`
@@ -221,11 +304,16 @@ impl Engine {
                 (Ok(value), RuleKind::Alert { .. }) => match value {
                     Value::Vector(samples) => {
                         match self.update_alerts(rule, samples, now_ms, silences) {
-                            Ok(Some(update)) => {
+                            Ok((Some(update), state)) => {
                                 outcome.updates.push(update);
+                                outcome.staged.push((rule.key.clone(), state));
                                 None
                             }
-                            Ok(None) => None,
+                            Ok((None, state)) => {
+                                // Only values moved; nothing to save, nothing to wait for.
+                                self.active.insert(rule.key.clone(), state);
+                                None
+                            }
                             Err(e) => Some(e),
                         }
                     }
@@ -250,14 +338,16 @@ impl Engine {
         outcome
     }
 
-    /// Advances one alerting rule's alerts; returns what to save if anything changed.
+    /// Advances one alerting rule's alerts: what to save if anything changed, and the rule's
+    /// new state (not applied here).
+    #[allow(clippy::type_complexity)]
     fn update_alerts(
-        &mut self,
+        &self,
         rule: &crate::rulefile::Rule,
         samples: Vec<probewatch_promql::Sample>,
         now_ms: i64,
         silences: &[Silence],
-    ) -> Result<Option<AlertUpdate>, String> {
+    ) -> Result<(Option<AlertUpdate>, BTreeMap<String, ActiveAlert>), String> {
         let silenced = |labels: &BTreeMap<String, String>| {
             silences.iter().any(|s| {
                 s.matchers
@@ -271,7 +361,7 @@ impl Engine {
             annotations,
         } = &rule.kind
         else {
-            return Ok(None);
+            return Ok((None, BTreeMap::new()));
         };
         let before = self.active.get(&rule.key).cloned().unwrap_or_default();
         let mut current = before.clone();
@@ -504,10 +594,9 @@ impl Engine {
             };
             strip(&current) != strip(&before)
         };
-        self.active.insert(rule.key.clone(), current);
-        Ok((changed
-            && (state_changed || !update.events.is_empty() || !update.notifications.is_empty()))
-        .then_some(update))
+        let save = changed
+            && (state_changed || !update.events.is_empty() || !update.notifications.is_empty());
+        Ok((save.then_some(update), current))
     }
 
     /// The routes an alert goes to: the first matching one, and after it further matches
@@ -643,20 +732,51 @@ groups:
         s
     }
 
+    /// One evaluation whose updates the store saved: the staged state is applied.
+    fn step(e: &mut Engine, t: i64, src: &MemorySource, silences: &[Silence]) -> GroupOutcome {
+        let mut out = e.evaluate(0, t, src, silences);
+        e.apply(std::mem::take(&mut out.staged));
+        out
+    }
+
+    #[test]
+    fn a_state_change_whose_save_failed_is_made_again() {
+        let mut e = engine(Vec::new());
+        let key = e.groups()[0].rules[0].key.clone();
+        let src = source(&[(0, 2.0), (30_000, 2.0), (60_000, 2.0), (90_000, 2.0)]);
+        step(&mut e, 0, &src, &[]);
+        // Firing at 60 s, but the store failed: the caller drops the staged state.
+        let failed = e.evaluate(0, 60_000, &src, &[]);
+        assert_eq!(failed.updates[0].notifications.len(), 1);
+        assert_eq!(
+            e.alerts(&key)[0].state,
+            AlertState::Pending,
+            "memory unchanged"
+        );
+        assert_eq!(e.snapshot().alerts(&key)[0].state, AlertState::Pending);
+        // The next evaluation fires again, and queues the notification again.
+        let out = step(&mut e, 90_000, &src, &[]);
+        assert_eq!(out.updates[0].alerts[0].state, AlertState::Firing);
+        assert_eq!(out.updates[0].notifications.len(), 1, "not lost");
+        assert_eq!(e.snapshot().alerts(&key)[0].state, AlertState::Firing);
+        // Saved this time: no repeat.
+        assert!(step(&mut e, 120_000, &src, &[]).updates.is_empty());
+    }
+
     #[test]
     fn pending_then_firing_then_resolved_with_notifications() {
         let mut e = engine(Vec::new());
         let key = e.groups()[0].rules[0].key.clone();
         let src = source(&[(0, 2.0), (30_000, 2.0), (60_000, 2.0), (90_000, 0.0)]);
-        let out = e.evaluate(0, 0, &src, &[]);
+        let out = step(&mut e, 0, &src, &[]);
         assert_eq!(out.updates.len(), 1);
         assert_eq!(out.updates[0].alerts[0].state, AlertState::Pending);
         assert!(out.updates[0].notifications.is_empty());
         assert_eq!(out.recorded.len(), 1, "recording rule wrote its sample");
         // Still pending at 30 s: nothing changes, nothing is written.
-        assert!(e.evaluate(0, 30_000, &src, &[]).updates.is_empty());
+        assert!(step(&mut e, 30_000, &src, &[]).updates.is_empty());
         // `for: 1m` has passed: firing, one notification to ops.
-        let out = e.evaluate(0, 60_000, &src, &[]);
+        let out = step(&mut e, 60_000, &src, &[]);
         let update = &out.updates[0];
         assert_eq!(update.alerts[0].state, AlertState::Firing);
         assert_eq!(update.notifications.len(), 1);
@@ -670,10 +790,10 @@ groups:
         );
         assert_eq!(payload["groupLabels"]["alertname"], "CheckCritical");
         // Condition gone at 90 s, but keep_firing_for 30 s keeps it firing until 120 s.
-        let out = e.evaluate(0, 90_000, &src, &[]);
+        let out = step(&mut e, 90_000, &src, &[]);
         assert_eq!(e.alerts(&key)[0].state, AlertState::Firing);
         assert!(out.updates.iter().all(|u| u.notifications.is_empty()));
-        let out = e.evaluate(0, 120_000, &src, &[]);
+        let out = step(&mut e, 120_000, &src, &[]);
         let update = &out.updates[0];
         assert!(update.alerts.is_empty());
         let payload: serde_json::Value =
@@ -686,10 +806,10 @@ groups:
     fn restored_state_keeps_pending_time_and_does_not_renotify() {
         let mut e = engine(Vec::new());
         let src = source(&[(0, 2.0), (30_000, 2.0), (60_000, 2.0), (90_000, 2.0)]);
-        let saved = e.evaluate(0, 0, &src, &[]).updates[0].alerts.clone();
+        let saved = step(&mut e, 0, &src, &[]).updates[0].alerts.clone();
         // "Restart": a new engine from what was saved; `for` counts from the first evaluation.
         let mut e = engine(saved);
-        let out = e.evaluate(0, 60_000, &src, &[]);
+        let out = step(&mut e, 60_000, &src, &[]);
         assert_eq!(
             out.updates[0].notifications.len(),
             1,
@@ -697,7 +817,7 @@ groups:
         );
         let saved = out.updates[0].alerts.clone();
         let mut e = engine(saved);
-        let out = e.evaluate(0, 90_000, &src, &[]);
+        let out = step(&mut e, 90_000, &src, &[]);
         assert!(
             out.updates.is_empty(),
             "already notified: no repeat before repeat_interval"
@@ -722,20 +842,20 @@ groups:
             60_000,
         );
         assert_eq!(silence.len(), 1);
-        e.evaluate(0, 0, &src, &silence);
-        let out = e.evaluate(0, 60_000, &src, &silence);
+        step(&mut e, 0, &src, &silence);
+        let out = step(&mut e, 60_000, &src, &silence);
         assert!(
             out.updates.iter().all(|u| u.notifications.is_empty()),
             "silenced: fired but not notified"
         );
-        let out = e.evaluate(0, 120_000, &src, &[]);
+        let out = step(&mut e, 120_000, &src, &[]);
         assert_eq!(
             out.updates[0].notifications.len(),
             1,
             "announced once the silence ended"
         );
         // Silenced again when it resolves: no resolved message either.
-        let out = e.evaluate(0, 240_000, &src, &silence);
+        let out = step(&mut e, 240_000, &src, &silence);
         assert!(out.updates.iter().all(|u| u.notifications.is_empty()));
     }
 }

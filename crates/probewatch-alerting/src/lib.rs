@@ -10,5 +10,5 @@ pub mod silence;
 pub mod template;
 pub mod unittest;
 
-pub use engine::{Engine, EngineConfig, Route};
+pub use engine::{Engine, EngineConfig, EngineSnapshot, Route, SnapshotCell};
 pub use rulefile::{Group, Rule, RuleFileError, RuleKind};

@@ -186,7 +186,8 @@ fn run_test(
     for (at, check) in checks {
         while next_eval <= at {
             for g in 0..engine.groups().len() {
-                let outcome = engine.evaluate(g, next_eval, &source, &[]);
+                let mut outcome = engine.evaluate(g, next_eval, &source, &[]);
+                engine.apply(std::mem::take(&mut outcome.staged));
                 for s in outcome.recorded {
                     let mut labels = Labels::from_pairs(
                         probewatch_core::labels::parse_canonical(&s.labels).unwrap_or_default(),

@@ -70,8 +70,16 @@ pub struct WatchConfig {
     /// before it is reported; also how recent a scanned file's mtime may be before it is
     /// treated as possibly still being written.
     pub settle: Duration,
-    /// Poll interval used when [`WatchMode::Auto`] picks polling.
+    /// Poll interval used when [`WatchMode::Auto`] picks polling, and for directories the
+    /// inotify watch limit left unwatched.
     pub auto_poll_interval: Duration,
+    /// A full rescan of every spool this often, so any event missed for any reason is made
+    /// up for (cheap: the ledger skips unchanged files without reading them); `None`: never.
+    pub rescan_interval: Option<Duration>,
+    /// Most directories to watch with inotify; the rest are polled as if the kernel's watch
+    /// limit had been reached (`None`: as many as the kernel allows). For hosts where other
+    /// programs need the user's share of `fs.inotify.max_user_watches`.
+    pub max_watches: Option<usize>,
 }
 
 /// Why a file is reported.
@@ -142,6 +150,29 @@ pub struct WatchCounters {
     pub files_ready: AtomicU64,
     /// True once the startup scan has finished.
     pub startup_scan_done: AtomicBool,
+    /// Times a spool directory that was deleted, moved or replaced was watched again.
+    pub spool_rewatches: AtomicU64,
+    /// Directories the inotify watch limit left unwatched, polled instead.
+    pub unwatched_dirs: AtomicU64,
+    /// Per spool root, why it is not watched now (missing, replaced by a symlink).
+    problems: Mutex<std::collections::BTreeMap<PathBuf, String>>,
+}
+
+impl WatchCounters {
+    /// Every spool that is not watched now, and why: readiness reports them.
+    pub fn problems(&self) -> Vec<String> {
+        lock(&self.problems).values().cloned().collect()
+    }
+
+    /// Records (or clears, with `None`) why the spool at `root` is not watched; true when
+    /// that changed.
+    pub(crate) fn set_problem(&self, root: &Path, problem: Option<String>) -> bool {
+        let mut problems = lock(&self.problems);
+        match problem {
+            Some(p) => problems.insert(root.to_path_buf(), p.clone()).as_ref() != Some(&p),
+            None => problems.remove(root).is_some(),
+        }
+    }
 }
 
 /// Errors starting the watcher.
@@ -174,11 +205,15 @@ pub(crate) struct Shared {
     pub spools: Vec<SpoolWatch>,
     /// Per spool: true when it is polled instead of watched.
     pub polled: Vec<bool>,
+    /// See [`WatchConfig::max_watches`].
+    pub max_watches: Option<usize>,
     pub settle: Duration,
     pub counters: Arc<WatchCounters>,
     pub shutdown: AtomicBool,
     /// A full rescan has been asked for and not started yet.
     pub rescan_pending: AtomicBool,
+    /// A spool root may have been deleted, moved or replaced: check the roots now.
+    pub recheck_roots: AtomicBool,
     /// inotify watch descriptor → (spool, directory).
     pub watch_dirs: Mutex<HashMap<i32, (SpoolId, PathBuf)>>,
     /// Files that appeared without a close-write yet, or were found by a scan while recently
@@ -282,10 +317,12 @@ impl Watcher {
         let shared = Arc::new(Shared {
             spools: config.spools,
             polled,
+            max_watches: config.max_watches,
             settle: config.settle,
             counters,
             shutdown: AtomicBool::new(false),
             rescan_pending: AtomicBool::new(true),
+            recheck_roots: AtomicBool::new(false),
             watch_dirs: Mutex::new(HashMap::new()),
             settling: Mutex::new(HashMap::new()),
         });
@@ -301,8 +338,17 @@ impl Watcher {
                 .spawn(move || reader.run())
                 .map_err(|e| WatchError::Thread("inotify reader", e))?,
         );
-        let scanner =
-            scanner::Scanner::new(shared.clone(), watches, ready, request_rx, poll_interval);
+        let scanner = scanner::Scanner::new(
+            shared.clone(),
+            watches,
+            ready,
+            request_rx,
+            scanner::Intervals {
+                poll: poll_interval,
+                unwatched_poll: config.auto_poll_interval,
+                rescan: config.rescan_interval,
+            },
+        );
         threads.push(
             std::thread::Builder::new()
                 .name("pw-scanner".into())

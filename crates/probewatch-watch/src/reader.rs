@@ -28,6 +28,8 @@ enum Action {
     Ready(usize, PathBuf, ReadyCause),
     Settle(usize, PathBuf),
     ScanDir(usize, PathBuf),
+    /// The kernel removed this watch (its directory is gone).
+    Forget(i32),
     Nothing,
 }
 
@@ -121,10 +123,14 @@ impl Reader {
             return Action::Nothing;
         };
         let Some(name) = name else {
-            if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF)
+            if mask.intersects(EventMask::DELETE_SELF | EventMask::MOVE_SELF | EventMask::IGNORED)
                 && *dir == shared.spools[*spool].root
             {
-                tracing::error!(spool = %dir.display(), "spool directory was deleted or moved away");
+                // The scanner checks the root at once: gone, moved, or back again.
+                shared.recheck_roots.store(true, Ordering::SeqCst);
+            }
+            if mask.contains(EventMask::IGNORED) {
+                return Action::Forget(wd);
             }
             return Action::Nothing;
         };
@@ -188,6 +194,11 @@ impl Reader {
                 }
                 Action::ScanDir(spool, path) => {
                     let _ = self.requests.send(ScanRequest::Dir(spool, path));
+                }
+                Action::Forget(wd) => {
+                    if crate::lock(&shared.watch_dirs).remove(&wd).is_some() {
+                        shared.counters.watched_dirs.fetch_sub(1, Ordering::Relaxed);
+                    }
                 }
                 Action::Nothing => {}
             }

@@ -10,6 +10,17 @@ use std::time::{Duration, Instant, SystemTime};
 use probewatch_watch::*;
 
 fn start(root: &Path, mode: WatchMode, settle: Duration) -> (Watcher, Receiver<FileReady>) {
+    let (watcher, rx, _) = start_with(root, mode, settle, |_| {});
+    (watcher, rx)
+}
+
+/// [`start`] with the config changed by `adjust`, returning the counters too.
+fn start_with(
+    root: &Path,
+    mode: WatchMode,
+    settle: Duration,
+    adjust: impl FnOnce(&mut WatchConfig),
+) -> (Watcher, Receiver<FileReady>, Arc<WatchCounters>) {
     let filter = Filter::new(
         &["*.xml".to_string()],
         &DEFAULT_EXCLUDE
@@ -27,10 +38,24 @@ fn start(root: &Path, mode: WatchMode, settle: Duration) -> (Watcher, Receiver<F
         }],
         settle,
         auto_poll_interval: Duration::from_millis(100),
+        rescan_interval: None,
+        max_watches: None,
     };
+    let mut config = config;
+    adjust(&mut config);
     let (tx, rx) = sync_channel(100_000);
-    let watcher = Watcher::start(config, tx, Arc::new(WatchCounters::default())).expect("start");
-    (watcher, rx)
+    let counters = Arc::new(WatchCounters::default());
+    let watcher = Watcher::start(config, tx, counters.clone()).expect("start");
+    (watcher, rx, counters)
+}
+
+/// Waits until `cond` holds, or panics saying `what`.
+fn eventually(what: &str, within: Duration, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Collects events until `want` distinct paths arrived or the deadline passes.
@@ -168,5 +193,188 @@ fn polling_reports_stable_files_once() {
     std::fs::write(&path, "xy").expect("write");
     let seen = collect(&rx, 1, Duration::from_secs(5));
     assert_eq!(seen.get(&path), Some(&vec![ReadyCause::Poll]));
+    watcher.stop();
+}
+
+#[test]
+fn a_spool_deleted_and_recreated_is_watched_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("spool");
+    std::fs::create_dir(&root).expect("spool");
+    let (watcher, rx, counters) = start_with(
+        &root,
+        WatchMode::Inotify,
+        Duration::from_millis(200),
+        |_| {},
+    );
+    eventually("startup scan", Duration::from_secs(10), || {
+        counters
+            .startup_scan_done
+            .load(std::sync::atomic::Ordering::SeqCst)
+    });
+    std::fs::remove_dir_all(&root).expect("delete");
+    eventually(
+        "the spool reported missing",
+        Duration::from_secs(10),
+        || counters.problems().iter().any(|p| p.contains("is missing")),
+    );
+    std::fs::create_dir(&root).expect("recreate");
+    std::fs::write(root.join("after.xml"), "x").expect("write");
+    let seen = collect(&rx, 1, Duration::from_secs(10));
+    assert!(seen.contains_key(&root.join("after.xml")), "{seen:?}");
+    assert!(counters.problems().is_empty(), "{:?}", counters.problems());
+    assert_eq!(
+        counters
+            .spool_rewatches
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    // And it is watched (not only scanned): a later file arrives by its event.
+    std::fs::write(root.join("later.xml"), "x").expect("write");
+    let seen = collect(&rx, 1, Duration::from_secs(10));
+    assert_eq!(
+        seen.get(&root.join("later.xml")),
+        Some(&vec![ReadyCause::CloseWrite])
+    );
+    watcher.stop();
+}
+
+#[test]
+fn a_spool_moved_away_is_forgotten_and_watched_again_when_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("spool");
+    let away = dir.path().join("spool.old");
+    std::fs::create_dir(&root).expect("spool");
+    let (watcher, rx, counters) = start_with(
+        &root,
+        WatchMode::Inotify,
+        Duration::from_millis(200),
+        |_| {},
+    );
+    eventually("startup scan", Duration::from_secs(10), || {
+        counters
+            .startup_scan_done
+            .load(std::sync::atomic::Ordering::SeqCst)
+    });
+    std::fs::rename(&root, &away).expect("move away");
+    eventually(
+        "the spool reported missing",
+        Duration::from_secs(10),
+        || !counters.problems().is_empty(),
+    );
+    // Written into the moved directory: not the spool any more, never reported.
+    std::fs::write(away.join("elsewhere.xml"), "x").expect("write");
+    assert!(collect(&rx, 1, Duration::from_millis(500)).is_empty());
+    std::fs::rename(&away, &root).expect("move back");
+    let seen = collect(&rx, 1, Duration::from_secs(10));
+    assert!(
+        seen.contains_key(&root.join("elsewhere.xml")),
+        "rescanned: {seen:?}"
+    );
+    eventually("the problem cleared", Duration::from_secs(10), || {
+        counters.problems().is_empty()
+    });
+    watcher.stop();
+}
+
+#[test]
+fn a_spool_replaced_by_a_symlink_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("spool");
+    let other = dir.path().join("elsewhere");
+    std::fs::create_dir(&root).expect("spool");
+    std::fs::create_dir(&other).expect("other");
+    let (watcher, rx, counters) = start_with(
+        &root,
+        WatchMode::Inotify,
+        Duration::from_millis(200),
+        |_| {},
+    );
+    eventually("startup scan", Duration::from_secs(10), || {
+        counters
+            .startup_scan_done
+            .load(std::sync::atomic::Ordering::SeqCst)
+    });
+    std::fs::remove_dir(&root).expect("delete");
+    std::os::unix::fs::symlink(&other, &root).expect("symlink");
+    eventually("the symlink refused", Duration::from_secs(10), || {
+        counters
+            .problems()
+            .iter()
+            .any(|p| p.contains("symbolic link"))
+    });
+    std::fs::write(other.join("linked.xml"), "x").expect("write");
+    assert!(collect(&rx, 1, Duration::from_millis(500)).is_empty());
+    watcher.stop();
+}
+
+#[test]
+fn directories_past_the_watch_limit_are_polled_and_watched_when_room_appears() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("spool");
+    std::fs::create_dir_all(root.join("a")).expect("a");
+    std::fs::create_dir_all(root.join("b")).expect("b");
+    // Room for the root only: a and b are polled.
+    let (watcher, rx, counters) =
+        start_with(&root, WatchMode::Inotify, Duration::from_millis(200), |c| {
+            c.max_watches = Some(1)
+        });
+    eventually("startup scan", Duration::from_secs(10), || {
+        counters
+            .startup_scan_done
+            .load(std::sync::atomic::Ordering::SeqCst)
+    });
+    assert_eq!(
+        counters
+            .unwatched_dirs
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
+    std::fs::write(root.join("a/one.xml"), "1").expect("write");
+    std::fs::write(root.join("b/two.xml"), "2").expect("write");
+    let seen = collect(&rx, 2, Duration::from_secs(10));
+    assert_eq!(
+        seen.get(&root.join("a/one.xml")),
+        Some(&vec![ReadyCause::Poll])
+    );
+    assert_eq!(
+        seen.get(&root.join("b/two.xml")),
+        Some(&vec![ReadyCause::Poll])
+    );
+    // Reported once, not at every poll.
+    assert!(collect(&rx, 1, Duration::from_millis(500)).is_empty());
+    // A changed file is reported again.
+    std::fs::write(root.join("a/one.xml"), "one").expect("rewrite");
+    let seen = collect(&rx, 1, Duration::from_secs(10));
+    assert!(seen.contains_key(&root.join("a/one.xml")), "{seen:?}");
+    watcher.stop();
+}
+
+#[test]
+fn a_periodic_rescan_reports_a_change_no_event_announced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("spool");
+    std::fs::create_dir(&root).expect("spool");
+    let file = root.join("touched.xml");
+    std::fs::write(&file, "x").expect("write");
+    set_old_mtime(&file);
+    let (watcher, rx, counters) =
+        start_with(&root, WatchMode::Inotify, Duration::from_millis(200), |c| {
+            c.rescan_interval = Some(Duration::from_millis(300))
+        });
+    assert_eq!(
+        collect(&rx, 1, Duration::from_secs(10)).len(),
+        1,
+        "startup scan"
+    );
+    // Only the mtime changes (IN_ATTRIB, which is not watched; opened read-only, so no
+    // close-write either): just a rescan sees it.
+    std::fs::File::open(&file)
+        .expect("open")
+        .set_modified(SystemTime::now() - Duration::from_secs(60))
+        .expect("utime");
+    let seen = collect(&rx, 1, Duration::from_secs(10));
+    assert_eq!(seen.get(&file), Some(&vec![ReadyCause::Scan]));
+    assert!(counters.rescans.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     watcher.stop();
 }

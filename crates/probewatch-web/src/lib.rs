@@ -44,9 +44,9 @@ pub struct AppState {
     pub query_options: probewatch_promql::QueryOptions,
     /// Limits how many queries run at once, and cancels them at shutdown.
     pub queries: Arc<query_gate::QueryGate>,
-    /// The rule engine, for `/api/v1/rules` and `/api/v1/alerts` (absent in tools that
-    /// serve no rules).
-    pub alerting: Option<Arc<std::sync::Mutex<probewatch_alerting::Engine>>>,
+    /// What the rule engine publishes, for `/api/v1/rules`, `/api/v1/alerts` and the pages
+    /// (absent in tools that serve no rules). Read without waiting for an evaluation.
+    pub alerting: Option<Arc<probewatch_alerting::SnapshotCell>>,
     /// Token that state-changing endpoints (silences) require; none: they are refused.
     pub api_token: Option<Arc<str>>,
     /// Who may use the dashboard and API at all; none: anyone who can connect.

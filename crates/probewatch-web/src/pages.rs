@@ -265,7 +265,7 @@ pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, Ap
     let now = crate::now_ms();
     let mut alerts = Vec::new();
     if let Some(engine) = &state.alerting {
-        let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
+        let engine = engine.load();
         for rule in engine.groups().iter().flat_map(|g| g.rules.iter()) {
             for a in engine.alerts(&rule.key) {
                 let firing = a.state == probewatch_store::AlertState::Firing;
@@ -362,7 +362,7 @@ pub(crate) async fn rules(State(state): State<AppState>) -> Result<Response, Api
     let now = crate::now_ms();
     let mut groups = Vec::new();
     if let Some(engine) = &state.alerting {
-        let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
+        let engine = engine.load();
         for g in engine.groups() {
             let rules = g
                 .rules
@@ -439,6 +439,8 @@ struct IngestPage {
     to_ms: i64,
     latency: Vec<(&'static str, String)>,
     latency_files: usize,
+    /// What readiness reports now (spools not watched, commits failing, ingest stopped).
+    problems: Vec<String>,
 }
 
 /// Files whose latency the ingest page summarises.
@@ -496,6 +498,12 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         serde_json::to_string(&activity.minutes).unwrap_or_else(|_| "[]".to_string());
     let latency_files = activity.latencies_ms.len();
     let latency = latency_summary(activity.latencies_ms);
+    let problems = match state.readiness.clone() {
+        Some(check) => tokio::task::spawn_blocking(move || check())
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?,
+        None => Vec::new(),
+    };
     let rejected = rejected
         .into_iter()
         .map(|f| RejectedView {
@@ -518,6 +526,7 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         to_ms: now,
         latency,
         latency_files,
+        problems,
     }
     .render()
     .map_err(|e| ApiError::Internal(e.to_string()))?;

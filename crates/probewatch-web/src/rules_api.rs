@@ -39,7 +39,7 @@ pub(crate) async fn rules(State(state): State<AppState>) -> Response {
     let Some(engine) = &state.alerting else {
         return success(json!({"groups": []}));
     };
-    let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
+    let engine = engine.load();
     let groups: Vec<Json> = engine
         .groups()
         .iter()
@@ -120,7 +120,7 @@ pub(crate) async fn alerts(State(state): State<AppState>) -> Response {
     let Some(engine) = &state.alerting else {
         return success(json!({"alerts": []}));
     };
-    let engine = engine.lock().unwrap_or_else(|e| e.into_inner());
+    let engine = engine.load();
     let alerts: Vec<Json> = engine
         .groups()
         .iter()

@@ -4,15 +4,15 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use probewatch_alerting::notify::{self, ReceiverKind};
-use probewatch_alerting::{Engine, EngineConfig, Route};
+use probewatch_alerting::{Engine, EngineConfig, Route, SnapshotCell};
 use probewatch_store::{SeriesIndex, Store, StoreSource};
 use serde::Deserialize;
 
@@ -304,8 +304,8 @@ pub fn resolve(
 
 /// The running alerting threads.
 pub struct Alerting {
-    /// The engine, shared with the HTTP API.
-    pub engine: Arc<Mutex<Engine>>,
+    /// What the HTTP API and pages see of the engine (published by `pw-rules`).
+    pub snapshots: Arc<SnapshotCell>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -323,30 +323,31 @@ impl Alerting {
         let default_ms = i64::try_from(config.evaluation_interval.as_millis()).unwrap_or(15_000);
         let groups = probewatch_alerting::rulefile::load(&config.rule_files, default_ms)?;
         let stored = store.alerts().context("reading saved alert state")?;
-        let engine = Arc::new(Mutex::new(Engine::new(
+        let engine = Engine::new(
             groups,
             EngineConfig {
                 routes: config.routes.clone(),
                 external_url: config.external_url.clone(),
             },
             stored,
-        )));
+        );
+        let snapshots = Arc::new(SnapshotCell::new(engine.snapshot()));
         let doorbell = Arc::new(notify::Doorbell::default());
         let mut threads = Vec::new();
         {
-            let (engine, store, stop, doorbell) = (
-                engine.clone(),
-                store.clone(),
-                stop.clone(),
-                doorbell.clone(),
-            );
+            let mut rules = Rules {
+                engine,
+                snapshots: snapshots.clone(),
+                store: store.clone(),
+                index,
+                doorbell: doorbell.clone(),
+            };
+            let stop = stop.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name("pw-rules".into())
                     .stack_size(probewatch_promql::limits::STACK_BYTES)
-                    .spawn(move || {
-                        run_rules(&engine, store, index, ingested, caught_up, &doorbell, stop)
-                    })?,
+                    .spawn(move || rules.run(ingested, caught_up, stop))?,
             );
         }
         threads.extend(notify::start_outbox(
@@ -355,7 +356,7 @@ impl Alerting {
             doorbell,
             stop,
         )?);
-        Ok(Alerting { engine, threads })
+        Ok(Alerting { snapshots, threads })
     }
 
     /// Waits for the rules thread and the outbox lanes (after `stop` is set).
@@ -366,131 +367,137 @@ impl Alerting {
     }
 }
 
-/// The rule loop: evaluates each group when its interval is due, and any group that reads a
-/// metric ingest has just committed right away.
-fn run_rules(
-    engine: &Mutex<Engine>,
+/// What the rules thread owns: the engine (no one else touches it), where it publishes
+/// what readers see, and what it reads and writes.
+struct Rules {
+    engine: Engine,
+    snapshots: Arc<SnapshotCell>,
     store: Arc<dyn Store>,
     index: Arc<SeriesIndex>,
-    ingested: Receiver<Vec<String>>,
-    mut caught_up: Box<dyn FnMut() -> bool + Send>,
-    wake_notifier: &notify::Doorbell,
-    stop: Arc<AtomicBool>,
-) {
-    // First let ingest catch up with what arrived while probewatch was down (at most a
-    // minute: a file the watcher reported twice must not hold rules back forever).
-    let started = Instant::now();
-    while !caught_up() && started.elapsed() < Duration::from_secs(60) {
-        if stop.load(Ordering::SeqCst) {
-            return;
-        }
-        while ingested.try_recv().is_ok() {}
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    tracing::info!(
-        waited_ms = started.elapsed().as_millis() as u64,
-        "rule evaluation starting"
-    );
-    let (intervals, reads): (Vec<Duration>, Vec<Option<HashSet<String>>>) = {
-        let e = engine.lock().unwrap_or_else(|e| e.into_inner());
-        e.groups()
-            .iter()
-            .map(|g| {
-                (
-                    Duration::from_millis(u64::try_from(g.interval_ms).unwrap_or(15_000)),
-                    g.reads.clone(),
-                )
-            })
-            .collect()
-    };
-    if intervals.is_empty() {
-        // No rules: just drain ingest notices until shutdown.
-        while !stop.load(Ordering::SeqCst) {
-            let _ = ingested.recv_timeout(Duration::from_millis(500));
-        }
-        return;
-    }
-    let mut next_due: Vec<Instant> = vec![Instant::now(); intervals.len()];
-    while !stop.load(Ordering::SeqCst) {
-        let now = Instant::now();
-        let wait = next_due
-            .iter()
-            .map(|d| d.saturating_duration_since(now))
-            .min()
-            .unwrap_or(Duration::from_secs(1))
-            .min(Duration::from_millis(500));
-        let mut triggered: HashSet<usize> = HashSet::new();
-        match ingested.recv_timeout(wait) {
-            Ok(metrics) => {
-                let mut names: HashSet<String> = metrics.into_iter().collect();
-                while let Ok(more) = ingested.try_recv() {
-                    names.extend(more);
-                }
-                for (i, reads) in reads.iter().enumerate() {
-                    let hit = reads
-                        .as_ref()
-                        .is_none_or(|r| r.iter().any(|m| names.contains(m)));
-                    if hit {
-                        triggered.insert(i);
-                    }
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                // Ingest has stopped; keep evaluating on the intervals until shutdown.
-                std::thread::sleep(wait);
-            }
-        }
-        let now = Instant::now();
-        for (i, due) in next_due.iter_mut().enumerate() {
-            if *due <= now || triggered.contains(&i) {
-                evaluate(engine, &store, &index, i, wake_notifier);
-                *due = Instant::now() + intervals[i];
-            }
-        }
-    }
+    doorbell: Arc<notify::Doorbell>,
 }
 
-fn evaluate(
-    engine: &Mutex<Engine>,
-    store: &Arc<dyn Store>,
-    index: &SeriesIndex,
-    group: usize,
-    wake_notifier: &notify::Doorbell,
-) {
-    let source = StoreSource {
-        store: store.as_ref(),
-        index,
-    };
-    let now = crate::ingest::now_ms();
-    let silences = match store.silences() {
-        Ok(rows) => probewatch_alerting::silence::active_silences(&rows, now),
-        Err(err) => {
-            // Without the silences, notifying could page someone who silenced on purpose:
-            // skip this evaluation; the next one tries again.
-            tracing::error!(error = %err, "reading silences failed; evaluation skipped");
+impl Rules {
+    /// The rule loop: evaluates each group when its interval is due, and any group that reads a
+    /// metric ingest has just committed right away.
+    fn run(
+        &mut self,
+        ingested: Receiver<Vec<String>>,
+        mut caught_up: Box<dyn FnMut() -> bool + Send>,
+        stop: Arc<AtomicBool>,
+    ) {
+        // First let ingest catch up with what arrived while probewatch was down (at most a
+        // minute: a file the watcher reported twice must not hold rules back forever).
+        let started = Instant::now();
+        while !caught_up() && started.elapsed() < Duration::from_secs(60) {
+            if stop.load(Ordering::SeqCst) {
+                return;
+            }
+            while ingested.try_recv().is_ok() {}
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        tracing::info!(
+            waited_ms = started.elapsed().as_millis() as u64,
+            "rule evaluation starting"
+        );
+        let (intervals, reads): (Vec<Duration>, Vec<Option<HashSet<String>>>) = {
+            self.engine
+                .groups()
+                .iter()
+                .map(|g| {
+                    (
+                        Duration::from_millis(u64::try_from(g.interval_ms).unwrap_or(15_000)),
+                        g.reads.clone(),
+                    )
+                })
+                .collect()
+        };
+        if intervals.is_empty() {
+            // No rules: just drain ingest notices until shutdown.
+            while !stop.load(Ordering::SeqCst) {
+                let _ = ingested.recv_timeout(Duration::from_millis(500));
+            }
             return;
         }
-    };
-    let outcome = {
-        let mut e = engine.lock().unwrap_or_else(|e| e.into_inner());
-        e.evaluate(group, now, &source, &silences)
-    };
-    if !outcome.recorded.is_empty()
-        && let Err(err) = store.write_samples(&outcome.recorded)
-    {
-        tracing::error!(error = %err, "writing recording rule samples failed");
-    }
-    if outcome.updates.is_empty() {
-        return;
-    }
-    let notify = outcome.updates.iter().any(|u| !u.notifications.is_empty());
-    match store.save_alerts(&outcome.updates) {
-        Ok(()) => {
-            if notify {
-                wake_notifier.ring();
+        let mut next_due: Vec<Instant> = vec![Instant::now(); intervals.len()];
+        while !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            let wait = next_due
+                .iter()
+                .map(|d| d.saturating_duration_since(now))
+                .min()
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_millis(500));
+            let mut triggered: HashSet<usize> = HashSet::new();
+            match ingested.recv_timeout(wait) {
+                Ok(metrics) => {
+                    let mut names: HashSet<String> = metrics.into_iter().collect();
+                    while let Ok(more) = ingested.try_recv() {
+                        names.extend(more);
+                    }
+                    for (i, reads) in reads.iter().enumerate() {
+                        let hit = reads
+                            .as_ref()
+                            .is_none_or(|r| r.iter().any(|m| names.contains(m)));
+                        if hit {
+                            triggered.insert(i);
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    // Ingest has stopped; keep evaluating on the intervals until shutdown.
+                    std::thread::sleep(wait);
+                }
+            }
+            let now = Instant::now();
+            for (i, due) in next_due.iter_mut().enumerate() {
+                if *due <= now || triggered.contains(&i) {
+                    self.evaluate(i);
+                    *due = Instant::now() + intervals[i];
+                }
             }
         }
-        Err(err) => tracing::error!(error = %err, "saving alert state failed"),
+    }
+
+    /// Evaluates one group; its new alert state is applied only once the store saved it.
+    fn evaluate(&mut self, group: usize) {
+        let source = StoreSource {
+            store: self.store.as_ref(),
+            index: &self.index,
+        };
+        let now = crate::ingest::now_ms();
+        let silences = match self.store.silences() {
+            Ok(rows) => probewatch_alerting::silence::active_silences(&rows, now),
+            Err(err) => {
+                // Without the silences, notifying could page someone who silenced on purpose:
+                // skip this evaluation; the next one tries again.
+                tracing::error!(error = %err, "reading silences failed; evaluation skipped");
+                return;
+            }
+        };
+        let outcome = self.engine.evaluate(group, now, &source, &silences);
+        if !outcome.recorded.is_empty()
+            && let Err(err) = self.store.write_samples(&outcome.recorded)
+        {
+            tracing::error!(error = %err, "writing recording rule samples failed");
+        }
+        let notify = outcome.updates.iter().any(|u| !u.notifications.is_empty());
+        let saved = outcome.updates.is_empty()
+            || match self.store.save_alerts(&outcome.updates) {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::error!(error = %err,
+                "saving alert state failed; the change is made again at the next evaluation");
+                    false
+                }
+            };
+        if saved {
+            self.engine.apply(outcome.staged);
+            if notify {
+                self.doorbell.ring();
+            }
+        }
+        self.snapshots.publish(self.engine.snapshot());
     }
 }

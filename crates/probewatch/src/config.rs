@@ -39,6 +39,10 @@ pub struct ConfigFile {
     pub watch: Option<String>,
     /// Poll interval for polled spools.
     pub poll_interval: Option<String>,
+    /// How often every spool is rescanned to make up for missed events (`0s`: never).
+    pub rescan_interval: Option<String>,
+    /// Most directories watched with inotify; the rest are polled (default: no cap).
+    pub max_watched_dirs: Option<usize>,
     /// Most files in one transaction.
     pub batch_max_files: Option<usize>,
     /// Samples the store's ingest head collects before it is compacted into chunks.
@@ -225,6 +229,10 @@ pub struct Config {
     pub watch_mode: WatchMode,
     /// Poll interval when `auto` falls back to polling.
     pub poll_interval: Duration,
+    /// Safety rescans of every spool (`None`: off).
+    pub rescan_interval: Option<Duration>,
+    /// Cap on inotify watches (`None`: the kernel's limit).
+    pub max_watched_dirs: Option<usize>,
     /// Most files per transaction.
     pub batch_max_files: usize,
     /// Samples in the store's ingest head before compaction.
@@ -411,6 +419,16 @@ impl Config {
             query: resolve_query(file.query.unwrap_or_default())?,
             watch_mode,
             poll_interval,
+            rescan_interval: match file.rescan_interval.as_deref() {
+                Some("0" | "0s") => None,
+                other => Some(duration(
+                    "rescan_interval",
+                    other,
+                    "10m",
+                    Duration::from_secs(10),
+                )?),
+            },
+            max_watched_dirs: file.max_watched_dirs,
             batch_max_files,
             head_samples: match file.head_samples {
                 Some(0) => bail!("head_samples must be at least 1"),

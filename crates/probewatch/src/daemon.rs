@@ -64,6 +64,8 @@ pub fn watch_config(config: &Config) -> WatchConfig {
         spools,
         settle: config.settle,
         auto_poll_interval: config.poll_interval,
+        rescan_interval: config.rescan_interval,
+        max_watches: config.max_watched_dirs,
     }
 }
 
@@ -106,8 +108,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let open_files = crate::process::raise_open_files_limit();
     tracing::debug!(?open_files, "open-files limit");
     for spool in &config.spools {
-        std::fs::create_dir_all(&spool.root)
-            .with_context(|| format!("creating spool directory {}", spool.root.display()))?;
+        prepare_spool_dir(&spool.root)?;
     }
     let store = Arc::new(
         SqliteStore::open(&config.data_dir)
@@ -162,6 +163,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let health = settings.health.clone();
     let pipeline = Pipeline::start(settings, store_dyn.clone(), metrics.clone(), ready_rx)
         .context("starting the ingest threads")?;
+    let watch_counters = counters.clone();
     let watcher = Watcher::start(watch_config(&config), ready_tx, counters)
         .context("starting the spool watcher")?;
 
@@ -183,10 +185,14 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         queries: Arc::new(probewatch_web::query_gate::QueryGate::new(
             config.query.max_concurrency,
         )),
-        alerting: Some(alerting.engine.clone()),
+        alerting: Some(alerting.snapshots.clone()),
         api_token: config.api_token.as_deref().map(Arc::from),
         access: config.access.clone().map(Arc::new),
-        readiness: Some(Arc::new(move || health.problems())),
+        readiness: Some(Arc::new(move || {
+            let mut problems = health.problems();
+            problems.extend(watch_counters.problems());
+            problems
+        })),
     };
     let served = runtime.block_on(probewatch_web::serve(
         listener,
@@ -210,6 +216,29 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped");
     served.context("the HTTP server failed")
+}
+
+/// Creates a spool directory that does not exist; refuses one that is a symbolic link (the
+/// watcher never follows links out of a spool) or not a directory.
+fn prepare_spool_dir(root: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::symlink_metadata(root) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            let target = std::fs::read_link(root)
+                .map(|t| format!(" (to {})", t.display()))
+                .unwrap_or_default();
+            anyhow::bail!(
+                "spool {} is a symbolic link{target}; probewatch does not follow links out of a \
+                 spool: configure the directory it points to",
+                root.display()
+            )
+        }
+        Ok(meta) if !meta.is_dir() => {
+            anyhow::bail!("spool {} is not a directory", root.display())
+        }
+        Ok(_) => Ok(()),
+        Err(_) => std::fs::create_dir_all(root)
+            .with_context(|| format!("creating spool directory {}", root.display())),
+    }
 }
 
 /// Exits the process if the stop takes longer than [`SHUTDOWN_LIMIT`].
@@ -304,7 +333,7 @@ fn print_banner(
     println!(
         "  promql           /api/v1/query, /api/v1/query_range, /api/v1/series, /api/v1/labels"
     );
-    let engine = alerting.engine.lock().unwrap_or_else(|e| e.into_inner());
+    let engine = alerting.snapshots.load();
     let rules: usize = engine.groups().iter().map(|g| g.rules.len()).sum();
     println!(
         "  rules            {} files, {} groups, {rules} rules; {} receivers (/api/v1/rules, /api/v1/alerts)",

@@ -337,6 +337,11 @@ impl Collector for WatchCollector {
                 "Files reported ready by the watcher",
                 &c.files_ready,
             ),
+            (
+                "spool_rewatches",
+                "Spool directories deleted, moved or replaced and watched again when back",
+                &c.spool_rewatches,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value.load(Ordering::Relaxed));
@@ -353,6 +358,24 @@ impl Collector for WatchCollector {
             dirs.metric_type(),
         )?;
         dirs.encode(metric)?;
+        let unwatched = ConstGauge::new(
+            i64::try_from(c.unwatched_dirs.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        let metric = encoder.encode_descriptor(
+            "unwatched_directories",
+            "Directories the inotify watch limit left unwatched; they are polled instead",
+            None,
+            unwatched.metric_type(),
+        )?;
+        unwatched.encode(metric)?;
+        let problems = ConstGauge::new(i64::try_from(c.problems().len()).unwrap_or(i64::MAX));
+        let metric = encoder.encode_descriptor(
+            "spools_not_watched",
+            "Spools whose directory is missing or refused (see /-/ready)",
+            None,
+            problems.metric_type(),
+        )?;
+        problems.encode(metric)?;
         Ok(())
     }
 }

@@ -376,3 +376,55 @@ fn access_control_guards_every_page_and_api_but_healthz() {
     assert_eq!(health.status(), 200);
     daemon.stop();
 }
+
+#[test]
+fn probe_text_with_bidi_controls_cannot_reorder_the_page() {
+    let env = Env::new();
+    // U+202E (right-to-left override) in a check name and a message.
+    std::fs::write(
+        env.spool().join("bidi.xml"),
+        format!(
+            r#"<probe name="web" host="h1" time="{}">
+  <check name="gol&#x202E;in" status="critical">&#x202E;ti detaerc</check>
+</probe>"#,
+            now_secs()
+        ),
+    )
+    .expect("write");
+    let daemon = env.start(&[]);
+    daemon.wait_files(1, Duration::from_secs(30));
+    let check = daemon.get_text("/check?probe=web&host=h1&check=gol%E2%80%AEin");
+    assert!(
+        check.contains("<bdi>gol\u{202E}in</bdi>")
+            && check.contains("<bdi class=\"message\">\u{202E}ti detaerc</bdi>"),
+        "probe text on the check page is isolated: {check}"
+    );
+    if let Some(browser) = crate::webdriver::Browser::start("probe_text_with_bidi_controls") {
+        browser.goto(&format!("{}/", daemon.base));
+        let isolated = browser.eval(
+            "return [...document.querySelectorAll('td.message, td a')]
+                .filter(e => e.textContent.includes('\\u202e'))
+                .map(e => getComputedStyle(e.closest('td')).unicodeBidi);",
+        );
+        assert_eq!(
+            isolated,
+            serde_json::json!(["isolate", "isolate"]),
+            "overview cells"
+        );
+        browser.goto(&format!(
+            "{}/check?probe=web&host=h1&check=gol%E2%80%AEin",
+            daemon.base
+        ));
+        let isolated = browser.eval(
+            "return [...document.querySelectorAll('h2 bdi, bdi.message')]
+                .map(e => getComputedStyle(e).unicodeBidi);",
+        );
+        assert_eq!(
+            isolated,
+            serde_json::json!(["isolate", "isolate", "isolate", "isolate"]),
+            "check page"
+        );
+        browser.assert_clean_console("bidi check page");
+    }
+    daemon.stop();
+}

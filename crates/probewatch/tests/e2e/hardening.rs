@@ -345,3 +345,98 @@ fn a_newline_in_a_file_name_cannot_forge_a_log_line() {
         "a forged line:\n{log}"
     );
 }
+
+#[test]
+fn an_alert_whose_save_failed_still_notifies_once_the_store_recovers() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: g\n    interval: 1s\n    rules:\n      - alert: LoginCritical\n        \
+         expr: probe_check_status{check=\"login\"} == 2\n        for: 4s\n",
+    )
+    .expect("rules");
+    let config = format!(
+        "rule_files = [{:?}]\n[[receiver]]\nname = \"ops\"\nurl = {:?}\n[[route]]\nreceiver = \"ops\"\n{}",
+        rules.display().to_string(),
+        hook.url,
+        config_with(&env, "")
+    );
+    let daemon = env.start_with_config(&config);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    std::fs::write(
+        env.spool().join("web.xml"),
+        format!(r#"<probe name="web" host="h" time="{now}"><check name="login" status="critical"/></probe>"#),
+    )
+    .expect("write");
+    daemon.wait_until("the alert pending", Duration::from_secs(30), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"][0]["state"] == "pending"
+    });
+    // The store cannot save when the alert turns firing.
+    let blocker = rusqlite::Connection::open(env.data().join("probewatch.db")).expect("open");
+    blocker.execute_batch("BEGIN EXCLUSIVE;").expect("lock");
+    daemon.wait_until("a failed save", Duration::from_secs(60), |d| {
+        d.log().contains("saving alert state failed")
+    });
+    // Readers see what is stored: still pending, and no notification was sent.
+    assert_eq!(
+        daemon.get("/api/v1/alerts")["data"]["alerts"][0]["state"],
+        "pending"
+    );
+    assert!(hook.received().is_empty());
+    drop(blocker);
+    // The next evaluation makes the change again and queues the notification: it is not
+    // held back until repeat_interval (4 h).
+    let got = hook.wait_for(1, Duration::from_secs(60));
+    assert_eq!(got[0]["status"], "firing", "{}", got[0]);
+    assert_eq!(got[0]["alerts"][0]["labels"]["alertname"], "LoginCritical");
+}
+
+#[test]
+fn a_spool_deleted_under_the_daemon_fails_readiness_and_heals_when_back() {
+    let env = Env::new();
+    let daemon = env.start(&[]);
+    std::fs::remove_dir_all(env.spool()).expect("delete the spool");
+    daemon.wait_until("readiness to fail", Duration::from_secs(30), |d| {
+        get_raw(d, "/-/ready", Duration::from_secs(10))
+            .is_ok_and(|(s, b)| s == 503 && b.contains("is missing"))
+    });
+    assert_eq!(daemon.metric("probewatch_spools_not_watched"), 1.0);
+    std::fs::create_dir(env.spool()).expect("recreate");
+    std::fs::write(env.spool().join("back.xml"), result_xml(5)).expect("write");
+    daemon.wait_files(1, Duration::from_secs(30));
+    daemon.wait_until("ready again", Duration::from_secs(30), |d| {
+        get_raw(d, "/-/ready", Duration::from_secs(10)).is_ok_and(|(s, _)| s == 200)
+    });
+    assert!(daemon.metric("probewatch_spool_rewatches_total") >= 1.0);
+    let log = daemon.stop();
+    assert!(log.contains("watching it again and rescanning it"), "{log}");
+}
+
+#[test]
+fn a_spool_that_is_a_symlink_is_refused_at_start() {
+    let env = Env::new();
+    let real = env.dir.path().join("real");
+    std::fs::create_dir(&real).expect("real");
+    let link = env.dir.path().join("linked");
+    std::os::unix::fs::symlink(&real, &link).expect("symlink");
+    let data = env.data().display().to_string();
+    let (code, stderr) = run_failing(&[
+        "run",
+        "--spool",
+        link.to_str().expect("utf-8"),
+        "--data",
+        &data,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("is a symbolic link") && stderr.contains(real.to_str().expect("utf-8")),
+        "{stderr}"
+    );
+}
