@@ -97,6 +97,10 @@ fn duration(text: &str) -> Result<i64, String> {
     probewatch_promql::parse_duration_ms(text).map_err(|e| e.to_string())
 }
 
+/// Most rule evaluations one test may need (its last `eval_time` over the evaluation
+/// interval).
+pub const MAX_EVALUATIONS: i64 = 1_000_000;
+
 /// Runs the tests in `path`.
 pub fn run_file(path: &Path) -> Result<TestReport, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -180,6 +184,17 @@ fn run_test(
         checks.push((duration(&e.eval_time).map_err(fail)?, Check::Expr(e)));
     }
     checks.sort_by_key(|(t, _)| *t);
+    // Rules run at every evaluation interval up to the last check: bound how many runs that
+    // is, so a tiny interval and a far eval_time cannot spin for ever.
+    if let Some((last, _)) = checks.last() {
+        let runs = (last / eval_interval.max(1)).saturating_add(1);
+        if eval_interval <= 0 || runs > MAX_EVALUATIONS {
+            return Err(fail(format!(
+                "eval_time {last} ms at an evaluation interval of {eval_interval} ms needs {runs} \
+                 rule evaluations; at most {MAX_EVALUATIONS} are run"
+            )));
+        }
+    }
     let mut engine = Engine::new(groups.to_vec(), EngineConfig::default(), Vec::new());
     let mut next_eval = 0i64;
     let mut failures = Vec::new();

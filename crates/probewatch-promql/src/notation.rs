@@ -65,6 +65,10 @@ pub fn parse_labels(text: &str) -> Result<Labels, String> {
     Ok(labels)
 }
 
+/// Most values one series may expand to (`1+1x10000000000` would otherwise ask for
+/// 160 GB).
+pub const MAX_SERIES_VALUES: usize = 10_000_000;
+
 /// Parses a value list into one entry per step (`None` where there is no sample).
 pub fn parse_values(text: &str) -> Result<Vec<Option<f64>>, String> {
     let mut out = Vec::new();
@@ -108,6 +112,11 @@ fn parse_token(token: &str, out: &mut Vec<Option<f64>>) -> Result<(), String> {
         out.push(Some(number(token)?));
         return Ok(());
     };
+    if times >= MAX_SERIES_VALUES.saturating_sub(out.len()) {
+        return Err(format!(
+            "{token:?} expands the series past {MAX_SERIES_VALUES} values"
+        ));
+    }
     if head == "_" {
         out.extend(std::iter::repeat_n(None, times));
         return Ok(());
@@ -153,6 +162,15 @@ mod tests {
                 "1", "3", "5", "_", "5", "5", "_", "_", "-1", "-2", "nan", "1000"
             ]
         );
+    }
+
+    #[test]
+    fn huge_expansions_are_refused() {
+        for token in ["1+1x10000000000", "_x99999999999", "0x10000000"] {
+            let err = parse_values(token).expect_err(token);
+            assert!(err.contains("past 10000000 values"), "{err}");
+        }
+        assert_eq!(parse_values("1x3").expect("repeat").len(), 4);
     }
 
     #[test]

@@ -440,3 +440,126 @@ fn a_spool_that_is_a_symlink_is_refused_at_start() {
         "{stderr}"
     );
 }
+
+/// Generated requests to every query endpoint of one daemon: each gets an answer in
+/// Prometheus's shape with a status that says what happened, the daemon never panics or
+/// dies, and its memory stays bounded.
+#[test]
+fn the_query_api_answers_generated_requests_and_survives() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let env = Env::new();
+    for n in 0..5 {
+        std::fs::write(env.spool().join(format!("r{n}.xml")), result_xml(n)).expect("write");
+    }
+    let daemon = env.start_with_config(&config_with(
+        &env,
+        "[query]\ntimeout = \"3s\"\nmax_samples = 5000000",
+    ));
+    daemon.wait_files(5, Duration::from_secs(30));
+    let token = prop::sample::select(vec![
+        "online_users",
+        "queue_depth{queue=~\"q.*\"}",
+        "probe_check_status",
+        "{__name__=~\".+\"}",
+        "(",
+        ")",
+        "[5m]",
+        "[1h:1ms]",
+        "[10000d:1s]",
+        "offset 1h",
+        "@ 1700000000",
+        "rate",
+        "sum",
+        "by (probe)",
+        "topk(2,",
+        "+",
+        "/",
+        "==",
+        "or",
+        "and on(probe)",
+        "count_over_time",
+        "1",
+        "-Inf",
+        "NaN",
+        "\"x\"",
+        ",",
+        "label_replace(",
+        "histogram_quantile(0.9,",
+        "vector(1)",
+        "time()",
+        "\u{202E}",
+        "%",
+        "^",
+        "{",
+        "}",
+        "absent(",
+        "sort_desc(",
+    ]);
+    let query = proptest::collection::vec(token, 1..16).prop_map(|t| t.join(" "));
+    let time = prop::sample::select(vec![
+        "1700000010",
+        "0",
+        "-1",
+        "-9e15",
+        "9e15",
+        "1e400",
+        "NaN",
+        "2023-11-14T22:13:30Z",
+        "x",
+        "1700000010.123456",
+    ]);
+    let step = prop::sample::select(vec!["15", "0", "-1", "1e-9", "0.001", "1e300", "5m", "x"]);
+    let request = (0usize..5, query, time.clone(), time, step);
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("client");
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(300);
+    TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    })
+    .run(&request, |(endpoint, q, a, b, step)| {
+        let path = match endpoint {
+            0 => format!("/api/v1/query?query={}&time={}", enc(&q), enc(a)),
+            1 => format!(
+                "/api/v1/query_range?query={}&start={}&end={}&step={}",
+                enc(&q),
+                enc(a),
+                enc(b),
+                enc(step)
+            ),
+            2 => format!("/api/v1/series?match[]={}&start={}", enc(&q), enc(a)),
+            3 => format!("/api/v1/labels?match[]={}&end={}", enc(&q), enc(b)),
+            _ => format!("/api/v1/label/{}/values?match[]={}", enc(&q), enc(&q)),
+        };
+        let response = client
+            .get(format!("{}{path}", daemon.base))
+            .send()
+            .unwrap_or_else(|e| panic!("{path}: no answer: {e}\n{}", daemon.log()));
+        let status = response.status().as_u16();
+        assert!(
+            matches!(status, 200 | 400 | 404 | 422 | 503),
+            "{path}: status {status}"
+        );
+        if status != 404 {
+            let body: Value = response.json().expect("json answer");
+            assert!(
+                body["status"] == "success" || body["errorType"].is_string(),
+                "{body}"
+            );
+        }
+        Ok(())
+    })
+    .expect("every generated request is answered");
+    assert_eq!(daemon.get_text("/healthz"), "ok\n");
+    assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
+    let peak = peak_rss_kb(daemon.child.id());
+    assert!(peak < 1_500_000, "peak RSS {peak} kB");
+    eprintln!("{cases} generated requests; daemon peak RSS {peak} kB");
+}
