@@ -51,13 +51,37 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// Who may use the dashboard and API at all; none: anyone who can connect.
     pub access: Option<Arc<access::Access>>,
-    /// Every reason the daemon cannot do its job now, for `/-/ready` (none: always ready).
-    pub readiness: Option<Readiness>,
+    /// What the daemon knows of itself beyond the store, for `/-/ready`, `/ingest` and
+    /// `/api/v1/files` (none: a tool that runs no pipeline; always ready).
+    pub status: Option<Arc<dyn DaemonStatus>>,
 }
 
-/// Asked by `/-/ready`: every reason the daemon is not ready now, one sentence each (empty:
-/// ready).
-pub type Readiness = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+/// What the running daemon (not the store) knows of itself.
+pub trait DaemonStatus: Send + Sync {
+    /// Every reason the daemon cannot do its job now, one sentence each (empty: ready).
+    fn problems(&self) -> Vec<String>;
+
+    /// Files that could not be opened or read, with why; each is retried with backoff.
+    fn unreadable_files(&self) -> Vec<UnreadableFile>;
+}
+
+/// A file the ingest pipeline could not open or read (permissions, too many open files, a
+/// path too long), waiting for its next attempt.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnreadableFile {
+    /// The file.
+    pub path: String,
+    /// Its spool.
+    pub spool: String,
+    /// Why the last attempt failed.
+    pub error: String,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// When the first attempt failed (ms).
+    pub since_ms: i64,
+    /// When the next attempt is due (ms).
+    pub next_attempt_ms: i64,
+}
 
 /// An API error: a status code and a message for the client; details go to the log.
 #[derive(Debug)]
@@ -220,10 +244,10 @@ async fn healthy() -> &'static str {
 /// Readiness: 200 when the daemon can do its job, 503 with every reason it cannot (the store
 /// cannot commit, ingest is stalled or stopped, a spool is not watched).
 async fn ready(State(state): State<AppState>) -> Response {
-    let mut problems = match &state.readiness {
-        Some(check) => {
-            let check = check.clone();
-            tokio::task::spawn_blocking(move || check())
+    let mut problems = match &state.status {
+        Some(status) => {
+            let status = status.clone();
+            tokio::task::spawn_blocking(move || status.problems())
                 .await
                 .unwrap_or_else(|e| vec![format!("readiness check failed: {e}")])
         }
@@ -467,12 +491,34 @@ struct FilesBody {
 async fn files(
     State(state): State<AppState>,
     Query(params): Query<FilesParams>,
-) -> Result<Json<FilesBody>, ApiError> {
+) -> Result<Response, ApiError> {
+    if params.status.as_deref() == Some("unreadable") {
+        let files = state
+            .status
+            .as_ref()
+            .map(|s| s.unreadable_files())
+            .unwrap_or_default();
+        let files: Vec<serde_json::Value> = files
+            .into_iter()
+            .map(|f| {
+                serde_json::json!({
+                    "path": f.path,
+                    "spool": f.spool,
+                    "status": "unreadable",
+                    "error": f.error,
+                    "attempts": f.attempts,
+                    "since": rfc3339(f.since_ms),
+                    "nextAttempt": rfc3339(f.next_attempt_ms),
+                })
+            })
+            .collect();
+        return Ok(Json(serde_json::json!({ "files": files })).into_response());
+    }
     let outcome = match params.status.as_deref() {
         None | Some("all") => None,
         Some(name) => Some(Outcome::from_name(name).ok_or_else(|| {
             ApiError::BadRequest(format!(
-                "status={name:?}: expected ingested, rejected or all"
+                "status={name:?}: expected ingested, rejected, unreadable or all"
             ))
         })?),
     };
@@ -495,5 +541,5 @@ async fn files(
             clock_skew: r.clock_skew,
         })
         .collect();
-    Ok(Json(FilesBody { files }))
+    Ok(Json(FilesBody { files }).into_response())
 }

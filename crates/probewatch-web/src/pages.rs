@@ -441,6 +441,27 @@ struct IngestPage {
     latency_files: usize,
     /// What readiness reports now (spools not watched, commits failing, ingest stopped).
     problems: Vec<String>,
+    /// Files that cannot be read, retried with backoff.
+    unreadable: Vec<UnreadableView>,
+}
+
+/// A file that cannot be read, as the ingest page lists it.
+struct UnreadableView {
+    path: String,
+    spool: String,
+    error: String,
+    attempts: u32,
+    since: String,
+    next: String,
+}
+
+/// When the next attempt is, for people: "in 12s", or "now".
+fn rfc3339_or_now(at_ms: i64, now: i64) -> String {
+    if at_ms <= now {
+        "now".into()
+    } else {
+        format!("in {}", crate::history::human_duration(at_ms - now))
+    }
 }
 
 /// Files whose latency the ingest page summarises.
@@ -498,12 +519,25 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         serde_json::to_string(&activity.minutes).unwrap_or_else(|_| "[]".to_string());
     let latency_files = activity.latencies_ms.len();
     let latency = latency_summary(activity.latencies_ms);
-    let problems = match state.readiness.clone() {
-        Some(check) => tokio::task::spawn_blocking(move || check())
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?,
-        None => Vec::new(),
+    let (problems, unreadable) = match state.status.clone() {
+        Some(status) => {
+            tokio::task::spawn_blocking(move || (status.problems(), status.unreadable_files()))
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+        }
+        None => (Vec::new(), Vec::new()),
     };
+    let unreadable = unreadable
+        .into_iter()
+        .map(|f| UnreadableView {
+            path: f.path,
+            spool: f.spool,
+            error: f.error,
+            attempts: f.attempts,
+            since: ago(f.since_ms, now),
+            next: rfc3339_or_now(f.next_attempt_ms, now),
+        })
+        .collect();
     let rejected = rejected
         .into_iter()
         .map(|f| RejectedView {
@@ -527,6 +561,7 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         latency,
         latency_files,
         problems,
+        unreadable,
     }
     .render()
     .map_err(|e| ApiError::Internal(e.to_string()))?;

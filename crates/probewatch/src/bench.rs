@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// Where to make the temporary spools (default: the system temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Loops of heavy PromQL queries (over HTTP, back to back) against the daemon while it
+    /// ingests. Each run is then made twice, without and with them, to show what queries
+    /// cost ingest latency.
+    #[arg(long, default_value_t = 0)]
+    pub query_load: usize,
 }
 
 /// One run's figures.
@@ -77,6 +82,77 @@ struct RunResult {
     lost: u64,
     /// How fast the load generator itself wrote (an upper bound on what can be ingested live).
     writer_files_per_sec: f64,
+    /// Queries the query loops had answered (200) while the run lasted.
+    queries: u64,
+    /// Queries answered with an error (timeouts included).
+    query_errors: u64,
+}
+
+/// Heavy queries over everything the bench writes (its results are stamped from
+/// 1,700,000,000 s on, one second apart): a range query over all series at a 5 s step, an
+/// instant query over an hour of every series, and a subquery.
+fn heavy_queries(files: u64) -> Vec<String> {
+    let (start, end) = (1_700_000_000u64, 1_700_000_000 + files.max(60));
+    let enc = |q: &str| -> String { form_urlencoded::byte_serialize(q.as_bytes()).collect() };
+    vec![
+        format!(
+            "/api/v1/query_range?query={}&start={start}&end={end}&step=5",
+            enc("sum by (probe) (rate({__name__=~\".+\"}[5m]))")
+        ),
+        format!(
+            "/api/v1/query?query={}&time={end}",
+            enc("count_over_time({__name__=~\".+\"}[1h])")
+        ),
+        format!(
+            "/api/v1/query?query={}&time={end}",
+            enc("max_over_time(sum(rate({__name__=~\"bench_.+\"}[1m]))[30m:5s])")
+        ),
+    ]
+}
+
+/// `n` threads sending [`heavy_queries`] back to back until stopped.
+struct QueryLoad {
+    stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl QueryLoad {
+    fn start(base: &str, n: usize, files: u64) -> QueryLoad {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = (0..n)
+            .map(|i| {
+                let (stop, base) = (stop.clone(), base.to_string());
+                let queries = heavy_queries(files);
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    let (mut ok, mut failed) = (0, 0);
+                    let mut k = i;
+                    while !stop.load(Ordering::Relaxed) {
+                        let url = format!("{base}{}", queries[k % queries.len()]);
+                        match client.get(&url).send() {
+                            Ok(r) if r.status().is_success() => {
+                                let _ = r.bytes();
+                                ok += 1;
+                            }
+                            _ => failed += 1,
+                        }
+                        k += 1;
+                    }
+                    (ok, failed)
+                })
+            })
+            .collect();
+        QueryLoad { stop, threads }
+    }
+
+    /// Stops the loops; returns (answered, failed).
+    fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .filter_map(|t| t.join().ok())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    }
 }
 
 /// Rows one bench file becomes: 14 samples, 2 check results and its ledger row.
@@ -244,6 +320,8 @@ fn proc_usage(pid: u32) -> (f64, f64) {
 pub(crate) struct Daemon {
     child: Child,
     log: Arc<std::sync::Mutex<String>>,
+    /// `http://127.0.0.1:PORT`, from the start-up banner.
+    pub(crate) base: String,
 }
 
 impl Daemon {
@@ -269,10 +347,20 @@ impl Daemon {
             .arg(&config)
             .arg("--data")
             .arg(work.join("data"))
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .context("starting probewatch run")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (base_tx, base_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or_default();
+                    let _ = base_tx.send(format!("http://{addr}"));
+                }
+            }
+        });
         let stderr = child.stderr.take().context("no stderr")?;
         let log = Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -295,7 +383,10 @@ impl Daemon {
                 log.lock().map(|l| l.clone()).unwrap_or_default()
             );
         }
-        Ok(Daemon { child, log })
+        let base = base_rx
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_default();
+        Ok(Daemon { child, log, base })
     }
 
     pub(crate) fn stop(mut self) {
@@ -360,7 +451,7 @@ fn fresh_dir(base: &Path, label: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn run_probewatch(base: &Path, args: &BenchArgs) -> anyhow::Result<RunResult> {
+fn run_probewatch(base: &Path, args: &BenchArgs, query_load: usize) -> anyhow::Result<RunResult> {
     let work = fresh_dir(base, "probewatch")?;
     let spool = work.join("spool");
     let timeout = Duration::from_secs(600);
@@ -374,7 +465,12 @@ fn run_probewatch(base: &Path, args: &BenchArgs) -> anyhow::Result<RunResult> {
         let start = now_us();
         (generate(&spool, args)?, daemon, start)
     };
-    let committed = match wait_committed(&work.join("data/probewatch.db"), args.files, timeout) {
+    // Started once the daemon is up, so queries overlap the whole live run; their data
+    // grows as the files arrive.
+    let load = (query_load > 0).then(|| QueryLoad::start(&daemon.base, query_load, args.files));
+    let committed = wait_committed(&work.join("data/probewatch.db"), args.files, timeout);
+    let (queries, query_errors) = load.map_or((0, 0), QueryLoad::finish);
+    let committed = match committed {
         Ok(committed) => committed,
         Err(err) => {
             let log = daemon.log.lock().map(|l| l.clone()).unwrap_or_default();
@@ -396,6 +492,8 @@ fn run_probewatch(base: &Path, args: &BenchArgs) -> anyhow::Result<RunResult> {
     };
     result.cpu_seconds = cpu_seconds;
     result.peak_rss_mib = peak_rss_mib;
+    result.queries = queries;
+    result.query_errors = query_errors;
     let _ = std::fs::remove_dir_all(&work);
     Ok(result)
 }
@@ -514,6 +612,8 @@ fn medians(runs: &[RunResult]) -> RunResult {
         peak_rss_mib: pick(|r| r.peak_rss_mib),
         lost: runs.iter().map(|r| r.lost).max().unwrap_or(0),
         writer_files_per_sec: pick(|r| r.writer_files_per_sec),
+        queries: runs.iter().map(|r| r.queries).sum(),
+        query_errors: runs.iter().map(|r| r.query_errors).sum(),
     }
 }
 
@@ -543,6 +643,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
     );
     let mut ours = Vec::new();
     let mut bare = Vec::new();
+    let mut loaded = Vec::new();
     for i in 0..args.repeat.max(1) {
         if args.baseline {
             let r = run_baseline(&base, args)?;
@@ -552,7 +653,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             );
             bare.push(r);
         }
-        let r = run_probewatch(&base, args)?;
+        let r = run_probewatch(&base, args, 0)?;
         println!(
             "  run {i} probewatch: {:>9.0} files/s  p50 {:>7.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  lost {}  cpu {:.2} s  peak rss {:.1} MiB  (writer {:.0} files/s)",
             r.files_per_sec,
@@ -565,6 +666,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             r.writer_files_per_sec
         );
         ours.push(r);
+        if args.query_load > 0 {
+            let r = run_probewatch(&base, args, args.query_load)?;
+            println!(
+                "  run {i} + {} query loops: {:>9.0} files/s  p50 {:>7.2} ms  p99 {:>8.2} ms  max {:>8.2} ms  lost {}  cpu {:.2} s  ({} queries answered, {} failed)",
+                args.query_load,
+                r.files_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                r.max_ms,
+                r.lost,
+                r.cpu_seconds,
+                r.queries,
+                r.query_errors
+            );
+            loaded.push(r);
+        }
     }
     let m = medians(&ours);
     println!(
@@ -577,6 +694,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         m.cpu_seconds,
         m.peak_rss_mib
     );
+    if args.query_load > 0 {
+        let q = medians(&loaded);
+        println!(
+            "median with {} query loops: {:.0} files/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms; \
+             p99 with/without queries = {:.2}; {} queries answered, {} failed",
+            args.query_load,
+            q.files_per_sec,
+            q.p50_ms,
+            q.p99_ms,
+            q.max_ms,
+            q.p99_ms / m.p99_ms,
+            q.queries,
+            q.query_errors
+        );
+    }
     if args.baseline {
         let b = medians(&bare);
         println!(

@@ -186,7 +186,7 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
         alerting: None,
         api_token: None,
         access: None,
-        readiness: None,
+        status: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -188,10 +188,9 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         alerting: Some(alerting.snapshots.clone()),
         api_token: config.api_token.as_deref().map(Arc::from),
         access: config.access.clone().map(Arc::new),
-        readiness: Some(Arc::new(move || {
-            let mut problems = health.problems();
-            problems.extend(watch_counters.problems());
-            problems
+        status: Some(Arc::new(crate::health::DaemonState {
+            ingest: health,
+            watch: watch_counters,
         })),
     };
     let served = runtime.block_on(probewatch_web::serve(

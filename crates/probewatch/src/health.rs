@@ -3,8 +3,10 @@
 //! was replaced), and how long the oldest file in hand has waited. Written with atomics on
 //! the hot path; read on demand.
 
-use std::sync::Mutex;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a file may wait in the pipeline before the daemon counts as stalled.
@@ -23,6 +25,32 @@ pub struct IngestHealth {
     commit_error: Mutex<Option<String>>,
     /// Why ingest stopped for good (needs a restart), if it did.
     halted: Mutex<Option<String>>,
+    /// Files that could not be opened or read, retried with backoff.
+    unreadable: Mutex<BTreeMap<PathBuf, Unreadable>>,
+}
+
+/// A file that could not be opened or read, and when it is tried again.
+#[derive(Debug, Clone)]
+pub struct Unreadable {
+    /// Index of its spool.
+    pub spool: usize,
+    /// Its spool's name.
+    pub spool_name: Arc<str>,
+    /// Why the last attempt failed.
+    pub error: String,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// When the first attempt failed (wall clock, ms).
+    pub since_ms: i64,
+    /// When to try again.
+    pub next_at: Instant,
+    /// The same, on the wall clock (ms).
+    pub next_at_ms: i64,
+}
+
+/// Delay before another attempt at an unreadable file: 1 s, doubling, at most 5 minutes.
+pub fn retry_delay(attempts: u32) -> Duration {
+    Duration::from_secs(1u64 << attempts.saturating_sub(1).min(9)).min(Duration::from_secs(300))
 }
 
 impl Default for IngestHealth {
@@ -33,6 +61,7 @@ impl Default for IngestHealth {
             preparing_since: AtomicU64::new(0),
             commit_error: Mutex::new(None),
             halted: Mutex::new(None),
+            unreadable: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -87,6 +116,63 @@ impl IngestHealth {
         Some(Duration::from_millis(now.saturating_sub(oldest - 1)))
     }
 
+    /// Records a failed attempt at `path`; returns true when it is the file's first.
+    pub fn unreadable(
+        &self,
+        path: PathBuf,
+        spool: usize,
+        spool_name: Arc<str>,
+        error: String,
+    ) -> bool {
+        let mut files = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        let now_ms = crate::ingest::now_ms();
+        let entry = files.entry(path).or_insert_with(|| Unreadable {
+            spool,
+            spool_name,
+            error: String::new(),
+            attempts: 0,
+            since_ms: now_ms,
+            next_at: Instant::now(),
+            next_at_ms: now_ms,
+        });
+        entry.attempts += 1;
+        entry.error = error;
+        let delay = retry_delay(entry.attempts);
+        entry.next_at = Instant::now() + delay;
+        entry.next_at_ms = now_ms + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        entry.attempts == 1
+    }
+
+    /// `path` was read (or is gone): no more attempts.
+    pub fn readable(&self, path: &std::path::Path) {
+        let mut files = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        if !files.is_empty() {
+            files.remove(path);
+        }
+    }
+
+    /// The files due for another attempt at `now`, and when the next one after them is.
+    pub fn due_retries(&self, now: Instant) -> (Vec<(usize, PathBuf)>, Option<Instant>) {
+        let files = self.unreadable.lock().unwrap_or_else(|e| e.into_inner());
+        let due = files
+            .iter()
+            .filter(|(_, f)| f.next_at <= now)
+            .map(|(path, f)| (f.spool, path.clone()))
+            .collect();
+        let next = files.values().map(|f| f.next_at).filter(|t| *t > now).min();
+        (due, next)
+    }
+
+    /// Every file waiting for another attempt.
+    pub fn unreadable_files(&self) -> Vec<(PathBuf, Unreadable)> {
+        self.unreadable
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(p, f)| (p.clone(), f.clone()))
+            .collect()
+    }
+
     /// Every reason ingest is not working now, for `/-/ready`.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -105,6 +191,37 @@ impl IngestHealth {
             ));
         }
         out
+    }
+}
+
+/// The daemon's own state for the web side: ingest health and what the watcher cannot see.
+pub struct DaemonState {
+    /// The ingest pipeline's health.
+    pub ingest: Arc<IngestHealth>,
+    /// The watcher's counters and problems.
+    pub watch: Arc<probewatch_watch::WatchCounters>,
+}
+
+impl probewatch_web::DaemonStatus for DaemonState {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = self.ingest.problems();
+        problems.extend(self.watch.problems());
+        problems
+    }
+
+    fn unreadable_files(&self) -> Vec<probewatch_web::UnreadableFile> {
+        self.ingest
+            .unreadable_files()
+            .into_iter()
+            .map(|(path, f)| probewatch_web::UnreadableFile {
+                path: path.to_string_lossy().into_owned(),
+                spool: f.spool_name.to_string(),
+                error: f.error,
+                attempts: f.attempts,
+                since_ms: f.since_ms,
+                next_attempt_ms: f.next_at_ms,
+            })
+            .collect()
     }
 }
 
@@ -133,5 +250,23 @@ mod tests {
         health.halt("the database file was replaced".into());
         assert!(health.is_halted());
         assert!(health.problems()[0].contains("restart probewatch"));
+    }
+
+    #[test]
+    fn unreadable_files_back_off_and_leave_when_read() {
+        let health = IngestHealth::default();
+        let path = PathBuf::from("/spool/a.xml");
+        assert!(health.unreadable(path.clone(), 0, "s".into(), "EACCES".into()));
+        assert!(!health.unreadable(path.clone(), 0, "s".into(), "EACCES".into()));
+        let (due, next) = health.due_retries(Instant::now());
+        assert!(due.is_empty(), "the second failure waits 2 s");
+        assert!(next.is_some());
+        let (due, _) = health.due_retries(Instant::now() + Duration::from_secs(3));
+        assert_eq!(due, [(0, path.clone())]);
+        assert_eq!(health.unreadable_files()[0].1.attempts, 2);
+        health.readable(&path);
+        assert!(health.unreadable_files().is_empty());
+        assert_eq!(retry_delay(1), Duration::from_secs(1));
+        assert_eq!(retry_delay(30), Duration::from_secs(300));
     }
 }

@@ -168,27 +168,86 @@ struct Preparer {
 
 impl Preparer {
     fn run(self, ready: Receiver<FileReady>, work: SyncSender<Work>) {
-        for file in ready {
-            self.settings.health.preparing(Some(file.seen_at));
-            let prepared = self.prepare(file);
-            self.settings.health.preparing(None);
-            match prepared {
-                Some(w) => {
-                    if work.send(w).is_err() {
+        let health = self.settings.health.clone();
+        loop {
+            // Wait for the next reported file, or until an unreadable file is due again.
+            let (due, next) = health.due_retries(Instant::now());
+            for (spool, path) in due {
+                let retry = FileReady {
+                    spool,
+                    path,
+                    cause: probewatch_watch::ReadyCause::Scan,
+                    seen_at: Instant::now(),
+                };
+                if !self.handle(retry, &work) {
+                    return;
+                }
+            }
+            let wait = next.map_or(Duration::from_secs(1), |at| {
+                at.saturating_duration_since(Instant::now())
+            });
+            match ready.recv_timeout(wait.min(Duration::from_secs(1))) {
+                Ok(file) => {
+                    if !self.handle(file, &work) {
                         return;
                     }
                 }
-                None => {
-                    self.settings
-                        .handled
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             }
         }
     }
 
-    fn prepare(&self, ready: FileReady) -> Option<Work> {
-        let spool = self.settings.spools.get(ready.spool)?;
+    /// Prepares one file and hands it to the writer; false once the writer is gone.
+    fn handle(&self, file: FileReady, work: &SyncSender<Work>) -> bool {
+        let health = &self.settings.health;
+        health.preparing(Some(file.seen_at));
+        let (spool, path) = (file.spool, file.path.clone());
+        let prepared = self.prepare(file);
+        health.preparing(None);
+        let handled = || {
+            self.settings
+                .handled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        };
+        match prepared {
+            Ok(Some(w)) => {
+                health.readable(&path);
+                return work.send(w).is_ok();
+            }
+            Ok(None) => {
+                health.readable(&path);
+                handled();
+            }
+            Err(error) => {
+                handled();
+                let name = self
+                    .settings
+                    .spools
+                    .get(spool)
+                    .map_or_else(|| std::sync::Arc::from("?"), |s| s.name.clone());
+                let attempt = health.unreadable(path.clone(), spool, name, error.clone());
+                if attempt {
+                    self.metrics.files_unreadable.inc();
+                    tracing::error!(
+                        path = %path.display(),
+                        error = %error,
+                        "cannot read result file; trying again with backoff (listed on /ingest)"
+                    );
+                } else {
+                    tracing::debug!(path = %path.display(), error = %error, "still cannot read result file");
+                }
+            }
+        }
+        true
+    }
+
+    /// Reads, hashes and parses a reported file. `Ok(None)`: nothing to do (gone, a
+    /// symlink, not a regular file); `Err`: it could not be opened or read, and why.
+    fn prepare(&self, ready: FileReady) -> Result<Option<Work>, String> {
+        let Some(spool) = self.settings.spools.get(ready.spool) else {
+            return Ok(None);
+        };
         let path = ready.path;
         // O_NOFOLLOW: a symlink is never followed (out of the spool or into it twice).
         // O_NONBLOCK: a FIFO named like a result file cannot hang the pipeline.
@@ -200,29 +259,31 @@ impl Preparer {
             Ok(file) => file,
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
                 tracing::debug!(path = %path.display(), "file vanished before it was read");
-                return None;
+                return Ok(None);
             }
             Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
                 tracing::info!(path = %path.display(), "ignoring symlink in spool");
-                return None;
+                return Ok(None);
             }
-            Err(err) => {
-                self.metrics.files_unreadable.inc();
-                tracing::error!(path = %path.display(), error = %err, "cannot open result file");
-                return None;
+            Err(err) if err.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                if long_path_is_gone(&path) {
+                    return Ok(None);
+                }
+                return Err(format!(
+                    "cannot open: the path is longer than the system allows (PATH_MAX, {} \
+                     bytes): shorten the spool's path or the file's name ({err})",
+                    libc::PATH_MAX
+                ));
             }
+            Err(err) => return Err(format!("cannot open: {err}")),
         };
         let meta = match file.metadata() {
             Ok(meta) if meta.is_file() => meta,
             Ok(_) => {
                 tracing::info!(path = %path.display(), "ignoring non-regular file in spool");
-                return None;
+                return Ok(None);
             }
-            Err(err) => {
-                self.metrics.files_unreadable.inc();
-                tracing::error!(path = %path.display(), error = %err, "cannot stat result file");
-                return None;
-            }
+            Err(err) => return Err(format!("cannot stat: {err}")),
         };
         let path_bytes = path.as_os_str().as_bytes().to_vec();
         let size = meta.len();
@@ -238,11 +299,11 @@ impl Preparer {
                 && head.mtime_ns == mtime
                 && head.inode == meta.ino()
             {
-                return Some(Work::AfterOnly {
+                return Ok(Some(Work::AfterOnly {
                     spool: ready.spool,
                     path,
                     outcome: head.outcome,
-                });
+                }));
             }
         }
         let mtime_ms = mtime / 1_000_000;
@@ -254,9 +315,7 @@ impl Preparer {
                 .take(self.settings.max_file_bytes + 1)
                 .read_to_end(&mut bytes)
             {
-                self.metrics.files_unreadable.inc();
-                tracing::error!(path = %path.display(), error = %err, "cannot read result file");
-                return None;
+                return Err(format!("cannot read: {err}"));
             }
             if bytes.len() as u64 > self.settings.max_file_bytes {
                 self.too_large(bytes.len() as u64, mtime, meta.ino())
@@ -275,12 +334,12 @@ impl Preparer {
             },
             content,
         };
-        Some(Work::Item(Box::new(Prepared {
+        Ok(Some(Work::Item(Box::new(Prepared {
             spool: ready.spool,
             path,
             seen_at: ready.seen_at,
             item,
-        })))
+        }))))
     }
 
     /// A file over the size limit is not read; its identity is its size, mtime and inode.
@@ -742,6 +801,21 @@ impl Progress {
     fn finish(&mut self) {
         self.record(0, false);
     }
+}
+
+/// Whether a file whose full path is too long to open has been removed: its directory's path
+/// is short enough (the watcher could not have reported it otherwise), so it is asked.
+fn long_path_is_gone(path: &Path) -> bool {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return false;
+    };
+    let Ok(dir) = std::fs::File::open(dir) else {
+        return false;
+    };
+    matches!(
+        rustix::fs::statat(&dir, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW),
+        Err(rustix::io::Errno::NOENT)
+    )
 }
 
 /// Moves `path` (inside `root`) to the same relative place under `target_dir`, never

@@ -123,8 +123,8 @@ pub struct Metrics {
     pub files_rejected: Family<RejectLabels, Counter>,
     /// Reports of a file version already in the ledger (normal after rescans).
     pub files_duplicate: Family<SpoolLabel, Counter>,
-    /// Files that could not be read (permissions, vanished); not in the ledger, retried on
-    /// the next event or scan.
+    /// Files that could not be opened or read (permissions, too many open files, a path too
+    /// long); each counted once, retried with backoff until read or gone.
     pub files_unreadable: Counter,
     /// Samples written.
     pub samples_written: Counter,
@@ -192,8 +192,9 @@ impl Metrics {
         );
         registry.register(
             "files_unreadable",
-            "Result files that could not be opened or read (not in the ledger; tried again at \
-             the next event or rescan)",
+            "Result files that could not be opened or read (counted once each); each is tried \
+             again with backoff until it is read or gone, and listed meanwhile in \
+             /api/v1/files?status=unreadable and on /ingest",
             metrics.files_unreadable.clone(),
         );
         registry.register(

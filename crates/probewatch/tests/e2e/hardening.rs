@@ -563,3 +563,163 @@ fn the_query_api_answers_generated_requests_and_survives() {
     assert!(peak < 1_500_000, "peak RSS {peak} kB");
     eprintln!("{cases} generated requests; daemon peak RSS {peak} kB");
 }
+
+#[test]
+fn a_file_that_cannot_be_opened_is_listed_and_retried() {
+    use std::os::fd::AsFd;
+    let env = Env::new();
+    let daemon = env.start(&[]);
+    // A directory path just under PATH_MAX and a long name in it: the event names a file
+    // whose full path no open(2) accepts (root can read anything, so EACCES cannot be used).
+    let mut dir = env.spool();
+    while dir.as_os_str().len() < 3_900 {
+        dir = dir.join("d".repeat(200));
+    }
+    let name = format!("{}.xml", "f".repeat(240));
+    assert!(
+        dir.as_os_str().len() + 1 + name.len() > 4_096,
+        "longer than PATH_MAX"
+    );
+    std::fs::create_dir_all(&dir).expect("deep directory");
+    daemon.wait_until("the deep directory watched", Duration::from_secs(30), |d| {
+        d.metric("probewatch_watched_directories") >= 20.0
+    });
+    let parent = std::fs::File::open(&dir).expect("open the deep directory");
+    let file = rustix::fs::openat(
+        parent.as_fd(),
+        name.as_str(),
+        rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY,
+        rustix::fs::Mode::from_raw_mode(0o644),
+    )
+    .expect("create the long-named file");
+    rustix::io::write(&file, result_xml(1).as_bytes()).expect("write");
+    drop(file);
+    daemon.wait_until(
+        "the file listed as unreadable",
+        Duration::from_secs(30),
+        |d| {
+            d.get("/api/v1/files?status=unreadable")["files"]
+                .as_array()
+                .is_some_and(|f| !f.is_empty())
+        },
+    );
+    let listed = daemon.get("/api/v1/files?status=unreadable");
+    let entry = &listed["files"][0];
+    assert!(
+        entry["path"].as_str().is_some_and(|p| p.ends_with(&name)),
+        "{listed}"
+    );
+    assert!(
+        entry["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PATH_MAX")),
+        "{listed}"
+    );
+    // Tried again with backoff: 1 s, then 2 s.
+    daemon.wait_until("a second attempt", Duration::from_secs(30), |d| {
+        d.get("/api/v1/files?status=unreadable")["files"][0]["attempts"]
+            .as_u64()
+            .is_some_and(|a| a >= 2)
+    });
+    assert_eq!(
+        daemon.metric("probewatch_files_unreadable_total"),
+        1.0,
+        "counted once"
+    );
+    let page = daemon.get_text("/ingest");
+    assert!(
+        page.contains("Files that cannot be read") && page.contains("PATH_MAX"),
+        "{page}"
+    );
+    // Gone: no longer listed.
+    rustix::fs::unlinkat(parent.as_fd(), name.as_str(), rustix::fs::AtFlags::empty())
+        .expect("unlink");
+    daemon.wait_until("the file no longer listed", Duration::from_secs(30), |d| {
+        d.get("/api/v1/files?status=unreadable")["files"]
+            .as_array()
+            .is_some_and(|f| f.is_empty())
+    });
+}
+
+/// Opens `n` connections that send half a request and then nothing.
+fn half_open(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
+    use std::io::Write;
+    (0..n)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(addr).ok()?;
+            let _ = s.write_all(b"GET /api/v1/stats HTTP/1.1\r\nHost: x\r\n");
+            Some(s)
+        })
+        .collect()
+}
+
+#[test]
+fn half_open_requests_time_out_and_health_stays_reachable() {
+    let env = Env::new();
+    let daemon = env.start(&[]);
+    let addr = daemon.base.trim_start_matches("http://").to_string();
+    // More half-open requests than the daemon serves at once (512).
+    let held = half_open(&addr, 600);
+    assert!(held.len() > 512, "opened {}", held.len());
+    let started = Instant::now();
+    let (status, body) = get_raw(&daemon, "/healthz", Duration::from_secs(60))
+        .expect("/healthz answers once the header-read timeout drops the idle requests");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    eprintln!(
+        "/healthz answered after {:?} behind 600 half-open requests",
+        started.elapsed()
+    );
+    // The server closed the ones it had accepted: a read sees the end.
+    let mut first = held.into_iter().next().expect("one");
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let mut buf = [0u8; 512];
+    let n = std::io::Read::read(&mut first, &mut buf).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(n == 0 || answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+}
+
+#[test]
+fn running_out_of_file_descriptors_heals_by_itself() {
+    let env = Env::new();
+    // A hard limit the daemon cannot raise: 40 descriptors, about 20 to spare.
+    let daemon = Daemon::spawn_wrapped(
+        &["prlimit", "--nofile=40:40", "--"],
+        &[
+            "run".to_string(),
+            "--spool".into(),
+            env.spool().display().to_string(),
+            "--data".into(),
+            env.data().display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ],
+    );
+    let addr = daemon.base.trim_start_matches("http://").to_string();
+    let held = half_open(&addr, 60);
+    daemon.wait_until("accept to back off", Duration::from_secs(30), |d| {
+        d.log()
+            .contains("cannot accept HTTP connections; backing off")
+    });
+    std::fs::write(env.spool().join("starved.xml"), result_xml(7)).expect("write");
+    daemon.wait_until("the open to fail", Duration::from_secs(30), |d| {
+        d.log().contains("cannot read result file; trying again")
+    });
+    // Descriptors come back: the file is read at its next attempt, HTTP serves again.
+    drop(held);
+    daemon.wait_files(1, Duration::from_secs(60));
+    assert_eq!(daemon.stats()["files_ingested"], 1);
+    assert_eq!(daemon.metric("probewatch_files_unreadable_total"), 1.0);
+    assert!(
+        daemon.get("/api/v1/files?status=unreadable")["files"]
+            .as_array()
+            .is_some_and(|f| f.is_empty()),
+        "no longer listed once read"
+    );
+    assert!(
+        daemon.log().contains("Too many open files"),
+        "{}",
+        daemon.log()
+    );
+}

@@ -126,7 +126,20 @@ pub struct Daemon {
 impl Daemon {
     /// Starts the binary with `args`; returns once it serves HTTP and its startup scan ended.
     pub fn spawn(args: &[String]) -> Daemon {
-        let mut child = Command::new(BIN)
+        Daemon::spawn_wrapped(&[], args)
+    }
+
+    /// [`Daemon::spawn`] under a wrapper command (`prlimit --nofile=40:40 --`).
+    pub fn spawn_wrapped(wrapper: &[&str], args: &[String]) -> Daemon {
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = command
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
