@@ -378,11 +378,7 @@ impl Scanner {
                 if self.unwatched_files.get(&path) == Some(&now) {
                     continue;
                 }
-                let age = meta
-                    .modified()
-                    .ok()
-                    .and_then(|m| SystemTime::now().duration_since(m).ok())
-                    .unwrap_or(Duration::ZERO);
+                let age = age(&meta);
                 if age < shared.settle && writers(&path) != Writers::None {
                     continue; // still being written: the next poll looks again
                 }
@@ -427,11 +423,7 @@ impl Scanner {
                     continue;
                 }
             };
-            let age = meta
-                .modified()
-                .ok()
-                .and_then(|m| SystemTime::now().duration_since(m).ok())
-                .unwrap_or(Duration::ZERO);
+            let age = age(&meta);
             if age < self.shared.settle || writers(&path) == Writers::Some {
                 // Still changing or still open for writing: look again later.
                 let mut settling = crate::lock(&self.shared.settling);
@@ -528,6 +520,14 @@ impl Scanner {
     }
 }
 
+/// How long ago a file was last modified (zero for a time in the future).
+fn age(meta: &Metadata) -> Duration {
+    meta.modified()
+        .ok()
+        .and_then(|m| SystemTime::now().duration_since(m).ok())
+        .unwrap_or(Duration::ZERO)
+}
+
 /// Adds (or refreshes) the watch on `dir` and records which spool directory it is; false
 /// when the inotify watch limit refused it (the caller polls the directory instead).
 fn watch_dir(
@@ -604,11 +604,7 @@ impl Sink<'_> {
         meta: &Metadata,
         cause: ReadyCause,
     ) {
-        let age = meta
-            .modified()
-            .ok()
-            .and_then(|m| SystemTime::now().duration_since(m).ok())
-            .unwrap_or(Duration::ZERO);
+        let age = age(meta);
         // Recently modified: report it now only if nobody is still writing it; otherwise its
         // close-write event (or, failing that, the settle timer) will.
         if age < self.shared.settle && writers(&path) != Writers::None {

@@ -49,6 +49,21 @@ fn start_with(
     (watcher, rx, counters)
 }
 
+/// [`start_with`] on inotify with a 200 ms settle time; returns once the startup scan ended.
+fn start_scanned(
+    root: &Path,
+    adjust: impl FnOnce(&mut WatchConfig),
+) -> (Watcher, Receiver<FileReady>, Arc<WatchCounters>) {
+    let started = start_with(root, WatchMode::Inotify, Duration::from_millis(200), adjust);
+    eventually("startup scan", Duration::from_secs(10), || {
+        started
+            .2
+            .startup_scan_done
+            .load(std::sync::atomic::Ordering::SeqCst)
+    });
+    started
+}
+
 /// Waits until `cond` holds, or panics saying `what`.
 fn eventually(what: &str, within: Duration, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + within;
@@ -201,17 +216,7 @@ fn a_spool_deleted_and_recreated_is_watched_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path().join("spool");
     std::fs::create_dir(&root).expect("spool");
-    let (watcher, rx, counters) = start_with(
-        &root,
-        WatchMode::Inotify,
-        Duration::from_millis(200),
-        |_| {},
-    );
-    eventually("startup scan", Duration::from_secs(10), || {
-        counters
-            .startup_scan_done
-            .load(std::sync::atomic::Ordering::SeqCst)
-    });
+    let (watcher, rx, counters) = start_scanned(&root, |_| {});
     std::fs::remove_dir_all(&root).expect("delete");
     eventually(
         "the spool reported missing",
@@ -245,17 +250,7 @@ fn a_spool_moved_away_is_forgotten_and_watched_again_when_back() {
     let root = dir.path().join("spool");
     let away = dir.path().join("spool.old");
     std::fs::create_dir(&root).expect("spool");
-    let (watcher, rx, counters) = start_with(
-        &root,
-        WatchMode::Inotify,
-        Duration::from_millis(200),
-        |_| {},
-    );
-    eventually("startup scan", Duration::from_secs(10), || {
-        counters
-            .startup_scan_done
-            .load(std::sync::atomic::Ordering::SeqCst)
-    });
+    let (watcher, rx, counters) = start_scanned(&root, |_| {});
     std::fs::rename(&root, &away).expect("move away");
     eventually(
         "the spool reported missing",
@@ -284,17 +279,7 @@ fn a_spool_replaced_by_a_symlink_is_refused() {
     let other = dir.path().join("elsewhere");
     std::fs::create_dir(&root).expect("spool");
     std::fs::create_dir(&other).expect("other");
-    let (watcher, rx, counters) = start_with(
-        &root,
-        WatchMode::Inotify,
-        Duration::from_millis(200),
-        |_| {},
-    );
-    eventually("startup scan", Duration::from_secs(10), || {
-        counters
-            .startup_scan_done
-            .load(std::sync::atomic::Ordering::SeqCst)
-    });
+    let (watcher, rx, counters) = start_scanned(&root, |_| {});
     std::fs::remove_dir(&root).expect("delete");
     std::os::unix::fs::symlink(&other, &root).expect("symlink");
     eventually("the symlink refused", Duration::from_secs(10), || {
@@ -315,15 +300,7 @@ fn directories_past_the_watch_limit_are_polled_and_watched_when_room_appears() {
     std::fs::create_dir_all(root.join("a")).expect("a");
     std::fs::create_dir_all(root.join("b")).expect("b");
     // Room for the root only: a and b are polled.
-    let (watcher, rx, counters) =
-        start_with(&root, WatchMode::Inotify, Duration::from_millis(200), |c| {
-            c.max_watches = Some(1)
-        });
-    eventually("startup scan", Duration::from_secs(10), || {
-        counters
-            .startup_scan_done
-            .load(std::sync::atomic::Ordering::SeqCst)
-    });
+    let (watcher, rx, counters) = start_scanned(&root, |c| c.max_watches = Some(1));
     assert_eq!(
         counters
             .unwatched_dirs

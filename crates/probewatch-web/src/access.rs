@@ -2,7 +2,7 @@
 //! beyond loopback: HTTP basic auth for people (browsers ask for it themselves), and the
 //! API token as a bearer token for machines. Health checks (`/healthz`, `/-/healthy`,
 //! `/-/ready`) stay open for load balancers.
-//! TLS is left to a reverse proxy in front (see docs/operations.md).
+//! TLS is left to a reverse proxy in front (see docs/dashboard.md).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
