@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// Where to make the temporary spools (default: the system temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The probewatch binary to run as the daemon (default: this one), to compare builds with
+    /// the same harness in one invocation.
+    #[arg(long)]
+    pub daemon: Option<PathBuf>,
     /// Loops of heavy PromQL queries (over HTTP, back to back) against the daemon while it
     /// ingests. Each run is then made twice, without and with them, to show what queries
     /// cost ingest latency.
@@ -101,7 +105,7 @@ fn heavy_queries(files: u64) -> Vec<String> {
         ),
         format!(
             "/api/v1/query?query={}&time={end}",
-            enc("count_over_time({__name__=~\".+\"}[1h])")
+            enc("sum by (__name__) (last_over_time({__name__=~\".+\"}[1h]))")
         ),
         format!(
             "/api/v1/query?query={}&time={end}",
@@ -113,7 +117,7 @@ fn heavy_queries(files: u64) -> Vec<String> {
 /// `n` threads sending [`heavy_queries`] back to back until stopped.
 struct QueryLoad {
     stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<(u64, u64)>>,
+    threads: Vec<std::thread::JoinHandle<(u64, u64, Option<String>)>>,
 }
 
 impl QueryLoad {
@@ -125,7 +129,7 @@ impl QueryLoad {
                 let queries = heavy_queries(files);
                 std::thread::spawn(move || {
                     let client = reqwest::blocking::Client::new();
-                    let (mut ok, mut failed) = (0, 0);
+                    let (mut ok, mut failed, mut first_error) = (0, 0, None);
                     let mut k = i;
                     while !stop.load(Ordering::Relaxed) {
                         let url = format!("{base}{}", queries[k % queries.len()]);
@@ -134,24 +138,37 @@ impl QueryLoad {
                                 let _ = r.bytes();
                                 ok += 1;
                             }
-                            _ => failed += 1,
+                            Ok(r) => {
+                                failed += 1;
+                                let status = r.status();
+                                let body = r.text().unwrap_or_default();
+                                first_error.get_or_insert_with(|| format!("{status} {body}"));
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                first_error.get_or_insert_with(|| e.to_string());
+                            }
                         }
                         k += 1;
                     }
-                    (ok, failed)
+                    (ok, failed, first_error)
                 })
             })
             .collect();
         QueryLoad { stop, threads }
     }
 
-    /// Stops the loops; returns (answered, failed).
+    /// Stops the loops; returns (answered, failed), and says why the first failure failed.
     fn finish(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
-        self.threads
-            .into_iter()
-            .filter_map(|t| t.join().ok())
-            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+        let mut totals = (0, 0);
+        for (ok, failed, error) in self.threads.into_iter().filter_map(|t| t.join().ok()) {
+            totals = (totals.0 + ok, totals.1 + failed);
+            if let Some(error) = error {
+                eprintln!("    a query failed: {error}");
+            }
+        }
+        totals
     }
 }
 
@@ -325,9 +342,10 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    fn start(work: &Path, delete: bool) -> anyhow::Result<Daemon> {
-        let after = if delete { "delete" } else { "keep" };
-        Daemon::start_with(
+    fn start(work: &Path, args: &BenchArgs) -> anyhow::Result<Daemon> {
+        let after = if args.delete { "delete" } else { "keep" };
+        Daemon::start_binary(
+            args.daemon.as_deref(),
             work,
             &format!(
                 "[[spool]]\npath = {:?}\nafter_ingest = \"{after}\"\n",
@@ -339,9 +357,21 @@ impl Daemon {
     /// Starts the daemon with `config` as its configuration file; returns once its startup
     /// scan has finished.
     pub(crate) fn start_with(work: &Path, config_text: &str) -> anyhow::Result<Daemon> {
+        Daemon::start_binary(None, work, config_text)
+    }
+
+    /// [`Daemon::start_with`] running `binary` (default: this executable).
+    fn start_binary(
+        binary: Option<&Path>,
+        work: &Path,
+        config_text: &str,
+    ) -> anyhow::Result<Daemon> {
         let config = work.join("bench.toml");
         std::fs::write(&config, config_text)?;
-        let exe = std::env::current_exe().context("finding the probewatch binary")?;
+        let exe = match binary {
+            Some(path) => path.to_path_buf(),
+            None => std::env::current_exe().context("finding the probewatch binary")?,
+        };
         let mut child = Command::new(exe)
             .args(["run", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)
@@ -455,19 +485,20 @@ fn run_probewatch(base: &Path, args: &BenchArgs, query_load: usize) -> anyhow::R
     let work = fresh_dir(base, "probewatch")?;
     let spool = work.join("spool");
     let timeout = Duration::from_secs(600);
+    let mut load = None;
     let (closed, daemon, first_us) = if args.backlog {
         let closed = generate(&spool, args)?;
         // From the moment the daemon is started: its startup and scan count too.
         let start = now_us();
-        (closed, Daemon::start(&work, args.delete)?, start)
+        (closed, Daemon::start(&work, args)?, start)
     } else {
-        let daemon = Daemon::start(&work, args.delete)?;
+        let daemon = Daemon::start(&work, args)?;
+        // Started before the files, so queries overlap the whole live run; their data grows
+        // as the files arrive.
+        load = (query_load > 0).then(|| QueryLoad::start(&daemon.base, query_load, args.files));
         let start = now_us();
         (generate(&spool, args)?, daemon, start)
     };
-    // Started once the daemon is up, so queries overlap the whole live run; their data
-    // grows as the files arrive.
-    let load = (query_load > 0).then(|| QueryLoad::start(&daemon.base, query_load, args.files));
     let committed = wait_committed(&work.join("data/probewatch.db"), args.files, timeout);
     let (queries, query_errors) = load.map_or((0, 0), QueryLoad::finish);
     let committed = match committed {
