@@ -723,3 +723,64 @@ fn running_out_of_file_descriptors_heals_by_itself() {
         daemon.log()
     );
 }
+
+#[test]
+fn the_daemon_exits_non_zero_when_its_http_server_fails() {
+    use rustix::process::{PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
+    let env = Env::new();
+    let mut daemon = env.start(&[]);
+    let port: u16 = daemon
+        .base
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    // Take a copy of the daemon's listening socket (root may) and shut it for reading:
+    // its accept() then fails for good (EINVAL), as a broken listener would.
+    let pid = rustix::process::Pid::from_raw(i32::try_from(daemon.child.id()).expect("pid"))
+        .expect("pid");
+    let pidfd = pidfd_open(pid, PidfdFlags::empty()).expect("pidfd_open");
+    let mut broken = false;
+    for entry in std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id())).expect("fds") {
+        let entry = entry.expect("entry");
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|t| t.to_string_lossy().starts_with("socket:"));
+        let Some(n) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        let Ok(fd) = pidfd_getfd(&pidfd, n, PidfdGetfdFlags::empty()) else {
+            continue;
+        };
+        let listening = rustix::net::sockopt::socket_acceptconn(&fd).unwrap_or(false);
+        let ours = std::net::TcpListener::from(fd.try_clone().expect("dup"))
+            .local_addr()
+            .is_ok_and(|a| a.port() == port);
+        if listening && ours {
+            rustix::net::shutdown(&fd, rustix::net::Shutdown::Read).expect("shutdown");
+            broken = true;
+            break;
+        }
+    }
+    assert!(broken, "found the listening socket");
+    // A connection makes the blocked accept() return its error.
+    let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+    let deadline = Instant::now() + Duration::from_secs(45);
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(status.code(), Some(2), "{}", daemon.log());
+    let log = daemon.log();
+    assert!(log.contains("HTTP server failed"), "{log}");
+}
