@@ -173,12 +173,22 @@ pub fn canonical(labels: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// A stable fingerprint of an alert's labels (FNV-1a), as Alertmanager payloads carry one.
-fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+/// An alert's fingerprint as Alertmanager computes it for the same labels (prometheus
+/// common's `LabelSet.Fingerprint`: 64-bit FNV-1a over each name and value in name order,
+/// each followed by the byte 0xff), as 16 hex digits, so that payloads, silences and
+/// Alertmanager's own view of an alert line up.
+pub fn fingerprint(labels: &BTreeMap<String, String>) -> String {
+    const SEPARATOR: u8 = 0xff;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in canonical(labels).bytes() {
+    let mut add = |b: u8| {
         hash ^= u64::from(b);
         hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    for (name, value) in labels {
+        name.bytes().for_each(&mut add);
+        add(SEPARATOR);
+        value.bytes().for_each(&mut add);
+        add(SEPARATOR);
     }
     format!("{hash:016x}")
 }
@@ -737,6 +747,23 @@ groups:
         let mut out = e.evaluate(0, t, src, silences);
         e.apply(std::mem::take(&mut out.staged));
         out
+    }
+
+    #[test]
+    fn fingerprints_are_alertmanagers() {
+        // prometheus/common model/signature_test.go's vectors.
+        let labels = BTreeMap::from([
+            ("name".to_string(), "garland, briggs".to_string()),
+            ("fear".to_string(), "love is not enough".to_string()),
+        ]);
+        assert_eq!(
+            fingerprint(&labels),
+            format!("{:016x}", 5_799_056_148_416_392_346u64)
+        );
+        assert_eq!(
+            fingerprint(&BTreeMap::new()),
+            format!("{:016x}", 14_695_981_039_346_656_037u64)
+        );
     }
 
     #[test]

@@ -11,10 +11,13 @@ use serde::Deserialize;
 
 use crate::template::Template;
 
-#[derive(Debug, Deserialize)]
+/// A rule file. Empty ones (`null`, `{}`, `groups:` or `rules:` with nothing under them)
+/// are valid, as promtool takes them.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileYaml {
-    groups: Vec<GroupYaml>,
+    #[serde(default)]
+    groups: Option<Vec<GroupYaml>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -29,7 +32,7 @@ struct GroupYaml {
     #[serde(default)]
     labels: BTreeMap<String, String>,
     #[serde(default)]
-    rules: Vec<RuleYaml>,
+    rules: Option<Vec<RuleYaml>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,12 +131,21 @@ pub fn parse(
         file: file.display().to_string(),
         message,
     };
-    let parsed: FileYaml = serde_saphyr::from_str(text).map_err(|e| fail(e.to_string()))?;
+    let blank = text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'));
+    let parsed: FileYaml = if blank {
+        FileYaml::default()
+    } else {
+        serde_saphyr::from_str::<Option<FileYaml>>(text)
+            .map_err(|e| fail(e.to_string()))?
+            .unwrap_or_default()
+    };
     let mut names = HashSet::new();
     let mut groups = Vec::new();
     let lines: Vec<&str> = text.lines().collect();
     let mut cursor = 0usize;
-    for g in parsed.groups {
+    for g in parsed.groups.unwrap_or_default() {
         if g.name.is_empty() {
             return Err(fail("a group has an empty name".into()));
         }
@@ -159,7 +171,7 @@ pub fn parse(
         }
         let mut rules = Vec::new();
         let mut reads: Option<HashSet<String>> = Some(HashSet::new());
-        for (i, r) in g.rules.into_iter().enumerate() {
+        for (i, r) in g.rules.unwrap_or_default().into_iter().enumerate() {
             // Where the rule is in the file, for messages: its `alert:`/`record:` line, and
             // its `expr:` line (PromQL errors carry no position of their own).
             let rule_line = r
@@ -325,6 +337,20 @@ pub fn load(files: &[PathBuf], default_interval_ms: i64) -> Result<Vec<Group>, R
     Ok(groups)
 }
 
+/// Rule files with nothing to evaluate that promtool accepts.
+pub const EMPTY_RULE_FILES: &[&str] = &[
+    "",
+    "# only a comment\n",
+    "null\n",
+    "~\n",
+    "{}\n",
+    "groups:\n",
+    "groups: []\n",
+    "groups:\n  - name: empty\n    rules:\n",
+    "groups:\n  - name: empty\n    rules: []\n",
+    "groups:\n  - name: empty\n",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,6 +418,18 @@ groups:
                 "{err} should mention {expected}"
             );
             assert!(err.to_string().starts_with("r.yml: "), "{err}");
+        }
+    }
+
+    /// Empty rule files load, as promtool takes them (the e2e test runs promtool on the
+    /// same texts).
+    #[test]
+    fn empty_rule_files_load() {
+        for text in EMPTY_RULE_FILES {
+            let groups = parse(Path::new("empty.yml"), text, 15_000)
+                .unwrap_or_else(|e| panic!("{text:?}: {e}"));
+            let rules: usize = groups.iter().map(|g| g.rules.len()).sum();
+            assert_eq!(rules, 0, "{text:?}");
         }
     }
 }

@@ -552,3 +552,153 @@ fn group_wait_collects_alerts_of_a_group_into_one_notification() {
     assert_eq!(hook.received().len(), 1, "one notification for the group");
     daemon.stop();
 }
+
+/// `rules check` agrees with the real promtool (Debian's `prometheus` package; .ci/run
+/// installs it) on rule files with nothing in them, and on two that both refuse.
+#[test]
+fn rules_check_agrees_with_promtool_on_empty_and_broken_files() {
+    let promtool = std::path::Path::new("/usr/bin/promtool");
+    let env = Env::new();
+    std::fs::create_dir_all(env.data()).expect("dir");
+    let mut cases: Vec<(String, bool)> = probewatch_alerting::rulefile::EMPTY_RULE_FILES
+        .iter()
+        .map(|t| (t.to_string(), true))
+        .collect();
+    cases.push(("groups:\n  - rules: []\n".into(), false));
+    cases.push(("groups:\n  - name: a\n  - name: a\n".into(), false));
+    for (i, (text, valid)) in cases.iter().enumerate() {
+        let file = env.data().join(format!("r{i}.yml"));
+        std::fs::write(&file, text).expect("write");
+        let ours = std::process::Command::new(BIN)
+            .args(["rules", "check"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        assert_eq!(
+            ours.status.success(),
+            *valid,
+            "{text:?}: {}",
+            String::from_utf8_lossy(&ours.stdout)
+        );
+        if promtool.exists() {
+            let theirs = std::process::Command::new(promtool)
+                .args(["check", "rules"])
+                .arg(&file)
+                .output()
+                .expect("promtool");
+            assert_eq!(theirs.status.success(), *valid, "promtool on {text:?}");
+        }
+    }
+    if !promtool.exists() {
+        eprintln!("SKIPPED the promtool half: no /usr/bin/promtool (Debian package prometheus)");
+    }
+}
+
+/// The real Alertmanager (Debian's prometheus-alertmanager; .ci/run installs it) on a free
+/// loopback port, with its data in `dir`; killed when dropped.
+struct RealAlertmanager {
+    child: std::process::Child,
+    base: String,
+}
+
+impl RealAlertmanager {
+    fn start(dir: &std::path::Path) -> Option<RealAlertmanager> {
+        let bin = std::path::Path::new("/usr/bin/prometheus-alertmanager");
+        if !bin.exists() {
+            eprintln!(
+                "SKIPPED: no {} (Debian package prometheus-alertmanager)",
+                bin.display()
+            );
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let config = dir.join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+        )
+        .expect("config");
+        let child = std::process::Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start alertmanager");
+        let am = RealAlertmanager {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while reqwest::blocking::get(format!("{}/-/ready", am.base))
+            .map_or(true, |r| !r.status().is_success())
+        {
+            assert!(Instant::now() < deadline, "alertmanager did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Some(am)
+    }
+
+    fn alerts(&self) -> Vec<Value> {
+        reqwest::blocking::get(format!("{}/api/v2/alerts", self.base))
+            .and_then(|r| r.json::<Vec<Value>>())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for RealAlertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_real_alertmanager_computes_the_same_fingerprint() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.data()).expect("dir");
+    let Some(am) = RealAlertmanager::start(env.dir.path()) else {
+        return;
+    };
+    let hook = Webhook::start(0);
+    let rules = env.data().join("rules.yml");
+    std::fs::write(&rules, RULES).expect("rules");
+    let cfg = format!(
+        "rule_files = [{:?}]\n[[receiver]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = {:?}\n\
+         [[receiver]]\nname = \"hook\"\nurl = {:?}\n[[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        am.base,
+        hook.url,
+        env.spool().display().to_string()
+    );
+    let daemon = env.start_with_config(&cfg);
+    std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
+    let ours = hook.wait_for(1, Duration::from_secs(30));
+    let ours = &ours[0]["alerts"][0];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let theirs = loop {
+        let alerts = am.alerts();
+        if let Some(a) = alerts
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "LoginCritical")
+        {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the alert never reached alertmanager"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(theirs["labels"], ours["labels"], "the same alert");
+    assert_eq!(
+        theirs["fingerprint"], ours["fingerprint"],
+        "Alertmanager's fingerprint is ours"
+    );
+    daemon.stop();
+}
