@@ -303,13 +303,24 @@ impl Engine {
         };
         let rules = group.rules.clone();
         let group_name = group.name.clone();
+        // Rules run in order at one timestamp, each seeing what the ones before recorded.
+        let mut overlay = probewatch_promql::Overlay::new(source);
         for rule in &rules {
             let started = Instant::now();
-            let result = rule.query.instant(source, now_ms, &options);
+            let result = rule.query.instant(&overlay, now_ms, &options);
             let error = match (result, &rule.kind) {
                 (Err(e), _) => Some(e.to_string()),
                 (Ok(value), RuleKind::Record) => {
-                    record(rule, value, now_ms, &mut outcome.recorded).err()
+                    let before = outcome.recorded.len();
+                    let error = record(rule, value, now_ms, &mut outcome.recorded).err();
+                    for s in &outcome.recorded[before..] {
+                        let mut labels = probewatch_promql::Labels::from_pairs(
+                            probewatch_core::labels::parse_canonical(&s.labels).unwrap_or_default(),
+                        );
+                        labels.set(probewatch_promql::labels::METRIC_NAME, s.metric.clone());
+                        overlay.add(&labels, s.time_ms, s.value);
+                    }
+                    error
                 }
                 (Ok(value), RuleKind::Alert { .. }) => match value {
                     Value::Vector(samples) => {
@@ -747,6 +758,32 @@ groups:
         let mut out = e.evaluate(0, t, src, silences);
         e.apply(std::mem::take(&mut out.staged));
         out
+    }
+
+    #[test]
+    fn a_rule_sees_what_the_rules_before_it_recorded_at_the_same_time() {
+        let groups = crate::rulefile::parse(
+            Path::new("chain.yml"),
+            "groups:\n  - name: chain\n    rules:\n      - record: r1\n        expr: m * 2\n      \
+             - record: r2\n        expr: r1 + 1\n      - alert: High\n        expr: r2 > 6\n",
+            60_000,
+        )
+        .expect("rules");
+        let mut e = Engine::new(groups, EngineConfig::default(), Vec::new());
+        let mut src = MemorySource::new();
+        src.add(&Labels::from_pairs([("__name__", "m")]), [(0, 3.0)]);
+        let out = e.evaluate(0, 0, &src, &[]);
+        let recorded: Vec<(&str, f64)> = out
+            .recorded
+            .iter()
+            .map(|s| (s.metric.as_str(), s.value))
+            .collect();
+        assert_eq!(
+            recorded,
+            [("r1", 6.0), ("r2", 7.0)],
+            "r2 is this evaluation's r1 + 1"
+        );
+        assert_eq!(out.updates.len(), 1, "the alert on r2 is pending at once");
     }
 
     #[test]

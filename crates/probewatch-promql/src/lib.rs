@@ -24,7 +24,7 @@ use std::collections::HashMap;
 pub use labels::Labels;
 pub use limits::Guard;
 pub use math::format_value;
-pub use source::{MatchOp, Matcher, MemorySource, SeriesSource};
+pub use source::{MatchOp, Matcher, MemorySource, Overlay, SeriesSource};
 pub use value::{Sample, Series, Value};
 
 /// Why a query failed. The variant is what the HTTP API reports as `errorType`.

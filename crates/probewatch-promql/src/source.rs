@@ -174,3 +174,52 @@ impl SeriesSource for MemorySource {
         Ok(out)
     }
 }
+
+/// Samples laid over another source: what a group's recording rules wrote earlier in the
+/// same evaluation, seen by the rules after them before the store has them (Prometheus
+/// evaluates a group's rules in order, each seeing the results of the ones before).
+pub struct Overlay<'a> {
+    base: &'a dyn SeriesSource,
+    extra: MemorySource,
+}
+
+impl<'a> Overlay<'a> {
+    /// Nothing laid over `base` yet.
+    pub fn new(base: &'a dyn SeriesSource) -> Overlay<'a> {
+        Overlay {
+            base,
+            extra: MemorySource::new(),
+        }
+    }
+
+    /// Lays a sample over the base (replacing one at the same time).
+    pub fn add(&mut self, labels: &Labels, t_ms: i64, value: f64) {
+        self.extra.add(labels, [(t_ms, value)]);
+    }
+}
+
+impl SeriesSource for Overlay<'_> {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        from_ms: i64,
+        to_ms: i64,
+        max_samples: usize,
+    ) -> Result<Vec<Series>, QueryError> {
+        let mut out = self.base.select(matchers, from_ms, to_ms, max_samples)?;
+        for laid in self.extra.select(matchers, from_ms, to_ms, max_samples)? {
+            match out.iter_mut().find(|s| s.labels == laid.labels) {
+                Some(series) => {
+                    for (t, v) in laid.points {
+                        match series.points.binary_search_by_key(&t, |p| p.0) {
+                            Ok(i) => series.points[i].1 = v,
+                            Err(i) => series.points.insert(i, (t, v)),
+                        }
+                    }
+                }
+                None => out.push(laid),
+            }
+        }
+        Ok(out)
+    }
+}

@@ -702,3 +702,53 @@ fn a_real_alertmanager_computes_the_same_fingerprint() {
     );
     daemon.stop();
 }
+
+/// A recording-rule chain (`r2 = r1 + 1`) gives this evaluation's r1 + 1, as in
+/// Prometheus: the same promtool-format test passes under the real promtool and under
+/// `probewatch rules test`.
+#[test]
+fn a_recording_rule_chain_agrees_with_promtool() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    std::fs::write(
+        dir.join("chain.yml"),
+        "groups:\n  - name: chain\n    rules:\n      - record: r1\n        expr: m * 2\n      \
+         - record: r2\n        expr: r1 + 1\n",
+    )
+    .expect("rules");
+    let test = dir.join("chain_test.yml");
+    std::fs::write(
+        &test,
+        "rule_files: [chain.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    \
+         input_series:\n      - series: m\n        values: \"3 4 5\"\n    promql_expr_test:\n      \
+         - expr: r2\n        eval_time: 0m\n        exp_samples:\n          - labels: r2\n            \
+         value: 7\n      - expr: r2\n        eval_time: 2m\n        exp_samples:\n          \
+         - labels: r2\n            value: 11\n",
+    )
+    .expect("test");
+    let ours = std::process::Command::new(BIN)
+        .args(["rules", "test"])
+        .arg(&test)
+        .output()
+        .expect("run");
+    assert!(
+        ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stdout)
+    );
+    let promtool = std::path::Path::new("/usr/bin/promtool");
+    if promtool.exists() {
+        let theirs = std::process::Command::new(promtool)
+            .args(["test", "rules"])
+            .arg(&test)
+            .output()
+            .expect("promtool");
+        assert!(
+            theirs.status.success(),
+            "{}",
+            String::from_utf8_lossy(&theirs.stdout)
+        );
+    } else {
+        eprintln!("SKIPPED the promtool half: no /usr/bin/promtool (Debian package prometheus)");
+    }
+}
