@@ -321,7 +321,11 @@ impl Query {
                     )));
                 }
             }
-            t += step_ms;
+            // A step so large that the next time passes i64 ends the range.
+            match t.checked_add(step_ms) {
+                Some(next) => t = next,
+                None => break,
+            }
         }
         let mut out: Vec<Series> = series
             .into_iter()

@@ -129,10 +129,7 @@ impl MemorySource {
         };
         let series = &mut self.series[index];
         for (t, v) in points {
-            match series.points.binary_search_by_key(&t, |p| p.0) {
-                Ok(i) => series.points[i].1 = v,
-                Err(i) => series.points.insert(i, (t, v)),
-            }
+            put(&mut series.points, t, v);
         }
     }
 
@@ -175,6 +172,14 @@ impl SeriesSource for MemorySource {
     }
 }
 
+/// Puts a sample into points kept in time order; a sample at the same time is replaced.
+fn put(points: &mut Vec<(i64, f64)>, t: i64, v: f64) {
+    match points.binary_search_by_key(&t, |p| p.0) {
+        Ok(i) => points[i].1 = v,
+        Err(i) => points.insert(i, (t, v)),
+    }
+}
+
 /// Samples laid over another source: what a group's recording rules wrote earlier in the
 /// same evaluation, seen by the rules after them before the store has them (Prometheus
 /// evaluates a group's rules in order, each seeing the results of the ones before).
@@ -211,10 +216,7 @@ impl SeriesSource for Overlay<'_> {
             match out.iter_mut().find(|s| s.labels == laid.labels) {
                 Some(series) => {
                     for (t, v) in laid.points {
-                        match series.points.binary_search_by_key(&t, |p| p.0) {
-                            Ok(i) => series.points[i].1 = v,
-                            Err(i) => series.points.insert(i, (t, v)),
-                        }
+                        put(&mut series.points, t, v);
                     }
                 }
                 None => out.push(laid),

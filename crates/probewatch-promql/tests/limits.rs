@@ -130,6 +130,12 @@ fn times_and_durations_outside_sane_bounds_are_refused() {
         let err = Query::parse(text).expect_err(text);
         assert!(err.to_string().contains("out of range"), "{text}: {err}");
     }
+    // A step so large that the next step passes i64 ends the range after one point.
+    let query = Query::parse("vector(1)").expect("parses");
+    match query.range(&source, 1_000, 1_000, i64::MAX, &options) {
+        Ok(probewatch_promql::Value::Matrix(m)) => assert_eq!(m[0].points, [(1_000, 1.0)]),
+        other => panic!("{other:?}"),
+    }
     // Offsets near the limit still evaluate without overflow.
     let mut source = MemorySource::default();
     source.add(&Labels::from_pairs([("__name__", "up")]), vec![(0, 1.0)]);

@@ -219,6 +219,11 @@ pub(crate) async fn query_range(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer",
             ));
         }
+        if step > probewatch_promql::limits::MAX_DURATION_MS {
+            return Err(PromError::bad_data(
+                "invalid parameter \"step\": out of range: a step may be at most 292 years",
+            ));
+        }
         if end < start {
             return Err(PromError::bad_data(
                 "end timestamp must not be before start time",

@@ -121,6 +121,15 @@ fn hostile_queries_get_a_clear_error_and_the_daemon_lives() {
     .expect("answered");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("out of range"), "{body}");
+    // Found by the generated requests below: a step of 1e300 s overflowed the step loop.
+    let (status, body) = get_raw(
+        &daemon,
+        "/api/v1/query_range?query=-Inf&start=1700000010.123456&end=1700000010.123456&step=1e300",
+        Duration::from_secs(30),
+    )
+    .expect("answered");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("step"), "{body}");
 
     // A subquery of 86 billion steps: stopped by the sample budget (or the timeout).
     let started = Instant::now();
@@ -519,12 +528,14 @@ fn the_query_api_answers_generated_requests_and_survives() {
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(300);
+    let sent = std::sync::atomic::AtomicU32::new(0);
     TestRunner::new(Config {
         cases,
         failure_persistence: None,
         ..Config::default()
     })
     .run(&request, |(endpoint, q, a, b, step)| {
+        sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = match endpoint {
             0 => format!("/api/v1/query?query={}&time={}", enc(&q), enc(a)),
             1 => format!(
@@ -561,7 +572,9 @@ fn the_query_api_answers_generated_requests_and_survives() {
     assert!(!daemon.log().contains("panicked"), "{}", daemon.log());
     let peak = peak_rss_kb(daemon.child.id());
     assert!(peak < 1_500_000, "peak RSS {peak} kB");
-    eprintln!("{cases} generated requests; daemon peak RSS {peak} kB");
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(sent >= cases, "{sent} of {cases} requests sent");
+    eprintln!("{sent} generated requests answered; daemon peak RSS {peak} kB");
 }
 
 #[test]
