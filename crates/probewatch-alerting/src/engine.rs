@@ -322,8 +322,8 @@ impl Engine {
                     }
                     error
                 }
-                (Ok(value), RuleKind::Alert { .. }) => match value {
-                    Value::Vector(samples) => {
+                (Ok(value), RuleKind::Alert { .. }) => match as_vector(value) {
+                    Ok(samples) => {
                         match self.update_alerts(rule, samples, now_ms, silences) {
                             Ok((Some(update), state)) => {
                                 outcome.updates.push(update);
@@ -338,10 +338,7 @@ impl Engine {
                             Err(e) => Some(e),
                         }
                     }
-                    other => Some(format!(
-                        "an alerting rule's expression must give an instant vector, not a {}",
-                        other.type_name()
-                    )),
+                    Err(e) => Some(e),
                 },
             };
             if let Some(e) = &error {
@@ -669,6 +666,24 @@ fn with_rule_labels(
 }
 
 /// A recording rule's samples: its name as the metric, the result's labels plus the rule's.
+/// An alerting rule's result as samples: a vector as it is, a scalar (`expr: 1`) as one
+/// sample without labels, as Prometheus's rule query function turns it.
+fn as_vector(value: Value) -> Result<Vec<probewatch_promql::Sample>, String> {
+    match value {
+        Value::Vector(samples) => Ok(samples),
+        Value::Scalar(t, v) => Ok(vec![probewatch_promql::Sample {
+            labels: probewatch_promql::Labels::default(),
+            t,
+            v,
+            drop_name: false,
+        }]),
+        other => Err(format!(
+            "an alerting rule's expression must give an instant vector or a scalar, not a {}",
+            other.type_name()
+        )),
+    }
+}
+
 fn record(
     rule: &crate::rulefile::Rule,
     value: Value,

@@ -726,9 +726,39 @@ fn a_recording_rule_chain_agrees_with_promtool() {
          - labels: r2\n            value: 11\n",
     )
     .expect("test");
+    passes_under_probewatch_and_promtool(&test);
+}
+
+/// Alerting rules whose expression is a scalar (`expr: 1`) or a literal vector fire, as in
+/// Prometheus: the same test passes under the real promtool and `probewatch rules test`.
+#[test]
+fn scalar_alert_expressions_fire_as_under_promtool() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    std::fs::write(
+        dir.join("s.yml"),
+        "groups:\n  - name: s\n    rules:\n      - alert: Always\n        expr: 1\n      \
+         - alert: AlsoVector\n        expr: vector(1)\n        labels:\n          severity: low\n",
+    )
+    .expect("rules");
+    let test = dir.join("s_test.yml");
+    std::fs::write(
+        &test,
+        "rule_files: [s.yml]\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    \
+         input_series: []\n    alert_rule_test:\n      - eval_time: 1m\n        alertname: Always\n        \
+         exp_alerts:\n          - exp_labels: {}\n      - eval_time: 1m\n        alertname: AlsoVector\n        \
+         exp_alerts:\n          - exp_labels:\n              severity: low\n",
+    )
+    .expect("test");
+    passes_under_probewatch_and_promtool(&test);
+}
+
+/// Runs a promtool-format rule test file under `probewatch rules test` and, where Debian's
+/// promtool is installed (.ci/run installs it), under promtool; both must pass.
+fn passes_under_probewatch_and_promtool(test: &std::path::Path) {
     let ours = std::process::Command::new(BIN)
         .args(["rules", "test"])
-        .arg(&test)
+        .arg(test)
         .output()
         .expect("run");
     assert!(
@@ -737,18 +767,18 @@ fn a_recording_rule_chain_agrees_with_promtool() {
         String::from_utf8_lossy(&ours.stdout)
     );
     let promtool = std::path::Path::new("/usr/bin/promtool");
-    if promtool.exists() {
-        let theirs = std::process::Command::new(promtool)
-            .args(["test", "rules"])
-            .arg(&test)
-            .output()
-            .expect("promtool");
-        assert!(
-            theirs.status.success(),
-            "{}",
-            String::from_utf8_lossy(&theirs.stdout)
-        );
-    } else {
+    if !promtool.exists() {
         eprintln!("SKIPPED the promtool half: no /usr/bin/promtool (Debian package prometheus)");
+        return;
     }
+    let theirs = std::process::Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(test)
+        .output()
+        .expect("promtool");
+    assert!(
+        theirs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&theirs.stdout)
+    );
 }
