@@ -97,12 +97,29 @@ pub struct GroupOutcome {
     pub staged: Vec<(String, BTreeMap<String, ActiveAlert>)>,
 }
 
+/// How long a resolved alert is still sent to Alertmanager receivers, so that one that was
+/// down or restarted learns of the resolution (Prometheus keeps them as long).
+pub const RESOLVED_RETENTION_MS: i64 = 15 * 60 * 1000;
+
+/// A firing alert that resolved, remembered for [`RESOLVED_RETENTION_MS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedAlert {
+    /// The rule it belonged to.
+    pub rule_key: String,
+    /// The alert as it was when it resolved.
+    pub alert: ActiveAlert,
+    /// When it resolved.
+    pub resolved_at_ms: i64,
+}
+
 /// The engine as readers see it: the rule groups, and every rule's active alerts and health
 /// as of the last evaluation whose state was saved.
 #[derive(Debug, Clone, Default)]
 pub struct EngineSnapshot {
     groups: Arc<Vec<Group>>,
+    config: Arc<EngineConfig>,
     active: HashMap<String, Vec<ActiveAlert>>,
+    resolved: Vec<ResolvedAlert>,
     health: HashMap<String, RuleHealth>,
 }
 
@@ -124,6 +141,78 @@ impl EngineSnapshot {
     pub fn health(&self, rule_key: &str) -> RuleHealth {
         self.health.get(rule_key).cloned().unwrap_or_default()
     }
+
+    /// What an Alertmanager receiver is told at `now_ms` (API v2 postable alerts), as
+    /// Prometheus re-sends it: every firing alert routed to `receiver` and not silenced, valid
+    /// until `now_ms + valid_for_ms` (so Alertmanager resolves it by itself only when the
+    /// re-sends stop), and every alert routed there that resolved in the last
+    /// [`RESOLVED_RETENTION_MS`], ending when it resolved. Pending alerts are not sent.
+    pub fn alertmanager_alerts(
+        &self,
+        receiver: &str,
+        now_ms: i64,
+        valid_for_ms: i64,
+        silences: &[Silence],
+    ) -> Vec<serde_json::Value> {
+        let routed = |labels: &BTreeMap<String, String>| {
+            routes_for(&self.config.routes, labels)
+                .iter()
+                .any(|r| r.receiver == receiver)
+        };
+        let mut out = Vec::new();
+        for alert in self.active.values().flatten() {
+            if alert.state == AlertState::Firing
+                && routed(&alert.labels)
+                && !crate::silence::silenced(silences, &alert.labels)
+            {
+                out.push(postable_alert(
+                    alert,
+                    now_ms.saturating_add(valid_for_ms),
+                    &self.config.external_url,
+                ));
+            }
+        }
+        for r in &self.resolved {
+            if now_ms - r.resolved_at_ms <= RESOLVED_RETENTION_MS && routed(&r.alert.labels) {
+                out.push(postable_alert(
+                    &r.alert,
+                    r.resolved_at_ms,
+                    &self.config.external_url,
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// One alert as Alertmanager's API v2 takes it.
+fn postable_alert(alert: &ActiveAlert, ends_at_ms: i64, external_url: &str) -> serde_json::Value {
+    json!({
+        "labels": alert.labels,
+        "annotations": alert.annotations,
+        "startsAt": rfc3339(alert.fired_at_ms.unwrap_or(alert.active_at_ms)),
+        "endsAt": rfc3339(ends_at_ms),
+        "generatorURL": format!("{external_url}/alerts"),
+    })
+}
+
+/// The routes an alert goes to: the first matching one, and after it further matches while
+/// `continue` is set. With no routes configured, nothing is sent.
+fn routes_for<'a>(routes: &'a [Route], labels: &BTreeMap<String, String>) -> Vec<&'a Route> {
+    let mut out = Vec::new();
+    for route in routes {
+        if route
+            .matchers
+            .iter()
+            .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+        {
+            out.push(route);
+            if !route.continue_matching {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Where the thread that owns the engine publishes snapshots and readers take the newest,
@@ -200,9 +289,10 @@ fn rfc3339(ms: i64) -> String {
 /// The rule engine: rule groups and the state of every alert.
 pub struct Engine {
     groups: Arc<Vec<Group>>,
-    config: EngineConfig,
+    config: Arc<EngineConfig>,
     options: QueryOptions,
     active: HashMap<String, BTreeMap<String, ActiveAlert>>,
+    resolved: Vec<ResolvedAlert>,
     health: HashMap<String, RuleHealth>,
 }
 
@@ -239,9 +329,10 @@ impl Engine {
         }
         Engine {
             groups: Arc::new(groups),
-            config,
+            config: Arc::new(config),
             options: QueryOptions::default(),
             active,
+            resolved: Vec::new(),
             health: HashMap::new(),
         }
     }
@@ -268,6 +359,8 @@ impl Engine {
     pub fn snapshot(&self) -> EngineSnapshot {
         EngineSnapshot {
             groups: self.groups.clone(),
+            config: self.config.clone(),
+            resolved: self.resolved.clone(),
             active: self
                 .active
                 .iter()
@@ -277,11 +370,29 @@ impl Engine {
         }
     }
 
-    /// Takes in the state an evaluation staged, once the store has saved its updates.
-    pub fn apply(&mut self, staged: Vec<(String, BTreeMap<String, ActiveAlert>)>) {
+    /// Takes in the state an evaluation at `at_ms` staged, once the store has saved its
+    /// updates. Firing alerts it drops are remembered as resolved for
+    /// [`RESOLVED_RETENTION_MS`]; an alert that fires again is no longer resolved.
+    pub fn apply(&mut self, staged: Vec<(String, BTreeMap<String, ActiveAlert>)>, at_ms: i64) {
         for (rule_key, alerts) in staged {
+            if let Some(before) = self.active.get(&rule_key) {
+                for (key, alert) in before {
+                    if alert.state == AlertState::Firing && !alerts.contains_key(key) {
+                        self.resolved.push(ResolvedAlert {
+                            rule_key: rule_key.clone(),
+                            alert: alert.clone(),
+                            resolved_at_ms: at_ms,
+                        });
+                    }
+                }
+            }
+            self.resolved.retain(|r| {
+                r.rule_key != rule_key || !alerts.contains_key(&canonical(&r.alert.labels))
+            });
             self.active.insert(rule_key, alerts);
         }
+        self.resolved
+            .retain(|r| at_ms - r.resolved_at_ms <= RESOLVED_RETENTION_MS);
     }
 
     /// Evaluates every rule of group `index` at `now_ms`; alerts matching one of `silences`
@@ -366,13 +477,8 @@ impl Engine {
         now_ms: i64,
         silences: &[Silence],
     ) -> Result<(Option<AlertUpdate>, BTreeMap<String, ActiveAlert>), String> {
-        let silenced = |labels: &BTreeMap<String, String>| {
-            silences.iter().any(|s| {
-                s.matchers
-                    .iter()
-                    .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
-            })
-        };
+        let silenced =
+            |labels: &BTreeMap<String, String>| crate::silence::silenced(silences, labels);
         let RuleKind::Alert {
             for_ms,
             keep_firing_for_ms,
@@ -617,23 +723,9 @@ impl Engine {
         Ok((save.then_some(update), current))
     }
 
-    /// The routes an alert goes to: the first matching one, and after it further matches
-    /// while `continue` is set. With no routes configured, nothing is sent.
+    /// The routes an alert goes to.
     fn route_for(&self, labels: &BTreeMap<String, String>) -> Vec<&Route> {
-        let mut out = Vec::new();
-        for route in &self.config.routes {
-            if route
-                .matchers
-                .iter()
-                .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
-            {
-                out.push(route);
-                if !route.continue_matching {
-                    break;
-                }
-            }
-        }
-        out
+        routes_for(&self.config.routes, labels)
     }
 }
 
@@ -771,7 +863,7 @@ groups:
     /// One evaluation whose updates the store saved: the staged state is applied.
     fn step(e: &mut Engine, t: i64, src: &MemorySource, silences: &[Silence]) -> GroupOutcome {
         let mut out = e.evaluate(0, t, src, silences);
-        e.apply(std::mem::take(&mut out.staged));
+        e.apply(std::mem::take(&mut out.staged), t);
         out
     }
 
@@ -879,6 +971,62 @@ groups:
             serde_json::from_str(&update.notifications[0].payload).expect("json");
         assert_eq!(payload["status"], "resolved");
         assert_eq!(update.events[0].event, "resolved");
+    }
+
+    #[test]
+    fn alertmanager_is_told_firing_alerts_ahead_and_resolved_ones_for_15_minutes() {
+        let mut e = engine(Vec::new());
+        let src = source(&[(0, 2.0), (60_000, 2.0), (90_000, 0.0)]);
+        step(&mut e, 0, &src, &[]);
+        // Pending alerts are not sent.
+        assert!(
+            e.snapshot()
+                .alertmanager_alerts("ops", 0, 240_000, &[])
+                .is_empty()
+        );
+        step(&mut e, 60_000, &src, &[]);
+        let sent = e
+            .snapshot()
+            .alertmanager_alerts("ops", 70_000, 240_000, &[]);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0]["labels"]["alertname"], "CheckCritical");
+        assert_eq!(sent[0]["startsAt"], "1970-01-01T00:01:00Z");
+        assert_eq!(
+            sent[0]["endsAt"], "1970-01-01T00:05:10Z",
+            "valid 4 minutes on"
+        );
+        assert!(
+            e.snapshot()
+                .alertmanager_alerts("other", 70_000, 240_000, &[])
+                .is_empty()
+        );
+        let silence = Silence {
+            id: 1,
+            matchers: vec![Matcher::new("check", "=", "login").expect("matcher")],
+        };
+        assert!(
+            e.snapshot()
+                .alertmanager_alerts("ops", 70_000, 240_000, &[silence])
+                .is_empty(),
+            "silenced here, so not sent"
+        );
+        step(&mut e, 90_000, &src, &[]);
+        step(&mut e, 120_000, &src, &[]);
+        let sent = e
+            .snapshot()
+            .alertmanager_alerts("ops", 130_000, 240_000, &[]);
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(
+            sent[0]["endsAt"], "1970-01-01T00:02:00Z",
+            "ends when it resolved"
+        );
+        let late = 120_000 + RESOLVED_RETENTION_MS + 1;
+        assert!(
+            e.snapshot()
+                .alertmanager_alerts("ops", late, 240_000, &[])
+                .is_empty(),
+            "forgotten after 15 minutes"
+        );
     }
 
     #[test]

@@ -15,12 +15,18 @@ use std::time::{Duration, Instant};
 
 use probewatch_store::{AttemptOutcome, NotificationRow, Store};
 
+use crate::engine::{EngineSnapshot, SnapshotCell};
+
 /// Most bytes of a receiver's answer (an HTTP error body, a command's stderr) that are read
 /// and kept: enough to say what went wrong, never a gigabyte.
 pub const ANSWER_PREFIX: usize = 4096;
 
 /// `User-Agent` of every request probewatch sends.
 pub const USER_AGENT: &str = concat!("probewatch/", env!("CARGO_PKG_VERSION"));
+
+/// How many re-send intervals a firing alert sent to Alertmanager stays valid (its
+/// `endsAt`), as in Prometheus: a re-send or two may fail without the alert lapsing.
+pub const ALERTMANAGER_VALIDITY: u32 = 4;
 
 /// Why a delivery attempt failed, and whether another attempt can help.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +61,11 @@ pub enum ReceiverKind {
     Alertmanager {
         /// Alertmanager's base URL, e.g. `http://alertmanager:9093`.
         url: String,
+        /// How often every firing alert routed here is sent again (Prometheus: 1 min). A
+        /// firing alert is valid for [`ALERTMANAGER_VALIDITY`] re-sends, so Alertmanager keeps
+        /// it active exactly as long as probewatch does, and resolves it by itself only if
+        /// probewatch stops sending.
+        resend_interval: Duration,
     },
     /// Send an email through an SMTP server.
     Email(EmailSettings),
@@ -127,10 +138,13 @@ pub fn deliver(
         ReceiverKind::Webhook { url } => {
             post_json(client, url, payload.to_string(), receiver.timeout)
         }
-        ReceiverKind::Alertmanager { url } => {
-            let endpoint = format!("{}/api/v2/alerts", url.trim_end_matches('/'));
-            let body = alertmanager_body(payload).map_err(DeliveryError::Permanent)?;
-            post_json(client, &endpoint, body, receiver.timeout)
+        ReceiverKind::Alertmanager {
+            url,
+            resend_interval,
+        } => {
+            let valid_until = now_ms().saturating_add(validity_ms(*resend_interval));
+            let body = alertmanager_body(payload, valid_until).map_err(DeliveryError::Permanent)?;
+            post_json(client, &alertmanager_endpoint(url), body, receiver.timeout)
         }
         ReceiverKind::Email(settings) => send_email(settings, payload, receiver.timeout),
         ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout),
@@ -279,9 +293,22 @@ fn read_prefix(reader: impl Read) -> String {
     text.chars().take(200).collect()
 }
 
+fn alertmanager_endpoint(url: &str) -> String {
+    format!("{}/api/v2/alerts", url.trim_end_matches('/'))
+}
+
+/// How long a firing alert sent now stays valid in Alertmanager.
+fn validity_ms(resend_interval: Duration) -> i64 {
+    i64::try_from((resend_interval * ALERTMANAGER_VALIDITY).as_millis()).unwrap_or(i64::MAX)
+}
+
 /// Alertmanager's API v2 body (a list of postable alerts) from a webhook payload: a firing
-/// alert carries no end, a resolved one ends when it resolved.
-fn alertmanager_body(payload: &str) -> Result<String, String> {
+/// alert is valid until `valid_until_ms` (re-sends extend it), a resolved one ends when it
+/// resolved.
+fn alertmanager_body(payload: &str, valid_until_ms: i64) -> Result<String, String> {
+    let valid_until = jiff::Timestamp::from_millisecond(valid_until_ms)
+        .map_err(|e| format!("end time {valid_until_ms}: {e}"))?
+        .to_string();
     let v: serde_json::Value =
         serde_json::from_str(payload).map_err(|e| format!("stored payload is not JSON: {e}"))?;
     let alerts: Vec<serde_json::Value> = v["alerts"]
@@ -296,9 +323,11 @@ fn alertmanager_body(payload: &str) -> Result<String, String> {
                         "startsAt": a["startsAt"],
                         "generatorURL": a["generatorURL"],
                     });
-                    if a["status"] == "resolved" {
-                        out["endsAt"] = a["endsAt"].clone();
-                    }
+                    out["endsAt"] = if a["status"] == "resolved" {
+                        a["endsAt"].clone()
+                    } else {
+                        serde_json::Value::String(valid_until.clone())
+                    };
                     out
                 })
                 .collect()
@@ -415,10 +444,12 @@ const LANE_BATCH: usize = 100;
 
 /// Starts the outbox: one lane (thread) per receiver, and one that marks notifications for
 /// receivers no longer configured as failed. Lanes stop at `stop`, after the attempt in hand
-/// (which its timeout bounds).
+/// (which its timeout bounds). The lane of an Alertmanager receiver also re-sends what
+/// `snapshots` shows firing (and recently resolved) every re-send interval.
 pub fn start_outbox(
     store: Arc<dyn Store>,
     receivers: Vec<Receiver>,
+    snapshots: Arc<SnapshotCell>,
     doorbell: Arc<Doorbell>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
@@ -434,17 +465,25 @@ pub fn start_outbox(
     }
     for (i, receiver) in receivers.into_iter().enumerate() {
         let (store, doorbell, stop) = (store.clone(), doorbell.clone(), stop.clone());
+        let snapshots = snapshots.clone();
         lanes.push(
             std::thread::Builder::new()
                 .name(format!("pw-notify-{i}"))
-                .spawn(move || lane(store.as_ref(), &receiver, &doorbell, &stop))?,
+                .spawn(move || lane(store.as_ref(), &receiver, &snapshots, &doorbell, &stop))?,
         );
     }
     Ok(lanes)
 }
 
-/// One receiver's lane: delivers its due notifications, one group at a time.
-fn lane(store: &dyn Store, receiver: &Receiver, doorbell: &Doorbell, stop: &AtomicBool) {
+/// One receiver's lane: delivers its due notifications, one group at a time; for an
+/// Alertmanager, also the periodic re-send.
+fn lane(
+    store: &dyn Store,
+    receiver: &Receiver,
+    snapshots: &SnapshotCell,
+    doorbell: &Doorbell,
+    stop: &AtomicBool,
+) {
     let client = match reqwest::blocking::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(receiver.timeout)
@@ -459,7 +498,20 @@ fn lane(store: &dyn Store, receiver: &Receiver, doorbell: &Doorbell, stop: &Atom
         }
     };
     let mut seen = 0;
+    let resend_interval = match receiver.kind {
+        ReceiverKind::Alertmanager {
+            resend_interval, ..
+        } => Some(resend_interval),
+        _ => None,
+    };
+    let mut next_resend = resend_interval.map(|i| Instant::now() + i);
     while !stop.load(Ordering::SeqCst) {
+        if let (Some(due), Some(interval)) = (next_resend, resend_interval)
+            && Instant::now() >= due
+        {
+            resend_to_alertmanager(store, receiver, &client, &snapshots.load(), interval);
+            next_resend = Some(Instant::now() + interval);
+        }
         let due = match store.due_notifications(Some(&receiver.name), now_ms(), LANE_BATCH) {
             Ok(due) => due,
             Err(e) => {
@@ -485,6 +537,42 @@ fn lane(store: &dyn Store, receiver: &Receiver, doorbell: &Doorbell, stop: &Atom
         if due.len() < LANE_BATCH {
             doorbell.wait(&mut seen, Duration::from_millis(500));
         }
+    }
+}
+
+/// Sends an Alertmanager everything the snapshot shows firing or recently resolved for this
+/// receiver. A failure is logged; the next re-send (or the alert's outbox notification)
+/// tries again, and alerts stay valid for [`ALERTMANAGER_VALIDITY`] intervals meanwhile.
+fn resend_to_alertmanager(
+    store: &dyn Store,
+    receiver: &Receiver,
+    client: &reqwest::blocking::Client,
+    snapshot: &EngineSnapshot,
+    interval: Duration,
+) {
+    let ReceiverKind::Alertmanager { url, .. } = &receiver.kind else {
+        return;
+    };
+    let now = now_ms();
+    let silences = match store.silences() {
+        Ok(rows) => crate::silence::active_silences(&rows, now),
+        Err(e) => {
+            tracing::error!(receiver = %receiver.name, error = %e,
+                "reading silences failed; re-send to Alertmanager skipped");
+            return;
+        }
+    };
+    let alerts =
+        snapshot.alertmanager_alerts(&receiver.name, now, validity_ms(interval), &silences);
+    if alerts.is_empty() {
+        return;
+    }
+    let count = alerts.len();
+    let body = serde_json::Value::Array(alerts).to_string();
+    match post_json(client, &alertmanager_endpoint(url), body, receiver.timeout) {
+        Ok(_) => tracing::debug!(receiver = %receiver.name, alerts = count, "alerts re-sent"),
+        Err(e) => tracing::warn!(receiver = %receiver.name, alerts = count, error = %e.message(),
+            "re-sending alerts to Alertmanager failed; trying again at the next interval"),
     }
 }
 

@@ -27,6 +27,15 @@ pub fn active_silences(rows: &[probewatch_store::SilenceRow], now_ms: i64) -> Ve
         .collect()
 }
 
+/// Whether any of `silences` matches an alert with `labels`.
+pub fn silenced(silences: &[Silence], labels: &std::collections::BTreeMap<String, String>) -> bool {
+    silences.iter().any(|s| {
+        s.matchers
+            .iter()
+            .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+    })
+}
+
 /// Parses matcher texts such as `probe="web"` or `severity=~"page|ticket"`.
 pub fn parse_matchers(texts: &[String]) -> Result<Vec<Matcher>, String> {
     let mut out = Vec::new();

@@ -202,7 +202,7 @@ fn run_test(
         while next_eval <= at {
             for g in 0..engine.groups().len() {
                 let mut outcome = engine.evaluate(g, next_eval, &source, &[]);
-                engine.apply(std::mem::take(&mut outcome.staged));
+                engine.apply(std::mem::take(&mut outcome.staged), next_eval);
                 for s in outcome.recorded {
                     let mut labels = Labels::from_pairs(
                         probewatch_core::labels::parse_canonical(&s.labels).unwrap_or_default(),

@@ -48,6 +48,8 @@ pub struct ReceiverFile {
     pub send_resolved: Option<bool>,
     /// Per-attempt timeout (default 10s).
     pub timeout: Option<String>,
+    /// Alertmanager: how often firing alerts are sent again (default 1m, as Prometheus).
+    pub resend_interval: Option<String>,
 }
 
 /// A `[[route]]` table.
@@ -203,14 +205,26 @@ pub fn resolve(
         {
             bail!("receiver {:?} is defined twice", r.name);
         }
+        if r.resend_interval.is_some() && r.kind.as_deref() != Some("alertmanager") {
+            bail!(
+                "receiver {:?}: resend_interval applies only to type = \"alertmanager\"",
+                r.name
+            );
+        }
         let kind = match (r.kind.as_deref(), &r.url, &r.command) {
             (None | Some("webhook"), Some(url), None) => ReceiverKind::Webhook { url: url.clone() },
             (None | Some("command"), None, Some(argv)) if !argv.is_empty() => {
                 ReceiverKind::Command { argv: argv.clone() }
             }
-            (Some("alertmanager"), Some(url), None) => {
-                ReceiverKind::Alertmanager { url: url.clone() }
-            }
+            (Some("alertmanager"), Some(url), None) => ReceiverKind::Alertmanager {
+                url: url.clone(),
+                resend_interval: crate::config::duration(
+                    &format!("receiver {:?}: resend_interval", r.name),
+                    r.resend_interval.as_deref(),
+                    "1m",
+                    Duration::from_secs(1),
+                )?,
+            },
             (Some("email"), None, None) => ReceiverKind::Email(email_settings(r)?),
             _ => bail!(
                 "receiver {:?}: set url (webhook) or command (a program and its arguments)",
@@ -353,6 +367,7 @@ impl Alerting {
         threads.extend(notify::start_outbox(
             store,
             config.receivers.clone(),
+            snapshots.clone(),
             doorbell,
             stop,
         )?);
@@ -493,7 +508,7 @@ impl Rules {
                 }
             };
         if saved {
-            self.engine.apply(outcome.staged);
+            self.engine.apply(outcome.staged, now);
             if notify {
                 self.doorbell.ring();
             }

@@ -126,7 +126,7 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
         let at = now + i64::try_from(run).unwrap_or(0) * 60_000;
         for g in 0..group_count {
             let outcome = engine.evaluate(g, at, &source, &[]);
-            engine.apply(outcome.staged);
+            engine.apply(outcome.staged, at);
         }
         cycles.push(t.elapsed().as_secs_f64() * 1e3);
         firing = engine

@@ -603,6 +603,16 @@ struct RealAlertmanager {
 
 impl RealAlertmanager {
     fn start(dir: &std::path::Path) -> Option<RealAlertmanager> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        Self::start_with(dir, port, "")
+    }
+
+    /// Starts one on `port` with `global` settings (YAML lines under `global:`), keeping its
+    /// data under `dir`.
+    fn start_with(dir: &std::path::Path, port: u16, global: &str) -> Option<RealAlertmanager> {
         let bin = std::path::Path::new("/usr/bin/prometheus-alertmanager");
         if !bin.exists() {
             eprintln!(
@@ -611,19 +621,18 @@ impl RealAlertmanager {
             );
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
         let config = dir.join("alertmanager.yml");
         std::fs::write(
             &config,
-            "route:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n",
+            format!("global:\n{global}\nroute:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"),
         )
         .expect("config");
         let child = std::process::Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", dir.join("am-data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.join(format!("am-data-{port}")).display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--cluster.listen-address=")
             .stdout(std::process::Stdio::null())
@@ -700,6 +709,84 @@ fn a_real_alertmanager_computes_the_same_fingerprint() {
         theirs["fingerprint"], ours["fingerprint"],
         "Alertmanager's fingerprint is ours"
     );
+    daemon.stop();
+}
+
+/// Prometheus's contract with Alertmanager: a firing alert is re-sent every re-send interval
+/// with an end a few intervals ahead, so Alertmanager keeps it active for as long as it fires
+/// (here many times its `resolve_timeout`), an Alertmanager that restarts learns of it again,
+/// and a resolved alert ends at once.
+#[test]
+fn a_real_alertmanager_keeps_a_firing_alert_active_until_it_resolves() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.data()).expect("dir");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    let Some(am) = RealAlertmanager::start_with(env.dir.path(), port, "  resolve_timeout: 2s")
+    else {
+        return;
+    };
+    let rules = env.data().join("rules.yml");
+    std::fs::write(&rules, RULES).expect("rules");
+    let cfg = format!(
+        "rule_files = [{:?}]\n[[receiver]]\nname = \"am\"\ntype = \"alertmanager\"\nurl = {:?}\n\
+         resend_interval = \"1s\"\n[[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        am.base,
+        env.spool().display().to_string()
+    );
+    let daemon = env.start_with_config(&cfg);
+    std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
+    let login_critical = |am: &RealAlertmanager| {
+        am.alerts()
+            .into_iter()
+            .find(|a| a["labels"]["alertname"] == "LoginCritical")
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while login_critical(&am).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the alert never reached alertmanager"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Five resolve timeouts: without re-sends Alertmanager would have resolved it after one.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_secs(10) {
+        let alert = login_critical(&am);
+        let state = alert.as_ref().map(|a| a["status"]["state"].clone());
+        assert_eq!(
+            state,
+            Some(Value::from("active")),
+            "still firing in probewatch after {:?}: {alert:?}",
+            watched.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // A fresh Alertmanager in its place (no state) hears of the alert at the next re-send.
+    drop(am);
+    let am = RealAlertmanager::start_with(env.dir.path(), port, "  resolve_timeout: 2s")
+        .expect("alertmanager again");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while login_critical(&am).is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the restarted alertmanager never heard of it"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Resolved: sent with its end, so Alertmanager drops it without waiting for a timeout.
+    std::fs::write(env.spool().join("b.xml"), result("web", "ok", "ok")).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while login_critical(&am).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the resolved alert stayed active"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     daemon.stop();
 }
 
