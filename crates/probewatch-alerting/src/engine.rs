@@ -293,6 +293,8 @@ pub struct Engine {
     options: QueryOptions,
     active: HashMap<String, BTreeMap<String, ActiveAlert>>,
     resolved: Vec<ResolvedAlert>,
+    /// Each rule's series (metric, canonical labels) written at its last evaluation.
+    written: HashMap<String, std::collections::HashSet<(String, String)>>,
     health: HashMap<String, RuleHealth>,
 }
 
@@ -333,6 +335,7 @@ impl Engine {
             options: QueryOptions::default(),
             active,
             resolved: Vec::new(),
+            written: HashMap::new(),
             health: HashMap::new(),
         }
     }
@@ -419,39 +422,59 @@ impl Engine {
         for rule in &rules {
             let started = Instant::now();
             let result = rule.query.instant(&overlay, now_ms, &options);
+            let mut written = Vec::new();
             let error = match (result, &rule.kind) {
                 (Err(e), _) => Some(e.to_string()),
-                (Ok(value), RuleKind::Record) => {
-                    let before = outcome.recorded.len();
-                    let error = record(rule, value, now_ms, &mut outcome.recorded).err();
-                    for s in &outcome.recorded[before..] {
-                        let mut labels = probewatch_promql::Labels::from_pairs(
-                            probewatch_core::labels::parse_canonical(&s.labels).unwrap_or_default(),
-                        );
-                        labels.set(probewatch_promql::labels::METRIC_NAME, s.metric.clone());
-                        overlay.add(&labels, s.time_ms, s.value);
-                    }
-                    error
-                }
+                (Ok(value), RuleKind::Record) => record(rule, value, now_ms, &mut written).err(),
                 (Ok(value), RuleKind::Alert { .. }) => match as_vector(value) {
-                    Ok(samples) => {
-                        match self.update_alerts(rule, samples, now_ms, silences) {
-                            Ok((Some(update), state)) => {
-                                outcome.updates.push(update);
-                                outcome.staged.push((rule.key.clone(), state));
-                                None
-                            }
-                            Ok((None, state)) => {
+                    Ok(samples) => match self.update_alerts(rule, samples, now_ms, silences) {
+                        Ok((update, state)) => {
+                            written = alert_series(&state, now_ms);
+                            match update {
+                                Some(update) => {
+                                    outcome.updates.push(update);
+                                    outcome.staged.push((rule.key.clone(), state));
+                                }
                                 // Only values moved; nothing to save, nothing to wait for.
-                                self.active.insert(rule.key.clone(), state);
-                                None
+                                None => {
+                                    self.active.insert(rule.key.clone(), state);
+                                }
                             }
-                            Err(e) => Some(e),
+                            None
                         }
-                    }
+                        Err(e) => Some(e),
+                    },
                     Err(e) => Some(e),
                 },
             };
+            if error.is_none() {
+                // Series this rule wrote last time and not now end with a stale marker, as in
+                // Prometheus, so they vanish at once instead of after the lookback.
+                let now_written: std::collections::HashSet<(String, String)> = written
+                    .iter()
+                    .map(|s| (s.metric.clone(), s.labels.clone()))
+                    .collect();
+                let before = self
+                    .written
+                    .insert(rule.key.clone(), now_written.clone())
+                    .unwrap_or_default();
+                for (metric, labels) in before.difference(&now_written) {
+                    written.push(SeriesSample {
+                        metric: metric.clone(),
+                        labels: labels.clone(),
+                        time_ms: now_ms,
+                        value: f64::from_bits(probewatch_promql::value::STALE_NAN_BITS),
+                    });
+                }
+                for s in &written {
+                    let mut labels = probewatch_promql::Labels::from_pairs(
+                        probewatch_core::labels::parse_canonical(&s.labels).unwrap_or_default(),
+                    );
+                    labels.set(probewatch_promql::labels::METRIC_NAME, s.metric.clone());
+                    overlay.add(&labels, s.time_ms, s.value);
+                }
+                outcome.recorded.append(&mut written);
+            }
             if let Some(e) = &error {
                 tracing::warn!(group = %group_name, rule = %rule.name, error = %e, "rule evaluation failed");
             }
@@ -776,6 +799,37 @@ fn as_vector(value: Value) -> Result<Vec<probewatch_promql::Sample>, String> {
     }
 }
 
+/// The `ALERTS` and `ALERTS_FOR_STATE` samples of a rule's active alerts, as Prometheus writes
+/// them at every evaluation: `ALERTS{alertstate="pending|firing", <alert labels>} 1`, and
+/// `ALERTS_FOR_STATE{<alert labels>}` = when the alert became active, in seconds.
+fn alert_series(state: &BTreeMap<String, ActiveAlert>, now_ms: i64) -> Vec<SeriesSample> {
+    let mut out = Vec::with_capacity(state.len() * 2);
+    for alert in state.values() {
+        let mut labels = alert.labels.clone();
+        labels.insert(
+            "alertstate".into(),
+            match alert.state {
+                AlertState::Pending => "pending",
+                AlertState::Firing => "firing",
+            }
+            .into(),
+        );
+        out.push(SeriesSample {
+            metric: "ALERTS".into(),
+            labels: canonical(&labels),
+            time_ms: now_ms,
+            value: 1.0,
+        });
+        out.push(SeriesSample {
+            metric: "ALERTS_FOR_STATE".into(),
+            labels: canonical(&alert.labels),
+            time_ms: now_ms,
+            value: alert.active_at_ms as f64 / 1000.0,
+        });
+    }
+    out
+}
+
 fn record(
     rule: &crate::rulefile::Rule,
     value: Value,
@@ -887,7 +941,12 @@ groups:
             .collect();
         assert_eq!(
             recorded,
-            [("r1", 6.0), ("r2", 7.0)],
+            [
+                ("r1", 6.0),
+                ("r2", 7.0),
+                ("ALERTS", 1.0),
+                ("ALERTS_FOR_STATE", 0.0)
+            ],
             "r2 is this evaluation's r1 + 1"
         );
         assert_eq!(out.updates.len(), 1, "the alert on r2 is pending at once");
@@ -943,7 +1002,26 @@ groups:
         assert_eq!(out.updates.len(), 1);
         assert_eq!(out.updates[0].alerts[0].state, AlertState::Pending);
         assert!(out.updates[0].notifications.is_empty());
-        assert_eq!(out.recorded.len(), 1, "recording rule wrote its sample");
+        let written: Vec<(&str, &str)> = out
+            .recorded
+            .iter()
+            .map(|s| (s.metric.as_str(), s.labels.as_str()))
+            .collect();
+        assert_eq!(
+            written,
+            [
+                (
+                    "ALERTS",
+                    r#"{alertname="CheckCritical",alertstate="pending",check="login",probe="web",severity="page"}"#
+                ),
+                (
+                    "ALERTS_FOR_STATE",
+                    r#"{alertname="CheckCritical",check="login",probe="web",severity="page"}"#
+                ),
+                ("probe:critical:count", "{}"),
+            ],
+            "the alert's series, then the recording rule's sample"
+        );
         // Still pending at 30 s: nothing changes, nothing is written.
         assert!(step(&mut e, 30_000, &src, &[]).updates.is_empty());
         // `for: 1m` has passed: firing, one notification to ops.

@@ -636,7 +636,7 @@ impl<'i> ResultWriter<'_, 'i> {
             self.tx,
             samples::HEAD_INSERT[self.head],
             samples::HEAD_UPDATE[self.head],
-            params![series_id, ts, value],
+            params![series_id, ts, samples::HeadValue(value)],
         )?;
         if new {
             self.delta.samples += 1;
@@ -1260,5 +1260,37 @@ mod tests {
         assert!(!store.compact(100).expect("compact").more());
         read(&store);
         assert_eq!(store.stats().expect("stats").samples, 3);
+    }
+
+    /// Prometheus's stale marker keeps its bits in the head (where SQLite would turn a NaN
+    /// into NULL) and through compaction; a plain NaN stays a NaN.
+    #[test]
+    fn a_stale_marker_survives_the_head_and_compaction() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let sample = |t: i64, v: f64| probewatch_core::SeriesSample {
+            metric: "m".into(),
+            labels: "{a=\"b\"}".into(),
+            time_ms: t,
+            value: v,
+        };
+        store
+            .write_samples(&[
+                sample(1000, 1.0),
+                sample(2000, stale),
+                sample(3000, f64::NAN),
+            ])
+            .expect("write");
+        let read = |store: &SqliteStore| {
+            let series = store.samples("m", 0, 10_000).expect("read");
+            let bits: Vec<u64> = series[0].samples.iter().map(|s| s.1.to_bits()).collect();
+            assert_eq!(bits[0], 1f64.to_bits());
+            assert_eq!(bits[1], stale.to_bits(), "stale marker kept");
+            assert!(f64::from_bits(bits[2]).is_nan());
+        };
+        read(&store);
+        while store.compact(100).expect("compact").more() {}
+        read(&store);
     }
 }

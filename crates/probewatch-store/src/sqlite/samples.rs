@@ -12,6 +12,42 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 use crate::chunk::{self, CHUNK_MAX_SAMPLES, ChunkError};
 use crate::model::CompactStep;
 
+/// A sample value as the head tables hold it. SQLite turns a bound NaN into NULL, which loses
+/// the payload of Prometheus's stale marker; so a NaN other than the plain one is stored as
+/// its 8 bytes (a BLOB keeps them: REAL affinity converts only integers). NULL reads as NaN.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HeadValue(pub f64);
+
+impl rusqlite::ToSql for HeadValue {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value};
+        let v = self.0;
+        Ok(if v.is_nan() && v.to_bits() != f64::NAN.to_bits() {
+            ToSqlOutput::Owned(Value::Blob(v.to_bits().to_le_bytes().to_vec()))
+        } else {
+            ToSqlOutput::Owned(Value::Real(v))
+        })
+    }
+}
+
+impl rusqlite::types::FromSql for HeadValue {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        use rusqlite::types::{FromSqlError, ValueRef};
+        match value {
+            ValueRef::Real(v) => Ok(HeadValue(v)),
+            ValueRef::Integer(i) => Ok(HeadValue(i as f64)),
+            ValueRef::Null => Ok(HeadValue(f64::NAN)),
+            ValueRef::Blob(b) => <[u8; 8]>::try_from(b)
+                .map(|bytes| HeadValue(f64::from_bits(u64::from_le_bytes(bytes))))
+                .map_err(|_| FromSqlError::InvalidBlobSize {
+                    expected_size: 8,
+                    blob_size: b.len(),
+                }),
+            ValueRef::Text(_) => Err(FromSqlError::InvalidType),
+        }
+    }
+}
+
 /// Upsert into head 0 or 1: insert, or on a repeated (series, timestamp) replace the value.
 pub(super) const HEAD_INSERT: [&str; 2] = [
     "INSERT OR IGNORE INTO samples_head_0 (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
@@ -113,11 +149,7 @@ pub(super) fn compact_step(
 }
 
 fn head_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, f64)> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
-    ))
+    Ok((r.get(0)?, r.get(1)?, r.get::<_, HeadValue>(2)?.0))
 }
 
 /// Merges `new` (sorted, unique timestamps) into the series' chunks: every chunk that
@@ -258,7 +290,7 @@ pub(super) fn read_series(
     for head in [1 - active, active] {
         let mut stmt = conn.prepare_cached(HEAD_RANGE[head])?;
         let rows = stmt.query_map(params![series_id, from_ms, to_ms], |r| {
-            Ok((r.get(0)?, r.get::<_, Option<f64>>(1)?.unwrap_or(f64::NAN)))
+            Ok((r.get(0)?, r.get::<_, HeadValue>(1)?.0))
         })?;
         for row in rows {
             out.push(row?);
@@ -388,10 +420,7 @@ pub(super) fn read_many(
                 if held > max_samples {
                     return Ok(None);
                 }
-                out[i].push((
-                    row.get(1)?,
-                    row.get::<_, Option<f64>>(2)?.unwrap_or(f64::NAN),
-                ));
+                out[i].push((row.get(1)?, row.get::<_, HeadValue>(2)?.0));
             }
         }
     }
