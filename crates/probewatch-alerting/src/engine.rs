@@ -345,6 +345,41 @@ impl Engine {
         &self.groups
     }
 
+    /// Takes new rule groups and settings (a reload). A rule that is still there (same group,
+    /// name and position: the same key) keeps its alerts, health and written series; the
+    /// state of rules that are gone is dropped, as Prometheus drops it. Returns the stale
+    /// markers that end the series the removed rules wrote, to be stored at `now_ms`.
+    pub fn replace_rules(
+        &mut self,
+        groups: Vec<Group>,
+        config: EngineConfig,
+        now_ms: i64,
+    ) -> Vec<SeriesSample> {
+        let keys: std::collections::HashSet<String> = groups
+            .iter()
+            .flat_map(|g| g.rules.iter().map(|r| r.key.clone()))
+            .collect();
+        self.active.retain(|k, _| keys.contains(k));
+        self.health.retain(|k, _| keys.contains(k));
+        self.resolved.retain(|r| keys.contains(&r.rule_key));
+        let mut stale = Vec::new();
+        self.written.retain(|k, series| {
+            if keys.contains(k) {
+                return true;
+            }
+            stale.extend(series.drain().map(|(metric, labels)| SeriesSample {
+                metric,
+                labels,
+                time_ms: now_ms,
+                value: f64::from_bits(probewatch_promql::value::STALE_NAN_BITS),
+            }));
+            false
+        });
+        self.groups = Arc::new(groups);
+        self.config = Arc::new(config);
+        stale
+    }
+
     /// Active alerts of a rule.
     pub fn alerts(&self, rule_key: &str) -> Vec<&ActiveAlert> {
         self.active

@@ -442,17 +442,62 @@ impl Doorbell {
 /// Most notifications a lane takes from the outbox at once.
 const LANE_BATCH: usize = 100;
 
+/// When a lane stops: at the daemon's stop, or when its outbox is retired (a reload replaced
+/// the receivers).
+#[derive(Debug, Clone)]
+struct LaneStop {
+    daemon: Arc<AtomicBool>,
+    retired: Arc<AtomicBool>,
+}
+
+impl LaneStop {
+    fn is_set(&self) -> bool {
+        self.daemon.load(Ordering::SeqCst) || self.retired.load(Ordering::SeqCst)
+    }
+}
+
+/// The running delivery lanes of one set of receivers.
+#[derive(Debug)]
+pub struct Outbox {
+    lanes: Vec<std::thread::JoinHandle<()>>,
+    retired: Arc<AtomicBool>,
+    doorbell: Arc<Doorbell>,
+}
+
+impl Outbox {
+    /// Stops these lanes (each after the attempt in hand, which its timeout bounds) and waits
+    /// for them, so lanes that replace them never deliver alongside them.
+    pub fn retire(self) {
+        self.retired.store(true, Ordering::SeqCst);
+        self.doorbell.ring();
+        self.join();
+    }
+
+    /// Waits for the lanes (after the daemon's stop).
+    pub fn join(self) {
+        for lane in self.lanes {
+            let _ = lane.join();
+        }
+    }
+}
+
 /// Starts the outbox: one lane (thread) per receiver, and one that marks notifications for
-/// receivers no longer configured as failed. Lanes stop at `stop`, after the attempt in hand
-/// (which its timeout bounds). The lane of an Alertmanager receiver also re-sends what
-/// `snapshots` shows firing (and recently resolved) every re-send interval.
+/// receivers no longer configured as failed. Lanes stop at `stop` or when the outbox is
+/// retired, after the attempt in hand (which its timeout bounds). The lane of an
+/// Alertmanager receiver also re-sends what `snapshots` shows firing (and recently resolved)
+/// every re-send interval.
 pub fn start_outbox(
     store: Arc<dyn Store>,
     receivers: Vec<Receiver>,
     snapshots: Arc<SnapshotCell>,
     doorbell: Arc<Doorbell>,
     stop: Arc<AtomicBool>,
-) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+) -> std::io::Result<Outbox> {
+    let retired = Arc::new(AtomicBool::new(false));
+    let stop = LaneStop {
+        daemon: stop,
+        retired: retired.clone(),
+    };
     let mut lanes = Vec::new();
     let names: Vec<String> = receivers.iter().map(|r| r.name.clone()).collect();
     {
@@ -472,7 +517,11 @@ pub fn start_outbox(
                 .spawn(move || lane(store.as_ref(), &receiver, &snapshots, &doorbell, &stop))?,
         );
     }
-    Ok(lanes)
+    Ok(Outbox {
+        lanes,
+        retired,
+        doorbell,
+    })
 }
 
 /// One receiver's lane: delivers its due notifications, one group at a time; for an
@@ -482,7 +531,7 @@ fn lane(
     receiver: &Receiver,
     snapshots: &SnapshotCell,
     doorbell: &Doorbell,
-    stop: &AtomicBool,
+    stop: &LaneStop,
 ) {
     let client = match reqwest::blocking::Client::builder()
         .user_agent(USER_AGENT)
@@ -505,7 +554,7 @@ fn lane(
         _ => None,
     };
     let mut next_resend = resend_interval.map(|i| Instant::now() + i);
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_set() {
         if let (Some(due), Some(interval)) = (next_resend, resend_interval)
             && Instant::now() >= due
         {
@@ -529,7 +578,7 @@ fn lane(
             }
         }
         for group in &groups {
-            if stop.load(Ordering::SeqCst) {
+            if stop.is_set() {
                 return;
             }
             attempt(store, receiver, &client, group);
@@ -578,9 +627,9 @@ fn resend_to_alertmanager(
 
 /// Marks the due notifications of receivers that are not configured (any more) as failed:
 /// no attempt can ever deliver them.
-fn unconfigured_lane(store: &dyn Store, names: &[String], doorbell: &Doorbell, stop: &AtomicBool) {
+fn unconfigured_lane(store: &dyn Store, names: &[String], doorbell: &Doorbell, stop: &LaneStop) {
     let mut seen = 0;
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_set() {
         let due = store
             .due_notifications(None, now_ms(), 1000)
             .unwrap_or_default();

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use probewatch_core::Status;
 use probewatch_store::{HistoryQuery, Outcome, Store, StoreError};
@@ -54,6 +54,29 @@ pub struct AppState {
     /// What the daemon knows of itself beyond the store, for `/-/ready`, `/ingest` and
     /// `/api/v1/files` (none: a tool that runs no pipeline; always ready).
     pub status: Option<Arc<dyn DaemonStatus>>,
+    /// Re-reads the configuration and rules (`POST /-/reload`); none: not offered.
+    pub reload: Option<Arc<dyn Reload>>,
+}
+
+/// Configuration reload, as the daemon offers it (SIGHUP does the same).
+pub trait Reload: Send + Sync {
+    /// Re-reads the configuration and applies what can change while running; on error the
+    /// running configuration stays and the error says why.
+    fn reload(&self) -> Result<(), String>;
+
+    /// How the last reload went.
+    fn status(&self) -> ReloadStatus;
+}
+
+/// The outcome of the last configuration reload (or of the start).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    /// Whether the last attempt succeeded.
+    pub successful: bool,
+    /// When the configuration in use was loaded (ms since the epoch).
+    pub last_success_ms: i64,
+    /// Why the last attempt failed, if it did.
+    pub last_error: Option<String>,
 }
 
 /// What the running daemon (not the store) knows of itself.
@@ -179,6 +202,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/-/healthy", get(healthy))
         .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload).put(reload))
         .route("/metrics", get(metrics))
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/checks", get(checks))
@@ -264,6 +288,31 @@ async fn ready(State(state): State<AppState>) -> Response {
             body.push_str(&format!("- {p}\n"));
         }
         (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+/// `POST /-/reload`, as Prometheus answers it: 200 and nothing on success; 500 with the
+/// reason when the new configuration was refused (the old one keeps running).
+async fn reload(State(state): State<AppState>) -> Response {
+    let Some(reloader) = state.reload.clone() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "configuration reload is not offered here\n",
+        )
+            .into_response();
+    };
+    match tokio::task::spawn_blocking(move || reloader.reload()).await {
+        Ok(Ok(())) => StatusCode::OK.into_response(),
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
     }
 }
 

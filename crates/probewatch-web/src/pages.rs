@@ -355,6 +355,8 @@ struct RuleGroupView {
 struct RulesPage {
     page: &'static str,
     groups: Vec<RuleGroupView>,
+    /// Why the last configuration reload failed (the rules shown are the older ones).
+    reload_error: Option<String>,
 }
 
 /// `GET /rules`: groups, rules, state, last evaluation, its duration and error.
@@ -407,9 +409,19 @@ pub(crate) async fn rules(State(state): State<AppState>) -> Result<Response, Api
             });
         }
     }
+    let reload_error = state.reload.as_ref().and_then(|r| {
+        let status = r.status();
+        status.last_error.map(|e| {
+            format!(
+                "The last configuration reload failed, so these are the rules loaded {}: {e}",
+                ago(status.last_success_ms, now)
+            )
+        })
+    });
     let html = RulesPage {
         page: "rules",
         groups,
+        reload_error,
     }
     .render()
     .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -320,7 +320,38 @@ pub fn resolve(
 pub struct Alerting {
     /// What the HTTP API and pages see of the engine (published by `pw-rules`).
     pub snapshots: Arc<SnapshotCell>,
-    threads: Vec<JoinHandle<()>>,
+    rules_thread: std::sync::Mutex<Option<JoinHandle<()>>>,
+    reloads: std::sync::Mutex<SyncSender<RulesReload>>,
+    outbox: std::sync::Mutex<Option<notify::Outbox>>,
+    /// What `start` (or the last reload) applied.
+    applied: std::sync::Mutex<AlertingConfig>,
+    store: Arc<dyn Store>,
+    doorbell: Arc<notify::Doorbell>,
+    stop: Arc<AtomicBool>,
+}
+
+/// New rules for the rules thread; it answers on `done` once they are in use.
+struct RulesReload {
+    groups: Vec<probewatch_alerting::rulefile::Group>,
+    config: EngineConfig,
+    done: std::sync::mpsc::Sender<()>,
+}
+
+fn engine_config(config: &AlertingConfig) -> EngineConfig {
+    EngineConfig {
+        routes: config.routes.clone(),
+        external_url: config.external_url.clone(),
+    }
+}
+
+fn load_groups(
+    config: &AlertingConfig,
+) -> anyhow::Result<Vec<probewatch_alerting::rulefile::Group>> {
+    let default_ms = i64::try_from(config.evaluation_interval.as_millis()).unwrap_or(15_000);
+    Ok(probewatch_alerting::rulefile::load(
+        &config.rule_files,
+        default_ms,
+    )?)
 }
 
 impl Alerting {
@@ -334,21 +365,13 @@ impl Alerting {
         caught_up: Box<dyn FnMut() -> bool + Send>,
         stop: Arc<AtomicBool>,
     ) -> anyhow::Result<Alerting> {
-        let default_ms = i64::try_from(config.evaluation_interval.as_millis()).unwrap_or(15_000);
-        let groups = probewatch_alerting::rulefile::load(&config.rule_files, default_ms)?;
+        let groups = load_groups(config)?;
         let stored = store.alerts().context("reading saved alert state")?;
-        let engine = Engine::new(
-            groups,
-            EngineConfig {
-                routes: config.routes.clone(),
-                external_url: config.external_url.clone(),
-            },
-            stored,
-        );
+        let engine = Engine::new(groups, engine_config(config), stored);
         let snapshots = Arc::new(SnapshotCell::new(engine.snapshot()));
         let doorbell = Arc::new(notify::Doorbell::default());
-        let mut threads = Vec::new();
-        {
+        let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(1);
+        let rules_thread = {
             let mut rules = Rules {
                 engine,
                 snapshots: snapshots.clone(),
@@ -357,27 +380,84 @@ impl Alerting {
                 doorbell: doorbell.clone(),
             };
             let stop = stop.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name("pw-rules".into())
-                    .stack_size(probewatch_promql::limits::STACK_BYTES)
-                    .spawn(move || rules.run(ingested, caught_up, stop))?,
-            );
-        }
-        threads.extend(notify::start_outbox(
-            store,
+            std::thread::Builder::new()
+                .name("pw-rules".into())
+                .stack_size(probewatch_promql::limits::STACK_BYTES)
+                .spawn(move || rules.run(ingested, reload_rx, caught_up, stop))?
+        };
+        let outbox = notify::start_outbox(
+            store.clone(),
             config.receivers.clone(),
             snapshots.clone(),
+            doorbell.clone(),
+            stop.clone(),
+        )?;
+        Ok(Alerting {
+            snapshots,
+            rules_thread: std::sync::Mutex::new(Some(rules_thread)),
+            reloads: std::sync::Mutex::new(reload_tx),
+            outbox: std::sync::Mutex::new(Some(outbox)),
+            applied: std::sync::Mutex::new(config.clone()),
+            store,
             doorbell,
             stop,
-        )?);
-        Ok(Alerting { snapshots, threads })
+        })
+    }
+
+    /// Applies a reloaded alerting configuration: rule files, routes, receivers. Everything
+    /// is checked first; on any error the running rules and receivers stay as they are and
+    /// the error says why. Receivers' lanes are replaced only when the receivers changed
+    /// (after the old lanes finish the attempt in hand).
+    pub fn reload(&self, config: &AlertingConfig) -> anyhow::Result<()> {
+        let groups = load_groups(config)?;
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        self.reloads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(RulesReload {
+                groups,
+                config: engine_config(config),
+                done: done_tx,
+            })
+            .context("the rules thread has stopped")?;
+        done_rx
+            .recv_timeout(Duration::from_secs(120))
+            .context("the rules thread did not take the new rules within 2 minutes")?;
+        let mut applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        if format!("{:?}", applied.receivers) != format!("{:?}", config.receivers) {
+            let mut outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(old) = outbox.take() {
+                old.retire();
+            }
+            *outbox = Some(
+                notify::start_outbox(
+                    self.store.clone(),
+                    config.receivers.clone(),
+                    self.snapshots.clone(),
+                    self.doorbell.clone(),
+                    self.stop.clone(),
+                )
+                .context("starting the new receivers' delivery lanes")?,
+            );
+            tracing::info!(receivers = config.receivers.len(), "receivers replaced");
+        }
+        *applied = config.clone();
+        Ok(())
     }
 
     /// Waits for the rules thread and the outbox lanes (after `stop` is set).
-    pub fn join(self) {
-        for t in self.threads {
-            let _ = t.join();
+    pub fn join(&self) {
+        let thread = self
+            .rules_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        let outbox = self.outbox.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(outbox) = outbox {
+            outbox.join();
         }
     }
 }
@@ -398,6 +478,7 @@ impl Rules {
     fn run(
         &mut self,
         ingested: Receiver<Vec<String>>,
+        reloads: Receiver<RulesReload>,
         mut caught_up: Box<dyn FnMut() -> bool + Send>,
         stop: Arc<AtomicBool>,
     ) {
@@ -415,8 +496,8 @@ impl Rules {
             waited_ms = started.elapsed().as_millis() as u64,
             "rule evaluation starting"
         );
-        let (intervals, reads): (Vec<Duration>, Vec<Option<HashSet<String>>>) = {
-            self.engine
+        let schedule = |engine: &Engine| -> (Vec<Duration>, Vec<Option<HashSet<String>>>) {
+            engine
                 .groups()
                 .iter()
                 .map(|g| {
@@ -427,21 +508,29 @@ impl Rules {
                 })
                 .collect()
         };
-        if intervals.is_empty() {
-            // No rules: just drain ingest notices until shutdown.
-            while !stop.load(Ordering::SeqCst) {
-                let _ = ingested.recv_timeout(Duration::from_millis(500));
-            }
-            return;
-        }
+        let (mut intervals, mut reads) = schedule(&self.engine);
         let mut next_due: Vec<Instant> = vec![Instant::now(); intervals.len()];
         while !stop.load(Ordering::SeqCst) {
+            if let Ok(reload) = reloads.try_recv() {
+                let now = crate::ingest::now_ms();
+                let stale = self.engine.replace_rules(reload.groups, reload.config, now);
+                if !stale.is_empty()
+                    && let Err(err) = self.store.write_samples(&stale)
+                {
+                    tracing::error!(error = %err, "writing stale markers of removed rules failed");
+                }
+                (intervals, reads) = schedule(&self.engine);
+                // Every group is evaluated at once with the new rules.
+                next_due = vec![Instant::now(); intervals.len()];
+                self.snapshots.publish(self.engine.snapshot());
+                let _ = reload.done.send(());
+            }
             let now = Instant::now();
             let wait = next_due
                 .iter()
                 .map(|d| d.saturating_duration_since(now))
                 .min()
-                .unwrap_or(Duration::from_secs(1))
+                .unwrap_or(Duration::from_millis(500))
                 .min(Duration::from_millis(500));
             let mut triggered: HashSet<usize> = HashSet::new();
             match ingested.recv_timeout(wait) {

@@ -249,6 +249,8 @@ pub struct Config {
     pub access: Option<probewatch_web::access::Access>,
     /// Limits on PromQL queries served over HTTP.
     pub query: QueryLimits,
+    /// The file and flags this was loaded from, for a reload.
+    pub origin: crate::reload::ConfigOrigin,
 }
 
 /// Command-line values that override the file.
@@ -304,7 +306,12 @@ impl Config {
             }
             None => ConfigFile::default(),
         };
-        Config::resolve(parsed, overrides)
+        let mut config = Config::resolve(parsed, overrides)?;
+        config.origin = crate::reload::ConfigOrigin {
+            file: file.map(Path::to_path_buf),
+            overrides: overrides.clone(),
+        };
+        Ok(config)
     }
 
     /// Validates a parsed file plus overrides.
@@ -462,6 +469,7 @@ impl Config {
                 &file.routes,
                 listen,
             )?,
+            origin: crate::reload::ConfigOrigin::default(),
         })
     }
 }

@@ -22,6 +22,7 @@ use probewatch_watch::{SpoolWatch, WatchConfig, WatchCounters, WatchMode, Watche
 use crate::cli::RunArgs;
 use crate::config::{AfterIngest, Config, Overrides};
 use crate::ingest::{IngestSettings, Pipeline};
+use crate::reload::Reloader;
 use crate::shutdown::Shutdown;
 use crate::telemetry::{Metrics, init_logging};
 
@@ -103,7 +104,8 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     // Signals first, so a SIGHUP during start-up cannot kill the process.
-    spawn_signal_listener(&runtime, shutdown.clone())?;
+    let reloader: Arc<std::sync::OnceLock<Arc<Reloader>>> = Arc::default();
+    spawn_signal_listener(&runtime, shutdown.clone(), reloader.clone())?;
     let _lock = crate::process::DataDirLock::acquire(&config.data_dir)?;
     let open_files = crate::process::raise_open_files_limit();
     tracing::debug!(?open_files, "open-files limit");
@@ -151,15 +153,23 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             target.is_some_and(|t| handled.load(Ordering::SeqCst) >= t)
         }
     };
-    let alerting = crate::alerting::Alerting::start(
-        &config.alerting,
-        store_dyn.clone(),
-        index.clone(),
-        commit_rx,
-        Box::new(caught_up),
-        shutdown.flag(),
-    )
-    .context("starting alerting")?;
+    let alerting = Arc::new(
+        crate::alerting::Alerting::start(
+            &config.alerting,
+            store_dyn.clone(),
+            index.clone(),
+            commit_rx,
+            Box::new(caught_up),
+            shutdown.flag(),
+        )
+        .context("starting alerting")?,
+    );
+    let _ = reloader.set(Arc::new(Reloader::new(
+        config.origin.clone(),
+        config.clone(),
+        alerting.clone(),
+        &mut registry,
+    )));
     let health = settings.health.clone();
     let pipeline = Pipeline::start(settings, store_dyn.clone(), metrics.clone(), ready_rx)
         .context("starting the ingest threads")?;
@@ -188,6 +198,9 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         alerting: Some(alerting.snapshots.clone()),
         api_token: config.api_token.as_deref().map(Arc::from),
         access: config.access.clone().map(Arc::new),
+        reload: reloader
+            .get()
+            .map(|r| r.clone() as Arc<dyn probewatch_web::Reload>),
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,
@@ -257,12 +270,13 @@ fn spawn_stop_watchdog() {
     }
 }
 
-/// SIGINT and SIGTERM stop the daemon; SIGHUP, whose default action would kill it, is
-/// logged and ignored (configuration reload is not implemented yet). Registered before
-/// this returns.
+/// SIGINT and SIGTERM stop the daemon; SIGHUP reloads the configuration (once the daemon
+/// has started; before that it is logged and ignored, never the default action, which would
+/// kill it). Registered before this returns.
 fn spawn_signal_listener(
     runtime: &tokio::runtime::Runtime,
     shutdown: Shutdown,
+    reloader: Arc<std::sync::OnceLock<Arc<Reloader>>>,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let _entered = runtime.enter();
@@ -274,10 +288,15 @@ fn spawn_signal_listener(
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
-                _ = hup.recv() => tracing::warn!(
-                    "SIGHUP received; probewatch does not reload its configuration yet, \
-                     so it keeps running as it is (restart it to apply changes)"
-                ),
+                _ = hup.recv() => match reloader.get() {
+                    Some(reloader) => {
+                        tracing::info!("SIGHUP received; reloading the configuration");
+                        let reloader = reloader.clone();
+                        // The outcome is logged and shown by the reloader itself.
+                        tokio::task::spawn_blocking(move || reloader.reload());
+                    }
+                    None => tracing::warn!("SIGHUP received while starting; ignored"),
+                },
                 () = shutdown.wait() => return,
             }
         }

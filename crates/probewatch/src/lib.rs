@@ -17,5 +17,6 @@ pub mod demo;
 pub mod health;
 pub mod ingest;
 pub mod process;
+pub mod reload;
 pub mod shutdown;
 pub mod telemetry;

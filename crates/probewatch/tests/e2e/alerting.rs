@@ -939,3 +939,98 @@ fn passes_under_probewatch_and_promtool(test: &std::path::Path) {
         String::from_utf8_lossy(&theirs.stdout)
     );
 }
+
+/// The names of the rules the daemon runs now.
+fn rule_names(daemon: &Daemon) -> Vec<String> {
+    let rules = daemon.get("/api/v1/rules");
+    rules["data"]["groups"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+        .filter_map(|r| r["name"].as_str().map(String::from))
+        .collect()
+}
+
+/// Rules, receivers and routes reload without a restart, on SIGHUP and on `POST /-/reload`;
+/// a broken rule file is refused with its reason while the running rules go on, and a
+/// firing alert keeps its state across reloads.
+#[test]
+fn rules_and_receivers_reload_on_sighup_and_post_and_a_bad_file_keeps_the_old() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let daemon = env.start_with_config(&config(&env, &hook));
+    let rules = env.data().join("rules.yml");
+    std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
+    hook.wait_for(1, Duration::from_secs(30));
+    assert_eq!(
+        daemon.metric("probewatch_config_last_reload_successful"),
+        1.0
+    );
+
+    // SIGHUP: one more rule.
+    std::fs::write(
+        &rules,
+        format!("{RULES}      - alert: SearchCritical\n        expr: probe_check_status{{check=\"search\"}} == 2\n"),
+    )
+    .expect("rules");
+    daemon.sighup();
+    daemon.wait_until("the new rule", Duration::from_secs(30), |d| {
+        rule_names(d).contains(&"SearchCritical".to_string())
+    });
+    let alerts = daemon.get("/api/v1/alerts");
+    assert_eq!(
+        alerts["data"]["alerts"][0]["state"], "firing",
+        "the firing alert kept its state: {alerts}"
+    );
+
+    // A broken file: refused, with the file and the reason; the old rules keep running.
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: probes\n    rules:\n      - alert: Bad\n        expr: sum(\n",
+    )
+    .expect("rules");
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{}/-/reload", daemon.base))
+        .send()
+        .expect("reload");
+    assert_eq!(answer.status().as_u16(), 500);
+    let text = answer.text().expect("text");
+    assert!(text.contains("rules.yml"), "names the file: {text}");
+    assert!(rule_names(&daemon).contains(&"SearchCritical".to_string()));
+    assert_eq!(
+        daemon.metric("probewatch_config_last_reload_successful"),
+        0.0
+    );
+    let page = daemon.get_text("/rules");
+    assert!(page.contains("Configuration reload failed"), "{page}");
+
+    // Fixed, and the receiver now points elsewhere: the next notification goes there.
+    std::fs::write(&rules, RULES).expect("rules");
+    let other = Webhook::start(0);
+    std::fs::write(env.dir.path().join("probewatch.toml"), config(&env, &other)).expect("config");
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{}/-/reload", daemon.base))
+        .send()
+        .expect("reload");
+    assert_eq!(answer.status().as_u16(), 200, "{:?}", answer.text());
+    assert_eq!(
+        daemon.metric("probewatch_config_last_reload_successful"),
+        1.0
+    );
+    assert!(!rule_names(&daemon).contains(&"SearchCritical".to_string()));
+    assert!(
+        !daemon
+            .get_text("/rules")
+            .contains("Configuration reload failed")
+    );
+    std::fs::write(env.spool().join("b.xml"), result("web", "ok", "ok")).expect("write");
+    let got = other.wait_for(1, Duration::from_secs(30));
+    assert_eq!(got[0]["status"], "resolved", "{got:?}");
+    assert_eq!(
+        hook.received().len(),
+        1,
+        "the old receiver is no longer used"
+    );
+    daemon.stop();
+}

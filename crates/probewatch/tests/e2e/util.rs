@@ -259,6 +259,10 @@ impl Daemon {
         self.signal("-CONT");
     }
 
+    pub fn sighup(&self) {
+        self.signal("-HUP");
+    }
+
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) -> String {
         self.signal("-TERM");
