@@ -102,6 +102,33 @@ fn finish(mut v: Vec<Sample>) -> Result<Vec<Sample>, QueryError> {
     Ok(v)
 }
 
+/// A duration as Prometheus writes one (`90d`, `1h30m`, `15s`, `500ms`, `0s`): days, hours,
+/// minutes, seconds and milliseconds, largest first, zero parts left out.
+pub fn format_duration_ms(ms: i64) -> String {
+    if ms == 0 {
+        return "0s".into();
+    }
+    let (sign, mut rest) = if ms < 0 {
+        ("-", -(ms as i128))
+    } else {
+        ("", ms as i128)
+    };
+    let mut out = String::from(sign);
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if rest >= size {
+            out.push_str(&format!("{}{unit}", rest / size));
+            rest %= size;
+        }
+    }
+    out
+}
+
 /// Parses a Prometheus duration (`90s`, `1h30m`, `0s`) or a number of seconds (`15`,
 /// `0.5`) into milliseconds, as the HTTP API's `step` and rule files' `for` accept them.
 pub fn parse_duration_ms(text: &str) -> Result<i64, QueryError> {
@@ -124,6 +151,15 @@ pub fn parse_duration_ms(text: &str) -> Result<i64, QueryError> {
         .map_err(|e| QueryError::Parse(format!("invalid duration {text:?}: {e}")))?;
     i64::try_from(d.as_millis())
         .map_err(|_| QueryError::Parse(format!("duration {text:?} too long")))
+}
+
+/// The query laid out as Prometheus's `/api/v1/format_query` lays it out (promql-parser's
+/// prettifier follows Prometheus's: one line when it fits in 100 columns, else one operand
+/// per indented line). The text is checked against the query limits first.
+pub fn format_query(text: &str) -> Result<String, QueryError> {
+    limits::check_shape(text)?;
+    let expr = promql_parser::parser::parse(text).map_err(QueryError::Parse)?;
+    Ok(expr.prettify())
 }
 
 /// Parses a series selector (`up{job="api"}`) as `/api/v1/series` takes it in `match[]`:

@@ -12,7 +12,7 @@ pub mod query;
 pub mod sqlite;
 
 pub use model::*;
-pub use query::{SeriesIndex, StoreSource};
+pub use query::{Cardinality, SeriesIndex, StoreSource};
 pub use sqlite::SqliteStore;
 
 /// What can go wrong in the store. Callers branch only on the variant; the message is for
@@ -91,6 +91,11 @@ pub trait Store: Send + Sync {
 
     /// Totals for `/api/v1/stats`.
     fn stats(&self) -> Result<Stats, StoreError>;
+
+    /// Where the samples are, for `/api/v1/status/tsdb`: chunk count and the oldest and
+    /// newest sample time (`None` when there is no sample). Reads every chunk row: for
+    /// status pages, not hot paths.
+    fn sample_span(&self) -> Result<SampleSpan, StoreError>;
 
     /// The newest result of every check.
     fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError>;

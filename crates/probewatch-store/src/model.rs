@@ -149,6 +149,15 @@ pub struct Stats {
     pub series: u64,
 }
 
+/// Where the samples are (see [`crate::Store::sample_span`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SampleSpan {
+    /// Compacted chunks.
+    pub chunks: u64,
+    /// Oldest and newest sample time (ms), if any sample exists.
+    pub range_ms: Option<(i64, i64)>,
+}
+
 /// The newest result of one check.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckRow {

@@ -71,6 +71,59 @@ impl SeriesIndex {
         Ok(())
     }
 
+    /// Every metric name, sorted (for `/api/v1/metadata`).
+    pub fn metric_names(&self, store: &dyn Store) -> Result<Vec<String>, QueryError> {
+        self.refresh(store)?;
+        let index = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let prefix = posting_key(METRIC_NAME, "");
+        let mut names: Vec<String> = index
+            .postings
+            .keys()
+            .filter_map(|k| k.strip_prefix(&prefix).map(String::from))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// The index's cardinality as Prometheus's `/api/v1/status/tsdb` reports it, each list
+    /// the `limit` largest.
+    pub fn cardinality(&self, store: &dyn Store, limit: usize) -> Result<Cardinality, QueryError> {
+        self.refresh(store)?;
+        let index = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut by_metric = Vec::new();
+        let mut by_pair = Vec::new();
+        let mut values: HashMap<&str, u64> = HashMap::new();
+        let mut bytes: HashMap<&str, u64> = HashMap::new();
+        for (key, positions) in &index.postings {
+            let Some((name, value)) = key.split_once('\u{ffff}') else {
+                continue;
+            };
+            let count = u64::try_from(positions.len()).unwrap_or(u64::MAX);
+            if name == METRIC_NAME {
+                by_metric.push((value.to_string(), count));
+            }
+            by_pair.push((format!("{name}={value}"), count));
+            *values.entry(name).or_default() += 1;
+            *bytes.entry(name).or_default() += u64::try_from(value.len()).unwrap_or(0);
+        }
+        let top = |mut list: Vec<(String, u64)>| {
+            list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            list.truncate(limit);
+            list
+        };
+        let named = |map: HashMap<&str, u64>| {
+            top(map.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+        };
+        Ok(Cardinality {
+            series: index.series.len(),
+            label_pairs: index.postings.len(),
+            by_metric: top(by_metric),
+            values_by_label: named(values),
+            bytes_by_label: named(bytes),
+            by_pair: top(by_pair),
+        })
+    }
+
     /// Ids and labels of the series all `matchers` select.
     fn matching(&self, matchers: &[Matcher]) -> Vec<(i64, Labels)> {
         let index = self.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -101,6 +154,23 @@ impl SeriesIndex {
             None => index.series.iter().filter_map(pick).collect(),
         }
     }
+}
+
+/// Cardinality of the series index (see [`SeriesIndex::cardinality`]).
+#[derive(Debug, Clone, Default)]
+pub struct Cardinality {
+    /// Series.
+    pub series: usize,
+    /// Distinct `name=value` pairs.
+    pub label_pairs: usize,
+    /// Series per metric name, largest first.
+    pub by_metric: Vec<(String, u64)>,
+    /// Distinct values per label name, largest first.
+    pub values_by_label: Vec<(String, u64)>,
+    /// Bytes of the distinct values per label name, largest first.
+    pub bytes_by_label: Vec<(String, u64)>,
+    /// Series per `name=value` pair, largest first.
+    pub by_pair: Vec<(String, u64)>,
 }
 
 impl StoreSource<'_> {

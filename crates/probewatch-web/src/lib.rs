@@ -28,6 +28,7 @@ pub mod query_gate;
 mod rules_api;
 mod serve;
 pub mod silences_api;
+pub mod status_api;
 
 pub use serve::{ServeLimits, serve};
 
@@ -56,6 +57,8 @@ pub struct AppState {
     pub status: Option<Arc<dyn DaemonStatus>>,
     /// Re-reads the configuration and rules (`POST /-/reload`); none: not offered.
     pub reload: Option<Arc<dyn Reload>>,
+    /// What the status endpoints report about the process and its configuration.
+    pub info: Arc<status_api::ServerInfo>,
 }
 
 /// Configuration reload, as the daemon offers it (SIGHUP does the same).
@@ -223,6 +226,21 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/label/{name}/values", get(prom_api::label_values))
         .route("/api/v1/status/buildinfo", get(prom_api::buildinfo))
+        .route("/api/v1/status/config", get(status_api::config))
+        .route("/api/v1/status/flags", get(status_api::flags))
+        .route("/api/v1/status/runtimeinfo", get(status_api::runtimeinfo))
+        .route("/api/v1/status/tsdb", get(status_api::tsdb))
+        .route("/api/v1/metadata", get(status_api::metadata))
+        .route(
+            "/api/v1/query_exemplars",
+            get(status_api::query_exemplars).post(status_api::query_exemplars),
+        )
+        .route(
+            "/api/v1/format_query",
+            get(status_api::format_query).post(status_api::format_query),
+        )
+        .route("/api/v1/targets", get(status_api::targets))
+        .route("/api/v1/alertmanagers", get(status_api::alertmanagers))
         .route("/api/v1/rules", get(rules_api::rules))
         .route("/api/v1/alerts", get(rules_api::alerts))
         .route("/api/v1/notifications", get(rules_api::notifications))

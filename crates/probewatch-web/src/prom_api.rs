@@ -15,10 +15,10 @@ use serde_json::{Map, Value as Json, json};
 use crate::AppState;
 
 /// Request parameters, in order; repeated keys (`match[]`) are kept.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(query: Option<String>, headers: &HeaderMap, body: &Bytes) -> Params {
+    pub(crate) fn parse(query: Option<String>, headers: &HeaderMap, body: &Bytes) -> Params {
         let mut pairs: Vec<(String, String)> = query
             .as_deref()
             .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
@@ -33,7 +33,7 @@ impl Params {
         Params(pairs)
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
@@ -50,13 +50,13 @@ impl Params {
 }
 
 /// An API failure in Prometheus's shape.
-struct PromError {
+pub(crate) struct PromError {
     kind: &'static str,
     message: String,
 }
 
 impl PromError {
-    fn bad_data(message: impl Into<String>) -> PromError {
+    pub(crate) fn bad_data(message: impl Into<String>) -> PromError {
         PromError {
             kind: "bad_data",
             message: message.into(),
@@ -100,13 +100,13 @@ impl IntoResponse for PromError {
     }
 }
 
-fn success(data: Json) -> Response {
+pub(crate) fn success(data: Json) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
 }
 
 /// `time`, `start`, `end`: RFC 3339 or Unix seconds with a fraction, between the years 1
 /// and 9999 (so no sum of times and durations can overflow).
-fn parse_time(name: &str, text: &str) -> Result<i64, PromError> {
+pub(crate) fn parse_time(name: &str, text: &str) -> Result<i64, PromError> {
     let ms = match text.parse::<f64>() {
         Ok(seconds) if seconds.is_finite() => Some((seconds * 1000.0).round() as i64),
         _ => probewatch_core::parse_time_ms(text),
@@ -282,6 +282,36 @@ async fn matching_series(
     .await?)
 }
 
+/// `limit` as Prometheus reads it on series, labels and label values: absent or 0 is none.
+fn limit_param(params: &Params) -> Result<usize, PromError> {
+    match params.get("limit") {
+        None | Some("") => Ok(0),
+        Some(text) => match text.parse::<i64>() {
+            Ok(n) if n >= 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+            Ok(_) => Err(PromError::bad_data(
+                "invalid parameter \"limit\": limit must be non-negative",
+            )),
+            Err(e) => Err(PromError::bad_data(format!(
+                "invalid parameter \"limit\": cannot parse {text:?}: {e}"
+            ))),
+        },
+    }
+}
+
+/// A list answer cut to `limit` (0: no limit), with Prometheus's warning when it was cut.
+fn success_limited(mut items: Vec<Json>, limit: usize) -> Response {
+    if limit > 0 && items.len() > limit {
+        items.truncate(limit);
+        return axum::Json(json!({
+            "status": "success",
+            "data": items,
+            "warnings": ["results truncated due to limit"],
+        }))
+        .into_response();
+    }
+    success(Json::Array(items))
+}
+
 /// `GET|POST /api/v1/series`
 pub(crate) async fn series(
     State(state): State<AppState>,
@@ -290,10 +320,15 @@ pub(crate) async fn series(
     body: Bytes,
 ) -> Response {
     let params = Params::parse(raw, &headers, &body);
-    match matching_series(&state, &params, true).await {
-        Ok(series) => success(Json::Array(series.iter().map(labels_json).collect())),
-        Err(e) => e.into_response(),
-    }
+    let run = async {
+        let limit = limit_param(&params)?;
+        let series = matching_series(&state, &params, true).await?;
+        Ok::<_, PromError>(success_limited(
+            series.iter().map(labels_json).collect(),
+            limit,
+        ))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET|POST /api/v1/labels`
@@ -304,16 +339,19 @@ pub(crate) async fn labels(
     body: Bytes,
 ) -> Response {
     let params = Params::parse(raw, &headers, &body);
-    match matching_series(&state, &params, false).await {
-        Ok(series) => {
-            let names: BTreeSet<&str> = series
-                .iter()
-                .flat_map(|l| l.pairs().iter().map(|(k, _)| k.as_str()))
-                .collect();
-            success(json!(names))
-        }
-        Err(e) => e.into_response(),
-    }
+    let run = async {
+        let limit = limit_param(&params)?;
+        let series = matching_series(&state, &params, false).await?;
+        let names: BTreeSet<&str> = series
+            .iter()
+            .flat_map(|l| l.pairs().iter().map(|(k, _)| k.as_str()))
+            .collect();
+        Ok::<_, PromError>(success_limited(
+            names.into_iter().map(Json::from).collect(),
+            limit,
+        ))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `GET /api/v1/label/<name>/values`
@@ -325,23 +363,33 @@ pub(crate) async fn label_values(
     body: Bytes,
 ) -> Response {
     let params = Params::parse(raw, &headers, &body);
-    match matching_series(&state, &params, false).await {
-        Ok(series) => {
-            let values: BTreeSet<&str> = series
-                .iter()
-                .map(|l| l.get(&name))
-                .filter(|v| !v.is_empty())
-                .collect();
-            success(json!(values))
-        }
-        Err(e) => e.into_response(),
-    }
+    let run = async {
+        let limit = limit_param(&params)?;
+        let series = matching_series(&state, &params, false).await?;
+        let values: BTreeSet<&str> = series
+            .iter()
+            .map(|l| l.get(&name))
+            .filter(|v| !v.is_empty())
+            .collect();
+        Ok::<_, PromError>(success_limited(
+            values.into_iter().map(Json::from).collect(),
+            limit,
+        ))
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
+
+/// The Prometheus release whose HTTP API and PromQL semantics probewatch implements. Grafana
+/// reads `version` from buildinfo to choose its calls (below 2.24 it falls back to slower
+/// `/api/v1/series` lookups), so this is what buildinfo reports; probewatch's own version is
+/// beside it.
+pub const PROMETHEUS_API_VERSION: &str = "3.0.0";
 
 /// `GET /api/v1/status/buildinfo`: Grafana reads it to learn what it is talking to.
 pub(crate) async fn buildinfo() -> Response {
     success(json!({
-        "version": env!("CARGO_PKG_VERSION"),
+        "version": PROMETHEUS_API_VERSION,
+        "probewatchVersion": env!("CARGO_PKG_VERSION"),
         "revision": "",
         "branch": "",
         "buildUser": "",

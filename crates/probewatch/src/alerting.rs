@@ -52,6 +52,59 @@ pub struct ReceiverFile {
     pub resend_interval: Option<String>,
 }
 
+/// The alerting configuration as a Prometheus configuration file would say it, for
+/// `/api/v1/status/config` (strings are JSON-quoted, which YAML reads as they are).
+pub fn prometheus_yaml(config: &AlertingConfig) -> String {
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let mut out = format!(
+        "global:\n  evaluation_interval: {}\n",
+        probewatch_promql::format_duration_ms(
+            i64::try_from(config.evaluation_interval.as_millis()).unwrap_or(i64::MAX)
+        )
+    );
+    let managers: Vec<&str> = alertmanager_urls(config);
+    if !managers.is_empty() {
+        out.push_str("alerting:\n  alertmanagers:\n");
+        for url in managers {
+            match reqwest::Url::parse(url) {
+                Ok(u) => {
+                    let host = u.host_str().unwrap_or_default();
+                    let target = match u.port_or_known_default() {
+                        Some(port) => format!("{host}:{port}"),
+                        None => host.to_string(),
+                    };
+                    out.push_str(&format!(
+                        "    - scheme: {}\n      path_prefix: {}\n      static_configs:\n        - targets: [{}]\n",
+                        q(u.scheme()),
+                        q(u.path()),
+                        q(&target)
+                    ));
+                }
+                Err(_) => out.push_str(&format!("    # unparsable url {}\n", q(url))),
+            }
+        }
+    }
+    if !config.rule_files.is_empty() {
+        out.push_str("rule_files:\n");
+        for f in &config.rule_files {
+            out.push_str(&format!("  - {}\n", q(&f.display().to_string())));
+        }
+    }
+    out
+}
+
+/// Base URLs of the `alertmanager` receivers.
+pub fn alertmanager_urls(config: &AlertingConfig) -> Vec<&str> {
+    config
+        .receivers
+        .iter()
+        .filter_map(|r| match &r.kind {
+            ReceiverKind::Alertmanager { url, .. } => Some(url.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// A `[[route]]` table.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -188,6 +188,7 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
         access: None,
         status: None,
         reload: None,
+        info: Arc::default(),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -164,10 +164,12 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         )
         .context("starting alerting")?,
     );
+    let info = Arc::new(server_info(&config, listen));
     let _ = reloader.set(Arc::new(Reloader::new(
         config.origin.clone(),
         config.clone(),
         alerting.clone(),
+        info.clone(),
         &mut registry,
     )));
     let health = settings.health.clone();
@@ -201,6 +203,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         reload: reloader
             .get()
             .map(|r| r.clone() as Arc<dyn probewatch_web::Reload>),
+        info,
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,
@@ -228,6 +231,66 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped");
     served.context("the HTTP server failed")
+}
+
+/// What the status endpoints report: start time, settings under Prometheus's flag names,
+/// and the alerting configuration in Prometheus's terms.
+fn server_info(config: &Config, listen: SocketAddr) -> probewatch_web::status_api::ServerInfo {
+    let d = |d: Duration| {
+        probewatch_promql::format_duration_ms(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    };
+    let options = &config.query.options;
+    let mut flags = std::collections::BTreeMap::new();
+    for (name, value) in [
+        (
+            "config.file",
+            config
+                .origin
+                .file
+                .as_ref()
+                .map(|f| f.display().to_string())
+                .unwrap_or_default(),
+        ),
+        ("storage.tsdb.path", config.data_dir.display().to_string()),
+        ("storage.tsdb.retention.time", d(config.retention)),
+        ("web.listen-address", listen.to_string()),
+        ("web.external-url", config.alerting.external_url.clone()),
+        (
+            "query.lookback-delta",
+            d(Duration::from_millis(
+                u64::try_from(options.lookback_ms).unwrap_or(0),
+            )),
+        ),
+        ("query.max-samples", options.max_samples.to_string()),
+        ("query.timeout", options.timeout.map(d).unwrap_or_default()),
+        (
+            "query.max-concurrency",
+            config.query.max_concurrency.to_string(),
+        ),
+        (
+            "rules.evaluation-interval",
+            d(config.alerting.evaluation_interval),
+        ),
+    ] {
+        flags.insert(name.to_string(), value);
+    }
+    probewatch_web::status_api::ServerInfo {
+        start_time_ms: crate::ingest::now_ms(),
+        storage_retention: d(config.retention),
+        flags,
+        settings: std::sync::RwLock::new(server_settings(config)),
+    }
+}
+
+/// The parts of the status endpoints' answers that a reload changes.
+pub fn server_settings(config: &Config) -> probewatch_web::status_api::ServerSettings {
+    probewatch_web::status_api::ServerSettings {
+        config_yaml: crate::alerting::prometheus_yaml(&config.alerting),
+        alertmanagers: crate::alerting::alertmanager_urls(&config.alerting)
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    }
 }
 
 /// Creates a spool directory that does not exist; refuses one that is a symbolic link (the

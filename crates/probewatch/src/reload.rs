@@ -12,6 +12,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use probewatch_web::ReloadStatus;
+use probewatch_web::status_api::ServerInfo;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
@@ -34,6 +35,7 @@ pub struct Reloader {
     origin: ConfigOrigin,
     running: Mutex<Config>,
     alerting: Arc<Alerting>,
+    info: Arc<ServerInfo>,
     status: Mutex<ReloadStatus>,
     successful: Gauge,
     success_time: Gauge<f64, AtomicU64>,
@@ -46,6 +48,7 @@ impl Reloader {
         origin: ConfigOrigin,
         config: Config,
         alerting: Arc<Alerting>,
+        info: Arc<ServerInfo>,
         registry: &mut Registry,
     ) -> Reloader {
         let successful = Gauge::default();
@@ -67,6 +70,7 @@ impl Reloader {
             origin,
             running: Mutex::new(config),
             alerting,
+            info,
             status: Mutex::new(ReloadStatus {
                 successful: true,
                 last_success_ms: now,
@@ -96,6 +100,11 @@ impl Reloader {
                     receivers = config.alerting.receivers.len(),
                     "configuration reloaded"
                 );
+                *self
+                    .info
+                    .settings
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner()) = crate::daemon::server_settings(&config);
                 *running = config;
                 *status = ReloadStatus {
                     successful: true,

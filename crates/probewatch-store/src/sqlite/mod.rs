@@ -835,6 +835,35 @@ impl Store for SqliteStore {
         })
     }
 
+    fn sample_span(&self) -> Result<SampleSpan, StoreError> {
+        self.read(|conn| {
+            let (chunks, mut lo, mut hi): (i64, Option<i64>, Option<i64>) = conn.query_row(
+                "SELECT count(*), min(min_ts), max(max_ts) FROM chunks",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            for head in ["samples_head_0", "samples_head_1"] {
+                let (a, b): (Option<i64>, Option<i64>) = conn.query_row(
+                    &format!("SELECT min(ts_ms), max(ts_ms) FROM {head}"),
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                lo = match (lo, a) {
+                    (Some(x), Some(y)) => Some(x.min(y)),
+                    (x, y) => x.or(y),
+                };
+                hi = match (hi, b) {
+                    (Some(x), Some(y)) => Some(x.max(y)),
+                    (x, y) => x.or(y),
+                };
+            }
+            Ok(SampleSpan {
+                chunks: to_u64(chunks),
+                range_ms: lo.zip(hi),
+            })
+        })
+    }
+
     fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError> {
         self.read(|conn| {
             conn.prepare_cached(&format!(
