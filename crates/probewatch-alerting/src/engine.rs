@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::rulefile::{Group, RuleKind};
 use crate::silence::Silence;
+use crate::template::TemplateEnv;
 
 /// Where matching alerts go.
 #[derive(Debug, Clone)]
@@ -51,6 +52,9 @@ pub struct EngineConfig {
     pub routes: Vec<Route>,
     /// This probewatch's URL, for links in notifications.
     pub external_url: String,
+    /// What rule templates see besides the alert: external labels and URL, and where
+    /// `query` runs.
+    pub templates: TemplateEnv,
 }
 
 /// An active alert in memory.
@@ -168,27 +172,39 @@ impl EngineSnapshot {
                 out.push(postable_alert(
                     alert,
                     now_ms.saturating_add(valid_for_ms),
-                    &self.config.external_url,
+                    &self.config,
                 ));
             }
         }
         for r in &self.resolved {
             if now_ms - r.resolved_at_ms <= RESOLVED_RETENTION_MS && routed(&r.alert.labels) {
-                out.push(postable_alert(
-                    &r.alert,
-                    r.resolved_at_ms,
-                    &self.config.external_url,
-                ));
+                out.push(postable_alert(&r.alert, r.resolved_at_ms, &self.config));
             }
         }
         out
     }
 }
 
+/// An alert's labels as receivers get them: the external labels, then the alert's own
+/// (which win), as Prometheus sends them to Alertmanager.
+fn sent_labels(
+    config: &EngineConfig,
+    labels: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = config.templates.external_labels.clone();
+    out.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    out
+}
+
 /// One alert as Alertmanager's API v2 takes it.
-fn postable_alert(alert: &ActiveAlert, ends_at_ms: i64, external_url: &str) -> serde_json::Value {
+fn postable_alert(
+    alert: &ActiveAlert,
+    ends_at_ms: i64,
+    config: &EngineConfig,
+) -> serde_json::Value {
+    let external_url = &config.external_url;
     json!({
-        "labels": alert.labels,
+        "labels": sent_labels(config, &alert.labels),
         "annotations": alert.annotations,
         "startsAt": rfc3339(alert.fired_at_ms.unwrap_or(alert.active_at_ms)),
         "endsAt": rfc3339(ends_at_ms),
@@ -552,12 +568,22 @@ impl Engine {
         let mut resolved: Vec<ActiveAlert> = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for sample in samples {
-            let sample_labels = without_name(&sample.labels);
-            let mut labels = with_rule_labels(rule, &sample_labels, sample.v);
+            // Templates see the result's labels with its metric name, as in Prometheus; the
+            // alert's labels drop the name after the rule's labels are applied.
+            let sample_labels: BTreeMap<String, String> =
+                sample.labels.pairs().iter().cloned().collect();
+            let env = &self.config.templates;
+            let mut labels = with_rule_labels(rule, &sample_labels, sample.v, Some((env, now_ms)));
+            labels.remove(probewatch_promql::labels::METRIC_NAME);
             labels.insert("alertname".into(), rule.name.clone());
             let rendered: BTreeMap<String, String> = annotations
                 .iter()
-                .map(|(k, t)| (k.clone(), t.render(&sample_labels, sample.v)))
+                .map(|(k, t)| {
+                    (
+                        k.clone(),
+                        t.render_in(&sample_labels, sample.v, env, now_ms),
+                    )
+                })
                 .collect();
             let key = canonical(&labels);
             if !seen.insert(key.clone()) {
@@ -683,14 +709,15 @@ impl Engine {
                         group_interval_ms: route.group_interval_ms,
                     });
                 entry.any_firing |= is_firing;
+                let labels = sent_labels(&self.config, &alert.labels);
                 entry.alerts.push(json!({
                     "status": if is_firing { "firing" } else { "resolved" },
-                    "labels": alert.labels,
+                    "labels": labels,
                     "annotations": alert.annotations,
                     "startsAt": rfc3339(alert.fired_at_ms.unwrap_or(alert.active_at_ms)),
                     "endsAt": if is_firing { "0001-01-01T00:00:00Z".to_string() } else { rfc3339(now_ms) },
                     "generatorURL": format!("{}/alerts", self.config.external_url),
-                    "fingerprint": fingerprint(&alert.labels),
+                    "fingerprint": fingerprint(&labels),
                 }));
             }
         }
@@ -787,7 +814,8 @@ impl Engine {
     }
 }
 
-/// A result sample's labels without the metric name: what templates see as `$labels`.
+/// A result sample's labels without the metric name: what a recording rule writes under
+/// its own name.
 fn without_name(labels: &probewatch_promql::Labels) -> BTreeMap<String, String> {
     labels
         .pairs()
@@ -798,14 +826,21 @@ fn without_name(labels: &probewatch_promql::Labels) -> BTreeMap<String, String> 
 }
 
 /// `sample_labels` with the rule's labels rendered over them (an empty value removes one).
+/// A result's labels with the rule's labels applied: an alerting rule's are templates
+/// rendered in `templates` at `now_ms` (`Some`), a recording rule's are taken as written
+/// (`None`), as in Prometheus. An empty value removes the label.
 fn with_rule_labels(
     rule: &crate::rulefile::Rule,
     sample_labels: &BTreeMap<String, String>,
     value: f64,
+    templates: Option<(&TemplateEnv, i64)>,
 ) -> BTreeMap<String, String> {
     let mut labels = sample_labels.clone();
     for (k, template) in &rule.labels {
-        let v = template.render(sample_labels, value);
+        let v = match templates {
+            Some((env, now_ms)) => template.render_in(sample_labels, value, env, now_ms),
+            None => template.source().to_string(),
+        };
         if v.is_empty() {
             labels.remove(k);
         } else {
@@ -885,7 +920,7 @@ fn record(
         }
     };
     for (sample_labels, v) in samples {
-        let labels = with_rule_labels(rule, &sample_labels, v);
+        let labels = with_rule_labels(rule, &sample_labels, v, None);
         out.push(SeriesSample {
             metric: rule.name.clone(),
             labels: canonical(&labels),
@@ -934,6 +969,7 @@ groups:
                 continue_matching: false,
             }],
             external_url: "http://pw".into(),
+            templates: TemplateEnv::default(),
         };
         Engine::new(groups, config, stored)
     }

@@ -13,7 +13,10 @@ use probewatch_promql::{Labels, MemorySource, Query, QueryOptions, Value};
 use probewatch_store::AlertState;
 use serde::Deserialize;
 
+use std::sync::{Arc, RwLock};
+
 use crate::engine::{Engine, EngineConfig};
+use crate::template::{QuerySamples, TemplateEnv, TemplateQuery};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -25,6 +28,8 @@ struct TestFile {
     group_eval_order: Vec<String>,
     #[serde(default)]
     tests: Vec<TestGroup>,
+    #[serde(default)]
+    fuzzy_compare: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +46,7 @@ struct TestGroup {
     #[serde(default)]
     external_labels: BTreeMap<String, String>,
     external_url: Option<String>,
+    start_timestamp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -53,7 +59,8 @@ struct InputSeries {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AlertTest {
-    eval_time: String,
+    eval_time: Option<String>,
+    #[serde(default)]
     alertname: String,
     #[serde(default)]
     exp_alerts: Vec<ExpAlert>,
@@ -72,7 +79,7 @@ struct ExpAlert {
 #[serde(deny_unknown_fields)]
 struct ExprTest {
     expr: String,
-    eval_time: String,
+    eval_time: Option<String>,
     #[serde(default)]
     exp_samples: Vec<ExpSample>,
 }
@@ -80,8 +87,11 @@ struct ExprTest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExpSample {
+    #[serde(default)]
     labels: String,
+    #[serde(default)]
     value: f64,
+    histogram: Option<String>,
 }
 
 /// The outcome of one test file: the failures, each naming the test and what differed.
@@ -97,47 +107,123 @@ fn duration(text: &str) -> Result<i64, String> {
     probewatch_promql::parse_duration_ms(text).map_err(|e| e.to_string())
 }
 
+/// An optional `eval_time`: promtool's default is 0.
+fn eval_time(text: &Option<String>) -> Result<i64, String> {
+    text.as_deref().map_or(Ok(0), duration)
+}
+
 /// Most rule evaluations one test may need (its last `eval_time` over the evaluation
 /// interval).
 pub const MAX_EVALUATIONS: i64 = 1_000_000;
+
+/// `rule_files` as promtool resolves them: relative to the test file, globs expanded
+/// (a pattern that matches nothing is skipped, as promtool skips it with a warning).
+fn rule_files(base: &Path, patterns: &[String]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let path = if Path::new(pattern).is_relative() {
+            base.join(pattern)
+        } else {
+            PathBuf::from(pattern)
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.contains(['*', '?', '[']) {
+            out.push(path);
+            continue;
+        }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut matched: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| glob_match(&name, &n.to_string_lossy()))
+            })
+            .collect();
+        matched.sort();
+        out.extend(matched);
+    }
+    out
+}
+
+/// Shell-style matching of one file name: `*`, `?` and `[...]` classes.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.first() {
+            None => n.is_empty(),
+            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
+            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
+            Some('[') => {
+                let Some(close) = p.iter().skip(1).position(|c| *c == ']') else {
+                    return !n.is_empty() && n[0] == '[' && go(&p[1..], &n[1..]);
+                };
+                let class = &p[1..=close];
+                let Some(c) = n.first() else {
+                    return false;
+                };
+                let (negate, class) = match class.first() {
+                    Some('!' | '^') => (true, &class[1..]),
+                    _ => (false, class),
+                };
+                let mut hit = false;
+                let mut i = 0;
+                while i < class.len() {
+                    if i + 2 < class.len() && class[i + 1] == '-' {
+                        hit |= (class[i]..=class[i + 2]).contains(c);
+                        i += 3;
+                    } else {
+                        hit |= class[i] == *c;
+                        i += 1;
+                    }
+                }
+                hit != negate && go(&p[close + 2..], &n[1..])
+            }
+            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
+        }
+    }
+    go(&p, &n)
+}
 
 /// Runs the tests in `path`.
 pub fn run_file(path: &Path) -> Result<TestReport, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let file: TestFile =
         serde_saphyr::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !file.group_eval_order.is_empty() {
-        return Err(format!(
-            "{}: group_eval_order is not supported",
-            path.display()
-        ));
-    }
     let base = path.parent().unwrap_or(Path::new("."));
-    let rule_files: Vec<PathBuf> = file
-        .rule_files
-        .iter()
-        .map(|f| {
-            let p = Path::new(f);
-            if p.is_relative() {
-                base.join(p)
-            } else {
-                p.to_path_buf()
-            }
-        })
-        .collect();
+    let rule_files = rule_files(base, &file.rule_files);
     let eval_interval = match &file.evaluation_interval {
         Some(t) => duration(t)?,
         None => 60_000,
     };
-    let groups = crate::rulefile::load(&rule_files, eval_interval).map_err(|e| e.to_string())?;
+    let mut groups =
+        crate::rulefile::load(&rule_files, eval_interval).map_err(|e| e.to_string())?;
+    // group_eval_order: the named groups first, in that order (a name given twice is an
+    // error, as in promtool); the rest after them, in file order.
+    let mut order: BTreeMap<&str, usize> = BTreeMap::new();
+    for (i, name) in file.group_eval_order.iter().enumerate() {
+        if order.insert(name, i).is_some() {
+            return Err(format!(
+                "{}: group name repeated in evaluation order: {name}",
+                path.display()
+            ));
+        }
+    }
+    groups.sort_by_key(|g| order.get(g.name.as_str()).copied().unwrap_or(usize::MAX));
     let mut report = TestReport::default();
     for (n, test) in file.tests.iter().enumerate() {
         report.tests += 1;
-        let name = test
-            .name
-            .clone()
-            .unwrap_or_else(|| format!("test {}", n + 1));
-        if let Err(failures) = run_test(test, &groups, eval_interval) {
+        let name = test.name.clone().unwrap_or_else(|| format!("unnamed#{n}"));
+        let interval = match &test.interval {
+            Some(t) => duration(t)?,
+            None => eval_interval,
+        };
+        if let Err(failures) = run_test(test, &groups, eval_interval, interval, file.fuzzy_compare)
+        {
             for f in failures {
                 report
                     .failures
@@ -148,40 +234,67 @@ pub fn run_file(path: &Path) -> Result<TestReport, String> {
     Ok(report)
 }
 
+/// `query` in the templates of a rule unit test: the test's series and what its rules
+/// recorded so far.
+struct TestQuery(Arc<RwLock<Arc<MemorySource>>>);
+
+impl TemplateQuery for TestQuery {
+    fn query(&self, expr: &str, at_ms: i64) -> Result<QuerySamples, String> {
+        let source = self.0.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let value = Query::parse(expr)
+            .and_then(|q| q.instant(source.as_ref(), at_ms, &QueryOptions::default()))
+            .map_err(|e| e.to_string())?;
+        crate::template::query_samples(value)
+    }
+}
+
+/// `start_timestamp`: RFC 3339 or Unix seconds.
+fn start_time(text: Option<&str>) -> Result<i64, String> {
+    let Some(text) = text else {
+        return Ok(0);
+    };
+    match text.trim().parse::<f64>() {
+        Ok(seconds) if seconds.is_finite() => Ok((seconds * 1000.0).round() as i64),
+        _ => probewatch_core::parse_time_ms(text)
+            .ok_or_else(|| format!("start_timestamp {text:?} is not a time")),
+    }
+}
+
 fn run_test(
     test: &TestGroup,
     groups: &[crate::Group],
     eval_interval: i64,
+    interval: i64,
+    fuzzy: bool,
 ) -> Result<(), Vec<String>> {
     let fail = |m: String| vec![m];
-    if !test.external_labels.is_empty() || test.external_url.is_some() {
-        return Err(fail(
-            "external_labels and external_url are not supported".into(),
-        ));
-    }
-    let interval = match &test.interval {
-        Some(t) => duration(t).map_err(fail)?,
-        None => 60_000,
-    };
-    let mut source = MemorySource::new();
+    let start = start_time(test.start_timestamp.as_deref()).map_err(fail)?;
+    let mut loaded = MemorySource::new();
     for input in &test.input_series {
         let labels = parse_labels(&input.series).map_err(fail)?;
         let values = parse_values(&input.values).map_err(fail)?;
-        source.add(
+        loaded.add(
             &labels,
             values
                 .iter()
                 .enumerate()
-                .filter_map(|(i, v)| v.map(|v| (i as i64 * interval, v))),
+                .filter_map(|(i, v)| v.map(|v| (start + i as i64 * interval, v))),
         );
     }
+    let source = Arc::new(RwLock::new(Arc::new(loaded)));
     // Checks sorted by time; rules evaluated at every interval up to each.
     let mut checks: Vec<(i64, Check<'_>)> = Vec::new();
     for a in &test.alert_rule_test {
-        checks.push((duration(&a.eval_time).map_err(fail)?, Check::Alert(a)));
+        if a.alertname.is_empty() {
+            return Err(fail(format!(
+                "an item under alert_rule_test misses required attribute alertname at eval_time {}",
+                a.eval_time.as_deref().unwrap_or("0s")
+            )));
+        }
+        checks.push((eval_time(&a.eval_time).map_err(fail)?, Check::Alert(a)));
     }
     for e in &test.promql_expr_test {
-        checks.push((duration(&e.eval_time).map_err(fail)?, Check::Expr(e)));
+        checks.push((eval_time(&e.eval_time).map_err(fail)?, Check::Expr(e)));
     }
     checks.sort_by_key(|(t, _)| *t);
     // Rules run at every evaluation interval up to the last check: bound how many runs that
@@ -195,27 +308,64 @@ fn run_test(
             )));
         }
     }
-    let mut engine = Engine::new(groups.to_vec(), EngineConfig::default(), Vec::new());
+    let config = EngineConfig {
+        templates: TemplateEnv {
+            external_labels: test.external_labels.clone(),
+            external_url: test.external_url.clone().unwrap_or_default(),
+            query: Some(Arc::new(TestQuery(source.clone()))),
+        },
+        ..EngineConfig::default()
+    };
+    let mut engine = Engine::new(groups.to_vec(), config, Vec::new());
     let mut next_eval = 0i64;
     let mut failures = Vec::new();
     for (at, check) in checks {
         while next_eval <= at {
+            let t = start + next_eval;
             for g in 0..engine.groups().len() {
-                let mut outcome = engine.evaluate(g, next_eval, &source, &[]);
-                engine.apply(std::mem::take(&mut outcome.staged), next_eval);
+                let current = source.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let mut outcome = engine.evaluate(g, t, current.as_ref(), &[]);
+                drop(current);
+                engine.apply(std::mem::take(&mut outcome.staged), t);
+                let mut guard = source.write().unwrap_or_else(|e| e.into_inner());
+                let writable = Arc::make_mut(&mut guard);
                 for s in outcome.recorded {
                     let mut labels = Labels::from_pairs(
                         probewatch_core::labels::parse_canonical(&s.labels).unwrap_or_default(),
                     );
                     labels.set(probewatch_promql::labels::METRIC_NAME, s.metric.clone());
-                    source.add(&labels, [(s.time_ms, s.value)]);
+                    writable.add(&labels, [(s.time_ms, s.value)]);
                 }
+            }
+            // promtool stops a test at the first rule that fails to evaluate.
+            let errors: Vec<String> = engine
+                .groups()
+                .iter()
+                .flat_map(|g| g.rules.iter())
+                .filter_map(|r| {
+                    let health = engine.health(&r.key);
+                    let error = health
+                        .last_error
+                        .filter(|_| health.last_evaluation_ms == Some(t))?;
+                    Some(format!(
+                        "rule: {}, time: {}, err: {error}",
+                        r.name,
+                        probewatch_promql::format_duration_ms(next_eval)
+                    ))
+                })
+                .collect();
+            if !errors.is_empty() {
+                failures.extend(errors);
+                return Err(failures);
             }
             next_eval += eval_interval;
         }
         let result = match check {
             Check::Alert(a) => check_alerts(&engine, a),
-            Check::Expr(e) => check_expr(&source, e, at),
+            Check::Expr(e) => {
+                let current = source.read().unwrap_or_else(|e| e.into_inner()).clone();
+                check_expr(current.as_ref(), e, start + at, fuzzy)
+            }
         };
         if let Err(f) = result {
             failures.push(f);
@@ -259,16 +409,23 @@ fn check_alerts(engine: &Engine, test: &AlertTest) -> Result<(), String> {
     } else {
         Err(format!(
             "alertname: {}, time: {}\n    exp: {want:?}\n    got: {got:?}",
-            test.alertname, test.eval_time
+            test.alertname,
+            test.eval_time.as_deref().unwrap_or("0s")
         ))
     }
 }
 
-fn check_expr(source: &MemorySource, test: &ExprTest, at: i64) -> Result<(), String> {
+fn check_expr(source: &MemorySource, test: &ExprTest, at: i64, fuzzy: bool) -> Result<(), String> {
     let query = Query::parse(&test.expr).map_err(|e| format!("expr {:?}: {e}", test.expr))?;
     let value = query
         .instant(source, at, &QueryOptions::default())
-        .map_err(|e| format!("expr {:?} at {}: {e}", test.expr, test.eval_time))?;
+        .map_err(|e| {
+            format!(
+                "expr {:?} at {}: {e}",
+                test.expr,
+                test.eval_time.as_deref().unwrap_or("0s")
+            )
+        })?;
     let mut got: Vec<(Labels, f64)> = match value {
         Value::Vector(v) => v.into_iter().map(|s| (s.labels, s.v)).collect(),
         Value::Scalar(_, v) => vec![(Labels::default(), v)],
@@ -282,16 +439,35 @@ fn check_expr(source: &MemorySource, test: &ExprTest, at: i64) -> Result<(), Str
     };
     let mut want: Vec<(Labels, f64)> = Vec::new();
     for s in &test.exp_samples {
-        want.push((parse_labels(&s.labels)?, s.value));
+        if s.histogram.as_deref().is_some_and(|h| !h.is_empty()) {
+            return Err(format!(
+                "expr {:?}: native histogram samples are not supported",
+                test.expr
+            ));
+        }
+        let labels = if s.labels.trim().is_empty() {
+            "{}"
+        } else {
+            s.labels.as_str()
+        };
+        want.push((parse_labels(labels)?, s.value));
     }
     got.sort_by(|a, b| a.0.cmp(&b.0));
     want.sort_by(|a, b| a.0.cmp(&b.0));
     let same = got.len() == want.len()
         && got.iter().zip(&want).all(|(g, w)| {
+            // Exact, or one step apart under fuzzy_compare, as promtool compares; and a
+            // last-digit difference of our own arithmetic (1e-12 relative) is not a failure.
+            let close = if fuzzy {
+                (g.1 - w.1).abs() <= (w.1.abs() * f64::EPSILON).max(f64::MIN_POSITIVE)
+            } else {
+                false
+            };
             g.0 == w.0
                 && (g.1 == w.1
+                    || close
                     || (g.1.is_nan() && w.1.is_nan())
-                    || (g.1 - w.1).abs() <= 1e-9 * w.1.abs().max(1.0))
+                    || (g.1 - w.1).abs() <= 1e-12 * w.1.abs().max(1.0))
         });
     if same {
         Ok(())
@@ -302,7 +478,7 @@ fn check_expr(source: &MemorySource, test: &ExprTest, at: i64) -> Result<(), Str
         Err(format!(
             "expr: {:?}, time: {}\n    exp: {:?}\n    got: {:?}",
             test.expr,
-            test.eval_time,
+            test.eval_time.as_deref().unwrap_or("0s"),
             show(&want),
             show(&got)
         ))

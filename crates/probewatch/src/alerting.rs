@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use probewatch_alerting::notify::{self, ReceiverKind};
+use probewatch_alerting::template::{StoreQuery, TemplateEnv};
 use probewatch_alerting::{Engine, EngineConfig, Route, SnapshotCell};
 use probewatch_store::{SeriesIndex, Store, StoreSource};
 use serde::Deserialize;
@@ -142,6 +143,8 @@ pub struct AlertingConfig {
     pub routes: Vec<Route>,
     /// This probewatch's URL for links in notifications.
     pub external_url: String,
+    /// Labels added to outgoing alerts and given to templates.
+    pub external_labels: std::collections::BTreeMap<String, String>,
 }
 
 fn humantime_ms(
@@ -242,10 +245,23 @@ pub fn resolve(
     rule_files: &[String],
     evaluation_interval: Option<&str>,
     external_url: Option<String>,
+    external_labels: &std::collections::BTreeMap<String, String>,
     receivers: &[ReceiverFile],
     routes: &[RouteFile],
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<AlertingConfig> {
+    for (name, value) in external_labels {
+        let valid = name
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()));
+        if !valid || name.is_empty() || name.starts_with("__") {
+            bail!("external_labels: {name:?} is not a valid label name");
+        }
+        if value.is_empty() {
+            bail!("external_labels: {name:?} has an empty value");
+        }
+    }
     let mut resolved_receivers = Vec::new();
     let mut send_resolved = std::collections::HashMap::new();
     for r in receivers {
@@ -366,6 +382,7 @@ pub fn resolve(
         receivers: resolved_receivers,
         routes: resolved_routes,
         external_url: external_url.unwrap_or_else(|| format!("http://{listen}")),
+        external_labels: external_labels.clone(),
     })
 }
 
@@ -379,6 +396,7 @@ pub struct Alerting {
     /// What `start` (or the last reload) applied.
     applied: std::sync::Mutex<AlertingConfig>,
     store: Arc<dyn Store>,
+    query: Arc<StoreQuery>,
     doorbell: Arc<notify::Doorbell>,
     stop: Arc<AtomicBool>,
 }
@@ -390,10 +408,15 @@ struct RulesReload {
     done: std::sync::mpsc::Sender<()>,
 }
 
-fn engine_config(config: &AlertingConfig) -> EngineConfig {
+fn engine_config(config: &AlertingConfig, query: &Arc<StoreQuery>) -> EngineConfig {
     EngineConfig {
         routes: config.routes.clone(),
         external_url: config.external_url.clone(),
+        templates: TemplateEnv {
+            external_labels: config.external_labels.clone(),
+            external_url: config.external_url.clone(),
+            query: Some(query.clone()),
+        },
     }
 }
 
@@ -420,7 +443,11 @@ impl Alerting {
     ) -> anyhow::Result<Alerting> {
         let groups = load_groups(config)?;
         let stored = store.alerts().context("reading saved alert state")?;
-        let engine = Engine::new(groups, engine_config(config), stored);
+        let query = Arc::new(StoreQuery {
+            store: store.clone(),
+            index: index.clone(),
+        });
+        let engine = Engine::new(groups, engine_config(config, &query), stored);
         let snapshots = Arc::new(SnapshotCell::new(engine.snapshot()));
         let doorbell = Arc::new(notify::Doorbell::default());
         let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(1);
@@ -452,6 +479,7 @@ impl Alerting {
             outbox: std::sync::Mutex::new(Some(outbox)),
             applied: std::sync::Mutex::new(config.clone()),
             store,
+            query,
             doorbell,
             stop,
         })
@@ -469,7 +497,7 @@ impl Alerting {
             .unwrap_or_else(|e| e.into_inner())
             .send(RulesReload {
                 groups,
-                config: engine_config(config),
+                config: engine_config(config, &self.query),
                 done: done_tx,
             })
             .context("the rules thread has stopped")?;

@@ -66,6 +66,10 @@ pub struct ConfigFile {
     pub evaluation_interval: Option<String>,
     /// This probewatch's URL as people reach it, for links in notifications.
     pub external_url: Option<String>,
+    /// Labels that identify this probewatch (`{ site = "eu1" }`): added to alerts sent to
+    /// receivers (an alert's own label wins) and given to templates as `$externalLabels`.
+    #[serde(default)]
+    pub external_labels: std::collections::BTreeMap<String, String>,
     /// Who may use the dashboard and API (absent: anyone who can connect).
     pub access: Option<AccessFile>,
     /// Limits on PromQL queries served over HTTP.
@@ -465,6 +469,7 @@ impl Config {
                     .collect::<Vec<_>>(),
                 file.evaluation_interval.as_deref(),
                 file.external_url,
+                &file.external_labels,
                 &file.receivers,
                 &file.routes,
                 listen,
