@@ -137,9 +137,14 @@ pub fn parse(
     let parsed: FileYaml = if blank {
         FileYaml::default()
     } else {
-        serde_saphyr::from_str::<Option<FileYaml>>(text)
-            .map_err(|e| fail(e.to_string()))?
-            .unwrap_or_default()
+        // Only the first YAML document counts, as in Prometheus (which warns about the rest).
+        let mut documents = serde_saphyr::from_str_multiple::<FileYaml, Vec<FileYaml>>(text)
+            .map_err(|e| fail(e.to_string()))?;
+        if documents.len() > 1 {
+            tracing::warn!(file = %file.display(),
+                "rule file has several YAML documents; only the first is used, as in Prometheus");
+        }
+        documents.drain(..).next().unwrap_or_default()
     };
     let mut names = HashSet::new();
     let mut groups = Vec::new();
@@ -232,13 +237,17 @@ pub fn parse(
             label_map.extend(r.labels);
             let mut labels = Vec::new();
             for (k, v) in label_map {
-                if !valid_label_name(&k) {
+                if !valid_label_name(&k) || k == "__name__" {
                     return Err(at(format!("invalid label name {k:?}")));
                 }
-                labels.push((
-                    k.clone(),
-                    Template::parse(&v).map_err(|e| at(format!("label {k}: {e}")))?,
-                ));
+                // Only an alerting rule's labels are templates; a recording rule's are
+                // taken as written (Prometheus does not expand them).
+                let value = if alert {
+                    Template::parse(&v).map_err(|e| at(format!("label {k}: {e}")))?
+                } else {
+                    Template::literal(&v)
+                };
+                labels.push((k.clone(), value));
             }
             let duration = |field: &str, text: &Option<String>| -> Result<i64, RuleFileError> {
                 match text {

@@ -142,6 +142,14 @@ impl PartialEq for Template {
 }
 
 impl Template {
+    /// `text` as it is, never expanded (a recording rule's label value).
+    pub fn literal(text: &str) -> Template {
+        Template {
+            source: text.to_string(),
+            parsed: None,
+        }
+    }
+
     /// Parses `text`; the error says what is wrong where (Go's parser messages, and an
     /// unknown function named, as Go's parser names it).
     pub fn parse(text: &str) -> Result<Template, String> {
@@ -326,13 +334,26 @@ mod tree {
     /// The function every printed value goes through, so numbers print as Go prints them.
     pub(super) const PRINT: &str = "__goprint";
 
-    /// Checks that every function exists (Go's parser refuses unknown ones; gotmpl finds
-    /// out only when it runs), and routes every printing action through [`PRINT`].
+    /// Checks that every function and variable exists (Go's parser refuses unknown ones;
+    /// gotmpl finds out only when it runs), and routes every printing action through
+    /// [`PRINT`].
     pub(super) fn prepare(list: &mut ListNode, known: &BTreeSet<String>) -> Result<(), String> {
+        walk(list, known, &mut vec!["$".to_string()])
+    }
+
+    /// `vars`: the variables in scope; a declaration adds to it until the end of the
+    /// enclosing block, as in Go.
+    fn walk(
+        list: &mut ListNode,
+        known: &BTreeSet<String>,
+        vars: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let depth = vars.len();
         for node in &mut list.nodes {
             match node {
                 Node::Action(action) => {
-                    check_pipe(&action.pipe, known)?;
+                    check_pipe(&action.pipe, known, vars)?;
+                    declare(&action.pipe, vars);
                     if action.pipe.decl.is_empty() {
                         let pos = action.pipe.pos;
                         action.pipe.commands.push(CommandNode {
@@ -342,39 +363,64 @@ mod tree {
                     }
                 }
                 Node::If(branch) | Node::Range(branch) | Node::With(branch) => {
-                    check_pipe(&branch.pipe, known)?;
-                    prepare(&mut branch.body, known)?;
+                    check_pipe(&branch.pipe, known, vars)?;
+                    let outer = vars.len();
+                    declare(&branch.pipe, vars);
+                    walk(&mut branch.body, known, vars)?;
                     if let Some(other) = &mut branch.else_body {
-                        prepare(other, known)?;
+                        walk(other, known, vars)?;
                     }
+                    vars.truncate(outer);
                 }
                 Node::Template(call) => {
                     if let Some(pipe) = &call.pipe {
-                        check_pipe(pipe, known)?;
+                        check_pipe(pipe, known, vars)?;
                     }
                 }
-                Node::Define(define) => prepare(&mut define.body, known)?,
-                Node::List(inner) => prepare(inner, known)?,
+                Node::Define(define) => walk(&mut define.body, known, &mut vec!["$".into()])?,
+                Node::List(inner) => walk(inner, known, vars)?,
                 Node::Text(_) | Node::Break(_) | Node::Continue(_) => {}
             }
         }
+        vars.truncate(depth);
         Ok(())
     }
 
-    fn check_pipe(pipe: &PipeNode, known: &BTreeSet<String>) -> Result<(), String> {
+    fn declare(pipe: &PipeNode, vars: &mut Vec<String>) {
+        if !pipe.is_assign {
+            vars.extend(pipe.decl.iter().map(|d| d.to_string()));
+        }
+    }
+
+    fn check_pipe(
+        pipe: &PipeNode,
+        known: &BTreeSet<String>,
+        vars: &[String],
+    ) -> Result<(), String> {
+        if pipe.is_assign
+            && let Some(name) = pipe
+                .decl
+                .iter()
+                .find(|d| !vars.iter().any(|v| v == d.as_str()))
+        {
+            return Err(format!("undefined variable {:?}", name.as_str()));
+        }
         pipe.commands
             .iter()
             .flat_map(|c| c.args.iter())
-            .try_for_each(|e| check_expr(e, known))
+            .try_for_each(|e| check_expr(e, known, vars))
     }
 
-    fn check_expr(expr: &Expr, known: &BTreeSet<String>) -> Result<(), String> {
+    fn check_expr(expr: &Expr, known: &BTreeSet<String>, vars: &[String]) -> Result<(), String> {
         match expr {
             Expr::Identifier(_, name) if !known.contains(name.as_str()) => {
                 Err(format!("function {:?} not defined", name.as_str()))
             }
-            Expr::Pipe(_, pipe) => check_pipe(pipe, known),
-            Expr::Chain(_, inner, _) => check_expr(inner, known),
+            Expr::Variable(_, name, _) if !vars.iter().any(|v| v == name.as_str()) => {
+                Err(format!("undefined variable {:?}", name.as_str()))
+            }
+            Expr::Pipe(_, pipe) => check_pipe(pipe, known, vars),
+            Expr::Chain(_, inner, _) => check_expr(inner, known, vars),
             _ => Ok(()),
         }
     }
@@ -1138,6 +1184,8 @@ mod tests {
             "{{ if 1 }}",
             "{{ end }}",
             "{{ range $labels }}{{ if . }}x{{ end }}",
+            "{{ $label.instance }}",
+            "{{ if true }}{{ $x := 1 }}{{ end }}{{ $x }}",
         ] {
             assert!(Template::parse(bad).is_err(), "{bad}");
         }

@@ -21,12 +21,12 @@ use crate::template::{QuerySamples, TemplateEnv, TemplateQuery};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestFile {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     rule_files: Vec<String>,
     evaluation_interval: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     group_eval_order: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     tests: Vec<TestGroup>,
     #[serde(default)]
     fuzzy_compare: bool,
@@ -37,13 +37,13 @@ struct TestFile {
 struct TestGroup {
     name: Option<String>,
     interval: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     input_series: Vec<InputSeries>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     alert_rule_test: Vec<AlertTest>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     promql_expr_test: Vec<ExprTest>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     external_labels: BTreeMap<String, String>,
     external_url: Option<String>,
     start_timestamp: Option<String>,
@@ -62,16 +62,16 @@ struct AlertTest {
     eval_time: Option<String>,
     #[serde(default)]
     alertname: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     exp_alerts: Vec<ExpAlert>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ExpAlert {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     exp_labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     exp_annotations: BTreeMap<String, String>,
 }
 
@@ -80,7 +80,7 @@ struct ExpAlert {
 struct ExprTest {
     expr: String,
     eval_time: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_as_default")]
     exp_samples: Vec<ExpSample>,
 }
 
@@ -92,6 +92,16 @@ struct ExpSample {
     #[serde(default)]
     value: f64,
     histogram: Option<String>,
+}
+
+/// A list or map written with nothing under it (`input_series:` followed only by a
+/// comment) is empty, as promtool reads it.
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 /// The outcome of one test file: the failures, each naming the test and what differed.
@@ -297,6 +307,11 @@ fn run_test(
         checks.push((eval_time(&e.eval_time).map_err(fail)?, Check::Expr(e)));
     }
     checks.sort_by_key(|(t, _)| *t);
+    // Rules run at least once, at the start, even with nothing to check: promtool does, so
+    // a rule that fails to evaluate fails the test.
+    if checks.is_empty() {
+        checks.push((0, Check::Nothing));
+    }
     // Rules run at every evaluation interval up to the last check: bound how many runs that
     // is, so a tiny interval and a far eval_time cannot spin for ever.
     if let Some((last, _)) = checks.last() {
@@ -361,6 +376,7 @@ fn run_test(
             next_eval += eval_interval;
         }
         let result = match check {
+            Check::Nothing => Ok(()),
             Check::Alert(a) => check_alerts(&engine, a),
             Check::Expr(e) => {
                 let current = source.read().unwrap_or_else(|e| e.into_inner()).clone();
@@ -379,6 +395,7 @@ fn run_test(
 }
 
 enum Check<'a> {
+    Nothing,
     Alert(&'a AlertTest),
     Expr(&'a ExprTest),
 }

@@ -1135,7 +1135,11 @@ tests:
         .arg(&unordered)
         .output()
         .expect("run");
-    assert!(!ours.status.success(), "{}", String::from_utf8_lossy(&ours.stdout));
+    assert!(
+        !ours.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ours.stdout)
+    );
     // A rule whose evaluation fails (many-to-many matching) fails the test.
     std::fs::write(
         dir.join("m.yml"),
