@@ -88,6 +88,11 @@ fn failing_result_fires_then_resolves() {
         body["alerts"][0]["annotations"]["summary"],
         "web login is critical"
     );
+    assert_eq!(
+        hook.user_agents.lock().expect("lock")[0],
+        format!("probewatch/{}", env!("CARGO_PKG_VERSION")),
+        "every outgoing request says who sends it"
+    );
     let alerts = daemon.get("/api/v1/alerts");
     assert_eq!(alerts["data"]["alerts"][0]["state"], "firing", "{alerts}");
     // The recording rule wrote its series back to the store, where queries find it.
@@ -1174,4 +1179,50 @@ tests:
     )
     .expect("test");
     agrees_with_promtool(&failing, false);
+}
+
+/// `external_labels` reach receivers (an alert's own label wins, as Prometheus sends them to
+/// Alertmanager) and templates (`$externalLabels`), and `query` in a template runs over the
+/// store.
+#[test]
+fn external_labels_and_template_queries_reach_the_webhook() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    std::fs::create_dir_all(env.data()).expect("data dir");
+    let rules = env.data().join("rules.yml");
+    std::fs::write(
+        &rules,
+        r#"groups:
+  - name: probes
+    rules:
+      - alert: LoginCritical
+        expr: probe_check_status{check="login"} == 2
+        labels:
+          site: rule-wins
+        annotations:
+          where: '{{ $externalLabels.site }}/{{ $externalLabels.region }}'
+          failing: '{{ with query "count(probe_check_status == 2)" }}{{ . | first | value }}{{ end }}'
+"#,
+    )
+    .expect("rules");
+    let cfg = format!(
+        "rule_files = [{:?}]\nexternal_labels = {{ site = \"eu1\", region = \"west\" }}\n\
+         [[receiver]]\nname = \"ops\"\nurl = {:?}\n[[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        hook.url,
+        env.spool().display().to_string()
+    );
+    let daemon = env.start_with_config(&cfg);
+    std::fs::write(
+        env.spool().join("a.xml"),
+        result("web", "critical", "critical"),
+    )
+    .expect("write");
+    let got = hook.wait_for(1, Duration::from_secs(60));
+    let alert = &got[0]["alerts"][0];
+    assert_eq!(alert["labels"]["region"], "west", "{alert}");
+    assert_eq!(alert["labels"]["site"], "rule-wins", "{alert}");
+    assert_eq!(alert["annotations"]["where"], "eu1/west", "{alert}");
+    assert_eq!(alert["annotations"]["failing"], "2", "{alert}");
+    daemon.stop();
 }

@@ -289,22 +289,33 @@ impl Drop for Daemon {
 /// Reads one HTTP/1.1 request from `stream`: its request line and its body
 /// (`Content-Length` bytes).
 pub fn read_request(stream: &TcpStream) -> (String, Vec<u8>) {
+    let (request_line, _, body) = read_request_with_headers(stream);
+    (request_line, body)
+}
+
+/// Like [`read_request`], with the headers (names in lower case).
+pub fn read_request_with_headers(stream: &TcpStream) -> (String, Vec<(String, String)>, Vec<u8>) {
     let mut reader = BufReader::new(stream);
     let mut request_line = String::new();
     let _ = reader.read_line(&mut request_line);
     let mut length = 0usize;
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
             break;
         }
-        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
+        if let Some((name, value)) = line.split_once(':') {
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+            if name == "content-length" {
+                length = value.parse().unwrap_or(0);
+            }
+            headers.push((name, value));
         }
     }
     let mut body = vec![0u8; length];
     let _ = reader.read_exact(&mut body);
-    (request_line, body)
+    (request_line, headers, body)
 }
 
 /// A webhook receiver: records every POSTed body; answers 503 to the first `fail_first`.
@@ -313,6 +324,8 @@ pub struct Webhook {
     pub bodies: Arc<Mutex<Vec<(Instant, Value)>>>,
     /// Request lines (`POST /hook HTTP/1.1`) of accepted requests.
     pub requests: Arc<Mutex<Vec<String>>>,
+    /// `User-Agent` of every request.
+    pub user_agents: Arc<Mutex<Vec<String>>>,
 }
 
 impl Webhook {
@@ -324,10 +337,15 @@ impl Webhook {
         let seen = Arc::new(AtomicUsize::new(0));
         let record = bodies.clone();
         let record_request = requests.clone();
+        let user_agents = Arc::new(Mutex::new(Vec::new()));
+        let record_agent = user_agents.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let (request_line, body) = read_request(&stream);
+                let (request_line, headers, body) = read_request_with_headers(&stream);
+                if let Some((_, agent)) = headers.iter().find(|(k, _)| k == "user-agent") {
+                    record_agent.lock().expect("lock").push(agent.clone());
+                }
                 let n = seen.fetch_add(1, Ordering::SeqCst);
                 let status = if n < fail_first {
                     "503 Service Unavailable"
@@ -353,6 +371,7 @@ impl Webhook {
             url,
             bodies,
             requests,
+            user_agents,
         }
     }
 
