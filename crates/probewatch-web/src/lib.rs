@@ -30,6 +30,7 @@ mod serve;
 pub mod silences_api;
 pub mod status_api;
 
+pub use pages::OVERVIEW_PAGE;
 pub use serve::{ServeLimits, serve};
 
 /// What every handler can reach.

@@ -32,6 +32,34 @@ pub(crate) struct GroupView {
     checks: Vec<CheckView>,
 }
 
+/// A group with problems, for the summary at the top of the overview.
+pub(crate) struct ProblemGroupView {
+    title: String,
+    href: String,
+    /// Count per problem state, worst first (`critical`, `warning`, `unknown`, `stale`).
+    counts: Vec<(&'static str, usize)>,
+    problems: usize,
+    checks: usize,
+}
+
+/// A count in the summary, with the link that filters to it.
+pub(crate) struct CountView {
+    state: &'static str,
+    count: usize,
+    href: String,
+}
+
+/// Where the shown checks are in the filtered list, and links to the pages around.
+pub(crate) struct PagerView {
+    first: usize,
+    last: usize,
+    shown: usize,
+    page: usize,
+    pages: usize,
+    prev: Option<String>,
+    next: Option<String>,
+}
+
 #[derive(Template)]
 #[template(path = "overview.html")]
 struct OverviewPage<'a> {
@@ -39,9 +67,14 @@ struct OverviewPage<'a> {
     q: &'a str,
     status: &'a str,
     group: &'a str,
+    within: &'a str,
     status_options: &'a [(&'a str, &'a str)],
     counts: String,
+    total: usize,
+    count_links: Vec<CountView>,
+    problem_groups: Vec<ProblemGroupView>,
     groups: Vec<GroupView>,
+    pager: PagerView,
     filtered: bool,
 }
 
@@ -49,16 +82,49 @@ struct OverviewPage<'a> {
 #[template(path = "checks_table.html")]
 struct ChecksFragment {
     groups: Vec<GroupView>,
+    pager: PagerView,
     filtered: bool,
 }
 
-/// `?q=&status=&group=&fragment=`
+/// `?q=&status=&group=&in=&page=&fragment=`
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct OverviewQuery {
     q: Option<String>,
     status: Option<String>,
     group: Option<String>,
+    /// Only the group (probe or host, as `group` says) with exactly this name.
+    #[serde(rename = "in")]
+    within: Option<String>,
+    page: Option<usize>,
     fragment: Option<String>,
+}
+
+impl OverviewQuery {
+    /// A link to the overview with these filters and `change` applied.
+    fn href(&self, change: &[(&str, &str)]) -> String {
+        let mut pairs: Vec<(&str, String)> = Vec::new();
+        let mut put = |name: &'static str, value: Option<&str>| {
+            let value = change
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| *v)
+                .or(value);
+            if let Some(v) = value.filter(|v| !v.is_empty()) {
+                pairs.push((name, v.to_string()));
+            }
+        };
+        put("q", self.q.as_deref());
+        put("status", self.status.as_deref());
+        put("group", self.group.as_deref());
+        put("in", self.within.as_deref());
+        let page = self.page.map(|p| p.to_string());
+        put("page", page.as_deref());
+        if pairs.is_empty() {
+            return "/".into();
+        }
+        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        crate::history::href("/", &pairs)
+    }
 }
 
 const STATUS_OPTIONS: &[(&str, &str)] = &[
@@ -70,6 +136,13 @@ const STATUS_OPTIONS: &[(&str, &str)] = &[
     ("unknown", "unknown"),
     ("stale", "stale"),
 ];
+
+/// Checks on one page of the overview: enough to scroll, few enough that a page of a
+/// 100,000-check fleet renders in milliseconds.
+pub const OVERVIEW_PAGE: usize = 200;
+
+/// Groups with problems listed in the summary.
+const PROBLEM_GROUPS: usize = 12;
 
 /// "12 s ago", "3 min ago", "5 h ago", "2 d ago" (or "in 4 s" for a clock ahead of ours).
 pub(crate) fn ago(ms: i64, now: i64) -> String {
@@ -99,25 +172,69 @@ pub(crate) fn state(c: &CheckRow, now: i64) -> (&'static str, &'static str) {
     (name, name)
 }
 
+/// How bad a state is: the overview shows the worst first.
+fn severity(state: &str) -> u8 {
+    match state {
+        "critical" => 0,
+        "warning" => 1,
+        "unknown" => 2,
+        "stale" => 3,
+        _ => 4,
+    }
+}
+
 /// The overview's status strip covers this long, in this many columns.
 const STRIP_MS: i64 = 24 * 3_600_000;
 const STRIP_COLUMNS: usize = 96;
 
-fn view(
-    rows: Vec<(CheckRow, Vec<StatusInterval>)>,
-    q: &OverviewQuery,
-    now: i64,
-) -> (Vec<GroupView>, String, bool) {
+/// The overview as planned from every check's latest result: the counts, the groups with
+/// problems, and the page of checks to show (in order: worst group first, worst check first).
+pub(crate) struct OverviewPlan {
+    total: usize,
+    counts: std::collections::BTreeMap<&'static str, usize>,
+    shown: usize,
+    page: usize,
+    pages: usize,
+    /// The page's checks with their state, word and group title.
+    rows: Vec<(CheckRow, &'static str, &'static str, String)>,
+    problem_groups: Vec<(
+        String,
+        std::collections::BTreeMap<&'static str, usize>,
+        usize,
+    )>,
+    filtered: bool,
+}
+
+/// Counts every check, filters, orders problems first and cuts out the requested page.
+/// Linear in the number of checks apart from one sort.
+pub(crate) fn plan(rows: Vec<CheckRow>, q: &OverviewQuery, now: i64) -> OverviewPlan {
+    plan_pages(rows, q, now, OVERVIEW_PAGE)
+}
+
+fn plan_pages(rows: Vec<CheckRow>, q: &OverviewQuery, now: i64, page_size: usize) -> OverviewPlan {
+    use std::collections::{BTreeMap, HashMap};
     let text = q.q.as_deref().unwrap_or("").trim().to_lowercase();
     let status = q.status.as_deref().unwrap_or("");
     let by_host = q.group.as_deref() == Some("host");
+    let within = q.within.as_deref().filter(|w| !w.is_empty());
     let total = rows.len();
-    let mut counts = std::collections::BTreeMap::new();
-    let mut groups: Vec<GroupView> = Vec::new();
-    let mut shown = 0;
-    for (row, intervals) in rows {
+    let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // Per group: problem counts by state, and checks.
+    let mut group_stats: HashMap<String, (BTreeMap<&'static str, usize>, usize)> = HashMap::new();
+    let mut kept: Vec<(CheckRow, &'static str, &'static str, String)> = Vec::new();
+    for row in rows {
         let (state, word) = state(&row, now);
-        *counts.entry(state).or_insert(0usize) += 1;
+        *counts.entry(state).or_insert(0) += 1;
+        let title = match (by_host, row.host.is_empty()) {
+            (true, true) => "(no host)".to_string(),
+            (true, false) => row.host.clone(),
+            (false, _) => row.probe.clone(),
+        };
+        let stats = group_stats.entry(title.clone()).or_default();
+        stats.1 += 1;
+        if state != "ok" {
+            *stats.0.entry(state).or_insert(0) += 1;
+        }
         let text_ok = text.is_empty()
             || [&row.probe, &row.host, &row.check, &row.message]
                 .iter()
@@ -127,16 +244,90 @@ fn view(
             "problem" => state != "ok",
             s => s == state,
         };
-        if !(text_ok && status_ok) {
-            continue;
+        if text_ok && status_ok && within.is_none_or(|w| w == title) {
+            kept.push((row, state, word, title));
         }
-        shown += 1;
-        let title = if by_host { &row.host } else { &row.probe };
-        let title = if title.is_empty() {
-            "(no host)".to_string()
+    }
+    // Worst group first (by its worst check), then by name; inside, worst check first.
+    let mut group_rank: HashMap<&str, u8> = HashMap::new();
+    for (_, state, _, title) in &kept {
+        let rank = group_rank.entry(title.as_str()).or_insert(u8::MAX);
+        *rank = (*rank).min(severity(state));
+    }
+    let group_rank: HashMap<String, u8> = group_rank
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    kept.sort_by(|a, b| {
+        let ga = group_rank.get(&a.3).copied().unwrap_or(u8::MAX);
+        let gb = group_rank.get(&b.3).copied().unwrap_or(u8::MAX);
+        ga.cmp(&gb)
+            .then_with(|| a.3.cmp(&b.3))
+            .then_with(|| severity(a.1).cmp(&severity(b.1)))
+            .then_with(|| a.0.check.cmp(&b.0.check))
+            .then_with(|| a.0.host.cmp(&b.0.host))
+            .then_with(|| a.0.probe.cmp(&b.0.probe))
+    });
+    let shown = kept.len();
+    let pages = shown.div_ceil(page_size).max(1);
+    let page = q.page.unwrap_or(1).clamp(1, pages);
+    let rows: Vec<_> = kept
+        .into_iter()
+        .skip((page - 1).saturating_mul(page_size))
+        .take(page_size)
+        .collect();
+    let mut problem_groups: Vec<(String, BTreeMap<&'static str, usize>, usize)> = group_stats
+        .into_iter()
+        .filter(|(_, (problems, _))| !problems.is_empty())
+        .map(|(title, (problems, checks))| (title, problems, checks))
+        .collect();
+    problem_groups.sort_by(|a, b| {
+        let worst = |m: &BTreeMap<&str, usize>| m.keys().map(|s| severity(s)).min();
+        let many = |m: &BTreeMap<&str, usize>| m.values().sum::<usize>();
+        worst(&a.1)
+            .cmp(&worst(&b.1))
+            .then_with(|| many(&b.1).cmp(&many(&a.1)))
+            .then_with(|| a.0.cmp(&b.0))
+    });
+    OverviewPlan {
+        total,
+        counts,
+        shown,
+        page,
+        pages,
+        rows,
+        problem_groups,
+        filtered: shown < total,
+    }
+}
+
+/// The one-line summary: `N checks: 3 critical, 97 ok; 3 shown`.
+fn summary_line(plan: &OverviewPlan) -> String {
+    let parts: Vec<String> = plan
+        .counts
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    format!(
+        "{} checks: {}{}",
+        plan.total,
+        parts.join(", "),
+        if plan.filtered {
+            format!("; {} shown", plan.shown)
         } else {
-            title.clone()
-        };
+            String::new()
+        }
+    )
+}
+
+/// The page's checks, grouped, each with its 24-hour strip.
+fn group_views(
+    rows: Vec<(CheckRow, &'static str, &'static str, String)>,
+    intervals: Vec<Vec<StatusInterval>>,
+    now: i64,
+) -> Vec<GroupView> {
+    let mut groups: Vec<GroupView> = Vec::new();
+    for ((row, state, word, title), intervals) in rows.into_iter().zip(intervals) {
         let check = CheckView {
             state,
             state_word: word,
@@ -156,63 +347,152 @@ fn view(
             check: row.check,
             message: row.message,
         };
-        match groups.iter_mut().find(|g| g.title == title) {
-            Some(g) => g.checks.push(check),
-            None => groups.push(GroupView {
+        // Rows come ordered by group, so a group is always the last one or a new one.
+        match groups.last_mut() {
+            Some(g) if g.title == title => g.checks.push(check),
+            _ => groups.push(GroupView {
                 title,
                 checks: vec![check],
             }),
         }
     }
-    groups.sort_by(|a, b| a.title.cmp(&b.title));
-    let parts: Vec<String> = counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
-    let summary = format!(
-        "{total} checks: {}{}",
-        parts.join(", "),
-        if shown < total {
-            format!("; {shown} shown")
-        } else {
-            String::new()
-        }
-    );
-    (groups, summary, shown < total)
+    groups
 }
 
-/// `GET /`: every check with its current state; `?fragment=1` returns only the table, which
-/// the page's script fetches to refresh itself.
+/// What the page's live refresh compares: the fragment changes only when this does (the
+/// "ago" texts are kept current by the page's script).
+fn fragment_etag(
+    plan: &OverviewPlan,
+    intervals: &[Vec<StatusInterval>],
+    q: &OverviewQuery,
+) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (plan.total, plan.shown, plan.page, plan.pages).hash(&mut h);
+    for (state, n) in &plan.counts {
+        (state, n).hash(&mut h);
+    }
+    for ((row, state, _, title), intervals) in plan.rows.iter().zip(intervals) {
+        (row.id, row.time_ms, &row.message, *state, title).hash(&mut h);
+        for i in intervals {
+            (i.start_ms, i.end_ms, i.status).hash(&mut h);
+        }
+    }
+    q.href(&[]).hash(&mut h);
+    format!("\"{:016x}\"", h.finish())
+}
+
+/// `GET /`: a summary of every check (counts by state, the groups with problems) and one
+/// page of checks, problems first; `?fragment=1` returns only the page's table, which the
+/// page's script fetches to refresh itself (answered `304` when nothing changed).
 pub(crate) async fn overview(
     State(state): State<AppState>,
     Query(q): Query<OverviewQuery>,
+    headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let now = crate::now_ms();
-    let rows = crate::read(&state, move |store| {
-        let rows = store.latest_checks()?;
-        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-        let intervals = store.check_intervals(&ids, now - STRIP_MS, now)?;
-        Ok(rows.into_iter().zip(intervals).collect())
-    })
-    .await?;
-    let (groups, counts, filtered) = view(rows, &q, now);
+    let q = std::sync::Arc::new(q);
+    let (plan, intervals) = {
+        let q = q.clone();
+        crate::read(&state, move |store| {
+            let plan = plan(store.latest_checks()?, &q, now);
+            let ids: Vec<i64> = plan.rows.iter().map(|r| r.0.id).collect();
+            let intervals = store.check_intervals(&ids, now - STRIP_MS, now)?;
+            Ok((plan, intervals))
+        })
+        .await?
+    };
+    let counts = summary_line(&plan);
+    let pager = {
+        let link = |p: usize| q.href(&[("page", &p.to_string())]);
+        PagerView {
+            first: if plan.shown == 0 {
+                0
+            } else {
+                (plan.page - 1) * OVERVIEW_PAGE + 1
+            },
+            last: ((plan.page - 1) * OVERVIEW_PAGE + plan.rows.len()),
+            shown: plan.shown,
+            page: plan.page,
+            pages: plan.pages,
+            prev: (plan.page > 1).then(|| link(plan.page - 1)),
+            next: (plan.page < plan.pages).then(|| link(plan.page + 1)),
+        }
+    };
     let render_error = |e: askama::Error| ApiError::Internal(e.to_string());
     if q.fragment.is_some() {
-        let html = ChecksFragment { groups, filtered }
+        let etag = fragment_etag(&plan, &intervals, &q);
+        let unchanged = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == etag);
+        let mut response = if unchanged {
+            axum::http::StatusCode::NOT_MODIFIED.into_response()
+        } else {
+            let html = ChecksFragment {
+                filtered: plan.filtered,
+                groups: group_views(plan.rows, intervals, now),
+                pager,
+            }
             .render()
             .map_err(render_error)?;
-        let mut response = Html(html).into_response();
+            Html(html).into_response()
+        };
         if let Ok(v) = HeaderValue::from_str(&counts) {
             response.headers_mut().insert("x-probewatch-summary", v);
         }
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            response.headers_mut().insert(header::ETAG, v);
+        }
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         return Ok(response);
     }
+    let by_host = q.group.as_deref() == Some("host");
+    let count_links = plan
+        .counts
+        .iter()
+        .map(|(state, n)| CountView {
+            state,
+            count: *n,
+            href: q.href(&[("status", state), ("page", "")]),
+        })
+        .collect();
+    let problem_groups = plan
+        .problem_groups
+        .iter()
+        .take(PROBLEM_GROUPS)
+        .map(|(title, problems, checks)| ProblemGroupView {
+            href: q.href(&[
+                ("in", title),
+                ("group", if by_host { "host" } else { "probe" }),
+                ("status", "problem"),
+                ("page", ""),
+            ]),
+            title: title.clone(),
+            counts: ["critical", "warning", "unknown", "stale"]
+                .iter()
+                .filter_map(|s| problems.get(s).map(|n| (*s, *n)))
+                .collect(),
+            problems: problems.values().sum(),
+            checks: *checks,
+        })
+        .collect();
     let html = OverviewPage {
         page: "overview",
         q: q.q.as_deref().unwrap_or(""),
         status: q.status.as_deref().unwrap_or(""),
         group: q.group.as_deref().unwrap_or("probe"),
+        within: q.within.as_deref().unwrap_or(""),
         status_options: STATUS_OPTIONS,
         counts,
-        groups,
-        filtered,
+        total: plan.total,
+        count_links,
+        problem_groups,
+        filtered: plan.filtered,
+        groups: group_views(plan.rows, intervals, now),
+        pager,
     }
     .render()
     .map_err(render_error)?;
@@ -724,5 +1004,83 @@ mod tests {
         assert_eq!(state(&learnt, now).0, "critical");
         assert_eq!(ago(now - 12_000, now), "12 s ago");
         assert_eq!(ago(now - 7_200_000, now), "2 h ago");
+    }
+
+    /// 100,000 checks across 1,000 probes: the counts cover every check, paging through
+    /// the filtered list visits each check exactly once, problems come first, and a group
+    /// filter keeps exactly that group.
+    #[test]
+    fn a_hundred_thousand_checks_are_counted_and_paged_exactly_once() {
+        let now = 10_000_000;
+        let rows: Vec<CheckRow> = (0..100_000i64)
+            .map(|i| {
+                let mut r = row(
+                    match i % 97 {
+                        0 => 2,
+                        1 => 1,
+                        _ => 0,
+                    },
+                    now - 1000,
+                    Some(60_000),
+                );
+                r.id = i;
+                r.probe = format!("probe-{:04}", i % 1000);
+                r.host = format!("host-{}", i % 37);
+                r.check = format!("check-{}", i / 1000);
+                r
+            })
+            .collect();
+        let plan_page = |page: usize, filter: &OverviewQuery| {
+            let q = OverviewQuery {
+                page: Some(page),
+                q: filter.q.clone(),
+                status: filter.status.clone(),
+                group: filter.group.clone(),
+                within: filter.within.clone(),
+                fragment: None,
+            };
+            plan(rows.clone(), &q, now)
+        };
+        let first = plan_page(1, &OverviewQuery::default());
+        assert_eq!(first.total, 100_000);
+        assert_eq!(first.counts.values().sum::<usize>(), 100_000);
+        assert_eq!(first.counts["critical"], 100_000usize.div_ceil(97));
+        assert_eq!(first.pages, 100_000usize.div_ceil(OVERVIEW_PAGE));
+        assert_eq!(first.rows[0].1, "critical", "problems first");
+        // The whole order: every check exactly once, worst group first.
+        let all = plan_pages(rows.clone(), &OverviewQuery::default(), now, usize::MAX);
+        let ids: Vec<i64> = all.rows.iter().map(|r| r.0.id).collect();
+        let unique: std::collections::HashSet<i64> = ids.iter().copied().collect();
+        assert_eq!((ids.len(), unique.len()), (100_000, 100_000));
+        let ranks: Vec<u8> = all.rows.iter().map(|r| severity(r.1)).collect();
+        assert_eq!(ranks[0], 0);
+        // Pages are consecutive slices of that order: together they visit each check once.
+        for page in [1, 2, first.pages / 2, first.pages - 1, first.pages] {
+            let p = plan_page(page, &OverviewQuery::default());
+            let got: Vec<i64> = p.rows.iter().map(|r| r.0.id).collect();
+            let from = (page - 1) * OVERVIEW_PAGE;
+            let to = (from + OVERVIEW_PAGE).min(ids.len());
+            assert_eq!(got, ids[from..to], "page {page}");
+        }
+        // Problems only: exactly the non-ok checks, across their pages.
+        let problems = OverviewQuery {
+            status: Some("problem".into()),
+            ..OverviewQuery::default()
+        };
+        let p = plan_page(1, &problems);
+        let expected = 100_000 - first.counts["ok"];
+        assert_eq!(p.shown, expected);
+        assert!(p.rows.iter().all(|r| r.1 != "ok"));
+        // One group.
+        let one = OverviewQuery {
+            within: Some("probe-0007".into()),
+            ..OverviewQuery::default()
+        };
+        let p = plan_page(1, &one);
+        assert_eq!(p.shown, 100);
+        assert!(p.rows.iter().all(|r| r.0.probe == "probe-0007"));
+        // The groups with problems are listed worst first.
+        assert!(!first.problem_groups.is_empty());
+        assert!(first.problem_groups[0].1.contains_key("critical"));
     }
 }

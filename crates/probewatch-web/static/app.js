@@ -7,18 +7,42 @@
   if (!box) return;
   const seconds = Number(box.dataset.refresh || "0");
   if (!seconds) return;
+  // "12 s ago" from a time's datetime attribute, as the server writes it.
+  function ago(iso, now) {
+    const d = Math.trunc((now - Date.parse(iso)) / 1000);
+    const a = Math.abs(d);
+    const [n, unit] = a < 60 ? [a, "s"] : a < 3600 ? [Math.trunc(a / 60), "min"]
+      : a < 86400 ? [Math.trunc(a / 3600), "h"] : [Math.trunc(a / 86400), "d"];
+    return d < 0 ? "in " + n + " " + unit : n + " " + unit + " ago";
+  }
+  function updateAgo() {
+    const now = Date.now();
+    box.querySelectorAll("time[datetime]").forEach(function (t) {
+      const iso = t.getAttribute("datetime");
+      if (iso) t.textContent = ago(iso, now);
+    });
+  }
+  // The table is fetched again only when it changed: the server answers 304 to the ETag
+  // of what is shown, and the "ago" texts are brought up to date here.
+  let etag = null;
   async function refresh() {
     const url = new URL(window.location.href);
     url.searchParams.set("fragment", "1");
+    const headers = { "Accept": "text/html" };
+    if (etag) headers["If-None-Match"] = etag;
     try {
-      const response = await fetch(url, { headers: { "Accept": "text/html" } });
-      if (response.ok) {
+      const response = await fetch(url, { headers: headers, cache: "no-store" });
+      if (response.status === 200) {
         box.innerHTML = await response.text();
+        etag = response.headers.get("ETag");
+      }
+      if (response.status === 200 || response.status === 304) {
         box.dataset.refreshed = String(Date.now());
         const summary = response.headers.get("X-Probewatch-Summary");
         const el = document.getElementById("summary");
         if (summary && el) el.textContent = summary;
       }
+      updateAgo();
     } catch (e) {
       // The daemon may be restarting; try again next time.
     }

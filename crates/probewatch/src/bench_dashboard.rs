@@ -24,6 +24,9 @@ pub struct BenchDashboardArgs {
     /// Checks on the overview.
     #[arg(long, default_value_t = 1000)]
     pub checks: usize,
+    /// Hours of history of the overview's checks (a result every 5 minutes).
+    #[arg(long, default_value_t = 24)]
+    pub hours: i64,
     /// Days of history of the long check.
     #[arg(long, default_value_t = 30)]
     pub days: i64,
@@ -87,7 +90,7 @@ fn fill(store: &SqliteStore, args: &BenchDashboardArgs, now: i64) -> anyhow::Res
     // The overview's checks: 10 per probe, a result every 5 minutes for 24 hours.
     let step = 5 * 60_000;
     let mut items = Vec::new();
-    for t in (0..288).rev() {
+    for t in (0..args.hours * 12).rev() {
         let time_ms = now - t * step;
         for p in 0..args.checks.div_ceil(10) {
             let checks = (0..10)
@@ -166,11 +169,13 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
     let loaded = Instant::now();
     fill(&store, args, now)?;
     let long_results = args.days * 86_400 / args.interval;
-    let ledger_rows = 288 * args.checks.div_ceil(10) as i64 + long_results;
+    let ledger_rows = args.hours * 12 * args.checks.div_ceil(10) as i64 + long_results;
     println!(
-        "bench-dashboard: {} checks x 288 results (24 h), and 1 check x {long_results} results \
+        "bench-dashboard: {} checks x {} results ({} h), and 1 check x {long_results} results \
          ({} d every {} s), stored in {:.1} s",
         args.checks,
+        args.hours * 12,
+        args.hours,
         args.days,
         args.interval,
         loaded.elapsed().as_secs_f64()
@@ -238,11 +243,19 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
     let pages = [
         (
             "/".to_string(),
-            format!("overview, {} checks with 24 h strips", args.checks + 1),
+            format!(
+                "overview, {} checks (a page of {}, 24 h strips)",
+                args.checks + 1,
+                probewatch_web::OVERVIEW_PAGE
+            ),
         ),
         (
             "/?fragment=1".to_string(),
             "overview refresh fragment".to_string(),
+        ),
+        (
+            "/?status=problem".to_string(),
+            "overview, problems only".to_string(),
         ),
         (
             format!("/check?probe=long&host=h1&check=login&{range}"),

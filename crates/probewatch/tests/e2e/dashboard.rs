@@ -428,3 +428,70 @@ fn probe_text_with_bidi_controls_cannot_reorder_the_page() {
     }
     daemon.stop();
 }
+
+/// Past one page of checks the overview pages them, problems first, with links that keep
+/// the filters; the live refresh's fragment answers 304 while nothing changed, and the
+/// table again once a result arrives.
+#[test]
+fn the_overview_pages_problems_first_and_refreshes_only_what_changed() {
+    let env = Env::new();
+    let now = now_secs();
+    let checks: String = (0..250)
+        .map(|i| {
+            let status = if i == 137 { "critical" } else { "ok" };
+            format!("<check name=\"c{i:03}\" status=\"{status}\">r</check>\n")
+        })
+        .collect();
+    std::fs::write(
+        env.spool().join("many.xml"),
+        format!("<probe name=\"big\" host=\"h1\" time=\"{now}\">\n{checks}</probe>"),
+    )
+    .expect("write");
+    let daemon = env.start(&[]);
+    daemon.wait_files(1, Duration::from_secs(30));
+    let first = daemon.get_text("/");
+    assert!(first.contains("250 checks: 1 critical, 249 ok"), "{first}");
+    assert!(first.contains("page 1 of 2"), "{first}");
+    let critical_at = first
+        .find(">c137<")
+        .expect("the critical check is on page 1");
+    let ok_at = first.find(">c000<").expect("then the ok ones");
+    assert!(critical_at < ok_at, "problems first");
+    assert!(first.contains("Probes with problems") && first.contains("1 critical"));
+    let second = daemon.get_text("/?page=2");
+    assert!(
+        second.contains("page 2 of 2") && second.contains(">c249<"),
+        "{second}"
+    );
+    assert!(!second.contains(">c137<"), "each check on one page");
+    // The fragment: 200 with an ETag, then 304 for the same ETag while nothing changed.
+    let client = reqwest::blocking::Client::new();
+    let url = format!("{}/?fragment=1", daemon.base);
+    let answer = client.get(&url).send().expect("fragment");
+    assert_eq!(answer.status().as_u16(), 200);
+    let etag = answer.headers()["etag"].to_str().expect("etag").to_string();
+    let again = client
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .expect("fragment");
+    assert_eq!(again.status().as_u16(), 304);
+    assert!(again.text().expect("body").is_empty());
+    std::fs::write(
+        env.spool().join("more.xml"),
+        format!("<probe name=\"big\" host=\"h1\" time=\"{}\"><check name=\"c000\" status=\"warning\">w</check></probe>", now + 1),
+    )
+    .expect("write");
+    daemon.wait_files(2, Duration::from_secs(30));
+    let changed = client
+        .get(&url)
+        .header("If-None-Match", &etag)
+        .send()
+        .expect("fragment");
+    assert_eq!(
+        changed.status().as_u16(),
+        200,
+        "a new result changes the page"
+    );
+    daemon.stop();
+}
