@@ -57,25 +57,37 @@ pub(crate) fn aggregate(
     // Group the input, keeping the order in which groups first appear.
     let mut groups: Vec<(Labels, Vec<Sample>)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
+    let without_names: Vec<String> = match grouping {
+        Some((false, names)) => {
+            let mut all = names.clone();
+            all.push(METRIC_NAME.to_string());
+            all
+        }
+        _ => Vec::new(),
+    };
     for s in input {
-        let (key, labels) = match grouping {
-            None => (String::new(), Labels::default()),
-            Some((true, names)) => {
-                let mut l = s.labels.clone();
-                l.retain(|n| names.iter().any(|x| x == n));
-                (s.labels.group_key(names, true), l)
-            }
-            Some((false, names)) => {
-                let mut l = s.labels.clone();
-                l.retain(|n| n != METRIC_NAME && !names.iter().any(|x| x == n));
-                let mut all = names.clone();
-                all.push(METRIC_NAME.to_string());
-                (s.labels.group_key(&all, false), l)
-            }
+        // The key first; the group's labels are built only for a new group.
+        let key = match grouping {
+            None => String::new(),
+            Some((true, names)) => s.labels.group_key(names, true),
+            Some((false, _)) => s.labels.group_key(&without_names, false),
         };
         match index.get(&key) {
             Some(&i) => groups[i].1.push(s),
             None => {
+                let labels = match grouping {
+                    None => Labels::default(),
+                    Some((true, names)) => {
+                        let mut l = s.labels.clone();
+                        l.retain(|n| names.iter().any(|x| x == n));
+                        l
+                    }
+                    Some((false, _)) => {
+                        let mut l = s.labels.clone();
+                        l.retain(|n| !without_names.iter().any(|x| x == n));
+                        l
+                    }
+                };
                 index.insert(key, groups.len());
                 groups.push((labels, vec![s]));
             }

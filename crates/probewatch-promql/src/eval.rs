@@ -42,6 +42,29 @@ pub(crate) struct Ctx {
     pub data: Vec<Vec<Series>>,
     /// The deadline, cancel flag and sample budget this evaluation runs under.
     pub guard: Guard,
+    /// Per selector id and series, where its last window started and ended: a range query
+    /// moves forward step by step, so the next window is found by walking on from there
+    /// (memory already in cache) instead of two binary searches over every series.
+    cursors: std::cell::RefCell<Vec<Vec<(usize, usize)>>>,
+}
+
+/// The first index at or after `from` whose time is above `bound` (points sorted by time):
+/// a galloping search from `from`, so a short step forward costs a few comparisons; when
+/// `bound` lies before `from`, a binary search over the whole slice.
+fn seek(points: &[(i64, f64)], from: usize, bound: i64) -> usize {
+    let from = from.min(points.len());
+    if from > 0 && points[from - 1].0 > bound {
+        return points.partition_point(|p| p.0 <= bound);
+    }
+    let mut step = 1;
+    let mut lo = from;
+    let mut hi = from;
+    while hi < points.len() && points[hi].0 <= bound {
+        lo = hi + 1;
+        hi = (hi + step).min(points.len());
+        step *= 2;
+    }
+    lo + points[lo..hi].partition_point(|p| p.0 <= bound)
 }
 
 impl Ctx {
@@ -63,6 +86,7 @@ impl Ctx {
             subquery_step: options.subquery_step_ms,
             data: Vec::new(),
             guard,
+            cursors: std::cell::RefCell::new(Vec::new()),
         };
         let mut ranges: Vec<Option<(i64, i64)>> = vec![None; selectors];
         let mut sels: Vec<Option<&Selector>> = vec![None; selectors];
@@ -89,6 +113,7 @@ impl Ctx {
             series.sort_by(|a, b| a.labels.cmp(&b.labels));
             ctx.data.push(series);
         }
+        *ctx.cursors.borrow_mut() = ctx.data.iter().map(|d| vec![(0, 0); d.len()]).collect();
         Ok(ctx)
     }
 
@@ -197,7 +222,12 @@ impl Ctx {
             ),
             Node::Call { func, args } => {
                 let v = crate::functions::call(self, func, args, t)?;
-                check_unique(&v)?;
+                // Only these rewrite labels; every other function keeps a subset of each
+                // input's labels (the name is dropped at the end, where `finish` checks),
+                // so its output is as unique as its input.
+                if matches!(&**func, "label_replace" | "label_join") {
+                    check_unique(&v)?;
+                }
                 Ok(v)
             }
             Node::Aggregate {
@@ -245,8 +275,11 @@ impl Ctx {
     pub fn instant(&self, sel: &Selector, t: i64) -> Vec<Sample> {
         let reference = self.ref_time(sel.at, sel.offset, t);
         let mut out = Vec::new();
-        for s in &self.data[sel.id] {
-            let i = s.points.partition_point(|p| p.0 <= reference);
+        let mut cursors = self.cursors.borrow_mut();
+        let cursors = &mut cursors[sel.id];
+        for (s, cursor) in self.data[sel.id].iter().zip(cursors.iter_mut()) {
+            let i = seek(&s.points, cursor.1, reference);
+            cursor.1 = i;
             if i == 0 {
                 continue;
             }
@@ -260,6 +293,37 @@ impl Ctx {
                 v: pv,
                 drop_name: s.drop_name,
             });
+        }
+        out
+    }
+
+    /// A range vector selector at `t` as a range function reads it: each series' samples in
+    /// `(ref - range, ref]`, borrowed from the loaded data (copied only when staleness
+    /// markers must be left out); series with none are dropped. Unlike
+    /// [`Ctx::window`] it allocates no sample vector per series, which is what a range
+    /// query over many series and steps spends its time on otherwise.
+    pub fn windows(&self, sel: &Selector, range: i64, t: i64) -> Vec<SeriesWindow<'_>> {
+        let reference = self.ref_time(sel.at, sel.offset, t);
+        let mut out = Vec::new();
+        let mut cursors = self.cursors.borrow_mut();
+        let cursors = &mut cursors[sel.id];
+        for (s, cursor) in self.data[sel.id].iter().zip(cursors.iter_mut()) {
+            let lo = seek(&s.points, cursor.0, reference - range);
+            let hi = seek(&s.points, cursor.1.max(lo), reference);
+            *cursor = (lo, hi);
+            let slice = &s.points[lo..hi];
+            let points = if slice.iter().any(|p| is_stale(p.1)) {
+                std::borrow::Cow::Owned(slice.iter().copied().filter(|p| !is_stale(p.1)).collect())
+            } else {
+                std::borrow::Cow::Borrowed(slice)
+            };
+            if !points.is_empty() {
+                out.push(SeriesWindow {
+                    labels: s.labels.clone(),
+                    points,
+                    drop_name: s.drop_name,
+                });
+            }
         }
         out
     }
@@ -378,6 +442,16 @@ impl Ctx {
     }
 }
 
+/// One series' samples in a range function's window, borrowed where possible.
+pub struct SeriesWindow<'a> {
+    /// The series' labels.
+    pub labels: Labels,
+    /// Its samples in the window, oldest first, without staleness markers.
+    pub points: std::borrow::Cow<'a, [(i64, f64)]>,
+    /// Whether the metric name is to be dropped.
+    pub drop_name: bool,
+}
+
 /// A subquery's points while they are gathered, per label set in order of appearance.
 #[derive(Default)]
 struct Gathered {
@@ -390,9 +464,15 @@ struct Gathered {
 /// Fails when a vector holds two samples with the same labels (possible after the metric
 /// name is dropped), as Prometheus does.
 pub(crate) fn check_unique(v: &Val) -> Result<(), QueryError> {
-    if let Val::Vector(samples) = v
-        && samples.len() > 1
-    {
+    match v {
+        Val::Vector(samples) => check_unique_samples(samples),
+        _ => Ok(()),
+    }
+}
+
+/// [`check_unique`] over samples.
+pub(crate) fn check_unique_samples(samples: &[Sample]) -> Result<(), QueryError> {
+    if samples.len() > 1 {
         let mut seen = std::collections::HashSet::with_capacity(samples.len());
         for s in samples {
             if !seen.insert(&s.labels) {

@@ -1,12 +1,12 @@
 //! PromQL functions.
 
 use crate::QueryError;
-use crate::eval::{Ctx, Val};
+use crate::eval::{Ctx, SeriesWindow, Val};
 use crate::labels::{Labels, METRIC_NAME};
 use crate::math::{KahanSum, go_max, go_min, linear_regression, quantile, variance};
 use crate::plan::{Node, Selector};
 use crate::source::MatchOp;
-use crate::value::{Sample, Series};
+use crate::value::Sample;
 
 /// Whether `name` is a valid label name.
 pub(crate) fn valid_label_name(name: &str) -> bool {
@@ -53,7 +53,16 @@ fn string(ctx: &Ctx, node: &Node, t: i64) -> Result<String, QueryError> {
 }
 
 /// A range-vector argument with the window it covers: `(series, window start, window end)`.
-fn matrix(ctx: &Ctx, node: &Node, t: i64) -> Result<(Vec<Series>, i64, i64), QueryError> {
+/// A range selector's samples are borrowed from the loaded data; a subquery's are its own.
+fn matrix<'a>(
+    ctx: &'a Ctx,
+    node: &Node,
+    t: i64,
+) -> Result<(Vec<SeriesWindow<'a>>, i64, i64), QueryError> {
+    if let Node::Matrix(sel, range) = node {
+        let end = ctx.ref_time(sel.at, sel.offset, t);
+        return Ok((ctx.windows(sel, *range, t), end - range, end));
+    }
     let (range, offset, at) = match node {
         Node::Matrix(sel, range) => (*range, sel.offset, sel.at),
         Node::Subquery {
@@ -67,7 +76,17 @@ fn matrix(ctx: &Ctx, node: &Node, t: i64) -> Result<(Vec<Series>, i64, i64), Que
     };
     let end = ctx.ref_time(at, offset, t);
     match ctx.eval(node, t)? {
-        Val::Matrix(m) => Ok((m, end - range, end)),
+        Val::Matrix(m) => Ok((
+            m.into_iter()
+                .map(|s| SeriesWindow {
+                    labels: s.labels,
+                    points: std::borrow::Cow::Owned(s.points),
+                    drop_name: s.drop_name,
+                })
+                .collect(),
+            end - range,
+            end,
+        )),
         other => Err(QueryError::Execution(format!(
             "expected a range vector, got a {}",
             other.type_name()
@@ -91,7 +110,7 @@ fn map_values(v: Vec<Sample>, t: i64, f: impl Fn(f64) -> f64) -> Val {
 
 /// One output sample per input series from `f` over its points (when `f` gives a value).
 fn over_time(
-    m: Vec<Series>,
+    m: Vec<SeriesWindow<'_>>,
     t: i64,
     keep_name: bool,
     f: impl Fn(&[(i64, f64)]) -> Option<f64>,

@@ -7,8 +7,11 @@ use std::fmt;
 pub const METRIC_NAME: &str = "__name__";
 
 /// A series' identity: label pairs sorted by name, names unique, no empty values.
+///
+/// Shared behind an `Arc`: evaluation hands the same label set to every step and every
+/// intermediate vector, so a clone is a reference count, and only a change copies.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<(String, String)>);
+pub struct Labels(std::sync::Arc<Vec<(String, String)>>);
 
 impl Labels {
     /// Builds a label set from pairs in any order; later pairs win, empty values are dropped.
@@ -39,18 +42,19 @@ impl Labels {
     pub fn set(&mut self, name: &str, value: String) {
         match self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
             Ok(i) if value.is_empty() => {
-                self.0.remove(i);
+                std::sync::Arc::make_mut(&mut self.0).remove(i);
             }
-            Ok(i) => self.0[i].1 = value,
+            Ok(i) if self.0[i].1 == value => {}
+            Ok(i) => std::sync::Arc::make_mut(&mut self.0)[i].1 = value,
             Err(_) if value.is_empty() => {}
-            Err(i) => self.0.insert(i, (name.to_string(), value)),
+            Err(i) => std::sync::Arc::make_mut(&mut self.0).insert(i, (name.to_string(), value)),
         }
     }
 
     /// Removes `name`.
     pub fn remove(&mut self, name: &str) {
         if let Ok(i) = self.0.binary_search_by(|(n, _)| n.as_str().cmp(name)) {
-            self.0.remove(i);
+            std::sync::Arc::make_mut(&mut self.0).remove(i);
         }
     }
 
@@ -68,7 +72,10 @@ impl Labels {
 
     /// Keeps only the labels `keep` says yes to.
     pub fn retain(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.0.retain(|(n, _)| keep(n));
+        if self.0.iter().all(|(n, _)| keep(n)) {
+            return;
+        }
+        std::sync::Arc::make_mut(&mut self.0).retain(|(n, _)| keep(n));
     }
 
     /// Whether there are no labels.
@@ -81,7 +88,7 @@ impl Labels {
     /// occur in UTF-8 text.
     pub fn group_key(&self, names: &[String], include: bool) -> String {
         let mut key = String::new();
-        for (n, v) in &self.0 {
+        for (n, v) in self.0.iter() {
             if names.iter().any(|x| x == n) == include {
                 key.push_str(n);
                 key.push('\u{ffff}');
@@ -101,7 +108,7 @@ impl fmt::Display for Labels {
         }
         f.write_str("{")?;
         let mut first = true;
-        for (n, v) in &self.0 {
+        for (n, v) in self.0.iter() {
             if n == METRIC_NAME {
                 continue;
             }

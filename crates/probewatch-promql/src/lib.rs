@@ -97,7 +97,7 @@ fn finish(mut v: Vec<Sample>) -> Result<Vec<Sample>, QueryError> {
         }
     }
     if dropped {
-        eval::check_unique(&eval::Val::Vector(v.clone()))?;
+        eval::check_unique_samples(&v)?;
     }
     Ok(v)
 }

@@ -182,57 +182,11 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
     );
 
     let store: Arc<dyn Store> = Arc::new(store);
-    let state = probewatch_web::AppState {
-        store,
-        registry: Arc::new(prometheus_client::registry::Registry::default()),
-        index: Arc::new(probewatch_store::SeriesIndex::new()),
-        query_options: probewatch_promql::QueryOptions::default(),
-        queries: Arc::new(probewatch_web::query_gate::QueryGate::new(4)),
-        alerting: None,
-        api_token: None,
-        access: None,
-        status: None,
-        reload: None,
-        info: Arc::default(),
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(probewatch_web::serve(
-        listener,
-        state,
-        probewatch_web::ServeLimits::default(),
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
-
+    let server = crate::bench_http::LoopbackServer::start(store)?;
+    let base = server.base.clone();
     let client = reqwest::blocking::Client::new();
-    let time = |path: &str| -> anyhow::Result<(f64, usize)> {
-        let mut times = Vec::new();
-        let mut bytes = 0;
-        // One untimed request first: the series index and caches warm up as in a running
-        // daemon.
-        for i in 0..=args.repeat {
-            let t = Instant::now();
-            let response = client.get(format!("{base}{path}")).send()?;
-            anyhow::ensure!(
-                response.status().is_success(),
-                "GET {path}: {}",
-                response.status()
-            );
-            let body = response.bytes()?;
-            if i > 0 {
-                times.push(t.elapsed().as_secs_f64() * 1e3);
-            }
-            bytes = body.len();
-        }
-        Ok((crate::bench::median(&mut times), bytes))
-    };
+    let time =
+        |path: &str| crate::bench_http::time_get(&client, &format!("{base}{path}"), args.repeat);
     let (base_ms, _) = time("/healthz").context("baseline")?;
     println!(
         "  {:<62} median {base_ms:7.2} ms",
@@ -282,7 +236,6 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
             bytes / 1024
         );
     }
-    let _ = stop_tx.send(());
-    let _ = runtime.block_on(server);
+    drop(server);
     Ok(std::process::ExitCode::SUCCESS)
 }

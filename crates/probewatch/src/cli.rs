@@ -37,6 +37,9 @@ pub enum Command {
     BenchQuery(crate::bench_query::BenchQueryArgs),
     /// Measure the dashboard's heaviest pages over HTTP (see docs/benchmarks.md).
     BenchDashboard(crate::bench_dashboard::BenchDashboardArgs),
+    /// Measure PromQL and the series API over many series, beside Prometheus on the same
+    /// samples (see docs/benchmarks.md).
+    BenchPromql(crate::bench_promql::BenchPromqlArgs),
     /// Measure one evaluation cycle of many alert rules over many series.
     BenchRules(crate::bench_rules::BenchRulesArgs),
     /// Measure the time from a failing result file to the webhook receiving the alert.

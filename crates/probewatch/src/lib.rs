@@ -7,6 +7,8 @@ pub mod alerting;
 pub mod bench;
 pub mod bench_alert;
 pub mod bench_dashboard;
+pub mod bench_http;
+pub mod bench_promql;
 pub mod bench_query;
 pub mod bench_rules;
 pub mod cli;
