@@ -85,6 +85,58 @@ struct Prepared {
     item: IngestItem,
 }
 
+impl Work {
+    /// What this work holds in memory, as far as the byte budget counts it: the file's
+    /// size (its parsed results and samples are a small multiple of it).
+    fn bytes(&self) -> u64 {
+        match self {
+            Work::Item(p) => p.item.file.size.max(1),
+            Work::AfterOnly { .. } => 1,
+        }
+    }
+}
+
+/// Bytes of parsed files that may be queued or in a batch at once. The queue is also
+/// bounded by count (`batch_max_files`), but a thousand 8 MiB files would be gigabytes: the
+/// preparer waits while this much is in flight (one file is always let through, however
+/// big), and the writer closes a batch at half of it.
+pub const IN_FLIGHT_BYTES: u64 = 24 * 1024 * 1024;
+
+/// Gives bytes back to the budget when dropped, however the batch ends.
+struct GiveBack<'a>(&'a ByteBudget, u64);
+
+impl Drop for GiveBack<'_> {
+    fn drop(&mut self) {
+        self.0.give(self.1);
+    }
+}
+
+/// The byte budget shared by the preparer (which takes) and the writer (which gives back
+/// once a batch is committed).
+#[derive(Debug, Default)]
+struct ByteBudget {
+    used: std::sync::Mutex<u64>,
+    freed: std::sync::Condvar,
+}
+
+impl ByteBudget {
+    /// Waits until `n` more bytes fit (or nothing is in flight), then takes them.
+    fn take(&self, n: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used > 0 && *used + n > IN_FLIGHT_BYTES {
+            used = self.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += n;
+    }
+
+    /// Gives back `n` bytes.
+    fn give(&self, n: u64) {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = used.saturating_sub(n);
+        self.freed.notify_all();
+    }
+}
+
 /// Where a committed item came from.
 struct Origin {
     spool: usize,
@@ -109,10 +161,12 @@ impl Pipeline {
         // Room for one full batch to gather while the previous one commits; each entry holds
         // a parsed file, so this also bounds memory.
         let (work_tx, work_rx) = sync_channel::<Work>(settings.batch_max_files);
+        let budget = Arc::new(ByteBudget::default());
         let preparer = Preparer {
             settings: settings.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
+            budget: budget.clone(),
         };
         let prepare = std::thread::Builder::new()
             .name("pw-prepare".into())
@@ -131,6 +185,7 @@ impl Pipeline {
             })
             .collect();
         let writer = Writer {
+            budget,
             settings,
             store,
             metrics,
@@ -164,6 +219,7 @@ struct Preparer {
     settings: IngestSettings,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    budget: Arc<ByteBudget>,
 }
 
 impl Preparer {
@@ -213,6 +269,7 @@ impl Preparer {
         match prepared {
             Ok(Some(w)) => {
                 health.readable(&path);
+                self.budget.take(w.bytes());
                 return work.send(w).is_ok();
             }
             Ok(None) => {
@@ -421,6 +478,7 @@ struct Writer {
     settings: IngestSettings,
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
+    budget: Arc<ByteBudget>,
     /// Per spool (same index), so the hot path does no label lookups.
     counters: Vec<SpoolCounters>,
     /// When the database file's identity was last confirmed.
@@ -462,14 +520,21 @@ impl Writer {
                     Err(_) => break,
                 }
             };
+            let mut bytes = first.bytes();
             let mut batch = vec![first];
-            while batch.len() < max {
+            while batch.len() < max && bytes < IN_FLIGHT_BYTES / 2 {
                 match work.try_recv() {
-                    Ok(next) => batch.push(next),
+                    Ok(next) => {
+                        bytes += next.bytes();
+                        batch.push(next);
+                    }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
             let n = batch.len();
+            // The batch's bytes go back once it is committed (or dropped): the preparer may
+            // then read more.
+            let returned = GiveBack(&self.budget, bytes);
             if self.settings.health.is_halted() {
                 // Nothing is committed or moved: every file stays in the spool for the next
                 // start.
@@ -479,6 +544,7 @@ impl Writer {
                 continue;
             }
             let samples = self.commit(batch);
+            drop(returned);
             self.settings
                 .handled
                 .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
@@ -843,5 +909,36 @@ fn move_into(root: &Path, path: &Path, target_dir: &Path) -> std::io::Result<()>
             std::fs::remove_file(path)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One file always gets through however big; others wait until bytes come back.
+    #[test]
+    fn the_byte_budget_lets_one_big_file_through_and_holds_the_rest() {
+        let budget = Arc::new(ByteBudget::default());
+        budget.take(IN_FLIGHT_BYTES * 3);
+        let waiting = {
+            let budget = budget.clone();
+            std::thread::spawn(move || {
+                budget.take(1);
+                Instant::now()
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!waiting.is_finished(), "nothing more while over budget");
+        let gave_back = Instant::now();
+        budget.give(IN_FLIGHT_BYTES * 3);
+        let taken = waiting.join().expect("join");
+        assert!(taken >= gave_back);
+        budget.take(IN_FLIGHT_BYTES - 1);
+        assert_eq!(
+            *budget.used.lock().expect("lock"),
+            IN_FLIGHT_BYTES,
+            "fits exactly"
+        );
     }
 }

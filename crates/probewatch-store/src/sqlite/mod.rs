@@ -96,7 +96,10 @@ fn to_u64(n: i64) -> u64 {
 /// many-series query's profile and more of the writer's. Our statements have one good plan
 /// whatever the values, so keep it.
 fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(())
 }
 
