@@ -250,11 +250,13 @@ pub(crate) async fn query_range(
 }
 
 /// The series named by `match[]` (every series when there is none) that have samples in
-/// `start`..`end` (default: all time).
+/// `start`..`end` (default: all time); sorted when `sorted` (the series endpoint), in no
+/// particular order otherwise (label names and values only need the set).
 async fn matching_series(
     state: &AppState,
     params: &Params,
     required: bool,
+    sorted: bool,
 ) -> Result<Vec<probewatch_promql::Labels>, PromError> {
     let mut alternatives = Vec::new();
     let matches = params.all("match[]");
@@ -277,7 +279,11 @@ async fn matching_series(
     };
     Ok(crate::query_gate::run(state, move |source, guard| {
         guard.check()?;
-        source.series_labels(&alternatives, start, end)
+        if sorted {
+            source.series_labels(&alternatives, start, end)
+        } else {
+            source.present_series(&alternatives, start, end)
+        }
     })
     .await?)
 }
@@ -322,7 +328,7 @@ pub(crate) async fn series(
     let params = Params::parse(raw, &headers, &body);
     let run = async {
         let limit = limit_param(&params)?;
-        let series = matching_series(&state, &params, true).await?;
+        let series = matching_series(&state, &params, true, true).await?;
         Ok::<_, PromError>(success_limited(
             series.iter().map(labels_json).collect(),
             limit,
@@ -341,7 +347,7 @@ pub(crate) async fn labels(
     let params = Params::parse(raw, &headers, &body);
     let run = async {
         let limit = limit_param(&params)?;
-        let series = matching_series(&state, &params, false).await?;
+        let series = matching_series(&state, &params, false, false).await?;
         let names: BTreeSet<&str> = series
             .iter()
             .flat_map(|l| l.pairs().iter().map(|(k, _)| k.as_str()))
@@ -365,7 +371,7 @@ pub(crate) async fn label_values(
     let params = Params::parse(raw, &headers, &body);
     let run = async {
         let limit = limit_param(&params)?;
-        let series = matching_series(&state, &params, false).await?;
+        let series = matching_series(&state, &params, false, false).await?;
         let values: BTreeSet<&str> = series
             .iter()
             .map(|l| l.get(&name))
