@@ -429,23 +429,40 @@ mod tree {
 /// Go's `%v` of a float64 (`strconv.FormatFloat(v, 'g', -1, 64)`): the shortest digits,
 /// in exponent form when the exponent is below -4 or at least 6 (checked against promtool).
 pub fn go_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    if let Some(special) = go_special(v) {
+        return special;
     }
     let e_form = format!("{v:e}");
-    let (mantissa, exponent) = e_form.split_once('e').unwrap_or((&e_form, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (mantissa, exponent) = split_exponent(&e_form);
     if !(-4..6).contains(&exponent) {
-        let sign = if exponent < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exponent.abs());
+        return go_exponent_form(mantissa, exponent);
     }
     format!("{v}")
+}
+
+/// How Go prints NaN, the infinities and the zeros.
+fn go_special(v: f64) -> Option<String> {
+    if v.is_nan() {
+        Some("NaN".into())
+    } else if v.is_infinite() {
+        Some(if v > 0.0 { "+Inf" } else { "-Inf" }.into())
+    } else if v == 0.0 {
+        Some(if v.is_sign_negative() { "-0" } else { "0" }.into())
+    } else {
+        None
+    }
+}
+
+/// Rust's `1.5e6` split into mantissa and exponent.
+fn split_exponent(e_form: &str) -> (&str, i32) {
+    let (mantissa, exponent) = e_form.split_once('e').unwrap_or((e_form, "0"));
+    (mantissa, exponent.parse().unwrap_or(0))
+}
+
+/// Go's exponent form: `1.5e+06`, `1e-05` (at least two exponent digits).
+fn go_exponent_form(mantissa: &str, exponent: i32) -> String {
+    let sign = if exponent < 0 { '-' } else { '+' };
+    format!("{mantissa}e{sign}{:02}", exponent.abs())
 }
 
 /// Collects output up to [`MAX_OUTPUT_BYTES`], then fails the render; prints missing label
@@ -777,14 +794,9 @@ fn functions() -> gotmpl::FuncMap {
     });
     add("pathPrefix", |_| {
         let url = with_env(|r| r.env.external_url.clone()).unwrap_or_default();
-        let path = url
-            .split_once("://")
-            .map_or(url.as_str(), |(_, rest)| rest)
-            .find('/')
-            .map_or(String::new(), |i| {
-                let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-                rest[i..].to_string()
-            });
+        // Go's url.URL.Path: what follows the host ("" when nothing does).
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        let path = rest.find('/').map_or("", |i| &rest[i..]);
         Ok(Value::String(path.into()))
     });
     add("parseDuration", |args| {
@@ -848,23 +860,14 @@ fn title(text: &str) -> String {
 
 /// Go's `%.4g`: four significant digits, exponent form outside 1e-4 ≤ |v| < 1e4.
 pub fn go_g4(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() { "-0" } else { "0" }.into();
+    if let Some(special) = go_special(v) {
+        return special;
     }
     // Round to 4 significant digits first: the exponent is the rounded value's.
     let formatted = format!("{v:.3e}");
-    let (mantissa, exponent) = formatted.split_once('e').unwrap_or((&formatted, "0"));
-    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (mantissa, exponent) = split_exponent(&formatted);
     if !(-4..4).contains(&exponent) {
-        let mantissa = trim_zeros(mantissa);
-        let sign = if exponent < 0 { '-' } else { '+' };
-        return format!("{mantissa}e{sign}{:02}", exponent.abs());
+        return go_exponent_form(&trim_zeros(mantissa), exponent);
     }
     let decimals = usize::try_from(3 - exponent).unwrap_or(0);
     trim_zeros(&format!("{v:.decimals$}"))

@@ -145,58 +145,20 @@ fn rule_files(base: &Path, patterns: &[String]) -> Vec<PathBuf> {
             continue;
         }
         let dir = path.parent().unwrap_or(Path::new("."));
+        // A pattern that does not compile matches nothing, as an unmatched one does.
+        let Ok(glob) = globset::Glob::new(&name).map(|g| g.compile_matcher()) else {
+            continue;
+        };
         let mut matched: Vec<PathBuf> = std::fs::read_dir(dir)
             .into_iter()
             .flatten()
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| glob_match(&name, &n.to_string_lossy()))
-            })
+            .filter(|p| p.file_name().is_some_and(|n| glob.is_match(n)))
             .collect();
         matched.sort();
         out.extend(matched);
     }
     out
-}
-
-/// Shell-style matching of one file name: `*`, `?` and `[...]` classes.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.first() {
-            None => n.is_empty(),
-            Some('*') => (0..=n.len()).any(|i| go(&p[1..], &n[i..])),
-            Some('?') => !n.is_empty() && go(&p[1..], &n[1..]),
-            Some('[') => {
-                let Some(close) = p.iter().skip(1).position(|c| *c == ']') else {
-                    return !n.is_empty() && n[0] == '[' && go(&p[1..], &n[1..]);
-                };
-                let class = &p[1..=close];
-                let Some(c) = n.first() else {
-                    return false;
-                };
-                let (negate, class) = match class.first() {
-                    Some('!' | '^') => (true, &class[1..]),
-                    _ => (false, class),
-                };
-                let mut hit = false;
-                let mut i = 0;
-                while i < class.len() {
-                    if i + 2 < class.len() && class[i + 1] == '-' {
-                        hit |= (class[i]..=class[i + 2]).contains(c);
-                        i += 3;
-                    } else {
-                        hit |= class[i] == *c;
-                        i += 1;
-                    }
-                }
-                hit != negate && go(&p[close + 2..], &n[1..])
-            }
-            Some(c) => n.first() == Some(c) && go(&p[1..], &n[1..]),
-        }
-    }
-    go(&p, &n)
 }
 
 /// Runs the tests in `path`.
@@ -499,5 +461,30 @@ fn check_expr(source: &MemorySource, test: &ExprTest, at: i64, fuzzy: bool) -> R
             show(&want),
             show(&got)
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rule_files` patterns match in the test file's directory, as promtool's globs do; a
+    /// plain name is taken as it is.
+    #[test]
+    fn rule_file_patterns_match_beside_the_test_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for name in ["r1.yml", "r2.yml", "other.yml"] {
+            std::fs::write(dir.path().join(name), "").expect("write");
+        }
+        let found = rule_files(dir.path(), &["r[0-9].yml".into(), "other.yml".into()]);
+        assert_eq!(
+            found,
+            [
+                dir.path().join("r1.yml"),
+                dir.path().join("r2.yml"),
+                dir.path().join("other.yml")
+            ]
+        );
+        assert!(rule_files(dir.path(), &["none*.yml".into()]).is_empty());
     }
 }

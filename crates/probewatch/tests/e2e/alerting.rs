@@ -918,31 +918,7 @@ fn scalar_alert_expressions_fire_as_under_promtool() {
 /// Runs a promtool-format rule test file under `probewatch rules test` and, where Debian's
 /// promtool is installed (.ci/run installs it), under promtool; both must pass.
 fn passes_under_probewatch_and_promtool(test: &std::path::Path) {
-    let ours = std::process::Command::new(BIN)
-        .args(["rules", "test"])
-        .arg(test)
-        .output()
-        .expect("run");
-    assert!(
-        ours.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ours.stdout)
-    );
-    let promtool = std::path::Path::new("/usr/bin/promtool");
-    if !promtool.exists() {
-        eprintln!("SKIPPED the promtool half: no /usr/bin/promtool (Debian package prometheus)");
-        return;
-    }
-    let theirs = std::process::Command::new(promtool)
-        .args(["test", "rules"])
-        .arg(test)
-        .output()
-        .expect("promtool");
-    assert!(
-        theirs.status.success(),
-        "{}",
-        String::from_utf8_lossy(&theirs.stdout)
-    );
+    agrees_with_promtool(test, true);
 }
 
 /// The names of the rules the daemon runs now.
