@@ -613,11 +613,7 @@ struct RealAlertmanager {
 
 impl RealAlertmanager {
     fn start(dir: &std::path::Path) -> Option<RealAlertmanager> {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        Self::start_with(dir, port, "")
+        Self::start_with(dir, free_port(), "")
     }
 
     /// Starts one on `port` with `global` settings (YAML lines under `global:`), keeping its
@@ -653,13 +649,7 @@ impl RealAlertmanager {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while reqwest::blocking::get(format!("{}/-/ready", am.base))
-            .map_or(true, |r| !r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "alertmanager did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_ready(&am.base, "alertmanager");
         Some(am)
     }
 
@@ -730,10 +720,7 @@ fn a_real_alertmanager_computes_the_same_fingerprint() {
 fn a_real_alertmanager_keeps_a_firing_alert_active_until_it_resolves() {
     let env = Env::new();
     std::fs::create_dir_all(env.data()).expect("dir");
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let port = free_port();
     let Some(am) = RealAlertmanager::start_with(env.dir.path(), port, "  resolve_timeout: 2s")
     else {
         return;

@@ -6,12 +6,11 @@
 //! real Prometheus too, and every field Prometheus answers with must be in ours, of the same
 //! JSON type, and equal where the answer does not depend on stored data.
 
-use std::net::TcpListener;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::util::{Daemon, Env};
+use crate::util::{Daemon, Env, free_port, wait_ready};
 
 /// Debian's Prometheus on a free loopback port, with nothing to scrape; killed when dropped.
 struct RealPrometheus {
@@ -28,10 +27,7 @@ impl RealPrometheus {
             );
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let port = free_port();
         let config = dir.join("prometheus.yml");
         std::fs::write(&config, "global:\n  scrape_interval: 1h\n").expect("config");
         let child = std::process::Command::new(bin)
@@ -49,13 +45,7 @@ impl RealPrometheus {
             child,
             base: format!("http://127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while reqwest::blocking::get(format!("{}/-/ready", prom.base))
-            .map_or(true, |r| !r.status().is_success())
-        {
-            assert!(Instant::now() < deadline, "prometheus did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_ready(&prom.base, "prometheus");
         Some(prom)
     }
 }

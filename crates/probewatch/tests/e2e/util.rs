@@ -286,6 +286,25 @@ impl Drop for Daemon {
     }
 }
 
+/// A free port on loopback (for a peer started as a separate process).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Waits until `base`/-/ready answers 2xx (a Prometheus or Alertmanager starting up).
+pub fn wait_ready(base: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reqwest::blocking::get(format!("{base}/-/ready"))
+        .map_or(true, |r| !r.status().is_success())
+    {
+        assert!(Instant::now() < deadline, "{what} did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Reads one HTTP/1.1 request from `stream`: its request line and its body
 /// (`Content-Length` bytes).
 pub fn read_request(stream: &TcpStream) -> (String, Vec<u8>) {
