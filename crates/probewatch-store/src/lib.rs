@@ -142,6 +142,10 @@ pub trait Store: Send + Sync {
 
     /// For each series in `ids`, whether it has a sample in `[from_ms, to_ms]` (cheaper
     /// than reading them: `/api/v1/series` and label listings ask this for many series).
+    /// Past a few hundred ids the answer may come from each series' time span, so it may
+    /// also be true for a series with samples only before and after the range (Prometheus
+    /// answers these from whole blocks, which is coarser still); never false for a series
+    /// with a sample inside.
     fn series_with_samples(
         &self,
         ids: &[i64],

@@ -132,6 +132,19 @@ pub struct PruneSummary {
     pub check_results: u64,
     /// Ledger rows deleted.
     pub files: u64,
+    /// Bytes of free pages given back to the file system.
+    pub bytes_released: u64,
+}
+
+/// What the database takes on disk (see `SqliteStore::disk_usage`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiskUsage {
+    /// The database file's size.
+    pub file_bytes: u64,
+    /// Free pages inside it (reused before the file grows).
+    pub free_bytes: u64,
+    /// The encoded sample chunks alone.
+    pub chunk_data_bytes: u64,
 }
 
 /// Totals, as `/api/v1/stats` shows them.

@@ -2,7 +2,7 @@
 //! incrementally, and a [`SeriesSource`] that selects series by matchers and reads their
 //! samples. Written against the `Store` trait, so any back end gets PromQL.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::RwLock;
 
 use probewatch_promql::labels::{Labels, METRIC_NAME};
@@ -23,13 +23,10 @@ struct Index {
     max_id: i64,
     /// (store id, labels), by id.
     series: Vec<(i64, Labels)>,
-    /// `name=value` (every label, `__name__` included) → positions in `series`, ascending:
-    /// an equality matcher narrows the candidates without looking at other series.
-    postings: HashMap<String, Vec<usize>>,
-}
-
-fn posting_key(name: &str, value: &str) -> String {
-    format!("{name}\u{ffff}{value}")
+    /// Label name (`__name__` included) → its values, sorted → positions in `series`,
+    /// ascending: an equality matcher narrows the candidates without looking at other
+    /// series, and a label's values are listed without visiting every series.
+    postings: HashMap<String, BTreeMap<String, Vec<usize>>>,
 }
 
 impl SeriesIndex {
@@ -59,11 +56,16 @@ impl SeriesIndex {
             labels.set(METRIC_NAME, row.metric.clone());
             let position = index.series.len();
             for (name, value) in labels.pairs() {
-                index
-                    .postings
-                    .entry(posting_key(name, value))
-                    .or_default()
-                    .push(position);
+                let values = match index.postings.get_mut(name.as_str()) {
+                    Some(values) => values,
+                    None => index.postings.entry(name.clone()).or_default(),
+                };
+                match values.get_mut(value.as_str()) {
+                    Some(positions) => positions.push(position),
+                    None => {
+                        values.insert(value.clone(), vec![position]);
+                    }
+                }
             }
             index.series.push((row.id, labels));
             index.max_id = row.id;
@@ -75,13 +77,11 @@ impl SeriesIndex {
     pub fn metric_names(&self, store: &dyn Store) -> Result<Vec<String>, QueryError> {
         self.refresh(store)?;
         let index = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let prefix = posting_key(METRIC_NAME, "");
-        let mut names: Vec<String> = index
+        let names: Vec<String> = index
             .postings
-            .keys()
-            .filter_map(|k| k.strip_prefix(&prefix).map(String::from))
-            .collect();
-        names.sort();
+            .get(METRIC_NAME)
+            .map(|values| values.keys().cloned().collect())
+            .unwrap_or_default();
         Ok(names)
     }
 
@@ -94,17 +94,18 @@ impl SeriesIndex {
         let mut by_pair = Vec::new();
         let mut values: HashMap<&str, u64> = HashMap::new();
         let mut bytes: HashMap<&str, u64> = HashMap::new();
-        for (key, positions) in &index.postings {
-            let Some((name, value)) = key.split_once('\u{ffff}') else {
-                continue;
-            };
-            let count = u64::try_from(positions.len()).unwrap_or(u64::MAX);
-            if name == METRIC_NAME {
-                by_metric.push((value.to_string(), count));
+        let mut label_pairs = 0;
+        for (name, by_value) in &index.postings {
+            for (value, positions) in by_value {
+                let count = u64::try_from(positions.len()).unwrap_or(u64::MAX);
+                if name == METRIC_NAME {
+                    by_metric.push((value.to_string(), count));
+                }
+                by_pair.push((format!("{name}={value}"), count));
+                *bytes.entry(name).or_default() += u64::try_from(value.len()).unwrap_or(0);
             }
-            by_pair.push((format!("{name}={value}"), count));
-            *values.entry(name).or_default() += 1;
-            *bytes.entry(name).or_default() += u64::try_from(value.len()).unwrap_or(0);
+            label_pairs += by_value.len();
+            values.insert(name, u64::try_from(by_value.len()).unwrap_or(u64::MAX));
         }
         let top = |mut list: Vec<(String, u64)>| {
             list.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -116,7 +117,7 @@ impl SeriesIndex {
         };
         Ok(Cardinality {
             series: index.series.len(),
-            label_pairs: index.postings.len(),
+            label_pairs,
             by_metric: top(by_metric),
             values_by_label: named(values),
             bytes_by_label: named(bytes),
@@ -127,32 +128,37 @@ impl SeriesIndex {
     /// Ids and labels of the series all `matchers` select.
     fn matching(&self, matchers: &[Matcher]) -> Vec<(i64, Labels)> {
         let index = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        let pick = |(id, labels): &(i64, Labels)| {
-            matchers
-                .iter()
-                .all(|m| m.matches_labels(labels))
-                .then(|| (*id, labels.clone()))
+        positions(&index, matchers)
+            .into_iter()
+            .map(|p| index.series[p].clone())
+            .collect()
+    }
+}
+
+/// Positions in `index.series` of the series all `matchers` select, ascending.
+fn positions(index: &Index, matchers: &[Matcher]) -> Vec<usize> {
+    let selects = |p: &usize| {
+        matchers
+            .iter()
+            .all(|m| m.matches_labels(&index.series[*p].1))
+    };
+    // The shortest posting list of the equality matchers bounds the candidates.
+    let mut narrowest: Option<&Vec<usize>> = None;
+    for m in matchers {
+        if !matches!(m.op, MatchOp::Equal) || m.value.is_empty() {
+            continue;
+        }
+        let Some(list) = index.postings.get(&m.name).and_then(|v| v.get(&m.value)) else {
+            return Vec::new();
         };
-        // The shortest posting list of the equality matchers bounds the candidates.
-        let mut narrowest: Option<&Vec<usize>> = None;
-        for m in matchers {
-            if !matches!(m.op, MatchOp::Equal) || m.value.is_empty() {
-                continue;
-            }
-            let Some(list) = index.postings.get(&posting_key(&m.name, &m.value)) else {
-                return Vec::new();
-            };
-            if narrowest.is_none_or(|n| list.len() < n.len()) {
-                narrowest = Some(list);
-            }
+        if narrowest.is_none_or(|n| list.len() < n.len()) {
+            narrowest = Some(list);
         }
-        match narrowest {
-            Some(positions) => positions
-                .iter()
-                .filter_map(|&p| pick(&index.series[p]))
-                .collect(),
-            None => index.series.iter().filter_map(pick).collect(),
-        }
+    }
+    match narrowest {
+        Some(list) => list.iter().copied().filter(selects).collect(),
+        None if matchers.is_empty() => (0..index.series.len()).collect(),
+        None => (0..index.series.len()).filter(selects).collect(),
     }
 }
 
@@ -182,20 +188,6 @@ impl StoreSource<'_> {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Labels>, QueryError> {
-        let mut labels = self.present_series(alternatives, from_ms, to_ms)?;
-        labels.sort();
-        Ok(labels)
-    }
-
-    /// Like [`StoreSource::series_labels`] but in no particular order: label names and
-    /// values need only a set, and sorting every series' labels was most of their cost at
-    /// hundreds of thousands of series.
-    pub fn present_series(
-        &self,
-        alternatives: &[Vec<Matcher>],
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<Labels>, QueryError> {
         self.index.refresh(self.store)?;
         let mut selected: Vec<(i64, Labels)> = Vec::new();
         for matchers in alternatives {
@@ -210,12 +202,130 @@ impl StoreSource<'_> {
             .store
             .series_with_samples(&ids, from_ms, to_ms)
             .map_err(|e| QueryError::Storage(e.to_string()))?;
-        Ok(selected
+        let mut labels: Vec<Labels> = selected
             .into_iter()
             .zip(present)
             .filter_map(|((_, labels), present)| present.then_some(labels))
-            .collect())
+            .collect();
+        labels.sort();
+        Ok(labels)
     }
+
+    /// Label names of the series any of `alternatives` selects that have samples in
+    /// `[from_ms, to_ms]`, sorted (`/api/v1/labels`).
+    pub fn label_names(
+        &self,
+        alternatives: &[Vec<Matcher>],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<String>, QueryError> {
+        self.index.refresh(self.store)?;
+        let index = self.index.inner.read().unwrap_or_else(|e| e.into_inner());
+        let present = self.present(&index, alternatives, from_ms, to_ms)?;
+        let mut names: Vec<String> = match &present {
+            // Every series: a name is in if any of its series is; most names settle at
+            // their first posting.
+            Presence::All(present) => index
+                .postings
+                .iter()
+                .filter(|(_, by_value)| {
+                    by_value
+                        .values()
+                        .any(|list| list.iter().any(|&p| present[p]))
+                })
+                .map(|(name, _)| name.clone())
+                .collect(),
+            Presence::Some(positions) => {
+                let mut names = BTreeSet::new();
+                for &p in positions {
+                    names.extend(index.series[p].1.pairs().iter().map(|(n, _)| n.as_str()));
+                }
+                names.into_iter().map(String::from).collect()
+            }
+        };
+        names.sort();
+        Ok(names)
+    }
+
+    /// Values of label `name` among the series any of `alternatives` selects that have
+    /// samples in `[from_ms, to_ms]`, sorted (`/api/v1/label/<name>/values`).
+    pub fn label_values(
+        &self,
+        name: &str,
+        alternatives: &[Vec<Matcher>],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<String>, QueryError> {
+        self.index.refresh(self.store)?;
+        let index = self.index.inner.read().unwrap_or_else(|e| e.into_inner());
+        let Some(by_value) = index.postings.get(name) else {
+            return Ok(Vec::new());
+        };
+        Ok(match self.present(&index, alternatives, from_ms, to_ms)? {
+            // Every series: walk the label's own postings, already in value order.
+            Presence::All(present) => by_value
+                .iter()
+                .filter(|(_, list)| list.iter().any(|&p| present[p]))
+                .map(|(value, _)| value.clone())
+                .collect(),
+            Presence::Some(positions) => positions
+                .iter()
+                .map(|&p| index.series[p].1.get(name))
+                .filter(|v| !v.is_empty())
+                .collect::<BTreeSet<&str>>()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        })
+    }
+
+    /// Which selected series have samples in the range: for every series by position when
+    /// an alternative has no matchers, otherwise the selected positions that do.
+    fn present(
+        &self,
+        index: &Index,
+        alternatives: &[Vec<Matcher>],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Presence, QueryError> {
+        let storage = |e: crate::StoreError| QueryError::Storage(e.to_string());
+        if alternatives.iter().any(Vec::is_empty) {
+            let ids: Vec<i64> = index.series.iter().map(|(id, _)| *id).collect();
+            let present = self
+                .store
+                .series_with_samples(&ids, from_ms, to_ms)
+                .map_err(storage)?;
+            return Ok(Presence::All(present));
+        }
+        let mut selected: Vec<usize> = alternatives
+            .iter()
+            .flat_map(|matchers| positions(index, matchers))
+            .collect();
+        if alternatives.len() > 1 {
+            selected.sort_unstable();
+            selected.dedup();
+        }
+        let ids: Vec<i64> = selected.iter().map(|&p| index.series[p].0).collect();
+        let present = self
+            .store
+            .series_with_samples(&ids, from_ms, to_ms)
+            .map_err(storage)?;
+        Ok(Presence::Some(
+            selected
+                .into_iter()
+                .zip(present)
+                .filter_map(|(p, ok)| ok.then_some(p))
+                .collect(),
+        ))
+    }
+}
+
+/// What [`StoreSource::present`] found.
+enum Presence {
+    /// By position, for every series.
+    All(Vec<bool>),
+    /// The positions of the selected series with samples.
+    Some(Vec<usize>),
 }
 
 /// A [`SeriesSource`] over a store.

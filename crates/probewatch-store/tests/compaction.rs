@@ -143,3 +143,51 @@ fn compaction_preserves_every_sample_and_the_last_write_wins() {
         .expect("max");
     assert!(biggest as usize <= chunk::CHUNK_MAX_SAMPLES);
 }
+
+/// Retention gives the space it frees back to the file system (incremental auto-vacuum),
+/// and what is left still reads back.
+#[test]
+fn retention_returns_freed_space_to_the_file_system() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path()).expect("open");
+    let db = dir.path().join("probewatch.db");
+    let checkpointed_size = || {
+        let conn = rusqlite::Connection::open(&db).expect("open");
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .expect("checkpoint");
+        std::fs::metadata(&db).expect("stat").len()
+    };
+    let (series, rounds, per_batch) = (300i64, 1_100i64, 100i64);
+    for first in (0..rounds).step_by(per_batch as usize) {
+        let samples: Vec<SeriesSample> = (first..first + per_batch)
+            .flat_map(|round| {
+                (0..series).map(move |i| SeriesSample {
+                    metric: "m".into(),
+                    labels: format!("{{s=\"{i}\"}}"),
+                    time_ms: round * 60_000,
+                    value: (i as f64) * 1.5 + (round % 7) as f64,
+                })
+            })
+            .collect();
+        store.write_samples(&samples).expect("write");
+        while store.compact(100_000).expect("compact").more() {}
+    }
+    let before = checkpointed_size();
+    // The first two chunks of every series (512 samples each) are all older than this.
+    let cutoff = 1_024 * 60_000;
+    let summary = store.prune(cutoff, &|_| true).expect("prune");
+    assert_eq!(summary.samples, (series * 1_024) as u64, "{summary:?}");
+    assert!(summary.bytes_released > 0, "{summary:?}");
+    let after = checkpointed_size();
+    assert!(
+        after + summary.bytes_released / 2 < before,
+        "the file did not shrink: {before} -> {after} bytes ({summary:?})"
+    );
+    let left = store.samples("m", 0, i64::MAX).expect("read");
+    assert_eq!(left.len(), series as usize);
+    for s in &left {
+        let times: Vec<i64> = s.samples.iter().map(|x| x.0).collect();
+        let want: Vec<i64> = (1_024..rounds).map(|r| r * 60_000).collect();
+        assert_eq!(times, want, "{}", s.labels);
+    }
+}

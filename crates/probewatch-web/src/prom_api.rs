@@ -3,8 +3,6 @@
 //! read probewatch. Parameters come from the query string or a form-encoded POST body, as
 //! Prometheus accepts them; errors use Prometheus's JSON shape.
 
-use std::collections::BTreeSet;
-
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -249,15 +247,13 @@ pub(crate) async fn query_range(
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The series named by `match[]` (every series when there is none) that have samples in
-/// `start`..`end` (default: all time); sorted when `sorted` (the series endpoint), in no
-/// particular order otherwise (label names and values only need the set).
-async fn matching_series(
-    state: &AppState,
+/// The selectors of `match[]` (one empty selector, every series, when there is none and
+/// none is `required`) and the `start`..`end` range (default: all time) of a series, labels or
+/// label values request.
+fn selection(
     params: &Params,
     required: bool,
-    sorted: bool,
-) -> Result<Vec<probewatch_promql::Labels>, PromError> {
+) -> Result<(Vec<Vec<probewatch_promql::Matcher>>, i64, i64), PromError> {
     let mut alternatives = Vec::new();
     let matches = params.all("match[]");
     if matches.is_empty() {
@@ -277,15 +273,7 @@ async fn matching_series(
         Some(t) => parse_time("end", t)?,
         None => i64::MAX,
     };
-    Ok(crate::query_gate::run(state, move |source, guard| {
-        guard.check()?;
-        if sorted {
-            source.series_labels(&alternatives, start, end)
-        } else {
-            source.present_series(&alternatives, start, end)
-        }
-    })
-    .await?)
+    Ok((alternatives, start, end))
 }
 
 /// `limit` as Prometheus reads it on series, labels and label values: absent or 0 is none.
@@ -328,7 +316,12 @@ pub(crate) async fn series(
     let params = Params::parse(raw, &headers, &body);
     let run = async {
         let limit = limit_param(&params)?;
-        let series = matching_series(&state, &params, true, true).await?;
+        let (alternatives, start, end) = selection(&params, true)?;
+        let series = crate::query_gate::run(&state, move |source, guard| {
+            guard.check()?;
+            source.series_labels(&alternatives, start, end)
+        })
+        .await?;
         Ok::<_, PromError>(success_limited(
             series.iter().map(labels_json).collect(),
             limit,
@@ -347,11 +340,12 @@ pub(crate) async fn labels(
     let params = Params::parse(raw, &headers, &body);
     let run = async {
         let limit = limit_param(&params)?;
-        let series = matching_series(&state, &params, false, false).await?;
-        let names: BTreeSet<&str> = series
-            .iter()
-            .flat_map(|l| l.pairs().iter().map(|(k, _)| k.as_str()))
-            .collect();
+        let (alternatives, start, end) = selection(&params, false)?;
+        let names = crate::query_gate::run(&state, move |source, guard| {
+            guard.check()?;
+            source.label_names(&alternatives, start, end)
+        })
+        .await?;
         Ok::<_, PromError>(success_limited(
             names.into_iter().map(Json::from).collect(),
             limit,
@@ -371,12 +365,12 @@ pub(crate) async fn label_values(
     let params = Params::parse(raw, &headers, &body);
     let run = async {
         let limit = limit_param(&params)?;
-        let series = matching_series(&state, &params, false, false).await?;
-        let values: BTreeSet<&str> = series
-            .iter()
-            .map(|l| l.get(&name))
-            .filter(|v| !v.is_empty())
-            .collect();
+        let (alternatives, start, end) = selection(&params, false)?;
+        let values = crate::query_gate::run(&state, move |source, guard| {
+            guard.check()?;
+            source.label_values(&name, &alternatives, start, end)
+        })
+        .await?;
         Ok::<_, PromError>(success_limited(
             values.into_iter().map(Json::from).collect(),
             limit,

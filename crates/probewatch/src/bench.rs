@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// Files per second (0: as fast as the writers can).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Distinct checks the files report (each file is one probe with 2 checks and 10
+    /// metrics, so about 7 series per check). Default: 700 (50 probes on 7 hosts).
+    #[arg(long, default_value_t = 700)]
+    pub checks: u64,
     /// Writer style.
     #[arg(long, value_enum, default_value_t = Style::Single)]
     pub style: Style,
@@ -184,12 +188,15 @@ fn now_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
-/// The result file for number `n`: 2 checks and 10 metrics, unique time.
-fn result_file(n: u64) -> String {
+/// The result file for number `n`: 2 checks and 10 metrics, unique time. Files take turns
+/// among `checks / 2` probes (a probe is a name and a host).
+fn result_file(n: u64, checks: u64) -> String {
+    let probes = (checks / 2).max(1);
+    let probe = n % probes;
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<probe name=\"bench-{}\" host=\"host-{}\" time=\"{}\" interval=\"60s\">\n",
-        n % 50,
-        n % 7,
+        probe / 7,
+        probe % 7,
         1_700_000_000 + n
     );
     xml.push_str(&format!(
@@ -232,7 +239,7 @@ fn generate(spool: &Path, args: &BenchArgs) -> anyhow::Result<Vec<(String, i64)>
                         }
                         let name = format!("r{n:08}.xml");
                         let path = spool.join(&name);
-                        let content = result_file(n);
+                        let content = result_file(n, args.checks);
                         match args.style {
                             Style::Single => std::fs::write(&path, &content)?,
                             Style::Chunked => {

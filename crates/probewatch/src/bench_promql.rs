@@ -104,7 +104,13 @@ impl Drop for Peer {
     }
 }
 
-fn start_peer(args: &BenchPromqlArgs, dir: &Path, start_ms: i64) -> anyhow::Result<Option<Peer>> {
+/// Starts Prometheus on a TSDB of the same samples; also returns the TSDB's bytes on disk as
+/// promtool wrote them (blocks and their index; no write-ahead log).
+fn start_peer(
+    args: &BenchPromqlArgs,
+    dir: &Path,
+    start_ms: i64,
+) -> anyhow::Result<Option<(Peer, u64)>> {
     if !args.prometheus.exists() || !args.promtool.exists() {
         println!(
             "  (no {} or {}: Prometheus is not compared; Debian package prometheus)",
@@ -129,6 +135,7 @@ fn start_peer(args: &BenchPromqlArgs, dir: &Path, start_ms: i64) -> anyhow::Resu
         String::from_utf8_lossy(&built.stderr)
     );
     let _ = std::fs::remove_file(&om);
+    let bytes = dir_bytes(&tsdb)?;
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1h\n")?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
@@ -159,7 +166,19 @@ fn start_peer(args: &BenchPromqlArgs, dir: &Path, start_ms: i64) -> anyhow::Resu
         args.prometheus.display(),
         t.elapsed().as_secs_f64()
     );
-    Ok(Some(peer))
+    Ok(Some((peer, bytes)))
+}
+
+/// Bytes of every file under `dir`.
+fn dir_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in walkdir::WalkDir::new(dir) {
+        let entry = entry?;
+        if entry.file_type().is_file() {
+            total += entry.metadata()?.len();
+        }
+    }
+    Ok(total)
 }
 
 /// Runs the benchmark and prints the figures.
@@ -190,7 +209,28 @@ pub fn run(args: &BenchPromqlArgs) -> anyhow::Result<std::process::ExitCode> {
         args.step,
         t.elapsed().as_secs_f64()
     );
+    store.compact_all()?;
+    let usage = store.disk_usage()?;
     let peer = start_peer(args, dir.path(), start_ms)?;
+    let per_sample = |bytes: u64| bytes as f64 / samples as f64;
+    let used = usage.file_bytes - usage.free_bytes;
+    print!(
+        "  on disk: probewatch {:.2} bytes/sample ({} bytes in use of a {}-byte file; sample \
+         chunks alone {:.2} bytes/sample)",
+        per_sample(used),
+        used,
+        usage.file_bytes,
+        per_sample(usage.chunk_data_bytes)
+    );
+    match &peer {
+        Some((_, bytes)) => println!(
+            ", Prometheus {:.2} bytes/sample ({bytes} bytes of blocks): ratio {:.2}",
+            per_sample(*bytes),
+            used as f64 / *bytes as f64
+        ),
+        None => println!(),
+    }
+    let peer = peer.map(|(peer, _)| peer);
     let store: Arc<dyn Store> = Arc::new(store);
     let ours = crate::bench_http::LoopbackServer::start(store)?;
     let client = reqwest::blocking::Client::builder()
@@ -237,6 +277,17 @@ pub fn run(args: &BenchPromqlArgs) -> anyhow::Result<std::process::ExitCode> {
                 "/api/v1/label/instance/values?start={}&end={at}",
                 start_ms / 1000
             ),
+        ),
+        (
+            "label values of group, with start/end".into(),
+            format!(
+                "/api/v1/label/group/values?start={}&end={at}",
+                start_ms / 1000
+            ),
+        ),
+        (
+            "label names, with start/end".into(),
+            format!("/api/v1/labels?start={}&end={at}", start_ms / 1000),
         ),
         (
             "series of one group, with start/end".into(),

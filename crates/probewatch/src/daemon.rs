@@ -449,6 +449,7 @@ fn spawn_retention(
                         samples = s.samples,
                         check_results = s.check_results,
                         ledger_rows = s.files,
+                        bytes_released = s.bytes_released,
                         "retention pruned old data"
                     ),
                     Ok(_) => {}

@@ -8,6 +8,7 @@ use probewatch::cli::{Cli, Command};
 /// mimalloc instead of glibc malloc: the prepare thread allocates every parsed result and the
 /// writer thread frees it, and glibc's per-arena locking and consolidation on those
 /// cross-thread frees showed up at several percent of the hot path (docs/benchmarks.md).
+#[cfg(not(feature = "heapprof"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -16,10 +16,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use crate::model::*;
 use crate::{Store, StoreError};
+use id_cache::IdCache;
 
 mod alerting;
+mod id_cache;
 mod intervals;
 mod samples;
+mod spans;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -55,15 +58,19 @@ pub struct SqliteStore {
     identity: (u64, u64),
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
+    /// Each series' time span, for presence questions over many series.
+    spans: spans::SpanTable,
 }
 
 /// The write connection and the id caches that only the writer may touch.
 struct Writer {
     conn: Connection,
     /// `metric` + canonical labels → series id.
-    series: HashMap<String, i64>,
-    /// `probe\0host\0check\0` → check id.
-    checks: HashMap<String, i64>,
+    series: IdCache,
+    /// (probe, host, check) → check id.
+    checks: IdCache,
+    /// (series id, time) of every sample the current transaction wrote, for the span table.
+    written: Vec<(i64, i64)>,
     next_batch_id: i64,
     /// Samples in the active head (as far as this process knows), to decide when to swap.
     active_rows: u64,
@@ -113,6 +120,12 @@ impl SqliteStore {
         let path = data_dir.join(DB_FILE);
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A new database returns the space retention frees (`release_free_pages`); the mode
+        // can only be chosen before the first table exists.
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| r.get(0))?;
+        if tables == 0 {
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+        }
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -138,13 +151,15 @@ impl SqliteStore {
             identity,
             writer: Mutex::new(Writer {
                 conn,
-                series: HashMap::new(),
-                checks: HashMap::new(),
+                series: IdCache::default(),
+                checks: IdCache::default(),
+                written: Vec::new(),
                 next_batch_id,
                 active_rows: to_u64(active_rows),
                 head_max: DEFAULT_HEAD_MAX_SAMPLES,
             }),
             readers: Mutex::new(Vec::new()),
+            spans: spans::SpanTable::default(),
         })
     }
 
@@ -211,6 +226,79 @@ impl SqliteStore {
             deleted += to_u64(n);
         }
         Ok(deleted)
+    }
+
+    /// Moves every sample of both heads into chunks, however few the active head holds: for
+    /// measuring what storage costs (`probewatch bench-promql`).
+    pub fn compact_all(&self) -> Result<(), StoreError> {
+        let mut swaps = 0;
+        loop {
+            let mut writer = self.writer();
+            let Writer {
+                conn, active_rows, ..
+            } = &mut *writer;
+            // A head limit of 0 swaps whenever the frozen head is empty: by the second swap
+            // both heads have been frozen and emptied.
+            let step = samples::compact_step(conn, 0, 0, 200_000)?;
+            if step.swapped {
+                *active_rows = 0;
+                swaps += 1;
+                if swaps == 2 {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// The database file's size and how much of it is free pages, after a checkpoint has
+    /// moved everything out of the write-ahead log.
+    pub fn disk_usage(&self) -> Result<DiskUsage, StoreError> {
+        let writer = self.writer();
+        let conn = &writer.conn;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+        let chunk_bytes: i64 = conn.query_row(
+            "SELECT coalesce(sum(length(data)), 0) FROM chunks",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(DiskUsage {
+            file_bytes: to_u64(page * pages),
+            free_bytes: to_u64(page * free),
+            chunk_data_bytes: to_u64(chunk_bytes),
+        })
+    }
+
+    /// Gives the database's free pages back to the file system, a few MiB per writer lock so
+    /// ingest is never held up for long. Only databases created with incremental
+    /// auto-vacuum can (those created by this version on; older ones keep reusing their
+    /// free pages). Returns the bytes released.
+    fn release_free_pages(&self) -> Result<u64, StoreError> {
+        const STEP_PAGES: i64 = 2048;
+        let mut released = 0u64;
+        loop {
+            let writer = self.writer();
+            let conn = &writer.conn;
+            let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
+            let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            if mode != 2 || free == 0 {
+                return Ok(released);
+            }
+            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            // The pragma frees pages as its statement is stepped: run it to the end.
+            let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({STEP_PAGES})"))?;
+            let mut rows = stmt.query([])?;
+            while rows.next()?.is_some() {}
+            drop(rows);
+            drop(stmt);
+            let left: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            released += to_u64((free - left).max(0) * page);
+            if left >= free {
+                return Ok(released);
+            }
+        }
     }
 
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
@@ -308,10 +396,11 @@ impl Writer {
             conn,
             series,
             checks,
+            written,
             ..
         } = self;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut writer = ResultWriter::new(&tx, series, checks)?;
+        let mut writer = ResultWriter::new(&tx, series, checks, written)?;
         let mut results = Vec::with_capacity(items.len());
         let mut samples_written = 0u64;
         let mut checks_written = 0u64;
@@ -436,11 +525,10 @@ struct ResultWriter<'a, 'i> {
     tx: &'a Connection,
     /// The active head (0 or 1) that samples go to.
     head: usize,
-    series: &'a mut HashMap<String, i64>,
-    checks: &'a mut HashMap<String, i64>,
+    series: &'a mut IdCache,
+    checks: &'a mut IdCache,
+    written: &'a mut Vec<(i64, i64)>,
     delta: Delta,
-    /// Scratch buffer for cache keys, so a cache hit allocates nothing.
-    key: String,
     /// The newest result of each check seen in this batch; written to `checks` once, at the
     /// end, instead of one UPDATE per result.
     latest: HashMap<i64, (&'i ProbeResult, &'i probewatch_core::CheckResult)>,
@@ -487,16 +575,18 @@ impl<'a> ResultWriter<'a, '_> {
     /// A writer for transaction `tx`, samples going to the active head.
     fn new(
         tx: &'a Connection,
-        series: &'a mut HashMap<String, i64>,
-        checks: &'a mut HashMap<String, i64>,
+        series: &'a mut IdCache,
+        checks: &'a mut IdCache,
+        written: &'a mut Vec<(i64, i64)>,
     ) -> rusqlite::Result<Self> {
+        written.clear();
         Ok(ResultWriter {
             tx,
             head: samples::active_head(tx)?,
             series,
             checks,
+            written,
             delta: Delta::default(),
-            key: String::new(),
             latest: HashMap::new(),
             pending: HashMap::new(),
         })
@@ -578,13 +668,9 @@ impl<'i> ResultWriter<'_, 'i> {
         result: &ProbeResult,
         check: &probewatch_core::CheckResult,
     ) -> rusqlite::Result<i64> {
-        self.key.clear();
-        for part in [&result.probe, &result.host, &check.name] {
-            self.key.push_str(part);
-            self.key.push('\0');
-        }
-        if let Some(id) = self.checks.get(self.key.as_str()) {
-            return Ok(*id);
+        let key = id_cache::key(&[&result.probe, &result.host, &check.name]);
+        if let Some(id) = self.checks.get(key) {
+            return Ok(id);
         }
         let (probe, host, name) = (&result.probe, &result.host, &check.name);
         let existing: Option<i64> = self
@@ -614,7 +700,7 @@ impl<'i> ResultWriter<'_, 'i> {
                 self.tx.last_insert_rowid()
             }
         };
-        self.checks.insert(self.key.clone(), id);
+        self.checks.insert(key, id);
         Ok(id)
     }
 
@@ -622,11 +708,9 @@ impl<'i> ResultWriter<'_, 'i> {
     fn sample(&mut self, sample: &SeriesSample) -> rusqlite::Result<()> {
         let (metric, labels, ts, value) =
             (&sample.metric, &sample.labels, sample.time_ms, sample.value);
-        self.key.clear();
-        self.key.push_str(metric);
-        self.key.push_str(labels);
-        let series_id = match self.series.get(self.key.as_str()) {
-            Some(id) => *id,
+        let key = id_cache::key(&[metric, labels]);
+        let series_id = match self.series.get(key) {
+            Some(id) => id,
             None => {
                 let existing: Option<i64> = self
                     .tx
@@ -643,7 +727,7 @@ impl<'i> ResultWriter<'_, 'i> {
                         self.tx.last_insert_rowid()
                     }
                 };
-                self.series.insert(self.key.clone(), id);
+                self.series.insert(key, id);
                 id
             }
         };
@@ -656,6 +740,7 @@ impl<'i> ResultWriter<'_, 'i> {
         if new {
             self.delta.samples += 1;
         }
+        self.written.push((series_id, ts));
         Ok(())
     }
 }
@@ -704,10 +789,13 @@ impl Store for SqliteStore {
             writer.conn.pragma_update(None, "synchronous", "FULL")?;
         }
         let result = writer.commit_batch(items);
-        if result.is_err() {
-            // The transaction rolled back: ids cached during it may not exist.
-            writer.series.clear();
-            writer.checks.clear();
+        match &result {
+            Ok(_) => self.spans.note(&writer.written),
+            Err(_) => {
+                // The transaction rolled back: ids cached during it may not exist.
+                writer.series.clear();
+                writer.checks.clear();
+            }
         }
         if durable {
             writer.conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -789,7 +877,7 @@ impl Store for SqliteStore {
         let mut summary = PruneSummary {
             samples,
             check_results,
-            files: 0,
+            ..PruneSummary::default()
         };
         // Old ledger rows go only when their file is gone: a row for a file still on disk is
         // what stops a rescan from ingesting it again.
@@ -828,6 +916,7 @@ impl Store for SqliteStore {
             tx.commit()?;
             summary.files += chunk.len() as u64;
         }
+        summary.bytes_released = self.release_free_pages()?;
         Ok(summary)
     }
 
@@ -1039,12 +1128,13 @@ impl Store for SqliteStore {
             conn,
             series,
             checks,
+            written,
             active_rows,
             ..
         } = &mut *guard;
         let result = (|| -> rusqlite::Result<u64> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut writer = ResultWriter::new(&tx, series, checks)?;
+            let mut writer = ResultWriter::new(&tx, series, checks, written)?;
             for sample in samples {
                 writer.sample(sample)?;
             }
@@ -1057,6 +1147,7 @@ impl Store for SqliteStore {
         match result {
             Ok(added) => {
                 *active_rows += added;
+                self.spans.note(written);
                 Ok(added)
             }
             Err(err) => {
@@ -1220,11 +1311,19 @@ impl Store for SqliteStore {
         // Past a few hundred series one pass over the heads and the chunk index is cheaper
         // than three statements per series.
         const BULK: usize = 500;
+        if ids.len() > BULK {
+            if !self.spans.is_loaded() {
+                let writer = self.writer();
+                if !self.spans.is_loaded() {
+                    self.spans.load(&writer.conn)?;
+                }
+            }
+            if let Some(present) = self.spans.overlapping(ids, from_ms, to_ms) {
+                return Ok(present);
+            }
+        }
         self.read(|conn| {
             let tx = conn.unchecked_transaction()?;
-            if ids.len() > BULK {
-                return samples::have_samples(&tx, ids, from_ms, to_ms);
-            }
             ids.iter()
                 .map(|id| samples::has_samples(&tx, *id, from_ms, to_ms))
                 .collect()
@@ -1348,7 +1447,7 @@ mod tests {
     /// per-series one, in the heads and in chunks, including a chunk that spans the range
     /// with no sample inside it (a gap).
     #[test]
-    fn series_with_samples_in_bulk_agrees_with_one_by_one() {
+    fn series_with_samples_in_bulk_covers_one_by_one() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(dir.path()).expect("open");
         let mut samples = Vec::new();
@@ -1372,15 +1471,14 @@ mod tests {
         }
         store.write_samples(&samples).expect("write");
         while store.compact(100_000).expect("compact").more() {}
-        // Some more in the head.
-        store
-            .write_samples(&[probewatch_core::SeriesSample {
-                metric: "m".into(),
-                labels: "{i=\"7\"}".into(),
-                time_ms: 20_000_000,
-                value: 2.0,
-            }])
-            .expect("write");
+        // Some in the active head too.
+        let late = |i: i64, t: i64| probewatch_core::SeriesSample {
+            metric: "m".into(),
+            labels: format!("{{i=\"{i}\"}}"),
+            time_ms: t,
+            value: 2.0,
+        };
+        store.write_samples(&[late(3, 15_000_000)]).expect("write");
         let ids: Vec<i64> = store
             .series_after(0)
             .expect("series")
@@ -1388,20 +1486,54 @@ mod tests {
             .map(|s| s.id)
             .collect();
         assert_eq!(ids.len(), 1200);
-        for (from, to) in [
-            (6_000_000, 7_000_000),
-            (0, 1_000),
-            (3_500_000, 4_000_000),
-            (19_000_000, 21_000_000),
-            (i64::MIN, i64::MAX),
-            (30_000_000, 40_000_000),
-        ] {
-            let bulk = store.series_with_samples(&ids, from, to).expect("bulk");
-            let one: Vec<bool> = ids
-                .chunks(100)
-                .flat_map(|c| store.series_with_samples(c, from, to).expect("one by one"))
-                .collect();
-            assert_eq!(bulk, one, "range {from}..{to}");
-        }
+        let check = |store: &SqliteStore| {
+            for (from, to) in [
+                (6_000_000, 7_000_000),
+                (0, 1_000),
+                (3_500_000, 4_000_000),
+                (14_000_000, 16_000_000),
+                (19_000_000, 21_000_000),
+                (i64::MIN, i64::MAX),
+                (30_000_000, 40_000_000),
+            ] {
+                let bulk = store.series_with_samples(&ids, from, to).expect("bulk");
+                let one: Vec<bool> = ids
+                    .chunks(100)
+                    .flat_map(|c| store.series_with_samples(c, from, to).expect("one by one"))
+                    .collect();
+                for (n, (b, o)) in bulk.iter().zip(&one).enumerate() {
+                    // Spans may only add a series with samples on both sides of the range.
+                    let exact = |from, to| {
+                        store
+                            .series_with_samples(&ids[n..=n], from, to)
+                            .expect("one")[0]
+                    };
+                    let around = from > i64::MIN
+                        && to < i64::MAX
+                        && exact(i64::MIN, from - 1)
+                        && exact(to + 1, i64::MAX);
+                    assert!(
+                        b == o || (*b && around),
+                        "series {n} in {from}..{to}: bulk {b}, one by one {o}"
+                    );
+                }
+            }
+        };
+        check(&store);
+        // Written after the span table was loaded: the writer widens it.
+        store.write_samples(&[late(7, 20_000_000)]).expect("write");
+        let present = store
+            .series_with_samples(&ids, 19_000_000, 21_000_000)
+            .expect("bulk");
+        assert_eq!(
+            present.iter().filter(|p| **p).count(),
+            1,
+            "only series 7 has a sample at 20,000 s"
+        );
+        check(&store);
+        // A reopened store loads the same spans from the database.
+        drop(store);
+        let store = SqliteStore::open(dir.path()).expect("reopen");
+        check(&store);
     }
 }

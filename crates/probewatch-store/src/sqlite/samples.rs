@@ -309,59 +309,6 @@ pub(super) fn read_series(
     Ok(())
 }
 
-/// Which of `ids` have a sample in `[from_ms, to_ms]`, answered for all of them at once:
-/// the series in either head with a sample in the range, then one pass over the chunk
-/// index `(series_id, max_ts)` (no chunk data read). A chunk whose last sample lies in the
-/// range settles its series; one that ends after `to_ms` may still hold none inside, so
-/// those few series are checked one by one with [`has_samples`]. For many ids this costs
-/// three statements instead of three per series.
-pub(super) fn have_samples(
-    conn: &Connection,
-    ids: &[i64],
-    from_ms: i64,
-    to_ms: i64,
-) -> rusqlite::Result<Vec<bool>> {
-    use std::collections::{HashMap, HashSet};
-    let wanted: HashMap<i64, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut out = vec![false; ids.len()];
-    let mark = |id: i64, out: &mut Vec<bool>| {
-        if let Some(&i) = wanted.get(&id) {
-            out[i] = true;
-        }
-    };
-    for head in ["samples_head_0", "samples_head_1"] {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT DISTINCT series_id FROM {head} WHERE ts_ms BETWEEN ?1 AND ?2"
-        ))?;
-        let mut rows = stmt.query(params![from_ms, to_ms])?;
-        while let Some(row) = rows.next()? {
-            mark(row.get(0)?, &mut out);
-        }
-    }
-    let mut maybe: HashSet<i64> = HashSet::new();
-    let mut stmt = conn.prepare_cached(
-        "SELECT series_id, max_ts FROM chunks INDEXED BY chunks_series WHERE max_ts >= ?1",
-    )?;
-    let mut rows = stmt.query(params![from_ms])?;
-    while let Some(row) = rows.next()? {
-        let (id, max): (i64, i64) = (row.get(0)?, row.get(1)?);
-        if max <= to_ms {
-            mark(id, &mut out);
-        } else if wanted.contains_key(&id) {
-            maybe.insert(id);
-        }
-    }
-    drop(rows);
-    for id in maybe {
-        if let Some(&i) = wanted.get(&id)
-            && !out[i]
-        {
-            out[i] = has_samples(conn, id, from_ms, to_ms)?;
-        }
-    }
-    Ok(out)
-}
-
 const HEAD_ANY: [&str; 2] = [
     "SELECT EXISTS (SELECT 1 FROM samples_head_0 WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3)",
     "SELECT EXISTS (SELECT 1 FROM samples_head_1 WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3)",

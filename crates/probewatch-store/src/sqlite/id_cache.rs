@@ -1,0 +1,150 @@
+//! The writer's caches of series and check ids, keyed by a 128-bit hash of the name.
+//!
+//! At a million series, a map keyed by the series text (`metric{labels}`, ~80 bytes) held
+//! ~120 bytes per series: over 100 MiB. A 128-bit XXH3 of the text, seeded per process so
+//! that probe authors cannot aim at a collision, takes 16; two names of a million sharing a
+//! hash has a probability of about 10^-27. The map is also capped: past
+//! [`IdCache::CAPACITY`] entries it starts over, and misses go to the database's unique index.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
+
+/// Name hash → id, for the writer only. Split in [`SHARDS`] maps, so that growing one
+/// moves a sixteenth of the entries and never holds two whole tables at once.
+#[derive(Debug)]
+pub(super) struct IdCache(Vec<HashMap<Key, i64, PassThrough>>);
+
+const SHARDS: usize = 16;
+
+/// A 128-bit name hash as two words: 8-byte alignment keeps an entry at 24 bytes (a `u128`
+/// key would pad it to 32).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Key {
+    lo: u64,
+    hi: u64,
+}
+
+impl std::hash::Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.lo);
+    }
+}
+
+impl Default for IdCache {
+    fn default() -> Self {
+        IdCache((0..SHARDS).map(|_| HashMap::default()).collect())
+    }
+}
+
+impl IdCache {
+    /// Most entries kept (about 24 MiB of tables at most).
+    pub const CAPACITY: usize = 1 << 20;
+
+    fn shard(&self, key: Key) -> usize {
+        (key.hi % SHARDS as u64) as usize
+    }
+
+    pub fn get(&self, key: Key) -> Option<i64> {
+        self.0[self.shard(key)].get(&key).copied()
+    }
+
+    pub fn insert(&mut self, key: Key, id: i64) {
+        let shard = self.shard(key);
+        let map = &mut self.0[shard];
+        if map.len() >= Self::CAPACITY / SHARDS {
+            *map = HashMap::default();
+        }
+        map.insert(key, id);
+    }
+
+    pub fn clear(&mut self) {
+        *self = IdCache::default();
+    }
+
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.0.iter().map(HashMap::len).sum()
+    }
+}
+
+/// The key of a name given in parts: each part is followed by a 0 byte, so no two
+/// different part lists run together into the same bytes (names hold no 0 bytes).
+pub(super) fn key(parts: &[&str]) -> Key {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(seed());
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0]);
+    }
+    let hash = hasher.digest128();
+    Key {
+        lo: hash as u64,
+        hi: (hash >> 64) as u64,
+    }
+}
+
+/// A random seed, chosen once per process.
+fn seed() -> u64 {
+    static SEED: OnceLock<u64> = OnceLock::new();
+    *SEED.get_or_init(|| std::hash::RandomState::new().hash_one(0x7072_6f62_6577_6174_u64))
+}
+
+/// The keys are already uniform hashes: the map uses their low 64 bits as they are.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassThrough;
+
+impl BuildHasher for PassThrough {
+    type Hasher = PassThroughHasher;
+    fn build_hasher(&self) -> PassThroughHasher {
+        PassThroughHasher(0)
+    }
+}
+
+#[derive(Debug)]
+struct PassThroughHasher(u64);
+
+impl Hasher for PassThroughHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only keys are hashed (through write_u64); fold anything else anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_do_not_run_together() {
+        assert_ne!(key(&["ab", "c"]), key(&["a", "bc"]));
+        assert_ne!(key(&["a", ""]), key(&["a"]));
+        assert_eq!(key(&["m", "{a=\"1\"}"]), key(&["m", "{a=\"1\"}"]));
+    }
+
+    #[test]
+    fn a_full_shard_starts_over_and_the_others_stay() {
+        let mut cache = IdCache::default();
+        let key = |lo: u64, hi: u64| Key { lo, hi };
+        let per_shard = (IdCache::CAPACITY / SHARDS) as u64;
+        for i in 0..per_shard {
+            cache.insert(key(i, 0), i as i64);
+        }
+        cache.insert(key(7, 1), -7);
+        assert_eq!(cache.len() as u64, per_shard + 1);
+        assert_eq!(cache.get(key(7, 0)), Some(7));
+        assert_eq!(cache.get(key(7, 16)), None, "same shard, other key");
+        cache.insert(key(u64::MAX, 0), -1);
+        assert_eq!(cache.len(), 2);
+        assert_eq!(cache.get(key(7, 0)), None);
+        assert_eq!(cache.get(key(u64::MAX, 0)), Some(-1));
+        assert_eq!(cache.get(key(7, 1)), Some(-7));
+    }
+}

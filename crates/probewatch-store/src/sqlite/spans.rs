@@ -1,0 +1,99 @@
+//! Each series' time span in memory, so "which of these 700,000 series have samples between
+//! `start` and `end`" (`/api/v1/series`, labels and label values with a time range) is a
+//! lookup per series instead of a pass over the heads and the chunk index.
+//!
+//! A span is conservative: every sample of the series lies inside it, but a series may have
+//! no sample in a range its span overlaps (a gap, or samples since removed by retention).
+//! Prometheus answers the same questions from whole blocks, so it is as coarse or coarser.
+//!
+//! The table is loaded on first use (under the writer lock, so no commit is missed), then the
+//! writer widens spans after each commit. Series that only have chunks get an unknown start
+//! (`i64::MIN`): the load reads only the chunk index `(series_id, max_ts)`, never the chunk
+//! rows, so it stays cheap on a large database.
+
+use std::sync::RwLock;
+
+use rusqlite::Connection;
+
+/// `(first, last)` sample time by series id; `EMPTY` for a series with no samples known.
+#[derive(Debug, Default)]
+pub(super) struct SpanTable(RwLock<Option<Vec<(i64, i64)>>>);
+
+const EMPTY: (i64, i64) = (i64::MAX, i64::MIN);
+
+impl SpanTable {
+    pub fn is_loaded(&self) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// Loads the table from the database; `conn` must be the writer's connection, held so
+    /// that nothing commits meanwhile.
+    pub fn load(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let mut spans: Vec<(i64, i64)> = Vec::new();
+        let mut widen = |id: i64, lo: i64, hi: i64| {
+            let Ok(i) = usize::try_from(id) else {
+                return;
+            };
+            if i >= spans.len() {
+                spans.resize(i + 1, EMPTY);
+            }
+            let span = &mut spans[i];
+            *span = (span.0.min(lo), span.1.max(hi));
+        };
+        let mut stmt = conn.prepare(
+            "SELECT series_id, max(max_ts) FROM chunks INDEXED BY chunks_series
+             GROUP BY series_id",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            widen(row.get(0)?, i64::MIN, row.get(1)?);
+        }
+        drop(rows);
+        for head in ["samples_head_0", "samples_head_1"] {
+            let mut stmt = conn.prepare(&format!(
+                "SELECT series_id, min(ts_ms), max(ts_ms) FROM {head} GROUP BY series_id"
+            ))?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                widen(row.get(0)?, row.get(1)?, row.get(2)?);
+            }
+        }
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(spans);
+        Ok(())
+    }
+
+    /// Widens spans by samples just committed, as `(series id, time)`; nothing before the
+    /// table is loaded (the load will read them).
+    pub fn note(&self, samples: &[(i64, i64)]) {
+        let mut guard = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let Some(spans) = guard.as_mut() else {
+            return;
+        };
+        for &(id, ts) in samples {
+            let Ok(i) = usize::try_from(id) else {
+                continue;
+            };
+            if i >= spans.len() {
+                spans.resize(i + 1, EMPTY);
+            }
+            let span = &mut spans[i];
+            *span = (span.0.min(ts), span.1.max(ts));
+        }
+    }
+
+    /// For each id, whether its span overlaps `[from_ms, to_ms]`; `None` if not loaded.
+    pub fn overlapping(&self, ids: &[i64], from_ms: i64, to_ms: i64) -> Option<Vec<bool>> {
+        let guard = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let spans = guard.as_ref()?;
+        Some(
+            ids.iter()
+                .map(|&id| {
+                    usize::try_from(id)
+                        .ok()
+                        .and_then(|i| spans.get(i))
+                        .is_some_and(|&(lo, hi)| lo <= to_ms && hi >= from_ms)
+                })
+                .collect(),
+        )
+    }
+}
