@@ -83,6 +83,17 @@ pub(super) fn key(parts: &[&str]) -> Key {
     }
 }
 
+/// The hash of a series name stored in `series.name_hash`: XXH3-64 with seed 0 (it must be
+/// the same in every process), as SQLite's signed integer. Only narrows a lookup; the text
+/// decides.
+pub(super) fn name_hash(metric: &str, labels: &str) -> i64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(0);
+    hasher.update(metric.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(labels.as_bytes());
+    hasher.digest() as i64
+}
+
 /// A random seed, chosen once per process.
 fn seed() -> u64 {
     static SEED: OnceLock<u64> = OnceLock::new();

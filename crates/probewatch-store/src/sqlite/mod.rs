@@ -35,10 +35,14 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_status_intervals.sql"),
     include_str!("migrations/0008_spool_stats.sql"),
     include_str!("migrations/0009_notification_failures.sql"),
+    include_str!("migrations/0010_series_name_hash.sql"),
 ];
 
 /// The migration after which every check's status intervals are built from its results.
 const INTERVALS_MIGRATION: usize = 7;
+
+/// The migration after which every series' `name_hash` is computed and indexed.
+const SERIES_HASH_MIGRATION: usize = 10;
 
 /// Samples the active head may hold before the heads swap and it is compacted. The head's
 /// B-tree (~25 bytes a sample) stays well inside the writer's page cache.
@@ -306,6 +310,20 @@ impl SqliteStore {
     }
 }
 
+/// Fills `series.name_hash` for every row and indexes it (migration 10).
+fn hash_series_names(tx: &Connection) -> rusqlite::Result<()> {
+    let rows: Vec<(i64, String, String)> = tx
+        .prepare("SELECT id, metric, labels FROM series")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = tx.prepare("UPDATE series SET name_hash = ?2 WHERE id = ?1")?;
+    for (id, metric, labels) in rows {
+        update.execute(params![id, id_cache::name_hash(&metric, &labels)])?;
+    }
+    tx.execute_batch("CREATE INDEX series_name_hash ON series (name_hash)")?;
+    Ok(())
+}
+
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
@@ -324,6 +342,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(sql)?;
         if index + 1 == INTERVALS_MIGRATION {
             intervals::rebuild_all(&tx)?;
+        }
+        if index + 1 == SERIES_HASH_MIGRATION {
+            hash_series_names(&tx)?;
         }
         tx.pragma_update(None, "user_version", to_i64(index as u64 + 1))?;
         tx.commit()?;
@@ -712,17 +733,28 @@ impl<'i> ResultWriter<'_, 'i> {
         let series_id = match self.series.get(key) {
             Some(id) => id,
             None => {
-                let existing: Option<i64> = self
+                let hash = id_cache::name_hash(metric, labels);
+                let mut existing = None;
+                let mut stmt = self
                     .tx
-                    .prepare_cached("SELECT id FROM series WHERE metric = ?1 AND labels = ?2")?
-                    .query_row(params![metric, labels], |r| r.get(0))
-                    .optional()?;
+                    .prepare_cached("SELECT id, metric, labels FROM series WHERE name_hash = ?1")?;
+                let mut rows = stmt.query(params![hash])?;
+                while let Some(row) = rows.next()? {
+                    if row.get_ref(1)?.as_str()? == metric && row.get_ref(2)?.as_str()? == labels {
+                        existing = Some(row.get(0)?);
+                        break;
+                    }
+                }
+                drop(rows);
+                drop(stmt);
                 let id = match existing {
                     Some(id) => id,
                     None => {
                         self.tx
-                            .prepare_cached("INSERT INTO series (metric, labels) VALUES (?1, ?2)")?
-                            .execute(params![metric, labels])?;
+                            .prepare_cached(
+                                "INSERT INTO series (metric, labels, name_hash) VALUES (?1, ?2, ?3)",
+                            )?
+                            .execute(params![metric, labels, hash])?;
                         self.delta.series += 1;
                         self.tx.last_insert_rowid()
                     }
@@ -1352,6 +1384,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<SeriesSamples>, StoreError> {
         self.read(|conn| {
             let series: Vec<(i64, String)> = conn
+                // A scan (no index by metric: queries find series through the SeriesIndex);
+                // this is for tests and tools.
                 .prepare_cached("SELECT id, labels FROM series WHERE metric = ?1 ORDER BY labels")?
                 .query_map(params![metric], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<rusqlite::Result<_>>()?;
@@ -1409,6 +1443,85 @@ mod tests {
         assert!(!store.compact(100).expect("compact").more());
         read(&store);
         assert_eq!(store.stats().expect("stats").samples, 3);
+    }
+
+    /// Series from before migration 0010 are found by their new name hash: a sample for an
+    /// existing name joins its series instead of creating a second one.
+    #[test]
+    fn series_from_schema_9_are_found_by_name_hash() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+            for sql in &MIGRATIONS[..9] {
+                conn.execute_batch(sql).expect("old schema");
+            }
+            conn.pragma_update(None, "user_version", 9)
+                .expect("version");
+            conn.execute_batch(
+                "INSERT INTO series (id, metric, labels) VALUES (7, 'm', '{a=\"b\"}'),
+                     (8, 'm', '{a=\"c\"}');
+                 INSERT INTO samples_head_0 VALUES (7, 1000, 1.5);
+                 UPDATE stats SET samples = 1, series = 2;",
+            )
+            .expect("old data");
+        }
+        let store = SqliteStore::open(dir.path()).expect("migrates");
+        let sample = |labels: &str, t: i64| probewatch_core::SeriesSample {
+            metric: "m".into(),
+            labels: labels.into(),
+            time_ms: t,
+            value: 2.0,
+        };
+        store
+            .write_samples(&[sample("{a=\"b\"}", 2000), sample("{a=\"d\"}", 2000)])
+            .expect("write");
+        let rows = store.series_after(0).expect("series");
+        let names: Vec<(i64, &str)> = rows.iter().map(|r| (r.id, r.labels.as_str())).collect();
+        assert_eq!(
+            names,
+            [(7, "{a=\"b\"}"), (8, "{a=\"c\"}"), (9, "{a=\"d\"}")]
+        );
+        let b = store.samples("m", 0, 10_000).expect("read");
+        assert_eq!(b[0].samples, [(1000, 1.5), (2000, 2.0)]);
+        let indexed: i64 = store
+            .read(|c| {
+                c.query_row(
+                    "SELECT count(*) FROM series INDEXED BY series_name_hash WHERE name_hash = ?1",
+                    params![id_cache::name_hash("m", "{a=\"c\"}")],
+                    |r| r.get(0),
+                )
+            })
+            .expect("count");
+        assert_eq!(indexed, 1);
+    }
+
+    /// Two names that share a name hash stay two series: the text decides.
+    #[test]
+    fn a_name_hash_collision_keeps_series_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let sample = |labels: &str| probewatch_core::SeriesSample {
+            metric: "m".into(),
+            labels: labels.into(),
+            time_ms: 1000,
+            value: 1.0,
+        };
+        store.write_samples(&[sample("{a=\"2\"}")]).expect("write");
+        // Series a=2 now carries the hash of a=1, as a collision would.
+        store
+            .writer()
+            .conn
+            .execute(
+                "UPDATE series SET name_hash = ?1",
+                params![id_cache::name_hash("m", "{a=\"1\"}")],
+            )
+            .expect("forge");
+        drop(store);
+        let store = SqliteStore::open(dir.path()).expect("reopen (empty id caches)");
+        store.write_samples(&[sample("{a=\"1\"}")]).expect("write");
+        let rows = store.series_after(0).expect("series");
+        let names: Vec<&str> = rows.iter().map(|r| r.labels.as_str()).collect();
+        assert_eq!(names, ["{a=\"2\"}", "{a=\"1\"}"]);
     }
 
     /// Prometheus's stale marker keeps its bits in the head (where SQLite would turn a NaN
