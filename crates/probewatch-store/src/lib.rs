@@ -19,9 +19,10 @@ pub use sqlite::SqliteStore;
 /// logs.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The database refused or failed (disk full, corrupt file, locked too long, …).
+    /// The database refused or failed (disk full, corrupt file, locked too long, …). The
+    /// driver's own error is the source, so this type names no back end.
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Opening or creating the data directory failed.
     #[error("{context}: {source}")]
     Io {
@@ -56,7 +57,23 @@ pub enum StoreError {
 ///
 /// Kept narrow on purpose so a PostgreSQL implementation can follow without touching the
 /// watcher, the parsers or the ingest pipeline.
-pub trait Store: Send + Sync {
+pub trait Store:
+    LedgerStore + SampleStore + CheckStore + AlertStore + SilenceStore + Send + Sync
+{
+}
+
+impl<T> Store for T where
+    T: LedgerStore + SampleStore + CheckStore + AlertStore + SilenceStore + Send + Sync
+{
+}
+
+/// The store's traits, for `use probewatch_store::prelude::*` where their methods are called.
+pub mod prelude {
+    pub use crate::{AlertStore, CheckStore, LedgerStore, SampleStore, SilenceStore, Store};
+}
+
+/// The ingest ledger and what it counts: files, batches, per-spool totals, retention.
+pub trait LedgerStore: Send + Sync {
     /// Fails with [`StoreError::Replaced`] when the files the store writes are not the ones
     /// at its path any more. Called before files leave the spool, and periodically.
     fn check_files(&self) -> Result<(), StoreError>;
@@ -75,12 +92,6 @@ pub trait Store: Send + Sync {
         durable: bool,
     ) -> Result<CommitSummary, StoreError>;
 
-    /// One step of moving samples from the ingest head into compressed chunks (or, when
-    /// there is nothing to move and the head is full, freezing it for the next steps). Bounded
-    /// by `max_samples`, whole series at a time, so callers interleave it with ingest batches
-    /// and the writer is never held for long.
-    fn compact(&self, max_samples: usize) -> Result<CompactStep, StoreError>;
-
     /// Removes data older than `cutoff_ms` in small steps, so ingest is never blocked for
     /// long; `file_exists` decides whether an old ledger row still guards a file on disk.
     fn prune(
@@ -92,35 +103,6 @@ pub trait Store: Send + Sync {
     /// Totals for `/api/v1/stats`.
     fn stats(&self) -> Result<Stats, StoreError>;
 
-    /// Where the samples are, for `/api/v1/status/tsdb`: chunk count and the oldest and
-    /// newest sample time (`None` when there is no sample). Reads every chunk row: for
-    /// status pages, not hot paths.
-    fn sample_span(&self) -> Result<SampleSpan, StoreError>;
-
-    /// The newest result of every check.
-    fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError>;
-
-    /// One check's newest result, by its key.
-    fn find_check(
-        &self,
-        probe: &str,
-        host: &str,
-        name: &str,
-    ) -> Result<Option<CheckRow>, StoreError>;
-
-    /// For each check id, its status intervals overlapping `[from_ms, to_ms]`, oldest first.
-    fn check_intervals(
-        &self,
-        check_ids: &[i64],
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<Vec<StatusInterval>>, StoreError>;
-
-    /// Repairs the status intervals of up to `max_checks` checks that received results out
-    /// of order (reads repair what they need themselves; this catches up when idle).
-    /// Returns whether more wait.
-    fn repair_intervals(&self, max_checks: usize) -> Result<bool, StoreError>;
-
     /// Files stored per minute since `since_ms` (minute start ms, files), and how long the
     /// newest `latest_files` files waited from their last write to being stored, in ms.
     fn ingest_activity(
@@ -129,12 +111,25 @@ pub trait Store: Send + Sync {
         latest_files: usize,
     ) -> Result<IngestActivity, StoreError>;
 
-    /// A check's results in `[from_ms, to_ms]`, in time order (or newest first), at most
-    /// `limit`.
-    fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError>;
-
     /// Ledger rows, newest first, optionally only one outcome.
     fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError>;
+
+    /// Per spool: (spool name, files ingested, files rejected), from the ledger.
+    fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError>;
+}
+
+/// Samples and series: the head, compaction into chunks, reads for PromQL.
+pub trait SampleStore: Send + Sync {
+    /// One step of moving samples from the ingest head into compressed chunks (or, when
+    /// there is nothing to move and the head is full, freezing it for the next steps). Bounded
+    /// by `max_samples`, whole series at a time, so callers interleave it with ingest batches
+    /// and the writer is never held for long.
+    fn compact(&self, max_samples: usize) -> Result<CompactStep, StoreError>;
+
+    /// Where the samples are, for `/api/v1/status/tsdb`: chunk count and the oldest and
+    /// newest sample time (`None` when there is no sample). Reads every chunk row: for
+    /// status pages, not hot paths.
+    fn sample_span(&self) -> Result<SampleSpan, StoreError>;
 
     /// Series created after `after_id`, by id: what a query index needs to stay current
     /// without re-reading every series.
@@ -167,6 +162,48 @@ pub trait Store: Send + Sync {
     /// Writes samples that come from no file (recording rules), in one transaction.
     fn write_samples(&self, samples: &[probewatch_core::SeriesSample]) -> Result<u64, StoreError>;
 
+    /// Samples of every series of `metric` in `[from_ms, to_ms]`.
+    fn samples(
+        &self,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError>;
+}
+
+/// Checks: each one's latest state, its results and its status intervals.
+pub trait CheckStore: Send + Sync {
+    /// The newest result of every check.
+    fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError>;
+
+    /// One check's newest result, by its key.
+    fn find_check(
+        &self,
+        probe: &str,
+        host: &str,
+        name: &str,
+    ) -> Result<Option<CheckRow>, StoreError>;
+
+    /// For each check id, its status intervals overlapping `[from_ms, to_ms]`, oldest first.
+    fn check_intervals(
+        &self,
+        check_ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Vec<StatusInterval>>, StoreError>;
+
+    /// Repairs the status intervals of up to `max_checks` checks that received results out
+    /// of order (reads repair what they need themselves; this catches up when idle).
+    /// Returns whether more wait.
+    fn repair_intervals(&self, max_checks: usize) -> Result<bool, StoreError>;
+
+    /// A check's results in `[from_ms, to_ms]`, in time order (or newest first), at most
+    /// `limit`.
+    fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError>;
+}
+
+/// Alert state, its events, and the notification outbox with its attempts.
+pub trait AlertStore: Send + Sync {
     /// Every stored active alert.
     fn alerts(&self) -> Result<Vec<AlertRow>, StoreError>;
 
@@ -196,15 +233,15 @@ pub trait Store: Send + Sync {
     /// The newest notifications (delivered or not), newest first.
     fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError>;
 
-    /// Per spool: (spool name, files ingested, files rejected), from the ledger.
-    fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError>;
-
     /// The newest alert state changes, newest first.
     fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>, StoreError>;
 
     /// Every delivery attempt of a notification, oldest first.
     fn attempts(&self, notification_id: i64) -> Result<Vec<AttemptRow>, StoreError>;
+}
 
+/// Silences set from the API or the command line.
+pub trait SilenceStore: Send + Sync {
     /// Stores a new silence (its `id` is ignored) and records who created it; returns its id.
     fn add_silence(&self, silence: &SilenceRow) -> Result<i64, StoreError>;
 
@@ -213,12 +250,4 @@ pub trait Store: Send + Sync {
 
     /// Every silence, newest first.
     fn silences(&self) -> Result<Vec<SilenceRow>, StoreError>;
-
-    /// Samples of every series of `metric` in `[from_ms, to_ms]`.
-    fn samples(
-        &self,
-        metric: &str,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<SeriesSamples>, StoreError>;
 }

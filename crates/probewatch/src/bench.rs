@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
+use probewatch_store::prelude::*;
 
 /// How the load generator writes each file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -844,7 +845,6 @@ pub(crate) fn store_samples(
     samples: Vec<probewatch_core::SeriesSample>,
     step: usize,
 ) -> anyhow::Result<()> {
-    use probewatch_store::Store;
     store.commit_batch(&[synthetic_item(n, Vec::new(), samples)], false)?;
     while store.compact(step)?.more() {}
     Ok(())

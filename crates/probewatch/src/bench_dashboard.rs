@@ -16,6 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use probewatch_core::{CheckResult, Labels, ProbeResult, Status, TimeSource};
+use probewatch_store::prelude::*;
 use probewatch_store::{IngestItem, SqliteStore, Store};
 
 /// `probewatch bench-dashboard` options.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use probewatch_core::SeriesSample;
+use probewatch_store::prelude::*;
 use probewatch_store::{SqliteStore, Store};
 
 /// `probewatch bench-promql` options.

@@ -15,6 +15,7 @@ use anyhow::Context;
 use clap::Args;
 use probewatch_core::SeriesSample;
 use probewatch_promql::{Query, QueryOptions, Value};
+use probewatch_store::prelude::*;
 use probewatch_store::{SeriesIndex, SqliteStore, Store, StoreSource};
 
 /// `probewatch bench-query` options.

@@ -18,6 +18,7 @@ use crate::config::{AfterIngest, Config, Overrides, Spool};
 use crate::daemon::ingest_settings;
 use crate::ingest::Pipeline;
 use crate::telemetry::{Metrics, init_logging};
+use probewatch_store::prelude::*;
 
 /// Expands directories into the result files below them (default filter: `*.xml`, no
 /// hidden or temporary files); files named explicitly are always taken.

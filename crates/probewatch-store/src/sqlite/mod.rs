@@ -14,8 +14,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use probewatch_core::{ProbeResult, SeriesSample};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use crate::StoreError;
 use crate::model::*;
-use crate::{Store, StoreError};
+use crate::prelude::*;
 use id_cache::IdCache;
 
 mod alerting;
@@ -79,6 +80,12 @@ struct Writer {
     /// Samples in the active head (as far as this process knows), to decide when to swap.
     active_rows: u64,
     head_max: u64,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(err: rusqlite::Error) -> StoreError {
+        StoreError::Database(Box::new(err))
+    }
 }
 
 fn now_us() -> i64 {
@@ -777,7 +784,7 @@ impl<'i> ResultWriter<'_, 'i> {
     }
 }
 
-impl Store for SqliteStore {
+impl LedgerStore for SqliteStore {
     fn check_files(&self) -> Result<(), StoreError> {
         match file_identity(&self.path) {
             Ok(identity) if identity == self.identity => Ok(()),
@@ -833,21 +840,6 @@ impl Store for SqliteStore {
             writer.conn.pragma_update(None, "synchronous", "NORMAL")?;
         }
         Ok(result?)
-    }
-
-    fn compact(&self, max_samples: usize) -> Result<CompactStep, StoreError> {
-        let mut writer = self.writer();
-        let Writer {
-            conn,
-            active_rows,
-            head_max,
-            ..
-        } = &mut *writer;
-        let step = samples::compact_step(conn, *active_rows, *head_max, max_samples)?;
-        if step.swapped {
-            *active_rows = 0;
-        }
-        Ok(step)
     }
 
     fn prune(
@@ -971,6 +963,120 @@ impl Store for SqliteStore {
         })
     }
 
+    fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError> {
+        self.read(|conn| {
+            let sql = "SELECT spool, path, outcome, reject_kind, error, ingested_at_ms, size,
+                    samples, clock_skew FROM files";
+            let order = " ORDER BY id DESC LIMIT ?";
+            let map = |r: &rusqlite::Row<'_>| {
+                Ok(FileRow {
+                    spool: r.get(0)?,
+                    path: r.get(1)?,
+                    outcome: Outcome::from_code(r.get(2)?),
+                    reject_kind: r.get(3)?,
+                    error: r.get(4)?,
+                    ingested_at_ms: r.get(5)?,
+                    size: to_u64(r.get(6)?),
+                    samples: to_u64(r.get(7)?),
+                    clock_skew: r.get(8)?,
+                })
+            };
+            // The outcome is written as a literal (it is our own enum, not user text) so the
+            // partial index files_rejected can serve the rejected listing.
+            let filter = match outcome {
+                Some(outcome) => format!(" WHERE outcome = {}", outcome as i64),
+                None => String::new(),
+            };
+            conn.prepare_cached(&format!("{sql}{filter}{order}"))?
+                .query_map(params![to_i64(limit as u64)], map)?
+                .collect()
+        })
+    }
+
+    fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT spool, ingested, rejected FROM spool_stats
+                 WHERE ingested + rejected > 0 ORDER BY spool",
+            )?
+            .query_map([], |r| {
+                Ok((r.get(0)?, to_u64(r.get(1)?), to_u64(r.get(2)?)))
+            })?
+            .collect()
+        })
+    }
+
+    fn ingest_activity(
+        &self,
+        since_ms: i64,
+        latest_files: usize,
+    ) -> Result<IngestActivity, StoreError> {
+        self.read(|c| {
+            // Batch ids and commit times grow together, so the first batch of the window is
+            // found by bisecting the primary key instead of scanning every batch ever.
+            let probe = |id: i64| -> rusqlite::Result<Option<(i64, i64)>> {
+                c.prepare_cached(
+                    "SELECT id, committed_at_us FROM batches WHERE id >= ?1 ORDER BY id LIMIT 1",
+                )?
+                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+            };
+            let (lo, hi): (Option<i64>, Option<i64>) =
+                c.query_row("SELECT min(id), max(id) FROM batches", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+            let mut minutes = Vec::new();
+            if let (Some(mut lo), Some(mut hi)) = (lo, hi) {
+                let since_us = since_ms.saturating_mul(1000);
+                hi += 1;
+                while lo < hi {
+                    let mid = lo + (hi - lo) / 2;
+                    match probe(mid)? {
+                        Some((id, at)) if at < since_us => lo = id + 1,
+                        _ => hi = mid,
+                    }
+                }
+                minutes = c
+                    .prepare_cached(
+                        "SELECT committed_at_us / 60000000 * 60000, sum(files) FROM batches
+                         WHERE id >= ?1 AND committed_at_us >= ?2 GROUP BY 1 ORDER BY 1",
+                    )?
+                    .query_map(params![lo, since_us], |r| {
+                        Ok((r.get(0)?, to_u64(r.get(1)?)))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+            }
+            let latencies_ms = c
+                .prepare_cached(
+                    "SELECT ingested_at_ms - mtime_ns / 1000000 FROM files
+                     ORDER BY id DESC LIMIT ?1",
+                )?
+                .query_map(params![to_i64(latest_files as u64)], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(IngestActivity {
+                minutes,
+                latencies_ms,
+            })
+        })
+    }
+}
+
+impl SampleStore for SqliteStore {
+    fn compact(&self, max_samples: usize) -> Result<CompactStep, StoreError> {
+        let mut writer = self.writer();
+        let Writer {
+            conn,
+            active_rows,
+            head_max,
+            ..
+        } = &mut *writer;
+        let step = samples::compact_step(conn, *active_rows, *head_max, max_samples)?;
+        if step.swapped {
+            *active_rows = 0;
+        }
+        Ok(step)
+    }
+
     fn sample_span(&self) -> Result<SampleSpan, StoreError> {
         self.read(|conn| {
             let (chunks, mut lo, mut hi): (i64, Option<i64>, Option<i64>) = conn.query_row(
@@ -1000,6 +1106,128 @@ impl Store for SqliteStore {
         })
     }
 
+    fn series_after(&self, after_id: i64) -> Result<Vec<SeriesRow>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT id, metric, labels FROM series WHERE id > ?1 ORDER BY id")?
+                .query_map(params![after_id], |r| {
+                    Ok(SeriesRow {
+                        id: r.get(0)?,
+                        metric: r.get(1)?,
+                        labels: r.get(2)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+
+    fn write_samples(&self, samples: &[probewatch_core::SeriesSample]) -> Result<u64, StoreError> {
+        let mut guard = self.writer();
+        let Writer {
+            conn,
+            series,
+            checks,
+            written,
+            active_rows,
+            ..
+        } = &mut *guard;
+        let result = (|| -> rusqlite::Result<u64> {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut writer = ResultWriter::new(&tx, series, checks, written)?;
+            for sample in samples {
+                writer.sample(sample)?;
+            }
+            writer.delta.apply(&tx)?;
+            let added = to_u64(writer.delta.samples);
+            drop(writer);
+            tx.commit()?;
+            Ok(added)
+        })();
+        match result {
+            Ok(added) => {
+                *active_rows += added;
+                self.spans.note(written);
+                Ok(added)
+            }
+            Err(err) => {
+                series.clear();
+                Err(err.into())
+            }
+        }
+    }
+
+    fn series_with_samples(
+        &self,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        // Past a few hundred series one pass over the heads and the chunk index is cheaper
+        // than three statements per series.
+        const BULK: usize = 500;
+        if ids.len() > BULK {
+            if !self.spans.is_loaded() {
+                let writer = self.writer();
+                if !self.spans.is_loaded() {
+                    self.spans.load(&writer.conn)?;
+                }
+            }
+            if let Some(present) = self.spans.overlapping(ids, from_ms, to_ms) {
+                return Ok(present);
+            }
+        }
+        self.read(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            ids.iter()
+                .map(|id| samples::has_samples(&tx, *id, from_ms, to_ms))
+                .collect()
+        })
+    }
+
+    fn read_samples(
+        &self,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+        max_samples: usize,
+    ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
+        let read = self.read(|conn| {
+            let tx = conn.unchecked_transaction()?;
+            samples::read_many(&tx, ids, from_ms, to_ms, max_samples)
+        })?;
+        read.ok_or(StoreError::TooManySamples { limit: max_samples })
+    }
+
+    fn samples(
+        &self,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        self.read(|conn| {
+            let series: Vec<(i64, String)> = conn
+                // A scan (no index by metric: queries find series through the SeriesIndex);
+                // this is for tests and tools.
+                .prepare_cached("SELECT id, labels FROM series WHERE metric = ?1 ORDER BY labels")?
+                .query_map(params![metric], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut out = Vec::with_capacity(series.len());
+            // One read transaction: chunks and both heads from the same snapshot.
+            let tx = conn.unchecked_transaction()?;
+            for (id, labels) in series {
+                let mut samples = Vec::new();
+                samples::read_series(&tx, id, from_ms, to_ms, &mut samples)?;
+                out.push(SeriesSamples {
+                    metric: metric.to_string(),
+                    labels,
+                    samples,
+                });
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl CheckStore for SqliteStore {
     fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError> {
         self.read(|conn| {
             conn.prepare_cached(&format!(
@@ -1109,86 +1337,9 @@ impl Store for SqliteStore {
             .collect()
         })
     }
+}
 
-    fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError> {
-        self.read(|conn| {
-            let sql = "SELECT spool, path, outcome, reject_kind, error, ingested_at_ms, size,
-                    samples, clock_skew FROM files";
-            let order = " ORDER BY id DESC LIMIT ?";
-            let map = |r: &rusqlite::Row<'_>| {
-                Ok(FileRow {
-                    spool: r.get(0)?,
-                    path: r.get(1)?,
-                    outcome: Outcome::from_code(r.get(2)?),
-                    reject_kind: r.get(3)?,
-                    error: r.get(4)?,
-                    ingested_at_ms: r.get(5)?,
-                    size: to_u64(r.get(6)?),
-                    samples: to_u64(r.get(7)?),
-                    clock_skew: r.get(8)?,
-                })
-            };
-            // The outcome is written as a literal (it is our own enum, not user text) so the
-            // partial index files_rejected can serve the rejected listing.
-            let filter = match outcome {
-                Some(outcome) => format!(" WHERE outcome = {}", outcome as i64),
-                None => String::new(),
-            };
-            conn.prepare_cached(&format!("{sql}{filter}{order}"))?
-                .query_map(params![to_i64(limit as u64)], map)?
-                .collect()
-        })
-    }
-
-    fn series_after(&self, after_id: i64) -> Result<Vec<SeriesRow>, StoreError> {
-        self.read(|conn| {
-            conn.prepare_cached("SELECT id, metric, labels FROM series WHERE id > ?1 ORDER BY id")?
-                .query_map(params![after_id], |r| {
-                    Ok(SeriesRow {
-                        id: r.get(0)?,
-                        metric: r.get(1)?,
-                        labels: r.get(2)?,
-                    })
-                })?
-                .collect()
-        })
-    }
-
-    fn write_samples(&self, samples: &[probewatch_core::SeriesSample]) -> Result<u64, StoreError> {
-        let mut guard = self.writer();
-        let Writer {
-            conn,
-            series,
-            checks,
-            written,
-            active_rows,
-            ..
-        } = &mut *guard;
-        let result = (|| -> rusqlite::Result<u64> {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut writer = ResultWriter::new(&tx, series, checks, written)?;
-            for sample in samples {
-                writer.sample(sample)?;
-            }
-            writer.delta.apply(&tx)?;
-            let added = to_u64(writer.delta.samples);
-            drop(writer);
-            tx.commit()?;
-            Ok(added)
-        })();
-        match result {
-            Ok(added) => {
-                *active_rows += added;
-                self.spans.note(written);
-                Ok(added)
-            }
-            Err(err) => {
-                series.clear();
-                Err(err.into())
-            }
-        }
-    }
-
+impl AlertStore for SqliteStore {
     fn alerts(&self) -> Result<Vec<AlertRow>, StoreError> {
         self.read(alerting::alerts)
     }
@@ -1235,73 +1386,6 @@ impl Store for SqliteStore {
         self.read(|c| alerting::recent(c, limit))
     }
 
-    fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT spool, ingested, rejected FROM spool_stats
-                 WHERE ingested + rejected > 0 ORDER BY spool",
-            )?
-            .query_map([], |r| {
-                Ok((r.get(0)?, to_u64(r.get(1)?), to_u64(r.get(2)?)))
-            })?
-            .collect()
-        })
-    }
-
-    fn ingest_activity(
-        &self,
-        since_ms: i64,
-        latest_files: usize,
-    ) -> Result<IngestActivity, StoreError> {
-        self.read(|c| {
-            // Batch ids and commit times grow together, so the first batch of the window is
-            // found by bisecting the primary key instead of scanning every batch ever.
-            let probe = |id: i64| -> rusqlite::Result<Option<(i64, i64)>> {
-                c.prepare_cached(
-                    "SELECT id, committed_at_us FROM batches WHERE id >= ?1 ORDER BY id LIMIT 1",
-                )?
-                .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-            };
-            let (lo, hi): (Option<i64>, Option<i64>) =
-                c.query_row("SELECT min(id), max(id) FROM batches", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-            let mut minutes = Vec::new();
-            if let (Some(mut lo), Some(mut hi)) = (lo, hi) {
-                let since_us = since_ms.saturating_mul(1000);
-                hi += 1;
-                while lo < hi {
-                    let mid = lo + (hi - lo) / 2;
-                    match probe(mid)? {
-                        Some((id, at)) if at < since_us => lo = id + 1,
-                        _ => hi = mid,
-                    }
-                }
-                minutes = c
-                    .prepare_cached(
-                        "SELECT committed_at_us / 60000000 * 60000, sum(files) FROM batches
-                         WHERE id >= ?1 AND committed_at_us >= ?2 GROUP BY 1 ORDER BY 1",
-                    )?
-                    .query_map(params![lo, since_us], |r| {
-                        Ok((r.get(0)?, to_u64(r.get(1)?)))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
-            }
-            let latencies_ms = c
-                .prepare_cached(
-                    "SELECT ingested_at_ms - mtime_ns / 1000000 FROM files
-                     ORDER BY id DESC LIMIT ?1",
-                )?
-                .query_map(params![to_i64(latest_files as u64)], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            Ok(IngestActivity {
-                minutes,
-                latencies_ms,
-            })
-        })
-    }
-
     fn alert_events(&self, limit: usize) -> Result<Vec<AlertEvent>, StoreError> {
         self.read(|c| alerting::events(c, limit))
     }
@@ -1309,7 +1393,9 @@ impl Store for SqliteStore {
     fn attempts(&self, notification_id: i64) -> Result<Vec<AttemptRow>, StoreError> {
         self.read(|c| alerting::attempts(c, notification_id))
     }
+}
 
+impl SilenceStore for SqliteStore {
     fn add_silence(&self, silence: &SilenceRow) -> Result<i64, StoreError> {
         let mut writer = self.writer();
         let tx = writer
@@ -1332,77 +1418,6 @@ impl Store for SqliteStore {
 
     fn silences(&self) -> Result<Vec<SilenceRow>, StoreError> {
         self.read(alerting::silences)
-    }
-
-    fn series_with_samples(
-        &self,
-        ids: &[i64],
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<bool>, StoreError> {
-        // Past a few hundred series one pass over the heads and the chunk index is cheaper
-        // than three statements per series.
-        const BULK: usize = 500;
-        if ids.len() > BULK {
-            if !self.spans.is_loaded() {
-                let writer = self.writer();
-                if !self.spans.is_loaded() {
-                    self.spans.load(&writer.conn)?;
-                }
-            }
-            if let Some(present) = self.spans.overlapping(ids, from_ms, to_ms) {
-                return Ok(present);
-            }
-        }
-        self.read(|conn| {
-            let tx = conn.unchecked_transaction()?;
-            ids.iter()
-                .map(|id| samples::has_samples(&tx, *id, from_ms, to_ms))
-                .collect()
-        })
-    }
-
-    fn read_samples(
-        &self,
-        ids: &[i64],
-        from_ms: i64,
-        to_ms: i64,
-        max_samples: usize,
-    ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
-        let read = self.read(|conn| {
-            let tx = conn.unchecked_transaction()?;
-            samples::read_many(&tx, ids, from_ms, to_ms, max_samples)
-        })?;
-        read.ok_or(StoreError::TooManySamples { limit: max_samples })
-    }
-
-    fn samples(
-        &self,
-        metric: &str,
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<SeriesSamples>, StoreError> {
-        self.read(|conn| {
-            let series: Vec<(i64, String)> = conn
-                // A scan (no index by metric: queries find series through the SeriesIndex);
-                // this is for tests and tools.
-                .prepare_cached("SELECT id, labels FROM series WHERE metric = ?1 ORDER BY labels")?
-                .query_map(params![metric], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut out = Vec::with_capacity(series.len());
-            // One read transaction: chunks and both heads from the same snapshot.
-            let tx = conn.unchecked_transaction()?;
-            for (id, labels) in series {
-                let mut samples = Vec::new();
-                samples::read_series(&tx, id, from_ms, to_ms, &mut samples)?;
-                out.push(SeriesSamples {
-                    metric: metric.to_string(),
-                    labels,
-                    samples,
-                });
-            }
-            Ok(out)
-        })
     }
 }
 
