@@ -531,6 +531,7 @@ impl Writer {
             .count();
         tx.prepare_cached("INSERT INTO batches (id, committed_at_us, files) VALUES (?1, ?2, ?3)")?
             .execute(params![batch_id, now_us(), to_i64(stored as u64)])?;
+        writer.flush_samples()?;
         writer.write_latest()?;
         writer.delta.apply(&tx)?;
         per_spool.apply(&tx)?;
@@ -556,6 +557,8 @@ struct ResultWriter<'a, 'i> {
     series: &'a mut IdCache,
     checks: &'a mut IdCache,
     written: &'a mut Vec<(i64, i64)>,
+    /// Samples of this transaction waiting for [`ResultWriter::flush_samples`].
+    head_rows: Vec<(i64, i64, f64)>,
     delta: Delta,
     /// The newest result of each check seen in this batch; written to `checks` once, at the
     /// end, instead of one UPDATE per result.
@@ -614,6 +617,7 @@ impl<'a> ResultWriter<'a, '_> {
             series,
             checks,
             written,
+            head_rows: Vec::new(),
             delta: Delta::default(),
             latest: HashMap::new(),
             pending: HashMap::new(),
@@ -770,19 +774,61 @@ impl<'i> ResultWriter<'_, 'i> {
                 id
             }
         };
-        let new = insert_or_update(
-            self.tx,
-            samples::HEAD_INSERT[self.head],
-            samples::HEAD_UPDATE[self.head],
-            params![series_id, ts, samples::HeadValue(value)],
-        )?;
-        if new {
-            self.delta.samples += 1;
-        }
+        self.head_rows.push((series_id, ts, value));
         self.written.push((series_id, ts));
         Ok(())
     }
+
+    /// Writes the samples [`ResultWriter::sample`] collected into the active head, sorted by
+    /// key (so the B-tree is walked once, in order) and [`HEAD_ROWS_PER_INSERT`] rows a
+    /// statement. Where a statement inserted fewer rows than it was given, some keys existed
+    /// already: its rows are applied again one by one as updates, in file order, so the last
+    /// value written for a (series, time) wins, as with one row at a time.
+    fn flush_samples(&mut self) -> rusqlite::Result<()> {
+        let mut rows = std::mem::take(&mut self.head_rows);
+        // Stable: repeated keys keep their order, the later one last.
+        rows.sort_by_key(|&(series, ts, _)| (series, ts));
+        let many = samples::head_insert_many(self.head, HEAD_ROWS_PER_INSERT);
+        let mut groups = rows.chunks_exact(HEAD_ROWS_PER_INSERT);
+        for group in &mut groups {
+            let values: Vec<samples::HeadValue> =
+                group.iter().map(|r| samples::HeadValue(r.2)).collect();
+            let mut bound: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(group.len() * 3);
+            for (row, value) in group.iter().zip(&values) {
+                bound.extend([&row.0 as &dyn rusqlite::ToSql, &row.1, value]);
+            }
+            let inserted = self
+                .tx
+                .prepare_cached(&many)?
+                .execute(rusqlite::params_from_iter(bound))?;
+            self.delta.samples += to_i64(inserted as u64);
+            if inserted < group.len() {
+                for &(series, ts, value) in group {
+                    self.tx
+                        .prepare_cached(samples::HEAD_UPDATE[self.head])?
+                        .execute(params![series, ts, samples::HeadValue(value)])?;
+                }
+            }
+        }
+        for &(series, ts, value) in groups.remainder() {
+            let new = insert_or_update(
+                self.tx,
+                samples::HEAD_INSERT[self.head],
+                samples::HEAD_UPDATE[self.head],
+                params![series, ts, samples::HeadValue(value)],
+            )?;
+            if new {
+                self.delta.samples += 1;
+            }
+        }
+        self.head_rows = rows;
+        self.head_rows.clear();
+        Ok(())
+    }
 }
+
+/// Head rows per multi-row `INSERT` (3 parameters each, well under SQLite's limit).
+const HEAD_ROWS_PER_INSERT: usize = 64;
 
 impl LedgerStore for SqliteStore {
     fn check_files(&self) -> Result<(), StoreError> {
@@ -1136,6 +1182,7 @@ impl SampleStore for SqliteStore {
             for sample in samples {
                 writer.sample(sample)?;
             }
+            writer.flush_samples()?;
             writer.delta.apply(&tx)?;
             let added = to_u64(writer.delta.samples);
             drop(writer);
@@ -1508,6 +1555,57 @@ mod tests {
             })
             .expect("count");
         assert_eq!(indexed, 1);
+    }
+
+    /// Head rows go in sorted, 64 to a statement: a (series, time) repeated in one batch,
+    /// within a statement's rows or across two, still ends with the last value written, and
+    /// is counted once.
+    #[test]
+    fn repeated_samples_in_one_batch_keep_the_last_value() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let sample = |s: i64, t: i64, v: f64| probewatch_core::SeriesSample {
+            metric: "m".into(),
+            labels: format!("{{s=\"{s}\"}}"),
+            time_ms: t,
+            value: v,
+        };
+        let mut batch = Vec::new();
+        // 3 series x 100 times, then every tenth key again with a new value, then once more
+        // for key (1, 50): 330 + 1 rows, 300 distinct keys.
+        for s in 0..3 {
+            for t in 0..100 {
+                batch.push(sample(s, t, 1.0));
+            }
+        }
+        for s in 0..3 {
+            for t in (0..100).step_by(10) {
+                batch.push(sample(s, t, 2.0));
+            }
+        }
+        batch.push(sample(1, 50, 3.0));
+        let added = store.write_samples(&batch).expect("write");
+        assert_eq!(added, 300);
+        // Again, in another batch: all updates.
+        assert_eq!(
+            store.write_samples(&[sample(2, 99, 4.0)]).expect("write"),
+            0
+        );
+        let read = store.samples("m", 0, 1_000).expect("read");
+        assert_eq!(read.len(), 3);
+        for (s, series) in read.iter().enumerate() {
+            assert_eq!(series.samples.len(), 100);
+            for &(t, v) in &series.samples {
+                let want = match (s, t) {
+                    (1, 50) => 3.0,
+                    (2, 99) => 4.0,
+                    (_, t) if t % 10 == 0 => 2.0,
+                    _ => 1.0,
+                };
+                assert_eq!(v, want, "series {s} at {t}");
+            }
+        }
+        assert_eq!(store.stats().expect("stats").samples, 300);
     }
 
     /// Two names that share a name hash stay two series: the text decides.

@@ -57,6 +57,19 @@ pub(super) const HEAD_UPDATE: [&str; 2] = [
     "UPDATE samples_head_0 SET value = ?3 WHERE series_id = ?1 AND ts_ms = ?2",
     "UPDATE samples_head_1 SET value = ?3 WHERE series_id = ?1 AND ts_ms = ?2",
 ];
+/// `INSERT OR IGNORE` of `rows` rows at once into head 0 or 1.
+pub(super) fn head_insert_many(head: usize, rows: usize) -> String {
+    let mut sql =
+        format!("INSERT OR IGNORE INTO samples_head_{head} (series_id, ts_ms, value) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?)");
+    }
+    sql
+}
+
 const HEAD_OLDEST: [&str; 2] = [
     "SELECT series_id, ts_ms, value FROM samples_head_0 ORDER BY series_id, ts_ms LIMIT ?1",
     "SELECT series_id, ts_ms, value FROM samples_head_1 ORDER BY series_id, ts_ms LIMIT ?1",
