@@ -986,6 +986,9 @@ impl LedgerStore for SqliteStore {
             tx.commit()?;
             summary.files += chunk.len() as u64;
         }
+        if summary.samples > 0 {
+            self.spans.forget();
+        }
         summary.bytes_released = self.release_free_pages()?;
         Ok(summary)
     }
@@ -1755,6 +1758,17 @@ mod tests {
             present.iter().filter(|p| **p).count(),
             1,
             "only series 7 has a sample at 20,000 s"
+        );
+        check(&store);
+        // Retention: series 7's early samples go, and spans are loaded again without them.
+        store.prune(19_000_000, &|_| true).expect("prune");
+        let present = store
+            .series_with_samples(&ids, 0, 18_000_000)
+            .expect("bulk");
+        assert_eq!(
+            present.iter().filter(|p| **p).count(),
+            0,
+            "every sample before 19,000 s was pruned"
         );
         check(&store);
         // A reopened store loads the same spans from the database.

@@ -7,7 +7,7 @@
 //! Prometheus answers the same questions from whole blocks, so it is as coarse or coarser.
 //!
 //! The table is loaded on first use (under the writer lock, so no commit is missed), then the
-//! writer widens spans after each commit. Series that only have chunks get an unknown start
+//! writer widens spans after each commit; retention forgets it, to be loaded again. Series that only have chunks get an unknown start
 //! (`i64::MIN`): the load reads only the chunk index `(series_id, max_ts)`, never the chunk
 //! rows, so it stays cheap on a large database.
 
@@ -62,6 +62,12 @@ impl SpanTable {
         Ok(())
     }
 
+    /// Forgets the table (retention removed samples, so spans may be too wide); the next
+    /// question loads it again.
+    pub fn forget(&self) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     /// Widens spans by samples just committed, as `(series id, time)`; nothing before the
     /// table is loaded (the load will read them).
     pub fn note(&self, samples: &[(i64, i64)]) {
@@ -91,7 +97,8 @@ impl SpanTable {
                     usize::try_from(id)
                         .ok()
                         .and_then(|i| spans.get(i))
-                        .is_some_and(|&(lo, hi)| lo <= to_ms && hi >= from_ms)
+                        // An empty span (lo > hi) overlaps nothing, not even all time.
+                        .is_some_and(|&(lo, hi)| lo <= hi && lo <= to_ms && hi >= from_ms)
                 })
                 .collect(),
         )
