@@ -189,24 +189,20 @@ impl StoreSource<'_> {
         to_ms: i64,
     ) -> Result<Vec<Labels>, QueryError> {
         self.index.refresh(self.store)?;
-        let mut selected: Vec<(i64, Labels)> = Vec::new();
-        for matchers in alternatives {
-            selected.extend(self.index.matching(matchers));
-        }
-        if alternatives.len() > 1 {
-            let mut seen = std::collections::HashSet::with_capacity(selected.len());
-            selected.retain(|(id, _)| seen.insert(*id));
-        }
-        let ids: Vec<i64> = selected.iter().map(|(id, _)| *id).collect();
-        let present = self
-            .store
-            .series_with_samples(&ids, from_ms, to_ms)
-            .map_err(|e| QueryError::Storage(e.to_string()))?;
-        let mut labels: Vec<Labels> = selected
-            .into_iter()
-            .zip(present)
-            .filter_map(|((_, labels), present)| present.then_some(labels))
-            .collect();
+        let index = self.index.inner.read().unwrap_or_else(|e| e.into_inner());
+        let mut labels: Vec<Labels> = match self.present(&index, alternatives, from_ms, to_ms)? {
+            Presence::All(present) => index
+                .series
+                .iter()
+                .zip(present)
+                .filter(|(_, present)| *present)
+                .map(|((_, labels), _)| labels.clone())
+                .collect(),
+            Presence::Some(positions) => positions
+                .into_iter()
+                .map(|p| index.series[p].1.clone())
+                .collect(),
+        };
         labels.sort();
         Ok(labels)
     }

@@ -68,30 +68,31 @@ impl IdCache {
     }
 }
 
-/// The key of a name given in parts: each part is followed by a 0 byte, so no two
-/// different part lists run together into the same bytes (names hold no 0 bytes).
+/// The key of a name given in parts, under this process's seed.
 pub(super) fn key(parts: &[&str]) -> Key {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(seed());
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update(&[0]);
-    }
-    let hash = hasher.digest128();
+    let hash = digest(seed(), parts);
     Key {
         lo: hash as u64,
         hi: (hash >> 64) as u64,
     }
 }
 
-/// The hash of a series name stored in `series.name_hash`: XXH3-64 with seed 0 (it must be
-/// the same in every process), as SQLite's signed integer. Only narrows a lookup; the text
+/// The hash of a series name stored in `series.name_hash`: seed 0 (it must be the same in
+/// every process), 64 bits as SQLite's signed integer. Only narrows a lookup; the text
 /// decides.
 pub(super) fn name_hash(metric: &str, labels: &str) -> i64 {
-    let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(0);
-    hasher.update(metric.as_bytes());
-    hasher.update(&[0]);
-    hasher.update(labels.as_bytes());
-    hasher.digest() as i64
+    digest(0, &[metric, labels]) as u64 as i64
+}
+
+/// XXH3-128 of the parts, each followed by a 0 byte so that no two different part lists
+/// run together into the same bytes (names hold no 0 bytes).
+fn digest(seed: u64, parts: &[&str]) -> u128 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::with_seed(seed);
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.digest128()
 }
 
 /// A random seed, chosen once per process.

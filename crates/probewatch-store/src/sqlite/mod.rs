@@ -74,8 +74,9 @@ struct Writer {
     series: IdCache,
     /// (probe, host, check) → check id.
     checks: IdCache,
-    /// (series id, time) of every sample the current transaction wrote, for the span table.
-    written: Vec<(i64, i64)>,
+    /// (series id, time, value) of every sample of the current transaction: written to the
+    /// head at its end, then given to the span table once it commits.
+    head_rows: Vec<(i64, i64, f64)>,
     next_batch_id: i64,
     /// Samples in the active head (as far as this process knows), to decide when to swap.
     active_rows: u64,
@@ -164,7 +165,7 @@ impl SqliteStore {
                 conn,
                 series: IdCache::default(),
                 checks: IdCache::default(),
-                written: Vec::new(),
+                head_rows: Vec::new(),
                 next_batch_id,
                 active_rows: to_u64(active_rows),
                 head_max: DEFAULT_HEAD_MAX_SAMPLES,
@@ -288,23 +289,39 @@ impl SqliteStore {
     /// free pages). Returns the bytes released.
     fn release_free_pages(&self) -> Result<u64, StoreError> {
         const STEP_PAGES: i64 = 2048;
+        let (mode, page): (i64, i64) = {
+            let writer = self.writer();
+            (
+                writer
+                    .conn
+                    .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?,
+                writer
+                    .conn
+                    .query_row("PRAGMA page_size", [], |r| r.get(0))?,
+            )
+        };
+        if mode != 2 {
+            return Ok(0);
+        }
+        let free_pages = |conn: &Connection| -> rusqlite::Result<i64> {
+            conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))
+        };
         let mut released = 0u64;
         loop {
             let writer = self.writer();
-            let conn = &writer.conn;
-            let mode: i64 = conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?;
-            let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
-            if mode != 2 || free == 0 {
+            let free = free_pages(&writer.conn)?;
+            if free == 0 {
                 return Ok(released);
             }
-            let page: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             // The pragma frees pages as its statement is stepped: run it to the end.
-            let mut stmt = conn.prepare(&format!("PRAGMA incremental_vacuum({STEP_PAGES})"))?;
+            let mut stmt = writer
+                .conn
+                .prepare(&format!("PRAGMA incremental_vacuum({STEP_PAGES})"))?;
             let mut rows = stmt.query([])?;
             while rows.next()?.is_some() {}
             drop(rows);
             drop(stmt);
-            let left: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+            let left = free_pages(&writer.conn)?;
             released += to_u64((free - left).max(0) * page);
             if left >= free {
                 return Ok(released);
@@ -424,11 +441,11 @@ impl Writer {
             conn,
             series,
             checks,
-            written,
+            head_rows,
             ..
         } = self;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut writer = ResultWriter::new(&tx, series, checks, written)?;
+        let mut writer = ResultWriter::new(&tx, series, checks, head_rows)?;
         let mut results = Vec::with_capacity(items.len());
         let mut samples_written = 0u64;
         let mut checks_written = 0u64;
@@ -556,9 +573,8 @@ struct ResultWriter<'a, 'i> {
     head: usize,
     series: &'a mut IdCache,
     checks: &'a mut IdCache,
-    written: &'a mut Vec<(i64, i64)>,
-    /// Samples of this transaction waiting for [`ResultWriter::flush_samples`].
-    head_rows: Vec<(i64, i64, f64)>,
+    /// Samples of this transaction, for [`ResultWriter::flush_samples`].
+    head_rows: &'a mut Vec<(i64, i64, f64)>,
     delta: Delta,
     /// The newest result of each check seen in this batch; written to `checks` once, at the
     /// end, instead of one UPDATE per result.
@@ -608,16 +624,15 @@ impl<'a> ResultWriter<'a, '_> {
         tx: &'a Connection,
         series: &'a mut IdCache,
         checks: &'a mut IdCache,
-        written: &'a mut Vec<(i64, i64)>,
+        head_rows: &'a mut Vec<(i64, i64, f64)>,
     ) -> rusqlite::Result<Self> {
-        written.clear();
+        head_rows.clear();
         Ok(ResultWriter {
             tx,
             head: samples::active_head(tx)?,
             series,
             checks,
-            written,
-            head_rows: Vec::new(),
+            head_rows,
             delta: Delta::default(),
             latest: HashMap::new(),
             pending: HashMap::new(),
@@ -775,7 +790,6 @@ impl<'i> ResultWriter<'_, 'i> {
             }
         };
         self.head_rows.push((series_id, ts, value));
-        self.written.push((series_id, ts));
         Ok(())
     }
 
@@ -785,9 +799,9 @@ impl<'i> ResultWriter<'_, 'i> {
     /// already: its rows are applied again one by one as updates, in file order, so the last
     /// value written for a (series, time) wins, as with one row at a time.
     fn flush_samples(&mut self) -> rusqlite::Result<()> {
-        let mut rows = std::mem::take(&mut self.head_rows);
         // Stable: repeated keys keep their order, the later one last.
-        rows.sort_by_key(|&(series, ts, _)| (series, ts));
+        self.head_rows.sort_by_key(|&(series, ts, _)| (series, ts));
+        let rows: &[(i64, i64, f64)] = self.head_rows;
         let many = samples::head_insert_many(self.head, HEAD_ROWS_PER_INSERT);
         let mut groups = rows.chunks_exact(HEAD_ROWS_PER_INSERT);
         for group in &mut groups {
@@ -821,8 +835,6 @@ impl<'i> ResultWriter<'_, 'i> {
                 self.delta.samples += 1;
             }
         }
-        self.head_rows = rows;
-        self.head_rows.clear();
         Ok(())
     }
 }
@@ -875,7 +887,7 @@ impl LedgerStore for SqliteStore {
         }
         let result = writer.commit_batch(items);
         match &result {
-            Ok(_) => self.spans.note(&writer.written),
+            Ok(_) => self.spans.note(&writer.head_rows),
             Err(_) => {
                 // The transaction rolled back: ids cached during it may not exist.
                 writer.series.clear();
@@ -1175,13 +1187,13 @@ impl SampleStore for SqliteStore {
             conn,
             series,
             checks,
-            written,
+            head_rows,
             active_rows,
             ..
         } = &mut *guard;
         let result = (|| -> rusqlite::Result<u64> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut writer = ResultWriter::new(&tx, series, checks, written)?;
+            let mut writer = ResultWriter::new(&tx, series, checks, head_rows)?;
             for sample in samples {
                 writer.sample(sample)?;
             }
@@ -1195,7 +1207,7 @@ impl SampleStore for SqliteStore {
         match result {
             Ok(added) => {
                 *active_rows += added;
-                self.spans.note(written);
+                self.spans.note(head_rows);
                 Ok(added)
             }
             Err(err) => {
@@ -1475,25 +1487,30 @@ impl SilenceStore for SqliteStore {
 mod tests {
     use super::*;
 
+    /// Writes a database at schema `version` (its first migrations only) holding `data`, as
+    /// an older probewatch left it.
+    fn database_at_schema(dir: &Path, version: usize, data: &str) {
+        let conn = Connection::open(dir.join(DB_FILE)).expect("open");
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).expect("old schema");
+        }
+        conn.pragma_update(None, "user_version", version as i64)
+            .expect("version");
+        conn.execute_batch(data).expect("old data");
+    }
+
     /// A database from before migration 0003 keeps its samples: they become the frozen head
     /// and compaction turns them into chunks.
     #[test]
     fn samples_from_schema_2_survive_the_move_to_chunks() {
         let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
-            for sql in &MIGRATIONS[..2] {
-                conn.execute_batch(sql).expect("old schema");
-            }
-            conn.pragma_update(None, "user_version", 2)
-                .expect("version");
-            conn.execute_batch(
-                "INSERT INTO series (id, metric, labels) VALUES (1, 'm', '{a=\"b\"}');
-                 INSERT INTO samples VALUES (1, 1000, 1.5), (1, 2000, NULL), (1, 3000, 3.0);
-                 UPDATE stats SET samples = 3, series = 1;",
-            )
-            .expect("old data");
-        }
+        database_at_schema(
+            dir.path(),
+            2,
+            "INSERT INTO series (id, metric, labels) VALUES (1, 'm', '{a=\"b\"}');
+             INSERT INTO samples VALUES (1, 1000, 1.5), (1, 2000, NULL), (1, 3000, 3.0);
+             UPDATE stats SET samples = 3, series = 1;",
+        );
         let store = SqliteStore::open(dir.path()).expect("migrates");
         let read = |store: &SqliteStore| {
             let series = store.samples("m", 0, 10_000).expect("read");
@@ -1515,21 +1532,14 @@ mod tests {
     #[test]
     fn series_from_schema_9_are_found_by_name_hash() {
         let dir = tempfile::tempdir().expect("tempdir");
-        {
-            let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
-            for sql in &MIGRATIONS[..9] {
-                conn.execute_batch(sql).expect("old schema");
-            }
-            conn.pragma_update(None, "user_version", 9)
-                .expect("version");
-            conn.execute_batch(
-                "INSERT INTO series (id, metric, labels) VALUES (7, 'm', '{a=\"b\"}'),
-                     (8, 'm', '{a=\"c\"}');
-                 INSERT INTO samples_head_0 VALUES (7, 1000, 1.5);
-                 UPDATE stats SET samples = 1, series = 2;",
-            )
-            .expect("old data");
-        }
+        database_at_schema(
+            dir.path(),
+            9,
+            "INSERT INTO series (id, metric, labels) VALUES (7, 'm', '{a=\"b\"}'),
+                 (8, 'm', '{a=\"c\"}');
+             INSERT INTO samples_head_0 VALUES (7, 1000, 1.5);
+             UPDATE stats SET samples = 1, series = 2;",
+        );
         let store = SqliteStore::open(dir.path()).expect("migrates");
         let sample = |labels: &str, t: i64| probewatch_core::SeriesSample {
             metric: "m".into(),

@@ -30,23 +30,13 @@ impl SpanTable {
     /// that nothing commits meanwhile.
     pub fn load(&self, conn: &Connection) -> rusqlite::Result<()> {
         let mut spans: Vec<(i64, i64)> = Vec::new();
-        let mut widen = |id: i64, lo: i64, hi: i64| {
-            let Ok(i) = usize::try_from(id) else {
-                return;
-            };
-            if i >= spans.len() {
-                spans.resize(i + 1, EMPTY);
-            }
-            let span = &mut spans[i];
-            *span = (span.0.min(lo), span.1.max(hi));
-        };
         let mut stmt = conn.prepare(
             "SELECT series_id, max(max_ts) FROM chunks INDEXED BY chunks_series
              GROUP BY series_id",
         )?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            widen(row.get(0)?, i64::MIN, row.get(1)?);
+            widen(&mut spans, row.get(0)?, i64::MIN, row.get(1)?);
         }
         drop(rows);
         for head in ["samples_head_0", "samples_head_1"] {
@@ -55,7 +45,7 @@ impl SpanTable {
             ))?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                widen(row.get(0)?, row.get(1)?, row.get(2)?);
+                widen(&mut spans, row.get(0)?, row.get(1)?, row.get(2)?);
             }
         }
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(spans);
@@ -68,22 +58,15 @@ impl SpanTable {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// Widens spans by samples just committed, as `(series id, time)`; nothing before the
-    /// table is loaded (the load will read them).
-    pub fn note(&self, samples: &[(i64, i64)]) {
+    /// Widens spans by samples just committed, as `(series id, time, value)`; nothing before
+    /// the table is loaded (the load will read them).
+    pub fn note(&self, samples: &[(i64, i64, f64)]) {
         let mut guard = self.0.write().unwrap_or_else(|e| e.into_inner());
         let Some(spans) = guard.as_mut() else {
             return;
         };
-        for &(id, ts) in samples {
-            let Ok(i) = usize::try_from(id) else {
-                continue;
-            };
-            if i >= spans.len() {
-                spans.resize(i + 1, EMPTY);
-            }
-            let span = &mut spans[i];
-            *span = (span.0.min(ts), span.1.max(ts));
+        for &(id, ts, _) in samples {
+            widen(spans, id, ts, ts);
         }
     }
 
@@ -103,4 +86,16 @@ impl SpanTable {
                 .collect(),
         )
     }
+}
+
+/// Widens series `id`'s span to cover `[lo, hi]`, growing the table as ids grow.
+fn widen(spans: &mut Vec<(i64, i64)>, id: i64, lo: i64, hi: i64) {
+    let Ok(i) = usize::try_from(id) else {
+        return;
+    };
+    if i >= spans.len() {
+        spans.resize(i + 1, EMPTY);
+    }
+    let span = &mut spans[i];
+    *span = (span.0.min(lo), span.1.max(hi));
 }
