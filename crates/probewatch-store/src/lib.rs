@@ -7,7 +7,9 @@
 //! transaction and one fsync.
 
 pub mod chunk;
+mod id_cache;
 mod model;
+pub mod postgres;
 pub mod query;
 pub mod sqlite;
 
@@ -41,6 +43,14 @@ pub enum StoreError {
         /// The caller's limit.
         limit: usize,
     },
+    /// The database server cannot be reached now (down, restarting, out of connections):
+    /// worth retrying, and nothing was committed.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The database server answered no, and retrying will not change that (wrong password,
+    /// no such database, a read-only standby): the message says what to fix.
+    #[error("{0}")]
+    Refused(String),
     /// The database was written by a newer probewatch.
     #[error("database schema version {found} is newer than this probewatch supports ({supported})")]
     SchemaTooNew {

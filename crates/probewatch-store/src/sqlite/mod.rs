@@ -15,12 +15,12 @@ use probewatch_core::{ProbeResult, SeriesSample};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::StoreError;
+use crate::id_cache::{self, IdCache};
 use crate::model::*;
 use crate::prelude::*;
-use id_cache::IdCache;
 
 mod alerting;
-mod id_cache;
+
 mod intervals;
 mod samples;
 mod spans;

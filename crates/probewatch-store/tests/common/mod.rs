@@ -1,4 +1,7 @@
-//! Helpers shared by the store's model-checked tests.
+//! Helpers shared by the store's model-checked tests (each test binary uses some of them).
+#![allow(dead_code)]
+
+pub mod backends;
 
 /// A deterministic xorshift generator, so a failure reproduces.
 pub struct Rng(pub u64);

@@ -13,14 +13,14 @@ use std::sync::OnceLock;
 /// Name hash → id, for the writer only. Split in [`SHARDS`] maps, so that growing one
 /// moves a sixteenth of the entries and never holds two whole tables at once.
 #[derive(Debug)]
-pub(super) struct IdCache(Vec<HashMap<Key, i64, PassThrough>>);
+pub(crate) struct IdCache(Vec<HashMap<Key, i64, PassThrough>>);
 
 const SHARDS: usize = 16;
 
 /// A 128-bit name hash as two words: 8-byte alignment keeps an entry at 24 bytes (a `u128`
 /// key would pad it to 32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Key {
+pub(crate) struct Key {
     lo: u64,
     hi: u64,
 }
@@ -69,7 +69,7 @@ impl IdCache {
 }
 
 /// The key of a name given in parts, under this process's seed.
-pub(super) fn key(parts: &[&str]) -> Key {
+pub(crate) fn key(parts: &[&str]) -> Key {
     let hash = digest(seed(), parts);
     Key {
         lo: hash as u64,
@@ -80,7 +80,7 @@ pub(super) fn key(parts: &[&str]) -> Key {
 /// The hash of a series name stored in `series.name_hash`: seed 0 (it must be the same in
 /// every process), 64 bits as SQLite's signed integer. Only narrows a lookup; the text
 /// decides.
-pub(super) fn name_hash(metric: &str, labels: &str) -> i64 {
+pub(crate) fn name_hash(metric: &str, labels: &str) -> i64 {
     digest(0, &[metric, labels]) as u64 as i64
 }
 

@@ -1,0 +1,786 @@
+//! The ingest ledger on PostgreSQL: one transaction per batch, a handful of statements each
+//! over arrays (`unnest`), so a batch of a thousand files costs a few round trips, not
+//! thousands.
+
+use std::collections::HashMap;
+
+use postgres::Transaction;
+use probewatch_core::{ProbeResult, SeriesSample};
+
+use super::{IdCaches, PgStore, to_i64, to_u64};
+use crate::id_cache;
+use crate::model::*;
+use crate::{LedgerStore, StoreError};
+
+/// Ledger rows deleted per transaction by [`LedgerStore::prune`].
+const PRUNE_CHUNK: i64 = 5_000;
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The value columns of a head row: the value, and its bits when it is a NaN other than the
+/// plain one (a float8 keeps no NaN payload reliably; Prometheus's stale marker has one).
+pub(super) fn value_columns(v: f64) -> (f64, Option<i64>) {
+    if v.is_nan() && v.to_bits() != f64::NAN.to_bits() {
+        (f64::NAN, Some(v.to_bits() as i64))
+    } else {
+        (v, None)
+    }
+}
+
+impl LedgerStore for PgStore {
+    fn check_files(&self) -> Result<(), StoreError> {
+        // The database is a server's, not a file under our feet: reaching it is the check.
+        self.client()?.simple_query("SELECT 1")?;
+        Ok(())
+    }
+
+    fn file_head(&self, path: &[u8]) -> Result<Option<FileHead>, StoreError> {
+        let row = self.client()?.query_opt(
+            "SELECT size, mtime_ns, inode, outcome FROM file_heads WHERE path = $1",
+            &[&path],
+        )?;
+        Ok(row.map(|r| FileHead {
+            size: to_u64(r.get(0)),
+            mtime_ns: r.get(1),
+            inode: to_u64(r.get(2)),
+            outcome: Outcome::from_code(i64::from(r.get::<_, i16>(3))),
+        }))
+    }
+
+    fn commit_batch(
+        &self,
+        items: &[IngestItem],
+        durable: bool,
+    ) -> Result<CommitSummary, StoreError> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        if !durable {
+            // The ledger row and its data still commit together; only the wait for the WAL
+            // flush is skipped (a crash of the server may lose the last moments of batches,
+            // whose files are then still in the spool and ingested again).
+            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+        }
+        let mut ids = self.ids();
+        let result = commit(&mut tx, &mut ids, items);
+        match result {
+            Ok(summary) => {
+                tx.commit()?;
+                Ok(summary)
+            }
+            Err(err) => {
+                // Ids cached during a transaction that rolled back may not exist.
+                ids.series.clear();
+                ids.checks.clear();
+                Err(err)
+            }
+        }
+    }
+
+    fn prune(
+        &self,
+        cutoff_ms: i64,
+        file_exists: &dyn Fn(&[u8]) -> bool,
+    ) -> Result<PruneSummary, StoreError> {
+        let mut client = self.client()?;
+        let mut summary = PruneSummary::default();
+        // Whole chunks only: one that straddles the cutoff goes when it is all old.
+        loop {
+            let mut tx = client.transaction()?;
+            let row = tx.query_one(
+                "WITH gone AS (
+                    DELETE FROM chunks WHERE id IN (
+                        SELECT id FROM chunks WHERE max_ts < $1 LIMIT $2)
+                    RETURNING samples)
+                 SELECT count(*), coalesce(sum(samples), 0)::int8 FROM gone",
+                &[&cutoff_ms, &PRUNE_CHUNK],
+            )?;
+            let (rows, samples): (i64, i64) = (row.get(0), row.get(1));
+            let head = tx.execute(
+                "DELETE FROM samples_head WHERE ctid = ANY (ARRAY(
+                    SELECT ctid FROM samples_head WHERE ts_ms < $1 LIMIT $2))",
+                &[&cutoff_ms, &PRUNE_CHUNK],
+            )?;
+            let n = samples + to_i64(head);
+            tx.execute(
+                "UPDATE stats SET samples = samples - $1 WHERE id = 1",
+                &[&n],
+            )?;
+            tx.commit()?;
+            summary.samples += to_u64(n);
+            if rows < PRUNE_CHUNK && to_i64(head) < PRUNE_CHUNK {
+                break;
+            }
+        }
+        loop {
+            let mut tx = client.transaction()?;
+            let n = tx.execute(
+                "DELETE FROM check_results WHERE ctid = ANY (ARRAY(
+                    SELECT ctid FROM check_results WHERE ts_ms < $1 LIMIT $2))",
+                &[&cutoff_ms, &PRUNE_CHUNK],
+            )?;
+            tx.execute(
+                "DELETE FROM status_intervals WHERE ctid = ANY (ARRAY(
+                    SELECT ctid FROM status_intervals WHERE end_ms < $1 LIMIT $2))",
+                &[&cutoff_ms, &PRUNE_CHUNK],
+            )?;
+            tx.execute(
+                "UPDATE stats SET check_results = check_results - $1 WHERE id = 1",
+                &[&to_i64(n)],
+            )?;
+            tx.commit()?;
+            summary.check_results += n;
+            if to_i64(n) < PRUNE_CHUNK {
+                break;
+            }
+        }
+        client.execute(
+            "DELETE FROM batches WHERE committed_at_us < $1
+               AND id < (SELECT max(id) FROM batches)",
+            &[&cutoff_ms.saturating_mul(1000)],
+        )?;
+        // Old ledger rows go only when their file is gone: a row for a file still on disk is
+        // what stops a rescan from ingesting it again.
+        let old = client.query(
+            "SELECT id, path, outcome, spool FROM files WHERE ingested_at_ms < $1",
+            &[&cutoff_ms],
+        )?;
+        let gone: Vec<(i64, i16, String)> = old
+            .iter()
+            .filter(|r| !file_exists(r.get::<_, &[u8]>(1)))
+            .map(|r| (r.get(0), r.get(2), r.get(3)))
+            .collect();
+        for chunk in gone.chunks(usize::try_from(PRUNE_CHUNK).unwrap_or(5_000)) {
+            let ids: Vec<i64> = chunk.iter().map(|g| g.0).collect();
+            let mut per_spool: HashMap<&str, (i64, i64)> = HashMap::new();
+            for (_, outcome, spool) in chunk {
+                let entry = per_spool.entry(spool).or_default();
+                match Outcome::from_code(i64::from(*outcome)) {
+                    Outcome::Ingested => entry.0 -= 1,
+                    Outcome::Rejected => entry.1 -= 1,
+                }
+            }
+            let mut tx = client.transaction()?;
+            tx.execute("DELETE FROM files WHERE id = ANY($1)", &[&ids])?;
+            tx.execute("DELETE FROM file_heads WHERE file_id = ANY($1)", &[&ids])?;
+            let (ingested, rejected) = per_spool
+                .values()
+                .fold((0, 0), |acc, v| (acc.0 + v.0, acc.1 + v.1));
+            tx.execute(
+                "UPDATE stats SET files_ingested = files_ingested + $1,
+                    files_rejected = files_rejected + $2 WHERE id = 1",
+                &[&ingested, &rejected],
+            )?;
+            for (spool, (i, r)) in &per_spool {
+                tx.execute(
+                    "UPDATE spool_stats SET ingested = ingested + $2, rejected = rejected + $3
+                     WHERE spool = $1",
+                    &[spool, i, r],
+                )?;
+            }
+            tx.commit()?;
+            summary.files += chunk.len() as u64;
+        }
+        Ok(summary)
+    }
+
+    fn stats(&self) -> Result<Stats, StoreError> {
+        let r = self.client()?.query_one(
+            "SELECT files_ingested, files_rejected, check_results, samples, series
+             FROM stats WHERE id = 1",
+            &[],
+        )?;
+        Ok(Stats {
+            files_ingested: to_u64(r.get(0)),
+            files_rejected: to_u64(r.get(1)),
+            check_results: to_u64(r.get(2)),
+            samples: to_u64(r.get(3)),
+            series: to_u64(r.get(4)),
+        })
+    }
+
+    fn ingest_activity(
+        &self,
+        since_ms: i64,
+        latest_files: usize,
+    ) -> Result<IngestActivity, StoreError> {
+        let mut client = self.client()?;
+        let minutes = client
+            .query(
+                "SELECT committed_at_us / 60000000 * 60000, sum(files)::int8 FROM batches
+                 WHERE committed_at_us >= $1 GROUP BY 1 ORDER BY 1",
+                &[&since_ms.saturating_mul(1000)],
+            )?
+            .iter()
+            .map(|r| (r.get(0), to_u64(r.get(1))))
+            .collect();
+        let latencies_ms = client
+            .query(
+                "SELECT ingested_at_ms - mtime_ns / 1000000 FROM files ORDER BY id DESC LIMIT $1",
+                &[&to_i64(latest_files as u64)],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(IngestActivity {
+            minutes,
+            latencies_ms,
+        })
+    }
+
+    fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError> {
+        let limit = to_i64(limit as u64);
+        let columns = "spool, path, outcome, reject_kind, error, ingested_at_ms, size, samples,
+            clock_skew";
+        let mut client = self.client()?;
+        let rows = match outcome {
+            Some(outcome) => client.query(
+                &format!(
+                    "SELECT {columns} FROM files WHERE outcome = $1 ORDER BY id DESC LIMIT $2"
+                ),
+                &[&(outcome as i16), &limit],
+            )?,
+            None => client.query(
+                &format!("SELECT {columns} FROM files ORDER BY id DESC LIMIT $1"),
+                &[&limit],
+            )?,
+        };
+        Ok(rows
+            .iter()
+            .map(|r| FileRow {
+                spool: r.get(0),
+                path: r.get(1),
+                outcome: Outcome::from_code(i64::from(r.get::<_, i16>(2))),
+                reject_kind: r.get(3),
+                error: r.get(4),
+                ingested_at_ms: r.get(5),
+                size: to_u64(r.get(6)),
+                samples: u64::try_from(r.get::<_, i32>(7)).unwrap_or(0),
+                clock_skew: r.get(8),
+            })
+            .collect())
+    }
+
+    fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
+        Ok(self
+            .client()?
+            .query(
+                "SELECT spool, ingested, rejected FROM spool_stats
+                 WHERE ingested + rejected > 0 ORDER BY spool",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), to_u64(r.get(1)), to_u64(r.get(2))))
+            .collect())
+    }
+}
+
+/// The body of one batch's transaction.
+fn commit(
+    tx: &mut Transaction<'_>,
+    ids: &mut IdCaches,
+    items: &[IngestItem],
+) -> Result<CommitSummary, StoreError> {
+    let batch_id: i64 = tx
+        .query_one(
+            "SELECT nextval(pg_get_serial_sequence('batches', 'id'))",
+            &[],
+        )?
+        .get(0);
+    let now_ms = now_us() / 1000;
+
+    // 1. Ledger rows, all at once; the unique (path, version_hash) skips versions already
+    //    stored, by this server or another.
+    let mut spools = Vec::with_capacity(items.len());
+    let mut paths: Vec<&[u8]> = Vec::with_capacity(items.len());
+    let mut hashes: Vec<&[u8]> = Vec::with_capacity(items.len());
+    let (mut sizes, mut mtimes, mut inodes) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut outcomes, mut kinds, mut errors) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut probes, mut n_samples, mut skews) = (Vec::new(), Vec::new(), Vec::new());
+    for item in items {
+        let f = &item.file;
+        spools.push(&*f.spool);
+        paths.push(&f.path);
+        hashes.push(&f.version_hash[..]);
+        sizes.push(to_i64(f.size));
+        mtimes.push(f.mtime_ns);
+        inodes.push(to_i64(f.inode));
+        match &item.content {
+            ItemContent::Parsed {
+                results,
+                samples,
+                clock_skew,
+            } => {
+                outcomes.push(Outcome::Ingested as i16);
+                kinds.push(None);
+                errors.push(None);
+                probes.push(i32::try_from(results.len()).unwrap_or(i32::MAX));
+                n_samples.push(i32::try_from(samples.len()).unwrap_or(i32::MAX));
+                skews.push(*clock_skew);
+            }
+            ItemContent::Rejected(reject) => {
+                outcomes.push(Outcome::Rejected as i16);
+                kinds.push(Some(reject.kind.as_str()));
+                errors.push(Some(reject.to_string()));
+                probes.push(0);
+                n_samples.push(0);
+                skews.push(false);
+            }
+        }
+    }
+    let inserted = tx.query(
+        "INSERT INTO files (spool, path, version_hash, size, mtime_ns, inode, outcome,
+            reject_kind, error, probes, samples, clock_skew, batch_id, ingested_at_ms)
+         SELECT u.*, $13::int8, $14::int8 FROM unnest($1::text[], $2::bytea[], $3::bytea[],
+            $4::int8[], $5::int8[], $6::int8[], $7::int2[], $8::text[], $9::text[],
+            $10::int4[], $11::int4[], $12::bool[]) AS u
+         ON CONFLICT (path, version_hash) DO NOTHING
+         RETURNING id, path, version_hash",
+        &[
+            &spools, &paths, &hashes, &sizes, &mtimes, &inodes, &outcomes, &kinds, &errors,
+            &probes, &n_samples, &skews, &batch_id, &now_ms,
+        ],
+    )?;
+    let mut new_ids: HashMap<(&[u8], &[u8]), i64> = HashMap::with_capacity(inserted.len());
+    for row in &inserted {
+        let (path, hash): (&[u8], &[u8]) = (row.get(1), row.get(2));
+        // Keys borrow from the items, which outlive the rows.
+        if let Some(item) = items
+            .iter()
+            .find(|i| i.file.path == path && i.file.version_hash[..] == *hash)
+        {
+            new_ids.insert((&item.file.path, &item.file.version_hash[..]), row.get(0));
+        }
+    }
+    let mut results = Vec::with_capacity(items.len());
+    let mut stored: Vec<(&IngestItem, i64)> = Vec::with_capacity(inserted.len());
+    for item in items {
+        // A version offered twice in one batch is stored once: the first takes the id.
+        match new_ids.remove(&(&item.file.path[..], &item.file.version_hash[..])) {
+            Some(file_id) => {
+                results.push(ItemResult::Stored { file_id });
+                stored.push((item, file_id));
+            }
+            None => results.push(ItemResult::Duplicate),
+        }
+    }
+
+    // 2. Each path's newest version, for the restart fast path.
+    let mut heads: HashMap<&[u8], (&IngestItem, i64)> = HashMap::new();
+    for &(item, id) in &stored {
+        heads.insert(&item.file.path, (item, id));
+    }
+    if !heads.is_empty() {
+        let mut h_paths: Vec<&[u8]> = Vec::new();
+        let (mut h_ids, mut h_sizes, mut h_mtimes, mut h_inodes, mut h_outcomes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (path, (item, id)) in &heads {
+            h_paths.push(path);
+            h_ids.push(*id);
+            h_sizes.push(to_i64(item.file.size));
+            h_mtimes.push(item.file.mtime_ns);
+            h_inodes.push(to_i64(item.file.inode));
+            h_outcomes.push(match item.content {
+                ItemContent::Parsed { .. } => Outcome::Ingested as i16,
+                ItemContent::Rejected(_) => Outcome::Rejected as i16,
+            });
+        }
+        tx.execute(
+            "INSERT INTO file_heads (path, file_id, size, mtime_ns, inode, outcome)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
+                $6::int2[])
+             ON CONFLICT (path) DO UPDATE SET file_id = excluded.file_id,
+                size = excluded.size, mtime_ns = excluded.mtime_ns, inode = excluded.inode,
+                outcome = excluded.outcome",
+            &[
+                &h_paths,
+                &h_ids,
+                &h_sizes,
+                &h_mtimes,
+                &h_inodes,
+                &h_outcomes,
+            ],
+        )?;
+    }
+
+    // 3. Check results and samples of the stored files.
+    let mut delta = Delta::default();
+    let mut per_spool: HashMap<&str, (i64, i64)> = HashMap::new();
+    let mut probe_results: Vec<(&ProbeResult, i64)> = Vec::new();
+    let mut samples: Vec<&SeriesSample> = Vec::new();
+    for &(item, file_id) in &stored {
+        let entry = per_spool.entry(&item.file.spool).or_default();
+        match &item.content {
+            ItemContent::Parsed {
+                results: r,
+                samples: s,
+                ..
+            } => {
+                entry.0 += 1;
+                delta.files_ingested += 1;
+                probe_results.extend(r.iter().map(|r| (r, file_id)));
+                samples.extend(s);
+            }
+            ItemContent::Rejected(_) => {
+                entry.1 += 1;
+                delta.files_rejected += 1;
+            }
+        }
+    }
+    let check_results = write_checks(tx, &mut ids.checks, &probe_results, &mut delta)?;
+    let samples_written = samples.len() as u64;
+    write_samples(tx, &mut ids.series, &samples, &mut delta)?;
+
+    // 4. Totals, per-spool counts and the batch row.
+    delta.apply(tx)?;
+    for (spool, (ingested, rejected)) in &per_spool {
+        tx.execute(
+            "INSERT INTO spool_stats (spool, ingested, rejected) VALUES ($1, $2, $3)
+             ON CONFLICT (spool) DO UPDATE SET ingested = spool_stats.ingested + excluded.ingested,
+                rejected = spool_stats.rejected + excluded.rejected",
+            &[spool, ingested, rejected],
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO batches (id, committed_at_us, files) VALUES ($1, $2, $3)",
+        &[
+            &batch_id,
+            &now_us(),
+            &i32::try_from(stored.len()).unwrap_or(i32::MAX),
+        ],
+    )?;
+    Ok(CommitSummary {
+        batch_id,
+        items: results,
+        samples: samples_written,
+        check_results,
+    })
+}
+
+/// Running totals changed by one transaction.
+#[derive(Default)]
+pub(super) struct Delta {
+    pub files_ingested: i64,
+    pub files_rejected: i64,
+    pub check_results: i64,
+    pub samples: i64,
+    pub series: i64,
+}
+
+impl Delta {
+    pub fn apply(&self, tx: &mut Transaction<'_>) -> Result<(), StoreError> {
+        tx.execute(
+            "UPDATE stats SET files_ingested = files_ingested + $1,
+                files_rejected = files_rejected + $2, check_results = check_results + $3,
+                samples = samples + $4, series = series + $5 WHERE id = 1",
+            &[
+                &self.files_ingested,
+                &self.files_rejected,
+                &self.check_results,
+                &self.samples,
+                &self.series,
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// Writes the check results of the batch, creates checks seen for the first time, moves
+/// each check's latest state forward, and marks its status intervals for repair. Returns the
+/// number of check results (rewrites included, as the SQLite back end counts them).
+fn write_checks(
+    tx: &mut Transaction<'_>,
+    cache: &mut IdCache,
+    results: &[(&ProbeResult, i64)],
+    delta: &mut Delta,
+) -> Result<u64, StoreError> {
+    // Ids, creating the checks not yet known.
+    let mut check_ids: Vec<i64> = Vec::new();
+    let mut missing: Vec<(usize, usize)> = Vec::new();
+    let mut keyed: HashMap<(&str, &str, &str), i64> = HashMap::new();
+    for (ri, (result, _)) in results.iter().enumerate() {
+        for (ci, check) in result.checks.iter().enumerate() {
+            let key = id_cache::key(&[&result.probe, &result.host, &check.name]);
+            match cache.get(key) {
+                Some(id) => {
+                    keyed.insert((&result.probe, &result.host, &check.name), id);
+                }
+                None => missing.push((ri, ci)),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let (mut p, mut h, mut n, mut iv, mut ts, mut st, mut du, mut me) = (
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        );
+        let mut seen = std::collections::HashSet::new();
+        for &(ri, ci) in &missing {
+            let result = results[ri].0;
+            let check = &result.checks[ci];
+            if !seen.insert((&result.probe, &result.host, &check.name)) {
+                continue;
+            }
+            p.push(result.probe.as_str());
+            h.push(result.host.as_str());
+            n.push(check.name.as_str());
+            iv.push(result.interval_ms);
+            ts.push(result.time_ms);
+            st.push(i16::from(check.status.code()));
+            du.push(check.duration_seconds);
+            me.push(check.message.as_str());
+        }
+        tx.execute(
+            "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
+                last_duration, last_message)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
+                $6::int2[], $7::float8[], $8::text[])
+             ON CONFLICT (probe, host, name) DO NOTHING",
+            &[&p, &h, &n, &iv, &ts, &st, &du, &me],
+        )?;
+        let rows = tx.query(
+            "SELECT c.id, c.probe, c.host, c.name FROM checks c
+             JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(probe, host, name)
+               ON c.probe = u.probe AND c.host = u.host AND c.name = u.name",
+            &[&p, &h, &n],
+        )?;
+        for row in &rows {
+            let (probe, host, name): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
+            let id: i64 = row.get(0);
+            cache.insert(id_cache::key(&[probe, host, name]), id);
+            if let Some(key) = results.iter().find_map(|(r, _)| {
+                (r.probe == probe && r.host == host)
+                    .then(|| r.checks.iter().find(|c| c.name == name))
+                    .flatten()
+                    .map(|c| (r.probe.as_str(), r.host.as_str(), c.name.as_str()))
+            }) {
+                keyed.insert(key, id);
+            }
+        }
+    }
+
+    // Results, the last one written winning for the same (check, time).
+    let mut rows: HashMap<(i64, i64), (&ProbeResult, &probewatch_core::CheckResult, i64)> =
+        HashMap::new();
+    let mut latest: HashMap<i64, (&ProbeResult, &probewatch_core::CheckResult)> = HashMap::new();
+    let mut dirty: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut written = 0u64;
+    for &(result, file_id) in results {
+        for check in &result.checks {
+            let Some(&id) = keyed.get(&(
+                result.probe.as_str(),
+                result.host.as_str(),
+                check.name.as_str(),
+            )) else {
+                return Err(StoreError::Database(
+                    format!(
+                        "check {}/{}/{} was neither found nor created",
+                        result.probe, result.host, check.name
+                    )
+                    .into(),
+                ));
+            };
+            check_ids.push(id);
+            written += 1;
+            rows.insert((id, result.time_ms), (result, check, file_id));
+            if latest
+                .get(&id)
+                .is_none_or(|(r, _)| r.time_ms <= result.time_ms)
+            {
+                latest.insert(id, (result, check));
+            }
+            let span = dirty.entry(id).or_insert((result.time_ms, result.time_ms));
+            span.0 = span.0.min(result.time_ms);
+            span.1 = span.1.max(result.time_ms);
+        }
+    }
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let (mut c, mut ts, mut st, mut du, mut me, mut fi, mut iv) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for ((id, time), (result, check, file_id)) in &rows {
+        c.push(*id);
+        ts.push(*time);
+        st.push(i16::from(check.status.code()));
+        du.push(check.duration_seconds);
+        me.push(check.message.as_str());
+        fi.push(*file_id);
+        iv.push(result.interval_ms);
+    }
+    let new: i64 = tx
+        .query_one(
+            "WITH w AS (
+                INSERT INTO check_results (check_id, ts_ms, status, duration, message, file_id,
+                    interval_ms)
+                SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::float8[],
+                    $5::text[], $6::int8[], $7::int8[])
+                ON CONFLICT (check_id, ts_ms) DO UPDATE SET status = excluded.status,
+                    duration = excluded.duration, message = excluded.message,
+                    file_id = excluded.file_id, interval_ms = excluded.interval_ms
+                RETURNING (xmax = 0) AS inserted)
+             SELECT count(*) FILTER (WHERE inserted) FROM w",
+            &[&c, &ts, &st, &du, &me, &fi, &iv],
+        )?
+        .get(0);
+    delta.check_results += new;
+
+    // Latest state, unless a newer result is stored already (results may arrive late).
+    let (mut lc, mut lts, mut lst, mut ldu, mut lme, mut liv) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for (id, (result, check)) in &latest {
+        lc.push(*id);
+        lts.push(result.time_ms);
+        lst.push(i16::from(check.status.code()));
+        ldu.push(check.duration_seconds);
+        lme.push(check.message.as_str());
+        liv.push(result.interval_ms);
+    }
+    tx.execute(
+        "UPDATE checks SET last_ts_ms = u.ts, last_status = u.status, last_duration = u.duration,
+            last_message = u.message, interval_ms = coalesce(u.interval_ms, checks.interval_ms)
+         FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::float8[], $5::text[], $6::int8[])
+            AS u(id, ts, status, duration, message, interval_ms)
+         WHERE checks.id = u.id AND checks.last_ts_ms <= u.ts",
+        &[&lc, &lts, &lst, &ldu, &lme, &liv],
+    )?;
+
+    // Status intervals are rebuilt from the results on the next read or idle moment.
+    let (mut dc, mut dlo, mut dhi) = (Vec::new(), Vec::new(), Vec::new());
+    for (id, (lo, hi)) in &dirty {
+        dc.push(*id);
+        dlo.push(*lo);
+        dhi.push(*hi);
+    }
+    tx.execute(
+        "INSERT INTO intervals_dirty (check_id, lo_ms, hi_ms)
+         SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[])
+         ON CONFLICT (check_id) DO UPDATE SET lo_ms = least(intervals_dirty.lo_ms, excluded.lo_ms),
+            hi_ms = greatest(intervals_dirty.hi_ms, excluded.hi_ms)",
+        &[&dc, &dlo, &dhi],
+    )?;
+    let _ = check_ids;
+    Ok(written)
+}
+
+/// Writes the batch's samples into the head, creating series seen for the first time; the
+/// last value written for the same (series, time) wins.
+pub(super) fn write_samples(
+    tx: &mut Transaction<'_>,
+    cache: &mut IdCache,
+    samples: &[&SeriesSample],
+    delta: &mut Delta,
+) -> Result<(), StoreError> {
+    if samples.is_empty() {
+        return Ok(());
+    }
+    let mut series_ids: Vec<Option<i64>> = Vec::with_capacity(samples.len());
+    let mut missing: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
+    for (i, s) in samples.iter().enumerate() {
+        let id = cache.get(id_cache::key(&[&s.metric, &s.labels]));
+        if id.is_none() {
+            missing
+                .entry((s.metric.as_str(), s.labels.as_str()))
+                .or_default()
+                .push(i);
+        }
+        series_ids.push(id);
+    }
+    if !missing.is_empty() {
+        let metrics: Vec<&str> = missing.keys().map(|k| k.0).collect();
+        let labels: Vec<&str> = missing.keys().map(|k| k.1).collect();
+        let created: i64 = tx
+            .query_one(
+                "WITH n AS (
+                    INSERT INTO series (metric, labels)
+                    SELECT * FROM unnest($1::text[], $2::text[])
+                    ON CONFLICT (metric, labels) DO NOTHING RETURNING 1)
+                 SELECT count(*) FROM n",
+                &[&metrics, &labels],
+            )?
+            .get(0);
+        delta.series += created;
+        let rows = tx.query(
+            "SELECT s.id, s.metric, s.labels FROM series s
+             JOIN unnest($1::text[], $2::text[]) AS u(metric, labels)
+               ON s.metric = u.metric AND s.labels = u.labels",
+            &[&metrics, &labels],
+        )?;
+        for row in &rows {
+            let (id, metric, labels): (i64, &str, &str) = (row.get(0), row.get(1), row.get(2));
+            cache.insert(id_cache::key(&[metric, labels]), id);
+            if let Some(indexes) = missing.get(&(metric, labels)) {
+                for &i in indexes {
+                    series_ids[i] = Some(id);
+                }
+            }
+        }
+    }
+    // Last write wins within the batch: keep the last sample per (series, time).
+    let mut last: HashMap<(i64, i64), f64> = HashMap::with_capacity(samples.len());
+    for (s, id) in samples.iter().zip(&series_ids) {
+        let Some(id) = id else {
+            return Err(StoreError::Database(
+                format!(
+                    "series {}{} was neither found nor created",
+                    s.metric, s.labels
+                )
+                .into(),
+            ));
+        };
+        last.insert((*id, s.time_ms), s.value);
+    }
+    let mut rows: Vec<(i64, i64, f64)> = last.into_iter().map(|((s, t), v)| (s, t, v)).collect();
+    rows.sort_by_key(|r| (r.0, r.1));
+    let (mut ids, mut ts, mut vs, mut bits) = (
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+        Vec::with_capacity(rows.len()),
+    );
+    for (id, t, v) in rows {
+        let (value, payload) = value_columns(v);
+        ids.push(id);
+        ts.push(t);
+        vs.push(value);
+        bits.push(payload);
+    }
+    let new: i64 = tx
+        .query_one(
+            "WITH w AS (
+                INSERT INTO samples_head (series_id, ts_ms, value, bits)
+                SELECT * FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[])
+                ON CONFLICT (series_id, ts_ms) DO UPDATE SET value = excluded.value,
+                    bits = excluded.bits
+                RETURNING (xmax = 0) AS inserted)
+             SELECT count(*) FILTER (WHERE inserted) FROM w",
+            &[&ids, &ts, &vs, &bits],
+        )?
+        .get(0);
+    delta.samples += new;
+    Ok(())
+}
+
+use crate::id_cache::IdCache;

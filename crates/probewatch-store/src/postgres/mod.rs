@@ -1,0 +1,257 @@
+//! The PostgreSQL back end: one store for many hosts and several probewatch servers.
+//!
+//! The same promises as the SQLite back end, kept by PostgreSQL's transactions instead of a
+//! single writer: a file version's ledger row (`UNIQUE (path, version_hash)`) commits in the
+//! same transaction as its results, so two servers offered the same file store it once.
+//! Series and checks are created with `ON CONFLICT DO NOTHING`, so servers ingesting at once
+//! never make one twice.
+//!
+//! The store's traits are synchronous, as the writer, the rule evaluator and the HTTP
+//! handlers (through `spawn_blocking`) call them from ordinary threads; so this back end uses
+//! the synchronous `postgres` client with an r2d2 pool rather than async tokio-postgres.
+//!
+//! Status: the ledger ([`crate::LedgerStore`]) is implemented; the other traits follow, and
+//! until they do `PgStore` is not a [`crate::Store`] and the configuration does not offer it.
+
+mod ledger;
+
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{Client, NoTls};
+use r2d2_postgres::PostgresConnectionManager;
+
+use crate::StoreError;
+use crate::id_cache::IdCache;
+
+/// Versioned schema changes, applied in order; the number of a migration is its position.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+
+/// The advisory lock key that serializes migrations between servers starting together
+/// ("probewatch" folded into 63 bits).
+const MIGRATION_LOCK: i64 = 0x7072_6f62_6577_6174;
+
+/// Connections the pool keeps at most: the writer, the rule evaluator, the notifier lanes
+/// and the HTTP readers.
+const POOL_SIZE: u32 = 16;
+
+impl From<postgres::Error> for StoreError {
+    fn from(err: postgres::Error) -> StoreError {
+        if err.is_closed() || err.as_db_error().is_none() && is_connection_error(&err) {
+            return StoreError::Unreachable(format!("lost the PostgreSQL connection: {err}"));
+        }
+        StoreError::Database(Box::new(err))
+    }
+}
+
+impl From<r2d2::Error> for StoreError {
+    fn from(err: r2d2::Error) -> StoreError {
+        StoreError::Unreachable(format!("no PostgreSQL connection available: {err}"))
+    }
+}
+
+/// Whether an error without a server error code is the connection failing (as opposed to,
+/// say, a value that does not convert).
+fn is_connection_error(err: &postgres::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if e.is::<std::io::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// A PostgreSQL store. Cheap to share: connections come from a pool.
+pub struct PgStore {
+    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// The URL with its password hidden, for messages.
+    shown: String,
+    /// This process's caches of series and check ids; a miss asks the database, so several
+    /// servers each keep their own.
+    ids: Mutex<IdCaches>,
+}
+
+#[derive(Default)]
+struct IdCaches {
+    series: IdCache,
+    checks: IdCache,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `url` as it may be shown: `postgres://user@host:port/database`, never the password.
+pub fn redact_url(url: &str) -> String {
+    match postgres::Config::from_str(url) {
+        Ok(config) => shown(&config),
+        Err(_) => "(an unparsable PostgreSQL URL)".to_string(),
+    }
+}
+
+fn shown(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+        .map(|(host, port)| match host {
+            postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+            postgres::config::Host::Unix(dir) => format!("{}:{port}", dir.display()),
+        })
+        .collect();
+    format!(
+        "postgres://{}@{}/{}",
+        config.get_user().unwrap_or(""),
+        hosts.join(","),
+        config.get_dbname().unwrap_or("")
+    )
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (a `postgres://` URL or `key=value` settings),
+    /// with `password` when given (it overrides one in the URL), checks that it can write
+    /// there, and brings the schema up to date. Fails with [`StoreError::Unreachable`] when
+    /// the server cannot be reached (worth retrying) and [`StoreError::Refused`] when it
+    /// answered no (wrong password, no such database, a read-only standby).
+    pub fn open(url: &str, password: Option<&str>) -> Result<PgStore, StoreError> {
+        let mut config = postgres::Config::from_str(url).map_err(|err| {
+            StoreError::Refused(format!("the PostgreSQL URL is not valid: {err}"))
+        })?;
+        if let Some(password) = password {
+            config.password(password);
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("probewatch");
+        let shown = shown(&config);
+        let mut client = config
+            .connect(NoTls)
+            .map_err(|err| connect_error(&shown, &config, &err))?;
+        let standby: bool = client.query_one("SELECT pg_is_in_recovery()", &[])?.get(0);
+        if standby {
+            return Err(StoreError::Refused(format!(
+                "PostgreSQL at {shown} is a read-only standby (pg_is_in_recovery() is true): \
+                 point the store at the primary"
+            )));
+        }
+        migrate(&mut client)?;
+        let manager = PostgresConnectionManager::new(config, NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(10))
+            // A broken connection is found when it is used; r2d2 drops it then.
+            .test_on_check_out(false)
+            .build_unchecked(manager);
+        Ok(PgStore {
+            pool,
+            shown,
+            ids: Mutex::new(IdCaches::default()),
+        })
+    }
+
+    /// The database URL, password hidden.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    fn client(
+        &self,
+    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
+        Ok(self.pool.get()?)
+    }
+
+    fn ids(&self) -> std::sync::MutexGuard<'_, IdCaches> {
+        self.ids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One sentence for a failed connection: what PostgreSQL said, or that it was not reached.
+fn connect_error(shown: &str, config: &postgres::Config, err: &postgres::Error) -> StoreError {
+    let user = config.get_user().unwrap_or("");
+    let database = config.get_dbname().unwrap_or(user);
+    let Some(db) = err.as_db_error() else {
+        return StoreError::Unreachable(format!("cannot reach PostgreSQL at {shown}: {err}"));
+    };
+    let code = db.code();
+    if *code == SqlState::INVALID_PASSWORD || *code == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+    {
+        StoreError::Refused(format!(
+            "PostgreSQL at {shown} refused user {user:?}: wrong password, or no pg_hba.conf \
+             entry lets it in ({})",
+            db.message()
+        ))
+    } else if *code == SqlState::INVALID_CATALOG_NAME {
+        StoreError::Refused(format!(
+            "PostgreSQL at {shown} has no database {database:?}: create it (createdb -O \
+             {user} {database}) or correct the URL"
+        ))
+    } else if *code == SqlState::CANNOT_CONNECT_NOW || *code == SqlState::TOO_MANY_CONNECTIONS {
+        StoreError::Unreachable(format!(
+            "PostgreSQL at {shown} cannot take a connection now: {}",
+            db.message()
+        ))
+    } else {
+        StoreError::Refused(format!(
+            "PostgreSQL at {shown} refused the connection: {}",
+            db.message()
+        ))
+    }
+}
+
+/// Applies the migrations this database has not had, under an advisory lock so that
+/// servers starting together apply each once; refuses a schema newer than this build.
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS probewatch_schema (
+            version    integer PRIMARY KEY,
+            applied_at timestamptz NOT NULL DEFAULT now()
+        )",
+    )?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM probewatch_schema",
+            &[],
+        )?
+        .get(0);
+    let supported = MIGRATIONS.len() as i64;
+    if i64::from(current) > supported {
+        return Err(StoreError::SchemaTooNew {
+            found: i64::from(current),
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        tx.batch_execute(sql)?;
+        let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        tx.execute(
+            "INSERT INTO probewatch_schema (version) VALUES ($1)",
+            &[&version],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
