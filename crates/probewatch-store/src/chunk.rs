@@ -98,6 +98,48 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
     w.finish()
 }
 
+/// Merges two sorted runs with unique timestamps; on equal timestamps `newer` wins.
+pub(crate) fn merge_sorted(older: &[(i64, f64)], newer: &[(i64, f64)]) -> Vec<(i64, f64)> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let (mut i, mut j) = (0, 0);
+    while i < older.len() && j < newer.len() {
+        match older[i].0.cmp(&newer[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(older[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(newer[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                out.push(newer[j]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&older[i..]);
+    out.extend_from_slice(&newer[j..]);
+    out
+}
+
+/// Makes `out[start..]` (one series' samples, appended source by source, oldest source
+/// first) sorted with one sample per timestamp, the last written winning: what a read does
+/// when the head repeats timestamps already in chunks.
+pub(crate) fn keep_last_written(out: &mut Vec<(i64, f64)>, start: usize) {
+    if out[start..].is_sorted_by(|a, b| a.0 < b.0) {
+        return;
+    }
+    // The sort is stable and the sources were appended oldest first.
+    let mut series = out.split_off(start);
+    series.sort_by_key(|s| s.0);
+    series.reverse();
+    series.dedup_by_key(|s| s.0);
+    series.reverse();
+    out.extend(series);
+}
+
 /// Appends the samples of `data` (either version) to `out`.
 pub fn decode(data: &[u8], out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
     match data {

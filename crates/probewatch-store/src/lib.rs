@@ -8,6 +8,7 @@
 
 pub mod chunk;
 mod id_cache;
+mod intervals;
 mod model;
 pub mod postgres;
 pub mod query;

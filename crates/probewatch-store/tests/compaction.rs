@@ -1,5 +1,5 @@
-//! Samples read back identically whether they sit in the active head, the frozen head or
-//! chunks: compaction is checked against a plain map on a real SQLite file, with late and
+//! Samples read back identically whether they sit in the head or in chunks: compaction is
+//! checked against a plain map on every back end (see `common/backends.rs`), with late and
 //! repeated timestamps, steps interleaved with ingest, and restarts in between.
 
 use std::collections::BTreeMap;
@@ -16,7 +16,7 @@ fn batch(file: u64, samples: Vec<SeriesSample>) -> IngestItem {
     common::item(file, Vec::new(), samples)
 }
 
-fn check_reads(store: &SqliteStore, model: &Model, series: &[String], rng: &mut Rng) {
+fn check_reads(store: &dyn Store, model: &Model, series: &[String], rng: &mut Rng) {
     for _ in 0..6 {
         let (a, b) = (rng.below(40_000) as i64, rng.below(40_000) as i64);
         let (from, to) = (a.min(b), a.max(b));
@@ -55,15 +55,19 @@ fn check_reads(store: &SqliteStore, model: &Model, series: &[String], rng: &mut 
 
 #[test]
 fn compaction_preserves_every_sample_and_the_last_write_wins() {
-    let dir = tempfile::tempdir().expect("tempdir");
+    for backend in common::backends::backends("compaction") {
+        eprintln!("compaction on {}", backend.name());
+        compaction(&backend);
+    }
+}
+
+fn compaction(backend: &common::backends::Backend) {
     let series: Vec<String> = (0..7).map(|i| format!("{{s=\"{i}\"}}")).collect();
     let mut model = Model::new();
     let mut rng = Rng(0x5eed);
     let mut file = 0u64;
     for round in 0..4 {
-        let store = SqliteStore::open(dir.path())
-            .expect("open")
-            .with_head_max_samples(300);
+        let store = backend.open_with_head_max(300);
         for _ in 0..40 {
             let mut items = Vec::new();
             for _ in 0..1 + rng.below(4) {
@@ -101,46 +105,49 @@ fn compaction_preserves_every_sample_and_the_last_write_wins() {
                 store.compact(1 + rng.below(120) as usize).expect("compact");
             }
             if rng.below(8) == 0 {
-                check_reads(&store, &model, &series, &mut rng);
+                check_reads(&*store, &model, &series, &mut rng);
             }
         }
-        check_reads(&store, &model, &series, &mut rng);
+        check_reads(&*store, &model, &series, &mut rng);
     }
 
-    // Drain both heads: with a head limit of one sample the active head is frozen as soon as
-    // the frozen one is empty. Everything then lives in chunks, and the count is exact.
-    let store = SqliteStore::open(dir.path())
-        .expect("open")
-        .with_head_max_samples(1);
+    // Drain the head: with a head limit of one sample compaction runs until it is empty.
+    // Everything then lives in chunks, and the count is exact.
+    let store = backend.open_with_head_max(1);
     let mut steps = 0;
     while store.compact(50).expect("compact").more() {
         steps += 1;
         assert!(steps < 10_000, "compaction does not finish");
     }
-    check_reads(&store, &model, &series, &mut rng);
+    check_reads(&*store, &model, &series, &mut rng);
     assert_eq!(store.stats().expect("stats").samples, model.len() as u64);
-    let db = rusqlite::Connection::open(store.path()).expect("open db");
-    let head_rows: i64 = db
-        .query_row(
-            "SELECT (SELECT count(*) FROM samples_head_0) + (SELECT count(*) FROM samples_head_1)",
-            [],
-            |r| r.get(0),
-        )
-        .expect("count");
+    // The layout's own invariants, in each back end's tables: no head rows left, a series'
+    // chunks never overlap in time and are never over-full.
+    const HEAD_ROWS: [&str; 2] = [
+        "SELECT (SELECT count(*) FROM samples_head_0) + (SELECT count(*) FROM samples_head_1)",
+        "SELECT count(*) FROM samples_head",
+    ];
+    const OVERLAPS: &str =
+        "SELECT count(*) FROM chunks a JOIN chunks b ON a.series_id = b.series_id
+        AND a.id < b.id AND a.min_ts <= b.max_ts AND b.min_ts <= a.max_ts";
+    const BIGGEST: &str = "SELECT max(samples)::int8 FROM chunks";
+    let (head_rows, overlaps, biggest): (i64, i64, i64) = match backend {
+        common::backends::Backend::Sqlite(dir) => {
+            let db = rusqlite::Connection::open(dir.path().join(sqlite::DB_FILE)).expect("db");
+            let one = |sql: &str| -> i64 {
+                db.query_row(&sql.replace("::int8", ""), [], |r| r.get(0))
+                    .expect("count")
+            };
+            (one(HEAD_ROWS[0]), one(OVERLAPS), one(BIGGEST))
+        }
+        common::backends::Backend::Postgres { url, .. } => {
+            let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
+            let mut one = |sql: &str| -> i64 { db.query_one(sql, &[]).expect("count").get(0) };
+            (one(HEAD_ROWS[1]), one(OVERLAPS), one(BIGGEST))
+        }
+    };
     assert_eq!(head_rows, 0);
-    // A series' chunks never overlap in time and are never over-full.
-    let overlaps: i64 = db
-        .query_row(
-            "SELECT count(*) FROM chunks a JOIN chunks b ON a.series_id = b.series_id
-               AND a.id < b.id AND a.min_ts <= b.max_ts AND b.min_ts <= a.max_ts",
-            [],
-            |r| r.get(0),
-        )
-        .expect("overlaps");
     assert_eq!(overlaps, 0);
-    let biggest: i64 = db
-        .query_row("SELECT max(samples) FROM chunks", [], |r| r.get(0))
-        .expect("max");
     assert!(biggest as usize <= chunk::CHUNK_MAX_SAMPLES);
 }
 

@@ -59,7 +59,7 @@ fn expected(results: &BTreeMap<i64, u8>) -> Vec<StatusInterval> {
     runs
 }
 
-fn stored(store: &SqliteStore, check: &str) -> (i64, Vec<StatusInterval>) {
+fn stored(store: &dyn Store, check: &str) -> (i64, Vec<StatusInterval>) {
     let row = store
         .find_check("web", "h1", check)
         .expect("find")
@@ -73,13 +73,18 @@ fn stored(store: &SqliteStore, check: &str) -> (i64, Vec<StatusInterval>) {
 
 #[test]
 fn intervals_match_a_rebuild_from_scratch_under_late_and_repeated_results() {
-    for seed in [0x9e37_79b9_7f4a_7c15, 0x2545_f491_4f6c_dd1d, 42] {
-        model_check(seed);
+    for (i, seed) in [0x9e37_79b9_7f4a_7c15, 0x2545_f491_4f6c_dd1d, 42]
+        .into_iter()
+        .enumerate()
+    {
+        for backend in common::backends::backends(&format!("intervals_model_{i}")) {
+            eprintln!("intervals model on {}, seed {seed}", backend.name());
+            model_check(&backend, seed);
+        }
     }
 }
 
-fn model_check(seed: u64) {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn model_check(backend: &common::backends::Backend, seed: u64) {
     let statuses = [
         Status::Ok,
         Status::Warning,
@@ -92,7 +97,7 @@ fn model_check(seed: u64) {
     let mut file = 0u64;
     let mut clock = 0i64;
     for round in 0..40 {
-        let store = SqliteStore::open(dir.path()).expect("open");
+        let store = backend.open();
         for _ in 0..5 {
             let mut items = Vec::new();
             for _ in 0..=rng.below(6) {
@@ -131,7 +136,7 @@ fn model_check(seed: u64) {
             let Some(results) = model.get(check) else {
                 continue;
             };
-            let (id, runs) = stored(&store, check);
+            let (id, runs) = stored(&*store, check);
             assert_eq!(
                 runs,
                 expected(results),
@@ -158,8 +163,12 @@ fn model_check(seed: u64) {
 
 #[test]
 fn the_usual_interval_is_learnt_when_the_probe_declares_none() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(dir.path()).expect("open");
+    for backend in common::backends::backends("usual_interval") {
+        usual_interval(&*backend.open());
+    }
+}
+
+fn usual_interval(store: &dyn Store) {
     let mut items = Vec::new();
     for i in 0..20u64 {
         let mut r = result("login", 1_000_000 + i as i64 * 30_000, Status::Ok);
@@ -227,8 +236,12 @@ fn a_database_from_before_intervals_gets_them_built_on_open() {
 
 #[test]
 fn a_probe_that_changes_pace_keeps_one_run_per_pace() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(dir.path()).expect("open");
+    for backend in common::backends::backends("pace") {
+        pace(&*backend.open());
+    }
+}
+
+fn pace(store: &dyn Store) {
     // A day of history every 5 minutes, committed together with the first live results
     // every 3 s (as a backfill file and the first live files land in one batch).
     let mut items = Vec::new();
@@ -244,7 +257,7 @@ fn a_probe_that_changes_pace_keeps_one_run_per_pace() {
         items.push(item(1000 + k as u64, vec![r]));
     }
     store.commit_batch(&items, false).expect("commit");
-    let (_, runs) = stored(&store, "login");
+    let (_, runs) = stored(store, "login");
     let spans: Vec<(i64, i64, u64)> = runs
         .iter()
         .map(|r| (r.start_ms, r.end_ms, r.results))

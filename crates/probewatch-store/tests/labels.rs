@@ -1,10 +1,12 @@
-//! Series, label names and label values through `StoreSource` on a real SQLite file: with
+//! Series, label names and label values through `StoreSource` on every back end: with
 //! and without matchers and time ranges, past the bulk threshold where presence comes from
 //! each series' time span.
 
 use probewatch_core::SeriesSample;
 use probewatch_promql::Matcher;
 use probewatch_store::*;
+
+mod common;
 
 fn sample(metric: &str, labels: &str, time_ms: i64) -> SeriesSample {
     SeriesSample {
@@ -21,8 +23,13 @@ fn selector(text: &str) -> Vec<Vec<Matcher>> {
 
 #[test]
 fn label_names_and_values_follow_matchers_and_time() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(dir.path()).expect("open");
+    for backend in common::backends::backends("labels") {
+        eprintln!("labels on {}", backend.name());
+        labels(&*backend.open());
+    }
+}
+
+fn labels(store: &dyn Store) {
     // 1,000 "up" series with an instance each, early (t = 1,000); 10 "late" series of two
     // jobs only at t = 100,000; one "old" series whose only label `zone` is early too.
     let mut samples: Vec<SeriesSample> = (0..1000)
@@ -37,7 +44,7 @@ fn label_names_and_values_follow_matchers_and_time() {
     while store.compact(100_000).expect("compact").more() {}
     let index = SeriesIndex::new();
     let source = StoreSource {
-        store: &store,
+        store,
         index: &index,
     };
     let all = vec![Vec::new()];

@@ -9,6 +9,7 @@ use probewatch_core::{ProbeResult, SeriesSample};
 
 use super::{IdCaches, PgStore, to_i64, to_u64};
 use crate::id_cache;
+use crate::intervals;
 use crate::model::*;
 use crate::{LedgerStore, StoreError};
 
@@ -57,25 +58,32 @@ impl LedgerStore for PgStore {
         durable: bool,
     ) -> Result<CommitSummary, StoreError> {
         let mut client = self.client()?;
-        let mut tx = client.transaction()?;
-        if !durable {
-            // The ledger row and its data still commit together; only the wait for the WAL
-            // flush is skipped (a crash of the server may lose the last moments of batches,
-            // whose files are then still in the spool and ingested again).
-            tx.batch_execute("SET LOCAL synchronous_commit = off")?;
-        }
-        let mut ids = self.ids();
-        let result = commit(&mut tx, &mut ids, items);
-        match result {
-            Ok(summary) => {
+        let mut attempt = 0;
+        loop {
+            let mut tx = client.transaction()?;
+            if !durable {
+                // The ledger row and its data still commit together; only the wait for the
+                // WAL flush is skipped (a crash of the server may lose the last moments of
+                // batches, whose files are then still in the spool and ingested again).
+                tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+            }
+            let mut ids = self.ids();
+            let result = commit(&mut tx, &mut ids, items).and_then(|summary| {
                 tx.commit()?;
                 Ok(summary)
-            }
-            Err(err) => {
-                // Ids cached during a transaction that rolled back may not exist.
-                ids.series.clear();
-                ids.checks.clear();
-                Err(err)
+            });
+            match result {
+                Ok(summary) => return Ok(summary),
+                Err(err) => {
+                    // Ids cached during a transaction that rolled back may not exist.
+                    ids.series.clear();
+                    ids.checks.clear();
+                    attempt += 1;
+                    if !super::retryable(&err) || attempt >= 5 {
+                        return Err(err);
+                    }
+                    tracing::debug!(attempt, error = %err, "batch conflicted with another server's; retrying");
+                }
             }
         }
     }
@@ -300,7 +308,13 @@ fn commit(
     let (mut sizes, mut mtimes, mut inodes) = (Vec::new(), Vec::new(), Vec::new());
     let (mut outcomes, mut kinds, mut errors) = (Vec::new(), Vec::new(), Vec::new());
     let (mut probes, mut n_samples, mut skews) = (Vec::new(), Vec::new(), Vec::new());
-    for item in items {
+    // In key order, as every statement of the batch: two servers' batches then take row
+    // locks in the same order and cannot deadlock.
+    let mut order: Vec<&IngestItem> = items.iter().collect();
+    order.sort_by(|a, b| {
+        (&a.file.path, &a.file.version_hash).cmp(&(&b.file.path, &b.file.version_hash))
+    });
+    for item in order {
         let f = &item.file;
         spools.push(&*f.spool);
         paths.push(&f.path);
@@ -377,7 +391,9 @@ fn commit(
         let mut h_paths: Vec<&[u8]> = Vec::new();
         let (mut h_ids, mut h_sizes, mut h_mtimes, mut h_inodes, mut h_outcomes) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (path, (item, id)) in &heads {
+        let mut sorted: Vec<(&&[u8], &(&IngestItem, i64))> = heads.iter().collect();
+        sorted.sort_by_key(|(path, _)| **path);
+        for (path, (item, id)) in sorted {
             h_paths.push(path);
             h_ids.push(*id);
             h_sizes.push(to_i64(item.file.size));
@@ -436,6 +452,8 @@ fn commit(
 
     // 4. Totals, per-spool counts and the batch row.
     delta.apply(tx)?;
+    let mut per_spool: Vec<_> = per_spool.into_iter().collect();
+    per_spool.sort_unstable();
     for (spool, (ingested, rejected)) in &per_spool {
         tx.execute(
             "INSERT INTO spool_stats (spool, ingested, rejected) VALUES ($1, $2, $3)
@@ -498,15 +516,15 @@ fn write_checks(
     delta: &mut Delta,
 ) -> Result<u64, StoreError> {
     // Ids, creating the checks not yet known.
-    let mut check_ids: Vec<i64> = Vec::new();
     let mut missing: Vec<(usize, usize)> = Vec::new();
-    let mut keyed: HashMap<(&str, &str, &str), i64> = HashMap::new();
+    // This batch's ids by name hash (the cache may forget entries as it fills).
+    let mut keyed: HashMap<id_cache::Key, i64> = HashMap::new();
     for (ri, (result, _)) in results.iter().enumerate() {
         for (ci, check) in result.checks.iter().enumerate() {
             let key = id_cache::key(&[&result.probe, &result.host, &check.name]);
             match cache.get(key) {
                 Some(id) => {
-                    keyed.insert((&result.probe, &result.host, &check.name), id);
+                    keyed.insert(key, id);
                 }
                 None => missing.push((ri, ci)),
             }
@@ -523,13 +541,17 @@ fn write_checks(
             Vec::new(),
             Vec::new(),
         );
-        let mut seen = std::collections::HashSet::new();
-        for &(ri, ci) in &missing {
-            let result = results[ri].0;
-            let check = &result.checks[ci];
-            if !seen.insert((&result.probe, &result.host, &check.name)) {
-                continue;
-            }
+        let mut keys: Vec<(&ProbeResult, &probewatch_core::CheckResult)> = missing
+            .iter()
+            .map(|&(ri, ci)| (results[ri].0, &results[ri].0.checks[ci]))
+            .collect();
+        keys.sort_by(|a, b| {
+            (&a.0.probe, &a.0.host, &a.1.name).cmp(&(&b.0.probe, &b.0.host, &b.1.name))
+        });
+        keys.dedup_by(|a, b| {
+            (&a.0.probe, &a.0.host, &a.1.name) == (&b.0.probe, &b.0.host, &b.1.name)
+        });
+        for (result, check) in keys {
             p.push(result.probe.as_str());
             h.push(result.host.as_str());
             n.push(check.name.as_str());
@@ -556,15 +578,9 @@ fn write_checks(
         for row in &rows {
             let (probe, host, name): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
             let id: i64 = row.get(0);
-            cache.insert(id_cache::key(&[probe, host, name]), id);
-            if let Some(key) = results.iter().find_map(|(r, _)| {
-                (r.probe == probe && r.host == host)
-                    .then(|| r.checks.iter().find(|c| c.name == name))
-                    .flatten()
-                    .map(|c| (r.probe.as_str(), r.host.as_str(), c.name.as_str()))
-            }) {
-                keyed.insert(key, id);
-            }
+            let key = id_cache::key(&[probe, host, name]);
+            cache.insert(key, id);
+            keyed.insert(key, id);
         }
     }
 
@@ -572,15 +588,12 @@ fn write_checks(
     let mut rows: HashMap<(i64, i64), (&ProbeResult, &probewatch_core::CheckResult, i64)> =
         HashMap::new();
     let mut latest: HashMap<i64, (&ProbeResult, &probewatch_core::CheckResult)> = HashMap::new();
-    let mut dirty: HashMap<i64, (i64, i64)> = HashMap::new();
+    let mut pending: HashMap<i64, intervals::Pending> = HashMap::new();
     let mut written = 0u64;
     for &(result, file_id) in results {
         for check in &result.checks {
-            let Some(&id) = keyed.get(&(
-                result.probe.as_str(),
-                result.host.as_str(),
-                check.name.as_str(),
-            )) else {
+            let Some(&id) = keyed.get(&id_cache::key(&[&result.probe, &result.host, &check.name]))
+            else {
                 return Err(StoreError::Database(
                     format!(
                         "check {}/{}/{} was neither found nor created",
@@ -589,7 +602,6 @@ fn write_checks(
                     .into(),
                 ));
             };
-            check_ids.push(id);
             written += 1;
             rows.insert((id, result.time_ms), (result, check, file_id));
             if latest
@@ -598,14 +610,21 @@ fn write_checks(
             {
                 latest.insert(id, (result, check));
             }
-            let span = dirty.entry(id).or_insert((result.time_ms, result.time_ms));
-            span.0 = span.0.min(result.time_ms);
-            span.1 = span.1.max(result.time_ms);
+            pending.entry(id).or_default().results.push((
+                result.time_ms,
+                check.status.code(),
+                result.interval_ms,
+            ));
         }
     }
     if rows.is_empty() {
         return Ok(0);
     }
+    let mut locked: Vec<i64> = latest.keys().copied().collect();
+    locked.sort_unstable();
+    super::checks::lock_checks(tx, &locked)?;
+    let mut rows: Vec<_> = rows.into_iter().collect();
+    rows.sort_unstable_by_key(|(key, _)| *key);
     let (mut c, mut ts, mut st, mut du, mut me, mut fi, mut iv) = (
         Vec::new(),
         Vec::new(),
@@ -650,6 +669,8 @@ fn write_checks(
         Vec::new(),
         Vec::new(),
     );
+    let mut latest: Vec<_> = latest.into_iter().collect();
+    latest.sort_unstable_by_key(|(id, _)| *id);
     for (id, (result, check)) in &latest {
         lc.push(*id);
         lts.push(result.time_ms);
@@ -667,22 +688,106 @@ fn write_checks(
         &[&lc, &lts, &lst, &ldu, &lme, &liv],
     )?;
 
-    // Status intervals are rebuilt from the results on the next read or idle moment.
-    let (mut dc, mut dlo, mut dhi) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, (lo, hi)) in &dirty {
-        dc.push(*id);
-        dlo.push(*lo);
-        dhi.push(*hi);
+    advance_intervals(tx, &mut pending)?;
+    Ok(written)
+}
+
+/// Brings the status intervals of the batch's checks up to date, in four statements
+/// whatever the number of checks: their states read at once, [`intervals::advance`] for
+/// each, and the closed runs, open runs and dirty spans written as arrays.
+fn advance_intervals(
+    tx: &mut Transaction<'_>,
+    pending: &mut HashMap<i64, intervals::Pending>,
+) -> Result<(), StoreError> {
+    let ids: Vec<i64> = pending.keys().copied().collect();
+    let states = tx.query(
+        "SELECT id, interval_ms, usual_interval_ms, run_start_ms, run_end_ms, run_status,
+            run_results FROM checks WHERE id = ANY($1) ORDER BY id",
+        &[&ids],
+    )?;
+    let (mut closed_ids, mut starts, mut ends, mut statuses, mut counts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut open_ids, mut o_start, mut o_end, mut o_status, mut o_count, mut o_usual) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    let (mut dirty_ids, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
+    for r in &states {
+        let id: i64 = r.get(0);
+        let Some(pending) = pending.get_mut(&id) else {
+            continue;
+        };
+        let open = match (
+            r.get::<_, Option<i64>>(3),
+            r.get::<_, Option<i64>>(4),
+            r.get::<_, Option<i16>>(5),
+            r.get::<_, Option<i64>>(6),
+        ) {
+            (Some(start), Some(end), Some(status), Some(results)) => Some(intervals::Run {
+                start,
+                end,
+                status: u8::try_from(status).unwrap_or(0),
+                results,
+            }),
+            _ => None,
+        };
+        let state = intervals::CheckState {
+            declared: r.get(1),
+            usual: r.get(2),
+            open,
+        };
+        let advanced = intervals::advance(&state, pending);
+        if let Some((l, h)) = advanced.dirty {
+            dirty_ids.push(id);
+            lo.push(l);
+            hi.push(h);
+        }
+        for run in &advanced.closed {
+            closed_ids.push(id);
+            starts.push(run.start);
+            ends.push(run.end);
+            statuses.push(i16::from(run.status));
+            counts.push(run.results);
+        }
+        open_ids.push(id);
+        o_start.push(advanced.open.map(|r| r.start));
+        o_end.push(advanced.open.map(|r| r.end));
+        o_status.push(advanced.open.map(|r| i16::from(r.status)));
+        o_count.push(advanced.open.map(|r| r.results));
+        o_usual.push(advanced.usual);
+    }
+    if !closed_ids.is_empty() {
+        tx.execute(
+            "INSERT INTO status_intervals (check_id, start_ms, end_ms, status, results)
+             SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int2[], $5::int8[])
+             ON CONFLICT (check_id, start_ms) DO UPDATE SET end_ms = excluded.end_ms,
+                status = excluded.status, results = excluded.results",
+            &[&closed_ids, &starts, &ends, &statuses, &counts],
+        )?;
     }
     tx.execute(
-        "INSERT INTO intervals_dirty (check_id, lo_ms, hi_ms)
-         SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[])
-         ON CONFLICT (check_id) DO UPDATE SET lo_ms = least(intervals_dirty.lo_ms, excluded.lo_ms),
-            hi_ms = greatest(intervals_dirty.hi_ms, excluded.hi_ms)",
-        &[&dc, &dlo, &dhi],
+        "UPDATE checks SET run_start_ms = u.s, run_end_ms = u.e, run_status = u.st,
+            run_results = u.n, usual_interval_ms = u.usual
+         FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int2[], $5::int8[], $6::int8[])
+            AS u(id, s, e, st, n, usual)
+         WHERE checks.id = u.id",
+        &[&open_ids, &o_start, &o_end, &o_status, &o_count, &o_usual],
     )?;
-    let _ = check_ids;
-    Ok(written)
+    if !dirty_ids.is_empty() {
+        tx.execute(
+            "INSERT INTO intervals_dirty (check_id, lo_ms, hi_ms)
+             SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[])
+             ON CONFLICT (check_id) DO UPDATE SET
+                lo_ms = least(intervals_dirty.lo_ms, excluded.lo_ms),
+                hi_ms = greatest(intervals_dirty.hi_ms, excluded.hi_ms)",
+            &[&dirty_ids, &lo, &hi],
+        )?;
+    }
+    Ok(())
 }
 
 /// Writes the batch's samples into the head, creating series seen for the first time; the
@@ -709,8 +814,10 @@ pub(super) fn write_samples(
         series_ids.push(id);
     }
     if !missing.is_empty() {
-        let metrics: Vec<&str> = missing.keys().map(|k| k.0).collect();
-        let labels: Vec<&str> = missing.keys().map(|k| k.1).collect();
+        let mut keys: Vec<&(&str, &str)> = missing.keys().collect();
+        keys.sort_unstable();
+        let metrics: Vec<&str> = keys.iter().map(|k| k.0).collect();
+        let labels: Vec<&str> = keys.iter().map(|k| k.1).collect();
         let created: i64 = tx
             .query_one(
                 "WITH n AS (

@@ -13,7 +13,11 @@
 //! Status: the ledger ([`crate::LedgerStore`]) is implemented; the other traits follow, and
 //! until they do `PgStore` is not a [`crate::Store`] and the configuration does not offer it.
 
+mod alerting;
+mod checks;
+mod intervals;
 mod ledger;
+mod samples;
 
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -65,6 +69,20 @@ fn is_connection_error(err: &postgres::Error) -> bool {
     false
 }
 
+/// Whether a failed transaction is worth running again as it was: a deadlock with, or a
+/// serialization failure against, another server's transaction.
+fn retryable(err: &StoreError) -> bool {
+    let StoreError::Database(source) = err else {
+        return false;
+    };
+    source
+        .downcast_ref::<postgres::Error>()
+        .and_then(|e| e.code())
+        .is_some_and(|code| {
+            *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        })
+}
+
 /// A PostgreSQL store. Cheap to share: connections come from a pool.
 pub struct PgStore {
     pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
@@ -73,6 +91,10 @@ pub struct PgStore {
     /// This process's caches of series and check ids; a miss asks the database, so several
     /// servers each keep their own.
     ids: Mutex<IdCaches>,
+    /// Head samples that start a compaction drain.
+    head_max: u64,
+    /// A drain is under way: compaction steps move the head until it is empty.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -156,7 +178,16 @@ impl PgStore {
             pool,
             shown,
             ids: Mutex::new(IdCaches::default()),
+            head_max: crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// Sets how many head samples start a compaction drain (default
+    /// [`crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES`]); tests use small values to compact often.
+    pub fn with_head_max_samples(mut self, samples: u64) -> PgStore {
+        self.head_max = samples.max(1);
+        self
     }
 
     /// The database URL, password hidden.

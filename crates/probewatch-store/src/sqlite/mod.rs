@@ -22,6 +22,8 @@ use crate::prelude::*;
 mod alerting;
 
 mod intervals;
+use intervals as sqlite_intervals;
+use sqlite_intervals::SqliteRuns;
 mod samples;
 mod spans;
 
@@ -365,7 +367,7 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Exclusive)?;
         tx.execute_batch(sql)?;
         if index + 1 == INTERVALS_MIGRATION {
-            intervals::rebuild_all(&tx)?;
+            sqlite_intervals::rebuild_all(&tx)?;
         }
         if index + 1 == SERIES_HASH_MIGRATION {
             hash_series_names(&tx)?;
@@ -580,7 +582,7 @@ struct ResultWriter<'a, 'i> {
     /// end, instead of one UPDATE per result.
     latest: HashMap<i64, (&'i ProbeResult, &'i probewatch_core::CheckResult)>,
     /// Each check's results in this batch, for its status intervals.
-    pending: HashMap<i64, intervals::Pending>,
+    pending: HashMap<i64, crate::intervals::Pending>,
 }
 
 /// The columns [`map_check`] reads, in its order.
@@ -688,7 +690,7 @@ impl<'i> ResultWriter<'_, 'i> {
     /// Also brings each check's status intervals and usual interval up to date.
     fn write_latest(&mut self) -> rusqlite::Result<()> {
         for (check_id, mut pending) in self.pending.drain() {
-            intervals::update(self.tx, check_id, &mut pending)?;
+            crate::intervals::update(&mut SqliteRuns(self.tx), check_id, &mut pending)?;
         }
         for (check_id, (result, check)) in self.latest.drain() {
             self.tx
@@ -1323,7 +1325,7 @@ impl CheckStore for SqliteStore {
     ) -> Result<Vec<Vec<StatusInterval>>, StoreError> {
         // Late results may have left some of these checks waiting for a repair: do it now
         // (a short write), so a read never shows runs that miss a stored result.
-        let dirty: Vec<i64> = self.read(|conn| intervals::dirty(conn, usize::MAX))?;
+        let dirty: Vec<i64> = self.read(|conn| sqlite_intervals::dirty(conn, usize::MAX))?;
         if !dirty.is_empty() {
             let wanted: std::collections::HashSet<i64> = check_ids.iter().copied().collect();
             let repair: Vec<i64> = dirty.into_iter().filter(|id| wanted.contains(id)).collect();
@@ -1332,14 +1334,14 @@ impl CheckStore for SqliteStore {
                 let tx = writer
                     .conn
                     .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                intervals::repair_dirty(&tx, &repair)?;
+                crate::intervals::repair_dirty(&mut SqliteRuns(&tx), &repair)?;
                 tx.commit()?;
             }
         }
         self.read(|conn| {
             check_ids
                 .iter()
-                .map(|id| intervals::read(conn, *id, from_ms, to_ms))
+                .map(|id| crate::intervals::read(&mut SqliteRuns(conn), *id, from_ms, to_ms))
                 .collect()
         })
     }
@@ -1347,15 +1349,15 @@ impl CheckStore for SqliteStore {
     fn repair_intervals(&self, max_checks: usize) -> Result<bool, StoreError> {
         let mut writer = self.writer();
         // The usual case, nothing to repair, costs one read and no transaction.
-        if intervals::dirty(&writer.conn, 1)?.is_empty() {
+        if sqlite_intervals::dirty(&writer.conn, 1)?.is_empty() {
             return Ok(false);
         }
         let tx = writer
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let ids = intervals::dirty(&tx, max_checks.max(1))?;
-        intervals::repair_dirty(&tx, &ids)?;
-        let more = !intervals::dirty(&tx, 1)?.is_empty();
+        let ids = sqlite_intervals::dirty(&tx, max_checks.max(1))?;
+        crate::intervals::repair_dirty(&mut SqliteRuns(&tx), &ids)?;
+        let more = !sqlite_intervals::dirty(&tx, 1)?.is_empty();
         tx.commit()?;
         Ok(more)
     }

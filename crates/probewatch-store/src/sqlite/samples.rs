@@ -214,7 +214,7 @@ fn merge_into_chunks(
     let merged = if existing.is_empty() {
         new.to_vec()
     } else {
-        merge_sorted(&existing, new)
+        chunk::merge_sorted(&existing, new)
     };
     for piece in merged.chunks(CHUNK_MAX_SAMPLES) {
         let (Some(min), Some(max)) = (piece.first(), piece.last()) else {
@@ -233,32 +233,6 @@ fn merge_into_chunks(
         ])?;
     }
     Ok(merged.len() as i64 - old_count - new.len() as i64)
-}
-
-/// Merges two sorted runs with unique timestamps; on equal timestamps `newer` wins.
-fn merge_sorted(older: &[(i64, f64)], newer: &[(i64, f64)]) -> Vec<(i64, f64)> {
-    let mut out = Vec::with_capacity(older.len() + newer.len());
-    let (mut i, mut j) = (0, 0);
-    while i < older.len() && j < newer.len() {
-        match older[i].0.cmp(&newer[j].0) {
-            std::cmp::Ordering::Less => {
-                out.push(older[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(newer[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                out.push(newer[j]);
-                i += 1;
-                j += 1;
-            }
-        }
-    }
-    out.extend_from_slice(&older[i..]);
-    out.extend_from_slice(&newer[j..]);
-    out
 }
 
 fn corrupt(err: ChunkError) -> rusqlite::Error {
@@ -309,15 +283,8 @@ pub(super) fn read_series(
             out.push(row?);
         }
     }
-    if out.len() > from_chunks && !out[start..].is_sorted_by(|a, b| a.0 < b.0) {
-        // The heads may repeat timestamps already in chunks or in each other: keep the last
-        // written. The sort is stable and the sources were appended oldest first.
-        let mut series = out.split_off(start);
-        series.sort_by_key(|s| s.0);
-        series.reverse();
-        series.dedup_by_key(|s| s.0);
-        series.reverse();
-        out.extend(series);
+    if out.len() > from_chunks {
+        chunk::keep_last_written(out, start);
     }
     Ok(())
 }

@@ -24,6 +24,27 @@ impl Backend {
         }
     }
 
+    /// Opens the store (again): the same data each time.
+    pub fn open(&self) -> Box<dyn probewatch_store::Store> {
+        self.open_with_head_max(probewatch_store::sqlite::DEFAULT_HEAD_MAX_SAMPLES)
+    }
+
+    /// Opens the store with a head that compacts after `samples` samples.
+    pub fn open_with_head_max(&self, samples: u64) -> Box<dyn probewatch_store::Store> {
+        match self {
+            Backend::Sqlite(dir) => Box::new(
+                probewatch_store::SqliteStore::open(dir.path())
+                    .expect("open sqlite")
+                    .with_head_max_samples(samples),
+            ),
+            Backend::Postgres { url, .. } => Box::new(
+                probewatch_store::postgres::PgStore::open(url, None)
+                    .expect("open postgres")
+                    .with_head_max_samples(samples),
+            ),
+        }
+    }
+
     /// The PostgreSQL URL, for tests that open a second store on the same database (two
     /// servers).
     pub fn postgres_url(&self) -> Option<&str> {

@@ -133,8 +133,9 @@ CREATE TABLE spool_stats (
     rejected bigint NOT NULL
 );
 
+-- rule_key is group name, NUL, rule name, NUL, rule index: bytea, as text cannot hold NUL.
 CREATE TABLE alerts (
-    rule_key             text     NOT NULL,
+    rule_key             bytea    NOT NULL,
     labels               text     NOT NULL,
     state                smallint NOT NULL,    -- 1 pending, 2 firing
     active_at_ms         bigint   NOT NULL,
@@ -148,7 +149,7 @@ CREATE TABLE alerts (
 
 CREATE TABLE alert_events (
     id       bigserial PRIMARY KEY,
-    rule_key text   NOT NULL,
+    rule_key bytea  NOT NULL,
     labels   text   NOT NULL,
     event    text   NOT NULL,                  -- pending | firing | resolved
     at_ms    bigint NOT NULL,

@@ -1,0 +1,161 @@
+//! Checks on PostgreSQL: latest state, status intervals and history.
+
+use super::PgStore;
+use super::intervals::{PgRuns, dirty};
+use crate::model::*;
+use crate::{CheckStore, StoreError, intervals};
+
+/// The columns [`map_check`] reads, in its order.
+const CHECK_COLUMNS: &str = "probe, host, name, last_status, last_ts_ms, last_duration,
+    last_message, interval_ms, usual_interval_ms, id";
+
+fn map_check(r: &postgres::Row) -> CheckRow {
+    CheckRow {
+        probe: r.get(0),
+        host: r.get(1),
+        check: r.get(2),
+        status: u8::try_from(r.get::<_, i16>(3)).unwrap_or(0),
+        time_ms: r.get(4),
+        duration_seconds: r.get(5),
+        message: r.get(6),
+        interval_ms: r.get(7),
+        usual_interval_ms: r.get(8),
+        id: r.get(9),
+    }
+}
+
+impl CheckStore for PgStore {
+    fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError> {
+        Ok(self
+            .client()?
+            .query(
+                &format!("SELECT {CHECK_COLUMNS} FROM checks ORDER BY probe, host, name"),
+                &[],
+            )?
+            .iter()
+            .map(map_check)
+            .collect())
+    }
+
+    fn find_check(
+        &self,
+        probe: &str,
+        host: &str,
+        name: &str,
+    ) -> Result<Option<CheckRow>, StoreError> {
+        Ok(self
+            .client()?
+            .query_opt(
+                &format!(
+                    "SELECT {CHECK_COLUMNS} FROM checks WHERE probe = $1 AND host = $2 AND name = $3"
+                ),
+                &[&probe, &host, &name],
+            )?
+            .map(|r| map_check(&r)))
+    }
+
+    fn check_intervals(
+        &self,
+        check_ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Vec<StatusInterval>>, StoreError> {
+        let mut client = self.client()?;
+        // Late results may have left some of these checks waiting for a repair: do it now
+        // (a short write), so a read never shows runs that miss a stored result.
+        let waiting: Vec<i64> = client
+            .query(
+                "SELECT check_id FROM intervals_dirty WHERE check_id = ANY($1) ORDER BY check_id",
+                &[&check_ids],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if !waiting.is_empty() {
+            let mut tx = client.transaction()?;
+            lock_checks(&mut tx, &waiting)?;
+            intervals::repair_dirty(&mut PgRuns(&mut tx), &waiting)?;
+            tx.commit()?;
+        }
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()?;
+        let mut runs = PgRuns(&mut tx);
+        let out = check_ids
+            .iter()
+            .map(|id| intervals::read(&mut runs, *id, from_ms, to_ms))
+            .collect::<Result<_, _>>()?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn repair_intervals(&self, max_checks: usize) -> Result<bool, StoreError> {
+        let mut client = self.client()?;
+        // The usual case, nothing to repair, costs one read and no transaction.
+        if dirty(&mut *client, 1)?.is_empty() {
+            return Ok(false);
+        }
+        let mut tx = client.transaction()?;
+        let ids = dirty(
+            &mut tx,
+            i64::try_from(max_checks.max(1)).unwrap_or(i64::MAX),
+        )?;
+        lock_checks(&mut tx, &ids)?;
+        intervals::repair_dirty(&mut PgRuns(&mut tx), &ids)?;
+        let more = !dirty(&mut tx, 1)?.is_empty();
+        tx.commit()?;
+        Ok(more)
+    }
+
+    fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError> {
+        let direction = if query.newest_first { "DESC" } else { "ASC" };
+        let order = if query.host.is_some() {
+            format!("r.ts_ms {direction}")
+        } else {
+            format!("r.ts_ms {direction}, c.host")
+        };
+        Ok(self
+            .client()?
+            .query(
+                &format!(
+                    "SELECT c.host, r.ts_ms, r.status, r.duration, r.message
+                     FROM checks c JOIN check_results r ON r.check_id = c.id
+                     WHERE c.probe = $1 AND c.name = $2 AND ($3::text IS NULL OR c.host = $3)
+                       AND r.ts_ms BETWEEN $4 AND $5
+                     ORDER BY {order} LIMIT $6"
+                ),
+                &[
+                    &query.probe,
+                    &query.check,
+                    &query.host,
+                    &query.from_ms,
+                    &query.to_ms,
+                    &i64::try_from(query.limit).unwrap_or(i64::MAX),
+                ],
+            )?
+            .iter()
+            .map(|r| CheckHistoryRow {
+                host: r.get(0),
+                time_ms: r.get(1),
+                status: u8::try_from(r.get::<_, i16>(2)).unwrap_or(0),
+                duration_seconds: r.get(3),
+                message: r.get(4),
+            })
+            .collect())
+    }
+}
+
+/// Locks the checks' rows for the rest of the transaction, in id order (so two servers never
+/// deadlock): a repair and an ingest batch of the same check then run one after the other.
+pub(super) fn lock_checks(
+    tx: &mut postgres::Transaction<'_>,
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    tx.execute(
+        "SELECT 1 FROM checks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&ids],
+    )?;
+    Ok(())
+}

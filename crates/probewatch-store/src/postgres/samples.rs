@@ -1,0 +1,386 @@
+//! Samples on PostgreSQL: the head table, compaction into the same compressed chunks as
+//! SQLite's (`store::chunk`), and reads of many series in two statements.
+//!
+//! Several servers may ingest at once, so compaction cannot freeze a head as SQLite's single
+//! writer does. It locks the head rows it moves (`FOR UPDATE`): a batch rewriting one of them
+//! waits, then inserts it again into the head, where reads prefer it to the chunk's copy and
+//! the next compaction merges it with the newer value winning. One server compacts at a time
+//! (an advisory lock); the others skip.
+
+use std::collections::HashMap;
+
+use postgres::GenericClient;
+use probewatch_core::SeriesSample;
+
+use super::ledger::{Delta, write_samples};
+use super::{PgStore, to_u64};
+use crate::chunk::{self, CHUNK_MAX_SAMPLES};
+use crate::model::*;
+use crate::{SampleStore, StoreError};
+
+/// The advisory lock that lets one server compact at a time.
+const COMPACT_LOCK: i64 = 0x7077_636f_6d70_6163;
+
+/// A head row's value: the exact bits where they were kept apart (NaN payloads).
+fn head_value(r: &postgres::Row, value: usize) -> f64 {
+    match r.get::<_, Option<i64>>(value + 1) {
+        Some(bits) => f64::from_bits(bits as u64),
+        None => r.get(value),
+    }
+}
+
+fn corrupt(err: chunk::ChunkError) -> StoreError {
+    StoreError::Database(Box::new(err))
+}
+
+impl SampleStore for PgStore {
+    fn compact(&self, max_samples: usize) -> Result<CompactStep, StoreError> {
+        let head_max = self.head_max;
+        let mut client = self.client()?;
+        let draining = self.draining.load(std::sync::atomic::Ordering::Relaxed);
+        if !draining {
+            // Start a drain when the head holds enough samples to be worth it.
+            let rows: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM (SELECT 1 FROM samples_head LIMIT $1) h",
+                    &[&i64::try_from(head_max).unwrap_or(i64::MAX)],
+                )?
+                .get(0);
+            if to_u64(rows) < head_max {
+                return Ok(CompactStep::default());
+            }
+            self.draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            return Ok(CompactStep {
+                swapped: true,
+                ..CompactStep::default()
+            });
+        }
+        let mut tx = client.transaction()?;
+        let mine: bool = tx
+            .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&COMPACT_LOCK])?
+            .get(0);
+        if !mine {
+            return Ok(CompactStep::default());
+        }
+        let limit = i64::try_from(max_samples.max(1)).unwrap_or(i64::MAX);
+        let mut rows: Vec<(i64, i64, f64)> = tx
+            .query(
+                "SELECT series_id, ts_ms, value, bits FROM samples_head
+                 ORDER BY series_id, ts_ms LIMIT $1 FOR UPDATE",
+                &[&limit],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1), head_value(r, 2)))
+            .collect();
+        let Some(&(last_series, last_ts, _)) = rows.last() else {
+            self.draining
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            return Ok(CompactStep::default());
+        };
+        if rows.len() as i64 == limit {
+            // Whole series only: the rest of the last one.
+            let rest = tx.query(
+                "SELECT series_id, ts_ms, value, bits FROM samples_head
+                 WHERE series_id = $1 AND ts_ms > $2 ORDER BY ts_ms FOR UPDATE",
+                &[&last_series, &last_ts],
+            )?;
+            rows.extend(rest.iter().map(|r| (r.get(0), r.get(1), head_value(r, 2))));
+        }
+        let mut samples_delta = 0i64;
+        let mut new = Vec::new();
+        for series in rows.chunk_by(|a, b| a.0 == b.0) {
+            new.clear();
+            new.extend(series.iter().map(|&(_, ts, v)| (ts, v)));
+            samples_delta += merge_into_chunks(&mut tx, series[0].0, &new)?;
+        }
+        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        tx.execute(
+            "DELETE FROM samples_head h USING unnest($1::int8[], $2::int8[]) AS u(s, t)
+             WHERE h.series_id = u.s AND h.ts_ms = u.t",
+            &[&ids, &times],
+        )?;
+        tx.execute(
+            "UPDATE stats SET samples = samples + $1 WHERE id = 1",
+            &[&samples_delta],
+        )?;
+        tx.commit()?;
+        Ok(CompactStep {
+            moved: rows.len(),
+            swapped: false,
+            samples_delta,
+        })
+    }
+
+    fn sample_span(&self) -> Result<SampleSpan, StoreError> {
+        let r = self.client()?.query_one(
+            "SELECT (SELECT count(*) FROM chunks),
+                least((SELECT min(min_ts) FROM chunks), (SELECT min(ts_ms) FROM samples_head)),
+                greatest((SELECT max(max_ts) FROM chunks), (SELECT max(ts_ms) FROM samples_head))",
+            &[],
+        )?;
+        let (lo, hi): (Option<i64>, Option<i64>) = (r.get(1), r.get(2));
+        Ok(SampleSpan {
+            chunks: to_u64(r.get(0)),
+            range_ms: lo.zip(hi),
+        })
+    }
+
+    fn series_after(&self, after_id: i64) -> Result<Vec<SeriesRow>, StoreError> {
+        Ok(self
+            .client()?
+            .query(
+                "SELECT id, metric, labels FROM series WHERE id > $1 ORDER BY id",
+                &[&after_id],
+            )?
+            .iter()
+            .map(|r| SeriesRow {
+                id: r.get(0),
+                metric: r.get(1),
+                labels: r.get(2),
+            })
+            .collect())
+    }
+
+    fn series_with_samples(
+        &self,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut client = self.client()?;
+        let mut tx = read_snapshot(&mut client)?;
+        let mut found: std::collections::HashSet<i64> = tx
+            .query(
+                "SELECT DISTINCT series_id FROM samples_head
+                 WHERE series_id = ANY($1) AND ts_ms BETWEEN $2 AND $3",
+                &[&ids, &from_ms, &to_ms],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let mut decoded = Vec::new();
+        for r in tx.query(
+            "SELECT series_id, min_ts, max_ts, data FROM chunks
+             WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3",
+            &[&ids, &from_ms, &to_ms],
+        )? {
+            let id: i64 = r.get(0);
+            if found.contains(&id) {
+                continue;
+            }
+            let (lo, hi): (i64, i64) = (r.get(1), r.get(2));
+            // A chunk inside the range has a sample in it; one that straddles an end may
+            // have its samples on either side only.
+            let inside = if lo >= from_ms && hi <= to_ms {
+                true
+            } else {
+                decoded.clear();
+                chunk::decode(r.get(3), &mut decoded).map_err(corrupt)?;
+                decoded.iter().any(|s| (from_ms..=to_ms).contains(&s.0))
+            };
+            if inside {
+                found.insert(id);
+            }
+        }
+        tx.commit()?;
+        Ok(ids.iter().map(|id| found.contains(id)).collect())
+    }
+
+    fn read_samples(
+        &self,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+        max_samples: usize,
+    ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
+        let mut client = self.client()?;
+        let mut tx = read_snapshot(&mut client)?;
+        let out = read_many(&mut tx, ids, from_ms, to_ms, max_samples)?;
+        tx.commit()?;
+        out.ok_or(StoreError::TooManySamples { limit: max_samples })
+    }
+
+    fn write_samples(&self, samples: &[SeriesSample]) -> Result<u64, StoreError> {
+        let mut client = self.client()?;
+        let mut tx = client.transaction()?;
+        let mut delta = Delta::default();
+        let refs: Vec<&SeriesSample> = samples.iter().collect();
+        let mut ids = self.ids();
+        let written = write_samples(&mut tx, &mut ids.series, &refs, &mut delta)
+            .and_then(|()| delta.apply(&mut tx))
+            .and_then(|()| Ok(tx.commit()?));
+        if let Err(err) = written {
+            ids.series.clear();
+            return Err(err);
+        }
+        Ok(to_u64(delta.samples))
+    }
+
+    fn samples(
+        &self,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<SeriesSamples>, StoreError> {
+        let mut client = self.client()?;
+        let mut tx = read_snapshot(&mut client)?;
+        let series: Vec<(i64, String)> = tx
+            .query(
+                "SELECT id, labels FROM series WHERE metric = $1 ORDER BY labels",
+                &[&metric],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let ids: Vec<i64> = series.iter().map(|s| s.0).collect();
+        let samples = read_many(&mut tx, &ids, from_ms, to_ms, usize::MAX)?.unwrap_or_default();
+        tx.commit()?;
+        Ok(series
+            .into_iter()
+            .zip(samples)
+            .map(|((_, labels), samples)| SeriesSamples {
+                metric: metric.to_string(),
+                labels,
+                samples,
+            })
+            .collect())
+    }
+}
+
+/// A read-only transaction that sees one snapshot: chunks and head together.
+fn read_snapshot(client: &mut postgres::Client) -> Result<postgres::Transaction<'_>, StoreError> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?)
+}
+
+/// Each series' samples, in the order of the ids asked for.
+type PerSeries = Vec<Vec<(i64, f64)>>;
+
+/// The samples of each of `ids` in `[from_ms, to_ms]`, chunks then head (the head winning on
+/// equal timestamps), or `None` past `max_samples` in all.
+fn read_many(
+    tx: &mut impl GenericClient,
+    ids: &[i64],
+    from_ms: i64,
+    to_ms: i64,
+    max_samples: usize,
+) -> Result<Option<PerSeries>, StoreError> {
+    let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
+    let mut at: HashMap<i64, Vec<usize>> = HashMap::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        at.entry(*id).or_default().push(i);
+    }
+    let mut held = 0usize;
+    let mut decoded = Vec::new();
+    // A series' chunks are disjoint, so max_ts order is time order.
+    for r in tx.query(
+        "SELECT series_id, data FROM chunks
+         WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
+         ORDER BY series_id, max_ts",
+        &[&ids, &from_ms, &to_ms],
+    )? {
+        decoded.clear();
+        chunk::decode(r.get(1), &mut decoded).map_err(corrupt)?;
+        decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
+        if let Some(slots) = at.get(&r.get::<_, i64>(0)) {
+            held += decoded.len() * slots.len();
+            if held > max_samples {
+                return Ok(None);
+            }
+            for &slot in slots {
+                out[slot].extend_from_slice(&decoded);
+            }
+        }
+    }
+    let from_chunks: Vec<usize> = out.iter().map(Vec::len).collect();
+    for r in tx.query(
+        "SELECT series_id, ts_ms, value, bits FROM samples_head
+         WHERE series_id = ANY($1) AND ts_ms BETWEEN $2 AND $3 ORDER BY series_id, ts_ms",
+        &[&ids, &from_ms, &to_ms],
+    )? {
+        if let Some(slots) = at.get(&r.get::<_, i64>(0)) {
+            held += slots.len();
+            if held > max_samples {
+                return Ok(None);
+            }
+            let sample = (r.get(1), head_value(&r, 2));
+            for &slot in slots {
+                out[slot].push(sample);
+            }
+        }
+    }
+    for (series, chunked) in out.iter_mut().zip(from_chunks) {
+        if series.len() > chunked && chunked > 0 {
+            chunk::keep_last_written(series, 0);
+        }
+    }
+    Ok(Some(out))
+}
+
+/// Merges `new` (sorted, unique timestamps) into the series' chunks, as the SQLite back end
+/// does: the chunks it overlaps, and the one just before when that has room, are decoded,
+/// merged (new values win) and written again. Returns the change in distinct samples beyond
+/// `new.len()` (zero or negative).
+fn merge_into_chunks(
+    tx: &mut postgres::Transaction<'_>,
+    series_id: i64,
+    new: &[(i64, f64)],
+) -> Result<i64, StoreError> {
+    let (Some(first), Some(last)) = (new.first(), new.last()) else {
+        return Ok(0);
+    };
+    let old = tx.query(
+        "(SELECT id, samples, data, max_ts FROM chunks
+           WHERE series_id = $1 AND max_ts < $2 ORDER BY max_ts DESC LIMIT 1)
+         UNION ALL
+         (SELECT id, samples, data, max_ts FROM chunks
+           WHERE series_id = $1 AND max_ts >= $2 AND min_ts <= $3)
+         ORDER BY max_ts",
+        &[&series_id, &first.0, &last.0],
+    )?;
+    let mut existing = Vec::new();
+    let mut old_count = 0i64;
+    let mut gone = Vec::new();
+    for r in &old {
+        let samples = i64::from(r.get::<_, i32>(1));
+        // The chunk just before `new` joins only when it has room.
+        if r.get::<_, i64>(3) < first.0
+            && usize::try_from(samples).unwrap_or(usize::MAX) >= CHUNK_MAX_SAMPLES
+        {
+            continue;
+        }
+        chunk::decode(r.get(2), &mut existing).map_err(corrupt)?;
+        old_count += samples;
+        gone.push(r.get::<_, i64>(0));
+    }
+    if !gone.is_empty() {
+        tx.execute("DELETE FROM chunks WHERE id = ANY($1)", &[&gone])?;
+    }
+    let merged = if existing.is_empty() {
+        new.to_vec()
+    } else {
+        chunk::merge_sorted(&existing, new)
+    };
+    for piece in merged.chunks(CHUNK_MAX_SAMPLES) {
+        let (Some(min), Some(max)) = (piece.first(), piece.last()) else {
+            continue;
+        };
+        tx.execute(
+            "INSERT INTO chunks (series_id, min_ts, max_ts, samples, data)
+             VALUES ($1, $2, $3, $4, $5)",
+            &[
+                &series_id,
+                &min.0,
+                &max.0,
+                &i32::try_from(piece.len()).unwrap_or(i32::MAX),
+                &chunk::encode(piece),
+            ],
+        )?;
+    }
+    Ok(merged.len() as i64 - old_count - new.len() as i64)
+}
