@@ -1,4 +1,4 @@
-//! The probewatch store: the [`Store`] trait and its SQLite implementation.
+//! The probewatch store: the [`Store`] traits and their SQLite and PostgreSQL implementations.
 //!
 //! This is the only crate that knows SQL. Its central promise is the ingest ledger: a file
 //! version (path + content hash) counts as ingested if and only if its ledger row committed in
@@ -9,11 +9,13 @@
 pub mod chunk;
 mod id_cache;
 mod intervals;
+mod location;
 mod model;
 pub mod postgres;
 pub mod query;
 pub mod sqlite;
 
+pub use location::{StoreLocation, StoreOptions, open_store};
 pub use model::*;
 pub use query::{Cardinality, SeriesIndex, StoreSource};
 pub use sqlite::SqliteStore;
@@ -124,6 +126,10 @@ pub trait LedgerStore: Send + Sync {
 
     /// Ledger rows, newest first, optionally only one outcome.
     fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError>;
+
+    /// The newest `limit` ledger rows as (path, time their batch committed in µs), newest
+    /// first: what times a file from its last write to its commit (benches, delivery checks).
+    fn file_commits(&self, limit: usize) -> Result<Vec<(Vec<u8>, i64)>, StoreError>;
 
     /// Per spool: (spool name, files ingested, files rejected), from the ledger.
     fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError>;

@@ -438,28 +438,27 @@ impl Daemon {
     }
 }
 
-/// Waits until the ledger holds `n` rows; returns file name → commit time (µs).
-fn wait_committed(db: &Path, n: u64, timeout: Duration) -> anyhow::Result<HashMap<String, i64>> {
+/// Waits until the ledger holds `n` rows; returns file name → commit time (µs). Reads
+/// through the store's API (opened beside the daemon), not the database's tables.
+fn wait_committed(
+    location: &probewatch_store::StoreLocation,
+    n: u64,
+    timeout: Duration,
+) -> anyhow::Result<HashMap<String, i64>> {
     let deadline = Instant::now() + timeout;
-    let conn = loop {
-        match rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        {
-            Ok(conn) => break conn,
+    let store = loop {
+        match probewatch_store::open_store(location, &probewatch_store::StoreOptions::default()) {
+            Ok(store) => break store,
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
             Err(e) => return Err(e.into()),
         }
     };
-    conn.busy_timeout(Duration::from_secs(5))?;
     loop {
-        // The running totals row, not count(*): polling must not steal CPU from the daemon.
-        let count: i64 = conn
-            .query_row(
-                "SELECT files_ingested + files_rejected FROM stats",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap_or(0);
-        if count as u64 >= n {
+        // The running totals, not a count: polling must not steal CPU from the daemon.
+        let count = store
+            .stats()
+            .map_or(0, |s| s.files_ingested + s.files_rejected);
+        if count >= n {
             break;
         }
         if Instant::now() > deadline {
@@ -467,13 +466,8 @@ fn wait_committed(db: &Path, n: u64, timeout: Duration) -> anyhow::Result<HashMa
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut stmt = conn.prepare(
-        "SELECT f.path, b.committed_at_us FROM files f JOIN batches b ON b.id = f.batch_id",
-    )?;
-    let rows = stmt.query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))?;
     let mut committed = HashMap::new();
-    for row in rows {
-        let (path, at) = row?;
+    for (path, at) in store.file_commits(usize::try_from(n).unwrap_or(usize::MAX))? {
         let name = Path::new(std::ffi::OsStr::from_bytes(&path))
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -510,7 +504,11 @@ fn run_probewatch(base: &Path, args: &BenchArgs, query_load: usize) -> anyhow::R
         let start = now_us();
         (generate(&spool, args)?, daemon, start)
     };
-    let committed = wait_committed(&work.join("data/probewatch.db"), args.files, timeout);
+    let committed = wait_committed(
+        &probewatch_store::StoreLocation::Sqlite(work.join("data")),
+        args.files,
+        timeout,
+    );
     let (queries, query_errors) = load.map_or((0, 0), QueryLoad::finish);
     let committed = match committed {
         Ok(committed) => committed,

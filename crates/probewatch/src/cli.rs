@@ -127,6 +127,11 @@ pub struct ConfigArgs {
     /// Data directory (default ./probewatch-data).
     #[arg(long, env = "PROBEWATCH_DATA")]
     pub data: Option<PathBuf>,
+    /// The store: postgres://user@host:port/database for a central PostgreSQL (password from
+    /// PROBEWATCH_STORE_PASSWORD or the config's store_password_file), or sqlite:DIR;
+    /// default SQLite in the data directory.
+    #[arg(long, env = "PROBEWATCH_STORE", value_name = "URL")]
+    pub store: Option<String>,
     /// Log format: text or json.
     #[arg(long, env = "PROBEWATCH_LOG_FORMAT")]
     pub log_format: Option<String>,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use anyhow::Context;
 use probewatch_core::format::FileContext;
 use probewatch_core::{Format, ParseLimits, parse};
-use probewatch_store::{SqliteStore, Store};
+use probewatch_store::Store;
 use probewatch_watch::{DEFAULT_EXCLUDE, FileReady, Filter, ReadyCause, WatchCounters, walk_files};
 
 use crate::cli::{CheckArgs, IngestArgs};
@@ -18,7 +18,6 @@ use crate::config::{AfterIngest, Config, Overrides, Spool};
 use crate::daemon::ingest_settings;
 use crate::ingest::Pipeline;
 use crate::telemetry::{Metrics, init_logging};
-use probewatch_store::prelude::*;
 
 /// Expands directories into the result files below them (default filter: `*.xml`, no
 /// hidden or temporary files); files named explicitly are always taken.
@@ -104,6 +103,7 @@ fn check_one(path: &Path, max_bytes: u64) -> Result<String, String> {
 pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     let overrides = Overrides {
         data_dir: args.common.data.clone(),
+        store: args.common.store.clone(),
         log_format: args.common.log_format.clone(),
         ..Overrides::default()
     };
@@ -128,8 +128,8 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
             ..template.clone()
         })
         .collect();
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&config.data_dir)?.with_head_max_samples(config.head_samples));
+    let store: Arc<dyn Store> = probewatch_store::open_store(&config.store, &config.store_options)
+        .with_context(|| format!("opening the store {}", config.store.describe()))?;
     let before = store.stats()?;
     let (metrics, _registry) = Metrics::new(Arc::new(WatchCounters::default()));
     let (tx, rx) = std::sync::mpsc::sync_channel(4096);
@@ -254,10 +254,12 @@ pub fn silence(command: crate::cli::SilenceCommand) -> anyhow::Result<ExitCode> 
     };
     let overrides = Overrides {
         data_dir: common.data.clone(),
+        store: common.store.clone(),
         ..Overrides::default()
     };
     let config = Config::load(common.config.as_deref(), &overrides)?;
-    let store = SqliteStore::open(&config.data_dir)?;
+    let store = probewatch_store::open_store(&config.store, &config.store_options)
+        .with_context(|| format!("opening the store {}", config.store.describe()))?;
     let now = crate::ingest::now_ms();
     match command {
         SilenceCommand::Add {

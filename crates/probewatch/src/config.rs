@@ -23,6 +23,12 @@ pub const EXAMPLE: &str = include_str!("../../../examples/probewatch.toml");
 pub struct ConfigFile {
     /// Where the database lives.
     pub data_dir: Option<PathBuf>,
+    /// The store: `postgres://user@host:port/database` for a central PostgreSQL, or
+    /// `sqlite:DIR`; by default SQLite in `data_dir`.
+    pub store: Option<String>,
+    /// A file holding the PostgreSQL password (first line), so it is in neither the URL nor
+    /// the config file. `PROBEWATCH_STORE_PASSWORD` also works.
+    pub store_password_file: Option<PathBuf>,
     /// HTTP listen address.
     pub listen: Option<String>,
     /// How long samples, check results and ledger rows of vanished files are kept.
@@ -241,6 +247,10 @@ pub struct Config {
     pub batch_max_files: usize,
     /// Samples in the store's ingest head before compaction.
     pub head_samples: u64,
+    /// Which store, SQLite (default) or PostgreSQL.
+    pub store: probewatch_store::StoreLocation,
+    /// How to open it (the password is never shown by Debug).
+    pub store_options: probewatch_store::StoreOptions,
     /// Log format.
     pub log_format: LogFormat,
     /// Spools, at least one.
@@ -264,6 +274,8 @@ pub struct Overrides {
     pub spools: Vec<PathBuf>,
     /// `--data`.
     pub data_dir: Option<PathBuf>,
+    /// `--store`.
+    pub store: Option<String>,
     /// `--listen`.
     pub listen: Option<String>,
     /// `--poll INTERVAL`.
@@ -399,6 +411,28 @@ impl Config {
         if batch_max_files == 0 {
             bail!("batch_max_files must be at least 1");
         }
+        let head_samples = match file.head_samples {
+            Some(0) => bail!("head_samples must be at least 1"),
+            Some(n) => n,
+            None => probewatch_store::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
+        };
+        let store_setting = overrides.store.clone().or(file.store.clone());
+        let store = probewatch_store::StoreLocation::parse(
+            store_setting.as_deref(),
+            &absolute(&data_dir)?,
+        )?;
+        let store_password = match &file.store_password_file {
+            Some(path) => {
+                let path = match &file.base_dir {
+                    Some(base) if path.is_relative() => base.join(path),
+                    _ => path.clone(),
+                };
+                let text = std::fs::read_to_string(&path)
+                    .with_context(|| format!("reading store_password_file {}", path.display()))?;
+                Some(text.lines().next().unwrap_or("").to_string())
+            }
+            None => std::env::var("PROBEWATCH_STORE_PASSWORD").ok(),
+        };
         Ok(Config {
             data_dir: absolute(&data_dir)?,
             listen,
@@ -441,10 +475,11 @@ impl Config {
             },
             max_watched_dirs: file.max_watched_dirs,
             batch_max_files,
-            head_samples: match file.head_samples {
-                Some(0) => bail!("head_samples must be at least 1"),
-                Some(n) => n,
-                None => probewatch_store::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
+            head_samples,
+            store,
+            store_options: probewatch_store::StoreOptions {
+                head_max_samples: head_samples,
+                password: store_password,
             },
             log_format,
             spools,

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use probewatch_core::ParseLimits;
-use probewatch_store::{SqliteStore, Store};
+use probewatch_store::{Store, StoreError};
 use probewatch_watch::{SpoolWatch, WatchConfig, WatchCounters, WatchMode, Watcher};
 
 use crate::cli::RunArgs;
@@ -31,6 +31,7 @@ pub fn run_command(args: RunArgs) -> anyhow::Result<ExitCode> {
     let overrides = Overrides {
         spools: args.spools,
         data_dir: args.common.data,
+        store: args.common.store,
         listen: args.listen,
         poll: args.poll,
         log_format: args.common.log_format,
@@ -112,11 +113,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     for spool in &config.spools {
         prepare_spool_dir(&spool.root)?;
     }
-    let store = Arc::new(
-        SqliteStore::open(&config.data_dir)
-            .with_context(|| format!("opening the store in {}", config.data_dir.display()))?
-            .with_head_max_samples(config.head_samples),
-    );
+    let store = open_store_retrying(&config, &shutdown)?;
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(config.listen))
         .with_context(|| format!("listening on {}", config.listen))?;
@@ -179,7 +176,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let watcher = Watcher::start(watch_config(&config), ready_tx, counters)
         .context("starting the spool watcher")?;
 
-    print_banner(&config, &store, listen, &alerting);
+    print_banner(&config, listen, &alerting);
 
     let retention = spawn_retention(
         store_dyn.clone(),
@@ -369,13 +366,36 @@ fn spawn_signal_listener(
     Ok(())
 }
 
+/// Opens the configured store. A database server that cannot be reached yet (starting,
+/// restarting, a network blip) is retried with backoff until it answers or the daemon is
+/// told to stop; one that answers no (wrong password, no such database, a standby, a newer
+/// schema) fails at once with the reason.
+fn open_store_retrying(config: &Config, shutdown: &Shutdown) -> anyhow::Result<Arc<dyn Store>> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match probewatch_store::open_store(&config.store, &config.store_options) {
+            Ok(store) => return Ok(store),
+            Err(StoreError::Unreachable(reason)) => {
+                tracing::warn!(
+                    store = %config.store.describe(),
+                    retry_in = ?wait,
+                    "{reason}; retrying"
+                );
+                if shutdown.sleep(wait) {
+                    anyhow::bail!("stopped while waiting for the store: {reason}");
+                }
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+            Err(err) => {
+                return Err(anyhow::Error::new(err)
+                    .context(format!("opening the store {}", config.store.describe())));
+            }
+        }
+    }
+}
+
 /// Prints what the daemon watches and where it serves.
-fn print_banner(
-    config: &Config,
-    store: &SqliteStore,
-    listen: SocketAddr,
-    alerting: &crate::alerting::Alerting,
-) {
+fn print_banner(config: &Config, listen: SocketAddr, alerting: &crate::alerting::Alerting) {
     println!("probewatch {} running", env!("CARGO_PKG_VERSION"));
     for spool in &config.spools {
         let after = match &spool.after_ingest {
@@ -396,7 +416,7 @@ fn print_banner(
             spool.format.as_str()
         );
     }
-    println!("  data             {}", store.path().display());
+    println!("  store            {}", config.store.describe());
     println!("  http             http://{listen}/  (API: /api/v1/stats, /api/v1/checks, /metrics)");
     match &config.access {
         Some(access) => println!(

@@ -272,6 +272,19 @@ impl LedgerStore for PgStore {
             .collect())
     }
 
+    fn file_commits(&self, limit: usize) -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
+        Ok(self
+            .client()?
+            .query(
+                "SELECT f.path, b.committed_at_us FROM files f JOIN batches b ON b.id = f.batch_id
+                 ORDER BY f.id DESC LIMIT $1",
+                &[&to_i64(limit as u64)],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect())
+    }
+
     fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
         Ok(self
             .client()?

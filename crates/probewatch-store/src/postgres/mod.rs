@@ -43,11 +43,56 @@ const POOL_SIZE: u32 = 16;
 
 impl From<postgres::Error> for StoreError {
     fn from(err: postgres::Error) -> StoreError {
-        if err.is_closed() || err.as_db_error().is_none() && is_connection_error(&err) {
-            return StoreError::Unreachable(format!("lost the PostgreSQL connection: {err}"));
+        let sentence = describe(&err);
+        let unavailable = err.is_closed()
+            || err.as_db_error().map_or_else(
+                || is_connection_error(&err),
+                // Class 08: connection exceptions; 57: the server is shutting down or starting.
+                |db| matches!(&db.code().code()[..2], "08" | "57"),
+            );
+        if unavailable {
+            return StoreError::Unreachable(format!("PostgreSQL is unavailable: {sentence}"));
         }
-        StoreError::Database(Box::new(err))
+        StoreError::Database(Box::new(PgError { sentence, source: err }))
     }
+}
+
+/// A PostgreSQL error whose message says what the server said (the driver's own says only
+/// "db error").
+#[derive(Debug)]
+struct PgError {
+    sentence: String,
+    source: postgres::Error,
+}
+
+impl std::fmt::Display for PgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgreSQL: {}", self.sentence)
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// What went wrong, in one line: the server's message and code, or the error and its causes.
+fn describe(err: &postgres::Error) -> String {
+    if let Some(db) = err.as_db_error() {
+        let mut text = format!("{} ({})", db.message(), db.code().code());
+        if let Some(detail) = db.detail() {
+            text.push_str(&format!(": {detail}"));
+        }
+        return text;
+    }
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        text.push_str(&format!(": {e}"));
+        source = e.source();
+    }
+    text
 }
 
 impl From<r2d2::Error> for StoreError {
@@ -76,8 +121,8 @@ fn retryable(err: &StoreError) -> bool {
         return false;
     };
     source
-        .downcast_ref::<postgres::Error>()
-        .and_then(|e| e.code())
+        .downcast_ref::<PgError>()
+        .and_then(|e| e.source.code())
         .is_some_and(|code| {
             *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
         })
@@ -170,7 +215,8 @@ impl PgStore {
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(10))
+            // Short: a reader (a page, /-/ready) learns soon that the database is away.
+            .connection_timeout(Duration::from_secs(3))
             // A broken connection is found when it is used; r2d2 drops it then.
             .test_on_check_out(false)
             .build_unchecked(manager);

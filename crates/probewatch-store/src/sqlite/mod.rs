@@ -1056,6 +1056,19 @@ impl LedgerStore for SqliteStore {
         })
     }
 
+    fn file_commits(&self, limit: usize) -> Result<Vec<(Vec<u8>, i64)>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT f.path, b.committed_at_us FROM files f JOIN batches b ON b.id = f.batch_id
+                 ORDER BY f.id DESC LIMIT ?1",
+            )?
+            .query_map(params![to_i64(limit as u64)], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?
+            .collect()
+        })
+    }
+
     fn spool_counts(&self) -> Result<Vec<(String, u64, u64)>, StoreError> {
         self.read(|c| {
             c.prepare_cached(

@@ -13,6 +13,7 @@ mod grafana;
 mod hardening;
 mod history_pages;
 mod notify_faults;
+mod postgres;
 mod query_api;
 mod readme;
 mod watching;

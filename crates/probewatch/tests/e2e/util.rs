@@ -86,13 +86,14 @@ impl Env {
         ])
     }
 
-    /// Opens the daemon's SQLite file (read only) for checks the API does not expose.
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open_with_flags(
-            self.data().join("probewatch.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    /// Opens the daemon's store through the store's own API (as a second reader beside a
+    /// running daemon, or after it stopped), for counts the HTTP API does not expose.
+    pub fn store(&self) -> std::sync::Arc<dyn probewatch_store::Store> {
+        probewatch_store::open_store(
+            &probewatch_store::StoreLocation::Sqlite(self.data()),
+            &probewatch_store::StoreOptions::default(),
         )
-        .expect("open db")
+        .expect("open the store")
     }
 }
 
