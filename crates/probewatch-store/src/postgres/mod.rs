@@ -53,7 +53,10 @@ impl From<postgres::Error> for StoreError {
         if unavailable {
             return StoreError::Unreachable(format!("PostgreSQL is unavailable: {sentence}"));
         }
-        StoreError::Database(Box::new(PgError { sentence, source: err }))
+        StoreError::Database(Box::new(PgError {
+            sentence,
+            source: err,
+        }))
     }
 }
 
