@@ -317,8 +317,26 @@ pub struct Engine {
 impl Engine {
     /// Builds the engine, restoring stored alerts of rules that still exist.
     pub fn new(groups: Vec<Group>, config: EngineConfig, stored: Vec<AlertRow>) -> Engine {
+        let mut engine = Engine {
+            groups: Arc::new(groups),
+            config: Arc::new(config),
+            options: QueryOptions::default(),
+            active: HashMap::new(),
+            resolved: Vec::new(),
+            written: HashMap::new(),
+            health: HashMap::new(),
+        };
+        engine.restore(stored);
+        engine
+    }
+
+    /// Replaces the alert state with what the store holds (alerts of rules that still
+    /// exist): at start, and when this server takes over evaluation from another, or follows
+    /// the one that evaluates.
+    pub fn restore(&mut self, stored: Vec<AlertRow>) {
         let mut active: HashMap<String, BTreeMap<String, ActiveAlert>> = HashMap::new();
-        let keys: std::collections::HashSet<&str> = groups
+        let keys: std::collections::HashSet<&str> = self
+            .groups
             .iter()
             .flat_map(|g| g.rules.iter().map(|r| r.key.as_str()))
             .collect();
@@ -345,15 +363,7 @@ impl Engine {
                 },
             );
         }
-        Engine {
-            groups: Arc::new(groups),
-            config: Arc::new(config),
-            options: QueryOptions::default(),
-            active,
-            resolved: Vec::new(),
-            written: HashMap::new(),
-            health: HashMap::new(),
-        }
+        self.active = active;
     }
 
     /// The rule groups.

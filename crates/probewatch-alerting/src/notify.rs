@@ -128,15 +128,31 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The key a receiver deduplicates a notification by: the same for every attempt, from
+/// any server, at least once each (the `Idempotency-Key` header, and `idempotencyKey` in a
+/// webhook's payload). One per notification row, which one saved state change of an alert
+/// group created.
+pub fn idempotency_key(notification_id: i64) -> String {
+    format!("probewatch-{notification_id}")
+}
+
 /// Delivers one notification; `Ok(detail)` when the receiver accepted it.
 pub fn deliver(
     receiver: &Receiver,
     client: &reqwest::blocking::Client,
     payload: &str,
+    key: &str,
 ) -> Result<String, DeliveryError> {
     match &receiver.kind {
         ReceiverKind::Webhook { url } => {
-            post_json(client, url, payload.to_string(), receiver.timeout)
+            let body = match serde_json::from_str::<serde_json::Value>(payload) {
+                Ok(serde_json::Value::Object(mut map)) => {
+                    map.insert("idempotencyKey".into(), key.into());
+                    serde_json::Value::Object(map).to_string()
+                }
+                _ => payload.to_string(),
+            };
+            post_json(client, url, body, receiver.timeout, Some(key))
         }
         ReceiverKind::Alertmanager {
             url,
@@ -144,7 +160,13 @@ pub fn deliver(
         } => {
             let valid_until = now_ms().saturating_add(validity_ms(*resend_interval));
             let body = alertmanager_body(payload, valid_until).map_err(DeliveryError::Permanent)?;
-            post_json(client, &alertmanager_endpoint(url), body, receiver.timeout)
+            post_json(
+                client,
+                &alertmanager_endpoint(url),
+                body,
+                receiver.timeout,
+                Some(key),
+            )
         }
         ReceiverKind::Email(settings) => send_email(settings, payload, receiver.timeout),
         ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout),
@@ -254,22 +276,24 @@ fn post_json(
     url: &str,
     body: String,
     timeout: Duration,
+    key: Option<&str>,
 ) -> Result<String, DeliveryError> {
     use DeliveryError::{Permanent, Transient};
-    let response = client
+    let mut request = client
         .post(url)
         .timeout(timeout)
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .map_err(|e| {
-            let text = format!("POST {url}: {e}");
-            if e.is_builder() {
-                Permanent(text)
-            } else {
-                Transient(text)
-            }
-        })?;
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.body(body).send().map_err(|e| {
+        let text = format!("POST {url}: {e}");
+        if e.is_builder() {
+            Permanent(text)
+        } else {
+            Transient(text)
+        }
+    })?;
     let status = response.status();
     if status.is_success() {
         return Ok(format!("POST {url}: {status}"));
@@ -618,7 +642,13 @@ fn resend_to_alertmanager(
     }
     let count = alerts.len();
     let body = serde_json::Value::Array(alerts).to_string();
-    match post_json(client, &alertmanager_endpoint(url), body, receiver.timeout) {
+    match post_json(
+        client,
+        &alertmanager_endpoint(url),
+        body,
+        receiver.timeout,
+        None,
+    ) {
         Ok(_) => tracing::debug!(receiver = %receiver.name, alerts = count, "alerts re-sent"),
         Err(e) => tracing::warn!(receiver = %receiver.name, alerts = count, error = %e.message(),
             "re-sending alerts to Alertmanager failed; trying again at the next interval"),
@@ -705,7 +735,8 @@ fn attempt(
     } else {
         n.payload.clone()
     };
-    let (detail, outcome) = match deliver(receiver, client, &payload) {
+    let key = idempotency_key(n.id);
+    let (detail, outcome) = match deliver(receiver, client, &payload, &key) {
         Ok(detail) => {
             tracing::info!(id = n.id, receiver = %n.receiver, "notification delivered");
             (detail, AttemptOutcome::Delivered)

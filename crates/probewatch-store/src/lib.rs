@@ -54,6 +54,10 @@ pub enum StoreError {
     /// no such database, a read-only standby): the message says what to fix.
     #[error("{0}")]
     Refused(String),
+    /// This server no longer holds the rule evaluator's lease (another took over, or it
+    /// could not renew in time): its alert-state write was refused.
+    #[error("{0}")]
+    Fenced(String),
     /// The database was written by a newer probewatch.
     #[error("database schema version {found} is newer than this probewatch supports ({supported})")]
     SchemaTooNew {
@@ -71,18 +75,27 @@ pub enum StoreError {
 /// Kept narrow on purpose so a PostgreSQL implementation can follow without touching the
 /// watcher, the parsers or the ingest pipeline.
 pub trait Store:
-    LedgerStore + SampleStore + CheckStore + AlertStore + SilenceStore + Send + Sync
+    LedgerStore + SampleStore + CheckStore + AlertStore + SilenceStore + ClusterStore + Send + Sync
 {
 }
 
 impl<T> Store for T where
-    T: LedgerStore + SampleStore + CheckStore + AlertStore + SilenceStore + Send + Sync
+    T: LedgerStore
+        + SampleStore
+        + CheckStore
+        + AlertStore
+        + SilenceStore
+        + ClusterStore
+        + Send
+        + Sync
 {
 }
 
 /// The store's traits, for `use probewatch_store::prelude::*` where their methods are called.
 pub mod prelude {
-    pub use crate::{AlertStore, CheckStore, LedgerStore, SampleStore, SilenceStore, Store};
+    pub use crate::{
+        AlertStore, CheckStore, ClusterStore, LedgerStore, SampleStore, SilenceStore, Store,
+    };
 }
 
 /// The ingest ledger and what it counts: files, batches, per-spool totals, retention.
@@ -255,6 +268,27 @@ pub trait AlertStore: Send + Sync {
 
     /// Every delivery attempt of a notification, oldest first.
     fn attempts(&self, notification_id: i64) -> Result<Vec<AttemptRow>, StoreError>;
+}
+
+/// Several servers on one store: which one evaluates the rules (a lease with an epoch, kept
+/// by the database's clock) and which are alive (heartbeats). A store only one process
+/// uses (SQLite, whose data directory is locked) has one member, which always leads.
+pub trait ClusterStore: Send + Sync {
+    /// Takes or renews the rule evaluator's lease for `holder` for `ttl_ms`. Returns the
+    /// epoch held (a new one whenever the lease changes hands or lapsed), or `None` while
+    /// another holder's lease runs. Once a lease is held, [`AlertStore::save_alerts`] on this
+    /// store commits only while that epoch is still the current one (fencing): a server that
+    /// was paused past its lease writes nothing.
+    fn acquire_lease(&self, holder: &str, ttl_ms: i64) -> Result<Option<i64>, StoreError>;
+
+    /// Gives the lease up (a clean stop), so another server takes over at once.
+    fn release_lease(&self, holder: &str) -> Result<(), StoreError>;
+
+    /// Records that an instance is alive.
+    fn heartbeat(&self, instance: &InstanceBeat) -> Result<(), StoreError>;
+
+    /// The lease and the servers seen in the last `within_ms`.
+    fn cluster(&self, within_ms: i64) -> Result<ClusterStatus, StoreError>;
 }
 
 /// Silences set from the API or the command line.

@@ -483,3 +483,40 @@ pub struct IngestActivity {
     /// commit that stored it.
     pub latencies_ms: Vec<i64>,
 }
+
+/// What a server says of itself in its heartbeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceBeat {
+    /// A unique id for this process (host, pid and start time).
+    pub id: String,
+    /// Where its HTTP API listens.
+    pub address: String,
+    /// Its probewatch version.
+    pub version: String,
+    /// When it started (ms since the epoch).
+    pub started_at_ms: i64,
+}
+
+/// One server as the cluster status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRow {
+    /// What it said in its last heartbeat.
+    pub beat: InstanceBeat,
+    /// How long ago that was, by the store's clock (ms).
+    pub heartbeat_age_ms: i64,
+}
+
+/// Who evaluates the rules and which servers share the store.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ClusterStatus {
+    /// The back end: `sqlite` or `postgresql`.
+    pub backend: String,
+    /// The instance holding the rule evaluator's lease, while it runs.
+    pub leader: Option<String>,
+    /// The lease's epoch: it grows each time the lease changes hands.
+    pub epoch: i64,
+    /// How long the current lease still runs (ms), when one is held.
+    pub lease_left_ms: Option<i64>,
+    /// The servers that sent a heartbeat recently, newest first.
+    pub instances: Vec<InstanceRow>,
+}

@@ -223,6 +223,9 @@ fn outbox_lanes_retries_and_permanent_failures() {
 }
 
 fn outbox(store: &dyn Store) {
+    // Alert state is written by the holder of the evaluator's lease (always this process on
+    // SQLite).
+    assert!(store.acquire_lease("me", 60_000).expect("lease").is_some());
     let note = |receiver: &str, group: &str| NewNotification {
         receiver: receiver.into(),
         payload: "{}".into(),

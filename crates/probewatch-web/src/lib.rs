@@ -133,6 +133,13 @@ impl IntoResponse for ApiError {
         let (status, message) = match self {
             ApiError::BadRequest(message) => (StatusCode::BAD_REQUEST, message),
             ApiError::NotFound(message) => (StatusCode::NOT_FOUND, message),
+            ApiError::Store(StoreError::Unreachable(reason)) => {
+                tracing::warn!(error = %reason, "the store is unreachable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is unreachable now; try again shortly".to_string(),
+                )
+            }
             ApiError::Store(err) => {
                 tracing::error!(error = %err, "store error while serving a request");
                 (
@@ -231,6 +238,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/status/flags", get(status_api::flags))
         .route("/api/v1/status/runtimeinfo", get(status_api::runtimeinfo))
         .route("/api/v1/status/tsdb", get(status_api::tsdb))
+        .route("/api/v1/status/cluster", get(status_api::cluster))
         .route("/api/v1/metadata", get(status_api::metadata))
         .route(
             "/api/v1/query_exemplars",

@@ -735,6 +735,19 @@ struct IngestPage {
     problems: Vec<String>,
     /// Files that cannot be read, retried with backoff.
     unreadable: Vec<UnreadableView>,
+    /// The store in use, as it may be shown.
+    store: String,
+    /// The servers sharing the store (one, on SQLite).
+    cluster: Vec<MemberView>,
+}
+
+/// One server sharing the store, as the ingest page lists it.
+struct MemberView {
+    id: String,
+    address: String,
+    version: String,
+    leader: bool,
+    heartbeat: String,
 }
 
 /// A file that cannot be read, as the ingest page lists it.
@@ -788,14 +801,26 @@ fn latency_summary(mut values: Vec<i64>) -> Vec<(&'static str, String)> {
 pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = crate::now_ms();
     let hour_ago = now - 3_600_000;
-    let (spools, rejected, activity) = crate::read(&state, move |store| {
+    let (spools, rejected, activity, cluster) = crate::read(&state, move |store| {
         Ok((
             store.spool_counts()?,
             store.files(Some(probewatch_store::Outcome::Rejected), 200)?,
             store.ingest_activity(hour_ago, LATENCY_FILES)?,
+            store.cluster(60_000)?,
         ))
     })
     .await?;
+    let members = cluster
+        .instances
+        .iter()
+        .map(|i| MemberView {
+            leader: cluster.leader.as_deref() == Some(i.beat.id.as_str()),
+            id: i.beat.id.clone(),
+            address: i.beat.address.clone(),
+            version: i.beat.version.clone(),
+            heartbeat: format!("{:.1} s ago", i.heartbeat_age_ms as f64 / 1000.0),
+        })
+        .collect();
     let files_since = |since: i64| -> u64 {
         activity
             .minutes
@@ -854,6 +879,8 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         latency_files,
         problems,
         unreadable,
+        store: state.info.store.clone(),
+        cluster: members,
     }
     .render()
     .map_err(|e| ApiError::Internal(e.to_string()))?;

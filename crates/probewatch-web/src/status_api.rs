@@ -23,6 +23,8 @@ pub struct ServerInfo {
     pub start_time_ms: i64,
     /// How long samples are kept, as Prometheus writes it (`90d`).
     pub storage_retention: String,
+    /// The store in use, as it may be shown (a directory, or a URL without its password).
+    pub store: String,
     /// Settings in Prometheus's flag names where one exists (`query.timeout`), else ours.
     pub flags: BTreeMap<String, String>,
     /// What a reload can change.
@@ -271,4 +273,41 @@ pub(crate) async fn alertmanagers(State(state): State<AppState>) -> Response {
         .map(|url| json!({ "url": format!("{}/api/v2/alerts", url.trim_end_matches('/')) }))
         .collect();
     success(json!({ "activeAlertmanagers": active, "droppedAlertmanagers": [] }))
+}
+
+/// How long ago a heartbeat may be for its server to count as a member.
+const MEMBER_WITHIN_MS: i64 = 60_000;
+
+/// `GET /api/v1/status/cluster`: the store in use, which server evaluates the rules (the
+/// lease's holder and epoch) and each server's last heartbeat. On SQLite: this process.
+pub(crate) async fn cluster(State(state): State<AppState>) -> Response {
+    match crate::read(&state, |store| store.cluster(MEMBER_WITHIN_MS)).await {
+        Ok(status) => success(cluster_json(&status, &state.info.store)),
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The cluster status as the API and the ingest page show it.
+pub(crate) fn cluster_json(status: &probewatch_store::ClusterStatus, store: &str) -> Json {
+    let instances: Vec<Json> = status
+        .instances
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.beat.id,
+                "address": i.beat.address,
+                "version": i.beat.version,
+                "startedAt": rfc3339(i.beat.started_at_ms),
+                "lastHeartbeatSecondsAgo": i.heartbeat_age_ms as f64 / 1000.0,
+                "leader": status.leader.as_deref() == Some(i.beat.id.as_str()),
+            })
+        })
+        .collect();
+    json!({
+        "store": { "backend": status.backend, "location": store },
+        "leader": status.leader,
+        "epoch": status.epoch,
+        "leaseSecondsLeft": status.lease_left_ms.map(|ms| ms as f64 / 1000.0),
+        "instances": instances,
+    })
 }

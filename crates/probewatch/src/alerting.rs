@@ -440,6 +440,7 @@ impl Alerting {
         ingested: Receiver<Vec<String>>,
         caught_up: Box<dyn FnMut() -> bool + Send>,
         stop: Arc<AtomicBool>,
+        leadership: Arc<crate::cluster::Leadership>,
     ) -> anyhow::Result<Alerting> {
         let groups = load_groups(config)?;
         let stored = store.alerts().context("reading saved alert state")?;
@@ -458,6 +459,8 @@ impl Alerting {
                 store: store.clone(),
                 index,
                 doorbell: doorbell.clone(),
+                leadership,
+                leading: false,
             };
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -551,9 +554,53 @@ struct Rules {
     store: Arc<dyn Store>,
     index: Arc<SeriesIndex>,
     doorbell: Arc<notify::Doorbell>,
+    /// Whether this server holds the evaluator's lease (always, on SQLite).
+    leadership: Arc<crate::cluster::Leadership>,
+    /// Whether it led at the last look.
+    leading: bool,
 }
 
 impl Rules {
+    /// Follows the lease: a server that starts leading takes the alert state the previous
+    /// leader saved (pending since, firing since, last sent) and evaluates every group at
+    /// once; one that does not lead shows the leader's state, read from the store, and
+    /// evaluates nothing. Returns whether to evaluate.
+    fn follow_lease(
+        &mut self,
+        next_due: &mut [Instant],
+        last_refresh: &mut Option<Instant>,
+    ) -> bool {
+        let leading = self.leadership.is_leader();
+        if leading && !self.leading {
+            match self.store.alerts() {
+                Ok(rows) => {
+                    self.engine.restore(rows);
+                    tracing::info!(
+                        epoch = self.leadership.epoch(),
+                        "evaluating rules, from the alert state the store holds"
+                    );
+                    next_due.iter_mut().for_each(|d| *d = Instant::now());
+                }
+                Err(err) => {
+                    tracing::error!(error = %err,
+                        "reading the saved alert state failed; evaluation waits");
+                    return false;
+                }
+            }
+        } else if !leading && self.leading {
+            tracing::warn!("not evaluating rules: another server holds the lease");
+        }
+        self.leading = leading;
+        if !leading && last_refresh.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *last_refresh = Some(Instant::now());
+            if let Ok(rows) = self.store.alerts() {
+                self.engine.restore(rows);
+                self.snapshots.publish(self.engine.snapshot());
+            }
+        }
+        leading
+    }
+
     /// The rule loop: evaluates each group when its interval is due, and any group that reads a
     /// metric ingest has just committed right away.
     fn run(
@@ -591,6 +638,7 @@ impl Rules {
         };
         let (mut intervals, mut reads) = schedule(&self.engine);
         let mut next_due: Vec<Instant> = vec![Instant::now(); intervals.len()];
+        let mut last_refresh = None;
         while !stop.load(Ordering::SeqCst) {
             if let Ok(reload) = reloads.try_recv() {
                 let now = crate::ingest::now_ms();
@@ -634,6 +682,12 @@ impl Rules {
                     // Ingest has stopped; keep evaluating on the intervals until shutdown.
                     std::thread::sleep(wait);
                 }
+            }
+            if !self.follow_lease(&mut next_due, &mut last_refresh) {
+                // Not leading: look again in a moment (the schedule must not spin).
+                let soon = Instant::now() + Duration::from_millis(500);
+                next_due.iter_mut().for_each(|d| *d = (*d).max(soon));
+                continue;
             }
             let now = Instant::now();
             for (i, due) in next_due.iter_mut().enumerate() {

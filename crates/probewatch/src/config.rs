@@ -53,6 +53,9 @@ pub struct ConfigFile {
     pub batch_max_files: Option<usize>,
     /// Samples the store's ingest head collects before it is compacted into chunks.
     pub head_samples: Option<u64>,
+    /// How long the rule evaluator's lease lasts when several servers share a PostgreSQL
+    /// store: a server that dies is replaced within this (plus one evaluation interval).
+    pub leader_lease: Option<String>,
     /// Log format: `text` or `json`.
     pub log_format: Option<String>,
     /// The spools.
@@ -249,6 +252,8 @@ pub struct Config {
     pub head_samples: u64,
     /// Which store, SQLite (default) or PostgreSQL.
     pub store: probewatch_store::StoreLocation,
+    /// The rule evaluator's lease.
+    pub leader_lease: Duration,
     /// How to open it (the password is never shown by Debug).
     pub store_options: probewatch_store::StoreOptions,
     /// Log format.
@@ -476,6 +481,12 @@ impl Config {
             max_watched_dirs: file.max_watched_dirs,
             batch_max_files,
             head_samples,
+            leader_lease: duration(
+                "leader_lease",
+                file.leader_lease.as_deref(),
+                "15s",
+                Duration::from_millis(500),
+            )?,
             store,
             store_options: probewatch_store::StoreOptions {
                 head_max_samples: head_samples,

@@ -150,6 +150,19 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             target.is_some_and(|t| handled.load(Ordering::SeqCst) >= t)
         }
     };
+    // One server of those sharing the store evaluates rules: the lease decides which.
+    let (leadership, lease_thread) = crate::cluster::start(
+        store_dyn.clone(),
+        probewatch_store::InstanceBeat {
+            id: crate::cluster::instance_id(),
+            address: listen.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_ms: crate::ingest::now_ms(),
+        },
+        config.leader_lease,
+        shutdown.clone(),
+    )
+    .context("starting the lease thread")?;
     let alerting = Arc::new(
         crate::alerting::Alerting::start(
             &config.alerting,
@@ -158,6 +171,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             commit_rx,
             Box::new(caught_up),
             shutdown.flag(),
+            leadership,
         )
         .context("starting alerting")?,
     );
@@ -224,6 +238,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     watcher.stop();
     pipeline.join();
     alerting.join();
+    let _ = lease_thread.join();
     let _ = retention.join();
     runtime.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped");
@@ -274,6 +289,7 @@ fn server_info(config: &Config, listen: SocketAddr) -> probewatch_web::status_ap
     probewatch_web::status_api::ServerInfo {
         start_time_ms: crate::ingest::now_ms(),
         storage_retention: d(config.retention),
+        store: config.store.describe(),
         flags,
         settings: std::sync::RwLock::new(server_settings(config)),
     }

@@ -12,6 +12,7 @@ pub mod bench_promql;
 pub mod bench_query;
 pub mod bench_rules;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod daemon;

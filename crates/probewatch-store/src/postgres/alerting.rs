@@ -15,6 +15,9 @@ fn state_from(code: i16) -> AlertState {
     }
 }
 
+/// How long a lane's claim on a notification lasts before another server may send it.
+const CLAIM_MS: i64 = 60_000;
+
 const NOTIFICATION_COLUMNS: &str = "id, receiver, payload, created_at_ms, attempts,
     delivered_at_ms, last_error, group_key, failed_at_ms";
 
@@ -71,6 +74,7 @@ impl AlertStore for PgStore {
         }
         let mut client = self.client()?;
         let mut tx = client.transaction()?;
+        self.check_fence(&mut tx)?;
         for update in updates {
             tx.execute(
                 "DELETE FROM alerts WHERE rule_key = $1",
@@ -144,22 +148,53 @@ impl AlertStore for PgStore {
         now_ms: i64,
         max: usize,
     ) -> Result<Vec<NotificationRow>, StoreError> {
-        let base = format!(
-            "SELECT {NOTIFICATION_COLUMNS} FROM notifications
-             WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL AND next_attempt_ms <= $1"
-        );
         let mut client = self.client()?;
-        let rows = match receiver {
-            Some(receiver) => client.query(
-                &format!("{base} AND receiver = $3 ORDER BY next_attempt_ms, id LIMIT $2"),
-                &[&now_ms, &limit(max), &receiver],
-            )?,
-            None => client.query(
-                &format!("{base} ORDER BY next_attempt_ms, id LIMIT $2"),
-                &[&now_ms, &limit(max)],
-            )?,
+        let mut rows: Vec<(i64, NotificationRow)> = match receiver {
+            // A receiver's lane claims what it will send, for a while: another server's lane
+            // skips those rows (SKIP LOCKED while this statement runs, the claim after), so
+            // each notification goes out from one server. The claim lapses if this one dies
+            // before recording the attempt; delivery is at least once.
+            Some(receiver) => client
+                .query(
+                    &format!(
+                        "UPDATE notifications SET claimed_until_ms = $4
+                         WHERE id IN (
+                            SELECT id FROM notifications
+                            WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL
+                              AND next_attempt_ms <= $1 AND receiver = $3
+                              AND (claimed_until_ms IS NULL OR claimed_until_ms <= $1)
+                            ORDER BY next_attempt_ms, id LIMIT $2
+                            FOR UPDATE SKIP LOCKED)
+                         RETURNING {NOTIFICATION_COLUMNS}, next_attempt_ms"
+                    ),
+                    &[
+                        &now_ms,
+                        &limit(max),
+                        &receiver,
+                        &now_ms.saturating_add(CLAIM_MS),
+                    ],
+                )?
+                .iter()
+                .map(|r| (r.get(9), notification(r)))
+                .collect(),
+            // Without a receiver: a look, not a claim.
+            None => client
+                .query(
+                    &format!(
+                        "SELECT {NOTIFICATION_COLUMNS}, next_attempt_ms FROM notifications
+                         WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL
+                           AND next_attempt_ms <= $1
+                         ORDER BY next_attempt_ms, id LIMIT $2"
+                    ),
+                    &[&now_ms, &limit(max)],
+                )?
+                .iter()
+                .map(|r| (r.get(9), notification(r)))
+                .collect(),
         };
-        Ok(rows.iter().map(notification).collect())
+        // Oldest due first, as the SQLite back end answers (RETURNING has no order).
+        rows.sort_by_key(|(due, n)| (*due, n.id));
+        Ok(rows.into_iter().map(|(_, n)| n).collect())
     }
 
     fn record_attempt(
@@ -180,17 +215,17 @@ impl AlertStore for PgStore {
         match outcome {
             AttemptOutcome::Delivered => tx.execute(
                 "UPDATE notifications SET attempts = attempts + 1, delivered_at_ms = $2,
-                    last_error = NULL WHERE id = $1",
+                    last_error = NULL, claimed_until_ms = NULL WHERE id = $1",
                 &[&id, &at_ms],
             )?,
             AttemptOutcome::RetryAt(retry) => tx.execute(
                 "UPDATE notifications SET attempts = attempts + 1, next_attempt_ms = $2,
-                    last_error = $3 WHERE id = $1",
+                    last_error = $3, claimed_until_ms = NULL WHERE id = $1",
                 &[&id, &retry, &detail],
             )?,
             AttemptOutcome::Failed => tx.execute(
                 "UPDATE notifications SET attempts = attempts + 1, failed_at_ms = $2,
-                    last_error = $3 WHERE id = $1",
+                    last_error = $3, claimed_until_ms = NULL WHERE id = $1",
                 &[&id, &at_ms, &detail],
             )?,
         };

@@ -15,6 +15,7 @@
 
 mod alerting;
 mod checks;
+mod cluster;
 mod intervals;
 mod ledger;
 mod samples;
@@ -143,6 +144,9 @@ pub struct PgStore {
     head_max: u64,
     /// A drain is under way: compaction steps move the head until it is empty.
     draining: std::sync::atomic::AtomicBool,
+    /// The evaluator's lease this store last took (holder, epoch): alert-state writes check
+    /// it is still current.
+    fence: Mutex<Option<(String, i64)>>,
 }
 
 #[derive(Default)]
@@ -220,8 +224,9 @@ impl PgStore {
             .min_idle(Some(1))
             // Short: a reader (a page, /-/ready) learns soon that the database is away.
             .connection_timeout(Duration::from_secs(3))
-            // A broken connection is found when it is used; r2d2 drops it then.
-            .test_on_check_out(false)
+            // A connection broken by a database restart is found before it is handed out (one
+            // empty query), not by the request that would fail on it.
+            .test_on_check_out(true)
             .build_unchecked(manager);
         Ok(PgStore {
             pool,
@@ -229,6 +234,7 @@ impl PgStore {
             ids: Mutex::new(IdCaches::default()),
             head_max: crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
             draining: std::sync::atomic::AtomicBool::new(false),
+            fence: Mutex::new(None),
         })
     }
 

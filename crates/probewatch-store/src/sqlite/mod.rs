@@ -67,6 +67,9 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Each series' time span, for presence questions over many series.
     spans: spans::SpanTable,
+    /// The one process that uses this store (its data directory is locked), as its last
+    /// heartbeat described it.
+    member: Mutex<Option<(InstanceBeat, std::time::Instant)>>,
 }
 
 /// The write connection and the id caches that only the writer may touch.
@@ -174,6 +177,7 @@ impl SqliteStore {
             }),
             readers: Mutex::new(Vec::new()),
             spans: spans::SpanTable::default(),
+            member: Mutex::new(None),
         })
     }
 
@@ -1469,6 +1473,44 @@ impl AlertStore for SqliteStore {
 
     fn attempts(&self, notification_id: i64) -> Result<Vec<AttemptRow>, StoreError> {
         self.read(|c| alerting::attempts(c, notification_id))
+    }
+}
+
+/// One process per SQLite store (the data directory is locked), so it always leads.
+impl ClusterStore for SqliteStore {
+    fn acquire_lease(&self, _holder: &str, _ttl_ms: i64) -> Result<Option<i64>, StoreError> {
+        Ok(Some(1))
+    }
+
+    fn release_lease(&self, _holder: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn heartbeat(&self, instance: &InstanceBeat) -> Result<(), StoreError> {
+        *self.member.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((instance.clone(), std::time::Instant::now()));
+        Ok(())
+    }
+
+    fn cluster(&self, _within_ms: i64) -> Result<ClusterStatus, StoreError> {
+        let member = self
+            .member
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        Ok(ClusterStatus {
+            backend: "sqlite".into(),
+            leader: member.as_ref().map(|(beat, _)| beat.id.clone()),
+            epoch: 1,
+            lease_left_ms: None,
+            instances: member
+                .into_iter()
+                .map(|(beat, at)| InstanceRow {
+                    beat,
+                    heartbeat_age_ms: i64::try_from(at.elapsed().as_millis()).unwrap_or(i64::MAX),
+                })
+                .collect(),
+        })
     }
 }
 

@@ -2,7 +2,7 @@
 //! APIs work as on SQLite; PostgreSQL down at start is waited for; restarted under ingest,
 //! nothing is lost or doubled, readiness says why while it is away.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use probewatch_testpg::TestPostgres;
 
@@ -126,4 +126,197 @@ fn postgresql_down_at_start_is_waited_for_and_a_wrong_password_is_not() {
     assert!(daemon.log().contains("retrying"), "{}", daemon.log());
     daemon.wait_files(1, Duration::from_secs(60));
     daemon.stop();
+}
+
+/// Two servers on one database, each with its own spool (two hosts), one webhook.
+struct Fleet {
+    envs: [Env; 2],
+    config: [String; 2],
+}
+
+impl Fleet {
+    fn new(url: &str, hook: &Webhook) -> Fleet {
+        let envs = [Env::new(), Env::new()];
+        let rules = envs[0].dir.path().join("rules.yml");
+        std::fs::write(
+            &rules,
+            "groups:\n  - name: fleet\n    interval: 500ms\n    rules:\n      - alert: LoginCritical\n        expr: probe_check_status{check=\"login\"} == 2\n        for: 5s\n",
+        )
+        .expect("rules");
+        let config = [0, 1].map(|i| {
+            format!(
+                "store = {url:?}\nleader_lease = \"2s\"\nrule_files = [{:?}]\n\
+                 [[receiver]]\nname = \"ops\"\nurl = {:?}\n\
+                 [[route]]\nreceiver = \"ops\"\ngroup_by = [\"alertname\", \"probe\"]\n\
+                 group_wait = \"0s\"\n[[spool]]\npath = {:?}\n",
+                rules.display().to_string(),
+                hook.url,
+                envs[i].spool().display().to_string()
+            )
+        });
+        Fleet { envs, config }
+    }
+
+    fn start(&self, i: usize) -> Daemon {
+        self.envs[i].start_with_config(&self.config[i])
+    }
+}
+
+/// The instance that holds the lease, as `daemon` reports the cluster.
+fn leader_address(daemon: &Daemon) -> Option<String> {
+    let status = daemon.get("/api/v1/status/cluster");
+    status["data"]["instances"]
+        .as_array()?
+        .iter()
+        .find(|i| i["leader"] == true)
+        .and_then(|i| i["address"].as_str().map(String::from))
+}
+
+fn address(daemon: &Daemon) -> String {
+    daemon.base.trim_start_matches("http://").to_string()
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_each_state_change_is_notified_once() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("probewatch");
+    let hook = Webhook::start(0);
+    let fleet = Fleet::new(&url, &hook);
+    let mut daemons = [Some(fleet.start(0)), Some(fleet.start(1))];
+    let d = |i: usize, daemons: &[Option<Daemon>; 2]| -> String {
+        daemons[i].as_ref().map(address).unwrap_or_default()
+    };
+    // Both see one leader, one of them.
+    let first = daemons[0].as_ref().expect("a");
+    first.wait_until("a leader", Duration::from_secs(30), |d| {
+        leader_address(d).is_some()
+    });
+    let leader = leader_address(first).expect("leader");
+    let (lead, follow) = if leader == d(0, &daemons) {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    assert_eq!(leader, d(lead, &daemons));
+    assert_eq!(
+        leader_address(daemons[follow].as_ref().expect("follower")),
+        Some(leader.clone())
+    );
+
+    // Results through either server: a failing login on each host, every half second.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let spools = [fleet.envs[0].spool(), fleet.envs[1].spool()];
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (i, spool) in spools.iter().enumerate() {
+                    let xml = format!(
+                        "<probe name=\"p{i}\" host=\"h{i}\" time=\"{}\">\n  <check name=\"login\" status=\"critical\">down</check>\n</probe>\n",
+                        epoch_secs()
+                    );
+                    write_renamed(&spool.join(format!("r{n:05}.xml")), &xml);
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    // Both alerts pending, as the follower shows from the store.
+    let pending = |d: &Daemon| -> Vec<(String, String)> {
+        d.get("/api/v1/alerts")["data"]["alerts"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|x| x["state"] == "pending")
+                    .map(|x| {
+                        (
+                            x["labels"]["probe"].as_str().unwrap_or("").to_string(),
+                            x["activeAt"].as_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let follower = daemons[follow].as_ref().expect("follower");
+    follower.wait_until("two pending alerts", Duration::from_secs(30), |d| {
+        pending(d).len() == 2
+    });
+    let mut active_at = pending(follower);
+    active_at.sort();
+    // Two of the five pending seconds pass; a new leader that started pending over would
+    // fire at least five seconds after it took over.
+    std::thread::sleep(Duration::from_secs(2));
+
+    // kill -9 the leader while the alerts are pending.
+    let killed = Instant::now();
+    daemons[lead].take().expect("leader").kill9();
+    let survivor = daemons[follow].as_ref().expect("survivor");
+    survivor.wait_until("the survivor to lead", Duration::from_secs(30), |d| {
+        leader_address(d) == Some(address(d))
+    });
+    // Within one lease (2 s) and one evaluation interval (0.5 s), with room for a loaded CI.
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
+    let took_over = jiff::Timestamp::now();
+
+    // Both fire, with the pending time kept (the same activeAt), each notified once.
+    let got = hook.wait_for(2, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    let got = if hook.received().len() > got.len() {
+        hook.received()
+    } else {
+        got
+    };
+    let mut firing: Vec<(String, String)> = Vec::new();
+    let mut keys = std::collections::HashSet::new();
+    for body in &got {
+        let key = body["idempotencyKey"]
+            .as_str()
+            .expect("an idempotency key")
+            .to_string();
+        assert!(
+            keys.insert(key.clone()),
+            "key {key} delivered twice: {got:?}"
+        );
+        for a in body["alerts"].as_array().into_iter().flatten() {
+            assert_eq!(a["status"], "firing", "{body}");
+            firing.push((
+                a["labels"]["probe"].as_str().unwrap_or("").to_string(),
+                a["startsAt"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+    }
+    firing.sort();
+    assert_eq!(
+        firing.iter().map(|f| f.0.as_str()).collect::<Vec<_>>(),
+        ["p0", "p1"],
+        "each alert fired once: {got:?}"
+    );
+    for ((probe, starts), (pending_probe, pending_at)) in firing.iter().zip(&active_at) {
+        assert_eq!(probe, pending_probe);
+        let (s, p) = (
+            starts.parse::<jiff::Timestamp>().expect("startsAt"),
+            pending_at.parse::<jiff::Timestamp>().expect("activeAt"),
+        );
+        // Fired (startsAt, as Prometheus sends it) once pending for 5 s counted from the
+        // first leader's activeAt: at the first evaluation after that, or right after the
+        // takeover if that came later.
+        let due = std::cmp::max(p + jiff::SignedDuration::from_secs(5), took_over);
+        assert!(
+            s >= p + jiff::SignedDuration::from_secs(5)
+                && s <= due + jiff::SignedDuration::from_millis(1_500),
+            "{probe}: fired at {starts}, pending since {pending_at}, new leader at {took_over}: \
+             the pending time must be kept"
+        );
+    }
 }

@@ -420,3 +420,10 @@ impl Webhook {
         );
     }
 }
+
+/// Seconds since the epoch, for result files stamped now.
+pub fn epoch_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}

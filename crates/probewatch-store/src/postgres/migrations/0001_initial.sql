@@ -1,6 +1,6 @@
 -- probewatch on PostgreSQL: the whole store, as the SQLite back end's ten migrations left it,
--- plus what several servers on one database need (a leader lease, instance heartbeats and an
--- idempotency key on each notification).
+-- plus what several servers on one database need (a leader lease, instance heartbeats and
+-- claims on notifications being sent).
 
 -- The ingest ledger: one row per file version (path + content hash), the exactly-once check.
 CREATE TABLE files (
@@ -168,7 +168,7 @@ CREATE TABLE notifications (
     group_key       text    NOT NULL DEFAULT '',
     send_at_ms      bigint,
     failed_at_ms    bigint,
-    idempotency_key text                       -- alert fingerprint + state-change id
+    claimed_until_ms bigint                    -- a server's lane is sending it until then
 );
 CREATE INDEX notifications_lane ON notifications (receiver, next_attempt_ms)
     WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL;
