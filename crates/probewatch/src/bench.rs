@@ -191,7 +191,7 @@ fn now_us() -> i64 {
 
 /// The result file for number `n`: 2 checks and 10 metrics, unique time. Files take turns
 /// among `checks / 2` probes (a probe is a name and a host).
-fn result_file(n: u64, checks: u64) -> String {
+pub(crate) fn result_file(n: u64, checks: u64) -> String {
     let probes = (checks / 2).max(1);
     let probe = n % probes;
     let mut xml = format!(

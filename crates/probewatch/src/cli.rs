@@ -40,6 +40,9 @@ pub enum Command {
     /// Measure PromQL and the series API over many series, beside Prometheus on the same
     /// samples (see docs/benchmarks.md).
     BenchPromql(crate::bench_promql::BenchPromqlArgs),
+    /// Measure ingest batches into each store back end (SQLite, PostgreSQL) beside a bare
+    /// binary-COPY loop of the same rows (see docs/benchmarks.md)
+    BenchStore(crate::bench_store::BenchStoreArgs),
     /// Measure one evaluation cycle of many alert rules over many series.
     BenchRules(crate::bench_rules::BenchRulesArgs),
     /// Measure the time from a failing result file to the webhook receiving the alert.

@@ -11,6 +11,7 @@ pub mod bench_http;
 pub mod bench_promql;
 pub mod bench_query;
 pub mod bench_rules;
+pub mod bench_store;
 pub mod cli;
 pub mod cluster;
 pub mod commands;

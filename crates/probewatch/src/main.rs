@@ -40,6 +40,7 @@ fn run() -> ExitCode {
         Command::BenchQuery(args) => probewatch::bench_query::run(&args),
         Command::BenchDashboard(args) => probewatch::bench_dashboard::run(&args),
         Command::BenchPromql(args) => probewatch::bench_promql::run(&args),
+        Command::BenchStore(args) => probewatch::bench_store::run(&args),
         Command::BenchRules(args) => probewatch::bench_rules::run(&args),
         Command::BenchAlert(args) => probewatch::bench_alert::run(&args),
         Command::Rules(probewatch::cli::RulesCommand::Check { files }) => {

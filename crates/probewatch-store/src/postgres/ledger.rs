@@ -656,61 +656,44 @@ fn write_checks(
         fi.push(*file_id);
         iv.push(result.interval_ms);
     }
-    let new: i64 = tx
-        .query_one(
-            "WITH w AS (
-                INSERT INTO check_results (check_id, ts_ms, status, duration, message, file_id,
-                    interval_ms)
-                SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::float8[],
-                    $5::text[], $6::int8[], $7::int8[])
-                ON CONFLICT (check_id, ts_ms) DO UPDATE SET status = excluded.status,
-                    duration = excluded.duration, message = excluded.message,
-                    file_id = excluded.file_id, interval_ms = excluded.interval_ms
-                RETURNING (xmax = 0) AS inserted)
-             SELECT count(*) FILTER (WHERE inserted) FROM w",
-            &[&c, &ts, &st, &du, &me, &fi, &iv],
-        )?
-        .get(0);
-    delta.check_results += new;
-
-    // Latest state, unless a newer result is stored already (results may arrive late).
-    let (mut lc, mut lts, mut lst, mut ldu, mut lme, mut liv) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    let mut latest: Vec<_> = latest.into_iter().collect();
-    latest.sort_unstable_by_key(|(id, _)| *id);
-    for (id, (result, check)) in &latest {
-        lc.push(*id);
-        lts.push(result.time_ms);
-        lst.push(i16::from(check.status.code()));
-        ldu.push(check.duration_seconds);
-        lme.push(check.message.as_str());
-        liv.push(result.interval_ms);
-    }
-    tx.execute(
-        "UPDATE checks SET last_ts_ms = u.ts, last_status = u.status, last_duration = u.duration,
-            last_message = u.message, interval_ms = coalesce(u.interval_ms, checks.interval_ms)
-         FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::float8[], $5::text[], $6::int8[])
-            AS u(id, ts, status, duration, message, interval_ms)
-         WHERE checks.id = u.id AND checks.last_ts_ms <= u.ts",
-        &[&lc, &lts, &lst, &ldu, &lme, &liv],
+    // New rows are the usual case: insert what is new, then rewrite the rest (results
+    // delivered again with other content) only when some already existed.
+    let new = tx.execute(
+        "INSERT INTO check_results (check_id, ts_ms, status, duration, message, file_id,
+            interval_ms)
+         SELECT * FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::float8[], $5::text[],
+            $6::int8[], $7::int8[])
+         ON CONFLICT (check_id, ts_ms) DO NOTHING",
+        &[&c, &ts, &st, &du, &me, &fi, &iv],
     )?;
+    if (new as usize) < c.len() {
+        tx.execute(
+            "UPDATE check_results r SET status = u.status, duration = u.duration,
+                message = u.message, file_id = u.file_id, interval_ms = u.interval_ms
+             FROM unnest($1::int8[], $2::int8[], $3::int2[], $4::float8[], $5::text[],
+                $6::int8[], $7::int8[]) AS u(check_id, ts_ms, status, duration, message,
+                file_id, interval_ms)
+             WHERE r.check_id = u.check_id AND r.ts_ms = u.ts_ms AND r.file_id <> u.file_id",
+            &[&c, &ts, &st, &du, &me, &fi, &iv],
+        )?;
+    }
+    delta.check_results += to_i64(new);
 
-    advance_intervals(tx, &mut pending)?;
+    advance_checks(tx, &mut pending, &latest)?;
     Ok(written)
 }
 
-/// Brings the status intervals of the batch's checks up to date, in four statements
-/// whatever the number of checks: their states read at once, [`intervals::advance`] for
-/// each, and the closed runs, open runs and dirty spans written as arrays.
-fn advance_intervals(
+/// The newest result of each check in a batch.
+type Latest<'i> = HashMap<i64, (&'i ProbeResult, &'i probewatch_core::CheckResult)>;
+
+/// Brings the batch's checks up to date in four statements whatever their number: their
+/// states read at once, [`intervals::advance`] for each; then one UPDATE of every check row
+/// (open run, usual interval, and the latest state unless a newer result is stored already:
+/// results may arrive late), the closed runs and the dirty spans, each written as arrays.
+fn advance_checks(
     tx: &mut Transaction<'_>,
     pending: &mut HashMap<i64, intervals::Pending>,
+    latest: &Latest<'_>,
 ) -> Result<(), StoreError> {
     let ids: Vec<i64> = pending.keys().copied().collect();
     let states = tx.query(
@@ -728,6 +711,8 @@ fn advance_intervals(
         Vec::new(),
         Vec::new(),
     );
+    let (mut lts, mut lst, mut ldu, mut lme, mut liv) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut dirty_ids, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
     for r in &states {
         let id: i64 = r.get(0);
@@ -772,6 +757,12 @@ fn advance_intervals(
         o_status.push(advanced.open.map(|r| i16::from(r.status)));
         o_count.push(advanced.open.map(|r| r.results));
         o_usual.push(advanced.usual);
+        let newest = latest.get(&id);
+        lts.push(newest.map(|(r, _)| r.time_ms));
+        lst.push(newest.map(|(_, c)| i16::from(c.status.code())));
+        ldu.push(newest.and_then(|(_, c)| c.duration_seconds));
+        lme.push(newest.map(|(_, c)| c.message.as_str()));
+        liv.push(newest.and_then(|(r, _)| r.interval_ms));
     }
     if !closed_ids.is_empty() {
         tx.execute(
@@ -784,11 +775,23 @@ fn advance_intervals(
     }
     tx.execute(
         "UPDATE checks SET run_start_ms = u.s, run_end_ms = u.e, run_status = u.st,
-            run_results = u.n, usual_interval_ms = u.usual
-         FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int2[], $5::int8[], $6::int8[])
-            AS u(id, s, e, st, n, usual)
+            run_results = u.n, usual_interval_ms = u.usual,
+            last_ts_ms = CASE WHEN u.newer THEN u.ts ELSE checks.last_ts_ms END,
+            last_status = CASE WHEN u.newer THEN u.status ELSE checks.last_status END,
+            last_duration = CASE WHEN u.newer THEN u.duration ELSE checks.last_duration END,
+            last_message = CASE WHEN u.newer THEN u.message ELSE checks.last_message END,
+            interval_ms = CASE WHEN u.newer THEN coalesce(u.interval_ms, checks.interval_ms)
+                ELSE checks.interval_ms END
+         FROM (SELECT v.*, v.ts IS NOT NULL AND v.ts >= c.last_ts_ms AS newer
+               FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int2[], $5::int8[],
+                    $6::int8[], $7::int8[], $8::int2[], $9::float8[], $10::text[], $11::int8[])
+                  AS v(id, s, e, st, n, usual, ts, status, duration, message, interval_ms)
+               JOIN checks c ON c.id = v.id) AS u
          WHERE checks.id = u.id",
-        &[&open_ids, &o_start, &o_end, &o_status, &o_count, &o_usual],
+        &[
+            &open_ids, &o_start, &o_end, &o_status, &o_count, &o_usual, &lts, &lst, &ldu, &lme,
+            &liv,
+        ],
     )?;
     if !dirty_ids.is_empty() {
         tx.execute(
@@ -887,19 +890,25 @@ pub(super) fn write_samples(
         vs.push(value);
         bits.push(payload);
     }
-    let new: i64 = tx
-        .query_one(
-            "WITH w AS (
-                INSERT INTO samples_head (series_id, ts_ms, value, bits)
-                SELECT * FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[])
-                ON CONFLICT (series_id, ts_ms) DO UPDATE SET value = excluded.value,
-                    bits = excluded.bits
-                RETURNING (xmax = 0) AS inserted)
-             SELECT count(*) FILTER (WHERE inserted) FROM w",
+    // New samples are the usual case: insert what is new, then rewrite the values of the
+    // rest only when some (series, time) existed already.
+    let new = tx.execute(
+        "INSERT INTO samples_head (series_id, ts_ms, value, bits)
+         SELECT * FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[])
+         ON CONFLICT (series_id, ts_ms) DO NOTHING",
+        &[&ids, &ts, &vs, &bits],
+    )?;
+    if (new as usize) < ids.len() {
+        tx.execute(
+            "UPDATE samples_head h SET value = u.value, bits = u.bits
+             FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[])
+                AS u(series_id, ts_ms, value, bits)
+             WHERE h.series_id = u.series_id AND h.ts_ms = u.ts_ms
+               AND (h.value, h.bits) IS DISTINCT FROM (u.value, u.bits)",
             &[&ids, &ts, &vs, &bits],
-        )?
-        .get(0);
-    delta.samples += new;
+        )?;
+    }
+    delta.samples += to_i64(new);
     Ok(())
 }
 

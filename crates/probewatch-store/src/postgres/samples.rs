@@ -64,14 +64,20 @@ impl SampleStore for PgStore {
             return Ok(CompactStep::default());
         }
         let limit = i64::try_from(max_samples.max(1)).unwrap_or(i64::MAX);
+        // Each row's ctid, to delete exactly the rows moved: they are locked until the commit,
+        // so nobody can move or rewrite them meanwhile.
+        let mut ctids: Vec<String> = Vec::new();
         let mut rows: Vec<(i64, i64, f64)> = tx
             .query(
-                "SELECT series_id, ts_ms, value, bits FROM samples_head
+                "SELECT series_id, ts_ms, value, bits, ctid::text FROM samples_head
                  ORDER BY series_id, ts_ms LIMIT $1 FOR UPDATE",
                 &[&limit],
             )?
             .iter()
-            .map(|r| (r.get(0), r.get(1), head_value(r, 2)))
+            .map(|r| {
+                ctids.push(r.get(4));
+                (r.get(0), r.get(1), head_value(r, 2))
+            })
             .collect();
         let Some(&(last_series, last_ts, _)) = rows.last() else {
             self.draining
@@ -81,25 +87,19 @@ impl SampleStore for PgStore {
         if rows.len() as i64 == limit {
             // Whole series only: the rest of the last one.
             let rest = tx.query(
-                "SELECT series_id, ts_ms, value, bits FROM samples_head
+                "SELECT series_id, ts_ms, value, bits, ctid::text FROM samples_head
                  WHERE series_id = $1 AND ts_ms > $2 ORDER BY ts_ms FOR UPDATE",
                 &[&last_series, &last_ts],
             )?;
-            rows.extend(rest.iter().map(|r| (r.get(0), r.get(1), head_value(r, 2))));
+            for r in &rest {
+                ctids.push(r.get(4));
+                rows.push((r.get(0), r.get(1), head_value(r, 2)));
+            }
         }
-        let mut samples_delta = 0i64;
-        let mut new = Vec::new();
-        for series in rows.chunk_by(|a, b| a.0 == b.0) {
-            new.clear();
-            new.extend(series.iter().map(|&(_, ts, v)| (ts, v)));
-            samples_delta += merge_into_chunks(&mut tx, series[0].0, &new)?;
-        }
-        let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-        let times: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        let samples_delta = merge_into_chunks(&mut tx, &rows)?;
         tx.execute(
-            "DELETE FROM samples_head h USING unnest($1::int8[], $2::int8[]) AS u(s, t)
-             WHERE h.series_id = u.s AND h.ts_ms = u.t",
-            &[&ids, &times],
+            "DELETE FROM samples_head WHERE ctid = ANY($1::text[]::tid[])",
+            &[&ctids],
         )?;
         tx.execute(
             "UPDATE stats SET samples = samples + $1 WHERE id = 1",
@@ -322,65 +322,83 @@ fn read_many(
     Ok(Some(out))
 }
 
-/// Merges `new` (sorted, unique timestamps) into the series' chunks, as the SQLite back end
-/// does: the chunks it overlaps, and the one just before when that has room, are decoded,
-/// merged (new values win) and written again. Returns the change in distinct samples beyond
-/// `new.len()` (zero or negative).
+/// Merges head rows (sorted by series and time, whole series) into their series' chunks in
+/// a fixed number of statements however many series there are: as the SQLite back end
+/// does per series, the chunks each series' new samples overlap, and the chunk just before
+/// them when it has room, are decoded, merged (new values win) and written again. Returns
+/// the change in distinct samples beyond the rows moved (zero or negative).
 fn merge_into_chunks(
     tx: &mut postgres::Transaction<'_>,
-    series_id: i64,
-    new: &[(i64, f64)],
+    rows: &[(i64, i64, f64)],
 ) -> Result<i64, StoreError> {
-    let (Some(first), Some(last)) = (new.first(), new.last()) else {
-        return Ok(0);
-    };
+    let runs: Vec<&[(i64, i64, f64)]> = rows.chunk_by(|a, b| a.0 == b.0).collect();
+    let ids: Vec<i64> = runs.iter().map(|r| r[0].0).collect();
+    let los: Vec<i64> = runs.iter().map(|r| r[0].1).collect();
+    let his: Vec<i64> = runs.iter().map(|r| r[r.len() - 1].1).collect();
+    // Each series' chunk just before its new samples, and those they overlap.
     let old = tx.query(
-        "(SELECT id, samples, data, max_ts FROM chunks
-           WHERE series_id = $1 AND max_ts < $2 ORDER BY max_ts DESC LIMIT 1)
+        "SELECT b.id, u.s, b.samples, b.data, b.max_ts
+           FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS u(s, lo, hi)
+           CROSS JOIN LATERAL (SELECT id, samples, data, max_ts FROM chunks
+                 WHERE series_id = u.s AND max_ts < u.lo ORDER BY max_ts DESC LIMIT 1) b
          UNION ALL
-         (SELECT id, samples, data, max_ts FROM chunks
-           WHERE series_id = $1 AND max_ts >= $2 AND min_ts <= $3)
-         ORDER BY max_ts",
-        &[&series_id, &first.0, &last.0],
+         SELECT c.id, u.s, c.samples, c.data, c.max_ts
+           FROM unnest($1::int8[], $2::int8[], $3::int8[]) AS u(s, lo, hi)
+           JOIN chunks c ON c.series_id = u.s AND c.max_ts >= u.lo AND c.min_ts <= u.hi
+         ORDER BY 2, 5",
+        &[&ids, &los, &his],
     )?;
-    let mut existing = Vec::new();
-    let mut old_count = 0i64;
-    let mut gone = Vec::new();
+    let mut by_series: HashMap<i64, Vec<&postgres::Row>> = HashMap::new();
     for r in &old {
-        let samples = i64::from(r.get::<_, i32>(1));
-        // The chunk just before `new` joins only when it has room.
-        if r.get::<_, i64>(3) < first.0
-            && usize::try_from(samples).unwrap_or(usize::MAX) >= CHUNK_MAX_SAMPLES
-        {
-            continue;
+        by_series.entry(r.get(1)).or_default().push(r);
+    }
+    let mut gone: Vec<i64> = Vec::new();
+    let (mut c_series, mut c_min, mut c_max, mut c_n, mut c_data) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut delta = 0i64;
+    let mut new = Vec::new();
+    for (run, lo) in runs.iter().zip(&los) {
+        let series = run[0].0;
+        new.clear();
+        new.extend(run.iter().map(|&(_, ts, v)| (ts, v)));
+        let mut existing = Vec::new();
+        let mut old_count = 0i64;
+        for r in by_series.get(&series).into_iter().flatten() {
+            let samples = i64::from(r.get::<_, i32>(2));
+            // The chunk just before the new samples joins only when it has room.
+            if r.get::<_, i64>(4) < *lo
+                && usize::try_from(samples).unwrap_or(usize::MAX) >= CHUNK_MAX_SAMPLES
+            {
+                continue;
+            }
+            chunk::decode(r.get(3), &mut existing).map_err(corrupt)?;
+            old_count += samples;
+            gone.push(r.get(0));
         }
-        chunk::decode(r.get(2), &mut existing).map_err(corrupt)?;
-        old_count += samples;
-        gone.push(r.get::<_, i64>(0));
+        let merged = if existing.is_empty() {
+            new.clone()
+        } else {
+            chunk::merge_sorted(&existing, &new)
+        };
+        for piece in merged.chunks(CHUNK_MAX_SAMPLES) {
+            let (Some(min), Some(max)) = (piece.first(), piece.last()) else {
+                continue;
+            };
+            c_series.push(series);
+            c_min.push(min.0);
+            c_max.push(max.0);
+            c_n.push(i32::try_from(piece.len()).unwrap_or(i32::MAX));
+            c_data.push(chunk::encode(piece));
+        }
+        delta += merged.len() as i64 - old_count - new.len() as i64;
     }
     if !gone.is_empty() {
         tx.execute("DELETE FROM chunks WHERE id = ANY($1)", &[&gone])?;
     }
-    let merged = if existing.is_empty() {
-        new.to_vec()
-    } else {
-        chunk::merge_sorted(&existing, new)
-    };
-    for piece in merged.chunks(CHUNK_MAX_SAMPLES) {
-        let (Some(min), Some(max)) = (piece.first(), piece.last()) else {
-            continue;
-        };
-        tx.execute(
-            "INSERT INTO chunks (series_id, min_ts, max_ts, samples, data)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &series_id,
-                &min.0,
-                &max.0,
-                &i32::try_from(piece.len()).unwrap_or(i32::MAX),
-                &chunk::encode(piece),
-            ],
-        )?;
-    }
-    Ok(merged.len() as i64 - old_count - new.len() as i64)
+    tx.execute(
+        "INSERT INTO chunks (series_id, min_ts, max_ts, samples, data)
+         SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int4[], $5::bytea[])",
+        &[&c_series, &c_min, &c_max, &c_n, &c_data],
+    )?;
+    Ok(delta)
 }

@@ -1,0 +1,251 @@
+//! `probewatch bench-store`: how fast each store back end commits ingest batches, beside a
+//! bare binary-COPY loop of the same rows into PostgreSQL, in one invocation.
+//!
+//! The files are the ingest bench's (`probewatch bench`: 2 checks and 10 metrics each,
+//! taking turns among `--checks` checks), parsed once up front; what is timed is only the
+//! store: `commit_batch` of `--batch` files at a time plus the compaction step the ingest
+//! writer runs after each batch. The baseline writes the same ledger rows, check results
+//! and samples with three binary COPYs per batch into plain tables without indexes or
+//! constraints: the floor for getting those bytes into PostgreSQL.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
+use probewatch_core::format::FileContext;
+use probewatch_core::{Format, Labels, ParseLimits};
+use probewatch_store::{IngestItem, ItemContent, Store, StoreLocation, StoreOptions};
+
+/// `probewatch bench-store` options.
+#[derive(Debug, Args, Clone)]
+pub struct BenchStoreArgs {
+    /// Result files.
+    #[arg(long, default_value_t = 20_000)]
+    pub files: u64,
+    /// Files per transaction.
+    #[arg(long, default_value_t = 1_000)]
+    pub batch: usize,
+    /// Distinct checks the files report.
+    #[arg(long, default_value_t = 1_000)]
+    pub checks: u64,
+    /// A PostgreSQL URL whose user may create databases (each run makes a fresh one and
+    /// drops it after), e.g. postgres://postgres@127.0.0.1:5432/postgres.
+    #[arg(long)]
+    pub postgres: String,
+    /// Runs of each; medians are reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Where to make the temporary SQLite stores (default: the system temp directory).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// The files, parsed as the ingest pipeline would hand them to the store.
+fn items(args: &BenchStoreArgs) -> anyhow::Result<Vec<IngestItem>> {
+    let extra = Labels::default();
+    (0..args.files)
+        .map(|n| {
+            let xml = crate::bench::result_file(n, args.checks);
+            let results = probewatch_core::parse(
+                Format::Xml,
+                xml.as_bytes(),
+                FileContext { mtime_ms: 0 },
+                &ParseLimits::default(),
+            )
+            .map_err(|r| anyhow::anyhow!("bench file {n}: {r}"))?;
+            let samples = results
+                .iter()
+                .flat_map(|r| r.series_samples(&extra))
+                .collect();
+            Ok(crate::bench::synthetic_item(n, results, samples))
+        })
+        .collect()
+}
+
+/// Commits every batch as the ingest writer does (with a compaction step after each);
+/// returns files per second.
+fn through_store(store: &dyn Store, items: &[IngestItem], batch: usize) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    for chunk in items.chunks(batch) {
+        let summary = store.commit_batch(chunk, false)?;
+        let samples = usize::try_from(summary.samples).unwrap_or(usize::MAX);
+        store.compact(samples.saturating_mul(2).max(1_000))?;
+    }
+    Ok(items.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+/// A fresh database on the server `admin` points at; returns its URL.
+fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
+    let mut client = postgres::Client::connect(admin, postgres::NoTls).with_context(|| {
+        format!(
+            "connecting to {}",
+            probewatch_store::postgres::redact_url(admin)
+        )
+    })?;
+    client.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))?;
+    client.batch_execute(&format!("CREATE DATABASE {name}"))?;
+    let url = match admin.rsplit_once('/') {
+        Some((base, _)) if admin.starts_with("postgres") => format!("{base}/{name}"),
+        _ => anyhow::bail!("--postgres must be a postgres://…/database URL"),
+    };
+    Ok(url)
+}
+
+fn drop_database(admin: &str, name: &str) {
+    if let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls) {
+        let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}
+
+/// The baseline: the same rows, three binary COPYs per batch into unindexed tables.
+fn bare_copy(url: &str, items: &[IngestItem], batch: usize) -> anyhow::Result<f64> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)?;
+    client.batch_execute(
+        "CREATE TABLE files (spool text, path bytea, version_hash bytea, size int8,
+            mtime_ns int8, inode int8, samples int4);
+         CREATE TABLE results (probe text, host text, name text, ts_ms int8, status int2,
+            duration float8, message text);
+         CREATE TABLE samples (metric text, labels text, ts_ms int8, value float8);",
+    )?;
+    let start = Instant::now();
+    for chunk in items.chunks(batch) {
+        let mut tx = client.transaction()?;
+        {
+            let sink = tx.copy_in("COPY files FROM STDIN BINARY")?;
+            let mut w = BinaryCopyInWriter::new(
+                sink,
+                &[
+                    Type::TEXT,
+                    Type::BYTEA,
+                    Type::BYTEA,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT8,
+                    Type::INT4,
+                ],
+            );
+            for item in chunk {
+                let f = &item.file;
+                let samples = match &item.content {
+                    ItemContent::Parsed { samples, .. } => samples.len() as i32,
+                    ItemContent::Rejected(_) => 0,
+                };
+                w.write(&[
+                    &&*f.spool,
+                    &f.path,
+                    &&f.version_hash[..],
+                    &(f.size as i64),
+                    &f.mtime_ns,
+                    &(f.inode as i64),
+                    &samples,
+                ])?;
+            }
+            w.finish()?;
+        }
+        {
+            let sink = tx.copy_in("COPY results FROM STDIN BINARY")?;
+            let mut w = BinaryCopyInWriter::new(
+                sink,
+                &[
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::TEXT,
+                    Type::INT8,
+                    Type::INT2,
+                    Type::FLOAT8,
+                    Type::TEXT,
+                ],
+            );
+            for item in chunk {
+                let ItemContent::Parsed { results, .. } = &item.content else {
+                    continue;
+                };
+                for r in results {
+                    for c in &r.checks {
+                        w.write(&[
+                            &r.probe,
+                            &r.host,
+                            &c.name,
+                            &r.time_ms,
+                            &i16::from(c.status.code()),
+                            &c.duration_seconds,
+                            &c.message,
+                        ])?;
+                    }
+                }
+            }
+            w.finish()?;
+        }
+        {
+            let sink = tx.copy_in("COPY samples FROM STDIN BINARY")?;
+            let mut w =
+                BinaryCopyInWriter::new(sink, &[Type::TEXT, Type::TEXT, Type::INT8, Type::FLOAT8]);
+            for item in chunk {
+                let ItemContent::Parsed { samples, .. } = &item.content else {
+                    continue;
+                };
+                for s in samples {
+                    w.write(&[&s.metric, &s.labels, &s.time_ms, &s.value])?;
+                }
+            }
+            w.finish()?;
+        }
+        tx.batch_execute("SET LOCAL synchronous_commit = off")?;
+        tx.commit()?;
+    }
+    Ok(items.len() as f64 / start.elapsed().as_secs_f64())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Runs the bench and prints one line per run and the medians.
+pub fn run(args: &BenchStoreArgs) -> anyhow::Result<std::process::ExitCode> {
+    let items = items(args)?;
+    println!(
+        "bench-store: {} files ({} checks), {} files a transaction, {} run(s)",
+        args.files, args.checks, args.batch, args.repeat
+    );
+    let (mut sqlite, mut pg, mut copy) = (Vec::new(), Vec::new(), Vec::new());
+    for run in 0..args.repeat {
+        let dir = crate::bench::temp_work_dir(args.dir.as_deref())?;
+        let store = probewatch_store::open_store(
+            &StoreLocation::Sqlite(dir.path().to_path_buf()),
+            &StoreOptions::default(),
+        )?;
+        let s = through_store(&*store, &items, args.batch)?;
+        drop(store);
+
+        let name = format!("probewatch_bench_{}_{run}", std::process::id());
+        let url = fresh_database(&args.postgres, &name)?;
+        let store = probewatch_store::open_store(
+            &StoreLocation::Postgres(url.clone()),
+            &StoreOptions::default(),
+        )?;
+        let p = through_store(&*store, &items, args.batch)?;
+        drop(store);
+        drop_database(&args.postgres, &name);
+
+        let url = fresh_database(&args.postgres, &name)?;
+        let c = bare_copy(&url, &items, args.batch)?;
+        drop_database(&args.postgres, &name);
+        println!(
+            "  run {run}: sqlite {s:>8.0} files/s   postgresql {p:>8.0} files/s   bare COPY {c:>8.0} files/s"
+        );
+        sqlite.push(s);
+        pg.push(p);
+        copy.push(c);
+    }
+    let (s, p, c) = (median(sqlite), median(pg), median(copy));
+    println!(
+        "median: sqlite {s:.0} files/s, postgresql {p:.0} files/s, bare COPY {c:.0} files/s; \
+         postgresql / bare COPY = {:.2}, postgresql / sqlite = {:.2}",
+        p / c,
+        p / s
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
