@@ -85,27 +85,30 @@ pub fn start(
     let handle = std::thread::Builder::new()
         .name("pw-lease".into())
         .spawn(move || {
+            // What this thread last announced, so each change is logged once.
+            let mut leading = false;
             while !shutdown.is_triggered() {
                 if let Err(err) = store.heartbeat(&beat) {
                     tracing::warn!(error = %err, "heartbeat failed");
                 }
                 let sent = Instant::now();
-                let was = shared.is_leader();
                 match store.acquire_lease(&beat.id, ttl_ms) {
                     Ok(Some(epoch)) => {
                         *shared.until.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some(sent + lease.saturating_sub(margin));
                         let before = shared.epoch.swap(epoch, Ordering::SeqCst);
-                        if !was || before != epoch {
+                        if !leading || before != epoch {
                             tracing::info!(epoch, "this server now evaluates the rules");
                         }
+                        leading = true;
                     }
                     Ok(None) => {
                         *shared.until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                         shared.epoch.store(0, Ordering::SeqCst);
-                        if was {
+                        if leading {
                             tracing::warn!("another server took over rule evaluation");
                         }
+                        leading = false;
                     }
                     Err(err) => {
                         // Keep what we had: it runs out by itself before the lease does.
@@ -113,8 +116,9 @@ pub fn start(
                             "renewing the rule evaluator's lease failed");
                     }
                 }
-                if was && !shared.is_leader() {
+                if leading && !shared.is_leader() {
                     tracing::warn!("stepping down: the lease could not be renewed in time");
+                    leading = false;
                 }
                 shutdown.sleep(period);
             }

@@ -205,7 +205,9 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
-        config.application_name("probewatch");
+        // Which process a session belongs to, for pg_stat_activity (and an operator who must
+        // end one server's sessions).
+        config.application_name(&format!("probewatch/{}", std::process::id()));
         let shown = shown(&config);
         let mut client = config
             .connect(NoTls)

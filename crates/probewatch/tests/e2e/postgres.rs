@@ -320,3 +320,121 @@ fn a_killed_leader_is_replaced_and_each_state_change_is_notified_once() {
         );
     }
 }
+
+/// Notified (probe, startsAt) pairs and their keys; fails on a key delivered twice.
+fn notified(hook: &Webhook) -> Vec<String> {
+    let mut keys = std::collections::HashSet::new();
+    let mut probes = Vec::new();
+    for body in hook.received() {
+        let key = body["idempotencyKey"].as_str().expect("a key").to_string();
+        assert!(keys.insert(key.clone()), "key {key} delivered twice");
+        for a in body["alerts"].as_array().into_iter().flatten() {
+            probes.push(format!(
+                "{} {}",
+                a["labels"]["probe"].as_str().unwrap_or(""),
+                a["status"].as_str().unwrap_or("")
+            ));
+        }
+    }
+    probes.sort();
+    probes
+}
+
+#[test]
+fn a_paused_leader_writes_nothing_and_ended_sessions_leave_one_leader() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("probewatch");
+    let hook = Webhook::start(0);
+    let fleet = Fleet::new(&url, &hook);
+    let daemons = [fleet.start(0), fleet.start(1)];
+    daemons[0].wait_until("a leader", Duration::from_secs(30), |d| {
+        leader_address(d).is_some()
+    });
+    let leader = leader_address(&daemons[0]).expect("leader");
+    let (lead, follow) = if leader == address(&daemons[0]) {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let spools = [fleet.envs[0].spool(), fleet.envs[1].spool()];
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (i, spool) in spools.iter().enumerate() {
+                    let xml = format!(
+                        "<probe name=\"p{i}\" host=\"h{i}\" time=\"{}\">\n  <check name=\"login\" status=\"critical\">down</check>\n</probe>\n",
+                        epoch_secs()
+                    );
+                    write_renamed(&spool.join(format!("s{n:05}.xml")), &xml);
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    daemons[follow].wait_until("pending alerts", Duration::from_secs(30), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+    });
+
+    // The leader freezes (SIGSTOP) for well past its 2 s lease: the other server leads,
+    // and the alerts fire from there.
+    daemons[lead].sigstop();
+    daemons[follow].wait_until("the other server to lead", Duration::from_secs(30), |d| {
+        leader_address(d) == Some(address(d))
+    });
+    hook.wait_for(2, Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(2));
+    // It wakes up believing nothing changed: whatever it was about to write is refused,
+    // it sees it does not lead, and nothing is notified again.
+    daemons[lead].sigcont();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        leader_address(&daemons[lead]),
+        Some(address(&daemons[follow])),
+        "the woken server follows"
+    );
+    assert_eq!(
+        notified(&hook),
+        ["p0 firing", "p1 firing"],
+        "{:?}",
+        hook.received()
+    );
+    let woken = daemons[lead].log();
+    assert!(
+        woken.contains("another server took over") || woken.contains("stepping down"),
+        "{woken}"
+    );
+
+    // The database ends every session of the current leader: it reconnects, and there is
+    // still exactly one leader, with nothing notified twice.
+    let pid = daemons[follow].child.id();
+    pg.psql(
+        "postgres",
+        &format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE application_name = 'probewatch/{pid}'"
+        ),
+    );
+    std::thread::sleep(Duration::from_secs(4));
+    let seen: Vec<Option<String>> = daemons.iter().map(leader_address).collect();
+    assert!(
+        seen[0].is_some() && seen[0] == seen[1],
+        "one leader, seen alike: {seen:?}"
+    );
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    writer.join().expect("writer");
+    assert_eq!(
+        notified(&hook),
+        ["p0 firing", "p1 firing"],
+        "{:?}",
+        hook.received()
+    );
+}
