@@ -208,9 +208,9 @@ pub(crate) async fn check_page(
         };
         let intervals = store.check_intervals(&[row.id], from, to)?.remove(0);
         let results = store.check_history(&HistoryQuery {
-            probe: key.0,
-            check: key.2,
-            host: Some(key.1),
+            probe: key.0.clone(),
+            check: key.2.clone(),
+            host: Some(key.1.clone()),
             from_ms: from,
             to_ms: to,
             limit: RESULTS_SHOWN,

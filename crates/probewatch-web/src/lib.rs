@@ -275,16 +275,21 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Runs a store read on the blocking pool.
+/// Runs a store read on the blocking pool. A read that found the database unreachable is
+/// tried once more at once: a connection that broke when the database restarted fails the
+/// first use, and the next one is fresh.
 async fn read<T: Send + 'static>(
     state: &AppState,
-    f: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    f: impl Fn(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::Store)
+    tokio::task::spawn_blocking(move || match f(store.as_ref()) {
+        Err(StoreError::Unreachable(_)) => f(store.as_ref()),
+        done => done,
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map_err(ApiError::Store)
 }
 
 /// Liveness, as Prometheus answers it: the process serves HTTP.

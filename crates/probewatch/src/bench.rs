@@ -21,7 +21,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use probewatch_store::prelude::*;
 
 /// How the load generator writes each file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -838,7 +837,7 @@ pub(crate) fn synthetic_item(
 /// compacts as the ingest writer would, `step` samples at a time: how the query and rule
 /// benchmarks fill a store without writing files.
 pub(crate) fn store_samples(
-    store: &probewatch_store::SqliteStore,
+    store: &dyn probewatch_store::Store,
     n: u64,
     samples: Vec<probewatch_core::SeriesSample>,
     step: usize,

@@ -16,8 +16,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use probewatch_core::{CheckResult, Labels, ProbeResult, Status, TimeSource};
-use probewatch_store::prelude::*;
-use probewatch_store::{IngestItem, SqliteStore, Store};
+use probewatch_store::{IngestItem, Store, StoreLocation, StoreOptions, open_store};
 
 /// `probewatch bench-dashboard` options.
 #[derive(Debug, Args, Clone)]
@@ -40,6 +39,10 @@ pub struct BenchDashboardArgs {
     /// Where to make the temporary store (default: the system temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also measure on PostgreSQL: a URL whose user may create databases (a fresh one is
+    /// made and dropped after).
+    #[arg(long)]
+    pub postgres: Option<String>,
 }
 
 /// Items per transaction while filling the store.
@@ -78,7 +81,7 @@ fn check(name: String, status: Status, duration: f64) -> CheckResult {
 }
 
 /// Commits `items` in batches, compacting as the ingest writer would.
-fn commit(store: &SqliteStore, items: Vec<IngestItem>) -> anyhow::Result<()> {
+fn commit(store: &dyn Store, items: Vec<IngestItem>) -> anyhow::Result<()> {
     for chunk in items.chunks(BATCH) {
         store.commit_batch(chunk, false)?;
         while store.compact(50_000)?.more() {}
@@ -86,7 +89,7 @@ fn commit(store: &SqliteStore, items: Vec<IngestItem>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn fill(store: &SqliteStore, args: &BenchDashboardArgs, now: i64) -> anyhow::Result<()> {
+fn fill(store: &dyn Store, args: &BenchDashboardArgs, now: i64) -> anyhow::Result<()> {
     let mut n = 0u64;
     // The overview's checks: 10 per probe, a result every 5 minutes for 24 hours.
     let step = 5 * 60_000;
@@ -163,16 +166,42 @@ fn fill(store: &SqliteStore, args: &BenchDashboardArgs, now: i64) -> anyhow::Res
 /// Runs the benchmark and prints the figures.
 pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> {
     let dir = crate::bench::temp_work_dir(args.dir.as_deref())?;
-    let store = SqliteStore::open(dir.path())?;
+    let sqlite = open_store(
+        &StoreLocation::Sqlite(dir.path().to_path_buf()),
+        &StoreOptions::default(),
+    )?;
+    let on_sqlite = measure(sqlite, args, "sqlite")?;
+    let Some(admin) = &args.postgres else {
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    let name = format!("probewatch_bench_dashboard_{}", std::process::id());
+    let url = crate::bench_store::fresh_database(admin, &name)?;
+    let pg = open_store(&StoreLocation::Postgres(url), &StoreOptions::default())?;
+    let on_pg = measure(pg, args, "postgresql");
+    crate::bench_store::drop_database(admin, &name);
+    println!("  postgresql / sqlite, same run:");
+    for ((label, s), (_, p)) in on_sqlite.iter().zip(on_pg?.iter()) {
+        println!("    {label:<62} {:5.2}x", p / s);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Fills `store`, serves it on loopback and times each page; returns each page's label
+/// and median (ms).
+fn measure(
+    store: Arc<dyn Store>,
+    args: &BenchDashboardArgs,
+    backend: &str,
+) -> anyhow::Result<Vec<(String, f64)>> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
     let loaded = Instant::now();
-    fill(&store, args, now)?;
+    fill(&*store, args, now)?;
     let long_results = args.days * 86_400 / args.interval;
     let ledger_rows = args.hours * 12 * args.checks.div_ceil(10) as i64 + long_results;
     println!(
-        "bench-dashboard: {} checks x {} results ({} h), and 1 check x {long_results} results \
+        "bench-dashboard on {backend}: {} checks x {} results ({} h), and 1 check x {long_results} results \
          ({} d every {} s), stored in {:.1} s",
         args.checks,
         args.hours * 12,
@@ -182,8 +211,8 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
         loaded.elapsed().as_secs_f64()
     );
 
-    let store: Arc<dyn Store> = Arc::new(store);
     let server = crate::bench_http::LoopbackServer::start(store)?;
+    let mut out = Vec::new();
     let base = server.base.clone();
     let client = reqwest::blocking::Client::new();
     let time =
@@ -193,6 +222,7 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
         "  {:<62} median {base_ms:7.2} ms",
         "GET /healthz (baseline)"
     );
+    out.push(("GET /healthz (baseline)".to_string(), base_ms));
     let range = format!("from={}&to={}", now - args.days * 86_400_000, now + 60_000);
     let days = format!("{} d", args.days);
     let pages = [
@@ -236,7 +266,8 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
             ms / base_ms,
             bytes / 1024
         );
+        out.push((label, ms));
     }
     drop(server);
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(out)
 }

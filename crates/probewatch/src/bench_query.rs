@@ -1,5 +1,5 @@
 //! `probewatch bench-query`: how long PromQL queries over one long series take, measured on a
-//! real SQLite store.
+//! real SQLite store and, with `--postgres`, on a PostgreSQL one in the same invocation.
 //!
 //! It stores one series of N samples (default 1,000,000, every 10 s: 116 days) through the
 //! normal ingest API, compacts it into chunks, and then times, `--repeat` times each, a raw
@@ -8,15 +8,13 @@
 //! query's ratio to the baseline measured in the same invocation.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
 use probewatch_core::SeriesSample;
 use probewatch_promql::{Query, QueryOptions, Value};
-use probewatch_store::prelude::*;
-use probewatch_store::{SeriesIndex, SqliteStore, Store, StoreSource};
+use probewatch_store::{SeriesIndex, Store, StoreLocation, StoreOptions, StoreSource, open_store};
 
 /// `probewatch bench-query` options.
 #[derive(Debug, Args, Clone)]
@@ -33,6 +31,10 @@ pub struct BenchQueryArgs {
     /// Where to make the temporary store (default: the system temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also measure on PostgreSQL: a URL whose user may create databases (a fresh one is
+    /// made and dropped after).
+    #[arg(long)]
+    pub postgres: Option<String>,
 }
 
 const METRIC: &str = "bench_latency_seconds";
@@ -41,26 +43,53 @@ const LABELS: &str = r#"{host="h1",probe="bench"}"#;
 /// Runs the benchmark and prints the figures.
 pub fn run(args: &BenchQueryArgs) -> anyhow::Result<std::process::ExitCode> {
     let dir = crate::bench::temp_work_dir(args.dir.as_deref())?;
-    let store = SqliteStore::open(dir.path())?;
+    let options = StoreOptions {
+        // Every sample into chunks as soon as it is written.
+        head_max_samples: 1,
+        ..StoreOptions::default()
+    };
+    let sqlite = open_store(&StoreLocation::Sqlite(dir.path().to_path_buf()), &options)?;
+    let on_sqlite = measure(&*sqlite, args, "sqlite")?;
+    let Some(admin) = &args.postgres else {
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    let name = format!("probewatch_bench_query_{}", std::process::id());
+    let url = crate::bench_store::fresh_database(admin, &name)?;
+    let pg = open_store(&StoreLocation::Postgres(url), &options)?;
+    let on_pg = measure(&*pg, args, "postgresql");
+    drop(pg);
+    crate::bench_store::drop_database(admin, &name);
+    println!("  postgresql / sqlite, same run:");
+    for ((label, s), (_, p)) in on_sqlite.iter().zip(on_pg?.iter()) {
+        println!("    {label:<58} {:5.2}x", p / s);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Loads the series into `store` and times the baseline and the queries; returns each
+/// measurement's label and median (ms).
+fn measure(
+    store: &dyn Store,
+    args: &BenchQueryArgs,
+    backend: &str,
+) -> anyhow::Result<Vec<(String, f64)>> {
     let start_ms: i64 = 1_700_000_000_000;
     let step_ms = i64::try_from(args.interval * 1000).context("interval")?;
     let loaded = Instant::now();
-    load(&store, args.samples, start_ms, step_ms)?;
-    // Freeze whatever is left in the active head and compact it, so the series is all chunks.
-    let store = store.with_head_max_samples(1);
+    load(store, args.samples, start_ms, step_ms)?;
     while store.compact(100_000)?.more() {}
     println!(
-        "bench-query: 1 series, {} samples every {} s, stored and compacted in {:.1} s",
+        "bench-query on {backend}: 1 series, {} samples every {} s, stored and compacted in {:.1} s",
         args.samples,
         args.interval,
         loaded.elapsed().as_secs_f64()
     );
+    let mut out = Vec::new();
 
     let end_ms = start_ms + (i64::try_from(args.samples).context("samples")? - 1) * step_ms;
-    let store: Arc<dyn Store> = Arc::new(store);
     let index = SeriesIndex::new();
     let source = StoreSource {
-        store: store.as_ref(),
+        store,
         index: &index,
     };
     let ids: Vec<i64> = store.series_after(0)?.iter().map(|s| s.id).collect();
@@ -80,10 +109,9 @@ pub fn run(args: &BenchQueryArgs) -> anyhow::Result<std::process::ExitCode> {
         );
     }
     let base = crate::bench::median(&mut baseline);
-    println!(
-        "  {:<58} median {base:8.1} ms",
-        "raw read of every sample (baseline)"
-    );
+    let label = "raw read of every sample (baseline)".to_string();
+    println!("  {label:<58} median {base:8.1} ms");
+    out.push((label, base));
     let queries = [
         (METRIC.to_string(), true),
         (format!("rate({METRIC}[5m])"), true),
@@ -118,13 +146,14 @@ pub fn run(args: &BenchQueryArgs) -> anyhow::Result<std::process::ExitCode> {
             "  {label:<58} median {m:8.1} ms  ({:.2}x baseline, {points} points)",
             m / base
         );
+        out.push((label, m));
     }
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(out)
 }
 
 /// Stores `n` samples of one series through `commit_batch`, as ingest would, 10,000 per
 /// transaction, compacting as the ingest writer does.
-fn load(store: &SqliteStore, n: u64, start_ms: i64, step_ms: i64) -> anyhow::Result<()> {
+fn load(store: &dyn Store, n: u64, start_ms: i64, step_ms: i64) -> anyhow::Result<()> {
     let mut value = 0.25f64;
     let mut written = 0u64;
     let mut batch = 0u64;

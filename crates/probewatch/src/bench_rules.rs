@@ -7,13 +7,12 @@
 //! measured in the same invocation, is reading the last 5 minutes of every series once.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 use probewatch_alerting::{Engine, EngineConfig};
 use probewatch_core::SeriesSample;
-use probewatch_store::{SeriesIndex, SqliteStore, Store, StoreSource};
+use probewatch_store::{SeriesIndex, Store, StoreLocation, StoreOptions, StoreSource, open_store};
 
 /// `probewatch bench-rules` options.
 #[derive(Debug, Args, Clone)]
@@ -30,6 +29,10 @@ pub struct BenchRulesArgs {
     /// Where to make the temporary store (default: the system temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also measure on PostgreSQL: a URL whose user may create databases (a fresh one is
+    /// made and dropped after).
+    #[arg(long)]
+    pub postgres: Option<String>,
 }
 
 const CHECKS: u64 = 10;
@@ -61,7 +64,37 @@ fn rules_yaml(rules: u64, probes: u64) -> String {
 /// Runs the benchmark and prints the figures.
 pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
     let dir = crate::bench::temp_work_dir(args.dir.as_deref())?;
-    let store = SqliteStore::open(dir.path())?;
+    let sqlite = open_store(
+        &StoreLocation::Sqlite(dir.path().to_path_buf()),
+        &StoreOptions::default(),
+    )?;
+    let (s_base, s_cycle) = measure(&*sqlite, args, dir.path(), "sqlite")?;
+    let Some(admin) = &args.postgres else {
+        return Ok(std::process::ExitCode::SUCCESS);
+    };
+    let name = format!("probewatch_bench_rules_{}", std::process::id());
+    let url = crate::bench_store::fresh_database(admin, &name)?;
+    let pg = open_store(&StoreLocation::Postgres(url), &StoreOptions::default())?;
+    let measured = measure(&*pg, args, dir.path(), "postgresql");
+    drop(pg);
+    crate::bench_store::drop_database(admin, &name);
+    let (p_base, p_cycle) = measured?;
+    println!(
+        "  postgresql / sqlite, same run: baseline {:.2}x, one cycle {:.2}x",
+        p_base / s_base,
+        p_cycle / s_cycle
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Loads the series into `store`, then times the baseline and full cycles; returns both
+/// medians (ms).
+fn measure(
+    store: &dyn Store,
+    args: &BenchRulesArgs,
+    dir: &std::path::Path,
+    backend: &str,
+) -> anyhow::Result<(f64, f64)> {
     let probes = (args.series / 2 / CHECKS).max(1);
     let now = crate::ingest::now_ms();
     let loaded = Instant::now();
@@ -87,23 +120,22 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
                 });
             }
         }
-        crate::bench::store_samples(&store, u64::try_from(step).unwrap_or(0), samples, 100_000)?;
+        crate::bench::store_samples(store, u64::try_from(step).unwrap_or(0), samples, 100_000)?;
     }
-    let rules_path = dir.path().join("rules.yml");
+    let rules_path = dir.join("rules.yml");
     std::fs::write(&rules_path, rules_yaml(args.rules, probes))?;
     let groups = probewatch_alerting::rulefile::load(&[rules_path], 15_000)?;
     let group_count = groups.len();
     println!(
-        "bench-rules: {} series ({probes} probes x {CHECKS} checks x 2 metrics, 180 samples each), \
-         {} rules in {group_count} groups; loaded in {:.1} s",
+        "bench-rules on {backend}: {} series ({probes} probes x {CHECKS} checks x 2 metrics, \
+         180 samples each), {} rules in {group_count} groups; loaded in {:.1} s",
         probes * CHECKS * 2,
         args.rules,
         loaded.elapsed().as_secs_f64()
     );
-    let store: Arc<dyn Store> = Arc::new(store);
     let index = SeriesIndex::new();
     let source = StoreSource {
-        store: store.as_ref(),
+        store,
         index: &index,
     };
     let ids: Vec<i64> = store.series_after(0)?.iter().map(|s| s.id).collect();
@@ -142,5 +174,5 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
         format!("one cycle: {} rules", args.rules),
         cycle / base
     );
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok((base, cycle))
 }

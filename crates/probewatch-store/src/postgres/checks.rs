@@ -4,6 +4,7 @@ use super::PgStore;
 use super::intervals::{PgRuns, dirty};
 use crate::model::*;
 use crate::{CheckStore, StoreError, intervals};
+use postgres::types::Type;
 
 /// The columns [`map_check`] reads, in its order.
 const CHECK_COLUMNS: &str = "probe, host, name, last_status, last_ts_ms, last_duration,
@@ -77,24 +78,45 @@ impl CheckStore for PgStore {
             intervals::repair_dirty(&mut PgRuns(&mut tx), &waiting)?;
             tx.commit()?;
         }
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()?;
-        let mut runs = PgRuns(&mut tx);
-        let out = check_ids
+        // Every check's runs in one statement (one snapshot, one round trip): the closed runs
+        // overlapping the range (disjoint per check, so overlap is these two bounds), then
+        // each check's open run from its row.
+        let rows = client.query_typed(
+            "SELECT 0 AS open, check_id, start_ms, end_ms, status, results FROM status_intervals
+              WHERE check_id = ANY($1) AND start_ms <= $3 AND end_ms >= $2
+             UNION ALL
+             SELECT 1, id, run_start_ms, run_end_ms, run_status, run_results FROM checks
+              WHERE id = ANY($1) AND run_start_ms <= $3 AND run_end_ms >= $2
+             ORDER BY 2, 1, 3",
+            &[
+                (&check_ids, Type::INT8_ARRAY),
+                (&from_ms, Type::INT8),
+                (&to_ms, Type::INT8),
+            ],
+        )?;
+        let mut by_check: std::collections::HashMap<i64, Vec<StatusInterval>> =
+            std::collections::HashMap::new();
+        for r in &rows {
+            by_check
+                .entry(r.get(1))
+                .or_default()
+                .push(StatusInterval::from(intervals::Run {
+                    start: r.get(2),
+                    end: r.get(3),
+                    status: u8::try_from(r.get::<_, i16>(4)).unwrap_or(0),
+                    results: r.get(5),
+                }));
+        }
+        Ok(check_ids
             .iter()
-            .map(|id| intervals::read(&mut runs, *id, from_ms, to_ms))
-            .collect::<Result<_, _>>()?;
-        tx.commit()?;
-        Ok(out)
+            .map(|id| by_check.get(id).cloned().unwrap_or_default())
+            .collect())
     }
 
     fn repair_intervals(&self, max_checks: usize) -> Result<bool, StoreError> {
         let mut client = self.client()?;
         // The usual case, nothing to repair, costs one read and no transaction.
-        if dirty(&mut *client, 1)?.is_empty() {
+        if dirty(&mut **client, 1)?.is_empty() {
             return Ok(false);
         }
         let mut tx = client.transaction()?;
@@ -119,11 +141,16 @@ impl CheckStore for PgStore {
         Ok(self
             .client()?
             .query(
+                // Each host's check reads at most `limit` results from its primary key
+                // (backwards for newest first), then they are merged: never a sort of every
+                // result of a long-lived check.
                 &format!(
                     "SELECT c.host, r.ts_ms, r.status, r.duration, r.message
-                     FROM checks c JOIN check_results r ON r.check_id = c.id
+                     FROM checks c CROSS JOIN LATERAL (
+                        SELECT ts_ms, status, duration, message FROM check_results
+                        WHERE check_id = c.id AND ts_ms BETWEEN $4 AND $5
+                        ORDER BY ts_ms {direction} LIMIT $6) r
                      WHERE c.probe = $1 AND c.name = $2 AND ($3::text IS NULL OR c.host = $3)
-                       AND r.ts_ms BETWEEN $4 AND $5
                      ORDER BY {order} LIMIT $6"
                 ),
                 &[

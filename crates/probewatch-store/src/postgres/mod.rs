@@ -132,9 +132,62 @@ fn retryable(err: &StoreError) -> bool {
         })
 }
 
+/// The pool's connection manager: rust-postgres's, but a connection is checked (one empty
+/// query) only when it has been idle a while, not at every checkout — a connection broken by
+/// a database restart is found before it is handed out, and a busy server pays nothing.
+#[derive(Debug)]
+struct Manager(PostgresConnectionManager<NoTls>);
+
+/// A pooled connection and when it was last given back.
+pub(super) struct Conn {
+    client: Client,
+    returned: std::time::Instant,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl std::ops::DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+/// Idle time after which a connection is checked before use.
+const CHECK_IDLE_AFTER: Duration = Duration::from_millis(500);
+
+impl r2d2::ManageConnection for Manager {
+    type Connection = Conn;
+    type Error = postgres::Error;
+
+    fn connect(&self) -> Result<Conn, postgres::Error> {
+        Ok(Conn {
+            client: self.0.connect()?,
+            returned: std::time::Instant::now(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
+        if conn.returned.elapsed() < CHECK_IDLE_AFTER {
+            return Ok(());
+        }
+        self.0.is_valid(&mut conn.client)
+    }
+
+    fn has_broken(&self, conn: &mut Conn) -> bool {
+        conn.returned = std::time::Instant::now();
+        conn.client.is_closed()
+    }
+}
+
 /// A PostgreSQL store. Cheap to share: connections come from a pool.
 pub struct PgStore {
-    pool: r2d2::Pool<PostgresConnectionManager<NoTls>>,
+    /// `None` only while the store is dropped (see `Drop`).
+    pool: Option<r2d2::Pool<Manager>>,
     /// The URL with its password hidden, for messages.
     shown: String,
     /// This process's caches of series and check ids; a miss asks the database, so several
@@ -153,6 +206,20 @@ pub struct PgStore {
 struct IdCaches {
     series: IdCache,
     checks: IdCache,
+}
+
+/// Closing a connection blocks on its socket, which panics on a thread that drives async
+/// tasks (where an HTTP server may drop the last handle to the store): the pool is dropped
+/// on a thread of its own.
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::Builder::new()
+                .name("pw-pg-close".into())
+                .spawn(move || drop(pool))
+                .map(|closer| closer.join());
+        }
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -220,18 +287,18 @@ impl PgStore {
             )));
         }
         migrate(&mut client)?;
-        let manager = PostgresConnectionManager::new(config, NoTls);
+        let manager = Manager(PostgresConnectionManager::new(config, NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
             // Short: a reader (a page, /-/ready) learns soon that the database is away.
             .connection_timeout(Duration::from_secs(3))
-            // A connection broken by a database restart is found before it is handed out (one
-            // empty query), not by the request that would fail on it.
+            // A connection idle for a while (perhaps broken by a database restart) is checked
+            // before it is handed out, not by the request that would fail on it.
             .test_on_check_out(true)
             .build_unchecked(manager);
         Ok(PgStore {
-            pool,
+            pool: Some(pool),
             shown,
             ids: Mutex::new(IdCaches::default()),
             head_max: crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
@@ -252,10 +319,11 @@ impl PgStore {
         &self.shown
     }
 
-    fn client(
-        &self,
-    ) -> Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>, StoreError> {
-        Ok(self.pool.get()?)
+    fn client(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+        match &self.pool {
+            Some(pool) => Ok(pool.get()?),
+            None => Err(StoreError::Unreachable("the store is closing".into())),
+        }
     }
 
     fn ids(&self) -> std::sync::MutexGuard<'_, IdCaches> {

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 
 use postgres::GenericClient;
+use postgres::types::Type;
 use probewatch_core::SeriesSample;
 
 use super::ledger::{Delta, write_samples};
@@ -195,11 +196,10 @@ impl SampleStore for PgStore {
         to_ms: i64,
         max_samples: usize,
     ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
+        // One statement: one snapshot without a transaction around it.
         let mut client = self.client()?;
-        let mut tx = read_snapshot(&mut client)?;
-        let out = read_many(&mut tx, ids, from_ms, to_ms, max_samples)?;
-        tx.commit()?;
-        out.ok_or(StoreError::TooManySamples { limit: max_samples })
+        read_many(&mut **client, ids, from_ms, to_ms, max_samples)?
+            .ok_or(StoreError::TooManySamples { limit: max_samples })
     }
 
     fn write_samples(&self, samples: &[SeriesSample]) -> Result<u64, StoreError> {
@@ -277,38 +277,45 @@ fn read_many(
     }
     let mut held = 0usize;
     let mut decoded = Vec::new();
-    // A series' chunks are disjoint, so max_ts order is time order.
-    for r in tx.query(
-        "SELECT series_id, data FROM chunks
-         WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
-         ORDER BY series_id, max_ts",
-        &[&ids, &from_ms, &to_ms],
-    )? {
-        decoded.clear();
-        chunk::decode(r.get(1), &mut decoded).map_err(corrupt)?;
-        decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
-        if let Some(slots) = at.get(&r.get::<_, i64>(0)) {
+    // One statement, so one snapshot and one round trip (typed parameters: no prepare):
+    // each series' chunks (disjoint, so max_ts order is time order), then its head rows.
+    let rows = tx.query_typed(
+        "SELECT 0 AS src, series_id, max_ts AS ts, data, NULL::float8 AS value,
+                NULL::int8 AS bits
+           FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
+         UNION ALL
+         SELECT 1, series_id, ts_ms, NULL::bytea, value, bits
+           FROM samples_head WHERE series_id = ANY($1) AND ts_ms BETWEEN $2 AND $3
+         ORDER BY 2, 1, 3",
+        &[
+            (&ids, Type::INT8_ARRAY),
+            (&from_ms, Type::INT8),
+            (&to_ms, Type::INT8),
+        ],
+    )?;
+    let mut from_chunks: Vec<usize> = vec![0; ids.len()];
+    for r in &rows {
+        let Some(slots) = at.get(&r.get::<_, i64>(1)) else {
+            continue;
+        };
+        if r.get::<_, i32>(0) == 0 {
+            decoded.clear();
+            chunk::decode(r.get(3), &mut decoded).map_err(corrupt)?;
+            decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
             held += decoded.len() * slots.len();
             if held > max_samples {
                 return Ok(None);
             }
             for &slot in slots {
                 out[slot].extend_from_slice(&decoded);
+                from_chunks[slot] = out[slot].len();
             }
-        }
-    }
-    let from_chunks: Vec<usize> = out.iter().map(Vec::len).collect();
-    for r in tx.query(
-        "SELECT series_id, ts_ms, value, bits FROM samples_head
-         WHERE series_id = ANY($1) AND ts_ms BETWEEN $2 AND $3 ORDER BY series_id, ts_ms",
-        &[&ids, &from_ms, &to_ms],
-    )? {
-        if let Some(slots) = at.get(&r.get::<_, i64>(0)) {
+        } else {
             held += slots.len();
             if held > max_samples {
                 return Ok(None);
             }
-            let sample = (r.get(1), head_value(&r, 2));
+            let sample = (r.get(2), head_value(r, 4));
             for &slot in slots {
                 out[slot].push(sample);
             }
