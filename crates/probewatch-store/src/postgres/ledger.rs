@@ -95,6 +95,17 @@ impl LedgerStore for PgStore {
     ) -> Result<PruneSummary, StoreError> {
         let mut client = self.client()?;
         let mut summary = PruneSummary::default();
+        // Whole days first (a catalog change), then old rows of the days not dropped.
+        summary.samples += to_u64(super::partitions::drop_older(
+            &mut client,
+            "chunks",
+            cutoff_ms,
+        )?);
+        summary.check_results += to_u64(super::partitions::drop_older(
+            &mut client,
+            "check_results",
+            cutoff_ms,
+        )?);
         // Whole chunks only: one that straddles the cutoff goes when it is all old.
         loop {
             let mut tx = client.transaction()?;
@@ -126,8 +137,9 @@ impl LedgerStore for PgStore {
         loop {
             let mut tx = client.transaction()?;
             let n = tx.execute(
-                "DELETE FROM check_results WHERE ctid = ANY (ARRAY(
-                    SELECT ctid FROM check_results WHERE ts_ms < $1 LIMIT $2))",
+                // By key: a ctid is unique only within one partition.
+                "DELETE FROM check_results WHERE (check_id, ts_ms) IN (
+                    SELECT check_id, ts_ms FROM check_results WHERE ts_ms < $1 LIMIT $2)",
                 &[&cutoff_ms, &PRUNE_CHUNK],
             )?;
             tx.execute(

@@ -18,6 +18,7 @@ mod checks;
 mod cluster;
 mod intervals;
 mod ledger;
+mod partitions;
 mod samples;
 
 use std::str::FromStr;
@@ -200,6 +201,8 @@ pub struct PgStore {
     /// The evaluator's lease this store last took (holder, epoch): alert-state writes check
     /// it is still current.
     fence: Mutex<Option<(String, i64)>>,
+    /// When the day partitions ahead were last made (ms).
+    partitions_made_at: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Default)]
@@ -287,6 +290,7 @@ impl PgStore {
             )));
         }
         migrate(&mut client)?;
+        partitions::ensure(&mut client, now_ms())?;
         let manager = Manager(PostgresConnectionManager::new(config, NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
@@ -304,6 +308,7 @@ impl PgStore {
             head_max: crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
             draining: std::sync::atomic::AtomicBool::new(false),
             fence: Mutex::new(None),
+            partitions_made_at: std::sync::atomic::AtomicI64::new(now_ms()),
         })
     }
 
@@ -312,6 +317,19 @@ impl PgStore {
     pub fn with_head_max_samples(mut self, samples: u64) -> PgStore {
         self.head_max = samples.max(1);
         self
+    }
+
+    /// Makes the day partitions ahead, at most every ten minutes (the writer calls this
+    /// between batches, through compaction).
+    fn keep_partitions_ahead(&self, client: &mut postgres::Client) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        let now = now_ms();
+        let last = self.partitions_made_at.load(Ordering::Relaxed);
+        if now - last < 600_000 {
+            return Ok(());
+        }
+        self.partitions_made_at.store(now, Ordering::Relaxed);
+        partitions::ensure(client, now)
     }
 
     /// The database URL, password hidden.
@@ -402,6 +420,12 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
     }
     tx.commit()?;
     Ok(())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn to_i64(n: u64) -> i64 {

@@ -38,6 +38,7 @@ impl SampleStore for PgStore {
     fn compact(&self, max_samples: usize) -> Result<CompactStep, StoreError> {
         let head_max = self.head_max;
         let mut client = self.client()?;
+        self.keep_partitions_ahead(&mut client)?;
         let draining = self.draining.load(std::sync::atomic::Ordering::Relaxed);
         if !draining {
             // Start a drain when the head holds enough samples to be worth it.

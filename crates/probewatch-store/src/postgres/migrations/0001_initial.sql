@@ -61,14 +61,19 @@ CREATE TABLE samples_head (
 );
 
 -- Compressed runs of one series' samples (store::chunk), disjoint in time per series.
+-- Partitioned by day of their newest sample (chunks_d<day number>, made ahead of time by
+-- the store), so retention drops a day at a time; the default partition takes what falls
+-- outside the days made (backfill), and retention deletes its rows.
 CREATE TABLE chunks (
-    id        bigserial PRIMARY KEY,
+    id        bigserial,
     series_id bigint  NOT NULL,
     min_ts    bigint  NOT NULL,
     max_ts    bigint  NOT NULL,
     samples   integer NOT NULL,
-    data      bytea   NOT NULL
-);
+    data      bytea   NOT NULL,
+    PRIMARY KEY (id, max_ts)
+) PARTITION BY RANGE (max_ts);
+CREATE TABLE chunks_default PARTITION OF chunks DEFAULT;
 CREATE INDEX chunks_series ON chunks (series_id, max_ts);
 
 CREATE TABLE checks (
@@ -89,6 +94,7 @@ CREATE TABLE checks (
     UNIQUE (probe, host, name)
 );
 
+-- Partitioned by day like chunks (check_results_d<day number>, and a default partition).
 CREATE TABLE check_results (
     check_id    bigint   NOT NULL,
     ts_ms       bigint   NOT NULL,
@@ -98,7 +104,8 @@ CREATE TABLE check_results (
     file_id     bigint   NOT NULL,
     interval_ms bigint,
     PRIMARY KEY (check_id, ts_ms)
-);
+) PARTITION BY RANGE (ts_ms);
+CREATE TABLE check_results_default PARTITION OF check_results DEFAULT;
 
 CREATE TABLE status_intervals (
     check_id bigint   NOT NULL,
