@@ -20,6 +20,13 @@ pub use model::*;
 pub use query::{Cardinality, SeriesIndex, StoreSource};
 pub use sqlite::SqliteStore;
 
+/// Microseconds since the Unix epoch: commit times in the ledger, for both back ends.
+pub(crate) fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
 /// What can go wrong in the store. Callers branch only on the variant; the message is for
 /// logs.
 #[derive(Debug, thiserror::Error)]

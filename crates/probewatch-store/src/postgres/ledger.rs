@@ -11,16 +11,10 @@ use super::{IdCaches, PgStore, to_i64, to_u64};
 use crate::id_cache;
 use crate::intervals;
 use crate::model::*;
-use crate::{LedgerStore, StoreError};
+use crate::{LedgerStore, StoreError, now_us};
 
 /// Ledger rows deleted per transaction by [`LedgerStore::prune`].
 const PRUNE_CHUNK: i64 = 5_000;
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
 
 /// The value columns of a head row: the value, and its bits when it is a NaN other than the
 /// plain one (a float8 keeps no NaN payload reliably; Prometheus's stale marker has one).

@@ -423,9 +423,7 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    crate::now_us() / 1000
 }
 
 fn to_i64(n: u64) -> i64 {

@@ -9,15 +9,14 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use probewatch_core::{ProbeResult, SeriesSample};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use crate::StoreError;
 use crate::id_cache::{self, IdCache};
 use crate::model::*;
 use crate::prelude::*;
+use crate::{StoreError, now_us};
 
 mod alerting;
 
@@ -92,12 +91,6 @@ impl From<rusqlite::Error> for StoreError {
     fn from(err: rusqlite::Error) -> StoreError {
         StoreError::Database(Box::new(err))
     }
-}
-
-fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 fn file_identity(path: &Path) -> std::io::Result<(u64, u64)> {
