@@ -169,7 +169,7 @@ pub fn deliver(
             )
         }
         ReceiverKind::Email(settings) => send_email(settings, payload, receiver.timeout),
-        ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout),
+        ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout, key),
     }
 }
 
@@ -364,7 +364,14 @@ fn alertmanager_body(payload: &str, valid_until_ms: i64) -> Result<String, Strin
 /// bounded by `timeout`: the input is written by a helper thread (a program that never reads
 /// cannot block delivery), and at the deadline the command's whole process group is killed,
 /// so nothing it started is left behind.
-fn run_command(argv: &[String], payload: &str, timeout: Duration) -> Result<String, DeliveryError> {
+/// Runs a command receiver: the payload on stdin, the idempotency key in
+/// `PROBEWATCH_IDEMPOTENCY_KEY`.
+fn run_command(
+    argv: &[String],
+    payload: &str,
+    timeout: Duration,
+    key: &str,
+) -> Result<String, DeliveryError> {
     use DeliveryError::{Permanent, Transient};
     use std::os::unix::process::CommandExt;
     let Some((program, args)) = argv.split_first() else {
@@ -373,6 +380,7 @@ fn run_command(argv: &[String], payload: &str, timeout: Duration) -> Result<Stri
     let deadline = Instant::now() + timeout;
     let mut child = Command::new(program)
         .args(args)
+        .env("PROBEWATCH_IDEMPOTENCY_KEY", key)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

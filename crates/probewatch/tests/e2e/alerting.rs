@@ -1194,3 +1194,53 @@ fn external_labels_and_template_queries_reach_the_webhook() {
     assert_eq!(alert["annotations"]["failing"], "2", "{alert}");
     daemon.stop();
 }
+
+/// A command receiver gets the payload on stdin and the notification's idempotency key in
+/// `PROBEWATCH_IDEMPOTENCY_KEY`; a webhook gets it as a header and in its JSON (same key
+/// for the same notification, whatever the receiver type).
+#[test]
+fn receivers_get_the_idempotency_key() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.data().join("rules.yml");
+    std::fs::create_dir_all(env.data()).expect("data dir");
+    std::fs::write(&rules, RULES).expect("rules");
+    let out = env.dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("out dir");
+    let script = format!(
+        "cat > {dir}/payload.json; printf %s \"$PROBEWATCH_IDEMPOTENCY_KEY\" > {dir}/key.tmp && mv {dir}/key.tmp {dir}/key",
+        dir = out.display()
+    );
+    let config = format!(
+        "rule_files = [{:?}]\n[[receiver]]\nname = \"ops\"\nurl = {:?}\n\
+         [[receiver]]\nname = \"script\"\ntype = \"command\"\ncommand = [\"sh\", \"-c\", {script:?}]\n\
+         [[route]]\nreceiver = \"ops\"\ncontinue = true\n[[route]]\nreceiver = \"script\"\n\
+         [[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        hook.url,
+        env.spool().display().to_string()
+    );
+    let daemon = env.start_with_config(&config);
+    std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
+    let got = hook.wait_for(1, Duration::from_secs(60));
+    let webhook_key = got[0]["idempotencyKey"]
+        .as_str()
+        .expect("key in the JSON")
+        .to_string();
+    assert!(webhook_key.starts_with("probewatch-"), "{webhook_key}");
+    assert_eq!(
+        hook.keys.lock().expect("lock").first(),
+        Some(&webhook_key),
+        "the same key in the Idempotency-Key header"
+    );
+    daemon.wait_until("the command's key", Duration::from_secs(60), |_| {
+        out.join("key").exists()
+    });
+    let command_key = std::fs::read_to_string(out.join("key")).expect("key");
+    assert!(command_key.starts_with("probewatch-"), "{command_key}");
+    let payload: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("payload.json")).expect("payload"))
+            .expect("JSON on stdin");
+    assert_eq!(payload["receiver"], "script");
+    daemon.stop();
+}

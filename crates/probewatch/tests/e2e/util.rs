@@ -346,6 +346,8 @@ pub struct Webhook {
     pub requests: Arc<Mutex<Vec<String>>>,
     /// `User-Agent` of every request.
     pub user_agents: Arc<Mutex<Vec<String>>>,
+    /// `Idempotency-Key` of every request that had one.
+    pub keys: Arc<Mutex<Vec<String>>>,
 }
 
 impl Webhook {
@@ -359,12 +361,17 @@ impl Webhook {
         let record_request = requests.clone();
         let user_agents = Arc::new(Mutex::new(Vec::new()));
         let record_agent = user_agents.clone();
+        let keys = Arc::new(Mutex::new(Vec::new()));
+        let record_key = keys.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 let (request_line, headers, body) = read_request_with_headers(&stream);
                 if let Some((_, agent)) = headers.iter().find(|(k, _)| k == "user-agent") {
                     record_agent.lock().expect("lock").push(agent.clone());
+                }
+                if let Some((_, key)) = headers.iter().find(|(k, _)| k == "idempotency-key") {
+                    record_key.lock().expect("lock").push(key.clone());
                 }
                 let n = seen.fetch_add(1, Ordering::SeqCst);
                 let status = if n < fail_first {
@@ -392,6 +399,7 @@ impl Webhook {
             bodies,
             requests,
             user_agents,
+            keys,
         }
     }
 
