@@ -208,6 +208,15 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
+    /// `/api/v1/stats`, or `None` while the daemon answers with an error (its store away).
+    pub fn try_stats(&self) -> Option<Value> {
+        let response = reqwest::blocking::get(format!("{}/api/v1/stats", self.base)).ok()?;
+        if !response.status().is_success() {
+            return None;
+        }
+        response.json().ok()
+    }
+
     pub fn stats(&self) -> Value {
         self.get("/api/v1/stats")
     }
