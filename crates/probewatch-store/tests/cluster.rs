@@ -140,3 +140,42 @@ fn a_notification_is_claimed_by_one_servers_lane() {
         assert!(lapsed.iter().any(|n| n.id == got_a[1].id), "{lapsed:?}");
     }
 }
+
+#[test]
+fn retention_forgets_servers_gone_for_a_day() {
+    for backend in backends("instances") {
+        let Some(url) = backend.postgres_url() else {
+            continue;
+        };
+        let store = PgStore::open(url, None).expect("open");
+        for id in ["old", "new"] {
+            store
+                .heartbeat(&InstanceBeat {
+                    id: id.into(),
+                    address: "127.0.0.1:9180".into(),
+                    version: "0.1.0".into(),
+                    started_at_ms: 0,
+                })
+                .expect("beat");
+        }
+        let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
+        db.execute(
+            "UPDATE instances SET heartbeat_at = now() - interval '2 days' WHERE id = 'old'",
+            &[],
+        )
+        .expect("age");
+        assert_eq!(
+            store.cluster(i64::MAX / 2).expect("status").instances.len(),
+            2
+        );
+        store.prune(0, &|_: &[u8]| true).expect("prune");
+        let left: Vec<String> = store
+            .cluster(i64::MAX / 2)
+            .expect("status")
+            .instances
+            .into_iter()
+            .map(|i| i.beat.id)
+            .collect();
+        assert_eq!(left, ["new"]);
+    }
+}

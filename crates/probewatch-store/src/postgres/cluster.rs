@@ -46,6 +46,8 @@ impl ClusterStore for PgStore {
     }
 
     fn cluster(&self, within_ms: i64) -> Result<ClusterStatus, StoreError> {
+        // Past a century the interval would leave PostgreSQL's timestamp range.
+        let within_ms = within_ms.clamp(0, 100 * 365 * 86_400_000);
         let mut client = self.client()?;
         let lease = client.query_one(
             "SELECT holder, epoch,

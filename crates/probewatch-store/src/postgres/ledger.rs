@@ -156,6 +156,11 @@ impl LedgerStore for PgStore {
                AND id < (SELECT max(id) FROM batches)",
             &[&cutoff_ms.saturating_mul(1000)],
         )?;
+        // Servers gone for a day (each start is a new instance row).
+        client.execute(
+            "DELETE FROM instances WHERE heartbeat_at < now() - interval '1 day'",
+            &[],
+        )?;
         // Old ledger rows go only when their file is gone: a row for a file still on disk is
         // what stops a rescan from ingesting it again.
         let old = client.query(
