@@ -27,6 +27,24 @@ pub(crate) struct Run {
     pub results: i64,
 }
 
+impl Run {
+    /// The open run a check row stores as four nullable columns (start, end, status,
+    /// results): a run when all four are set.
+    pub fn from_columns(
+        start: Option<i64>,
+        end: Option<i64>,
+        status: Option<u8>,
+        results: Option<i64>,
+    ) -> Option<Run> {
+        Some(Run {
+            start: start?,
+            end: end?,
+            status: status?,
+            results: results?,
+        })
+    }
+}
+
 impl From<Run> for StatusInterval {
     fn from(r: Run) -> StatusInterval {
         StatusInterval {

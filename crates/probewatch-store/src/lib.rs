@@ -27,6 +27,19 @@ pub(crate) fn now_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// The SQL ordering of a check-history read over `check_results r` joined to `checks c`:
+/// the direction of time, and the full ORDER BY (by host too when several hosts' checks are
+/// read, so the order is total). Both back ends use it.
+pub(crate) fn history_order(query: &HistoryQuery) -> (&'static str, String) {
+    let direction = if query.newest_first { "DESC" } else { "ASC" };
+    let order = if query.host.is_some() {
+        format!("r.ts_ms {direction}")
+    } else {
+        format!("r.ts_ms {direction}, c.host")
+    };
+    (direction, order)
+}
+
 /// What can go wrong in the store. Callers branch only on the variant; the message is for
 /// logs.
 #[derive(Debug, thiserror::Error)]

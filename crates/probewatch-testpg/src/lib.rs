@@ -61,23 +61,7 @@ impl TestPostgres {
             );
             return None;
         };
-        let run_as = is_root().then(|| "postgres".to_string());
-        let dir = tempfile::Builder::new()
-            .prefix("probewatch-pg-")
-            .tempdir()
-            .expect("temp dir for PostgreSQL");
-        let data = dir.path().join("data");
-        if let Some(user) = &run_as {
-            let (uid, gid) = user_ids(user).expect("the postgres user (Debian's package makes it)");
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown temp dir");
-        }
-        let mut pg = TestPostgres {
-            bin,
-            data,
-            port: 0,
-            run_as,
-            dir,
-        };
+        let mut pg = TestPostgres::unstarted(bin, is_root().then(|| "postgres".to_string()));
         let out = pg.run(
             "initdb",
             &[
@@ -93,19 +77,43 @@ impl TestPostgres {
             ],
         );
         assert!(out.status.success(), "initdb failed: {}", text(&out));
-        // A port taken between our probe and the server's bind makes pg_ctl fail: try a few.
+        pg.start_on_a_free_port();
+        Some(pg)
+    }
+
+    /// A server yet to be made in a new temporary directory (owned by `run_as` when set).
+    fn unstarted(bin: PathBuf, run_as: Option<String>) -> TestPostgres {
+        let dir = tempfile::Builder::new()
+            .prefix("probewatch-pg-")
+            .tempdir()
+            .expect("temp dir for PostgreSQL");
+        if let Some(user) = &run_as {
+            let (uid, gid) = user_ids(user).expect("the postgres user (Debian's package makes it)");
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown temp dir");
+        }
+        TestPostgres {
+            bin,
+            data: dir.path().join("data"),
+            port: 0,
+            run_as,
+            dir,
+        }
+    }
+
+    /// Starts the server on a free port. A port taken between our probe and the server's
+    /// bind makes pg_ctl fail: it tries a few.
+    fn start_on_a_free_port(&mut self) {
         for attempt in 0.. {
-            pg.port = free_port();
-            if pg.pg_ctl_start() {
-                break;
+            self.port = free_port();
+            if self.pg_ctl_start() {
+                return;
             }
             assert!(
                 attempt < 5,
                 "PostgreSQL did not start; see {}",
-                pg.log().display()
+                self.log().display()
             );
         }
-        Some(pg)
     }
 
     /// The port the server listens on (127.0.0.1).
@@ -178,21 +186,7 @@ impl TestPostgres {
     /// Starts a streaming standby of this server (pg_basebackup -R) on its own port: a
     /// read-only replica, for tests of what is refused there.
     pub fn start_standby(&self) -> TestPostgres {
-        let dir = tempfile::Builder::new()
-            .prefix("probewatch-pg-standby-")
-            .tempdir()
-            .expect("temp dir for the standby");
-        if let Some(user) = &self.run_as {
-            let (uid, gid) = user_ids(user).expect("the postgres user");
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown temp dir");
-        }
-        let mut standby = TestPostgres {
-            bin: self.bin.clone(),
-            data: dir.path().join("data"),
-            port: 0,
-            run_as: self.run_as.clone(),
-            dir,
-        };
+        let mut standby = TestPostgres::unstarted(self.bin.clone(), self.run_as.clone());
         let port = self.port.to_string();
         let out = standby.run(
             "pg_basebackup",
@@ -213,17 +207,7 @@ impl TestPostgres {
             ],
         );
         assert!(out.status.success(), "pg_basebackup: {}", text(&out));
-        for attempt in 0.. {
-            standby.port = free_port();
-            if standby.pg_ctl_start() {
-                break;
-            }
-            assert!(
-                attempt < 5,
-                "the standby did not start; see {}",
-                standby.log().display()
-            );
-        }
+        standby.start_on_a_free_port();
         standby
     }
 

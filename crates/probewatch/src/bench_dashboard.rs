@@ -174,15 +174,13 @@ pub fn run(args: &BenchDashboardArgs) -> anyhow::Result<std::process::ExitCode> 
     let Some(admin) = &args.postgres else {
         return Ok(std::process::ExitCode::SUCCESS);
     };
-    let name = format!("probewatch_bench_dashboard_{}", std::process::id());
-    let url = crate::bench_store::fresh_database(admin, &name)?;
-    let pg = open_store(&StoreLocation::Postgres(url), &StoreOptions::default())?;
-    let on_pg = measure(pg, args, "postgresql");
-    crate::bench_store::drop_database(admin, &name);
-    println!("  postgresql / sqlite, same run:");
-    for ((label, s), (_, p)) in on_sqlite.iter().zip(on_pg?.iter()) {
-        println!("    {label:<62} {:5.2}x", p / s);
-    }
+    let on_pg = crate::bench_store::on_fresh_postgres(
+        admin,
+        "bench_dashboard",
+        &StoreOptions::default(),
+        |store| measure(store, args, "postgresql"),
+    )?;
+    crate::bench_store::print_ratios(&on_sqlite, &on_pg, 62);
     Ok(std::process::ExitCode::SUCCESS)
 }
 

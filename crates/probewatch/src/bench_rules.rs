@@ -72,13 +72,12 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
     let Some(admin) = &args.postgres else {
         return Ok(std::process::ExitCode::SUCCESS);
     };
-    let name = format!("probewatch_bench_rules_{}", std::process::id());
-    let url = crate::bench_store::fresh_database(admin, &name)?;
-    let pg = open_store(&StoreLocation::Postgres(url), &StoreOptions::default())?;
-    let measured = measure(&*pg, args, dir.path(), "postgresql");
-    drop(pg);
-    crate::bench_store::drop_database(admin, &name);
-    let (p_base, p_cycle) = measured?;
+    let (p_base, p_cycle) = crate::bench_store::on_fresh_postgres(
+        admin,
+        "bench_rules",
+        &StoreOptions::default(),
+        |store| measure(&*store, args, dir.path(), "postgresql"),
+    )?;
     println!(
         "  postgresql / sqlite, same run: baseline {:.2}x, one cycle {:.2}x",
         p_base / s_base,

@@ -78,7 +78,7 @@ fn through_store(store: &dyn Store, items: &[IngestItem], batch: usize) -> anyho
 
 /// A fresh database on the server `admin` points at (dropped first if a run left it);
 /// returns its URL.
-pub(crate) fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
+fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
     let mut client = postgres::Client::connect(admin, postgres::NoTls).with_context(|| {
         format!(
             "connecting to {}",
@@ -94,9 +94,48 @@ pub(crate) fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> 
     Ok(url)
 }
 
-pub(crate) fn drop_database(admin: &str, name: &str) {
+fn drop_database(admin: &str, name: &str) {
     if let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls) {
         let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}
+
+/// Runs `f` with the URL of a fresh database `name` on the server `admin` points at, and
+/// drops the database after, whatever `f` returned.
+pub(crate) fn in_fresh_database<T>(
+    admin: &str,
+    name: &str,
+    f: impl FnOnce(&str) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let url = fresh_database(admin, name)?;
+    let out = f(&url);
+    drop_database(admin, name);
+    out
+}
+
+/// Runs `f` on a store opened on a fresh PostgreSQL database (`probewatch_<bench>_<pid>`),
+/// closed before the database is dropped: how the benches measure PostgreSQL beside
+/// SQLite.
+pub(crate) fn on_fresh_postgres<T>(
+    admin: &str,
+    bench: &str,
+    options: &StoreOptions,
+    f: impl FnOnce(std::sync::Arc<dyn Store>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let name = format!("probewatch_{bench}_{}", std::process::id());
+    in_fresh_database(admin, &name, |url| {
+        f(probewatch_store::open_store(
+            &StoreLocation::Postgres(url.to_string()),
+            options,
+        )?)
+    })
+}
+
+/// Prints each measurement's PostgreSQL / SQLite ratio (labels from the SQLite run).
+pub(crate) fn print_ratios(on_sqlite: &[(String, f64)], on_pg: &[(String, f64)], width: usize) {
+    println!("  postgresql / sqlite, same run:");
+    for ((label, s), (_, p)) in on_sqlite.iter().zip(on_pg) {
+        println!("    {label:<width$} {:5.2}x", p / s);
     }
 }
 
@@ -221,19 +260,16 @@ pub fn run(args: &BenchStoreArgs) -> anyhow::Result<std::process::ExitCode> {
         let s = through_store(&*store, &items, args.batch)?;
         drop(store);
 
-        let name = format!("probewatch_bench_{}_{run}", std::process::id());
-        let url = fresh_database(&args.postgres, &name)?;
-        let store = probewatch_store::open_store(
-            &StoreLocation::Postgres(url.clone()),
+        let p = on_fresh_postgres(
+            &args.postgres,
+            &format!("bench_store_{run}"),
             &StoreOptions::default(),
+            |store| through_store(&*store, &items, args.batch),
         )?;
-        let p = through_store(&*store, &items, args.batch)?;
-        drop(store);
-        drop_database(&args.postgres, &name);
-
-        let url = fresh_database(&args.postgres, &name)?;
-        let c = bare_copy(&url, &items, args.batch)?;
-        drop_database(&args.postgres, &name);
+        let name = format!("probewatch_bench_copy_{}_{run}", std::process::id());
+        let c = in_fresh_database(&args.postgres, &name, |url| {
+            bare_copy(url, &items, args.batch)
+        })?;
         println!(
             "  run {run}: sqlite {s:>8.0} files/s   postgresql {p:>8.0} files/s   bare COPY {c:>8.0} files/s"
         );

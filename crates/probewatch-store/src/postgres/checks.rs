@@ -1,7 +1,7 @@
 //! Checks on PostgreSQL: latest state, status intervals and history.
 
 use super::PgStore;
-use super::intervals::{PgRuns, dirty};
+use super::intervals::{PgRuns, dirty, run};
 use crate::model::*;
 use crate::{CheckStore, StoreError, intervals};
 use postgres::types::Type;
@@ -100,12 +100,7 @@ impl CheckStore for PgStore {
             by_check
                 .entry(r.get(1))
                 .or_default()
-                .push(StatusInterval::from(intervals::Run {
-                    start: r.get(2),
-                    end: r.get(3),
-                    status: u8::try_from(r.get::<_, i16>(4)).unwrap_or(0),
-                    results: r.get(5),
-                }));
+                .push(StatusInterval::from(run(r, 2)));
         }
         Ok(check_ids
             .iter()
@@ -132,12 +127,7 @@ impl CheckStore for PgStore {
     }
 
     fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError> {
-        let direction = if query.newest_first { "DESC" } else { "ASC" };
-        let order = if query.host.is_some() {
-            format!("r.ts_ms {direction}")
-        } else {
-            format!("r.ts_ms {direction}, c.host")
-        };
+        let (direction, order) = crate::history_order(query);
         Ok(self
             .client()?
             .query(

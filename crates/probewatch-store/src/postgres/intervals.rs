@@ -9,7 +9,24 @@ use crate::intervals::{CheckState, Run, RunTable};
 /// The run tables seen through one transaction (or a connection, for reads).
 pub(super) struct PgRuns<'a, C: GenericClient>(pub &'a mut C);
 
-fn run(r: &postgres::Row, at: usize) -> Run {
+/// A check's settings and open run from six columns of its row, starting at `at`:
+/// interval_ms, usual_interval_ms, run_start_ms, run_end_ms, run_status, run_results.
+pub(super) fn check_state(r: &postgres::Row, at: usize) -> CheckState {
+    CheckState {
+        declared: r.get(at),
+        usual: r.get(at + 1),
+        open: Run::from_columns(
+            r.get(at + 2),
+            r.get(at + 3),
+            r.get::<_, Option<i16>>(at + 4)
+                .and_then(|s| u8::try_from(s).ok()),
+            r.get(at + 5),
+        ),
+    }
+}
+
+/// A stored run from four columns starting at `at`: start, end, status, results.
+pub(super) fn run(r: &postgres::Row, at: usize) -> Run {
     Run {
         start: r.get(at),
         end: r.get(at + 1),
@@ -27,25 +44,7 @@ impl<C: GenericClient> RunTable for PgRuns<'_, C> {
                 run_results FROM checks WHERE id = $1",
             &[&check_id],
         )?;
-        let open = match (
-            r.get::<_, Option<i64>>(2),
-            r.get::<_, Option<i64>>(3),
-            r.get::<_, Option<i16>>(4),
-            r.get::<_, Option<i64>>(5),
-        ) {
-            (Some(start), Some(end), Some(status), Some(results)) => Some(Run {
-                start,
-                end,
-                status: u8::try_from(status).unwrap_or(0),
-                results,
-            }),
-            _ => None,
-        };
-        Ok(CheckState {
-            declared: r.get(0),
-            usual: r.get(1),
-            open,
-        })
+        Ok(check_state(&r, 0))
     }
 
     fn set_open(

@@ -310,6 +310,11 @@ impl LedgerStore for PgStore {
     }
 }
 
+/// One column of `rows` as an array parameter (`unnest($n::type[])`).
+fn column<T, U>(rows: &[T], f: impl Fn(&T) -> U) -> Vec<U> {
+    rows.iter().map(f).collect()
+}
+
 /// The body of one batch's transaction.
 fn commit(
     tx: &mut Transaction<'_>,
@@ -338,7 +343,7 @@ fn commit(
     order.sort_by(|a, b| {
         (&a.file.path, &a.file.version_hash).cmp(&(&b.file.path, &b.file.version_hash))
     });
-    for item in order {
+    for item in &order {
         let f = &item.file;
         spools.push(&*f.spool);
         paths.push(&f.path);
@@ -385,12 +390,13 @@ fn commit(
     let mut new_ids: HashMap<(&[u8], &[u8]), i64> = HashMap::with_capacity(inserted.len());
     for row in &inserted {
         let (path, hash): (&[u8], &[u8]) = (row.get(1), row.get(2));
-        // Keys borrow from the items, which outlive the rows.
-        if let Some(item) = items
-            .iter()
-            .find(|i| i.file.path == path && i.file.version_hash[..] == *hash)
+        // Keys borrow from the items (found in `order`, sorted by this key), which outlive
+        // the rows.
+        if let Ok(at) = order
+            .binary_search_by(|i| (&i.file.path[..], &i.file.version_hash[..]).cmp(&(path, hash)))
         {
-            new_ids.insert((&item.file.path, &item.file.version_hash[..]), row.get(0));
+            let file = &order[at].file;
+            new_ids.insert((&file.path, &file.version_hash[..]), row.get(0));
         }
     }
     let mut results = Vec::with_capacity(items.len());
@@ -412,22 +418,17 @@ fn commit(
         heads.insert(&item.file.path, (item, id));
     }
     if !heads.is_empty() {
-        let mut h_paths: Vec<&[u8]> = Vec::new();
-        let (mut h_ids, mut h_sizes, mut h_mtimes, mut h_inodes, mut h_outcomes) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut sorted: Vec<(&&[u8], &(&IngestItem, i64))> = heads.iter().collect();
-        sorted.sort_by_key(|(path, _)| **path);
-        for (path, (item, id)) in sorted {
-            h_paths.push(path);
-            h_ids.push(*id);
-            h_sizes.push(to_i64(item.file.size));
-            h_mtimes.push(item.file.mtime_ns);
-            h_inodes.push(to_i64(item.file.inode));
-            h_outcomes.push(match item.content {
-                ItemContent::Parsed { .. } => Outcome::Ingested as i16,
-                ItemContent::Rejected(_) => Outcome::Rejected as i16,
-            });
-        }
+        let mut sorted: Vec<(&[u8], (&IngestItem, i64))> = heads.into_iter().collect();
+        sorted.sort_by_key(|(path, _)| *path);
+        let h_paths = column(&sorted, |(path, _)| *path);
+        let h_ids = column(&sorted, |(_, (_, id))| *id);
+        let h_sizes = column(&sorted, |(_, (item, _))| to_i64(item.file.size));
+        let h_mtimes = column(&sorted, |(_, (item, _))| item.file.mtime_ns);
+        let h_inodes = column(&sorted, |(_, (item, _))| to_i64(item.file.inode));
+        let h_outcomes = column(&sorted, |(_, (item, _))| match item.content {
+            ItemContent::Parsed { .. } => Outcome::Ingested as i16,
+            ItemContent::Rejected(_) => Outcome::Rejected as i16,
+        });
         tx.execute(
             "INSERT INTO file_heads (path, file_id, size, mtime_ns, inode, outcome)
              SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
@@ -555,16 +556,6 @@ fn write_checks(
         }
     }
     if !missing.is_empty() {
-        let (mut p, mut h, mut n, mut iv, mut ts, mut st, mut du, mut me) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
         let mut keys: Vec<(&ProbeResult, &probewatch_core::CheckResult)> = missing
             .iter()
             .map(|&(ri, ci)| (results[ri].0, &results[ri].0.checks[ci]))
@@ -575,16 +566,14 @@ fn write_checks(
         keys.dedup_by(|a, b| {
             (&a.0.probe, &a.0.host, &a.1.name) == (&b.0.probe, &b.0.host, &b.1.name)
         });
-        for (result, check) in keys {
-            p.push(result.probe.as_str());
-            h.push(result.host.as_str());
-            n.push(check.name.as_str());
-            iv.push(result.interval_ms);
-            ts.push(result.time_ms);
-            st.push(i16::from(check.status.code()));
-            du.push(check.duration_seconds);
-            me.push(check.message.as_str());
-        }
+        let p = column(&keys, |(r, _)| r.probe.as_str());
+        let h = column(&keys, |(r, _)| r.host.as_str());
+        let n = column(&keys, |(_, c)| c.name.as_str());
+        let iv = column(&keys, |(r, _)| r.interval_ms);
+        let ts = column(&keys, |(r, _)| r.time_ms);
+        let st = column(&keys, |(_, c)| i16::from(c.status.code()));
+        let du = column(&keys, |(_, c)| c.duration_seconds);
+        let me = column(&keys, |(_, c)| c.message.as_str());
         tx.execute(
             "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
                 last_duration, last_message)
@@ -649,24 +638,13 @@ fn write_checks(
     super::checks::lock_checks(tx, &locked)?;
     let mut rows: Vec<_> = rows.into_iter().collect();
     rows.sort_unstable_by_key(|(key, _)| *key);
-    let (mut c, mut ts, mut st, mut du, mut me, mut fi, mut iv) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    for ((id, time), (result, check, file_id)) in &rows {
-        c.push(*id);
-        ts.push(*time);
-        st.push(i16::from(check.status.code()));
-        du.push(check.duration_seconds);
-        me.push(check.message.as_str());
-        fi.push(*file_id);
-        iv.push(result.interval_ms);
-    }
+    let c = column(&rows, |((id, _), _)| *id);
+    let ts = column(&rows, |((_, time), _)| *time);
+    let st = column(&rows, |(_, (_, check, _))| i16::from(check.status.code()));
+    let du = column(&rows, |(_, (_, check, _))| check.duration_seconds);
+    let me = column(&rows, |(_, (_, check, _))| check.message.as_str());
+    let fi = column(&rows, |(_, (_, _, file_id))| *file_id);
+    let iv = column(&rows, |(_, (result, _, _))| result.interval_ms);
     // New rows are the usual case: insert what is new, then rewrite the rest (results
     // delivered again with other content) only when some already existed.
     let new = tx.execute(
@@ -712,69 +690,42 @@ fn advance_checks(
             run_results FROM checks WHERE id = ANY($1) ORDER BY id",
         &[&ids],
     )?;
-    let (mut closed_ids, mut starts, mut ends, mut statuses, mut counts) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut open_ids, mut o_start, mut o_end, mut o_status, mut o_count, mut o_usual) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    let (mut lts, mut lst, mut ldu, mut lme, mut liv) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut dirty_ids, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
+    let mut advanced: Vec<(i64, intervals::Advance)> = Vec::with_capacity(states.len());
     for r in &states {
         let id: i64 = r.get(0);
-        let Some(pending) = pending.get_mut(&id) else {
-            continue;
-        };
-        let open = match (
-            r.get::<_, Option<i64>>(3),
-            r.get::<_, Option<i64>>(4),
-            r.get::<_, Option<i16>>(5),
-            r.get::<_, Option<i64>>(6),
-        ) {
-            (Some(start), Some(end), Some(status), Some(results)) => Some(intervals::Run {
-                start,
-                end,
-                status: u8::try_from(status).unwrap_or(0),
-                results,
-            }),
-            _ => None,
-        };
-        let state = intervals::CheckState {
-            declared: r.get(1),
-            usual: r.get(2),
-            open,
-        };
-        let advanced = intervals::advance(&state, pending);
-        if let Some((l, h)) = advanced.dirty {
-            dirty_ids.push(id);
-            lo.push(l);
-            hi.push(h);
+        if let Some(pending) = pending.get_mut(&id) {
+            let state = super::intervals::check_state(r, 1);
+            advanced.push((id, intervals::advance(&state, pending)));
         }
-        for run in &advanced.closed {
-            closed_ids.push(id);
-            starts.push(run.start);
-            ends.push(run.end);
-            statuses.push(i16::from(run.status));
-            counts.push(run.results);
-        }
-        open_ids.push(id);
-        o_start.push(advanced.open.map(|r| r.start));
-        o_end.push(advanced.open.map(|r| r.end));
-        o_status.push(advanced.open.map(|r| i16::from(r.status)));
-        o_count.push(advanced.open.map(|r| r.results));
-        o_usual.push(advanced.usual);
-        let newest = latest.get(&id);
-        lts.push(newest.map(|(r, _)| r.time_ms));
-        lst.push(newest.map(|(_, c)| i16::from(c.status.code())));
-        ldu.push(newest.and_then(|(_, c)| c.duration_seconds));
-        lme.push(newest.map(|(_, c)| c.message.as_str()));
-        liv.push(newest.and_then(|(r, _)| r.interval_ms));
     }
+    let closed: Vec<(i64, intervals::Run)> = advanced
+        .iter()
+        .flat_map(|(id, a)| a.closed.iter().map(|run| (*id, *run)))
+        .collect();
+    let closed_ids = column(&closed, |(id, _)| *id);
+    let starts = column(&closed, |(_, run)| run.start);
+    let ends = column(&closed, |(_, run)| run.end);
+    let statuses = column(&closed, |(_, run)| i16::from(run.status));
+    let counts = column(&closed, |(_, run)| run.results);
+    let open_ids = column(&advanced, |(id, _)| *id);
+    let o_start = column(&advanced, |(_, a)| a.open.map(|r| r.start));
+    let o_end = column(&advanced, |(_, a)| a.open.map(|r| r.end));
+    let o_status = column(&advanced, |(_, a)| a.open.map(|r| i16::from(r.status)));
+    let o_count = column(&advanced, |(_, a)| a.open.map(|r| r.results));
+    let o_usual = column(&advanced, |(_, a)| a.usual);
+    let newest = column(&advanced, |(id, _)| latest.get(id));
+    let lts = column(&newest, |n| n.map(|(r, _)| r.time_ms));
+    let lst = column(&newest, |n| n.map(|(_, c)| i16::from(c.status.code())));
+    let ldu = column(&newest, |n| n.and_then(|(_, c)| c.duration_seconds));
+    let lme = column(&newest, |n| n.map(|(_, c)| c.message.as_str()));
+    let liv = column(&newest, |n| n.and_then(|(r, _)| r.interval_ms));
+    let dirty: Vec<(i64, (i64, i64))> = advanced
+        .iter()
+        .filter_map(|(id, a)| a.dirty.map(|span| (*id, span)))
+        .collect();
+    let dirty_ids = column(&dirty, |(id, _)| *id);
+    let lo = column(&dirty, |(_, (l, _))| *l);
+    let hi = column(&dirty, |(_, (_, h))| *h);
     if !closed_ids.is_empty() {
         tx.execute(
             "INSERT INTO status_intervals (check_id, start_ms, end_ms, status, results)
@@ -888,19 +839,10 @@ pub(super) fn write_samples(
     }
     let mut rows: Vec<(i64, i64, f64)> = last.into_iter().map(|((s, t), v)| (s, t, v)).collect();
     rows.sort_by_key(|r| (r.0, r.1));
-    let (mut ids, mut ts, mut vs, mut bits) = (
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-        Vec::with_capacity(rows.len()),
-    );
-    for (id, t, v) in rows {
-        let (value, payload) = value_columns(v);
-        ids.push(id);
-        ts.push(t);
-        vs.push(value);
-        bits.push(payload);
-    }
+    let ids = column(&rows, |r| r.0);
+    let ts = column(&rows, |r| r.1);
+    let vs = column(&rows, |r| value_columns(r.2).0);
+    let bits = column(&rows, |r| value_columns(r.2).1);
     // New samples are the usual case: insert what is new, then rewrite the values of the
     // rest only when some (series, time) existed already.
     let new = tx.execute(

@@ -27,19 +27,10 @@ impl RunTable for SqliteRuns<'_> {
                     run_results FROM checks WHERE id = ?1",
             )?
             .query_row(params![check_id], |r| {
-                let open = match (r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?) {
-                    (Some(start), Some(end), Some(status), Some(results)) => Some(Run {
-                        start,
-                        end,
-                        status,
-                        results,
-                    }),
-                    _ => None,
-                };
                 Ok(CheckState {
                     declared: r.get(0)?,
                     usual: r.get(1)?,
-                    open,
+                    open: Run::from_columns(r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?),
                 })
             })
     }

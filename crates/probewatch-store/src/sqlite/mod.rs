@@ -1375,12 +1375,7 @@ impl CheckStore for SqliteStore {
     fn check_history(&self, query: &HistoryQuery) -> Result<Vec<CheckHistoryRow>, StoreError> {
         // The direction is a literal of our own, so the primary key serves the order; with
         // one host there is one check, and no tie-break that would force a sort of every row.
-        let direction = if query.newest_first { "DESC" } else { "ASC" };
-        let order = if query.host.is_some() {
-            format!("r.ts_ms {direction}")
-        } else {
-            format!("r.ts_ms {direction}, c.host")
-        };
+        let (_, order) = crate::history_order(query);
         self.read(|conn| {
             conn.prepare_cached(&format!(
                 "SELECT c.host, r.ts_ms, r.status, r.duration, r.message

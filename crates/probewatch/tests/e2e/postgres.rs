@@ -168,6 +168,29 @@ impl Fleet {
     fn start(&self, i: usize) -> Daemon {
         self.envs[i].start_with_config(&self.config[i])
     }
+
+    /// Until `stop`, every half second: a failing login of probe p0 on host h0 into the
+    /// first server's spool, and of p1 on h1 into the second's.
+    fn write_failing_logins(
+        &self,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        let spools = [self.envs[0].spool(), self.envs[1].spool()];
+        std::thread::spawn(move || {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for (i, spool) in spools.iter().enumerate() {
+                    let xml = format!(
+                        "<probe name=\"p{i}\" host=\"h{i}\" time=\"{}\">\n  <check name=\"login\" status=\"critical\">down</check>\n</probe>\n",
+                        epoch_secs()
+                    );
+                    write_renamed(&spool.join(format!("r{n:05}.xml")), &xml);
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    }
 }
 
 /// The instance that holds the lease, as `daemon` reports the cluster.
@@ -184,6 +207,19 @@ fn address(daemon: &Daemon) -> String {
     daemon.base.trim_start_matches("http://").to_string()
 }
 
+/// Waits until the servers elect a leader; returns (the leader's index, the other's), as
+/// the first server reports it.
+fn roles(daemons: [&Daemon; 2]) -> (usize, usize) {
+    daemons[0].wait_until("a leader", Duration::from_secs(30), |d| {
+        leader_address(d).is_some()
+    });
+    if leader_address(daemons[0]) == Some(address(daemons[0])) {
+        (0, 1)
+    } else {
+        (1, 0)
+    }
+}
+
 #[test]
 fn a_killed_leader_is_replaced_and_each_state_change_is_notified_once() {
     let Some(pg) = TestPostgres::start() else {
@@ -193,46 +229,20 @@ fn a_killed_leader_is_replaced_and_each_state_change_is_notified_once() {
     let hook = Webhook::start(0);
     let fleet = Fleet::new(&url, &hook);
     let mut daemons = [Some(fleet.start(0)), Some(fleet.start(1))];
-    let d = |i: usize, daemons: &[Option<Daemon>; 2]| -> String {
-        daemons[i].as_ref().map(address).unwrap_or_default()
-    };
     // Both see one leader, one of them.
-    let first = daemons[0].as_ref().expect("a");
-    first.wait_until("a leader", Duration::from_secs(30), |d| {
-        leader_address(d).is_some()
-    });
-    let leader = leader_address(first).expect("leader");
-    let (lead, follow) = if leader == d(0, &daemons) {
-        (0, 1)
-    } else {
-        (1, 0)
+    let (lead, follow) = {
+        let running = [0, 1].map(|i| daemons[i].as_ref().expect("running"));
+        let (lead, follow) = roles(running);
+        assert_eq!(
+            leader_address(running[follow]),
+            Some(address(running[lead]))
+        );
+        (lead, follow)
     };
-    assert_eq!(leader, d(lead, &daemons));
-    assert_eq!(
-        leader_address(daemons[follow].as_ref().expect("follower")),
-        Some(leader.clone())
-    );
 
     // Results through either server: a failing login on each host, every half second.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let spools = [fleet.envs[0].spool(), fleet.envs[1].spool()];
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                for (i, spool) in spools.iter().enumerate() {
-                    let xml = format!(
-                        "<probe name=\"p{i}\" host=\"h{i}\" time=\"{}\">\n  <check name=\"login\" status=\"critical\">down</check>\n</probe>\n",
-                        epoch_secs()
-                    );
-                    write_renamed(&spool.join(format!("r{n:05}.xml")), &xml);
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        })
-    };
+    let writer = fleet.write_failing_logins(stop.clone());
     // Both alerts pending, as the follower shows from the store.
     let pending = |d: &Daemon| -> Vec<(String, String)> {
         d.get("/api/v1/alerts")["data"]["alerts"]
@@ -357,35 +367,10 @@ fn a_paused_leader_writes_nothing_and_ended_sessions_leave_one_leader() {
     let hook = Webhook::start(0);
     let fleet = Fleet::new(&url, &hook);
     let daemons = [fleet.start(0), fleet.start(1)];
-    daemons[0].wait_until("a leader", Duration::from_secs(30), |d| {
-        leader_address(d).is_some()
-    });
-    let leader = leader_address(&daemons[0]).expect("leader");
-    let (lead, follow) = if leader == address(&daemons[0]) {
-        (0, 1)
-    } else {
-        (1, 0)
-    };
+    let (lead, follow) = roles([&daemons[0], &daemons[1]]);
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = {
-        let spools = [fleet.envs[0].spool(), fleet.envs[1].spool()];
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut n = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                for (i, spool) in spools.iter().enumerate() {
-                    let xml = format!(
-                        "<probe name=\"p{i}\" host=\"h{i}\" time=\"{}\">\n  <check name=\"login\" status=\"critical\">down</check>\n</probe>\n",
-                        epoch_secs()
-                    );
-                    write_renamed(&spool.join(format!("s{n:05}.xml")), &xml);
-                }
-                n += 1;
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        })
-    };
+    let writer = fleet.write_failing_logins(stop.clone());
     daemons[follow].wait_until("pending alerts", Duration::from_secs(30), |d| {
         d.get("/api/v1/alerts")["data"]["alerts"]
             .as_array()
