@@ -68,10 +68,7 @@ pub struct StoreQuery {
 
 impl TemplateQuery for StoreQuery {
     fn query(&self, expr: &str, at_ms: i64) -> Result<QuerySamples, String> {
-        let source = probewatch_store::StoreSource {
-            store: self.store.as_ref(),
-            index: &self.index,
-        };
+        let source = probewatch_store::StoreSource::new(self.store.as_ref(), &self.index);
         let value = probewatch_promql::Query::parse(expr)
             .and_then(|q| q.instant(&source, at_ms, &probewatch_promql::QueryOptions::default()))
             .map_err(|e| e.to_string())?;

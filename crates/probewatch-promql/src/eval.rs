@@ -78,19 +78,8 @@ impl Ctx {
         options: &crate::QueryOptions,
         guard: Guard,
     ) -> Result<Ctx, QueryError> {
-        let mut ctx = Ctx {
-            start,
-            end,
-            step,
-            lookback: options.lookback_ms,
-            subquery_step: options.subquery_step_ms,
-            data: Vec::new(),
-            guard,
-            cursors: std::cell::RefCell::new(Vec::new()),
-        };
-        let mut ranges: Vec<Option<(i64, i64)>> = vec![None; selectors];
-        let mut sels: Vec<Option<&Selector>> = vec![None; selectors];
-        ctx.ranges(node, start, end, &mut ranges, &mut sels);
+        let mut ctx = Ctx::frame((start, end, step), options, guard);
+        let (ranges, sels) = ctx.selector_ranges(node, selectors);
         for (range, sel) in ranges.iter().zip(&sels) {
             let (Some((lo, hi)), Some(sel)) = (range, sel) else {
                 ctx.data.push(Vec::new());
@@ -115,6 +104,38 @@ impl Ctx {
         }
         *ctx.cursors.borrow_mut() = ctx.data.iter().map(|d| vec![(0, 0); d.len()]).collect();
         Ok(ctx)
+    }
+
+    /// A context for evaluation times in `[start, end]`, with nothing fetched yet.
+    pub fn frame(
+        (start, end, step): (i64, i64, i64),
+        options: &crate::QueryOptions,
+        guard: Guard,
+    ) -> Ctx {
+        Ctx {
+            start,
+            end,
+            step,
+            lookback: options.lookback_ms,
+            subquery_step: options.subquery_step_ms,
+            data: Vec::new(),
+            guard,
+            cursors: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Per selector id, the time range it needs over this frame and the selector (`None`
+    /// for ids `node` does not use).
+    #[allow(clippy::type_complexity)]
+    pub fn selector_ranges<'n>(
+        &self,
+        node: &'n Node,
+        selectors: usize,
+    ) -> (Vec<Option<(i64, i64)>>, Vec<Option<&'n Selector>>) {
+        let mut ranges: Vec<Option<(i64, i64)>> = vec![None; selectors];
+        let mut sels: Vec<Option<&Selector>> = vec![None; selectors];
+        self.ranges(node, self.start, self.end, &mut ranges, &mut sels);
+        (ranges, sels)
     }
 
     fn at_time(&self, at: At) -> i64 {

@@ -24,7 +24,7 @@ use std::collections::HashMap;
 pub use labels::Labels;
 pub use limits::Guard;
 pub use math::format_value;
-pub use source::{MatchOp, Matcher, MemorySource, Overlay, SeriesSource};
+pub use source::{MatchOp, Matcher, MemorySource, Overlay, Selection, SeriesSource};
 pub use value::{Sample, Series, Value};
 
 /// Why a query failed. The variant is what the HTTP API reports as `errorType`.
@@ -233,6 +233,24 @@ impl Query {
         } else {
             None
         }
+    }
+
+    /// What an instant evaluation at `t_ms` will ask its source for: each selector
+    /// alternative with the time range it reads (for [`SeriesSource::prefetch`]).
+    pub fn selections(&self, t_ms: i64, options: &QueryOptions) -> Vec<Selection> {
+        let ctx = eval::Ctx::frame((t_ms, t_ms, 0), options, Guard::new(0));
+        let (ranges, sels) = ctx.selector_ranges(&self.node, self.selectors);
+        let mut out = Vec::new();
+        for (range, sel) in ranges.into_iter().zip(sels) {
+            if let (Some((from_ms, to_ms)), Some(sel)) = (range, sel) {
+                out.extend(sel.matchers.iter().map(|matchers| Selection {
+                    matchers: matchers.clone(),
+                    from_ms,
+                    to_ms,
+                }));
+            }
+        }
+        out
     }
 
     /// Evaluates the query at `t_ms` under `options`' sample budget and timeout.

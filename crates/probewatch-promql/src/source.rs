@@ -70,6 +70,17 @@ pub fn anchored_regex(pattern: &str) -> Result<Regex, QueryError> {
         .map_err(|e| QueryError::Parse(format!("invalid regular expression {pattern:?}: {e}")))
 }
 
+/// One selector alternative and the time range an evaluation reads it over.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// Matchers that must all hold.
+    pub matchers: Vec<Matcher>,
+    /// Oldest time read, ms.
+    pub from_ms: i64,
+    /// Newest time read, ms.
+    pub to_ms: i64,
+}
+
 /// A store of series the engine can query. Implemented by probewatch's store adapter and by
 /// [`MemorySource`].
 pub trait SeriesSource {
@@ -83,6 +94,12 @@ pub trait SeriesSource {
         to_ms: i64,
         max_samples: usize,
     ) -> Result<Vec<Series>, QueryError>;
+
+    /// A hint: the selections about to be made (a rule group's, before it is evaluated).
+    /// A source whose every read is a round trip may read them all at once and answer the
+    /// `select`s that follow from what it read; an empty list ends the hint. Errors are
+    /// not reported here: a `select` the hint could not serve reads as usual.
+    fn prefetch(&self, _selections: &[Selection]) {}
 
     /// The label sets of every series matching all `matchers` that has samples in
     /// `[from_ms, to_ms]` (for `/api/v1/series` and label listings).
@@ -204,6 +221,10 @@ impl<'a> Overlay<'a> {
 }
 
 impl SeriesSource for Overlay<'_> {
+    fn prefetch(&self, selections: &[Selection]) {
+        self.base.prefetch(selections);
+    }
+
     fn select(
         &self,
         matchers: &[Matcher],

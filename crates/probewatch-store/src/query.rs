@@ -3,11 +3,11 @@
 //! samples. Written against the `Store` trait, so any back end gets PromQL.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 
 use probewatch_promql::labels::{Labels, METRIC_NAME};
 use probewatch_promql::source::MatchOp;
-use probewatch_promql::{Matcher, QueryError, Series, SeriesSource};
+use probewatch_promql::{Matcher, QueryError, Selection, Series, SeriesSource};
 
 use crate::Store;
 
@@ -324,15 +324,148 @@ enum Presence {
     Some(Vec<usize>),
 }
 
-/// A [`SeriesSource`] over a store.
+/// A [`SeriesSource`] over a store. Make one per evaluation (a query, a rule group): what a
+/// [`SeriesSource::prefetch`] hint read is kept until the next hint.
 pub struct StoreSource<'a> {
-    /// Where samples come from.
-    pub store: &'a dyn Store,
-    /// The shared series index.
-    pub index: &'a SeriesIndex,
+    store: &'a dyn Store,
+    index: &'a SeriesIndex,
+    /// Series read ahead for the current hint, by store id.
+    prefetched: Mutex<HashMap<i64, Prefetched>>,
+}
+
+/// One series' samples read ahead, and the time range they cover.
+struct Prefetched {
+    from_ms: i64,
+    to_ms: i64,
+    points: Vec<(i64, f64)>,
+}
+
+/// At most this many samples are read ahead for one hint; a group that needs more reads
+/// selector by selector, under each query's own budget.
+const PREFETCH_MAX_SAMPLES: usize = 5_000_000;
+
+impl<'a> StoreSource<'a> {
+    /// A source reading `store`, finding series through the shared `index`.
+    pub fn new(store: &'a dyn Store, index: &'a SeriesIndex) -> StoreSource<'a> {
+        StoreSource {
+            store,
+            index,
+            prefetched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The store read.
+    pub fn store(&self) -> &'a dyn Store {
+        self.store
+    }
+
+    /// The series index used.
+    pub fn index(&self) -> &'a SeriesIndex {
+        self.index
+    }
+
+    /// The selected series, served from what the last hint read when it holds every one of
+    /// them over `[from_ms, to_ms]`; `None` when it does not.
+    fn select_prefetched(
+        &self,
+        matchers: &[Matcher],
+        from_ms: i64,
+        to_ms: i64,
+        max_samples: usize,
+    ) -> Option<Result<Vec<Series>, QueryError>> {
+        let cache = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.is_empty() {
+            return None;
+        }
+        // No index refresh: the hint refreshed it, and the evaluation sees that moment.
+        let selected = self.index.matching(matchers);
+        let mut out = Vec::with_capacity(selected.len());
+        let mut held = 0usize;
+        for (id, labels) in selected {
+            let entry = cache.get(&id)?;
+            if entry.from_ms > from_ms || entry.to_ms < to_ms {
+                return None;
+            }
+            let lo = entry.points.partition_point(|p| p.0 < from_ms);
+            let hi = entry.points.partition_point(|p| p.0 <= to_ms);
+            if lo == hi {
+                continue;
+            }
+            held += hi - lo;
+            if held > max_samples {
+                return Some(Err(QueryError::TooManySamples));
+            }
+            out.push(Series {
+                labels,
+                points: entry.points[lo..hi].to_vec(),
+                drop_name: false,
+            });
+        }
+        Some(Ok(out))
+    }
 }
 
 impl SeriesSource for StoreSource<'_> {
+    fn prefetch(&self, selections: &[Selection]) {
+        let mut cache = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        cache.clear();
+        if selections.is_empty() {
+            return;
+        }
+        if let Err(err) = self.index.refresh(self.store) {
+            tracing::debug!(error = %err, "prefetch skipped");
+            return;
+        }
+        // Each series' widest range over the selections that pick it, then one read per
+        // distinct range (a group's rules use a handful of windows).
+        let mut wanted: HashMap<i64, (i64, i64)> = HashMap::new();
+        {
+            let index = self.index.inner.read().unwrap_or_else(|e| e.into_inner());
+            for selection in selections {
+                for p in positions(&index, &selection.matchers) {
+                    let range = (selection.from_ms, selection.to_ms);
+                    wanted
+                        .entry(index.series[p].0)
+                        .and_modify(|(a, b)| {
+                            *a = (*a).min(range.0);
+                            *b = (*b).max(range.1);
+                        })
+                        .or_insert(range);
+                }
+            }
+        }
+        let mut by_range: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
+        for (id, range) in wanted {
+            by_range.entry(range).or_default().push(id);
+        }
+        let mut budget = PREFETCH_MAX_SAMPLES;
+        for ((from_ms, to_ms), mut ids) in by_range {
+            ids.sort_unstable();
+            match self.store.read_samples(&ids, from_ms, to_ms, budget) {
+                Ok(read) => {
+                    for (id, points) in ids.into_iter().zip(read) {
+                        budget = budget.saturating_sub(points.len());
+                        cache.insert(
+                            id,
+                            Prefetched {
+                                from_ms,
+                                to_ms,
+                                points,
+                            },
+                        );
+                    }
+                }
+                Err(err) => {
+                    // Too much to hold, or the store failed: the selects read as usual and
+                    // report what they meet.
+                    tracing::debug!(error = %err, "prefetch abandoned");
+                    cache.clear();
+                    return;
+                }
+            }
+        }
+    }
+
     fn select(
         &self,
         matchers: &[Matcher],
@@ -340,6 +473,9 @@ impl SeriesSource for StoreSource<'_> {
         to_ms: i64,
         max_samples: usize,
     ) -> Result<Vec<Series>, QueryError> {
+        if let Some(served) = self.select_prefetched(matchers, from_ms, to_ms, max_samples) {
+            return served;
+        }
         self.index.refresh(self.store)?;
         let selected = self.index.matching(matchers);
         let ids: Vec<i64> = selected.iter().map(|(id, _)| *id).collect();

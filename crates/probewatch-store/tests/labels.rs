@@ -43,10 +43,7 @@ fn labels(store: &dyn Store) {
     store.write_samples(&samples).expect("write");
     while store.compact(100_000).expect("compact").more() {}
     let index = SeriesIndex::new();
-    let source = StoreSource {
-        store,
-        index: &index,
-    };
+    let source = StoreSource::new(store, &index);
     let all = vec![Vec::new()];
     let (ever, early, late) = ((i64::MIN, i64::MAX), (0, 2_000), (50_000, 200_000));
 

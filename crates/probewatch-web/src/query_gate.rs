@@ -72,13 +72,7 @@ pub(crate) async fn run<T: Send + 'static>(
     // the evaluation is only noticing its cancel flag.
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
-        f(
-            &StoreSource {
-                store: store.as_ref(),
-                index: &index,
-            },
-            guard,
-        )
+        f(&StoreSource::new(store.as_ref(), &index), guard)
     })
     .await
     .map_err(|e| QueryError::Storage(format!("query task failed: {e}")))?

@@ -102,7 +102,7 @@ pub(crate) async fn metadata(
         let metric = params.get("metric").map(String::from);
         let names = crate::query_gate::run(&state, move |source, guard| {
             guard.check()?;
-            source.index.metric_names(source.store)
+            source.index().metric_names(source.store())
         })
         .await?;
         let mut out = serde_json::Map::new();
@@ -223,9 +223,9 @@ pub(crate) async fn tsdb(
         };
         let (cardinality, span) = crate::query_gate::run(&state, move |source, guard| {
             guard.check()?;
-            let cardinality = source.index.cardinality(source.store, limit)?;
+            let cardinality = source.index().cardinality(source.store(), limit)?;
             let span = source
-                .store
+                .store()
                 .sample_span()
                 .map_err(|e| probewatch_promql::QueryError::Storage(e.to_string()))?;
             Ok((cardinality, span))

@@ -701,10 +701,7 @@ impl Rules {
 
     /// Evaluates one group; its new alert state is applied only once the store saved it.
     fn evaluate(&mut self, group: usize) {
-        let source = StoreSource {
-            store: self.store.as_ref(),
-            index: &self.index,
-        };
+        let source = StoreSource::new(self.store.as_ref(), &self.index);
         let now = crate::ingest::now_ms();
         let silences = match self.store.silences() {
             Ok(rows) => probewatch_alerting::silence::active_silences(&rows, now),

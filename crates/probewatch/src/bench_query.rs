@@ -82,10 +82,7 @@ fn measure(
 
     let end_ms = start_ms + (i64::try_from(args.samples).context("samples")? - 1) * step_ms;
     let index = SeriesIndex::new();
-    let source = StoreSource {
-        store,
-        index: &index,
-    };
+    let source = StoreSource::new(store, &index);
     let ids: Vec<i64> = store.series_after(0)?.iter().map(|s| s.id).collect();
     // The API's finest resolution: 11,000 points over the range.
     let range_step = ((end_ms - start_ms) / 10_999).max(1);

@@ -133,10 +133,7 @@ fn measure(
         loaded.elapsed().as_secs_f64()
     );
     let index = SeriesIndex::new();
-    let source = StoreSource {
-        store,
-        index: &index,
-    };
+    let source = StoreSource::new(store, &index);
     let ids: Vec<i64> = store.series_after(0)?.iter().map(|s| s.id).collect();
     let mut baseline = Vec::new();
     for _ in 0..args.repeat {

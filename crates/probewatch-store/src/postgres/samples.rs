@@ -259,8 +259,11 @@ fn read_snapshot(client: &mut postgres::Client) -> Result<postgres::Transaction<
         .start()?)
 }
 
+/// One series' samples, oldest first.
+type Samples = Vec<(i64, f64)>;
+
 /// Each series' samples, in the order of the ids asked for.
-type PerSeries = Vec<Vec<(i64, f64)>>;
+type PerSeries = Vec<Samples>;
 
 /// The samples of each of `ids` in `[from_ms, to_ms]`, chunks then head (the head winning on
 /// equal timestamps), or `None` past `max_samples` in all.
@@ -277,53 +280,64 @@ fn read_many(
         at.entry(*id).or_default().push(i);
     }
     let mut held = 0usize;
-    let mut decoded = Vec::new();
     // One statement, so one snapshot and one round trip (typed parameters: no prepare):
-    // each series' chunks (disjoint, so max_ts order is time order), then its head rows.
+    // each chunk a row, then each head sample a row. Unordered: sorting a large read made
+    // the server spill to disk, and the client orders each series' few rows cheaply.
     let rows = tx.query_typed(
-        "SELECT 0 AS src, series_id, max_ts AS ts, data, NULL::float8 AS value,
-                NULL::int8 AS bits
+        "SELECT series_id, max_ts AS ts, data, NULL::float8 AS value, NULL::int8 AS bits
            FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
          UNION ALL
-         SELECT 1, series_id, ts_ms, NULL::bytea, value, bits
-           FROM samples_head WHERE series_id = ANY($1) AND ts_ms BETWEEN $2 AND $3
-         ORDER BY 2, 1, 3",
+         SELECT series_id, ts_ms, NULL::bytea, value, bits
+           FROM samples_head WHERE series_id = ANY($1) AND ts_ms BETWEEN $2 AND $3",
         &[
             (&ids, Type::INT8_ARRAY),
             (&from_ms, Type::INT8),
             (&to_ms, Type::INT8),
         ],
     )?;
-    let mut from_chunks: Vec<usize> = vec![0; ids.len()];
+    // Per slot: its chunks' samples by the chunk's newest time, then its head samples.
+    let mut chunked: Vec<Vec<(i64, Samples)>> = vec![Vec::new(); ids.len()];
+    let mut head: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
     for r in &rows {
-        let Some(slots) = at.get(&r.get::<_, i64>(1)) else {
+        let Some(slots) = at.get(&r.get::<_, i64>(0)) else {
             continue;
         };
-        if r.get::<_, i32>(0) == 0 {
-            decoded.clear();
-            chunk::decode(r.get(3), &mut decoded).map_err(corrupt)?;
-            decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
-            held += decoded.len() * slots.len();
-            if held > max_samples {
-                return Ok(None);
+        let taken = match r.get::<_, Option<&[u8]>>(2) {
+            Some(data) => {
+                let mut decoded = Vec::new();
+                chunk::decode(data, &mut decoded).map_err(corrupt)?;
+                decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
+                let taken = decoded.len();
+                let max_ts: i64 = r.get(1);
+                for &slot in slots {
+                    chunked[slot].push((max_ts, decoded.clone()));
+                }
+                taken
             }
-            for &slot in slots {
-                out[slot].extend_from_slice(&decoded);
-                from_chunks[slot] = out[slot].len();
+            None => {
+                let sample = (r.get(1), head_value(r, 3));
+                for &slot in slots {
+                    head[slot].push(sample);
+                }
+                1
             }
-        } else {
-            held += slots.len();
-            if held > max_samples {
-                return Ok(None);
-            }
-            let sample = (r.get(2), head_value(r, 4));
-            for &slot in slots {
-                out[slot].push(sample);
-            }
+        };
+        held += taken * slots.len();
+        if held > max_samples {
+            return Ok(None);
         }
     }
-    for (series, chunked) in out.iter_mut().zip(from_chunks) {
-        if series.len() > chunked && chunked > 0 {
+    for ((series, mut chunks), mut head) in out.iter_mut().zip(chunked).zip(head) {
+        // A series' chunks are disjoint, so their newest times order them; its head rows
+        // have one time each.
+        chunks.sort_unstable_by_key(|c| c.0);
+        head.sort_unstable_by_key(|s| s.0);
+        for (_, samples) in chunks {
+            series.extend(samples);
+        }
+        let from_chunks = series.len();
+        series.extend(head);
+        if series.len() > from_chunks && from_chunks > 0 {
             chunk::keep_last_written(series, 0);
         }
     }
