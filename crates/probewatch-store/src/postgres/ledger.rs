@@ -843,8 +843,23 @@ pub(super) fn write_samples(
     let ts = column(&rows, |r| r.1);
     let vs = column(&rows, |r| value_columns(r.2).0);
     let bits = column(&rows, |r| value_columns(r.2).1);
-    // New samples are the usual case: insert what is new, then rewrite the values of the
-    // rest only when some (series, time) existed already.
+    // New samples are the usual case: one binary COPY, under a savepoint. When some
+    // (series, time) is in the head already (a rewritten result), the COPY fails as a whole
+    // and the savepoint takes it back: then insert what is new and rewrite the rest.
+    {
+        let mut attempt = tx.savepoint("head_copy")?;
+        match copy_into_head(&mut attempt, &ids, &ts, &vs, &bits) {
+            Ok(copied) => {
+                attempt.commit()?;
+                delta.samples += to_i64(copied);
+                return Ok(());
+            }
+            Err(err) if err.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                attempt.rollback()?;
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
     let new = tx.execute(
         "INSERT INTO samples_head (series_id, ts_ms, value, bits)
          SELECT * FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[])
@@ -863,6 +878,27 @@ pub(super) fn write_samples(
     }
     delta.samples += to_i64(new);
     Ok(())
+}
+
+/// Appends rows to the head with one binary COPY; fails (changing nothing once rolled
+/// back) if any (series, time) is there already.
+fn copy_into_head(
+    tx: &mut Transaction<'_>,
+    ids: &[i64],
+    ts: &[i64],
+    values: &[f64],
+    bits: &[Option<i64>],
+) -> Result<u64, postgres::Error> {
+    use postgres::binary_copy::BinaryCopyInWriter;
+    use postgres::types::{ToSql, Type};
+    let sink = tx.copy_in("COPY samples_head (series_id, ts_ms, value, bits) FROM STDIN BINARY")?;
+    let mut writer =
+        BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::FLOAT8, Type::INT8]);
+    for i in 0..ids.len() {
+        let row: [&(dyn ToSql + Sync); 4] = [&ids[i], &ts[i], &values[i], &bits[i]];
+        writer.write(&row)?;
+    }
+    writer.finish()
 }
 
 use crate::id_cache::IdCache;

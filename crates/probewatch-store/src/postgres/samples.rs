@@ -66,43 +66,27 @@ impl SampleStore for PgStore {
             return Ok(CompactStep::default());
         }
         let limit = i64::try_from(max_samples.max(1)).unwrap_or(i64::MAX);
-        // Each row's ctid, to delete exactly the rows moved: they are locked until the commit,
-        // so nobody can move or rewrite them meanwhile.
-        let mut ctids: Vec<String> = Vec::new();
+        // One statement takes the step's rows out of the head: whole series, the first
+        // ones holding about `limit` samples. Rows written meanwhile stay for the next step
+        // (a rewrite of a row being taken waits, and the newest value is the one taken).
         let mut rows: Vec<(i64, i64, f64)> = tx
             .query(
-                "SELECT series_id, ts_ms, value, bits, ctid::text FROM samples_head
-                 ORDER BY series_id, ts_ms LIMIT $1 FOR UPDATE",
+                "DELETE FROM samples_head
+                  WHERE series_id <= (SELECT max(series_id) FROM
+                          (SELECT series_id FROM samples_head ORDER BY series_id LIMIT $1) f)
+                  RETURNING series_id, ts_ms, value, bits",
                 &[&limit],
             )?
             .iter()
-            .map(|r| {
-                ctids.push(r.get(4));
-                (r.get(0), r.get(1), head_value(r, 2))
-            })
+            .map(|r| (r.get(0), r.get(1), head_value(r, 2)))
             .collect();
-        let Some(&(last_series, last_ts, _)) = rows.last() else {
+        if rows.is_empty() {
             self.draining
                 .store(false, std::sync::atomic::Ordering::Relaxed);
             return Ok(CompactStep::default());
-        };
-        if rows.len() as i64 == limit {
-            // Whole series only: the rest of the last one.
-            let rest = tx.query(
-                "SELECT series_id, ts_ms, value, bits, ctid::text FROM samples_head
-                 WHERE series_id = $1 AND ts_ms > $2 ORDER BY ts_ms FOR UPDATE",
-                &[&last_series, &last_ts],
-            )?;
-            for r in &rest {
-                ctids.push(r.get(4));
-                rows.push((r.get(0), r.get(1), head_value(r, 2)));
-            }
         }
+        rows.sort_unstable_by_key(|r| (r.0, r.1));
         let samples_delta = merge_into_chunks(&mut tx, &rows)?;
-        tx.execute(
-            "DELETE FROM samples_head WHERE ctid = ANY($1::text[]::tid[])",
-            &[&ctids],
-        )?;
         tx.execute(
             "UPDATE stats SET samples = samples + $1 WHERE id = 1",
             &[&samples_delta],
