@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 
 use postgres::Transaction;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::error::SqlState;
+use postgres::types::{ToSql, Type};
 use probewatch_core::{ProbeResult, SeriesSample};
 
 use super::{IdCaches, PgStore, to_i64, to_u64};
@@ -645,8 +648,29 @@ fn write_checks(
     let me = column(&rows, |(_, (_, check, _))| check.message.as_str());
     let fi = column(&rows, |(_, (_, _, file_id))| *file_id);
     let iv = column(&rows, |(_, (result, _, _))| result.interval_ms);
-    // New rows are the usual case: insert what is new, then rewrite the rest (results
-    // delivered again with other content) only when some already existed.
+    // New rows are the usual case: one binary COPY. When some existed already (results
+    // delivered again), insert what is new, then rewrite the rest.
+    let copied = copy_new(
+        tx,
+        "COPY check_results (check_id, ts_ms, status, duration, message, file_id, interval_ms)
+         FROM STDIN BINARY",
+        &[
+            Type::INT8,
+            Type::INT8,
+            Type::INT2,
+            Type::FLOAT8,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+        ],
+        c.len(),
+        |i| [&c[i], &ts[i], &st[i], &du[i], &me[i], &fi[i], &iv[i]],
+    )?;
+    if let Some(copied) = copied {
+        delta.check_results += to_i64(copied);
+        advance_checks(tx, &mut pending, &latest)?;
+        return Ok(written);
+    }
     let new = tx.execute(
         "INSERT INTO check_results (check_id, ts_ms, status, duration, message, file_id,
             interval_ms)
@@ -843,22 +867,16 @@ pub(super) fn write_samples(
     let ts = column(&rows, |r| r.1);
     let vs = column(&rows, |r| value_columns(r.2).0);
     let bits = column(&rows, |r| value_columns(r.2).1);
-    // New samples are the usual case: one binary COPY, under a savepoint. When some
-    // (series, time) is in the head already (a rewritten result), the COPY fails as a whole
-    // and the savepoint takes it back: then insert what is new and rewrite the rest.
-    {
-        let mut attempt = tx.savepoint("head_copy")?;
-        match copy_into_head(&mut attempt, &ids, &ts, &vs, &bits) {
-            Ok(copied) => {
-                attempt.commit()?;
-                delta.samples += to_i64(copied);
-                return Ok(());
-            }
-            Err(err) if err.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
-                attempt.rollback()?;
-            }
-            Err(err) => return Err(err.into()),
-        }
+    // New samples are the usual case: one binary COPY; a rewritten result falls back.
+    if let Some(copied) = copy_new(
+        tx,
+        "COPY samples_head (series_id, ts_ms, value, bits) FROM STDIN BINARY",
+        &[Type::INT8, Type::INT8, Type::FLOAT8, Type::INT8],
+        ids.len(),
+        |i| [&ids[i], &ts[i], &vs[i], &bits[i]],
+    )? {
+        delta.samples += to_i64(copied);
+        return Ok(());
     }
     let new = tx.execute(
         "INSERT INTO samples_head (series_id, ts_ms, value, bits)
@@ -880,25 +898,38 @@ pub(super) fn write_samples(
     Ok(())
 }
 
-/// Appends rows to the head with one binary COPY; fails (changing nothing once rolled
-/// back) if any (series, time) is there already.
-fn copy_into_head(
+/// Appends `rows` rows (the `i`th given by `row(i)`) with one binary COPY under a
+/// savepoint: `Some(count)`, or `None` when some row's key exists already — then the COPY
+/// fails as a whole, the savepoint takes it back, and the caller inserts what is new and
+/// rewrites the rest. New rows are the usual case, and a COPY costs about half an
+/// `INSERT … ON CONFLICT` (speculative insertion).
+fn copy_new<'r, const N: usize>(
     tx: &mut Transaction<'_>,
-    ids: &[i64],
-    ts: &[i64],
-    values: &[f64],
-    bits: &[Option<i64>],
-) -> Result<u64, postgres::Error> {
-    use postgres::binary_copy::BinaryCopyInWriter;
-    use postgres::types::{ToSql, Type};
-    let sink = tx.copy_in("COPY samples_head (series_id, ts_ms, value, bits) FROM STDIN BINARY")?;
-    let mut writer =
-        BinaryCopyInWriter::new(sink, &[Type::INT8, Type::INT8, Type::FLOAT8, Type::INT8]);
-    for i in 0..ids.len() {
-        let row: [&(dyn ToSql + Sync); 4] = [&ids[i], &ts[i], &values[i], &bits[i]];
-        writer.write(&row)?;
+    copy: &str,
+    types: &[Type; N],
+    rows: usize,
+    row: impl Fn(usize) -> [&'r (dyn ToSql + Sync); N],
+) -> Result<Option<u64>, StoreError> {
+    let mut attempt = tx.savepoint("copy_new")?;
+    let copied = (|| {
+        let sink = attempt.copy_in(copy)?;
+        let mut writer = BinaryCopyInWriter::new(sink, types);
+        for i in 0..rows {
+            writer.write(&row(i))?;
+        }
+        writer.finish()
+    })();
+    match copied {
+        Ok(count) => {
+            attempt.commit()?;
+            Ok(Some(count))
+        }
+        Err(err) if err.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            attempt.rollback()?;
+            Ok(None)
+        }
+        Err(err) => Err(err.into()),
     }
-    writer.finish()
 }
 
 use crate::id_cache::IdCache;
