@@ -820,31 +820,43 @@ pub(super) fn write_samples(
         keys.sort_unstable();
         let metrics: Vec<&str> = keys.iter().map(|k| k.0).collect();
         let labels: Vec<&str> = keys.iter().map(|k| k.1).collect();
-        let created: i64 = tx
-            .query_one(
-                "WITH n AS (
-                    INSERT INTO series (metric, labels)
-                    SELECT * FROM unnest($1::text[], $2::text[])
-                    ON CONFLICT (metric, labels) DO NOTHING RETURNING 1)
-                 SELECT count(*) FROM n",
-                &[&metrics, &labels],
-            )?
-            .get(0);
-        delta.series += created;
-        let rows = tx.query(
-            "SELECT s.id, s.metric, s.labels FROM series s
-             JOIN unnest($1::text[], $2::text[]) AS u(metric, labels)
-               ON s.metric = u.metric AND s.labels = u.labels",
+        // Create what is missing; the rows that existed already (another server made them,
+        // or they fell out of the cache) are read after, and only those.
+        let created = tx.query(
+            "INSERT INTO series (metric, labels)
+             SELECT * FROM unnest($1::text[], $2::text[])
+             ON CONFLICT (metric, labels) DO NOTHING RETURNING id, metric, labels",
             &[&metrics, &labels],
         )?;
-        for row in &rows {
-            let (id, metric, labels): (i64, &str, &str) = (row.get(0), row.get(1), row.get(2));
-            cache.insert(id_cache::key(&[metric, labels]), id);
-            if let Some(indexes) = missing.get(&(metric, labels)) {
-                for &i in indexes {
-                    series_ids[i] = Some(id);
+        delta.series += to_i64(created.len() as u64);
+        let resolve = |rows: &[postgres::Row],
+                       cache: &mut IdCache,
+                       series_ids: &mut Vec<Option<i64>>| {
+            for row in rows {
+                let (id, metric, labels): (i64, &str, &str) = (row.get(0), row.get(1), row.get(2));
+                cache.insert(id_cache::key(&[metric, labels]), id);
+                if let Some(indexes) = missing.get(&(metric, labels)) {
+                    for &i in indexes {
+                        series_ids[i] = Some(id);
+                    }
                 }
             }
+        };
+        resolve(&created, cache, &mut series_ids);
+        let existing: Vec<&(&str, &str)> = keys
+            .into_iter()
+            .filter(|k| missing.get(*k).is_some_and(|i| series_ids[i[0]].is_none()))
+            .collect();
+        if !existing.is_empty() {
+            let metrics: Vec<&str> = existing.iter().map(|k| k.0).collect();
+            let labels: Vec<&str> = existing.iter().map(|k| k.1).collect();
+            let rows = tx.query(
+                "SELECT s.id, s.metric, s.labels FROM series s
+                 JOIN unnest($1::text[], $2::text[]) AS u(metric, labels)
+                   ON s.metric = u.metric AND s.labels = u.labels",
+                &[&metrics, &labels],
+            )?;
+            resolve(&rows, cache, &mut series_ids);
         }
     }
     // Last write wins within the batch: keep the last sample per (series, time).
