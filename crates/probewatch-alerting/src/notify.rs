@@ -129,8 +129,8 @@ fn now_ms() -> i64 {
 }
 
 /// The key a receiver deduplicates a notification by: the same for every attempt, from
-/// any server, at least once each (the `Idempotency-Key` header, and `idempotencyKey` in a
-/// webhook's payload). One per notification row, which one saved state change of an alert
+/// any server, at least once each (the `Idempotency-Key` header, `idempotencyKey` in a
+/// webhook's payload, `PROBEWATCH_IDEMPOTENCY_KEY` for a command, an email's Message-ID). One per notification row, which one saved state change of an alert
 /// group created.
 pub fn idempotency_key(notification_id: i64) -> String {
     format!("probewatch-{notification_id}")
@@ -168,7 +168,7 @@ pub fn deliver(
                 Some(key),
             )
         }
-        ReceiverKind::Email(settings) => send_email(settings, payload, receiver.timeout),
+        ReceiverKind::Email(settings) => send_email(settings, payload, receiver.timeout, key),
         ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout, key),
     }
 }
@@ -216,10 +216,14 @@ pub fn email_text(payload: &str) -> Result<(String, String), String> {
     Ok((subject, body))
 }
 
+/// Sends an alert email. Its Message-ID is made from the idempotency key, so every attempt
+/// of one notification, from any server, is the same message to mail systems that drop
+/// duplicates by Message-ID.
 fn send_email(
     settings: &EmailSettings,
     payload: &str,
     timeout: Duration,
+    key: &str,
 ) -> Result<String, DeliveryError> {
     use DeliveryError::{Permanent, Transient};
     use lettre::transport::smtp::authentication::Credentials;
@@ -232,7 +236,8 @@ fn send_email(
                 .parse()
                 .map_err(|e| Permanent(format!("from {:?}: {e}", settings.from)))?,
         )
-        .subject(subject);
+        .subject(subject)
+        .message_id(Some(message_id(key, &settings.from)));
     for to in &settings.to {
         message = message.to(to
             .parse()
@@ -266,6 +271,17 @@ fn send_email(
         settings.port,
         response.code()
     ))
+}
+
+/// `<key@domain>`, the domain taken from the sender's address (`probewatch.invalid` when
+/// it has none).
+fn message_id(key: &str, from: &str) -> String {
+    let domain = from
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>').trim())
+        .filter(|d| !d.is_empty() && !d.contains(['<', '>', ' ']))
+        .unwrap_or("probewatch.invalid");
+    format!("<{key}@{domain}>")
 }
 
 /// POSTs a JSON body; `Ok` on a 2xx answer (whose body is not read), otherwise the status

@@ -533,6 +533,10 @@ fn an_email_receiver_sends_through_smtp() {
     assert!(mail.contains("web login is critical"), "{mail}");
     let outbox = daemon.get("/api/v1/notifications");
     assert_eq!(outbox["data"][0]["delivered"], true, "{outbox}");
+    // Every attempt of a notification carries its idempotency key as the Message-ID.
+    let id = outbox["data"][0]["id"].as_i64().expect("notification id");
+    let message_id = format!("Message-ID: <probewatch-{id}@example.com>");
+    assert!(mail.contains(&message_id), "{message_id} not in {mail}");
     daemon.stop();
 }
 
