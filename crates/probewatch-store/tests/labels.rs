@@ -100,3 +100,55 @@ fn labels(store: &dyn Store) {
         ["__name__", "job", "shard"]
     );
 }
+
+#[test]
+fn presence_over_many_series_follows_later_writes_from_any_server() {
+    for backend in common::backends::backends("labels_follow") {
+        eprintln!("labels_follow on {}", backend.name());
+        // A head limit of one sample: every compaction drains the head into chunks.
+        let store = backend.open_with_head_max(1);
+        // A second server on the same database where there is one (PostgreSQL), else the
+        // same store: its chunks must be seen by the first server's next question.
+        let other = backend
+            .postgres_url()
+            .map(|_| backend.open_with_head_max(1));
+        let writer: &dyn Store = other.as_deref().unwrap_or(&*store);
+        follow(&*store, writer);
+    }
+}
+
+fn follow(store: &dyn Store, writer: &dyn Store) {
+    // 3,000 series at t = 1,000: past the threshold where presence comes from spans.
+    let early: Vec<SeriesSample> = (0..3000)
+        .map(|i| sample("up", &format!("{{instance=\"i{i:04}\"}}"), 1_000))
+        .collect();
+    store.write_samples(&early).expect("write");
+    while store.compact(10_000).expect("compact").more() {}
+    let index = SeriesIndex::new();
+    let source = StoreSource::new(store, &index);
+    let all = vec![Vec::new()];
+    let values = |from: i64, to: i64| {
+        source
+            .label_values("instance", &all, from, to)
+            .expect("values")
+    };
+    assert_eq!(values(0, 2_000).len(), 3000);
+    assert!(values(40_000, 60_000).is_empty());
+
+    // Later: two series moved into chunks by the other server, one only in the head.
+    writer
+        .write_samples(&[
+            sample("up", "{instance=\"i0007\"}", 50_000),
+            sample("up", "{instance=\"late\"}", 50_000),
+        ])
+        .expect("write");
+    while writer.compact(10_000).expect("compact").more() {}
+    // "late" now has a chunk of its own (the 3,000 early series have one each).
+    assert!(writer.sample_span().expect("span").chunks > 3000);
+    writer
+        .write_samples(&[sample("up", "{instance=\"head\"}", 55_000)])
+        .expect("write");
+    assert_eq!(values(40_000, 60_000), ["head", "i0007", "late"]);
+    assert_eq!(values(52_000, 60_000), ["head"]);
+    assert_eq!(values(0, 2_000).len(), 3000);
+}

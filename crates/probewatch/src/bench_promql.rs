@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 use probewatch_core::SeriesSample;
-use probewatch_store::prelude::*;
 use probewatch_store::{SqliteStore, Store};
 
 /// `probewatch bench-promql` options.
@@ -40,6 +39,10 @@ pub struct BenchPromqlArgs {
     /// The promtool that builds its TSDB.
     #[arg(long, default_value = "/usr/bin/promtool")]
     pub promtool: PathBuf,
+    /// Also measure on PostgreSQL: a URL whose user may create databases (a fresh one is
+    /// made and dropped after).
+    #[arg(long)]
+    pub postgres: Option<String>,
 }
 
 /// The value of series `i` at sample `k`: a counter rising by `i % 10 + 1` a sample.
@@ -52,7 +55,7 @@ fn labels(i: usize) -> String {
 }
 
 /// Writes the samples into a fresh store, in batches, compacting as ingest would.
-fn fill_store(store: &SqliteStore, args: &BenchPromqlArgs, start_ms: i64) -> anyhow::Result<()> {
+fn fill_store(store: &dyn Store, args: &BenchPromqlArgs, start_ms: i64) -> anyhow::Result<()> {
     let samples = args.minutes * 60 / args.step;
     let mut batch = Vec::with_capacity(200_000);
     for k in 0..samples {
@@ -303,10 +306,12 @@ pub fn run(args: &BenchPromqlArgs) -> anyhow::Result<std::process::ExitCode> {
         "  {:<48} {:>14} {:>14} {:>8}",
         "request (median of runs)", "probewatch", "Prometheus", "ratio"
     );
+    let mut on_sqlite = Vec::new();
     for (label, path) in &requests {
         let (mine, _) =
             crate::bench_http::time_get(&client, &format!("{}{path}", ours.base), args.repeat)
                 .with_context(|| label.clone())?;
+        on_sqlite.push((label.clone(), mine));
         match &peer {
             Some(peer) => {
                 let (theirs, _) = crate::bench_http::time_get(
@@ -322,6 +327,36 @@ pub fn run(args: &BenchPromqlArgs) -> anyhow::Result<std::process::ExitCode> {
             }
             None => println!("  {label:<48} {mine:>11.1} ms {:>14} {:>8}", "-", "-"),
         }
+    }
+    drop(ours);
+    if let Some(admin) = &args.postgres {
+        let on_pg = crate::bench_store::on_fresh_postgres(
+            admin,
+            "bench_promql",
+            &probewatch_store::StoreOptions::default(),
+            |store| {
+                let t = Instant::now();
+                fill_store(&*store, args, start_ms)?;
+                println!(
+                    "  on postgresql: the same samples stored in {:.1} s",
+                    t.elapsed().as_secs_f64()
+                );
+                let server = crate::bench_http::LoopbackServer::start(store)?;
+                let mut times = Vec::new();
+                for (label, path) in &requests {
+                    let (took, _) = crate::bench_http::time_get(
+                        &client,
+                        &format!("{}{path}", server.base),
+                        args.repeat,
+                    )
+                    .with_context(|| format!("postgresql: {label}"))?;
+                    println!("  {label:<48} {took:>11.1} ms");
+                    times.push((label.clone(), took));
+                }
+                Ok(times)
+            },
+        )?;
+        crate::bench_store::print_ratios(&on_sqlite, &on_pg, 48);
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

@@ -20,6 +20,7 @@ mod intervals;
 mod ledger;
 mod partitions;
 mod samples;
+mod spans;
 
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -203,6 +204,8 @@ pub struct PgStore {
     fence: Mutex<Option<(String, i64)>>,
     /// When the day partitions ahead were last made (ms).
     partitions_made_at: std::sync::atomic::AtomicI64,
+    /// Each series' chunk span, for presence questions over many series.
+    spans: spans::ChunkSpans,
 }
 
 #[derive(Default)]
@@ -309,6 +312,7 @@ impl PgStore {
             draining: std::sync::atomic::AtomicBool::new(false),
             fence: Mutex::new(None),
             partitions_made_at: std::sync::atomic::AtomicI64::new(now_ms()),
+            spans: spans::ChunkSpans::default(),
         })
     }
 

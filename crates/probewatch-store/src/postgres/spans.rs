@@ -1,0 +1,100 @@
+//! Each series' chunk span in memory, so "which of these 100,000 series have samples between
+//! `start` and `end`" (`/api/v1/series`, labels and label values with a time range) reads
+//! only what changed since it was last asked, instead of every chunk row (a pass over a
+//! chunk table that compaction rewrites reads its dead rows too).
+//!
+//! Several servers write the database, so no process sees every commit: the table follows
+//! the chunks by id. Only compaction makes chunks, one step at a time under an advisory lock,
+//! so ids grow in commit order and `id > last seen` finds every chunk made since; a merged
+//! chunk replaces its old one under a new id with a span at least as wide. The head is small
+//! and read on each question. A span is conservative (every sample lies inside it; retention
+//! may leave it too wide), as SQLite's; the table is loaded again every ten minutes, which
+//! forgets what retention removed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use postgres::types::Type;
+
+use crate::StoreError;
+
+/// How long a loaded table is followed before it is loaded again.
+const RELOAD_AFTER: Duration = Duration::from_secs(600);
+
+/// `(first, last)` chunk sample time by series id, and the newest chunk id read.
+#[derive(Debug, Default)]
+pub(super) struct ChunkSpans(Mutex<Option<Loaded>>);
+
+#[derive(Debug)]
+struct Loaded {
+    spans: HashMap<i64, (i64, i64)>,
+    last_chunk: i64,
+    at: Instant,
+}
+
+impl ChunkSpans {
+    /// Every series in `ids` (by position) whose samples may lie in `[from_ms, to_ms]`: a
+    /// head row there, or a chunk span overlapping it.
+    pub fn present(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let reload = guard.as_ref().is_none_or(|l| l.at.elapsed() > RELOAD_AFTER);
+        if reload {
+            *guard = None;
+            let mut loaded = Loaded {
+                spans: HashMap::new(),
+                last_chunk: 0,
+                at: Instant::now(),
+            };
+            for r in tx.query(
+                "SELECT series_id, min(min_ts), max(max_ts), max(id) FROM chunks
+                  GROUP BY series_id",
+                &[],
+            )? {
+                loaded.spans.insert(r.get(0), (r.get(1), r.get(2)));
+                loaded.last_chunk = loaded.last_chunk.max(r.get(3));
+            }
+            *guard = Some(loaded);
+        } else if let Some(loaded) = guard.as_mut() {
+            for r in tx.query_typed(
+                "SELECT id, series_id, min_ts, max_ts FROM chunks WHERE id > $1",
+                &[(&loaded.last_chunk, Type::INT8)],
+            )? {
+                let (id, series, lo, hi): (i64, i64, i64, i64) =
+                    (r.get(0), r.get(1), r.get(2), r.get(3));
+                widen(&mut loaded.spans, series, lo, hi);
+                loaded.last_chunk = loaded.last_chunk.max(id);
+            }
+        }
+        let head: std::collections::HashSet<i64> = tx
+            .query_typed(
+                "SELECT DISTINCT series_id FROM samples_head WHERE ts_ms BETWEEN $1 AND $2",
+                &[(&from_ms, Type::INT8), (&to_ms, Type::INT8)],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let spans = guard.as_ref().map(|l| &l.spans);
+        Ok(ids
+            .iter()
+            .map(|id| {
+                head.contains(id)
+                    || spans
+                        .and_then(|s| s.get(id))
+                        .is_some_and(|&(lo, hi)| lo <= to_ms && hi >= from_ms)
+            })
+            .collect())
+    }
+}
+
+fn widen(spans: &mut HashMap<i64, (i64, i64)>, series: i64, lo: i64, hi: i64) {
+    let span = spans.entry(series).or_insert((lo, hi));
+    span.0 = span.0.min(lo);
+    span.1 = span.1.max(hi);
+}
