@@ -34,7 +34,10 @@ use crate::StoreError;
 use crate::id_cache::IdCache;
 
 /// Versioned schema changes, applied in order; the number of a migration is its position.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_checks_fillfactor.sql"),
+];
 
 /// The advisory lock key that serializes migrations between servers starting together
 /// ("probewatch" folded into 63 bits).
