@@ -36,7 +36,7 @@ use crate::id_cache::IdCache;
 /// Versioned schema changes, applied in order; the number of a migration is its position.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
-    include_str!("migrations/0002_checks_fillfactor.sql"),
+    include_str!("migrations/0002_checks_autovacuum.sql"),
 ];
 
 /// The advisory lock key that serializes migrations between servers starting together
