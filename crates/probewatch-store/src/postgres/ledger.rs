@@ -750,7 +750,27 @@ fn advance_checks(
     let dirty_ids = column(&dirty, |(id, _)| *id);
     let lo = column(&dirty, |(_, (l, _))| *l);
     let hi = column(&dirty, |(_, (_, h))| *h);
-    if !closed_ids.is_empty() {
+    // Runs closed by this batch are new rows, unless results were delivered again: one
+    // COPY, falling back to an upsert.
+    let copied = closed_ids.is_empty()
+        || copy_new(
+            tx,
+            "COPY status_intervals (check_id, start_ms, end_ms, status, results)
+             FROM STDIN BINARY",
+            &[Type::INT8, Type::INT8, Type::INT8, Type::INT2, Type::INT8],
+            closed_ids.len(),
+            |i| {
+                [
+                    &closed_ids[i],
+                    &starts[i],
+                    &ends[i],
+                    &statuses[i],
+                    &counts[i],
+                ]
+            },
+        )?
+        .is_some();
+    if !copied {
         tx.execute(
             "INSERT INTO status_intervals (check_id, start_ms, end_ms, status, results)
              SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int2[], $5::int8[])
