@@ -30,6 +30,9 @@ impl Val {
     }
 }
 
+/// Per selector id: the time range it reads and the selector (`None` for unused ids).
+pub(crate) type SelectorRanges<'n> = (Vec<Option<(i64, i64)>>, Vec<Option<&'n Selector>>);
+
 /// Everything evaluation needs: the query's time frame and the fetched series.
 pub(crate) struct Ctx {
     pub start: i64,
@@ -126,12 +129,7 @@ impl Ctx {
 
     /// Per selector id, the time range it needs over this frame and the selector (`None`
     /// for ids `node` does not use).
-    #[allow(clippy::type_complexity)]
-    pub fn selector_ranges<'n>(
-        &self,
-        node: &'n Node,
-        selectors: usize,
-    ) -> (Vec<Option<(i64, i64)>>, Vec<Option<&'n Selector>>) {
+    pub fn selector_ranges<'n>(&self, node: &'n Node, selectors: usize) -> SelectorRanges<'n> {
         let mut ranges: Vec<Option<(i64, i64)>> = vec![None; selectors];
         let mut sels: Vec<Option<&Selector>> = vec![None; selectors];
         self.ranges(node, self.start, self.end, &mut ranges, &mut sels);

@@ -170,23 +170,29 @@ impl SeriesSource for MemorySource {
             if !matchers.iter().all(|m| m.matches_labels(&s.labels)) {
                 continue;
             }
-            let lo = s.points.partition_point(|p| p.0 < from_ms);
-            let hi = s.points.partition_point(|p| p.0 <= to_ms);
-            if lo == hi {
+            let points = points_within(&s.points, from_ms, to_ms);
+            if points.is_empty() {
                 continue;
             }
-            held += hi - lo;
+            held += points.len();
             if held > max_samples {
                 return Err(QueryError::TooManySamples);
             }
             out.push(Series {
                 labels: s.labels.clone(),
-                points: s.points[lo..hi].to_vec(),
+                points: points.to_vec(),
                 drop_name: false,
             });
         }
         Ok(out)
     }
+}
+
+/// The points of a time-ordered slice that lie in `[from_ms, to_ms]`.
+pub fn points_within(points: &[(i64, f64)], from_ms: i64, to_ms: i64) -> &[(i64, f64)] {
+    let lo = points.partition_point(|p| p.0 < from_ms);
+    let hi = points.partition_point(|p| p.0 <= to_ms);
+    &points[lo..hi.max(lo)]
 }
 
 /// Puts a sample into points kept in time order; a sample at the same time is replaced.

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, RwLock};
 
 use probewatch_promql::labels::{Labels, METRIC_NAME};
-use probewatch_promql::source::MatchOp;
+use probewatch_promql::source::{MatchOp, points_within};
 use probewatch_promql::{Matcher, QueryError, Selection, Series, SeriesSource};
 
 use crate::Store;
@@ -386,18 +386,17 @@ impl<'a> StoreSource<'a> {
             if entry.from_ms > from_ms || entry.to_ms < to_ms {
                 return None;
             }
-            let lo = entry.points.partition_point(|p| p.0 < from_ms);
-            let hi = entry.points.partition_point(|p| p.0 <= to_ms);
-            if lo == hi {
+            let points = points_within(&entry.points, from_ms, to_ms);
+            if points.is_empty() {
                 continue;
             }
-            held += hi - lo;
+            held += points.len();
             if held > max_samples {
                 return Some(Err(QueryError::TooManySamples));
             }
             out.push(Series {
                 labels,
-                points: entry.points[lo..hi].to_vec(),
+                points: points.to_vec(),
                 drop_name: false,
             });
         }

@@ -666,11 +666,32 @@ fn write_checks(
         c.len(),
         |i| [&c[i], &ts[i], &st[i], &du[i], &me[i], &fi[i], &iv[i]],
     )?;
-    if let Some(copied) = copied {
-        delta.check_results += to_i64(copied);
-        advance_checks(tx, &mut pending, &latest)?;
-        return Ok(written);
-    }
+    let stored = match copied {
+        Some(copied) => copied,
+        None => insert_then_rewrite_results(tx, (&c, &ts, &st, &du, &me, &fi, &iv))?,
+    };
+    delta.check_results += to_i64(stored);
+    advance_checks(tx, &mut pending, &latest)?;
+    Ok(written)
+}
+
+/// The columns of a batch's check results, in table order.
+type ResultColumns<'c> = (
+    &'c [i64],
+    &'c [i64],
+    &'c [i16],
+    &'c [Option<f64>],
+    &'c [&'c str],
+    &'c [i64],
+    &'c [Option<i64>],
+);
+
+/// Inserts the results that are new and rewrites those delivered again with other content;
+/// returns how many were new.
+fn insert_then_rewrite_results(
+    tx: &mut Transaction<'_>,
+    (c, ts, st, du, me, fi, iv): ResultColumns<'_>,
+) -> Result<u64, StoreError> {
     let new = tx.execute(
         "INSERT INTO check_results (check_id, ts_ms, status, duration, message, file_id,
             interval_ms)
@@ -690,10 +711,7 @@ fn write_checks(
             &[&c, &ts, &st, &du, &me, &fi, &iv],
         )?;
     }
-    delta.check_results += to_i64(new);
-
-    advance_checks(tx, &mut pending, &latest)?;
-    Ok(written)
+    Ok(new)
 }
 
 /// The newest result of each check in a batch.
@@ -900,16 +918,30 @@ pub(super) fn write_samples(
     let vs = column(&rows, |r| value_columns(r.2).0);
     let bits = column(&rows, |r| value_columns(r.2).1);
     // New samples are the usual case: one binary COPY; a rewritten result falls back.
-    if let Some(copied) = copy_new(
+    let copied = copy_new(
         tx,
         "COPY samples_head (series_id, ts_ms, value, bits) FROM STDIN BINARY",
         &[Type::INT8, Type::INT8, Type::FLOAT8, Type::INT8],
         ids.len(),
         |i| [&ids[i], &ts[i], &vs[i], &bits[i]],
-    )? {
-        delta.samples += to_i64(copied);
-        return Ok(());
-    }
+    )?;
+    let stored = match copied {
+        Some(copied) => copied,
+        None => insert_then_rewrite_samples(tx, (&ids, &ts, &vs, &bits))?,
+    };
+    delta.samples += to_i64(stored);
+    Ok(())
+}
+
+/// The columns of a batch's head rows: series, time, value, NaN bits.
+type HeadColumns<'c> = (&'c [i64], &'c [i64], &'c [f64], &'c [Option<i64>]);
+
+/// Inserts the head samples that are new and rewrites the values of those already there;
+/// returns how many were new.
+fn insert_then_rewrite_samples(
+    tx: &mut Transaction<'_>,
+    (ids, ts, vs, bits): HeadColumns<'_>,
+) -> Result<u64, StoreError> {
     let new = tx.execute(
         "INSERT INTO samples_head (series_id, ts_ms, value, bits)
          SELECT * FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[])
@@ -926,8 +958,7 @@ pub(super) fn write_samples(
             &[&ids, &ts, &vs, &bits],
         )?;
     }
-    delta.samples += to_i64(new);
-    Ok(())
+    Ok(new)
 }
 
 /// Appends `rows` rows (the `i`th given by `row(i)`) with one binary COPY under a

@@ -290,7 +290,7 @@ fn read_many(
     )?;
     // Per slot: its chunks' samples by the chunk's newest time, then its head samples.
     let mut chunked: Vec<Vec<(i64, Samples)>> = vec![Vec::new(); ids.len()];
-    let mut head: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
+    let mut head: Vec<Samples> = vec![Vec::new(); ids.len()];
     for r in &rows {
         let Some(slots) = at.get(&r.get::<_, i64>(0)) else {
             continue;
@@ -302,8 +302,12 @@ fn read_many(
                 decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
                 let taken = decoded.len();
                 let max_ts: i64 = r.get(1);
-                for &slot in slots {
-                    chunked[slot].push((max_ts, decoded.clone()));
+                // An id asked for more than once gets a copy per slot; usually there is one.
+                if let Some((&last, others)) = slots.split_last() {
+                    for &slot in others {
+                        chunked[slot].push((max_ts, decoded.clone()));
+                    }
+                    chunked[last].push((max_ts, decoded));
                 }
                 taken
             }
