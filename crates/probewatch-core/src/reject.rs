@@ -21,6 +21,9 @@ pub enum RejectKind {
     Value,
     /// The file could not be read (permissions, vanished, not a regular file).
     Io,
+    /// The sender may not write this result: an agent's file names a host outside the
+    /// hosts its token may write for.
+    Forbidden,
 }
 
 impl RejectKind {
@@ -35,6 +38,7 @@ impl RejectKind {
             RejectKind::Schema => "schema",
             RejectKind::Value => "value",
             RejectKind::Io => "io",
+            RejectKind::Forbidden => "forbidden",
         }
     }
 }

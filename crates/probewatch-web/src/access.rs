@@ -23,7 +23,7 @@ pub struct Access {
 
 /// Compares two secrets in time that depends only on their lengths, so the time taken
 /// does not reveal how much of a guess was right.
-pub(crate) fn same_secret(given: &str, expected: &str) -> bool {
+pub fn same_secret(given: &str, expected: &str) -> bool {
     given.len() == expected.len()
         && given
             .bytes()
@@ -83,9 +83,12 @@ pub(crate) async fn require(
     let Some(access) = &state.access else {
         return next.run(request).await;
     };
-    // Health and readiness stay open for load balancers and supervisors.
-    if matches!(request.uri().path(), "/healthz" | "/-/healthy" | "/-/ready")
-        || allowed(access, state.api_token.as_deref(), request.headers())
+    // Health and readiness stay open for load balancers and supervisors; agents and push
+    // clients are checked against their own tokens.
+    if matches!(
+        request.uri().path(),
+        "/healthz" | "/-/healthy" | "/-/ready" | "/api/v1/agent/ingest" | "/api/v1/push"
+    ) || allowed(access, state.api_token.as_deref(), request.headers())
     {
         return next.run(request).await;
     }

@@ -19,6 +19,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 pub mod access;
+pub mod agent_api;
 mod check_page;
 mod graph_page;
 mod history;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub reload: Option<Arc<dyn Reload>>,
     /// What the status endpoints report about the process and its configuration.
     pub info: Arc<status_api::ServerInfo>,
+    /// Takes results sent by agents and push clients (none: those endpoints answer 404).
+    pub remote: Option<Arc<dyn agent_api::RemoteIngest>>,
 }
 
 /// Configuration reload, as the daemon offers it (SIGHUP does the same).
@@ -261,6 +264,19 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/silences/{id}",
             axum::routing::delete(silences_api::expire),
         )
+        .route(
+            "/api/v1/agent/ingest",
+            post(agent_api::ingest).layer(axum::extract::DefaultBodyLimit::max(
+                agent_api::MAX_BODY_BYTES,
+            )),
+        )
+        .route(
+            "/api/v1/push",
+            post(agent_api::push).layer(axum::extract::DefaultBodyLimit::max(
+                agent_api::MAX_BODY_BYTES,
+            )),
+        )
+        .route("/api/v1/agents", get(agent_api::agents))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             access::require,

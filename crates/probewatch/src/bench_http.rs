@@ -30,6 +30,7 @@ impl LoopbackServer {
             status: None,
             reload: None,
             info: Arc::default(),
+            remote: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -1,4 +1,4 @@
-//! The command line: `probewatch run | demo | check | ingest | rules | silence | bench* |
+//! The command line: `probewatch run | agent | demo | check | ingest | rules | silence | bench* |
 //! example-config`.
 
 use std::path::PathBuf;
@@ -19,6 +19,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon: watch the spools, ingest, serve the HTTP API.
     Run(RunArgs),
+    /// Run on a probe host: watch its spools and deliver every complete result file to the
+    /// central servers, each version once (see docs/agent.md).
+    Agent(crate::agent::AgentArgs),
     /// Run everything on a temporary directory with built-in example probes and rules, to
     /// see the dashboard and alerts working within a minute.
     Demo {

@@ -89,6 +89,97 @@ pub struct ConfigFile {
     /// Which alerts go to which receiver.
     #[serde(default, rename = "route")]
     pub routes: Vec<crate::alerting::RouteFile>,
+    /// Agents (and push clients) that may send results over HTTP, each with its token.
+    #[serde(default, rename = "agent")]
+    pub agents: Vec<AgentAuthFile>,
+}
+
+/// One `[[agent]]` table on the server: a sender of results over HTTP.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentAuthFile {
+    /// Its name (letters, digits, `.`, `_`, `-`): the host of its results that name none.
+    pub name: String,
+    /// Its token, written here…
+    pub token: Option<String>,
+    /// …or read from this file (first line; relative to the config file's directory).
+    pub token_file: Option<PathBuf>,
+    /// Host names it may write results for (default: its name).
+    pub hosts: Option<Vec<String>>,
+}
+
+/// A secret given inline or in a file (its first line; relative paths from `base_dir`).
+pub(crate) fn read_secret(
+    field: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+    base_dir: Option<&Path>,
+) -> anyhow::Result<String> {
+    let secret = match (inline, file) {
+        (Some(s), None) => s,
+        (None, Some(file)) => {
+            let path = match base_dir {
+                Some(base) if file.is_relative() => base.join(&file),
+                _ => file,
+            };
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("{field}_file {}", path.display()))?;
+            text.lines().next().unwrap_or("").to_string()
+        }
+        (Some(_), Some(_)) => bail!("give {field} or {field}_file, not both"),
+        (None, None) => bail!("needs {field} or {field}_file"),
+    };
+    if secret.is_empty() {
+        bail!("{field} is empty");
+    }
+    Ok(secret)
+}
+
+/// Whether `name` may name an agent: it becomes a host label and part of ledger paths.
+pub(crate) fn valid_agent_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn resolve_agents(
+    agents: Vec<AgentAuthFile>,
+    base_dir: Option<&Path>,
+) -> anyhow::Result<Vec<crate::remote::AgentAuth>> {
+    let mut out: Vec<crate::remote::AgentAuth> = Vec::new();
+    for agent in agents {
+        let name = agent.name;
+        if !valid_agent_name(&name) {
+            bail!("[[agent]] name {name:?}: use letters, digits, '.', '_' and '-' (at most 128)");
+        }
+        if out.iter().any(|a| *a.name == *name) {
+            bail!("two [[agent]] tables are named {name:?}");
+        }
+        let token = read_secret("token", agent.token, agent.token_file, base_dir)
+            .with_context(|| format!("[[agent]] {name}"))?
+            .trim()
+            .to_string();
+        if token.len() < 16 {
+            bail!(
+                "[[agent]] {name}: the token is shorter than 16 characters; use a long random one (e.g. openssl rand -hex 24)"
+            );
+        }
+        if out.iter().any(|a| a.token == token) {
+            bail!("[[agent]] {name}: its token is another agent's too; give each its own");
+        }
+        let mut hosts = agent.hosts.unwrap_or_default();
+        if !hosts.contains(&name) {
+            hosts.insert(0, name.clone());
+        }
+        out.push(crate::remote::AgentAuth {
+            name: Arc::from(name),
+            token,
+            hosts,
+        });
+    }
+    Ok(out)
 }
 
 /// The `[access]` table: basic auth for the whole dashboard and API.
@@ -270,6 +361,8 @@ pub struct Config {
     pub query: QueryLimits,
     /// The file and flags this was loaded from, for a reload.
     pub origin: crate::reload::ConfigOrigin,
+    /// Senders of results over HTTP (agents, push clients).
+    pub agents: Vec<crate::remote::AgentAuth>,
 }
 
 /// Command-line values that override the file.
@@ -521,6 +614,7 @@ impl Config {
                 listen,
             )?,
             origin: crate::reload::ConfigOrigin::default(),
+            agents: resolve_agents(file.agents, file.base_dir.as_deref())?,
         })
     }
 }
@@ -538,23 +632,8 @@ fn resolve_access(
             "[access] username must not contain ':' (basic auth separates it from the password with one)"
         );
     }
-    let password = match (access.password, access.password_file) {
-        (Some(p), None) => p,
-        (None, Some(file)) => {
-            let path = match base_dir {
-                Some(base) if file.is_relative() => base.join(&file),
-                _ => file,
-            };
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("[access] password_file {}", path.display()))?;
-            text.lines().next().unwrap_or("").to_string()
-        }
-        (Some(_), Some(_)) => bail!("[access] takes password or password_file, not both"),
-        (None, None) => bail!("[access] needs password or password_file"),
-    };
-    if password.is_empty() {
-        bail!("[access] password is empty");
-    }
+    let password = read_secret("password", access.password, access.password_file, base_dir)
+        .context("[access]")?;
     Ok(probewatch_web::access::Access { username, password })
 }
 

@@ -201,7 +201,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     )?;
 
     let state = probewatch_web::AppState {
-        store: store_dyn,
+        store: store_dyn.clone(),
         registry: Arc::new(registry),
         index,
         query_options: config.query.options,
@@ -215,6 +215,15 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             .get()
             .map(|r| r.clone() as Arc<dyn probewatch_web::Reload>),
         info,
+        remote: (!config.agents.is_empty()).then(|| {
+            Arc::new(crate::remote::RemoteIngestor::new(
+                config.agents.clone(),
+                pipeline.remote(),
+                store_dyn.clone(),
+                config.max_file_bytes,
+                config.clock_skew_tolerance,
+            )) as Arc<dyn probewatch_web::agent_api::RemoteIngest>
+        }),
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,
@@ -349,7 +358,7 @@ fn spawn_stop_watchdog() {
 /// SIGINT and SIGTERM stop the daemon; SIGHUP reloads the configuration (once the daemon
 /// has started; before that it is logged and ignored, never the default action, which would
 /// kill it). Registered before this returns.
-fn spawn_signal_listener(
+pub(crate) fn spawn_signal_listener(
     runtime: &tokio::runtime::Runtime,
     shutdown: Shutdown,
     reloader: Arc<std::sync::OnceLock<Arc<Reloader>>>,

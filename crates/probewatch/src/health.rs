@@ -97,6 +97,14 @@ impl IngestHealth {
         *self.halted.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
+    /// Why ingest stopped for good, if it did.
+    pub fn halted_reason(&self) -> Option<String> {
+        self.halted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Whether ingest stopped for good.
     pub fn is_halted(&self) -> bool {
         self.halted

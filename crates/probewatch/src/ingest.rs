@@ -76,6 +76,51 @@ enum Work {
         path: PathBuf,
         outcome: probewatch_store::Outcome,
     },
+    /// Files an agent or a push client sent, already parsed: committed durably, and the
+    /// sender told what became of each.
+    Remote(Box<RemoteBatch>),
+}
+
+/// Items that arrived over HTTP, and where to answer once they are committed.
+struct RemoteBatch {
+    items: Vec<IngestItem>,
+    reply: SyncSender<Result<probewatch_store::CommitSummary, String>>,
+}
+
+/// The way into the writer for files that arrive over HTTP (agents, push): they commit in
+/// the writer's order, durably, and each caller learns what became of its items. Closed
+/// when the pipeline stops, so the writer can finish.
+#[derive(Clone)]
+pub struct RemoteCommits {
+    work: Arc<std::sync::Mutex<Option<SyncSender<Work>>>>,
+}
+
+impl RemoteCommits {
+    /// Commits `items` (waiting for room in the writer's queue), and returns once the commit
+    /// is durable; an error says why nothing was committed.
+    pub fn commit(
+        &self,
+        items: Vec<IngestItem>,
+    ) -> Result<probewatch_store::CommitSummary, String> {
+        let sender = self
+            .work
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| "probewatch is stopping".to_string())?;
+        let (reply, answer) = sync_channel(1);
+        sender
+            .send(Work::Remote(Box::new(RemoteBatch { items, reply })))
+            .map_err(|_| "probewatch is stopping".to_string())?;
+        drop(sender);
+        answer
+            .recv()
+            .map_err(|_| "probewatch stopped before the commit".to_string())?
+    }
+
+    fn close(&self) {
+        self.work.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
 }
 
 struct Prepared {
@@ -92,6 +137,8 @@ impl Work {
         match self {
             Work::Item(p) => p.item.file.size.max(1),
             Work::AfterOnly { .. } => 1,
+            // Not read by the preparer, so not in its budget; the sender bounds its batch.
+            Work::Remote(_) => 0,
         }
     }
 }
@@ -147,6 +194,7 @@ struct Origin {
 /// The running ingest threads.
 pub struct Pipeline {
     threads: Vec<JoinHandle<()>>,
+    remote: RemoteCommits,
 }
 
 impl Pipeline {
@@ -162,6 +210,9 @@ impl Pipeline {
         // a parsed file, so this also bounds memory.
         let (work_tx, work_rx) = sync_channel::<Work>(settings.batch_max_files);
         let budget = Arc::new(ByteBudget::default());
+        let remote = RemoteCommits {
+            work: Arc::new(std::sync::Mutex::new(Some(work_tx.clone()))),
+        };
         let preparer = Preparer {
             settings: settings.clone(),
             store: store.clone(),
@@ -197,11 +248,19 @@ impl Pipeline {
             .spawn(move || writer.run(work_rx))?;
         Ok(Pipeline {
             threads: vec![prepare, write],
+            remote,
         })
     }
 
-    /// Waits until both threads have finished (after the watcher stopped).
+    /// The writer's entrance for files that arrive over HTTP.
+    pub fn remote(&self) -> RemoteCommits {
+        self.remote.clone()
+    }
+
+    /// Waits until both threads have finished (after the watcher and the HTTP server
+    /// stopped).
     pub fn join(self) {
+        self.remote.close();
         for thread in self.threads {
             let _ = thread.join();
         }
@@ -306,79 +365,37 @@ impl Preparer {
             return Ok(None);
         };
         let path = ready.path;
-        // O_NOFOLLOW: a symlink is never followed (out of the spool or into it twice).
-        // O_NONBLOCK: a FIFO named like a result file cannot hang the pipeline.
-        let file = match std::fs::File::options()
-            .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(&path)
-        {
-            Ok(file) => file,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-                tracing::debug!(path = %path.display(), "file vanished before it was read");
-                return Ok(None);
-            }
-            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-                tracing::info!(path = %path.display(), "ignoring symlink in spool");
-                return Ok(None);
-            }
-            Err(err) if err.raw_os_error() == Some(libc::ENAMETOOLONG) => {
-                if long_path_is_gone(&path) {
-                    return Ok(None);
-                }
-                return Err(format!(
-                    "cannot open: the path is longer than the system allows (PATH_MAX, {} \
-                     bytes): shorten the spool's path or the file's name ({err})",
-                    libc::PATH_MAX
-                ));
-            }
-            Err(err) => return Err(format!("cannot open: {err}")),
-        };
-        let meta = match file.metadata() {
-            Ok(meta) if meta.is_file() => meta,
-            Ok(_) => {
-                tracing::info!(path = %path.display(), "ignoring non-regular file in spool");
-                return Ok(None);
-            }
-            Err(err) => return Err(format!("cannot stat: {err}")),
+        let Some((file, meta)) = open_spool_file(&path)? else {
+            return Ok(None);
         };
         let path_bytes = path.as_os_str().as_bytes().to_vec();
         let size = meta.len();
         let mtime = mtime_ns(&meta);
-        if !ready.cause.is_fresh_write() {
-            // Scans and polls: a file whose size, mtime and inode match the ledger is the
-            // version we already have, unless its mtime is so recent that a same-size rewrite
-            // within the clock tick could hide behind it ("racy" mtime, as git calls it).
-            let racy = now_ms().saturating_mul(1_000_000).saturating_sub(mtime) < 2_000_000_000;
-            if !racy
-                && let Ok(Some(head)) = self.store.file_head(&path_bytes)
-                && head.size == size
-                && head.mtime_ns == mtime
-                && head.inode == meta.ino()
-            {
-                return Ok(Some(Work::AfterOnly {
-                    spool: ready.spool,
-                    path,
-                    outcome: head.outcome,
-                }));
-            }
+        if !ready.cause.is_fresh_write()
+            && let Ok(Some(head)) = self.store.file_head(&path_bytes)
+            && unchanged(head.size, head.mtime_ns, head.inode, &meta)
+        {
+            return Ok(Some(Work::AfterOnly {
+                spool: ready.spool,
+                path,
+                outcome: head.outcome,
+            }));
         }
-        let mtime_ms = mtime / 1_000_000;
-        let (version_hash, content) = if size > self.settings.max_file_bytes {
-            self.too_large(size, mtime, meta.ino())
-        } else {
-            let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
-            if let Err(err) = (&file)
-                .take(self.settings.max_file_bytes + 1)
-                .read_to_end(&mut bytes)
-            {
-                return Err(format!("cannot read: {err}"));
-            }
-            if bytes.len() as u64 > self.settings.max_file_bytes {
-                self.too_large(bytes.len() as u64, mtime, meta.ino())
-            } else {
-                self.parse(spool, &bytes, mtime, mtime_ms, &path)
-            }
+        let (version_hash, content) = match read_limited(&file, size, self.settings.max_file_bytes)?
+        {
+            Err(size) => too_large(size, mtime, meta.ino(), self.settings.max_file_bytes),
+            Ok(bytes) => parse_file(
+                &bytes,
+                mtime,
+                &ParseSettings {
+                    format: spool.format,
+                    labels: &spool.labels,
+                    limits: &self.settings.parse_limits,
+                    clock_skew_tolerance: self.settings.clock_skew_tolerance,
+                },
+                None,
+                &path.display().to_string(),
+            ),
         };
         let item = IngestItem {
             file: FileMeta {
@@ -398,80 +415,186 @@ impl Preparer {
             item,
         }))))
     }
+}
 
-    /// A file over the size limit is not read; its identity is its size, mtime and inode.
-    fn too_large(&self, size: u64, mtime: i64, inode: u64) -> ([u8; 32], ItemContent) {
-        let mut hasher = Sha256::new();
-        hasher.update(b"too-large\0");
-        hasher.update(size.to_le_bytes());
-        hasher.update(mtime.to_le_bytes());
-        hasher.update(inode.to_le_bytes());
-        let reject = Reject::new(
-            RejectKind::TooLarge,
-            format!(
-                "file is {size} bytes, over the limit of {} bytes (max_file_bytes)",
-                self.settings.max_file_bytes
-            ),
-        );
-        (hasher.finalize().into(), ItemContent::Rejected(reject))
+/// Opens a reported spool file for reading, never following a symlink. `Ok(None)`: nothing
+/// to do (gone, a symlink, not a regular file); `Err`: why it cannot be opened.
+pub(crate) fn open_spool_file(
+    path: &Path,
+) -> Result<Option<(std::fs::File, std::fs::Metadata)>, String> {
+    // O_NOFOLLOW: a symlink is never followed (out of the spool or into it twice).
+    // O_NONBLOCK: a FIFO named like a result file cannot hang the pipeline.
+    let file = match std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            tracing::debug!(path = %path.display(), "file vanished before it was read");
+            return Ok(None);
+        }
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            tracing::info!(path = %path.display(), "ignoring symlink in spool");
+            return Ok(None);
+        }
+        Err(err) if err.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+            if long_path_is_gone(path) {
+                return Ok(None);
+            }
+            return Err(format!(
+                "cannot open: the path is longer than the system allows (PATH_MAX, {} \
+                 bytes): shorten the spool's path or the file's name ({err})",
+                libc::PATH_MAX
+            ));
+        }
+        Err(err) => return Err(format!("cannot open: {err}")),
+    };
+    match file.metadata() {
+        Ok(meta) if meta.is_file() => Ok(Some((file, meta))),
+        Ok(_) => {
+            tracing::info!(path = %path.display(), "ignoring non-regular file in spool");
+            Ok(None)
+        }
+        Err(err) => Err(format!("cannot stat: {err}")),
     }
+}
 
-    fn parse(
-        &self,
-        spool: &Spool,
-        bytes: &[u8],
-        mtime_ns: i64,
-        mtime_ms: i64,
-        path: &Path,
-    ) -> ([u8; 32], ItemContent) {
-        let content_hash: [u8; 32] = Sha256::digest(bytes).into();
-        match parse(
-            spool.format,
-            bytes,
-            FileContext { mtime_ms },
-            &self.settings.parse_limits,
-        ) {
-            Err(reject) => (content_hash, ItemContent::Rejected(reject)),
-            Ok(results) => {
-                // Results that take their time from the file's mtime are a new result each
-                // time the file is rewritten, even with the same bytes.
-                let version_hash = if results
-                    .iter()
-                    .any(|r| r.time_source == TimeSource::FileMtime)
-                {
-                    let mut hasher = Sha256::new();
-                    hasher.update(content_hash);
-                    hasher.update(mtime_ns.to_le_bytes());
-                    hasher.finalize().into()
-                } else {
-                    content_hash
-                };
-                let limit = now_ms().saturating_add(
-                    i64::try_from(self.settings.clock_skew_tolerance.as_millis())
-                        .unwrap_or(i64::MAX),
+/// Whether a file found by a scan is the version recorded (size, mtime and inode match),
+/// unless its mtime is so recent that a same-size rewrite within the clock tick could hide
+/// behind it ("racy" mtime, as git calls it).
+pub(crate) fn unchanged(size: u64, mtime: i64, inode: u64, meta: &std::fs::Metadata) -> bool {
+    let now_ns = now_ms().saturating_mul(1_000_000);
+    let racy = now_ns.saturating_sub(mtime_ns(meta)) < 2_000_000_000;
+    !racy && size == meta.len() && mtime == mtime_ns(meta) && inode == meta.ino()
+}
+
+/// Reads an opened file whole, or `Ok(Err(size))` when it is over `max` bytes (then the
+/// rest is not read).
+pub(crate) fn read_limited(
+    file: &std::fs::File,
+    size: u64,
+    max: u64,
+) -> Result<Result<Vec<u8>, u64>, String> {
+    if size > max {
+        return Ok(Err(size));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0) + 1);
+    if let Err(err) = file.take(max + 1).read_to_end(&mut bytes) {
+        return Err(format!("cannot read: {err}"));
+    }
+    if bytes.len() as u64 > max {
+        return Ok(Err(bytes.len() as u64));
+    }
+    Ok(Ok(bytes))
+}
+
+/// A file over the size limit is not read; its identity is its size, mtime and inode.
+pub(crate) fn too_large(size: u64, mtime: i64, inode: u64, max: u64) -> ([u8; 32], ItemContent) {
+    let mut hasher = Sha256::new();
+    hasher.update(b"too-large\0");
+    hasher.update(size.to_le_bytes());
+    hasher.update(mtime.to_le_bytes());
+    hasher.update(inode.to_le_bytes());
+    let reject = Reject::new(
+        RejectKind::TooLarge,
+        format!("file is {size} bytes, over the limit of {max} bytes (max_file_bytes)"),
+    );
+    (hasher.finalize().into(), ItemContent::Rejected(reject))
+}
+
+/// How a file's bytes become results: its spool's format and labels, and the limits.
+pub(crate) struct ParseSettings<'a> {
+    /// The spool's format.
+    pub format: probewatch_core::Format,
+    /// Labels the spool adds to every series.
+    pub labels: &'a probewatch_core::Labels,
+    /// Parser limits.
+    pub limits: &'a ParseLimits,
+    /// Results stamped further in the future are flagged as clock skew.
+    pub clock_skew_tolerance: Duration,
+}
+
+/// Which hosts a remote sender (an agent, a push client) may write results for.
+pub(crate) struct HostRule<'a> {
+    /// The host of results that name none: the sender's own name.
+    pub default_host: &'a str,
+    /// Every host it may write for (the default host is one of them).
+    pub allowed: &'a [String],
+}
+
+/// Hashes and parses a file's bytes into the ledger's version hash and the item's content.
+/// The version hash is the content's SHA-256, mixed with the mtime when a result takes its
+/// time from the mtime (then every rewrite is a new result, even with the same bytes).
+pub(crate) fn parse_file(
+    bytes: &[u8],
+    mtime_ns: i64,
+    settings: &ParseSettings<'_>,
+    sender: Option<&HostRule<'_>>,
+    shown_as: &str,
+) -> ([u8; 32], ItemContent) {
+    let content_hash: [u8; 32] = Sha256::digest(bytes).into();
+    let mtime_ms = mtime_ns / 1_000_000;
+    let mut results = match parse(
+        settings.format,
+        bytes,
+        FileContext { mtime_ms },
+        settings.limits,
+    ) {
+        Err(reject) => return (content_hash, ItemContent::Rejected(reject)),
+        Ok(results) => results,
+    };
+    if let Some(rule) = sender {
+        for result in &mut results {
+            if result.host.is_empty() {
+                result.host = rule.default_host.to_string();
+            } else if !rule.allowed.contains(&result.host) {
+                let reject = Reject::new(
+                    RejectKind::Forbidden,
+                    format!(
+                        "result for host {:?}, but sender {:?} may only write for {}",
+                        result.host,
+                        rule.default_host,
+                        rule.allowed.join(", ")
+                    ),
                 );
-                let clock_skew = results.iter().any(|r| r.time_ms > limit);
-                if clock_skew {
-                    tracing::warn!(
-                        path = %path.display(),
-                        "result stamped more than {} in the future (clock skew?); stored at its own time",
-                        humantime::format_duration(self.settings.clock_skew_tolerance)
-                    );
-                }
-                (
-                    version_hash,
-                    ItemContent::Parsed {
-                        samples: results
-                            .iter()
-                            .flat_map(|r| r.series_samples(&spool.labels))
-                            .collect(),
-                        results,
-                        clock_skew,
-                    },
-                )
+                return (content_hash, ItemContent::Rejected(reject));
             }
         }
     }
+    let version_hash = if results
+        .iter()
+        .any(|r| r.time_source == TimeSource::FileMtime)
+    {
+        let mut hasher = Sha256::new();
+        hasher.update(content_hash);
+        hasher.update(mtime_ns.to_le_bytes());
+        hasher.finalize().into()
+    } else {
+        content_hash
+    };
+    let limit = now_ms().saturating_add(
+        i64::try_from(settings.clock_skew_tolerance.as_millis()).unwrap_or(i64::MAX),
+    );
+    let clock_skew = results.iter().any(|r| r.time_ms > limit);
+    if clock_skew {
+        tracing::warn!(
+            path = shown_as,
+            "result stamped more than {} in the future (clock skew?); stored at its own time",
+            humantime::format_duration(settings.clock_skew_tolerance)
+        );
+    }
+    (
+        version_hash,
+        ItemContent::Parsed {
+            samples: results
+                .iter()
+                .flat_map(|r| r.series_samples(settings.labels))
+                .collect(),
+            results,
+            clock_skew,
+        },
+    )
 }
 
 struct Writer {
@@ -531,13 +654,24 @@ impl Writer {
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
-            let n = batch.len();
+            // Files of the spools: what `handled` counts against the watcher's reports.
+            let n = batch
+                .iter()
+                .filter(|w| !matches!(w, Work::Remote(_)))
+                .count();
             // The batch's bytes go back once it is committed (or dropped): the preparer may
             // then read more.
             let returned = GiveBack(&self.budget, bytes);
-            if self.settings.health.is_halted() {
+            if let Some(reason) = self.settings.health.halted_reason() {
                 // Nothing is committed or moved: every file stays in the spool for the next
-                // start.
+                // start, and senders over HTTP keep theirs.
+                for work in batch {
+                    if let Work::Remote(r) = work {
+                        let _ = r
+                            .reply
+                            .try_send(Err(format!("ingest is stopped: {reason}")));
+                    }
+                }
                 self.settings
                     .handled
                     .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
@@ -595,8 +729,10 @@ impl Writer {
         let mut items = Vec::with_capacity(batch.len());
         let mut origins = Vec::with_capacity(batch.len());
         let mut after_only = Vec::new();
+        let mut remote = Vec::new();
         for work in batch {
             match work {
+                Work::Remote(r) => remote.push(*r),
                 Work::Item(p) => {
                     let Prepared {
                         spool,
@@ -628,6 +764,14 @@ impl Writer {
         {
             return 0;
         }
+        let remote_samples = if remote.is_empty() {
+            0
+        } else {
+            self.commit_remote(remote)
+        };
+        if items.is_empty() && after_only.is_empty() {
+            return remote_samples;
+        }
         let summary = if items.is_empty() && !durable {
             None
         } else {
@@ -655,23 +799,10 @@ impl Writer {
             return 0;
         }
         let committed_at = Instant::now();
-        if let (Some(summary), Some(tx)) = (&summary, &self.settings.on_commit)
+        if let Some(summary) = &summary
             && summary.samples > 0
         {
-            // Distinct names first, then copies: a batch has thousands of samples but few
-            // metrics.
-            let distinct: std::collections::HashSet<&str> = items
-                .iter()
-                .filter_map(|i| match &i.content {
-                    ItemContent::Parsed { samples, .. } => Some(samples),
-                    ItemContent::Rejected(_) => None,
-                })
-                .flatten()
-                .map(|s| s.metric.as_str())
-                .collect();
-            let names: Vec<String> = distinct.into_iter().map(str::to_string).collect();
-            // Never wait for the rules: a full queue means they will look soon anyway.
-            let _ = tx.try_send(names);
+            self.tell_rules(&items);
         }
         if let Some(summary) = &summary {
             self.metrics.batches.inc();
@@ -683,7 +814,77 @@ impl Writer {
         for (spool, path, outcome) in after_only {
             self.after(spool, &path, outcome);
         }
-        summary.map_or(0, |s| s.samples)
+        summary.map_or(0, |s| s.samples) + remote_samples
+    }
+
+    /// Tells the rules which metrics a committed batch wrote (they evaluate on it).
+    fn tell_rules(&self, items: &[IngestItem]) {
+        let Some(tx) = &self.settings.on_commit else {
+            return;
+        };
+        // Distinct names first, then copies: a batch has thousands of samples but few
+        // metrics.
+        let distinct: std::collections::HashSet<&str> = items
+            .iter()
+            .filter_map(|i| match &i.content {
+                ItemContent::Parsed { samples, .. } => Some(samples),
+                ItemContent::Rejected(_) => None,
+            })
+            .flatten()
+            .map(|s| s.metric.as_str())
+            .collect();
+        let names: Vec<String> = distinct.into_iter().map(str::to_string).collect();
+        // Never wait for the rules: a full queue means they will look soon anyway.
+        let _ = tx.try_send(names);
+    }
+
+    /// Commits what agents and push clients sent, in one durable transaction (they delete
+    /// their copies once answered), and answers each sender. A failure is answered too:
+    /// the sender keeps its files and tries again, so nothing is retried here.
+    fn commit_remote(&self, batches: Vec<RemoteBatch>) -> u64 {
+        let mut items = Vec::with_capacity(batches.iter().map(|b| b.items.len()).sum());
+        let mut replies = Vec::with_capacity(batches.len());
+        for batch in batches {
+            replies.push((batch.reply, batch.items.len()));
+            items.extend(batch.items);
+        }
+        let answer = if let Some(reason) = self.settings.health.halted_reason() {
+            Err(format!("ingest is stopped: {reason}"))
+        } else if !self.database_is_there() {
+            Err("ingest is stopped: the database file was replaced".to_string())
+        } else {
+            self.store.commit_batch(&items, true).map_err(|err| {
+                self.metrics.commit_errors.inc();
+                self.metrics.store_error("commit");
+                tracing::warn!(error = %err, files = items.len(), "committing files sent over HTTP failed; the senders retry");
+                err.to_string()
+            })
+        };
+        let samples = match &answer {
+            Ok(summary) => {
+                self.metrics.batches.inc();
+                self.metrics.samples_written.inc_by(summary.samples);
+                if summary.samples > 0 {
+                    self.tell_rules(&items);
+                }
+                summary.samples
+            }
+            Err(_) => 0,
+        };
+        let mut at = 0;
+        for (reply, n) in replies {
+            let part = answer.as_ref().map_err(Clone::clone).map(|summary| {
+                probewatch_store::CommitSummary {
+                    batch_id: summary.batch_id,
+                    items: summary.items[at..at + n].to_vec(),
+                    samples: 0,
+                    check_results: 0,
+                }
+            });
+            at += n;
+            let _ = reply.try_send(part);
+        }
+        samples
     }
 
     /// Whether the database file is still the one the store writes to; if not, ingest
@@ -797,31 +998,41 @@ impl Writer {
         let Some(spool) = self.settings.spools.get(spool) else {
             return;
         };
-        let target_dir = match (outcome, &spool.after_ingest, &spool.quarantine) {
-            (probewatch_store::Outcome::Ingested, AfterIngest::Keep, _) => return,
-            (probewatch_store::Outcome::Ingested, AfterIngest::Delete, _) => {
-                if let Err(err) = std::fs::remove_file(path)
-                    && err.kind() != std::io::ErrorKind::NotFound
-                {
-                    self.metrics.after_ingest_errors.inc();
-                    tracing::error!(path = %path.display(), error = %err, "cannot delete ingested file");
-                }
-                return;
-            }
-            (probewatch_store::Outcome::Ingested, AfterIngest::Move(dir), _) => dir,
-            (probewatch_store::Outcome::Rejected, _, Some(dir)) => dir,
-            (probewatch_store::Outcome::Rejected, _, None) => return,
-        };
-        if let Err(err) = move_into(&spool.root, path, target_dir) {
+        if !after_ingest(spool, path, outcome) {
             self.metrics.after_ingest_errors.inc();
-            tracing::error!(
-                path = %path.display(),
-                target = %target_dir.display(),
-                error = %err,
-                "cannot move file after ingest"
-            );
         }
     }
+}
+
+/// The spool's after-ingest action for a file whose ledger row is durable (on a server, or
+/// acknowledged by one): delete or move an ingested file, quarantine a rejected one. False
+/// when the action failed (logged here).
+pub(crate) fn after_ingest(spool: &Spool, path: &Path, outcome: probewatch_store::Outcome) -> bool {
+    let target_dir = match (outcome, &spool.after_ingest, &spool.quarantine) {
+        (probewatch_store::Outcome::Ingested, AfterIngest::Keep, _) => return true,
+        (probewatch_store::Outcome::Ingested, AfterIngest::Delete, _) => {
+            if let Err(err) = std::fs::remove_file(path)
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::error!(path = %path.display(), error = %err, "cannot delete ingested file");
+                return false;
+            }
+            return true;
+        }
+        (probewatch_store::Outcome::Ingested, AfterIngest::Move(dir), _) => dir,
+        (probewatch_store::Outcome::Rejected, _, Some(dir)) => dir,
+        (probewatch_store::Outcome::Rejected, _, None) => return true,
+    };
+    if let Err(err) = move_into(&spool.root, path, target_dir) {
+        tracing::error!(
+            path = %path.display(),
+            target = %target_dir.display(),
+            error = %err,
+            "cannot move file after ingest"
+        );
+        return false;
+    }
+    true
 }
 
 /// Logs a progress line every few seconds while a backlog is being worked off (batches

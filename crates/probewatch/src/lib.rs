@@ -3,6 +3,7 @@
 //!
 //! Kept as a library so the benchmark harness and tests can reach the same code paths.
 
+pub mod agent;
 pub mod alerting;
 pub mod bench;
 pub mod bench_alert;
@@ -22,5 +23,6 @@ pub mod health;
 pub mod ingest;
 pub mod process;
 pub mod reload;
+pub mod remote;
 pub mod shutdown;
 pub mod telemetry;

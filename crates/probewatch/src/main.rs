@@ -33,6 +33,7 @@ fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => probewatch::daemon::run_command(args),
+        Command::Agent(args) => probewatch::agent::agent_command(args),
         Command::Demo { listen } => probewatch::demo::run(listen),
         Command::Check(args) => probewatch::commands::check(&args),
         Command::Ingest(args) => probewatch::commands::ingest(&args),

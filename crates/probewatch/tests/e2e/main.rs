@@ -4,6 +4,7 @@
 mod util;
 mod webdriver;
 
+mod agent;
 mod alerting;
 mod bad_input;
 mod commands;

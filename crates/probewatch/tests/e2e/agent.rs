@@ -1,0 +1,660 @@
+//! `probewatch agent` against real servers: every file delivered once through resends, a
+//! proxy that cuts connections, a server that is away; bad files quarantined on the agent
+//! and reported centrally; tokens; and the push API.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::util::*;
+
+const TOKEN: &str = "agent-token-0123456789abcdef";
+
+/// A running `probewatch agent`; killed when dropped.
+struct Agent {
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    fn start(config: &Path) -> Agent {
+        let mut child = Command::new(BIN)
+            .args(["agent", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn agent");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
+            let out = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    out.lock().expect("lock").push_str(&format!("{line}\n"));
+                }
+            });
+        }
+        let agent = Agent { child, output };
+        agent.wait_log("agent started", "started", Duration::from_secs(30));
+        agent
+    }
+
+    fn log(&self) -> String {
+        self.output.lock().expect("lock").clone()
+    }
+
+    fn wait_log(&self, what: &str, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}; agent log:\n{}", self.log());
+    }
+
+    /// SIGTERM and a clean exit.
+    fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let exit = self.child.wait().expect("wait");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(exit.success(), "agent exit {exit}:\n{}", self.log());
+        self.log()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A server on `port` (0: any) taking results from agent `web-1` (which may also write
+/// for host `h1`), with its own empty spool.
+fn server_config(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir.join("server-spool")).expect("spool");
+    let path = dir.join("server.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[spool]]
+path = "{spool}"
+
+[[agent]]
+name = "web-1"
+token = "{TOKEN}"
+hosts = ["h1"]
+
+[[agent]]
+name = "ci"
+token = "push-token-0123456789abcdef"
+"#,
+            spool = dir.join("server-spool").display()
+        ),
+    )
+    .expect("write server config");
+    path
+}
+
+fn start_server(dir: &Path, port: u16) -> Daemon {
+    Daemon::spawn(&[
+        "run".to_string(),
+        "--config".into(),
+        server_config(dir).display().to_string(),
+        "--data".into(),
+        dir.join("server-data").display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ])
+}
+
+/// An agent config delivering `spool` to `servers`; files are deleted once stored and
+/// rejected ones moved to `quarantine`.
+fn agent_config(dir: &Path, servers: &[String], token: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("agent-spool")).expect("spool");
+    let path = dir.join("agent.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+server = {servers:?}
+name = "web-1"
+token = "{token}"
+data_dir = "{data}"
+heartbeat_interval = "500ms"
+request_timeout = "5s"
+settle = "200ms"
+
+[[spool]]
+path = "{spool}"
+after_ingest = "delete"
+quarantine = "{quarantine}"
+labels = {{ site = "eu1" }}
+"#,
+            data = dir.join("agent-data").display(),
+            spool = dir.join("agent-spool").display(),
+            quarantine = dir.join("quarantine").display(),
+        ),
+    )
+    .expect("write agent config");
+    path
+}
+
+/// Files, distinct paths and samples of probe series (not the agents' own) in `store`.
+fn probe_ledger(store: &dyn probewatch_store::Store) -> (u64, u64, u64) {
+    let files = store.files(None, usize::MAX).expect("files");
+    let paths: std::collections::HashSet<&[u8]> = files.iter().map(|f| &f.path[..]).collect();
+    let ids: Vec<i64> = store
+        .series_after(0)
+        .expect("series")
+        .iter()
+        .filter(|s| !s.metric.starts_with("probewatch_agent_"))
+        .map(|s| s.id)
+        .collect();
+    let samples: usize = store
+        .read_samples(&ids, i64::MIN, i64::MAX, usize::MAX)
+        .expect("samples")
+        .iter()
+        .map(Vec::len)
+        .sum();
+    (files.len() as u64, paths.len() as u64, samples as u64)
+}
+
+fn spool_is_empty(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
+}
+
+#[test]
+fn an_agent_delivers_every_file_once_and_deletes_it_only_after_the_server_stored_it() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let server = start_server(dir, 0);
+    let config = agent_config(dir, std::slice::from_ref(&server.base), TOKEN);
+    let spool = dir.join("agent-spool");
+    // A backlog before the agent starts, then files while it runs.
+    for n in 0..150u64 {
+        std::fs::write(spool.join(format!("a{n:04}.xml")), result_xml(n)).expect("write");
+    }
+    let agent = Agent::start(&config);
+    for n in 150..250u64 {
+        write_renamed(&spool.join(format!("b{n:04}.xml")), &result_xml(n));
+    }
+    server.wait_files(250, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !spool_is_empty(&spool) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        spool_is_empty(&spool),
+        "every file deleted after delivery:\n{}",
+        agent.log()
+    );
+    let (files, paths, samples) = probe_ledger(env_store(dir).as_ref());
+    assert_eq!((files, paths, samples), (250, 250, 250 * SAMPLES_PER_FILE));
+    // The results carry the spool's labels and the host they name; the ledger names the
+    // agent.
+    let up = server
+        .get("/api/v1/query?query=count(online_users{site=\"eu1\",host=\"h1\"})&time=1700000249");
+    assert_eq!(up["data"]["result"][0]["value"][1], "7", "{up}");
+    let listed = server.get("/api/v1/files?status=ingested&limit=1");
+    assert!(
+        listed.to_string().contains("web-1:"),
+        "the ledger path names the agent: {listed}"
+    );
+    // The server knows the agent and PromQL sees its series.
+    server.wait_until("the agent's backlog series", Duration::from_secs(30), |d| {
+        d.get("/api/v1/query?query=probewatch_agent_backlog_files{agent=\"web-1\"}")["data"]
+            ["result"][0]["value"][1]
+            == "0"
+    });
+    let agents = server.get("/api/v1/agents");
+    assert_eq!(agents["data"][0]["name"], "web-1", "{agents}");
+    assert!(
+        agents["data"][0]["stored"].as_u64().unwrap_or(0) >= 250,
+        "{agents}"
+    );
+    assert_eq!(agents["data"][0]["version"], env!("CARGO_PKG_VERSION"));
+    agent.stop();
+    server.stop();
+}
+
+fn env_store(dir: &Path) -> Arc<dyn probewatch_store::Store> {
+    probewatch_store::open_store(
+        &probewatch_store::StoreLocation::Sqlite(dir.join("server-data")),
+        &probewatch_store::StoreOptions::default(),
+    )
+    .expect("open the store")
+}
+
+/// A batch as the agent protocol carries it, of `n` files from result_xml.
+fn batch(range: std::ops::Range<u64>) -> Value {
+    let items: Vec<Value> = range
+        .map(|n| {
+            json!({
+                "spool": "default",
+                "format": "xml",
+                "path": format!("/var/spool/probewatch/r{n}.xml"),
+                "size": result_xml(n).len(),
+                "mtime_ns": 1_700_000_000_000_000_000i64 + n as i64,
+                "inode": n,
+                "content": base64::engine::general_purpose::STANDARD.encode(result_xml(n)),
+            })
+        })
+        .collect();
+    json!({ "protocol": 1, "agent": "web-1", "agent_version": "test", "items": items })
+}
+
+fn post(base: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .expect("post");
+    let status = response.status().as_u16();
+    (status, response.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn a_batch_sent_three_times_is_stored_once_and_tokens_are_checked() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let server = start_server(dir, 0);
+    let body = batch(0..40);
+    let (status, first) = post(&server.base, "/api/v1/agent/ingest", TOKEN, &body);
+    assert_eq!(status, 200, "{first}");
+    assert!(
+        first["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .all(|i| i["result"] == "stored")
+    );
+    // Twice more, concurrently: every item a duplicate.
+    let resends: Vec<_> = (0..2)
+        .map(|_| {
+            let (base, body) = (server.base.clone(), body.clone());
+            std::thread::spawn(move || post(&base, "/api/v1/agent/ingest", TOKEN, &body))
+        })
+        .collect();
+    for resend in resends {
+        let (status, answer) = resend.join().expect("join");
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            answer["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .all(|i| i["result"] == "duplicate"),
+            "{answer}"
+        );
+    }
+    let (files, paths, samples) = probe_ledger(env_store(dir).as_ref());
+    assert_eq!((files, paths, samples), (40, 40, 40 * SAMPLES_PER_FILE));
+
+    // A wrong token, no token, another agent's name, another protocol: refused whole.
+    let (status, answer) = post(
+        &server.base,
+        "/api/v1/agent/ingest",
+        "wrong-token-xxxxxxxxxxxx",
+        &body,
+    );
+    assert_eq!(status, 401, "{answer}");
+    let no_token = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/agent/ingest", server.base))
+        .json(&body)
+        .send()
+        .expect("post");
+    assert_eq!(no_token.status().as_u16(), 401);
+    let mut other = body.clone();
+    other["agent"] = json!("db-1");
+    let (status, answer) = post(&server.base, "/api/v1/agent/ingest", TOKEN, &other);
+    assert_eq!(status, 403, "{answer}");
+    let mut newer = body.clone();
+    newer["protocol"] = json!(99);
+    let (status, answer) = post(&server.base, "/api/v1/agent/ingest", TOKEN, &newer);
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("protocol 99"),
+        "{answer}"
+    );
+    let (status, answer) = post(
+        &server.base,
+        "/api/v1/agent/ingest",
+        TOKEN,
+        &json!({"protocol": 1}),
+    );
+    assert_eq!(status, 400, "malformed batch: {answer}");
+    server.stop();
+}
+
+#[test]
+fn bad_files_are_quarantined_on_the_agent_reported_centrally_and_the_rest_flows() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let server = start_server(dir, 0);
+    let config = agent_config(dir, std::slice::from_ref(&server.base), TOKEN);
+    let spool = dir.join("agent-spool");
+    std::fs::write(spool.join("broken.xml"), "<probe name=\"x\"><check").expect("write");
+    std::fs::write(
+        spool.join("foreign.xml"),
+        r#"<probe name="db" host="db-9" time="1700000000"><check name="c" status="ok"/></probe>"#,
+    )
+    .expect("write");
+    std::fs::write(
+        spool.join("nohost.xml"),
+        r#"<probe name="mine" time="1700000000"><check name="c" status="ok"/></probe>"#,
+    )
+    .expect("write");
+    for n in 0..20u64 {
+        std::fs::write(spool.join(format!("good{n}.xml")), result_xml(n)).expect("write");
+    }
+    let agent = Agent::start(&config);
+    server.wait_files(23, Duration::from_secs(60));
+    let quarantine = dir.join("quarantine");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(quarantine.join("broken.xml").exists() && quarantine.join("foreign.xml").exists())
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(quarantine.join("broken.xml").exists(), "{}", agent.log());
+    assert!(quarantine.join("foreign.xml").exists(), "{}", agent.log());
+    let log = agent.log();
+    assert!(
+        log.contains("rejected") && log.contains("broken.xml"),
+        "{log}"
+    );
+    assert!(log.contains("db-9"), "the agent says why: {log}");
+    let rejected = server.get("/api/v1/files?status=rejected");
+    let text = rejected.to_string();
+    assert!(
+        text.contains("web-1:") && text.contains("broken.xml"),
+        "{text}"
+    );
+    assert!(text.contains("forbidden"), "{text}");
+    // A result naming no host takes the agent's name.
+    let mine = server.get("/api/v1/query?query=probe_check_status{probe=\"mine\"}&time=1700000000");
+    assert_eq!(
+        mine["data"]["result"][0]["metric"]["host"], "web-1",
+        "{mine}"
+    );
+    assert_eq!(server.stats()["files_ingested"], 21);
+    agent.stop();
+    server.stop();
+}
+
+#[test]
+fn the_agent_keeps_files_while_the_server_is_away_and_drains_when_it_returns() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let config = agent_config(dir, std::slice::from_ref(&base), TOKEN);
+    let spool = dir.join("agent-spool");
+    let agent = Agent::start(&config);
+    for n in 0..100u64 {
+        write_renamed(&spool.join(format!("f{n:04}.xml")), &result_xml(n));
+    }
+    agent.wait_log(
+        "a failed delivery",
+        "cannot deliver",
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let left = std::fs::read_dir(&spool).expect("spool").count();
+    assert_eq!(
+        left, 100,
+        "nothing leaves the spool before a server stored it"
+    );
+    // Restarted over a non-empty outbox, the agent keeps what it had queued.
+    agent.stop();
+    let agent = Agent::start(&config);
+    let server = start_server(dir, port);
+    server.wait_files(100, Duration::from_secs(90));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !spool_is_empty(&spool) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(spool_is_empty(&spool), "{}", agent.log());
+    let (files, paths, samples) = probe_ledger(env_store(dir).as_ref());
+    assert_eq!((files, paths, samples), (100, 100, 100 * SAMPLES_PER_FILE));
+    agent.stop();
+    server.stop();
+}
+
+#[test]
+fn a_wrong_token_is_said_once_and_not_retried_in_a_busy_loop() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let server = start_server(dir, 0);
+    let config = agent_config(
+        dir,
+        std::slice::from_ref(&server.base),
+        "not-the-right-token-at-all",
+    );
+    std::fs::write(dir.join("agent-spool/x.xml"), result_xml(1)).expect("write");
+    let agent = Agent::start(&config);
+    agent.wait_log("the refusal", "refused this agent", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let log = agent.log();
+    assert_eq!(log.matches("refused this agent").count(), 1, "{log}");
+    assert!(log.contains("401"), "{log}");
+    assert!(dir.join("agent-spool/x.xml").exists(), "the file stays");
+    assert_eq!(server.stats()["files_ingested"], 0);
+    agent.stop();
+    server.stop();
+}
+
+/// A TCP proxy that cuts connections at random points: mid-request (the server never sees
+/// it whole) or after the request (the server committed, the answer is lost).
+struct CuttingProxy {
+    port: u16,
+    cuts: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+}
+
+impl CuttingProxy {
+    fn start(target: String) -> CuttingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cuts = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (cuts.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(port);
+            let mut connections = 0u32;
+            for client in listener.incoming() {
+                if s.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(upstream) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                // The agent keeps its connection alive across requests, so a cut is decided
+                // per connection: the first four are cut for sure, then one in two. Half the
+                // cuts are on the way in after a random number of bytes (a request the server
+                // never sees whole), half on the way back (the server committed, the answer
+                // is lost).
+                connections += 1;
+                let at = (seed >> 8) % 20_000;
+                let (cut_in, cut_out) = match (connections <= 4, seed % 4) {
+                    (true, n) if n % 2 == 0 => (Some(200 + at), None),
+                    (true, _) => (None, Some(at % 100)),
+                    (false, 0) => (Some(200 + at), None),
+                    (false, 1) => (None, Some(at % 100)),
+                    (false, _) => (None, None),
+                };
+                pump(
+                    client.try_clone().expect("clone"),
+                    upstream.try_clone().expect("clone"),
+                    cut_in,
+                    c.clone(),
+                );
+                pump(upstream, client, cut_out, c.clone());
+            }
+        });
+        CuttingProxy { port, cuts, stop }
+    }
+}
+
+impl Drop for CuttingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Copies `from` → `to`; after `cut` bytes, shuts both down (and counts the cut).
+fn pump(mut from: TcpStream, mut to: TcpStream, cut: Option<u64>, cuts: Arc<AtomicU64>) {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let mut sent = 0u64;
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            let n = match cut {
+                Some(limit) if sent + n as u64 >= limit => {
+                    let keep = usize::try_from(limit - sent).unwrap_or(0);
+                    let _ = to.write_all(&buf[..keep]);
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    break;
+                }
+                _ => n,
+            };
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            sent += n as u64;
+        }
+        let _ = from.shutdown(std::net::Shutdown::Both);
+        let _ = to.shutdown(std::net::Shutdown::Both);
+    });
+}
+
+#[test]
+fn a_proxy_that_cuts_connections_costs_retries_but_no_file_is_lost_or_doubled() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let server = start_server(dir, 0);
+    let proxy = CuttingProxy::start(server.base.trim_start_matches("http://").to_string());
+    let config = agent_config(dir, &[format!("http://127.0.0.1:{}", proxy.port)], TOKEN);
+    let spool = dir.join("agent-spool");
+    let agent = Agent::start(&config);
+    // Files arrive in small groups, so many requests (and many cuts) happen.
+    for group in 0..60u64 {
+        for n in group * 5..group * 5 + 5 {
+            write_renamed(&spool.join(format!("f{n:04}.xml")), &result_xml(n));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    server.wait_files(300, Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !spool_is_empty(&spool) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(spool_is_empty(&spool), "{}", agent.log());
+    assert!(
+        proxy.cuts.load(Ordering::SeqCst) >= 3,
+        "the proxy cut only {} connections",
+        proxy.cuts.load(Ordering::SeqCst)
+    );
+    let (files, paths, samples) = probe_ledger(env_store(dir).as_ref());
+    assert_eq!(
+        (files, paths, samples),
+        (300, 300, 300 * SAMPLES_PER_FILE),
+        "every file once:\n{}",
+        agent.log()
+    );
+    // Answers were lost after commits, and the resent files were found stored already.
+    let agents = server.get("/api/v1/agents");
+    assert!(
+        agents["data"][0]["duplicates"].as_u64().unwrap_or(0) > 0,
+        "{agents}"
+    );
+    // Every result is in the history once: 300 check results of `login`.
+    let history = server.get("/api/v1/query?query=count_over_time(probe_check_status{check=\"login\"}[1h])&time=1700000300");
+    let total: f64 = history["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|r| {
+            r["value"][1]
+                .as_str()
+                .unwrap_or("0")
+                .parse::<f64>()
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert_eq!(total, 300.0, "{history}");
+    agent.stop();
+    server.stop();
+}
+
+#[test]
+fn push_stores_a_document_once_and_says_why_a_bad_one_is_refused() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let server = start_server(dir, 0);
+    let push = |body: &str, key: Option<&str>, token: &str| {
+        let mut request = reqwest::blocking::Client::new()
+            .post(format!("{}/api/v1/push", server.base))
+            .bearer_auth(token)
+            .body(body.to_string());
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().expect("push");
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().unwrap_or(Value::Null))
+    };
+    let ci = "push-token-0123456789abcdef";
+    let doc = r#"<probe name="deploy" time="1700000000"><check name="smoke" status="ok"/></probe>"#;
+    assert_eq!(push(doc, None, ci), (200, json!({"result": "stored"})));
+    assert_eq!(push(doc, None, ci), (200, json!({"result": "duplicate"})));
+    // With a key, the key is the identity.
+    assert_eq!(push(doc, Some("run-1"), ci).1["result"], "stored");
+    assert_eq!(push(doc, Some("run-1"), ci).1["result"], "duplicate");
+    let (status, bad) = push("<probe name=\"x\"><check", None, ci);
+    assert_eq!(status, 422, "{bad}");
+    assert_eq!(bad["result"], "rejected");
+    assert!(
+        bad["reason"].as_str().unwrap_or("").contains("line 1"),
+        "{bad}"
+    );
+    assert_eq!(push(doc, None, "wrong-token-wrong-token").0, 401);
+    let found =
+        server.get("/api/v1/query?query=probe_check_status{probe=\"deploy\"}&time=1700000000");
+    assert_eq!(
+        found["data"]["result"][0]["metric"]["host"], "ci",
+        "{found}"
+    );
+    server.stop();
+}
