@@ -115,6 +115,9 @@ pub struct PushDoc {
 pub struct AgentView {
     /// Its configured name.
     pub name: String,
+    /// `online`; `offline` once no server heard from it for the offline time (its checks
+    /// then show as "agent offline", not stale); `unknown` before any server heard from it.
+    pub state: String,
     /// Hosts it may write results for.
     pub hosts: Vec<String>,
     /// When this server last heard from it (ms; 0: never since this server started).
@@ -157,6 +160,9 @@ pub trait RemoteIngest: Send + Sync {
 
     /// Every configured agent and what this server knows of it.
     fn agents(&self) -> Vec<AgentView>;
+
+    /// Hosts whose agent is offline: their silent checks are not stale, their agent is away.
+    fn offline_hosts(&self) -> std::collections::HashSet<String>;
 }
 
 /// The bearer token of a request, if it has one.

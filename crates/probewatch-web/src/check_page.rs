@@ -14,7 +14,7 @@ use probewatch_store::{HistoryQuery, StatusInterval};
 use serde::Deserialize;
 
 use crate::history::{self, Downsampled, TimeRange};
-use crate::pages::{ago, state};
+use crate::pages::ago;
 use crate::status_word;
 use crate::{ApiError, AppState};
 
@@ -225,7 +225,12 @@ pub(crate) async fn check_page(
         ))
         .into());
     };
-    let (state_class, state_word) = state(&row, now);
+    let offline_hosts = app
+        .remote
+        .as_ref()
+        .map(|r| r.offline_hosts())
+        .unwrap_or_default();
+    let (state_class, state_word) = crate::pages::shown_state(&row, now, &offline_hosts);
     let availability = history::availability(&intervals, from, to, now);
     let covered = availability.covered_ms();
     let mut shares: Vec<ShareRow> = (0u8..4)

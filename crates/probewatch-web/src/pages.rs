@@ -135,6 +135,7 @@ const STATUS_OPTIONS: &[(&str, &str)] = &[
     ("critical", "critical"),
     ("unknown", "unknown"),
     ("stale", "stale"),
+    ("offline", "agent offline"),
 ];
 
 /// Checks on one page of the overview: enough to scroll, few enough that a page of a
@@ -172,6 +173,19 @@ pub(crate) fn state(c: &CheckRow, now: i64) -> (&'static str, &'static str) {
     (name, name)
 }
 
+/// [`state`], except that a silent check whose host's agent is offline is `offline`
+/// ("agent offline"): the agent is away, not the probe.
+pub(crate) fn shown_state(
+    c: &CheckRow,
+    now: i64,
+    offline_hosts: &std::collections::HashSet<String>,
+) -> (&'static str, &'static str) {
+    match state(c, now) {
+        ("stale", _) if offline_hosts.contains(&c.host) => ("offline", "agent offline"),
+        other => other,
+    }
+}
+
 /// How bad a state is: the overview shows the worst first.
 fn severity(state: &str) -> u8 {
     match state {
@@ -179,7 +193,8 @@ fn severity(state: &str) -> u8 {
         "warning" => 1,
         "unknown" => 2,
         "stale" => 3,
-        _ => 4,
+        "offline" => 4,
+        _ => 5,
     }
 }
 
@@ -207,11 +222,22 @@ pub(crate) struct OverviewPlan {
 
 /// Counts every check, filters, orders problems first and cuts out the requested page.
 /// Linear in the number of checks apart from one sort.
-pub(crate) fn plan(rows: Vec<CheckRow>, q: &OverviewQuery, now: i64) -> OverviewPlan {
-    plan_pages(rows, q, now, OVERVIEW_PAGE)
+pub(crate) fn plan(
+    rows: Vec<CheckRow>,
+    q: &OverviewQuery,
+    now: i64,
+    offline_hosts: &std::collections::HashSet<String>,
+) -> OverviewPlan {
+    plan_pages(rows, q, now, OVERVIEW_PAGE, offline_hosts)
 }
 
-fn plan_pages(rows: Vec<CheckRow>, q: &OverviewQuery, now: i64, page_size: usize) -> OverviewPlan {
+fn plan_pages(
+    rows: Vec<CheckRow>,
+    q: &OverviewQuery,
+    now: i64,
+    page_size: usize,
+    offline_hosts: &std::collections::HashSet<String>,
+) -> OverviewPlan {
     use std::collections::{BTreeMap, HashMap};
     let text = q.q.as_deref().unwrap_or("").trim().to_lowercase();
     let status = q.status.as_deref().unwrap_or("");
@@ -223,7 +249,7 @@ fn plan_pages(rows: Vec<CheckRow>, q: &OverviewQuery, now: i64, page_size: usize
     let mut group_stats: HashMap<String, (BTreeMap<&'static str, usize>, usize)> = HashMap::new();
     let mut kept: Vec<(CheckRow, &'static str, &'static str, String)> = Vec::new();
     for row in rows {
-        let (state, word) = state(&row, now);
+        let (state, word) = shown_state(&row, now, offline_hosts);
         *counts.entry(state).or_insert(0) += 1;
         let title = match (by_host, row.host.is_empty()) {
             (true, true) => "(no host)".to_string(),
@@ -392,10 +418,15 @@ pub(crate) async fn overview(
 ) -> Result<Response, ApiError> {
     let now = crate::now_ms();
     let q = std::sync::Arc::new(q);
+    let offline_hosts = state
+        .remote
+        .as_ref()
+        .map(|r| r.offline_hosts())
+        .unwrap_or_default();
     let (plan, intervals) = {
         let q = q.clone();
         crate::read(&state, move |store| {
-            let plan = plan(store.latest_checks()?, &q, now);
+            let plan = plan(store.latest_checks()?, &q, now, &offline_hosts);
             let ids: Vec<i64> = plan.rows.iter().map(|r| r.0.id).collect();
             let intervals = store.check_intervals(&ids, now - STRIP_MS, now)?;
             Ok((plan, intervals))
@@ -471,7 +502,7 @@ pub(crate) async fn overview(
                 ("page", ""),
             ]),
             title: title.clone(),
-            counts: ["critical", "warning", "unknown", "stale"]
+            counts: ["critical", "warning", "unknown", "stale", "offline"]
                 .iter()
                 .filter_map(|s| problems.get(s).map(|n| (*s, *n)))
                 .collect(),
@@ -739,6 +770,23 @@ struct IngestPage {
     store: String,
     /// The servers sharing the store (one, on SQLite).
     cluster: Vec<MemberView>,
+    /// Agents delivering to the servers (none configured: the section is left out).
+    agents: Vec<AgentRowView>,
+}
+
+/// One agent, as the ingest page lists it.
+struct AgentRowView {
+    name: String,
+    state: String,
+    hosts: String,
+    last_contact: String,
+    version: String,
+    backlog: u64,
+    oldest: String,
+    stored: u64,
+    duplicates: u64,
+    rejected: u64,
+    last_reject: String,
 }
 
 /// One server sharing the store, as the ingest page lists it.
@@ -881,6 +929,36 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         unreadable,
         store: state.info.store.clone(),
         cluster: members,
+        agents: state
+            .remote
+            .as_ref()
+            .map(|r| r.agents())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| AgentRowView {
+                last_contact: if a.last_contact_ms == 0 {
+                    "not since this server started".into()
+                } else {
+                    ago(a.last_contact_ms, now)
+                },
+                oldest: if a.backlog_files == 0 {
+                    "—".into()
+                } else {
+                    crate::history::human_duration(
+                        i64::try_from(a.oldest_file_age_ms).unwrap_or(i64::MAX),
+                    )
+                },
+                name: a.name,
+                state: a.state,
+                hosts: a.hosts.join(", "),
+                version: a.version,
+                backlog: a.backlog_files,
+                stored: a.stored,
+                duplicates: a.duplicates,
+                rejected: a.rejected,
+                last_reject: a.last_reject.unwrap_or_default(),
+            })
+            .collect(),
     }
     .render()
     .map_err(|e| ApiError::Internal(e.to_string()))?;
@@ -1066,7 +1144,7 @@ mod tests {
                 within: filter.within.clone(),
                 fragment: None,
             };
-            plan(rows.clone(), &q, now)
+            plan(rows.clone(), &q, now, &Default::default())
         };
         let first = plan_page(1, &OverviewQuery::default());
         assert_eq!(first.total, 100_000);
@@ -1075,7 +1153,13 @@ mod tests {
         assert_eq!(first.pages, 100_000usize.div_ceil(OVERVIEW_PAGE));
         assert_eq!(first.rows[0].1, "critical", "problems first");
         // The whole order: every check exactly once, worst group first.
-        let all = plan_pages(rows.clone(), &OverviewQuery::default(), now, usize::MAX);
+        let all = plan_pages(
+            rows.clone(),
+            &OverviewQuery::default(),
+            now,
+            usize::MAX,
+            &Default::default(),
+        );
         let ids: Vec<i64> = all.rows.iter().map(|r| r.0.id).collect();
         let unique: std::collections::HashSet<i64> = ids.iter().copied().collect();
         assert_eq!((ids.len(), unique.len()), (100_000, 100_000));

@@ -92,6 +92,9 @@ pub struct ConfigFile {
     /// Agents (and push clients) that may send results over HTTP, each with its token.
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentAuthFile>,
+    /// An agent no server heard from for this long is offline (default 1m): its checks
+    /// show as "agent offline", and `probewatch_agent_up` is 0.
+    pub agent_offline_after: Option<String>,
 }
 
 /// One `[[agent]]` table on the server: a sender of results over HTTP.
@@ -363,6 +366,8 @@ pub struct Config {
     pub origin: crate::reload::ConfigOrigin,
     /// Senders of results over HTTP (agents, push clients).
     pub agents: Vec<crate::remote::AgentAuth>,
+    /// How long an agent may be silent before it counts as offline.
+    pub agent_offline_after: Duration,
 }
 
 /// Command-line values that override the file.
@@ -615,6 +620,12 @@ impl Config {
             )?,
             origin: crate::reload::ConfigOrigin::default(),
             agents: resolve_agents(file.agents, file.base_dir.as_deref())?,
+            agent_offline_after: duration(
+                "agent_offline_after",
+                file.agent_offline_after.as_deref(),
+                "1m",
+                Duration::from_secs(1),
+            )?,
         })
     }
 }

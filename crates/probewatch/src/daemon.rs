@@ -200,6 +200,25 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         metrics,
     )?;
 
+    let remote = (!config.agents.is_empty()).then(|| {
+        Arc::new(crate::remote::RemoteIngestor::new(
+            config.agents.clone(),
+            pipeline.remote(),
+            store_dyn.clone(),
+            config.max_file_bytes,
+            config.clock_skew_tolerance,
+            config.agent_offline_after,
+        ))
+    });
+    let agent_sweeper = match &remote {
+        Some(remote) => Some(spawn_agent_sweeper(
+            remote.clone(),
+            index.clone(),
+            config.agent_offline_after,
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
     let state = probewatch_web::AppState {
         store: store_dyn.clone(),
         registry: Arc::new(registry),
@@ -215,15 +234,9 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             .get()
             .map(|r| r.clone() as Arc<dyn probewatch_web::Reload>),
         info,
-        remote: (!config.agents.is_empty()).then(|| {
-            Arc::new(crate::remote::RemoteIngestor::new(
-                config.agents.clone(),
-                pipeline.remote(),
-                store_dyn.clone(),
-                config.max_file_bytes,
-                config.clock_skew_tolerance,
-            )) as Arc<dyn probewatch_web::agent_api::RemoteIngest>
-        }),
+        remote: remote
+            .clone()
+            .map(|r| r as Arc<dyn probewatch_web::agent_api::RemoteIngest>),
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,
@@ -249,9 +262,31 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     alerting.join();
     let _ = lease_thread.join();
     let _ = retention.join();
+    if let Some(sweeper) = agent_sweeper {
+        let _ = sweeper.join();
+    }
     runtime.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped");
     served.context("the HTTP server failed")
+}
+
+/// Decides, every few seconds, which agents no server heard from lately (every server does
+/// this; what they write is the same).
+fn spawn_agent_sweeper(
+    remote: Arc<crate::remote::RemoteIngestor>,
+    index: Arc<probewatch_store::SeriesIndex>,
+    offline_after: Duration,
+    shutdown: Shutdown,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    let every = (offline_after / 3).clamp(Duration::from_millis(200), Duration::from_secs(5));
+    std::thread::Builder::new()
+        .name("pw-agents".into())
+        .spawn(move || {
+            while !shutdown.sleep(every) {
+                remote.sweep(&index);
+            }
+        })
+        .context("starting the agents' sweeper")
 }
 
 /// What the status endpoints report: start time, settings under Prometheus's flag names,

@@ -44,6 +44,10 @@ impl std::fmt::Debug for AgentAuth {
 /// How often an agent's own series (`probewatch_agent_*`) are written at most.
 const AGENT_SAMPLE_EVERY_MS: i64 = 10_000;
 
+/// How often an offline agent's `probewatch_agent_up 0` is written again, so it stays in
+/// instant queries' lookback.
+const OFFLINE_REFRESH_MS: i64 = 60_000;
+
 /// What this server has seen of one agent since it started.
 #[derive(Debug, Default, Clone)]
 struct Seen {
@@ -67,6 +71,10 @@ pub struct RemoteIngestor {
     clock_skew_tolerance: Duration,
     limits: ParseLimits,
     seen: Mutex<HashMap<Arc<str>, Seen>>,
+    /// Whether each tracked agent is online (true) or no server heard from it for
+    /// `offline_after` (false), as of the last sweep or contact.
+    states: Mutex<HashMap<Arc<str>, bool>>,
+    offline_after: Duration,
 }
 
 impl RemoteIngestor {
@@ -77,6 +85,7 @@ impl RemoteIngestor {
         store: Arc<dyn Store>,
         max_file_bytes: u64,
         clock_skew_tolerance: Duration,
+        offline_after: Duration,
     ) -> RemoteIngestor {
         RemoteIngestor {
             agents,
@@ -86,7 +95,118 @@ impl RemoteIngestor {
             clock_skew_tolerance,
             limits: ParseLimits::default(),
             seen: Mutex::default(),
+            states: Mutex::default(),
+            offline_after,
         }
+    }
+
+    /// Writes `probewatch_agent_up` of `agent` (one series per host it writes for, so a
+    /// rule can leave out the hosts of an agent that is away: `unless on (host)`).
+    fn write_up(&self, agent: &AgentAuth, value: f64, at_ms: i64) {
+        let samples: Vec<probewatch_core::SeriesSample> = agent
+            .hosts
+            .iter()
+            .filter_map(|host| {
+                let labels = Labels::from_pairs([("agent", &*agent.name), ("host", host)]).ok()?;
+                Some(probewatch_core::SeriesSample {
+                    metric: "probewatch_agent_up".into(),
+                    labels: labels.canonical(),
+                    time_ms: at_ms,
+                    value,
+                })
+            })
+            .collect();
+        if let Err(err) = self.store.write_samples(&samples) {
+            tracing::warn!(agent = %agent.name, error = %err, "cannot write probewatch_agent_up");
+        }
+    }
+
+    /// Decides which agents are online: an agent is tracked once a server heard from it
+    /// (its `probewatch_agent_up` series exist), and offline when the newest of them, written
+    /// by whichever server it last reached, is 0 or older than `offline_after`. Writes 0 for
+    /// an agent that just went offline (and again every minute while it stays so), so rules
+    /// and the dashboard see it.
+    pub fn sweep(&self, index: &probewatch_store::SeriesIndex) {
+        let now = now_ms();
+        let source = probewatch_store::StoreSource::new(self.store.as_ref(), index);
+        let options = probewatch_promql::QueryOptions {
+            lookback_ms: 3_600_000,
+            ..probewatch_promql::QueryOptions::default()
+        };
+        let vector = |text: &str| match probewatch_promql::Query::parse(text)
+            .and_then(|q| q.instant(&source, now, &options))
+        {
+            Ok(probewatch_promql::Value::Vector(samples)) => Ok(samples),
+            Ok(_) => Ok(Vec::new()),
+            Err(err) => Err(err),
+        };
+        // Values, and the time each was written (an instant vector carries the evaluation
+        // time; `timestamp()` the sample's).
+        let (values, times) = match (
+            vector("probewatch_agent_up"),
+            vector("timestamp(probewatch_agent_up)"),
+        ) {
+            (Ok(v), Ok(t)) => (v, t),
+            (Err(err), _) | (_, Err(err)) => {
+                tracing::warn!(error = %err, "cannot read probewatch_agent_up; agents' state unchanged");
+                return;
+            }
+        };
+        let after_ms = i64::try_from(self.offline_after.as_millis()).unwrap_or(i64::MAX);
+        for agent in &self.agents {
+            // The newest sample among the agent's hosts: (written at, value).
+            let last = values
+                .iter()
+                .filter(|v| v.labels.get("agent") == &*agent.name)
+                .filter_map(|v| {
+                    let host = v.labels.get("host");
+                    let at = times.iter().find(|t| {
+                        t.labels.get("agent") == &*agent.name && t.labels.get("host") == host
+                    })?;
+                    Some((at.v as i64, v.v))
+                })
+                .max_by_key(|(at, _)| *at);
+            let Some((at, value)) = last else {
+                // Never heard from (or a push client): not tracked.
+                self.states
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&agent.name);
+                continue;
+            };
+            let online = value >= 1.0 && now - at <= after_ms;
+            let write_zero = if value >= 1.0 {
+                !online
+            } else {
+                now - at > OFFLINE_REFRESH_MS
+            };
+            let was = self
+                .states
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(agent.name.clone(), online);
+            if !online && was != Some(false) {
+                tracing::warn!(
+                    agent = %agent.name,
+                    "agent offline: no server heard from it for {}; its checks show as \
+                     agent offline, not stale",
+                    humantime::format_duration(self.offline_after)
+                );
+            }
+            if write_zero {
+                self.write_up(agent, 0.0, now);
+            }
+        }
+    }
+
+    /// Hosts of agents that are offline.
+    pub fn offline_hosts(&self) -> std::collections::HashSet<String> {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        self.agents
+            .iter()
+            .filter(|a| states.get(&a.name) == Some(&false))
+            .flat_map(|a| a.hosts.iter().cloned())
+            .collect()
     }
 
     fn agent(&self, name: &str) -> Option<&AgentAuth> {
@@ -249,6 +369,15 @@ impl RemoteIngestor {
     /// (and rules) can see its backlog and whether it is in touch.
     fn contact(&self, agent: &AgentAuth, version: &str, backlog: u64, oldest_ms: u64) {
         let now = now_ms();
+        let back = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(agent.name.clone(), true)
+            == Some(false);
+        if back {
+            tracing::info!(agent = %agent.name, "agent back online");
+        }
         let due = {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             let entry = seen.entry(agent.name.clone()).or_default();
@@ -258,16 +387,16 @@ impl RemoteIngestor {
             }
             entry.backlog_files = backlog;
             entry.oldest_file_age_ms = oldest_ms;
-            let due = now - entry.sampled_at_ms >= AGENT_SAMPLE_EVERY_MS;
+            let due = back || now - entry.sampled_at_ms >= AGENT_SAMPLE_EVERY_MS;
             if due {
                 entry.sampled_at_ms = now;
             }
             due
         };
         if due {
+            self.write_up(agent, 1.0, now);
             let labels = Labels::from_pairs([("agent", &*agent.name)]).unwrap_or_default();
             let samples = [
-                ("probewatch_agent_up", 1.0),
                 ("probewatch_agent_backlog_files", backlog as f64),
                 (
                     "probewatch_agent_oldest_file_age_seconds",
@@ -339,19 +468,33 @@ impl RemoteIngest for RemoteIngestor {
         // the path carries it, and every version hash of a push is the same.
         item.file.version_hash = Sha256::digest(b"push\0").into();
         let mut answers = self.commit(agent, vec![item])?;
-        self.contact(agent, "", 0, 0);
         answers
             .pop()
             .ok_or_else(|| RemoteError::Unavailable("the commit answered nothing".into()))
     }
 
+    fn offline_hosts(&self) -> std::collections::HashSet<String> {
+        RemoteIngestor::offline_hosts(self)
+    }
+
     fn agents(&self) -> Vec<AgentView> {
+        let states = self
+            .states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         self.agents
             .iter()
             .map(|agent| {
                 let s = seen.get(&agent.name).cloned().unwrap_or_default();
                 AgentView {
+                    state: match states.get(&agent.name) {
+                        Some(true) => "online",
+                        Some(false) => "offline",
+                        None => "unknown",
+                    }
+                    .to_string(),
                     name: agent.name.to_string(),
                     hosts: agent.hosts.clone(),
                     last_contact_ms: s.last_contact_ms,

@@ -95,6 +95,8 @@ fn server_config(dir: &Path) -> PathBuf {
         &path,
         format!(
             r#"
+agent_offline_after = "2s"
+
 [[spool]]
 path = "{spool}"
 
@@ -656,5 +658,64 @@ fn push_stores_a_document_once_and_says_why_a_bad_one_is_refused() {
         found["data"]["result"][0]["metric"]["host"], "ci",
         "{found}"
     );
+    server.stop();
+}
+
+#[test]
+fn an_agent_that_stops_calling_is_offline_and_its_checks_say_so_instead_of_stale() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let server = start_server(dir, 0);
+    let config = agent_config(dir, std::slice::from_ref(&server.base), TOKEN);
+    for n in 0..14u64 {
+        std::fs::write(dir.join(format!("agent-spool/f{n}.xml")), result_xml(n)).expect("write");
+    }
+    let agent = Agent::start(&config);
+    server.wait_files(14, Duration::from_secs(60));
+    let state = |d: &Daemon| d.get("/api/v1/agents")["data"][0]["state"].clone();
+    let online = |d: &Daemon| state(d) == "online";
+    server.wait_until("the agent online", Duration::from_secs(30), online);
+    // The results are old, so their checks are silent: stale while the agent calls in.
+    assert!(!server.get_text("/").contains("agent offline</span>"));
+    assert!(server.get_text("/?status=stale").contains("login"));
+    let pid = agent.child.id();
+    drop(agent); // killed: no goodbye
+    server.wait_until("the agent offline", Duration::from_secs(30), |d| {
+        state(d) == "offline"
+    });
+    let page = server.get_text("/?status=offline");
+    assert!(
+        page.contains("login"),
+        "silent checks of web-1 (host h1) are agent offline: {page}"
+    );
+    let up = server.get("/api/v1/query?query=probewatch_agent_up");
+    let values: Vec<(String, String)> = up["data"]["result"]
+        .as_array()
+        .expect("result")
+        .iter()
+        .map(|r| {
+            (
+                r["metric"]["host"].as_str().unwrap_or("").to_string(),
+                r["value"][1].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        values.contains(&("h1".into(), "0".into()))
+            && values.contains(&("web-1".into(), "0".into())),
+        "probewatch_agent_up is 0 for each of its hosts: {up} (agent pid {pid})"
+    );
+    assert!(server.log().contains("agent offline"), "{}", server.log());
+    let ingest = server.get_text("/ingest");
+    assert!(
+        ingest.contains("id=\"ingest-agents\"") && ingest.contains("offline"),
+        "{ingest}"
+    );
+    // It comes back.
+    let agent = Agent::start(&config);
+    server.wait_until("the agent back", Duration::from_secs(30), online);
+    let up = server.get("/api/v1/query?query=min(probewatch_agent_up)");
+    assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
+    agent.stop();
     server.stop();
 }
