@@ -613,6 +613,40 @@ fn rules_check_agrees_with_promtool_on_empty_and_broken_files() {
     }
 }
 
+/// The example rules for agents (absence without a rule per probe, one alert per offline
+/// agent) pass their promtool-format tests in probewatch and in the real promtool alike.
+#[test]
+fn the_agent_example_rules_pass_their_tests_in_probewatch_and_promtool() {
+    let tests = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/rules/agents_test.yml"
+    );
+    let ours = std::process::Command::new(BIN)
+        .args(["rules", "test", tests])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&ours.stdout);
+    assert!(
+        ours.status.success() && stdout.contains("SUCCESS (2 tests)"),
+        "{stdout}"
+    );
+    let promtool = std::path::Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        eprintln!("SKIPPED the promtool half: no /usr/bin/promtool (Debian package prometheus)");
+        return;
+    }
+    let theirs = std::process::Command::new(promtool)
+        .args(["test", "rules", tests])
+        .output()
+        .expect("promtool");
+    assert!(
+        theirs.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&theirs.stdout),
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+}
+
 /// The real Alertmanager (Debian's prometheus-alertmanager; .ci/run installs it) on a free
 /// loopback port, with its data in `dir`; killed when dropped.
 struct RealAlertmanager {
