@@ -719,3 +719,133 @@ fn an_agent_that_stops_calling_is_offline_and_its_checks_say_so_instead_of_stale
     agent.stop();
     server.stop();
 }
+
+/// Two servers on one PostgreSQL store, each with its own data directory and spool.
+fn start_pg_server(dir: &Path, name: &str, url: &str, port: u16) -> Daemon {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).expect("dir");
+    Daemon::spawn(&[
+        "run".to_string(),
+        "--config".into(),
+        server_config(&home).display().to_string(),
+        "--data".into(),
+        home.join("server-data").display().to_string(),
+        "--store".into(),
+        url.to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ])
+}
+
+fn pg_store(url: &str) -> Arc<dyn probewatch_store::Store> {
+    probewatch_store::open_store(
+        &probewatch_store::StoreLocation::Postgres(url.to_string()),
+        &probewatch_store::StoreOptions::default(),
+    )
+    .expect("open the PostgreSQL store")
+}
+
+/// Check results of `login` in the history, over every probe of result_xml.
+fn login_results(server: &Daemon) -> usize {
+    (0..7)
+        .map(|p| {
+            let h = server.get(&format!(
+                "/api/v1/checks/history?probe=p{p}&check=login&from=1699999000&to=1700100000&limit=100000"
+            ));
+            h["results"].as_array().map_or(0, Vec::len)
+        })
+        .sum()
+}
+
+#[test]
+fn a_batch_sent_to_two_servers_on_postgresql_at_once_is_stored_once() {
+    let Some(pg) = probewatch_testpg::TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("probewatch");
+    let env = Env::new();
+    let dir = env.dir.path();
+    let a = start_pg_server(dir, "a", &url, 0);
+    let b = start_pg_server(dir, "b", &url, 0);
+    let body = batch(0..60);
+    let (status, first) = post(&a.base, "/api/v1/agent/ingest", TOKEN, &body);
+    assert_eq!(status, 200, "{first}");
+    // Then twice at once, to both servers.
+    let sends: Vec<_> = [&a.base, &b.base]
+        .into_iter()
+        .map(|base| {
+            let (base, body) = (base.clone(), body.clone());
+            std::thread::spawn(move || post(&base, "/api/v1/agent/ingest", TOKEN, &body))
+        })
+        .collect();
+    for send in sends {
+        let (status, answer) = send.join().expect("join");
+        assert_eq!(status, 200, "{answer}");
+        assert!(
+            answer["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .all(|i| i["result"] == "duplicate"),
+            "{answer}"
+        );
+    }
+    let (files, paths, samples) = probe_ledger(pg_store(&url).as_ref());
+    assert_eq!((files, paths, samples), (60, 60, 60 * SAMPLES_PER_FILE));
+    assert_eq!(login_results(&b), 60, "one check result a file");
+    a.stop();
+    b.stop();
+}
+
+#[test]
+fn an_agent_fails_over_when_its_server_is_killed_and_nothing_is_stored_twice() {
+    let Some(pg) = probewatch_testpg::TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("probewatch");
+    let env = Env::new();
+    let dir = env.dir.path();
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = start_pg_server(dir, "a", &url, port_a);
+    let b = start_pg_server(dir, "b", &url, port_b);
+    let servers = [
+        format!("http://127.0.0.1:{port_a}"),
+        format!("http://127.0.0.1:{port_b}"),
+    ];
+    let config = agent_config(dir, &servers, TOKEN);
+    let spool = dir.join("agent-spool");
+    let agent = Agent::start(&config);
+    let writer = {
+        let spool = spool.clone();
+        std::thread::spawn(move || {
+            for n in 0..400u64 {
+                write_renamed(&spool.join(format!("f{n:04}.xml")), &result_xml(n));
+                if n % 20 == 19 {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        })
+    };
+    // Server a dies under load, mid-request or between a commit and its answer.
+    a.wait_until("the first files", Duration::from_secs(60), |d| {
+        d.stats()["files_ingested"].as_u64().unwrap_or(0) > 0
+    });
+    a.kill9();
+    writer.join().expect("writer");
+    b.wait_files(400, Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !spool_is_empty(&spool) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(spool_is_empty(&spool), "{}", agent.log());
+    let (files, paths, samples) = probe_ledger(pg_store(&url).as_ref());
+    assert_eq!(
+        (files, paths, samples),
+        (400, 400, 400 * SAMPLES_PER_FILE),
+        "{}",
+        agent.log()
+    );
+    assert_eq!(login_results(&b), 400);
+    agent.stop();
+    b.stop();
+}
