@@ -277,7 +277,7 @@ fn generate(spool: &Path, args: &BenchArgs) -> anyhow::Result<Vec<(String, i64)>
     Ok(all)
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -318,7 +318,7 @@ fn summarize(
 }
 
 /// CPU seconds (user + system) and peak RSS of a process, from /proc.
-fn proc_usage(pid: u32) -> (f64, f64) {
+pub(crate) fn proc_usage(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat
@@ -439,7 +439,7 @@ impl Daemon {
 
 /// Waits until the ledger holds `n` rows; returns file name → commit time (µs). Reads
 /// through the store's API (opened beside the daemon), not the database's tables.
-fn wait_committed(
+pub(crate) fn wait_committed(
     location: &probewatch_store::StoreLocation,
     n: u64,
     timeout: Duration,

@@ -78,7 +78,7 @@ fn through_store(store: &dyn Store, items: &[IngestItem], batch: usize) -> anyho
 
 /// A fresh database on the server `admin` points at (dropped first if a run left it);
 /// returns its URL.
-fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
+pub(crate) fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
     let mut client = postgres::Client::connect(admin, postgres::NoTls).with_context(|| {
         format!(
             "connecting to {}",
@@ -94,7 +94,7 @@ fn fresh_database(admin: &str, name: &str) -> anyhow::Result<String> {
     Ok(url)
 }
 
-fn drop_database(admin: &str, name: &str) {
+pub(crate) fn drop_database(admin: &str, name: &str) {
     if let Ok(mut client) = postgres::Client::connect(admin, postgres::NoTls) {
         let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
     }

@@ -46,6 +46,9 @@ pub enum Command {
     /// Measure ingest batches into each store back end (SQLite, PostgreSQL) beside a bare
     /// binary-COPY loop of the same rows (see docs/benchmarks.md)
     BenchStore(crate::bench_store::BenchStoreArgs),
+    /// Measure files delivered by agents to two servers on PostgreSQL, beside one server
+    /// ingesting its own spool (see docs/benchmarks.md).
+    BenchAgents(crate::bench_agents::BenchAgentsArgs),
     /// Measure one evaluation cycle of many alert rules over many series.
     BenchRules(crate::bench_rules::BenchRulesArgs),
     /// Measure the time from a failing result file to the webhook receiving the alert.

@@ -6,6 +6,7 @@
 pub mod agent;
 pub mod alerting;
 pub mod bench;
+pub mod bench_agents;
 pub mod bench_alert;
 pub mod bench_dashboard;
 pub mod bench_http;
