@@ -128,6 +128,13 @@ pub trait LedgerStore: Send + Sync {
     /// (skip a file whose size, mtime and inode are unchanged without reading it).
     fn file_head(&self, path: &[u8]) -> Result<Option<FileHead>, StoreError>;
 
+    /// [`LedgerStore::file_head`] of many paths at once, in their order: a startup scan of a
+    /// large spool asks for every file, and one round trip each is what a database server
+    /// cannot afford.
+    fn file_heads(&self, paths: &[&[u8]]) -> Result<Vec<Option<FileHead>>, StoreError> {
+        paths.iter().map(|p| self.file_head(p)).collect()
+    }
+
     /// Commits every item in one transaction: ledger rows, check results and samples.
     /// An item whose (path, version hash) is already in the ledger is skipped and reported as
     /// a duplicate. With `durable`, the commit is fsynced before this returns, as it must be

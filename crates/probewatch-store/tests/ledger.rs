@@ -135,6 +135,11 @@ fn each_file_version_is_stored_exactly_once() {
             None,
             "{name}"
         );
+        // Many at once, in the order asked, unknown ones included.
+        let heads = store
+            .file_heads(&[b"/s/none.xml", b"/s/a.xml", b"/s/none.xml"])
+            .expect("heads");
+        assert_eq!(heads, [None, Some(head), None], "{name}");
         let files = store.files(None, 10).expect("files");
         assert_eq!(files.len(), 3, "{name}");
         assert_eq!(files[0].path, b"/s/a.xml", "{name}: newest first");

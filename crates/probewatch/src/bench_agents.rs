@@ -44,6 +44,9 @@ pub struct BenchAgentsArgs {
     /// How long the live phase writes.
     #[arg(long, default_value_t = 20)]
     pub seconds: u64,
+    /// Leave out the direct phase (for a drain of a very large backlog alone).
+    #[arg(long)]
+    pub no_direct: bool,
     /// Where to make the spools and data directories (tmpfs such as /dev/shm keeps the disk
     /// out of the figures).
     #[arg(long)]
@@ -197,6 +200,16 @@ fn through_agents(args: &BenchAgentsArgs, base: &Path) -> anyhow::Result<AgentFi
         let location = StoreLocation::Postgres(url.clone());
         wait_committed(&location, args.files, Duration::from_secs(3600))?;
         let drain = args.files as f64 / start.elapsed().as_secs_f64();
+        let stats = probewatch_store::open_store(&location, &Default::default())?.stats()?;
+        if stats.files_rejected > 0 || stats.files_ingested != args.files {
+            anyhow::bail!(
+                "the servers stored {} files and rejected {} of {}: see the agents' logs in {}",
+                stats.files_ingested,
+                stats.files_rejected,
+                args.files,
+                work.display()
+            );
+        }
 
         // Live: a paced writer, each file's close time kept by name.
         let total = args.rate * args.seconds;
@@ -256,7 +269,11 @@ pub fn run(args: &BenchAgentsArgs) -> anyhow::Result<std::process::ExitCode> {
         args.agents,
         probewatch_store::postgres::redact_url(&args.postgres)
     );
-    let direct = direct(args, base)?;
+    let direct = if args.no_direct {
+        f64::NAN
+    } else {
+        direct(args, base)?
+    };
     println!("direct (one server, its own spool):   {direct:>8.0} files/s");
     let fleet = through_agents(args, base)?;
     println!(

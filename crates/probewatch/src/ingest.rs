@@ -294,7 +294,7 @@ impl Preparer {
                     cause: probewatch_watch::ReadyCause::Scan,
                     seen_at: Instant::now(),
                 };
-                if !self.handle(retry, &work) {
+                if !self.handle(retry, None, &work) {
                     return;
                 }
             }
@@ -303,8 +303,20 @@ impl Preparer {
             });
             match ready.recv_timeout(wait.min(Duration::from_secs(1))) {
                 Ok(file) => {
-                    if !self.handle(file, &work) {
-                        return;
+                    // Whatever else is waiting is taken too, so the ledger is asked about a
+                    // scan's files in one lookup rather than one round trip each.
+                    let mut files = vec![file];
+                    while files.len() < LOOKUP_BATCH {
+                        match ready.try_recv() {
+                            Ok(file) => files.push(file),
+                            Err(_) => break,
+                        }
+                    }
+                    let heads = self.known_heads(&files);
+                    for (file, head) in files.into_iter().zip(heads) {
+                        if !self.handle(file, Some(head), &work) {
+                            return;
+                        }
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -313,12 +325,40 @@ impl Preparer {
         }
     }
 
-    /// Prepares one file and hands it to the writer; false once the writer is gone.
-    fn handle(&self, file: FileReady, work: &SyncSender<Work>) -> bool {
+    /// What the ledger knows of each scanned file (fresh writes are not looked up: they are
+    /// new versions whatever the ledger says). A failed lookup reads the files.
+    fn known_heads(&self, files: &[FileReady]) -> Vec<Option<probewatch_store::FileHead>> {
+        let scanned: Vec<(usize, Vec<u8>)> = files
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.cause.is_fresh_write())
+            .map(|(i, f)| (i, f.path.as_os_str().as_bytes().to_vec()))
+            .collect();
+        let mut heads = vec![None; files.len()];
+        if scanned.is_empty() {
+            return heads;
+        }
+        let paths: Vec<&[u8]> = scanned.iter().map(|(_, p)| p.as_slice()).collect();
+        if let Ok(found) = self.store.file_heads(&paths) {
+            for ((i, _), head) in scanned.iter().zip(found) {
+                heads[*i] = head;
+            }
+        }
+        heads
+    }
+
+    /// Prepares one file and hands it to the writer; false once the writer is gone. `head`
+    /// is what the ledger knows of it, when it was looked up already.
+    fn handle(
+        &self,
+        file: FileReady,
+        head: Option<Option<probewatch_store::FileHead>>,
+        work: &SyncSender<Work>,
+    ) -> bool {
         let health = &self.settings.health;
         health.preparing(Some(file.seen_at));
         let (spool, path) = (file.spool, file.path.clone());
-        let prepared = self.prepare(file);
+        let prepared = self.prepare(file, head);
         health.preparing(None);
         let handled = || {
             self.settings
@@ -360,7 +400,11 @@ impl Preparer {
 
     /// Reads, hashes and parses a reported file. `Ok(None)`: nothing to do (gone, a
     /// symlink, not a regular file); `Err`: it could not be opened or read, and why.
-    fn prepare(&self, ready: FileReady) -> Result<Option<Work>, String> {
+    fn prepare(
+        &self,
+        ready: FileReady,
+        head: Option<Option<probewatch_store::FileHead>>,
+    ) -> Result<Option<Work>, String> {
         let Some(spool) = self.settings.spools.get(ready.spool) else {
             return Ok(None);
         };
@@ -371,8 +415,13 @@ impl Preparer {
         let path_bytes = path.as_os_str().as_bytes().to_vec();
         let size = meta.len();
         let mtime = mtime_ns(&meta);
+        let head = match head {
+            Some(head) => head,
+            None if ready.cause.is_fresh_write() => None,
+            None => self.store.file_head(&path_bytes).ok().flatten(),
+        };
         if !ready.cause.is_fresh_write()
-            && let Ok(Some(head)) = self.store.file_head(&path_bytes)
+            && let Some(head) = head
             && unchanged(head.size, head.mtime_ns, head.inode, &meta)
         {
             return Ok(Some(Work::AfterOnly {
@@ -613,6 +662,9 @@ struct SpoolCounters {
     ingested: Counter,
     duplicate: Counter,
 }
+
+/// Most reported files whose ledger entries are looked up together.
+const LOOKUP_BATCH: usize = 256;
 
 /// Smallest compaction step, in samples: enough to amortise a transaction, small enough
 /// (a few milliseconds) not to delay the next batch noticeably.

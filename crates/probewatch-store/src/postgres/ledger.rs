@@ -49,6 +49,26 @@ impl LedgerStore for PgStore {
         }))
     }
 
+    fn file_heads(&self, paths: &[&[u8]]) -> Result<Vec<Option<FileHead>>, StoreError> {
+        let rows = self.client()?.query(
+            "SELECT path, size, mtime_ns, inode, outcome FROM file_heads WHERE path = ANY($1)",
+            &[&paths],
+        )?;
+        let mut found: HashMap<&[u8], FileHead> = HashMap::with_capacity(rows.len());
+        for r in &rows {
+            found.insert(
+                r.get(0),
+                FileHead {
+                    size: to_u64(r.get(1)),
+                    mtime_ns: r.get(2),
+                    inode: to_u64(r.get(3)),
+                    outcome: Outcome::from_code(i64::from(r.get::<_, i16>(4))),
+                },
+            );
+        }
+        Ok(paths.iter().map(|p| found.get(p).cloned()).collect())
+    }
+
     fn commit_batch(
         &self,
         items: &[IngestItem],

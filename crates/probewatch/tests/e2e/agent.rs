@@ -652,6 +652,19 @@ fn push_stores_a_document_once_and_says_why_a_bad_one_is_refused() {
         "{bad}"
     );
     assert_eq!(push(doc, None, "wrong-token-wrong-token").0, 401);
+    // A clock ten minutes ahead: stored at its own time, and flagged.
+    let ahead = epoch_secs() + 600;
+    let skewed =
+        format!(r#"<probe name="skewed" time="{ahead}"><check name="c" status="ok"/></probe>"#);
+    assert_eq!(push(&skewed, None, ci).1["result"], "stored");
+    let files = server.get("/api/v1/files?status=ingested");
+    let flagged: Vec<&Value> = files["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter(|f| f["clock_skew"] == true)
+        .collect();
+    assert_eq!(flagged.len(), 1, "{files}");
     let found =
         server.get("/api/v1/query?query=probe_check_status{probe=\"deploy\"}&time=1700000000");
     assert_eq!(
