@@ -6,6 +6,7 @@
 //! and the *shipper* thread (sends the outbox to a server; see [`shipper`]). The outbox is
 //! the buffer: a server outage costs only delay.
 
+pub mod metrics;
 pub mod outbox;
 pub mod shipper;
 
@@ -55,6 +56,9 @@ pub struct AgentArgs {
     /// Log format: text or json.
     #[arg(long, env = "PROBEWATCH_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Serve the agent's /metrics on this address (e.g. 127.0.0.1:9181; default: none).
+    #[arg(long)]
+    pub listen: Option<String>,
 }
 
 /// `server = "…"` or `server = ["…", "…"]`.
@@ -85,6 +89,7 @@ struct AgentFile {
     batch_max_files: Option<usize>,
     request_timeout: Option<String>,
     heartbeat_interval: Option<String>,
+    listen: Option<String>,
 }
 
 /// The validated agent configuration.
@@ -104,6 +109,8 @@ pub struct AgentConfig {
     pub request_timeout: Duration,
     /// How often an idle agent says it is there.
     pub heartbeat: Duration,
+    /// Where its /metrics are served, if anywhere.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {
@@ -191,11 +198,18 @@ impl AgentConfig {
             ..Overrides::default()
         };
         let common = Config::resolve(common_file, &overrides)?;
+        let listen = match args.listen.clone().or(file.listen) {
+            Some(text) => Some(text.parse().with_context(|| {
+                format!("listen = {text:?} is not an address like 127.0.0.1:9181")
+            })?),
+            None => None,
+        };
         let batch_max_files = file.batch_max_files.unwrap_or(500);
         if batch_max_files == 0 {
             bail!("batch_max_files must be at least 1");
         }
         Ok(AgentConfig {
+            listen,
             servers,
             name,
             token,
@@ -232,6 +246,23 @@ pub fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         .build()
         .context("starting the signal listener")?;
     crate::daemon::spawn_signal_listener(&runtime, shutdown.clone(), Arc::default())?;
+    let (metrics, registry) = metrics::AgentMetrics::new();
+    let metrics = Arc::new(metrics);
+    if let Some(addr) = config.listen {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(addr))
+            .with_context(|| format!("listening on {addr}"))?;
+        let stop = shutdown.clone();
+        let registry = Arc::new(registry);
+        runtime.spawn(async move {
+            if let Err(err) =
+                metrics::serve(listener, registry, async move { stop.wait().await }).await
+            {
+                tracing::error!(error = %err, "the agent's /metrics server failed");
+            }
+        });
+        tracing::info!("agent metrics on http://{addr}/metrics");
+    }
     let signals = {
         let shutdown = shutdown.clone();
         std::thread::Builder::new()
@@ -250,12 +281,12 @@ pub fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let shipper_outbox = Outbox::open(&data_dir)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(16_384);
     let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
-    let stats = Arc::new(shipper::ShipStats::default());
     let collector = Collector {
         outbox: collector_outbox,
         spools: spools.clone(),
         max_file_bytes: config.common.max_file_bytes,
         wake: wake_tx,
+        metrics: metrics.clone(),
     };
     let collect = std::thread::Builder::new()
         .name("pw-collect".into())
@@ -272,7 +303,7 @@ pub fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<()> {
             heartbeat: config.heartbeat,
             wake: wake_rx,
             shutdown: shutdown.clone(),
-            stats: stats.clone(),
+            metrics: metrics.clone(),
         };
         std::thread::Builder::new()
             .name("pw-ship".into())
@@ -298,8 +329,8 @@ pub fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<()> {
     let _ = collect.join();
     let _ = ship.join();
     tracing::info!(
-        stored = stats.stored.load(std::sync::atomic::Ordering::Relaxed),
-        rejected = stats.rejected.load(std::sync::atomic::Ordering::Relaxed),
+        stored = metrics.count("stored") + metrics.count("duplicate"),
+        rejected = metrics.count("rejected"),
         "stopped"
     );
     Ok(())
@@ -311,6 +342,7 @@ struct Collector {
     spools: Arc<Vec<Spool>>,
     max_file_bytes: u64,
     wake: SyncSender<()>,
+    metrics: Arc<metrics::AgentMetrics>,
 }
 
 /// Files queued in one outbox transaction at most.
@@ -337,7 +369,10 @@ impl Collector {
             let mut delay = Duration::from_millis(100);
             loop {
                 match self.outbox.enqueue(&entries, now_ms()) {
-                    Ok(_) => break,
+                    Ok(new) => {
+                        self.metrics.queued.inc_by(new as u64);
+                        break;
+                    }
                     Err(err) => {
                         // The files stay in the spool: a restart's scan finds them anyway.
                         tracing::error!(error = %err, files = entries.len(), "cannot queue files in the outbox; retrying");

@@ -56,19 +56,8 @@ pub struct Shipper {
     pub wake: Receiver<()>,
     /// The agent's stop signal.
     pub shutdown: Shutdown,
-    /// What the agent's counters learn.
-    pub stats: Arc<ShipStats>,
-}
-
-/// The shipper's counters, for the agent's log and its `/metrics`.
-#[derive(Debug, Default)]
-pub struct ShipStats {
-    /// Files a server stored (now or before).
-    pub stored: std::sync::atomic::AtomicU64,
-    /// Files a server rejected.
-    pub rejected: std::sync::atomic::AtomicU64,
-    /// Requests that failed and will be retried.
-    pub failures: std::sync::atomic::AtomicU64,
+    /// The agent's metrics.
+    pub metrics: Arc<super::metrics::AgentMetrics>,
 }
 
 /// Why an attempt failed.
@@ -128,6 +117,7 @@ impl Shipper {
             );
             match self.send(&client, &url, &batch) {
                 Ok(answer) => {
+                    self.metrics.last_contact.set(now_ms() as f64 / 1000.0);
                     backoff = BACKOFF_MIN;
                     last_contact = Some(Instant::now());
                     if !last_refusal.is_empty() {
@@ -137,9 +127,7 @@ impl Shipper {
                     self.settle(&batch, &answer);
                 }
                 Err(Failure::Retry(why)) => {
-                    self.stats
-                        .failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.failed("retry");
                     tracing::warn!(
                         server = %url,
                         error = %why,
@@ -152,9 +140,7 @@ impl Shipper {
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
                 Err(Failure::Refused(why)) => {
-                    self.stats
-                        .failures
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.failed("refused");
                     if why != last_refusal {
                         tracing::error!(
                             server = %url,
@@ -180,6 +166,13 @@ impl Shipper {
         batch: &[Queued],
     ) -> Result<ShipAnswer, Failure> {
         let (backlog, oldest) = self.outbox.backlog().unwrap_or((0, None));
+        let oldest_ms = oldest.map_or(0, |t| now_ms().saturating_sub(t).max(0));
+        self.metrics
+            .outbox_files
+            .set(i64::try_from(backlog).unwrap_or(i64::MAX));
+        self.metrics
+            .outbox_oldest_seconds
+            .set(oldest_ms as f64 / 1000.0);
         let body = ShipBatch {
             protocol: PROTOCOL,
             agent: self.name.clone(),
@@ -264,16 +257,12 @@ impl Shipper {
             let path = String::from_utf8_lossy(&q.entry.path);
             match a.result.as_str() {
                 "stored" | "duplicate" => {
-                    self.stats
-                        .stored
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.answered(&a.result);
                     tracing::debug!(path = %path, result = %a.result, "delivered");
                     done.push((q, Settled::Stored));
                 }
                 "rejected" => {
-                    self.stats
-                        .rejected
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics.answered("rejected");
                     tracing::warn!(
                         spool = %q.entry.spool,
                         reason = a.kind.as_deref().unwrap_or("?"),

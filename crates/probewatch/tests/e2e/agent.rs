@@ -190,6 +190,13 @@ fn an_agent_delivers_every_file_once_and_deletes_it_only_after_the_server_stored
     let dir = env.dir.path();
     let server = start_server(dir, 0);
     let config = agent_config(dir, std::slice::from_ref(&server.base), TOKEN);
+    let metrics_port = free_port();
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        format!("listen = \"127.0.0.1:{metrics_port}\"\n{text}"),
+    )
+    .expect("config");
     let spool = dir.join("agent-spool");
     // A backlog before the agent starts, then files while it runs.
     for n in 0..150u64 {
@@ -234,6 +241,29 @@ fn an_agent_delivers_every_file_once_and_deletes_it_only_after_the_server_stored
         "{agents}"
     );
     assert_eq!(agents["data"][0]["version"], env!("CARGO_PKG_VERSION"));
+    // The agent's own metrics say the same.
+    let metrics = reqwest::blocking::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .and_then(|r| r.text())
+        .expect("agent metrics");
+    let value = |line: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(
+        value("probewatch_agent_files_queued_total "),
+        250.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value("probewatch_agent_files_delivered_total{result=\"stored\"}")
+            + value("probewatch_agent_files_delivered_total{result=\"duplicate\"}"),
+        250.0,
+        "{metrics}"
+    );
+    assert_eq!(value("probewatch_agent_outbox_files "), 0.0, "{metrics}");
     agent.stop();
     server.stop();
 }
