@@ -200,25 +200,24 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         metrics,
     )?;
 
-    let remote = (!config.agents.is_empty()).then(|| {
-        Arc::new(crate::remote::RemoteIngestor::new(
-            config.agents.clone(),
-            pipeline.remote(),
-            store_dyn.clone(),
-            config.max_file_bytes,
-            config.clock_skew_tolerance,
-            config.agent_offline_after,
-        ))
-    });
-    let agent_sweeper = match &remote {
-        Some(remote) => Some(spawn_agent_sweeper(
-            remote.clone(),
-            index.clone(),
-            config.agent_offline_after,
-            shutdown.clone(),
-        )?),
-        None => None,
-    };
+    // Always there, so a reload can add the first [[agent]].
+    let remote = Arc::new(crate::remote::RemoteIngestor::new(
+        config.agents.clone(),
+        pipeline.remote(),
+        store_dyn.clone(),
+        config.max_file_bytes,
+        config.clock_skew_tolerance,
+        config.agent_offline_after,
+    ));
+    if let Some(reloader) = reloader.get() {
+        reloader.attach_remote(remote.clone());
+    }
+    let agent_sweeper = spawn_agent_sweeper(
+        remote.clone(),
+        index.clone(),
+        config.agent_offline_after,
+        shutdown.clone(),
+    )?;
     let state = probewatch_web::AppState {
         store: store_dyn.clone(),
         registry: Arc::new(registry),
@@ -234,9 +233,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             .get()
             .map(|r| r.clone() as Arc<dyn probewatch_web::Reload>),
         info,
-        remote: remote
-            .clone()
-            .map(|r| r as Arc<dyn probewatch_web::agent_api::RemoteIngest>),
+        remote: Some(remote.clone() as Arc<dyn probewatch_web::agent_api::RemoteIngest>),
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,
@@ -262,9 +259,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     alerting.join();
     let _ = lease_thread.join();
     let _ = retention.join();
-    if let Some(sweeper) = agent_sweeper {
-        let _ = sweeper.join();
-    }
+    let _ = agent_sweeper.join();
     runtime.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("stopped");
     served.context("the HTTP server failed")

@@ -3,8 +3,8 @@
 //! leaves everything running as it was and says why (log, `/-/reload`'s answer,
 //! `probewatch_config_last_reload_successful`, the /rules page).
 //!
-//! What a reload applies: rule files (globs expanded again), routes, receivers and the
-//! external URL. Settings the running threads were built from (spools, listen address, data
+//! What a reload applies: rule files (globs expanded again), routes, receivers, the
+//! external URL and the `[[agent]]` tokens. Settings the running threads were built from (spools, listen address, data
 //! directory, limits) are compared, and a change to them is reported as needing a restart.
 
 use std::path::PathBuf;
@@ -39,6 +39,8 @@ pub struct Reloader {
     status: Mutex<ReloadStatus>,
     successful: Gauge,
     success_time: Gauge<f64, AtomicU64>,
+    /// Takes the `[[agent]]` tables (set once the ingest pipeline runs).
+    remote: std::sync::OnceLock<Arc<crate::remote::RemoteIngestor>>,
 }
 
 impl Reloader {
@@ -78,7 +80,13 @@ impl Reloader {
             }),
             successful,
             success_time,
+            remote: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Lets reloads replace the agents' tokens.
+    pub fn attach_remote(&self, remote: Arc<crate::remote::RemoteIngestor>) {
+        let _ = self.remote.set(remote);
     }
 
     /// Reads the configuration again and applies it; on error nothing changes.
@@ -136,6 +144,9 @@ impl Reloader {
             None => running.clone(),
         };
         self.alerting.reload(&new.alerting)?;
+        if let Some(remote) = self.remote.get() {
+            remote.replace_agents(new.agents.clone());
+        }
         let changed = restart_needed(running, &new);
         Ok((new, changed))
     }
@@ -143,7 +154,7 @@ impl Reloader {
 
 /// Settings that differ between `old` and `new` and that only a restart applies.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let fields: [(&'static str, String, String); 16] = [
+    let fields: [(&'static str, String, String); 17] = [
         ("data_dir", f(&old.data_dir), f(&new.data_dir)),
         ("listen", f(&old.listen), f(&new.listen)),
         ("retention", f(&old.retention), f(&new.retention)),
@@ -188,6 +199,11 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("api_token", f(&old.api_token), f(&new.api_token)),
         ("access", f(&old.access), f(&new.access)),
         ("query", f(&old.query), f(&new.query)),
+        (
+            "agent_offline_after",
+            f(&old.agent_offline_after),
+            f(&new.agent_offline_after),
+        ),
     ];
     fields
         .into_iter()

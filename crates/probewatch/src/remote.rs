@@ -64,7 +64,8 @@ struct Seen {
 
 /// The daemon's [`RemoteIngest`].
 pub struct RemoteIngestor {
-    agents: Vec<AgentAuth>,
+    /// Replaced whole by a configuration reload.
+    agents: std::sync::RwLock<Arc<Vec<AgentAuth>>>,
     commits: RemoteCommits,
     store: Arc<dyn Store>,
     max_file_bytes: u64,
@@ -88,7 +89,7 @@ impl RemoteIngestor {
         offline_after: Duration,
     ) -> RemoteIngestor {
         RemoteIngestor {
-            agents,
+            agents: std::sync::RwLock::new(Arc::new(agents)),
             commits,
             store,
             max_file_bytes,
@@ -127,6 +128,9 @@ impl RemoteIngestor {
     /// an agent that just went offline (and again every minute while it stays so), so rules
     /// and the dashboard see it.
     pub fn sweep(&self, index: &probewatch_store::SeriesIndex) {
+        if self.configured().is_empty() {
+            return;
+        }
         let now = now_ms();
         let source = probewatch_store::StoreSource::new(self.store.as_ref(), index);
         let options = probewatch_promql::QueryOptions {
@@ -153,7 +157,7 @@ impl RemoteIngestor {
             }
         };
         let after_ms = i64::try_from(self.offline_after.as_millis()).unwrap_or(i64::MAX);
-        for agent in &self.agents {
+        for agent in self.configured().iter() {
             // The newest sample among the agent's hosts: (written at, value).
             let last = values
                 .iter()
@@ -202,15 +206,29 @@ impl RemoteIngestor {
     /// Hosts of agents that are offline.
     pub fn offline_hosts(&self) -> std::collections::HashSet<String> {
         let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
-        self.agents
+        self.configured()
             .iter()
             .filter(|a| states.get(&a.name) == Some(&false))
             .flat_map(|a| a.hosts.iter().cloned())
             .collect()
     }
 
-    fn agent(&self, name: &str) -> Option<&AgentAuth> {
-        self.agents.iter().find(|a| &*a.name == name)
+    /// The configured agents now.
+    fn configured(&self) -> Arc<Vec<AgentAuth>> {
+        self.agents
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes the `[[agent]]` tables of a reloaded configuration: new tokens work at once,
+    /// removed ones are refused from the next request.
+    pub fn replace_agents(&self, agents: Vec<AgentAuth>) {
+        *self.agents.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(agents);
+    }
+
+    fn agent(&self, name: &str) -> Option<AgentAuth> {
+        self.configured().iter().find(|a| &*a.name == name).cloned()
     }
 
     /// A sent file as the ledger will hold it.
@@ -420,7 +438,7 @@ impl RemoteIngest for RemoteIngestor {
     fn authenticate(&self, token: &str) -> Option<Arc<str>> {
         // Every token is compared, so the time taken does not say which one came close.
         let mut found = None;
-        for agent in &self.agents {
+        for agent in self.configured().iter() {
             if probewatch_web::access::same_secret(token, &agent.token) && found.is_none() {
                 found = Some(agent.name.clone());
             }
@@ -432,10 +450,10 @@ impl RemoteIngest for RemoteIngestor {
         let agent = self
             .agent(sender)
             .ok_or_else(|| RemoteError::Refused(format!("no agent {sender:?} here")))?;
-        let items: Vec<IngestItem> = batch.items.iter().map(|i| self.item(agent, i)).collect();
-        let answers = self.commit(agent, items)?;
+        let items: Vec<IngestItem> = batch.items.iter().map(|i| self.item(&agent, i)).collect();
+        let answers = self.commit(&agent, items)?;
         self.contact(
-            agent,
+            &agent,
             &batch.agent_version,
             batch.backlog_files,
             batch.oldest_file_age_ms,
@@ -463,11 +481,11 @@ impl RemoteIngest for RemoteIngestor {
             inode: 0,
             content: Some(base64::engine::general_purpose::STANDARD.encode(&doc.content)),
         };
-        let mut item = self.item(agent, &sent);
+        let mut item = self.item(&agent, &sent);
         // A pushed document's identity is its key, or its bytes, never the time it arrived:
         // the path carries it, and every version hash of a push is the same.
         item.file.version_hash = Sha256::digest(b"push\0").into();
-        let mut answers = self.commit(agent, vec![item])?;
+        let mut answers = self.commit(&agent, vec![item])?;
         answers
             .pop()
             .ok_or_else(|| RemoteError::Unavailable("the commit answered nothing".into()))
@@ -484,7 +502,7 @@ impl RemoteIngest for RemoteIngestor {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        self.agents
+        self.configured()
             .iter()
             .map(|agent| {
                 let s = seen.get(&agent.name).cloned().unwrap_or_default();

@@ -125,6 +125,13 @@ impl Shipper {
                         last_refusal.clear();
                     }
                     self.settle(&batch, &answer);
+                    // What is left besides the files just answered (new ones are counted at
+                    // the next request).
+                    let left = self.metrics.outbox_files.get() - batch.len() as i64;
+                    self.metrics.outbox_files.set(left.max(0));
+                    if left <= 0 {
+                        self.metrics.outbox_oldest_seconds.set(0.0);
+                    }
                 }
                 Err(Failure::Retry(why)) => {
                     self.metrics.failed("retry");

@@ -378,6 +378,35 @@ fn a_batch_sent_three_times_is_stored_once_and_tokens_are_checked() {
         &json!({"protocol": 1}),
     );
     assert_eq!(status, 400, "malformed batch: {answer}");
+
+    // A reload takes a new agent's token at once and drops a removed one.
+    let config = dir.join("server.toml");
+    let text = std::fs::read_to_string(&config).expect("config");
+    let text = text.replace("name = \"ci\"", "name = \"web-2\"").replace(
+        "push-token-0123456789abcdef",
+        "web-2-token-0123456789abcdef",
+    );
+    std::fs::write(&config, text).expect("config");
+    server.sighup();
+    server.wait_until("the reload", Duration::from_secs(10), |d| {
+        d.log().contains("configuration reloaded")
+    });
+    let mut from_web2 = batch(100..101);
+    from_web2["agent"] = json!("web-2");
+    let (status, answer) = post(
+        &server.base,
+        "/api/v1/agent/ingest",
+        "web-2-token-0123456789abcdef",
+        &from_web2,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let (status, _) = post(
+        &server.base,
+        "/api/v1/push",
+        "push-token-0123456789abcdef",
+        &json!({}),
+    );
+    assert_eq!(status, 401, "the removed token is refused");
     server.stop();
 }
 
