@@ -287,6 +287,7 @@ pub fn run(config: AgentConfig, shutdown: Shutdown) -> anyhow::Result<()> {
         max_file_bytes: config.common.max_file_bytes,
         wake: wake_tx,
         metrics: metrics.clone(),
+        unreadable: crate::health::IngestHealth::default(),
     };
     let collect = std::thread::Builder::new()
         .name("pw-collect".into())
@@ -343,6 +344,8 @@ struct Collector {
     max_file_bytes: u64,
     wake: SyncSender<()>,
     metrics: Arc<metrics::AgentMetrics>,
+    /// Files that could not be opened or read, retried with backoff.
+    unreadable: crate::health::IngestHealth,
 }
 
 /// Files queued in one outbox transaction at most.
@@ -351,9 +354,30 @@ const COLLECT_BATCH: usize = 256;
 impl Collector {
     fn run(mut self, ready: Receiver<FileReady>) {
         let mut forgot_at = std::time::Instant::now();
-        while let Ok(first) = ready.recv() {
+        loop {
+            // The next reported file, or the unreadable ones whose retry is due.
+            let (due, next_at) = self.unreadable.due_retries(std::time::Instant::now());
+            let mut pending: Vec<FileReady> = due
+                .into_iter()
+                .map(|(spool, path)| FileReady {
+                    spool,
+                    path,
+                    cause: probewatch_watch::ReadyCause::Scan,
+                    seen_at: std::time::Instant::now(),
+                })
+                .collect();
+            let wait = next_at.map_or(Duration::from_secs(1), |at| {
+                at.saturating_duration_since(std::time::Instant::now())
+            });
+            if pending.is_empty() {
+                match ready.recv_timeout(wait.min(Duration::from_secs(1))) {
+                    Ok(file) => pending.push(file),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+            }
             let mut entries = Vec::new();
-            let mut next = Some(first);
+            let mut next = pending.pop();
             while let Some(file) = next.take() {
                 if let Some(entry) = self.read(file) {
                     entries.push(entry);
@@ -361,7 +385,7 @@ impl Collector {
                 if entries.len() >= COLLECT_BATCH {
                     break;
                 }
-                next = ready.try_recv().ok();
+                next = pending.pop().or_else(|| ready.try_recv().ok());
             }
             if entries.is_empty() {
                 continue;
@@ -392,6 +416,21 @@ impl Collector {
         }
     }
 
+    /// Lists a file that cannot be read for another attempt, with backoff (as the daemon
+    /// does); said once, then quietly until it can be read.
+    fn cannot_read(&self, path: PathBuf, spool: usize, name: Arc<str>, error: String) {
+        if self
+            .unreadable
+            .unreadable(path.clone(), spool, name, error.clone())
+        {
+            tracing::error!(
+                path = %path.display(),
+                error = %error,
+                "cannot read result file; trying again with backoff"
+            );
+        }
+    }
+
     /// Reads one reported file into an outbox entry; `None` when there is nothing to queue.
     fn read(&mut self, ready: FileReady) -> Option<Entry> {
         let spool = self.spools.get(ready.spool)?;
@@ -400,11 +439,11 @@ impl Collector {
             Ok(Some(opened)) => opened,
             Ok(None) => return None,
             Err(error) => {
-                // A scan or the periodic rescan reports it again.
-                tracing::error!(path = %path.display(), error = %error, "cannot read result file; the next scan tries again");
+                self.cannot_read(path, ready.spool, spool.name.clone(), error);
                 return None;
             }
         };
+        self.unreadable.readable(&path);
         let path_bytes = path.as_os_str().as_bytes().to_vec();
         if !ready.cause.is_fresh_write()
             && let Ok(Some(known)) = self.outbox.known(&path_bytes)
@@ -428,7 +467,7 @@ impl Collector {
             Ok(Ok(bytes)) => Some(bytes),
             Ok(Err(_)) => None,
             Err(error) => {
-                tracing::error!(path = %path.display(), error = %error, "cannot read result file; the next scan tries again");
+                self.cannot_read(path, ready.spool, spool.name.clone(), error);
                 return None;
             }
         };
