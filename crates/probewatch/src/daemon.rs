@@ -140,14 +140,19 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     );
     // Rules wait until the startup backlog is ingested: evaluated before, an absence rule
     // would fire for every probe whose results are still queued.
+    // Nor before the agents' state is known: an agent that went away while this server was
+    // down must count as offline before an absence rule looks at its hosts.
+    let agents_swept = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let caught_up = {
         let (counters, handled) = (counters.clone(), settings.handled.clone());
+        let swept = agents_swept.clone();
         let mut target: Option<u64> = None;
         move || {
             if target.is_none() && counters.startup_scan_done.load(Ordering::SeqCst) {
                 target = Some(counters.files_ready.load(Ordering::SeqCst));
             }
             target.is_some_and(|t| handled.load(Ordering::SeqCst) >= t)
+                && swept.load(Ordering::SeqCst)
         }
     };
     // One server of those sharing the store evaluates rules: the lease decides which.
@@ -208,6 +213,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         config.max_file_bytes,
         config.clock_skew_tolerance,
         config.agent_offline_after,
+        agents_swept,
     ));
     if let Some(reloader) = reloader.get() {
         reloader.attach_remote(remote.clone());
@@ -277,8 +283,11 @@ fn spawn_agent_sweeper(
     std::thread::Builder::new()
         .name("pw-agents".into())
         .spawn(move || {
-            while !shutdown.sleep(every) {
+            loop {
                 remote.sweep(&index);
+                if shutdown.sleep(every) {
+                    break;
+                }
             }
         })
         .context("starting the agents' sweeper")

@@ -44,6 +44,10 @@ impl std::fmt::Debug for AgentAuth {
 /// How often an agent's own series (`probewatch_agent_*`) are written at most.
 const AGENT_SAMPLE_EVERY_MS: i64 = 10_000;
 
+/// An agent whose oldest undelivered file is older than this is catching up after an
+/// outage (`probewatch_agent_draining 1`): its hosts' newest results are still on their way.
+const DRAINING_AFTER_MS: u64 = 10_000;
+
 /// How often an offline agent's `probewatch_agent_up 0` is written again, so it stays in
 /// instant queries' lookback.
 const OFFLINE_REFRESH_MS: i64 = 60_000;
@@ -60,6 +64,7 @@ struct Seen {
     rejected: u64,
     last_reject: Option<String>,
     sampled_at_ms: i64,
+    draining: bool,
 }
 
 /// The daemon's [`RemoteIngest`].
@@ -76,6 +81,9 @@ pub struct RemoteIngestor {
     /// `offline_after` (false), as of the last sweep or contact.
     states: Mutex<HashMap<Arc<str>, bool>>,
     offline_after: Duration,
+    /// Set once the first sweep has run: rules wait for it after a start, so an agent that
+    /// went away while the servers were down is known offline before any absence rule runs.
+    swept: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RemoteIngestor {
@@ -87,6 +95,7 @@ impl RemoteIngestor {
         max_file_bytes: u64,
         clock_skew_tolerance: Duration,
         offline_after: Duration,
+        swept: Arc<std::sync::atomic::AtomicBool>,
     ) -> RemoteIngestor {
         RemoteIngestor {
             agents: std::sync::RwLock::new(Arc::new(agents)),
@@ -98,27 +107,42 @@ impl RemoteIngestor {
             seen: Mutex::default(),
             states: Mutex::default(),
             offline_after,
+            swept,
         }
     }
 
-    /// Writes `probewatch_agent_up` of `agent` (one series per host it writes for, so a
-    /// rule can leave out the hosts of an agent that is away: `unless on (host)`).
-    fn write_up(&self, agent: &AgentAuth, value: f64, at_ms: i64) {
-        let samples: Vec<probewatch_core::SeriesSample> = agent
-            .hosts
-            .iter()
-            .filter_map(|host| {
-                let labels = Labels::from_pairs([("agent", &*agent.name), ("host", host)]).ok()?;
-                Some(probewatch_core::SeriesSample {
-                    metric: "probewatch_agent_up".into(),
-                    labels: labels.canonical(),
-                    time_ms: at_ms,
-                    value,
-                })
-            })
-            .collect();
+    /// Writes `agent`'s state in one transaction: `probewatch_agent_up` and
+    /// `probewatch_agent_draining`, one series per host it writes for (so a rule can leave
+    /// out the hosts of an agent that is away or catching up: `unless on (host)`), and
+    /// `extra` per-agent series.
+    fn write_state(
+        &self,
+        agent: &AgentAuth,
+        up: f64,
+        draining: f64,
+        extra: &[(&str, f64)],
+        at_ms: i64,
+    ) {
+        let sample = |metric: &str, labels: Labels, value| probewatch_core::SeriesSample {
+            metric: metric.to_string(),
+            labels: labels.canonical(),
+            time_ms: at_ms,
+            value,
+        };
+        let mut samples = Vec::with_capacity(agent.hosts.len() * 2 + extra.len());
+        for host in &agent.hosts {
+            if let Ok(labels) = Labels::from_pairs([("agent", &*agent.name), ("host", host)]) {
+                samples.push(sample("probewatch_agent_up", labels.clone(), up));
+                samples.push(sample("probewatch_agent_draining", labels, draining));
+            }
+        }
+        if let Ok(labels) = Labels::from_pairs([("agent", &*agent.name)]) {
+            for (metric, value) in extra {
+                samples.push(sample(metric, labels.clone(), *value));
+            }
+        }
         if let Err(err) = self.store.write_samples(&samples) {
-            tracing::warn!(agent = %agent.name, error = %err, "cannot write probewatch_agent_up");
+            tracing::warn!(agent = %agent.name, error = %err, "cannot write the agent's series");
         }
     }
 
@@ -128,6 +152,11 @@ impl RemoteIngestor {
     /// an agent that just went offline (and again every minute while it stays so), so rules
     /// and the dashboard see it.
     pub fn sweep(&self, index: &probewatch_store::SeriesIndex) {
+        self.sweep_agents(index);
+        self.swept.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn sweep_agents(&self, index: &probewatch_store::SeriesIndex) {
         if self.configured().is_empty() {
             return;
         }
@@ -198,7 +227,7 @@ impl RemoteIngestor {
                 );
             }
             if write_zero {
-                self.write_up(agent, 0.0, now);
+                self.write_state(agent, 0.0, 0.0, &[], now);
             }
         }
     }
@@ -211,6 +240,13 @@ impl RemoteIngestor {
             .filter(|a| states.get(&a.name) == Some(&false))
             .flat_map(|a| a.hosts.iter().cloned())
             .collect()
+    }
+
+    /// How often a calling agent's series are written: often enough that the sweep never
+    /// takes a live agent for an offline one.
+    fn sample_every_ms(&self) -> i64 {
+        let offline_after = i64::try_from(self.offline_after.as_millis()).unwrap_or(i64::MAX);
+        AGENT_SAMPLE_EVERY_MS.min(offline_after / 3)
     }
 
     /// The configured agents now.
@@ -396,6 +432,7 @@ impl RemoteIngestor {
         if back {
             tracing::info!(agent = %agent.name, "agent back online");
         }
+        let draining = oldest_ms > DRAINING_AFTER_MS;
         let due = {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             let entry = seen.entry(agent.name.clone()).or_default();
@@ -405,31 +442,29 @@ impl RemoteIngestor {
             }
             entry.backlog_files = backlog;
             entry.oldest_file_age_ms = oldest_ms;
-            let due = back || now - entry.sampled_at_ms >= AGENT_SAMPLE_EVERY_MS;
+            let due = back
+                || draining != entry.draining
+                || now - entry.sampled_at_ms >= self.sample_every_ms();
+            entry.draining = draining;
             if due {
                 entry.sampled_at_ms = now;
             }
             due
         };
         if due {
-            self.write_up(agent, 1.0, now);
-            let labels = Labels::from_pairs([("agent", &*agent.name)]).unwrap_or_default();
-            let samples = [
-                ("probewatch_agent_backlog_files", backlog as f64),
-                (
-                    "probewatch_agent_oldest_file_age_seconds",
-                    oldest_ms as f64 / 1000.0,
-                ),
-            ]
-            .map(|(metric, value)| probewatch_core::SeriesSample {
-                metric: metric.to_string(),
-                labels: labels.canonical(),
-                time_ms: now,
-                value,
-            });
-            if let Err(err) = self.store.write_samples(&samples) {
-                tracing::warn!(agent = %agent.name, error = %err, "cannot write the agent's series");
-            }
+            self.write_state(
+                agent,
+                1.0,
+                if draining { 1.0 } else { 0.0 },
+                &[
+                    ("probewatch_agent_backlog_files", backlog as f64),
+                    (
+                        "probewatch_agent_oldest_file_age_seconds",
+                        oldest_ms as f64 / 1000.0,
+                    ),
+                ],
+                now,
+            );
         }
     }
 }

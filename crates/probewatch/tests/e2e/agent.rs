@@ -921,3 +921,143 @@ fn an_agent_fails_over_when_its_server_is_killed_and_nothing_is_stored_twice() {
     agent.stop();
     b.stop();
 }
+
+/// A result of probe `web` stamped now, naming no host (it takes the agent's name).
+fn live_result(login: &str) -> String {
+    format!(
+        r#"<probe name="web" time="{}" interval="1s"><check name="login" status="{login}">login</check></probe>"#,
+        epoch_secs()
+    )
+}
+
+#[test]
+fn servers_down_for_a_while_raise_no_false_absence_alert_and_the_real_one_once() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let hook = Webhook::start(0);
+    let port = free_port();
+    std::fs::create_dir_all(dir.join("server-spool")).expect("spool");
+    let rules = dir.join("rules.yml");
+    std::fs::write(
+        &rules,
+        r#"
+groups:
+  - name: checks
+    interval: 1s
+    rules:
+      - alert: CheckSilent
+        expr: |
+          (time() - max_over_time(timestamp(probe_check_status)[10m:1s])) > 4
+          unless on (host) (probewatch_agent_up == 0 or probewatch_agent_draining == 1)
+      - alert: LoginCritical
+        expr: probe_check_status{check="login"} == 2
+"#,
+    )
+    .expect("rules");
+    let config = dir.join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+rule_files = [{rules:?}]
+agent_offline_after = "2s"
+
+[[spool]]
+path = {spool:?}
+
+[[agent]]
+name = "web-1"
+token = "{TOKEN}"
+
+[[receiver]]
+name = "ops"
+url = {url:?}
+
+[[route]]
+receiver = "ops"
+group_by = ["alertname"]
+group_wait = "0s"
+"#,
+            rules = rules.display().to_string(),
+            spool = dir.join("server-spool").display().to_string(),
+            url = hook.url,
+        ),
+    )
+    .expect("config");
+    let start = || {
+        Daemon::spawn(&[
+            "run".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--data".into(),
+            dir.join("server-data").display().to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+        ])
+    };
+    let server = start();
+    let agent_toml = agent_config(dir, &[format!("http://127.0.0.1:{port}")], TOKEN);
+    let agent = Agent::start(&agent_toml);
+    let spool = dir.join("agent-spool");
+    let written = Arc::new(AtomicU64::new(0));
+    let critical = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (spool, written, critical, stop) = (
+            spool.clone(),
+            written.clone(),
+            critical.clone(),
+            stop.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let n = written.fetch_add(1, Ordering::SeqCst);
+                let status = if critical.load(Ordering::SeqCst) {
+                    "critical"
+                } else {
+                    "ok"
+                };
+                write_renamed(&spool.join(format!("r{n:05}.xml")), &live_result(status));
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        })
+    };
+    server.wait_until("results flowing", Duration::from_secs(30), |d| {
+        d.stats()["files_ingested"].as_u64().unwrap_or(0) >= 5
+    });
+    // The server goes away for longer than the silence threshold; meanwhile login fails.
+    server.kill9();
+    std::thread::sleep(Duration::from_secs(4));
+    critical.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_secs(8));
+    let server = start();
+    server.wait_until("the backlog delivered", Duration::from_secs(60), |d| {
+        d.stats()["files_ingested"].as_u64().unwrap_or(0) + 3 >= written.load(Ordering::SeqCst)
+    });
+    hook.wait_for(1, Duration::from_secs(30));
+    // Some evaluations after the drain, with results still flowing.
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::SeqCst);
+    writer.join().expect("writer");
+    let names: Vec<String> = hook
+        .received()
+        .iter()
+        .filter(|b| b["status"] == "firing")
+        .flat_map(|b| {
+            b["alerts"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|a| a["labels"]["alertname"].as_str().map(String::from))
+        })
+        .collect();
+    assert_eq!(
+        names,
+        ["LoginCritical"],
+        "the real alert once, no absence alert:\n{}",
+        server.log()
+    );
+    agent.stop();
+    server.stop();
+}
