@@ -770,7 +770,15 @@ struct IngestPage {
     store: String,
     /// The servers sharing the store (one, on SQLite).
     cluster: Vec<MemberView>,
-    /// Agents delivering to the servers (none configured: the section is left out).
+    /// Agents configured, and how many of them are offline (the details are on /agents).
+    agents: usize,
+    agents_offline: usize,
+}
+
+#[derive(Template)]
+#[template(path = "agents.html")]
+struct AgentsPage {
+    page: &'static str,
     agents: Vec<AgentRowView>,
 }
 
@@ -914,6 +922,11 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
             error: f.error.unwrap_or_default(),
         })
         .collect();
+    let agents = state
+        .remote
+        .as_ref()
+        .map(|r| r.agents())
+        .unwrap_or_default();
     let html = IngestPage {
         page: "ingest",
         spools,
@@ -929,36 +942,50 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         unreadable,
         store: state.info.store.clone(),
         cluster: members,
-        agents: state
-            .remote
-            .as_ref()
-            .map(|r| r.agents())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|a| AgentRowView {
-                last_contact: if a.last_contact_ms == 0 {
-                    "not since this server started".into()
-                } else {
-                    ago(a.last_contact_ms, now)
-                },
-                oldest: if a.backlog_files == 0 {
-                    "—".into()
-                } else {
-                    crate::history::human_duration(
-                        i64::try_from(a.oldest_file_age_ms).unwrap_or(i64::MAX),
-                    )
-                },
-                name: a.name,
-                state: a.state,
-                hosts: a.hosts.join(", "),
-                version: a.version,
-                backlog: a.backlog_files,
-                stored: a.stored,
-                duplicates: a.duplicates,
-                rejected: a.rejected,
-                last_reject: a.last_reject.unwrap_or_default(),
-            })
-            .collect(),
+        agents: agents.len(),
+        agents_offline: agents.iter().filter(|a| a.state == "offline").count(),
+    }
+    .render()
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Html(html).into_response())
+}
+
+/// `GET /agents`: every configured agent, its state and what this server saw of it.
+pub(crate) async fn agents(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let now = crate::now_ms();
+    let agents = state
+        .remote
+        .as_ref()
+        .map(|r| r.agents())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| AgentRowView {
+            last_contact: if a.last_contact_ms == 0 {
+                "not since this server started".into()
+            } else {
+                ago(a.last_contact_ms, now)
+            },
+            oldest: if a.backlog_files == 0 {
+                "—".into()
+            } else {
+                crate::history::human_duration(
+                    i64::try_from(a.oldest_file_age_ms).unwrap_or(i64::MAX),
+                )
+            },
+            name: a.name,
+            state: a.state,
+            hosts: a.hosts.join(", "),
+            version: a.version,
+            backlog: a.backlog_files,
+            stored: a.stored,
+            duplicates: a.duplicates,
+            rejected: a.rejected,
+            last_reject: a.last_reject.unwrap_or_default(),
+        })
+        .collect();
+    let html = AgentsPage {
+        page: "agents",
+        agents,
     }
     .render()
     .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -779,9 +779,11 @@ fn an_agent_that_stops_calling_is_offline_and_its_checks_say_so_instead_of_stale
     );
     assert!(server.log().contains("agent offline"), "{}", server.log());
     let ingest = server.get_text("/ingest");
+    assert!(ingest.contains("1 offline"), "{ingest}");
+    let page = server.get_text("/agents");
     assert!(
-        ingest.contains("id=\"ingest-agents\"") && ingest.contains("offline"),
-        "{ingest}"
+        page.contains("id=\"agents\"") && page.contains("status-offline"),
+        "{page}"
     );
     // It comes back.
     let agent = Agent::start(&config);
@@ -1059,5 +1061,91 @@ group_wait = "0s"
         server.log()
     );
     agent.stop();
+    server.stop();
+}
+
+#[test]
+fn results_that_arrive_hours_late_land_at_their_own_time() {
+    let env = Env::new();
+    let dir = env.dir.path();
+    let server = start_server(dir, 0);
+    let ci = "push-token-0123456789abcdef";
+    let now = epoch_secs();
+    let push = |time: i64, status: &str| {
+        let doc = format!(
+            r#"<probe name="late" time="{time}" interval="1m"><check name="c" status="{status}">at {time}</check></probe>"#
+        );
+        let (status, answer) = {
+            let response = reqwest::blocking::Client::new()
+                .post(format!("{}/api/v1/push", server.base))
+                .bearer_auth(ci)
+                .body(doc)
+                .send()
+                .expect("push");
+            (
+                response.status().as_u16(),
+                response.json::<Value>().unwrap_or(Value::Null),
+            )
+        };
+        assert_eq!(
+            (status, &answer["result"]),
+            (200, &json!("stored")),
+            "{answer}"
+        );
+    };
+    // Fresh results first, then what an agent cut off for hours delivers: older ones.
+    push(now - 60, "ok");
+    push(now - 30, "ok");
+    push(now - 3 * 3600, "critical");
+    push(now - 3 * 3600 + 60, "critical");
+    // The latest state is still the newest result.
+    let checks = server.get("/api/v1/checks");
+    let late = checks["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["probe"] == "late")
+        .cloned()
+        .expect("the check");
+    assert_eq!(late["status"], "ok", "{late}");
+    assert_eq!(late["time_ms"], (now - 30) * 1000, "{late}");
+    // History holds all four, in time order, the late ones three hours back.
+    let history = server.get(&format!(
+        "/api/v1/checks/history?probe=late&check=c&from={}&to={}",
+        now - 4 * 3600,
+        now
+    ));
+    let times: Vec<i64> = history["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|r| r["time_ms"].as_i64())
+        .collect();
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    assert_eq!(
+        sorted,
+        [now - 3 * 3600, now - 3 * 3600 + 60, now - 60, now - 30].map(|t| t * 1000),
+        "{history}"
+    );
+    // PromQL sees the critical status at its own time, and ok now.
+    let then = server.get(&format!(
+        "/api/v1/query?query=probe_check_status{{probe=\"late\"}}&time={}",
+        now - 3 * 3600 + 90
+    ));
+    assert_eq!(then["data"]["result"][0]["value"][1], "2", "{then}");
+    let current = server.get("/api/v1/query?query=probe_check_status{probe=\"late\"}");
+    assert_eq!(current["data"]["result"][0]["value"][1], "0", "{current}");
+    // The check page's availability over four hours counts the late critical run.
+    let page = server.get_text("/check?probe=late&host=ci&check=c&range=6h");
+    assert!(
+        page.contains("status-critical"),
+        "the late run shows on the check page: {page}"
+    );
+    let last_hour = server.get_text("/check?probe=late&host=ci&check=c&range=1h");
+    assert!(
+        !last_hour.contains("status-critical"),
+        "and only where it belongs: {last_hour}"
+    );
     server.stop();
 }
