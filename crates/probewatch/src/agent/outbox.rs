@@ -14,6 +14,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 /// Name of the outbox file in the agent's data directory.
 pub const OUTBOX_FILE: &str = "outbox.sqlite";
 
+/// The outbox's layout version (`PRAGMA user_version`). An agent upgraded over an existing
+/// outbox takes it as it is (a later layout change migrates from here); one older than the
+/// outbox refuses to start rather than misread it.
+const LAYOUT: i64 = 1;
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS queue (
     seq INTEGER PRIMARY KEY,
@@ -106,7 +111,18 @@ impl Outbox {
         // An entry is deleted locally only after the server committed it; a queued entry
         // lost in a power cut is still a file in the spool, found by the next scan.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let layout: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if layout > LAYOUT {
+            return Err(rusqlite::Error::ToSqlConversionFailure(
+                format!(
+                    "the outbox was written by a newer probewatch agent (layout {layout}, this \
+                     one knows {LAYOUT}): run that version, or let it drain first"
+                )
+                .into(),
+            ));
+        }
         conn.execute_batch(SCHEMA)?;
+        conn.pragma_update(None, "user_version", LAYOUT)?;
         Ok(Outbox { conn })
     }
 
@@ -298,6 +314,25 @@ mod tests {
         // The file is gone: its row is forgotten.
         assert_eq!(outbox.forget_missing(|_| false).expect("forget"), 1);
         assert_eq!(outbox.known(b"/a").expect("known"), None);
+    }
+
+    #[test]
+    fn an_outbox_of_a_newer_layout_is_refused_and_queued_files_survive_a_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let mut outbox = Outbox::open(dir.path()).expect("open");
+            outbox.enqueue(&[entry("/a", 1)], 1).expect("q");
+        }
+        // Reopened (a restart, or an upgrade that keeps the layout): the file is still queued.
+        let outbox = Outbox::open(dir.path()).expect("reopen");
+        assert_eq!(outbox.backlog().expect("backlog"), (1, Some(1)));
+        outbox
+            .conn
+            .pragma_update(None, "user_version", LAYOUT + 1)
+            .expect("pragma");
+        drop(outbox);
+        let err = Outbox::open(dir.path()).err().expect("refused");
+        assert!(err.to_string().contains("newer probewatch agent"), "{err}");
     }
 
     #[test]
