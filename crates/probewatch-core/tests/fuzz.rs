@@ -1,4 +1,5 @@
-//! The XML result parser against arbitrary and mutated input: it must never panic, and
+//! The result parsers (XML, JSON, and `auto` choosing between them) against arbitrary and
+//! mutated input: it must never panic, and
 //! every failure must be a `Reject` that names a kind and says what is wrong. Runs briefly
 //! in every `cargo test` (set PROPTEST_CASES for a longer run).
 
@@ -7,21 +8,27 @@ use probewatch_core::{Format, ParseLimits, parse};
 use proptest::prelude::*;
 
 fn fixtures() -> Vec<Vec<u8>> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/test_data/xml");
-    let mut out: Vec<Vec<u8>> = std::fs::read_dir(dir)
-        .expect("fixtures")
-        .filter_map(Result::ok)
-        .filter(|e| e.path().extension().is_some_and(|x| x == "xml"))
-        .filter_map(|e| std::fs::read(e.path()).ok())
-        .collect();
+    let mut out = Vec::new();
+    for format in ["xml", "json"] {
+        let dir = format!("{}/test_data/{format}", env!("CARGO_MANIFEST_DIR"));
+        out.extend(
+            std::fs::read_dir(dir)
+                .expect("fixtures")
+                .filter_map(Result::ok)
+                .filter(|e| e.path().extension().is_some_and(|x| x == format))
+                .filter_map(|e| std::fs::read(e.path()).ok()),
+        );
+    }
     out.sort();
     out
 }
 
 fn parses_or_rejects_clearly(bytes: &[u8]) {
     let limits = ParseLimits::default();
-    if let Err(reject) = parse(Format::Xml, bytes, FileContext { mtime_ms: 0 }, &limits) {
-        assert!(!reject.to_string().is_empty(), "a rejection says why");
+    for format in [Format::Xml, Format::Json, Format::Auto] {
+        if let Err(reject) = parse(format, bytes, FileContext { mtime_ms: 0 }, &limits) {
+            assert!(!reject.to_string().is_empty(), "a rejection says why");
+        }
     }
 }
 
@@ -52,6 +59,12 @@ fn edit() -> impl Strategy<Value = Edit> {
             b" time=\"-99999999999999\"".to_vec(),
             b" interval=\"0s\"".to_vec(),
             "\u{feff}".as_bytes().to_vec(),
+            b"{".to_vec(),
+            b"[".to_vec(),
+            b"\"status\": 9".to_vec(),
+            b"\"value\": 1e999".to_vec(),
+            b"\"time\": -1".to_vec(),
+            b"\\ud800".to_vec(),
             vec![0xff, 0xfe],
         ]),
     ];

@@ -1,6 +1,7 @@
-//! Data-driven parser tests: every `test_data/xml/<case>.xml` is parsed and its rendering is
-//! compared with `<case>.expected`. Files named `ok_*` must parse, `bad_*` must be rejected.
-//! Run with `UPDATE_EXPECT=1` to (re)write the expectations, then review the diff.
+//! Data-driven parser tests: every `test_data/<format>/<case>.<format>` is parsed and its
+//! rendering is compared with `<case>.expected`. Files named `ok_*` must parse, `bad_*` must
+//! be rejected. Run with `UPDATE_EXPECT=1` to (re)write the expectations, then review the
+//! diff.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -50,15 +51,28 @@ fn render(result: &Result<Vec<ProbeResult>, Reject>) -> String {
 
 #[test]
 fn xml_cases() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/xml");
+    cases(Format::Xml, 30);
+}
+
+#[test]
+fn json_cases() {
+    cases(Format::Json, 15);
+}
+
+/// Every fixture of `format` (at least `at_least` of them) against its expectation.
+fn cases(format: Format, at_least: usize) {
+    let ext = format.as_str();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("test_data")
+        .join(ext);
     let update = std::env::var_os("UPDATE_EXPECT").is_some();
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
-        .expect("test_data/xml exists")
+        .expect("the fixtures' directory exists")
         .map(|e| e.expect("readable dir").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "xml"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     entries.sort();
-    assert!(entries.len() > 30, "fixtures missing");
+    assert!(entries.len() >= at_least, "fixtures missing");
     let mut failures = Vec::new();
     for path in entries {
         let name = path
@@ -68,11 +82,21 @@ fn xml_cases() {
             .to_string();
         let input = std::fs::read(&path).expect("readable fixture");
         let result = parse(
-            Format::Xml,
+            format,
             &input,
             FileContext { mtime_ms: MTIME_MS },
             &ParseLimits::default(),
         );
+        // Whatever the format, `auto` reads the file the same way.
+        let auto = parse(
+            Format::Auto,
+            &input,
+            FileContext { mtime_ms: MTIME_MS },
+            &ParseLimits::default(),
+        );
+        if result.is_ok() && render(&auto) != render(&result) {
+            failures.push(format!("{name}: format auto reads it differently"));
+        }
         if name.starts_with("ok_") != result.is_ok() {
             failures.push(format!(
                 "{name}: expected {}, got {}",

@@ -19,11 +19,12 @@ use crate::daemon::ingest_settings;
 use crate::ingest::Pipeline;
 use crate::telemetry::{Metrics, init_logging};
 
-/// Expands directories into the result files below them (default filter: `*.xml`, no
-/// hidden or temporary files); files named explicitly are always taken.
-fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+/// Expands directories into the result files below them (`include`: the format's file
+/// names; no hidden or temporary files); files named explicitly are always taken.
+fn expand(paths: &[PathBuf], include: &[&str]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
     let exclude: Vec<String> = DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect();
-    let filter = Filter::new(&["*.xml".to_string()], &exclude)?;
+    let include: Vec<String> = include.iter().map(|s| s.to_string()).collect();
+    let filter = Filter::new(&include, &exclude)?;
     let mut files = Vec::new();
     for path in paths {
         let meta = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
@@ -43,10 +44,21 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
 
 /// `probewatch check FILE...`: prints every error and exits 1 if any file is bad.
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let files = expand(&args.paths)?;
+    let format = match args.format.as_deref() {
+        None => Format::Auto,
+        Some(name) => Format::from_name(name)
+            .with_context(|| format!("--format {name:?}: expected xml, json or auto"))?,
+    };
+    let files = expand(&args.paths, format.default_include())?;
     let mut bad = 0usize;
     for (_, path) in &files {
-        match check_one(path, args.max_file_bytes) {
+        // `auto` goes by the file's name first (`.json`, `.xml`), then by its content.
+        let format = match (format, path.extension().and_then(|e| e.to_str())) {
+            (Format::Auto, Some("json")) => Format::Json,
+            (Format::Auto, Some("xml")) => Format::Xml,
+            (format, _) => format,
+        };
+        match check_one(path, args.max_file_bytes, format) {
             Ok(summary) => println!("ok   {}: {summary}", path.display()),
             Err(error) => {
                 bad += 1;
@@ -66,7 +78,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn check_one(path: &Path, max_bytes: u64) -> Result<String, String> {
+fn check_one(path: &Path, max_bytes: u64, format: Format) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     if meta.len() > max_bytes {
@@ -85,7 +97,7 @@ fn check_one(path: &Path, max_bytes: u64) -> Result<String, String> {
         .and_then(|m| m.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
     let results = parse(
-        Format::Xml,
+        format,
         &bytes,
         FileContext { mtime_ms },
         &ParseLimits::default(),
@@ -109,8 +121,9 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
     };
     let mut config = Config::load(args.common.config.as_deref(), &overrides)?;
     init_logging(config.log_format);
-    let files = expand(&args.paths)?;
-    // One pseudo-spool per root, named "import", keeping files where they are.
+    let files = expand(&args.paths, Format::Auto.default_include())?;
+    // One pseudo-spool per root, named "import", keeping files where they are, reading each
+    // file as its content says (XML or JSON).
     let mut roots: Vec<PathBuf> = files.iter().map(|(root, _)| root.clone()).collect();
     roots.dedup();
     let template = config
@@ -123,6 +136,7 @@ pub fn ingest(args: &IngestArgs) -> anyhow::Result<ExitCode> {
         .map(|root| Spool {
             name: Arc::from("import"),
             root: root.clone(),
+            format: Format::Auto,
             after_ingest: AfterIngest::Keep,
             quarantine: None,
             ..template.clone()

@@ -659,11 +659,15 @@ fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
     };
     let format_name = spool.format.as_deref().unwrap_or("xml");
     let format = Format::from_name(format_name).with_context(|| {
-        format!("spool {name}: unknown format {format_name:?} (supported: xml)")
+        format!("spool {name}: unknown format {format_name:?} (supported: xml, json, auto)")
     })?;
-    let include = spool
-        .include
-        .unwrap_or_else(|| vec![format!("*.{}", format.as_str())]);
+    let include = spool.include.unwrap_or_else(|| {
+        format
+            .default_include()
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
     let exclude = spool
         .exclude
         .unwrap_or_else(|| DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect());

@@ -3,18 +3,22 @@
 //! Every format turns bytes into [`ProbeResult`]s or a [`Reject`]; no format does IO, so the
 //! ingest path can read the file once, hash it, and hand the same bytes here.
 
+mod json;
 mod xml;
 
 use crate::model::ProbeResult;
 use crate::reject::Reject;
 
-/// The formats probewatch reads. Only XML exists today; JSON, Prometheus text and Nagios
-/// plugin output are planned and will be variants here.
+/// The formats probewatch reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Format {
     /// probewatch result XML v1 (docs/format.md).
     #[default]
     Xml,
+    /// The same model as JSON (docs/format-json.md).
+    Json,
+    /// By content: XML when the file starts with `<`, JSON with `{` or `[`.
+    Auto,
 }
 
 impl Format {
@@ -22,6 +26,8 @@ impl Format {
     pub fn from_name(name: &str) -> Option<Format> {
         match name.to_ascii_lowercase().as_str() {
             "xml" => Some(Format::Xml),
+            "json" => Some(Format::Json),
+            "auto" => Some(Format::Auto),
             _ => None,
         }
     }
@@ -30,6 +36,17 @@ impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::Xml => "xml",
+            Format::Json => "json",
+            Format::Auto => "auto",
+        }
+    }
+
+    /// The file names a spool of this format reads unless told otherwise.
+    pub fn default_include(self) -> &'static [&'static str] {
+        match self {
+            Format::Xml => &["*.xml"],
+            Format::Json => &["*.json"],
+            Format::Auto => &["*.xml", "*.json"],
         }
     }
 }
@@ -78,5 +95,22 @@ pub fn parse(
 ) -> Result<Vec<ProbeResult>, Reject> {
     match format {
         Format::Xml => xml::parse(input, file, limits),
+        Format::Json => json::parse(input, file, limits),
+        Format::Auto => match sniff(input) {
+            Some(Format::Json) => json::parse(input, file, limits),
+            _ => xml::parse(input, file, limits),
+        },
+    }
+}
+
+/// The format a file's first significant byte says (after a byte-order mark and white
+/// space): `{` or `[` is JSON, anything else is left to the XML parser, whose errors say
+/// what it found.
+fn sniff(input: &[u8]) -> Option<Format> {
+    let input = input.strip_prefix(b"\xef\xbb\xbf").unwrap_or(input);
+    match input.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{' | b'[') => Some(Format::Json),
+        Some(_) => Some(Format::Xml),
+        None => None,
     }
 }

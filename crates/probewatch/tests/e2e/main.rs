@@ -10,6 +10,7 @@ mod bad_input;
 mod commands;
 mod dashboard;
 mod exactly_once;
+mod formats;
 mod grafana;
 mod hardening;
 mod history_pages;
