@@ -1,4 +1,4 @@
-//! The result parsers (XML, JSON, and `auto` choosing between them) against arbitrary and
+//! The result parsers (XML, JSON, Prometheus text, and `auto` choosing among them) against arbitrary and
 //! mutated input: it must never panic, and
 //! every failure must be a `Reject` that names a kind and says what is wrong. Runs briefly
 //! in every `cargo test` (set PROPTEST_CASES for a longer run).
@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 fn fixtures() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for format in ["xml", "json"] {
+    for format in ["xml", "json", "prom"] {
         let dir = format!("{}/test_data/{format}", env!("CARGO_MANIFEST_DIR"));
         out.extend(
             std::fs::read_dir(dir)
@@ -25,8 +25,16 @@ fn fixtures() -> Vec<Vec<u8>> {
 
 fn parses_or_rejects_clearly(bytes: &[u8]) {
     let limits = ParseLimits::default();
-    for format in [Format::Xml, Format::Json, Format::Auto] {
-        if let Err(reject) = parse(format, bytes, FileContext { mtime_ms: 0 }, &limits) {
+    for format in [Format::Xml, Format::Json, Format::Prometheus, Format::Auto] {
+        if let Err(reject) = parse(
+            format,
+            bytes,
+            FileContext {
+                mtime_ms: 0,
+                name: "",
+            },
+            &limits,
+        ) {
             assert!(!reject.to_string().is_empty(), "a rejection says why");
         }
     }
@@ -65,6 +73,10 @@ fn edit() -> impl Strategy<Value = Edit> {
             b"\"value\": 1e999".to_vec(),
             b"\"time\": -1".to_vec(),
             b"\\ud800".to_vec(),
+            b"{a=\"\\".to_vec(),
+            b"\n# TYPE m gauge\n".to_vec(),
+            b"\n# EOF\n".to_vec(),
+            b" 99999999999999999999".to_vec(),
             vec![0xff, 0xfe],
         ]),
     ];

@@ -22,7 +22,10 @@ fn ours(text: &str) -> bool {
     parse(
         Format::Json,
         text.as_bytes(),
-        FileContext { mtime_ms: 0 },
+        FileContext {
+            mtime_ms: 0,
+            name: "",
+        },
         &ParseLimits::default(),
     )
     .is_ok()

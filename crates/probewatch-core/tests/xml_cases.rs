@@ -59,9 +59,17 @@ fn json_cases() {
     cases(Format::Json, 15);
 }
 
+#[test]
+fn prometheus_cases() {
+    cases(Format::Prometheus, 12);
+}
+
 /// Every fixture of `format` (at least `at_least` of them) against its expectation.
 fn cases(format: Format, at_least: usize) {
-    let ext = format.as_str();
+    let ext = match format {
+        Format::Prometheus => "prom",
+        other => other.as_str(),
+    };
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("test_data")
         .join(ext);
@@ -81,17 +89,28 @@ fn cases(format: Format, at_least: usize) {
             .expect("utf-8 name")
             .to_string();
         let input = std::fs::read(&path).expect("readable fixture");
+        let file_name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("")
+            .to_string();
         let result = parse(
             format,
             &input,
-            FileContext { mtime_ms: MTIME_MS },
+            FileContext {
+                mtime_ms: MTIME_MS,
+                name: &file_name,
+            },
             &ParseLimits::default(),
         );
         // Whatever the format, `auto` reads the file the same way.
         let auto = parse(
             Format::Auto,
             &input,
-            FileContext { mtime_ms: MTIME_MS },
+            FileContext {
+                mtime_ms: MTIME_MS,
+                name: &file_name,
+            },
             &ParseLimits::default(),
         );
         if result.is_ok() && render(&auto) != render(&result) {
@@ -140,7 +159,10 @@ fn limits_are_enforced() {
     let err = parse(
         Format::Xml,
         xml.as_bytes(),
-        FileContext { mtime_ms: 0 },
+        FileContext {
+            mtime_ms: 0,
+            name: "",
+        },
         &limits,
     )
     .expect_err("over the item limit");
@@ -161,9 +183,66 @@ fn deep_amplification_is_not_expanded() {
     let err = parse(
         Format::Xml,
         xml.as_bytes(),
-        FileContext { mtime_ms: 0 },
+        FileContext {
+            mtime_ms: 0,
+            name: "",
+        },
         &ParseLimits::default(),
     )
     .expect_err("undefined entity");
     assert_eq!(err.kind.as_str(), "dtd");
+}
+
+/// Whatever Prometheus's own text parser refuses, ours refuses too: every Prometheus
+/// fixture goes through Debian's `promtool check metrics` (exit 1: a parse error; 3: lint
+/// only). OpenMetrics files are left out: promtool reads text format 0.0.4 only.
+#[test]
+fn prometheus_fixtures_that_promtool_cannot_parse_are_refused_by_ours_too() {
+    let promtool = Path::new("/usr/bin/promtool");
+    if !promtool.exists() {
+        eprintln!("SKIPPED: no /usr/bin/promtool (Debian package prometheus)");
+        return;
+    }
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("test_data/prom");
+    let mut compared = 0;
+    for entry in std::fs::read_dir(dir).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_none_or(|e| e != "prom") {
+            continue;
+        }
+        let input = std::fs::read(&path).expect("fixture");
+        if String::from_utf8_lossy(&input)
+            .trim_end()
+            .ends_with("# EOF")
+        {
+            continue;
+        }
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("promtool");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), &input).expect("write");
+        let theirs = child.wait().expect("wait").code();
+        let ours = parse(
+            Format::Prometheus,
+            &input,
+            FileContext {
+                mtime_ms: 0,
+                name: "x.prom",
+            },
+            &ParseLimits::default(),
+        );
+        if theirs == Some(1) {
+            assert!(
+                ours.is_err(),
+                "{}: promtool refuses it, ours accepts",
+                path.display()
+            );
+        }
+        compared += 1;
+    }
+    assert!(compared >= 20, "{compared} fixtures compared");
 }

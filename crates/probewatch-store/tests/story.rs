@@ -12,7 +12,10 @@ fn item(path: &str, hash: u8, xml: &str) -> IngestItem {
     let results = parse(
         Format::Xml,
         xml.as_bytes(),
-        FileContext { mtime_ms: 0 },
+        FileContext {
+            mtime_ms: 0,
+            name: "",
+        },
         &ParseLimits::default(),
     )
     .expect("fixture parses");

@@ -51,7 +51,10 @@ fn items(args: &BenchStoreArgs) -> anyhow::Result<Vec<IngestItem>> {
             let results = probewatch_core::parse(
                 Format::Xml,
                 xml.as_bytes(),
-                FileContext { mtime_ms: 0 },
+                FileContext {
+                    mtime_ms: 0,
+                    name: "",
+                },
                 &ParseLimits::default(),
             )
             .map_err(|r| anyhow::anyhow!("bench file {n}: {r}"))?;

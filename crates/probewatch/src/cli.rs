@@ -172,7 +172,8 @@ pub struct CheckArgs {
     /// Largest accepted file in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub max_file_bytes: u64,
-    /// xml, json or auto (default: by the file's extension, then by its content).
+    /// xml, json, prometheus or auto (default: by the file's extension, then by its
+    /// content).
     #[arg(long)]
     pub format: Option<String>,
 }

@@ -46,8 +46,9 @@ fn expand(paths: &[PathBuf], include: &[&str]) -> anyhow::Result<Vec<(PathBuf, P
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let format = match args.format.as_deref() {
         None => Format::Auto,
-        Some(name) => Format::from_name(name)
-            .with_context(|| format!("--format {name:?}: expected xml, json or auto"))?,
+        Some(name) => Format::from_name(name).with_context(|| {
+            format!("--format {name:?}: expected xml, json, prometheus or auto")
+        })?,
     };
     let files = expand(&args.paths, format.default_include())?;
     let mut bad = 0usize;
@@ -56,6 +57,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         let format = match (format, path.extension().and_then(|e| e.to_str())) {
             (Format::Auto, Some("json")) => Format::Json,
             (Format::Auto, Some("xml")) => Format::Xml,
+            (Format::Auto, Some("prom")) => Format::Prometheus,
             (format, _) => format,
         };
         match check_one(path, args.max_file_bytes, format) {
@@ -99,7 +101,10 @@ fn check_one(path: &Path, max_bytes: u64, format: Format) -> Result<String, Stri
     let results = parse(
         format,
         &bytes,
-        FileContext { mtime_ms },
+        FileContext {
+            mtime_ms,
+            name: path.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+        },
         &ParseLimits::default(),
     )
     .map_err(|reject| reject.to_string())?;

@@ -659,7 +659,9 @@ fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
     };
     let format_name = spool.format.as_deref().unwrap_or("xml");
     let format = Format::from_name(format_name).with_context(|| {
-        format!("spool {name}: unknown format {format_name:?} (supported: xml, json, auto)")
+        format!(
+            "spool {name}: unknown format {format_name:?} (supported: xml, json, prometheus, auto)"
+        )
     })?;
     let include = spool.include.unwrap_or_else(|| {
         format

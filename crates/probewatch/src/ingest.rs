@@ -587,7 +587,13 @@ pub(crate) fn parse_file(
     let mut results = match parse(
         settings.format,
         bytes,
-        FileContext { mtime_ms },
+        FileContext {
+            mtime_ms,
+            name: Path::new(shown_as)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(""),
+        },
         settings.limits,
     ) {
         Err(reject) => return (content_hash, ItemContent::Rejected(reject)),

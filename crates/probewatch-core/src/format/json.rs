@@ -247,7 +247,7 @@ impl<'de> Deserialize<'de> for Value {
 
 pub(super) fn parse(
     input: &[u8],
-    file: FileContext,
+    file: FileContext<'_>,
     limits: &ParseLimits,
 ) -> Result<Vec<ProbeResult>, Reject> {
     let text = match std::str::from_utf8(input) {
@@ -357,7 +357,7 @@ fn reject(err: &serde_json::Error, path: &str) -> Reject {
 fn convert(
     prefix: &str,
     r: JsonResult,
-    file: FileContext,
+    file: FileContext<'_>,
     limits: &ParseLimits,
 ) -> Result<ProbeResult, Reject> {
     let at = |field: String, detail: String| {

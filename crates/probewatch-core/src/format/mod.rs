@@ -4,6 +4,7 @@
 //! ingest path can read the file once, hash it, and hand the same bytes here.
 
 mod json;
+mod prometheus;
 mod xml;
 
 use crate::model::ProbeResult;
@@ -17,7 +18,11 @@ pub enum Format {
     Xml,
     /// The same model as JSON (docs/format-json.md).
     Json,
-    /// By content: XML when the file starts with `<`, JSON with `{` or `[`.
+    /// Prometheus text format 0.0.4 or OpenMetrics 1.0: a node_exporter textfile
+    /// (docs/format-prometheus.md).
+    Prometheus,
+    /// By the file's extension (`.xml`, `.json`, `.prom`), else by its content: XML when it
+    /// starts with `<`, JSON with `{` or `[`, Prometheus text otherwise.
     Auto,
 }
 
@@ -27,6 +32,7 @@ impl Format {
         match name.to_ascii_lowercase().as_str() {
             "xml" => Some(Format::Xml),
             "json" => Some(Format::Json),
+            "prometheus" | "openmetrics" | "prom" => Some(Format::Prometheus),
             "auto" => Some(Format::Auto),
             _ => None,
         }
@@ -37,6 +43,7 @@ impl Format {
         match self {
             Format::Xml => "xml",
             Format::Json => "json",
+            Format::Prometheus => "prometheus",
             Format::Auto => "auto",
         }
     }
@@ -46,7 +53,8 @@ impl Format {
         match self {
             Format::Xml => &["*.xml"],
             Format::Json => &["*.json"],
-            Format::Auto => &["*.xml", "*.json"],
+            Format::Prometheus => &["*.prom"],
+            Format::Auto => &["*.xml", "*.json", "*.prom"],
         }
     }
 }
@@ -78,11 +86,14 @@ impl Default for ParseLimits {
 }
 
 /// What the parser needs to know about the file beyond its bytes.
-#[derive(Debug, Clone, Copy)]
-pub struct FileContext {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileContext<'a> {
     /// The file's modification time in milliseconds since the epoch; the timestamp of
     /// results that declare none.
     pub mtime_ms: i64,
+    /// The file's name (no directory; empty when there is none): `auto` looks at its
+    /// extension, and a Prometheus textfile's probe is named after it.
+    pub name: &'a str,
 }
 
 /// Parses one result file. Never panics; every failure is a [`Reject`] with a position where
@@ -90,26 +101,39 @@ pub struct FileContext {
 pub fn parse(
     format: Format,
     input: &[u8],
-    file: FileContext,
+    file: FileContext<'_>,
     limits: &ParseLimits,
 ) -> Result<Vec<ProbeResult>, Reject> {
     match format {
         Format::Xml => xml::parse(input, file, limits),
         Format::Json => json::parse(input, file, limits),
-        Format::Auto => match sniff(input) {
-            Some(Format::Json) => json::parse(input, file, limits),
-            _ => xml::parse(input, file, limits),
-        },
+        Format::Prometheus => prometheus::parse(input, file, limits),
+        Format::Auto => {
+            let by_name = match file.name.rsplit_once('.').map(|(_, e)| e) {
+                Some("xml") => Some(Format::Xml),
+                Some("json") => Some(Format::Json),
+                Some("prom") => Some(Format::Prometheus),
+                _ => None,
+            };
+            match by_name.or_else(|| sniff(input)) {
+                Some(Format::Json) => json::parse(input, file, limits),
+                Some(Format::Prometheus) => prometheus::parse(input, file, limits),
+                _ => xml::parse(input, file, limits),
+            }
+        }
     }
 }
 
 /// The format a file's first significant byte says (after a byte-order mark and white
-/// space): `{` or `[` is JSON, anything else is left to the XML parser, whose errors say
-/// what it found.
+/// space): `<` is XML, `{` or `[` is JSON, a letter, `_`, `:` or `#` is Prometheus text;
+/// anything else is left to the XML parser, whose errors say what it found.
 fn sniff(input: &[u8]) -> Option<Format> {
     let input = input.strip_prefix(b"\xef\xbb\xbf").unwrap_or(input);
     match input.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{' | b'[') => Some(Format::Json),
+        Some(b) if b.is_ascii_alphabetic() || matches!(b, b'_' | b':' | b'#') => {
+            Some(Format::Prometheus)
+        }
         Some(_) => Some(Format::Xml),
         None => None,
     }

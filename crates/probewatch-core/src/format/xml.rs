@@ -19,7 +19,7 @@ use crate::time::parse_time_ms;
 
 pub(super) fn parse(
     input: &[u8],
-    file: FileContext,
+    file: FileContext<'_>,
     limits: &ParseLimits,
 ) -> Result<Vec<ProbeResult>, Reject> {
     if input.is_empty() {
@@ -64,7 +64,7 @@ struct Parser<'a, 'l> {
     bom: usize,
     reader: Reader<&'a [u8]>,
     limits: &'l ParseLimits,
-    file: FileContext,
+    file: FileContext<'l>,
     /// Offset (in the reader's input) where the last event started.
     event_start: usize,
     /// Names of the elements that are open, for the "truncated" message.

@@ -96,3 +96,45 @@ fn check_validates_json_files_and_names_the_place_of_an_error() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_node_exporter_textfile_directory_feeds_probewatch_unchanged() {
+    let env = Env::new();
+    let daemon = env.start_with_config(&format!(
+        "[[spool]]\npath = {:?}\nformat = \"prometheus\"\nlabels = {{ host = \"web-7\" }}\n",
+        env.spool().display().to_string()
+    ));
+    // As textfile scripts write them: a temporary name, then a rename.
+    write_renamed(
+        &env.spool().join("apt.prom"),
+        "# HELP apt_upgrades_pending Apt packages pending updates by origin.\n\
+         # TYPE apt_upgrades_pending gauge\n\
+         apt_upgrades_pending{origin=\"stable-security\",arch=\"amd64\"} 3\n\
+         apt_upgrades_pending{origin=\"stable\",arch=\"amd64\"} 12\n\
+         node_reboot_required 1\n",
+    );
+    write_renamed(
+        &env.spool().join("broken.prom"),
+        "ok_metric 1\nbad metric name 2\n",
+    );
+    daemon.wait_files(2, Duration::from_secs(60));
+    let q =
+        daemon.get("/api/v1/query?query=sum(apt_upgrades_pending{probe=\"apt\",host=\"web-7\"})");
+    assert_eq!(q["data"]["result"][0]["value"][1], "15", "{q}");
+    let rejected = daemon.get("/api/v1/files?status=rejected");
+    let error = rejected["files"][0]["error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(error.contains("line 2"), "{rejected}");
+    // The file is rewritten with new values: the newest are what an instant query sees.
+    std::thread::sleep(Duration::from_millis(1100));
+    write_renamed(
+        &env.spool().join("apt.prom"),
+        "apt_upgrades_pending{origin=\"stable\",arch=\"amd64\"} 2\nnode_reboot_required 0\n",
+    );
+    daemon.wait_files(3, Duration::from_secs(60));
+    let q = daemon.get("/api/v1/query?query=node_reboot_required{probe=\"apt\"}");
+    assert_eq!(q["data"]["result"][0]["value"][1], "0", "{q}");
+    daemon.stop();
+}
