@@ -49,6 +49,8 @@ pub enum Command {
     /// Measure files delivered by agents to two servers on PostgreSQL, beside one server
     /// ingesting its own spool (see docs/benchmarks.md).
     BenchAgents(crate::bench_agents::BenchAgentsArgs),
+    /// Measure how fast each result format parses, beside XML (see docs/benchmarks.md).
+    BenchFormats(crate::bench_formats::BenchFormatsArgs),
     /// Measure one evaluation cycle of many alert rules over many series.
     BenchRules(crate::bench_rules::BenchRulesArgs),
     /// Measure the time from a failing result file to the webhook receiving the alert.

@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_agents;
 pub mod bench_alert;
 pub mod bench_dashboard;
+pub mod bench_formats;
 pub mod bench_http;
 pub mod bench_promql;
 pub mod bench_query;

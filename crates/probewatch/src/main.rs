@@ -43,6 +43,7 @@ fn run() -> ExitCode {
         Command::BenchPromql(args) => probewatch::bench_promql::run(&args),
         Command::BenchStore(args) => probewatch::bench_store::run(&args),
         Command::BenchAgents(args) => probewatch::bench_agents::run(&args),
+        Command::BenchFormats(args) => probewatch::bench_formats::run(&args),
         Command::BenchRules(args) => probewatch::bench_rules::run(&args),
         Command::BenchAlert(args) => probewatch::bench_alert::run(&args),
         Command::Rules(probewatch::cli::RulesCommand::Check { files }) => {
