@@ -29,6 +29,9 @@ pub enum Command {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Run a Nagios plugin with a timeout and write its result (status, output, perfdata)
+    /// into a spool, atomically.
+    Exec(crate::exec::ExecArgs),
     /// Validate result files as probewatch would; exit 1 if any is bad.
     Check(CheckArgs),
     /// Import files or directories once, with the same exactly-once ledger; exit 1 if any

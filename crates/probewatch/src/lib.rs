@@ -21,6 +21,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod exec;
 pub mod health;
 pub mod ingest;
 pub mod process;

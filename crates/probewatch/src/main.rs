@@ -36,6 +36,7 @@ fn run() -> ExitCode {
         Command::Agent(args) => probewatch::agent::agent_command(args),
         Command::Demo { listen } => probewatch::demo::run(listen),
         Command::Check(args) => probewatch::commands::check(&args),
+        Command::Exec(args) => probewatch::exec::exec_command(&args),
         Command::Ingest(args) => probewatch::commands::ingest(&args),
         Command::Bench(args) => probewatch::bench::run(&args),
         Command::BenchQuery(args) => probewatch::bench_query::run(&args),

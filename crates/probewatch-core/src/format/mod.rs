@@ -4,6 +4,7 @@
 //! ingest path can read the file once, hash it, and hand the same bytes here.
 
 mod json;
+pub mod nagios;
 mod prometheus;
 mod xml;
 

@@ -138,3 +138,182 @@ fn a_node_exporter_textfile_directory_feeds_probewatch_unchanged() {
     assert_eq!(q["data"]["result"][0]["value"][1], "0", "{q}");
     daemon.stop();
 }
+
+/// Debian's monitoring-plugins-basic, which `.ci/run` installs; `None` (SKIPPED) elsewhere.
+fn plugins() -> Option<std::path::PathBuf> {
+    let dir = std::path::PathBuf::from("/usr/lib/nagios/plugins");
+    if dir.join("check_dummy").exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var("CI").is_err(),
+        "CI installs monitoring-plugins-basic; the plugin tests must not be skipped"
+    );
+    eprintln!("SKIPPED: no /usr/lib/nagios/plugins (Debian package monitoring-plugins-basic)");
+    None
+}
+
+fn exec(
+    spool: &std::path::Path,
+    probe: &str,
+    check: &str,
+    extra: &[&str],
+    command: &[&str],
+) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["exec", "--probe", probe, "--check", check, "--spool"])
+        .arg(spool)
+        .args(extra)
+        .arg("--")
+        .args(command)
+        .output()
+        .expect("run probewatch exec");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn exec_runs_real_nagios_plugins_into_a_spool_and_the_daemon_ingests_them() {
+    let Some(plugins) = plugins() else {
+        return;
+    };
+    let env = Env::new();
+    let daemon = env.start(&[]);
+    let spool = env.spool();
+    let p = |name: &str| plugins.join(name).display().to_string();
+    // check_dummy: the status and text it is told.
+    exec(
+        &spool,
+        "dummy",
+        "warn",
+        &[],
+        &[&p("check_dummy"), "1", "slow but fine"],
+    );
+    // check_disk: perfdata in bytes, with thresholds and limits.
+    exec(
+        &spool,
+        "disk",
+        "root",
+        &["--interval", "60s"],
+        &[&p("check_disk"), "-w", "10%", "-c", "5%", "-p", "/"],
+    );
+    // check_tcp against a listener of ours, and against a closed port.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    exec(
+        &spool,
+        "tcp",
+        "open",
+        &[],
+        &[&p("check_tcp"), "-H", "127.0.0.1", "-p", &port],
+    );
+    drop(listener);
+    exec(
+        &spool,
+        "tcp",
+        "closed",
+        &[],
+        &[&p("check_tcp"), "-H", "127.0.0.1", "-p", &port],
+    );
+    // A plugin that hangs, one with garbage perfdata, one that writes 100 MB, one missing.
+    exec(
+        &spool,
+        "hang",
+        "sleep",
+        &["--timeout", "1s"],
+        &["sh", "-c", "sleep 30"],
+    );
+    exec(
+        &spool,
+        "junk",
+        "perf",
+        &[],
+        &["sh", "-c", "echo 'OK - fine|ok=1s junk ==;; x=1zz'; exit 0"],
+    );
+    exec(
+        &spool,
+        "big",
+        "out",
+        &[],
+        &[
+            "sh",
+            "-c",
+            "head -c 100000000 /dev/zero | tr '\\0' a; exit 2",
+        ],
+    );
+    exec(
+        &spool,
+        "none",
+        "missing",
+        &[],
+        &["/nonexistent/check_nothing"],
+    );
+    daemon.wait_files(8, Duration::from_secs(60));
+    assert_eq!(daemon.stats()["files_rejected"], 0, "{}", daemon.log());
+    let status = |probe: &str, check: &str| -> (String, String) {
+        let h = daemon.get(&format!(
+            "/api/v1/checks/history?probe={probe}&check={check}&from=0&to=9999999999"
+        ));
+        (
+            h["results"][0]["status"].as_str().unwrap_or("").to_string(),
+            h["results"][0]["message"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    assert_eq!(
+        status("dummy", "warn"),
+        ("warning".into(), "WARNING: slow but fine".into())
+    );
+    assert_eq!(status("tcp", "open").0, "ok");
+    assert_eq!(status("tcp", "closed").0, "critical");
+    let (s, m) = status("hang", "sleep");
+    assert!(
+        s == "unknown" && m.contains("timed out after 1s"),
+        "{s} {m}"
+    );
+    let (s, m) = status("junk", "perf");
+    assert!(
+        s == "ok" && m.contains("perfdata not understood") && m.contains("x=1zz"),
+        "{s} {m}"
+    );
+    let (s, m) = status("big", "out");
+    assert!(
+        s == "critical" && m.contains("output cut at"),
+        "{s} {}",
+        m.len()
+    );
+    let (s, m) = status("none", "missing");
+    assert!(s == "unknown" && m.contains("cannot run"), "{s} {m}");
+    // Perfdata: check_disk's used bytes on / and its maximum, in bytes; check_tcp's time in
+    // seconds.
+    let disk = daemon.get("/api/v1/query?query=nagios_perf_value{probe=\"disk\",unit=\"bytes\"}");
+    let used: f64 = disk["data"]["result"][0]["value"][1]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0.0);
+    assert!(used > 1e6, "{disk}");
+    let max = daemon.get("/api/v1/query?query=nagios_perf_max{probe=\"disk\"}");
+    assert!(
+        max["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{max}"
+    );
+    let tcp = daemon
+        .get("/api/v1/query?query=nagios_perf_value{probe=\"tcp\",perf=\"time\",unit=\"seconds\"}");
+    assert!(
+        tcp["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty()),
+        "{tcp}"
+    );
+    daemon.stop();
+}
