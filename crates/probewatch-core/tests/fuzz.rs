@@ -9,7 +9,7 @@ use proptest::prelude::*;
 
 fn fixtures() -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    for format in ["xml", "json", "prom"] {
+    for format in ["xml", "json", "prom", "nagios"] {
         let dir = format!("{}/test_data/{format}", env!("CARGO_MANIFEST_DIR"));
         out.extend(
             std::fs::read_dir(dir)
@@ -25,7 +25,13 @@ fn fixtures() -> Vec<Vec<u8>> {
 
 fn parses_or_rejects_clearly(bytes: &[u8]) {
     let limits = ParseLimits::default();
-    for format in [Format::Xml, Format::Json, Format::Prometheus, Format::Auto] {
+    for format in [
+        Format::Xml,
+        Format::Json,
+        Format::Prometheus,
+        Format::Nagios,
+        Format::Auto,
+    ] {
         if let Err(reject) = parse(
             format,
             bytes,

@@ -660,7 +660,7 @@ fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
     let format_name = spool.format.as_deref().unwrap_or("xml");
     let format = Format::from_name(format_name).with_context(|| {
         format!(
-            "spool {name}: unknown format {format_name:?} (supported: xml, json, prometheus, auto)"
+            "spool {name}: unknown format {format_name:?} (supported: xml, json, prometheus, nagios, auto)"
         )
     })?;
     let include = spool.include.unwrap_or_else(|| {
@@ -670,9 +670,14 @@ fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
             .map(|s| s.to_string())
             .collect()
     });
-    let exclude = spool
-        .exclude
-        .unwrap_or_else(|| DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect());
+    let exclude = spool.exclude.unwrap_or_else(|| {
+        let mut exclude: Vec<String> = DEFAULT_EXCLUDE.iter().map(|s| s.to_string()).collect();
+        if format == Format::Nagios {
+            // Nagios marks a finished check result file with an empty `<name>.ok`.
+            exclude.push("*.ok".into());
+        }
+        exclude
+    });
     let filter = Filter::new(&include, &exclude).with_context(|| format!("spool {name}"))?;
     let labels = Labels::from_pairs(spool.labels)
         .with_context(|| format!("spool {name}: invalid labels"))?;

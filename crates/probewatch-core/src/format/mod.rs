@@ -22,6 +22,9 @@ pub enum Format {
     /// Prometheus text format 0.0.4 or OpenMetrics 1.0: a node_exporter textfile
     /// (docs/format-prometheus.md).
     Prometheus,
+    /// Nagios Core check result files, as in its `check_result_path`
+    /// (docs/format-nagios.md).
+    Nagios,
     /// By the file's extension (`.xml`, `.json`, `.prom`), else by its content: XML when it
     /// starts with `<`, JSON with `{` or `[`, Prometheus text otherwise.
     Auto,
@@ -34,6 +37,7 @@ impl Format {
             "xml" => Some(Format::Xml),
             "json" => Some(Format::Json),
             "prometheus" | "openmetrics" | "prom" => Some(Format::Prometheus),
+            "nagios" => Some(Format::Nagios),
             "auto" => Some(Format::Auto),
             _ => None,
         }
@@ -45,6 +49,7 @@ impl Format {
             Format::Xml => "xml",
             Format::Json => "json",
             Format::Prometheus => "prometheus",
+            Format::Nagios => "nagios",
             Format::Auto => "auto",
         }
     }
@@ -55,6 +60,8 @@ impl Format {
             Format::Xml => &["*.xml"],
             Format::Json => &["*.json"],
             Format::Prometheus => &["*.prom"],
+            // Nagios names them cXXXXXX; the `.ok` markers beside them are excluded.
+            Format::Nagios => &["c*"],
             Format::Auto => &["*.xml", "*.json", "*.prom"],
         }
     }
@@ -109,6 +116,7 @@ pub fn parse(
         Format::Xml => xml::parse(input, file, limits),
         Format::Json => json::parse(input, file, limits),
         Format::Prometheus => prometheus::parse(input, file, limits),
+        Format::Nagios => nagios::parse_check_results(input, file, limits),
         Format::Auto => {
             let by_name = match file.name.rsplit_once('.').map(|(_, e)| e) {
                 Some("xml") => Some(Format::Xml),

@@ -1,7 +1,9 @@
 //! Nagios plugin output: the text a plugin prints (`TEXT | perfdata`, long output on the
 //! lines after, more perfdata after a `|` there) and its exit code, as the Nagios plugin
 //! guidelines define them. Used by `probewatch exec`, which runs a plugin and writes its
-//! result into a spool.
+//! result into a spool, and by the `nagios` format: the check result files Nagios Core
+//! keeps in its `check_result_path` (`key=value` lines, one record per blank-line-separated
+//! block), so a passive-check feed can point at probewatch.
 //!
 //! Performance data (`'label'=value[UOM];warn;crit;min;max`) becomes metrics with units
 //! normalised — seconds for `s`, `ms`, `us`; bytes for `B`, `KB`, `MB`, `GB`, `TB` (powers
@@ -10,8 +12,10 @@
 //! each with the labels `perf` (the plugin's label) and `unit`. An item that does not parse
 //! is skipped and counted, never fatal: a plugin's status must not be lost to its perfdata.
 
+use super::{FileContext, ParseLimits};
 use crate::labels::Labels;
-use crate::model::{Metric, Status};
+use crate::model::{CheckResult, Metric, ProbeResult, Status, TimeSource};
+use crate::reject::{Reject, RejectKind};
 
 /// A plugin's output, read.
 #[derive(Debug, Clone, PartialEq)]
@@ -212,6 +216,184 @@ fn threshold(field: &str) -> Option<f64> {
         None => field,
     };
     number.parse().ok().filter(|v: &f64| v.is_finite())
+}
+
+/// Nagios Core check result files: each record's `host_name`, `service_description` (absent
+/// for a host check), `return_code`, `output` (newlines escaped as `\n`), `start_time` and
+/// `finish_time`. A record becomes a result of probe `nagios` on its host, its check named
+/// after the service (`host` for a host check, whose non-zero codes are down: critical).
+pub(super) fn parse_check_results(
+    input: &[u8],
+    file: FileContext<'_>,
+    limits: &ParseLimits,
+) -> Result<Vec<ProbeResult>, Reject> {
+    let text = std::str::from_utf8(input).map_err(|err| {
+        Reject::at(
+            RejectKind::Encoding,
+            input,
+            err.valid_up_to(),
+            "the file is not valid UTF-8",
+        )
+    })?;
+    let mut results = Vec::new();
+    let mut record: Vec<(&str, &str, usize)> = Vec::new();
+    let mut file_time: Option<f64> = None;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n').chain(std::iter::once("")) {
+        let at = offset;
+        offset += line.len();
+        let line = line.trim_end_matches(['\n', '\r']);
+        if line.trim().is_empty() {
+            if !record.is_empty() {
+                results.push(check_record(&record, file_time, file, input)?);
+                record.clear();
+                if results.len() > limits.max_probes {
+                    return Err(Reject::new(
+                        RejectKind::TooLarge,
+                        format!("more than {} check results in one file", limits.max_probes),
+                    ));
+                }
+            }
+            continue;
+        }
+        if line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(Reject::at(
+                RejectKind::Syntax,
+                input,
+                at,
+                format!("expected key=value, found {line:?}"),
+            ));
+        };
+        if key == "file_time" && record.is_empty() {
+            file_time = value.trim().parse().ok();
+            continue;
+        }
+        record.push((key.trim(), value, at));
+    }
+    if results.is_empty() {
+        return Err(Reject::new(
+            RejectKind::Empty,
+            "no check result in the file (a record needs host_name and return_code)",
+        ));
+    }
+    Ok(results)
+}
+
+fn check_record(
+    record: &[(&str, &str, usize)],
+    file_time: Option<f64>,
+    file: FileContext<'_>,
+    input: &[u8],
+) -> Result<ProbeResult, Reject> {
+    let get = |key: &str| {
+        record
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map(|(_, v, _)| *v)
+    };
+    // Where a key's line starts, for errors about its value.
+    let line_of = |key: &str| {
+        record
+            .iter()
+            .find(|(k, _, _)| *k == key)
+            .map_or(0, |(_, _, at)| *at)
+    };
+    let first = record.first().map_or(0, |r| r.2);
+    let host = get("host_name")
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            Reject::at(
+                RejectKind::Schema,
+                input,
+                first,
+                "a check result without host_name",
+            )
+        })?;
+    let service = get("service_description")
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let code_text = get("return_code").ok_or_else(|| {
+        Reject::at(
+            RejectKind::Schema,
+            input,
+            first,
+            "a check result without return_code",
+        )
+    })?;
+    let code: i32 = code_text.trim().parse().map_err(|_| {
+        Reject::at(
+            RejectKind::Value,
+            input,
+            line_of("return_code"),
+            format!("return_code {code_text:?} is not a number"),
+        )
+    })?;
+    let status = match (service, code) {
+        (None, 0) => Status::Ok,
+        (None, _) => Status::Critical,
+        (Some(_), code) => status_of_exit(Some(code)),
+    };
+    let seconds = |key: &str| -> Result<Option<f64>, Reject> {
+        match get(key) {
+            None => Ok(None),
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(Some)
+                .ok_or_else(|| {
+                    Reject::at(
+                        RejectKind::Value,
+                        input,
+                        line_of(key),
+                        format!("{key} {v:?} is not Unix seconds"),
+                    )
+                }),
+        }
+    };
+    let start = seconds("start_time")?;
+    let finish = seconds("finish_time")?;
+    let (time_ms, time_source) = match finish.or(start).or(file_time) {
+        Some(s) => ((s * 1000.0).round() as i64, TimeSource::Declared),
+        None => (file.mtime_ms, TimeSource::FileMtime),
+    };
+    let output = get("output")
+        .unwrap_or("")
+        .replace("\\n", "\n")
+        .replace("\\\\", "\\");
+    let parsed = parse_plugin_output(&output);
+    for name in [host, service.unwrap_or("")] {
+        if name.chars().any(char::is_control) {
+            return Err(Reject::at(
+                RejectKind::Value,
+                input,
+                first,
+                format!("{name:?} contains control characters"),
+            ));
+        }
+    }
+    Ok(ProbeResult {
+        probe: "nagios".into(),
+        host: host.to_string(),
+        time_ms,
+        time_source,
+        interval_ms: None,
+        checks: vec![CheckResult {
+            name: service.unwrap_or("host").to_string(),
+            status,
+            duration_seconds: match (start, finish) {
+                (Some(s), Some(f)) if f >= s => Some(f - s),
+                _ => None,
+            },
+            message: parsed.message(),
+        }],
+        metrics: parsed.metrics,
+    })
 }
 
 #[cfg(test)]

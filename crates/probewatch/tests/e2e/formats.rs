@@ -317,3 +317,42 @@ fn exec_runs_real_nagios_plugins_into_a_spool_and_the_daemon_ingests_them() {
     );
     daemon.stop();
 }
+
+#[test]
+fn a_nagios_check_result_path_is_a_spool() {
+    let env = Env::new();
+    let daemon = env.start_with_config(&format!(
+        "[[spool]]\npath = {:?}\nformat = \"nagios\"\n",
+        env.spool().display().to_string()
+    ));
+    // As Nagios Core and its passive-check feeders write them: cXXXXXX, then an empty .ok.
+    let result = "### Active Check Result File ###\nfile_time=1700000000\n\n\
+                  ### Nagios Service Check Result ###\nhost_name=web-1\n\
+                  service_description=HTTP\ncheck_type=1\nreturn_code=2\n\
+                  start_time=1700000000.0\nfinish_time=1700000000.5\n\
+                  output=HTTP CRITICAL - 503 Service Unavailable|time=0.500000s;1.0;2.0;0.0\\nbody: down\n";
+    std::fs::write(env.spool().join("cA1b2C3"), result).expect("write");
+    std::fs::write(env.spool().join("cA1b2C3.ok"), "").expect("write");
+    std::fs::write(env.spool().join("cBroken"), "host_name=x\nno equals here\n").expect("write");
+    daemon.wait_files(2, Duration::from_secs(60));
+    let stats = daemon.stats();
+    assert_eq!(
+        (
+            stats["files_ingested"].as_u64(),
+            stats["files_rejected"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "the .ok marker is not a result: {stats}"
+    );
+    let h = daemon
+        .get("/api/v1/checks/history?probe=nagios&check=HTTP&host=web-1&from=0&to=9999999999");
+    assert_eq!(h["results"][0]["status"], "critical", "{h}");
+    assert_eq!(
+        h["results"][0]["message"], "HTTP CRITICAL - 503 Service Unavailable\nbody: down",
+        "{h}"
+    );
+    let t = daemon
+        .get("/api/v1/query?query=nagios_perf_value{host=\"web-1\",perf=\"time\"}&time=1700000001");
+    assert_eq!(t["data"]["result"][0]["value"][1], "0.5", "{t}");
+    daemon.stop();
+}
