@@ -23,13 +23,38 @@ fn fixtures() -> Vec<Vec<u8>> {
     out
 }
 
+/// A mapping that reads the XML fixtures' own schema, so mutated fixtures exercise the
+/// mapping format's selectors too.
+fn mapping() -> probewatch_core::format::mapping::Mapping {
+    use probewatch_core::format::mapping::{Mapping, Selector};
+    let sel = |t: &str| Selector::parse(t).expect("selector");
+    Mapping {
+        probe: sel("//probe[1]/@name"),
+        host: Some(sel("//probe[1]/@host")),
+        time: Some(sel("//probe[1]/@time")),
+        interval: Some(sel("//probe[1]/@interval")),
+        checks: Some(sel("//check")),
+        check_name: Some(sel("@name")),
+        check_status: Some(sel("@status")),
+        check_message: Some(sel(".")),
+        check_duration: Some(sel("@duration")),
+        status_map: Default::default(),
+        metrics: Some(sel("//metric")),
+        metric_name: Some(sel("@name")),
+        metric_value: Some(sel("@value")),
+        metric_labels: [("kind".to_string(), sel("label[@name='kind']/@value"))].into(),
+    }
+}
+
 fn parses_or_rejects_clearly(bytes: &[u8]) {
     let limits = ParseLimits::default();
+    let mapping = mapping();
     for format in [
         Format::Xml,
         Format::Json,
         Format::Prometheus,
         Format::Nagios,
+        Format::Mapping,
         Format::Auto,
     ] {
         if let Err(reject) = parse(
@@ -38,6 +63,7 @@ fn parses_or_rejects_clearly(bytes: &[u8]) {
             FileContext {
                 mtime_ms: 0,
                 name: "",
+                mapping: Some(&mapping),
             },
             &limits,
         ) {

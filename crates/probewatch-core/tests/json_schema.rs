@@ -25,6 +25,7 @@ fn ours(text: &str) -> bool {
         FileContext {
             mtime_ms: 0,
             name: "",
+            mapping: None,
         },
         &ParseLimits::default(),
     )

@@ -105,6 +105,7 @@ fn cases(format: Format, at_least: usize) {
             FileContext {
                 mtime_ms: MTIME_MS,
                 name: &file_name,
+                mapping: None,
             },
             &ParseLimits::default(),
         );
@@ -115,6 +116,7 @@ fn cases(format: Format, at_least: usize) {
             FileContext {
                 mtime_ms: MTIME_MS,
                 name: &file_name,
+                mapping: None,
             },
             &ParseLimits::default(),
         );
@@ -168,6 +170,7 @@ fn limits_are_enforced() {
         FileContext {
             mtime_ms: 0,
             name: "",
+            mapping: None,
         },
         &limits,
     )
@@ -192,6 +195,7 @@ fn deep_amplification_is_not_expanded() {
         FileContext {
             mtime_ms: 0,
             name: "",
+            mapping: None,
         },
         &ParseLimits::default(),
     )
@@ -238,6 +242,7 @@ fn prometheus_fixtures_that_promtool_cannot_parse_are_refused_by_ours_too() {
             FileContext {
                 mtime_ms: 0,
                 name: "x.prom",
+                mapping: None,
             },
             &ParseLimits::default(),
         );

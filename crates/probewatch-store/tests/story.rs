@@ -15,6 +15,7 @@ fn item(path: &str, hash: u8, xml: &str) -> IngestItem {
         FileContext {
             mtime_ms: 0,
             name: "",
+            mapping: None,
         },
         &ParseLimits::default(),
     )

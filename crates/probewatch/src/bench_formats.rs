@@ -78,7 +78,11 @@ fn time_parse(format: Format, name: &str, files: &[String], repeat: usize) -> an
             parse(
                 format,
                 f.as_bytes(),
-                FileContext { mtime_ms: 0, name },
+                FileContext {
+                    mtime_ms: 0,
+                    name,
+                    mapping: None,
+                },
                 &limits,
             )
             .map_err(|r| anyhow::anyhow!("bench file {i} ({}): {r}", format.as_str()))?;

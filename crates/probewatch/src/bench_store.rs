@@ -54,6 +54,7 @@ fn items(args: &BenchStoreArgs) -> anyhow::Result<Vec<IngestItem>> {
                 FileContext {
                     mtime_ms: 0,
                     name: "",
+                    mapping: None,
                 },
                 &ParseLimits::default(),
             )

@@ -104,6 +104,7 @@ fn check_one(path: &Path, max_bytes: u64, format: Format) -> Result<String, Stri
         FileContext {
             mtime_ms,
             name: path.file_name().and_then(|n| n.to_str()).unwrap_or(""),
+            mapping: None,
         },
         &ParseLimits::default(),
     )

@@ -266,6 +266,84 @@ pub struct SpoolFile {
     pub move_to: Option<PathBuf>,
     /// Where rejected files are moved (default: they stay where they are).
     pub quarantine: Option<PathBuf>,
+    /// For `format = "mapping"`: where the parts of a result are in the probe's own XML.
+    pub mapping: Option<MappingFile>,
+}
+
+/// The `[spool.mapping]` table: XPath selectors (docs/format-mapping.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MappingFile {
+    probe: Option<String>,
+    host: Option<String>,
+    time: Option<String>,
+    interval: Option<String>,
+    checks: Option<String>,
+    check_name: Option<String>,
+    check_status: Option<String>,
+    check_message: Option<String>,
+    check_duration: Option<String>,
+    #[serde(default)]
+    status_map: std::collections::BTreeMap<String, String>,
+    metrics: Option<String>,
+    metric_name: Option<String>,
+    metric_value: Option<String>,
+    #[serde(default)]
+    metric_labels: std::collections::BTreeMap<String, String>,
+}
+
+fn resolve_mapping(
+    name: &str,
+    m: MappingFile,
+) -> anyhow::Result<probewatch_core::format::mapping::Mapping> {
+    use probewatch_core::format::mapping::{Mapping, Selector};
+    let sel = |field: &str, text: Option<String>| -> anyhow::Result<Option<Selector>> {
+        text.map(|t| {
+            Selector::parse(&t).map_err(|e| anyhow::anyhow!("spool {name}: mapping {field}: {e}"))
+        })
+        .transpose()
+    };
+    let mut status_map = std::collections::BTreeMap::new();
+    for (word, status) in m.status_map {
+        let parsed = probewatch_core::Status::parse(&status).with_context(|| {
+            format!(
+                "spool {name}: mapping status_map {word:?} = {status:?}: expected ok, warning, \
+                 critical or unknown"
+            )
+        })?;
+        status_map.insert(word, parsed);
+    }
+    let mut metric_labels = std::collections::BTreeMap::new();
+    for (label, text) in m.metric_labels {
+        if !probewatch_core::labels::is_valid_label_name(&label) {
+            bail!("spool {name}: mapping metric_labels: {label:?} is not a label name");
+        }
+        let selector = sel(&format!("metric_labels.{label}"), Some(text))?;
+        if let Some(selector) = selector {
+            metric_labels.insert(label, selector);
+        }
+    }
+    let mapping = Mapping {
+        probe: sel("probe", m.probe)?
+            .with_context(|| format!("spool {name}: mapping needs probe = \"<selector>\""))?,
+        host: sel("host", m.host)?,
+        time: sel("time", m.time)?,
+        interval: sel("interval", m.interval)?,
+        checks: sel("checks", m.checks)?,
+        check_name: sel("check_name", m.check_name)?,
+        check_status: sel("check_status", m.check_status)?,
+        check_message: sel("check_message", m.check_message)?,
+        check_duration: sel("check_duration", m.check_duration)?,
+        status_map,
+        metrics: sel("metrics", m.metrics)?,
+        metric_name: sel("metric_name", m.metric_name)?,
+        metric_value: sel("metric_value", m.metric_value)?,
+        metric_labels,
+    };
+    mapping
+        .validate()
+        .map_err(|e| anyhow::anyhow!("spool {name}: mapping: {e}"))?;
+    Ok(mapping)
 }
 
 /// What happens to a file once its result is durably stored.
@@ -296,6 +374,8 @@ pub struct Spool {
     pub after_ingest: AfterIngest,
     /// Where rejected files go, if anywhere.
     pub quarantine: Option<PathBuf>,
+    /// The mapping of a `mapping` spool.
+    pub mapping: Option<Arc<probewatch_core::format::mapping::Mapping>>,
 }
 
 impl Spool {
@@ -660,7 +740,7 @@ fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
     let format_name = spool.format.as_deref().unwrap_or("xml");
     let format = Format::from_name(format_name).with_context(|| {
         format!(
-            "spool {name}: unknown format {format_name:?} (supported: xml, json, prometheus, nagios, auto)"
+            "spool {name}: unknown format {format_name:?} (supported: xml, json, prometheus, nagios, mapping, auto)"
         )
     })?;
     let include = spool.include.unwrap_or_else(|| {
@@ -692,6 +772,14 @@ fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
         }
     };
     let quarantine = spool.quarantine.as_deref().map(absolute).transpose()?;
+    let mapping = match (format, spool.mapping) {
+        (Format::Mapping, Some(m)) => Some(Arc::new(resolve_mapping(&name, m)?)),
+        (Format::Mapping, None) => {
+            bail!("spool {name}: format = \"mapping\" needs a [spool.mapping] table")
+        }
+        (_, Some(_)) => bail!("spool {name}: [spool.mapping] is for format = \"mapping\""),
+        (_, None) => None,
+    };
     Ok(Spool {
         name,
         root,
@@ -700,6 +788,7 @@ fn resolve_spool(spool: SpoolFile) -> anyhow::Result<Spool> {
         labels: Arc::new(labels),
         after_ingest,
         quarantine,
+        mapping,
     })
 }
 

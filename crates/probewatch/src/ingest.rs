@@ -441,6 +441,7 @@ impl Preparer {
                     labels: &spool.labels,
                     limits: &self.settings.parse_limits,
                     clock_skew_tolerance: self.settings.clock_skew_tolerance,
+                    mapping: spool.mapping.as_deref(),
                 },
                 None,
                 &path.display().to_string(),
@@ -562,6 +563,8 @@ pub(crate) struct ParseSettings<'a> {
     pub limits: &'a ParseLimits,
     /// Results stamped further in the future are flagged as clock skew.
     pub clock_skew_tolerance: Duration,
+    /// The spool's mapping, for format `mapping`.
+    pub mapping: Option<&'a probewatch_core::format::mapping::Mapping>,
 }
 
 /// Which hosts a remote sender (an agent, a push client) may write results for.
@@ -593,6 +596,7 @@ pub(crate) fn parse_file(
                 .file_name()
                 .and_then(|n| n.to_str())
                 .unwrap_or(""),
+            mapping: settings.mapping,
         },
         settings.limits,
     ) {

@@ -345,6 +345,7 @@ impl RemoteIngestor {
                 labels: &labels,
                 limits: &self.limits,
                 clock_skew_tolerance: self.clock_skew_tolerance,
+                mapping: None,
             },
             Some(&rule),
             &shown,

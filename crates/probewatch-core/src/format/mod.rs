@@ -4,6 +4,7 @@
 //! ingest path can read the file once, hash it, and hand the same bytes here.
 
 mod json;
+pub mod mapping;
 pub mod nagios;
 mod prometheus;
 mod xml;
@@ -25,6 +26,8 @@ pub enum Format {
     /// Nagios Core check result files, as in its `check_result_path`
     /// (docs/format-nagios.md).
     Nagios,
+    /// Any XML, through the spool's mapping of XPath selectors (docs/format-mapping.md).
+    Mapping,
     /// By the file's extension (`.xml`, `.json`, `.prom`), else by its content: XML when it
     /// starts with `<`, JSON with `{` or `[`, Prometheus text otherwise.
     Auto,
@@ -38,6 +41,7 @@ impl Format {
             "json" => Some(Format::Json),
             "prometheus" | "openmetrics" | "prom" => Some(Format::Prometheus),
             "nagios" => Some(Format::Nagios),
+            "mapping" => Some(Format::Mapping),
             "auto" => Some(Format::Auto),
             _ => None,
         }
@@ -50,6 +54,7 @@ impl Format {
             Format::Json => "json",
             Format::Prometheus => "prometheus",
             Format::Nagios => "nagios",
+            Format::Mapping => "mapping",
             Format::Auto => "auto",
         }
     }
@@ -62,6 +67,7 @@ impl Format {
             Format::Prometheus => &["*.prom"],
             // Nagios names them cXXXXXX; the `.ok` markers beside them are excluded.
             Format::Nagios => &["c*"],
+            Format::Mapping => &["*.xml"],
             Format::Auto => &["*.xml", "*.json", "*.prom"],
         }
     }
@@ -102,6 +108,8 @@ pub struct FileContext<'a> {
     /// The file's name (no directory; empty when there is none): `auto` looks at its
     /// extension, and a Prometheus textfile's probe is named after it.
     pub name: &'a str,
+    /// The spool's mapping, for format `mapping`.
+    pub mapping: Option<&'a mapping::Mapping>,
 }
 
 /// Parses one result file. Never panics; every failure is a [`Reject`] with a position where
@@ -117,6 +125,7 @@ pub fn parse(
         Format::Json => json::parse(input, file, limits),
         Format::Prometheus => prometheus::parse(input, file, limits),
         Format::Nagios => nagios::parse_check_results(input, file, limits),
+        Format::Mapping => mapping::parse(input, file, limits),
         Format::Auto => {
             let by_name = match file.name.rsplit_once('.').map(|(_, e)| e) {
                 Some("xml") => Some(Format::Xml),

@@ -356,3 +356,80 @@ fn a_nagios_check_result_path_is_a_spool() {
     assert_eq!(t["data"]["result"][0]["value"][1], "0.5", "{t}");
     daemon.stop();
 }
+
+#[test]
+fn a_spool_of_foreign_xml_is_read_through_the_mapping_in_its_config() {
+    let env = Env::new();
+    // The issue's example, as written in a config file.
+    let daemon = env.start_with_config(&format!(
+        r#"
+[[spool]]
+name = "foreign"
+path = {:?}
+format = "mapping"
+[spool.mapping]
+probe = "/report/@service"
+host = "/report/@machine"
+time = "/report/@at"
+checks = "/report/item"
+check_name = "@id"
+check_status = "@result"
+check_message = "."
+status_map = {{ "PASS" = "ok", "WARN" = "warning", "FAIL" = "critical" }}
+"#,
+        env.spool().display().to_string()
+    ));
+    std::fs::write(
+        env.spool().join("shop.xml"),
+        r#"<report service="shop" machine="web-3" at="1700000000">
+  <item id="login" result="PASS">logged in</item>
+  <item id="checkout" result="FAIL">payment timeout</item>
+</report>"#,
+    )
+    .expect("write");
+    std::fs::write(
+        env.spool().join("odd.xml"),
+        r#"<report machine="web-3"><item id="login" result="PASS"/></report>"#,
+    )
+    .expect("write");
+    daemon.wait_files(2, Duration::from_secs(60));
+    let q = daemon.get("/api/v1/query?query=probe_check_status{probe=\"shop\",host=\"web-3\",check=\"checkout\"}&time=1700000000");
+    assert_eq!(q["data"]["result"][0]["value"][1], "2", "{q}");
+    let rejected = daemon.get("/api/v1/files?status=rejected");
+    let error = rejected["files"][0]["error"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        error.contains("/report/@service") && error.contains("found nothing"),
+        "{rejected}"
+    );
+    daemon.stop();
+}
+
+#[test]
+fn a_bad_mapping_is_refused_at_start_naming_the_field() {
+    let env = Env::new();
+    let config = env.dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[spool]]\npath = {:?}\nformat = \"mapping\"\n[spool.mapping]\nprobe = \"count(/a)\"\nchecks = \"/a/b\"\ncheck_name = \"@n\"\ncheck_status = \"@s\"\n",
+            env.spool().display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(env.data())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("mapping probe") && stderr.contains("count(/a)"),
+        "{stderr}"
+    );
+}
