@@ -36,6 +36,10 @@ pub enum Style {
 /// `probewatch bench` options.
 #[derive(Debug, Args, Clone)]
 pub struct BenchArgs {
+    /// The files' format: xml, json or prometheus (the same content in each; the
+    /// Prometheus files carry the checks' statuses as gauges).
+    #[arg(long, default_value = "xml")]
+    pub format: String,
     /// Number of result files.
     #[arg(long, default_value_t = 20_000)]
     pub files: u64,
@@ -188,6 +192,69 @@ fn now_us() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
+/// File `n` of the bench in `format` (`xml`, `json`, `prometheus`): its extension and
+/// content, the same content whatever the format (the Prometheus text has no checks; their
+/// statuses are gauges there).
+pub(crate) fn bench_file(format: &str, n: u64, checks: u64) -> (&'static str, String) {
+    match format {
+        "json" => ("json", json_file(n, checks)),
+        "prometheus" => ("prom", prometheus_file(n)),
+        _ => ("xml", result_file(n, checks)),
+    }
+}
+
+/// [`result_file`] as result JSON.
+pub(crate) fn json_file(n: u64, checks: u64) -> String {
+    let probes = (checks / 2).max(1);
+    let probe = n % probes;
+    let metrics: Vec<String> = (0..10)
+        .map(|m| {
+            format!(
+                r#"{{"name": "bench_metric_{m}", "value": {}, "labels": {{"shard": "s{}"}}}}"#,
+                n * 3 + m,
+                m % 3
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"probe": "bench-{}", "host": "host-{}", "time": {}, "interval": "60s",
+ "checks": [{{"name": "login", "status": "{}", "duration": 0.0{}, "message": "logged in"}},
+            {{"name": "search", "status": "ok", "duration": 0.120, "message": "42 hits"}}],
+ "metrics": [{}]}}"#,
+        probe / 7,
+        probe % 7,
+        1_700_000_000 + n,
+        if n.is_multiple_of(10) {
+            "critical"
+        } else {
+            "ok"
+        },
+        n % 97,
+        metrics.join(", ")
+    )
+}
+
+/// [`result_file`]'s metrics as Prometheus text, with its checks' statuses as gauges (one
+/// probe a file: a textfile is one probe's current metrics).
+pub(crate) fn prometheus_file(n: u64) -> String {
+    let mut text = String::from("# TYPE bench_check_status gauge\n");
+    text.push_str(&format!(
+        "bench_check_status{{check=\"login\"}} {} {}\nbench_check_status{{check=\"search\"}} 0 {}\n",
+        if n.is_multiple_of(10) { 2 } else { 0 },
+        (1_700_000_000 + n) * 1000,
+        (1_700_000_000 + n) * 1000
+    ));
+    for m in 0..10 {
+        text.push_str(&format!(
+            "bench_metric_{m}{{shard=\"s{}\"}} {} {}\n",
+            m % 3,
+            n * 3 + m,
+            (1_700_000_000 + n) * 1000
+        ));
+    }
+    text
+}
+
 /// The result file for number `n`: 2 checks and 10 metrics, unique time. Files take turns
 /// among `checks / 2` probes (a probe is a name and a host).
 pub(crate) fn result_file(n: u64, checks: u64) -> String {
@@ -237,9 +304,9 @@ fn generate(spool: &Path, args: &BenchArgs) -> anyhow::Result<Vec<(String, i64)>
                                 std::thread::sleep(wait);
                             }
                         }
-                        let name = format!("r{n:08}.xml");
+                        let (ext, content) = bench_file(&args.format, n, args.checks);
+                        let name = format!("r{n:08}.{ext}");
                         let path = spool.join(&name);
-                        let content = result_file(n, args.checks);
                         match args.style {
                             Style::Single => std::fs::write(&path, &content)?,
                             Style::Chunked => {
@@ -358,8 +425,9 @@ impl Daemon {
             args.daemon.as_deref(),
             work,
             &format!(
-                "[[spool]]\npath = {:?}\nafter_ingest = \"{after}\"\n",
-                work.join("spool").display().to_string()
+                "[[spool]]\npath = {:?}\nafter_ingest = \"{after}\"\nformat = {:?}\n",
+                work.join("spool").display().to_string(),
+                args.format
             ),
         )
     }
@@ -695,6 +763,15 @@ fn medians(runs: &[RunResult]) -> RunResult {
 
 /// Entry point of `probewatch bench`.
 pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
+    if !matches!(args.format.as_str(), "xml" | "json" | "prometheus") {
+        bail!(
+            "--format {:?}: expected xml, json or prometheus",
+            args.format
+        );
+    }
+    if args.baseline && args.format != "xml" {
+        bail!("--baseline reads XML; run it with --format xml");
+    }
     if args.baseline && args.backlog {
         bail!("--baseline measures live ingest; it cannot be combined with --backlog");
     }

@@ -1,8 +1,8 @@
 //! `probewatch bench-formats`: how fast each result format parses, beside XML, in one run.
 //!
-//! The same content in each format: the ingest bench's file (2 checks, 10 metrics with a
-//! label) as XML and as JSON; as Prometheus text, its 10 metrics plus the 2 checks' statuses
-//! as gauges (the format has no checks). Each set is parsed whole `--repeat` times; the
+//! The same content in each format (`bench::bench_file`): the ingest bench's file (2
+//! checks, 10 metrics with a label) as XML and as JSON; as Prometheus text, its 10 metrics
+//! plus the 2 checks' statuses as gauges (the format has no checks). Each set is parsed whole `--repeat` times; the
 //! median gives MB/s and files/s, and the ratio to XML.
 
 use std::time::Instant;
@@ -22,50 +22,6 @@ pub struct BenchFormatsArgs {
     /// Runs of each; medians are reported.
     #[arg(long, default_value_t = 5)]
     pub repeat: usize,
-}
-
-fn json_file(n: u64) -> String {
-    let metrics: Vec<String> = (0..10)
-        .map(|m| {
-            format!(
-                r#"{{"name": "bench_metric_{m}", "value": {}, "labels": {{"shard": "s{}"}}}}"#,
-                n * 3 + m,
-                (n + m) % 10
-            )
-        })
-        .collect();
-    format!(
-        r#"{{"probe": "bench-{}", "host": "host-{}", "time": {}, "interval": "60s",
- "checks": [{{"name": "login", "status": "{}", "duration": 0.0{}, "message": "logged in"}},
-            {{"name": "search", "status": "ok", "duration": 0.120, "message": "42 hits"}}],
- "metrics": [{}]}}"#,
-        n % 500 / 7,
-        n % 7,
-        1_700_000_000 + n,
-        if n.is_multiple_of(10) {
-            "critical"
-        } else {
-            "ok"
-        },
-        n % 97,
-        metrics.join(", ")
-    )
-}
-
-fn prometheus_file(n: u64) -> String {
-    let mut text = String::from("# TYPE probe_check_status gauge\n");
-    text.push_str(&format!(
-        "probe_check_status{{check=\"login\"}} {}\nprobe_check_status{{check=\"search\"}} 0\n",
-        if n.is_multiple_of(10) { 2 } else { 0 }
-    ));
-    for m in 0..10 {
-        text.push_str(&format!(
-            "bench_metric_{m}{{shard=\"s{}\"}} {}\n",
-            (n + m) % 10,
-            n * 3 + m
-        ));
-    }
-    text
 }
 
 /// Median seconds to parse every file of `files` as `format`.
@@ -105,12 +61,14 @@ pub fn run(args: &BenchFormatsArgs) -> anyhow::Result<std::process::ExitCode> {
         (
             Format::Json,
             "r.json",
-            (0..args.files).map(json_file).collect(),
+            (0..args.files)
+                .map(|n| crate::bench::json_file(n, 1000))
+                .collect(),
         ),
         (
             Format::Prometheus,
             "r.prom",
-            (0..args.files).map(prometheus_file).collect(),
+            (0..args.files).map(crate::bench::prometheus_file).collect(),
         ),
     ];
     println!(
