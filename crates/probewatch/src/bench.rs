@@ -198,7 +198,7 @@ fn now_us() -> i64 {
 pub(crate) fn bench_file(format: &str, n: u64, checks: u64) -> (&'static str, String) {
     match format {
         "json" => ("json", json_file(n, checks)),
-        "prometheus" => ("prom", prometheus_file(n)),
+        "prometheus" => ("prom", prometheus_file(n, checks)),
         _ => ("xml", result_file(n, checks)),
     }
 }
@@ -234,22 +234,24 @@ pub(crate) fn json_file(n: u64, checks: u64) -> String {
     )
 }
 
-/// [`result_file`]'s metrics as Prometheus text, with its checks' statuses as gauges (one
-/// probe a file: a textfile is one probe's current metrics).
-pub(crate) fn prometheus_file(n: u64) -> String {
+/// [`result_file`]'s metrics as Prometheus text, with its checks' statuses as gauges. Every
+/// sample carries the probe (a common `probe` label names the file's probe) and the host,
+/// so the files take turns among the same probes and series as the XML ones.
+pub(crate) fn prometheus_file(n: u64, checks: u64) -> String {
+    let probes = (checks / 2).max(1);
+    let probe = n % probes;
+    let who = format!("probe=\"bench-{}\",host=\"host-{}\"", probe / 7, probe % 7);
+    let at = (1_700_000_000 + n) * 1000;
     let mut text = String::from("# TYPE bench_check_status gauge\n");
     text.push_str(&format!(
-        "bench_check_status{{check=\"login\"}} {} {}\nbench_check_status{{check=\"search\"}} 0 {}\n",
+        "bench_check_status{{{who},check=\"login\"}} {} {at}\nbench_check_status{{{who},check=\"search\"}} 0 {at}\n",
         if n.is_multiple_of(10) { 2 } else { 0 },
-        (1_700_000_000 + n) * 1000,
-        (1_700_000_000 + n) * 1000
     ));
     for m in 0..10 {
         text.push_str(&format!(
-            "bench_metric_{m}{{shard=\"s{}\"}} {} {}\n",
+            "bench_metric_{m}{{{who},shard=\"s{}\"}} {} {at}\n",
             m % 3,
             n * 3 + m,
-            (1_700_000_000 + n) * 1000
         ));
     }
     text

@@ -68,7 +68,9 @@ pub fn run(args: &BenchFormatsArgs) -> anyhow::Result<std::process::ExitCode> {
         (
             Format::Prometheus,
             "r.prom",
-            (0..args.files).map(crate::bench::prometheus_file).collect(),
+            (0..args.files)
+                .map(|n| crate::bench::prometheus_file(n, 1000))
+                .collect(),
         ),
     ];
     println!(
