@@ -199,3 +199,44 @@ fn selectors_outside_the_supported_subset_are_refused_when_read() {
         assert!(Selector::parse(good).is_ok(), "{good:?} should compile");
     }
 }
+
+#[test]
+fn the_cookbooks_sensor_list_is_a_check_and_a_metric_per_element() {
+    let mapping = Mapping {
+        probe: sel("/sensors/@unit"),
+        host: None,
+        time: opt("/sensors/@read"),
+        interval: None,
+        checks: opt("/sensors/sensor"),
+        check_name: opt("@id"),
+        check_status: opt("@state"),
+        check_message: opt("."),
+        check_duration: None,
+        status_map: BTreeMap::from([
+            ("NOMINAL".to_string(), Status::Ok),
+            ("DEGRADED".to_string(), Status::Warning),
+            ("CRITICAL".to_string(), Status::Critical),
+        ]),
+        metrics: opt("/sensors/sensor"),
+        metric_name: opt("@id"),
+        metric_value: opt("."),
+        metric_labels: BTreeMap::new(),
+    };
+    mapping.validate().expect("valid");
+    let results = read(
+        &mapping,
+        r#"<sensors unit="rack-4" read="2026-11-23T18:00:00+01:00">
+  <sensor id="inlet_temp_celsius" state="NOMINAL">22.5</sensor>
+  <sensor id="fan2_rpm" state="CRITICAL">0</sensor>
+</sensors>"#,
+    )
+    .expect("parses");
+    let r = &results[0];
+    assert_eq!(r.probe, "rack-4");
+    assert_eq!(r.time_ms, 1_795_453_200_000);
+    assert_eq!(r.checks[1].status, Status::Critical);
+    assert_eq!(
+        (r.metrics[0].name.as_str(), r.metrics[0].value),
+        ("inlet_temp_celsius", 22.5)
+    );
+}
