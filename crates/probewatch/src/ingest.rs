@@ -218,6 +218,7 @@ impl Pipeline {
             store: store.clone(),
             metrics: metrics.clone(),
             budget: budget.clone(),
+            textfile_series: Default::default(),
         };
         let prepare = std::thread::Builder::new()
             .name("pw-prepare".into())
@@ -279,6 +280,55 @@ struct Preparer {
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
     budget: Arc<ByteBudget>,
+    /// Each Prometheus textfile's series in its last version, so a rewrite that drops a
+    /// series marks it stale at once (as Prometheus marks a scrape's vanished series).
+    textfile_series: std::cell::RefCell<TextfileSeries>,
+}
+
+/// The series of each textfile's last version read (by path), bounded.
+#[derive(Default)]
+struct TextfileSeries {
+    by_path: std::collections::HashMap<Vec<u8>, Vec<(String, String)>>,
+}
+
+/// Textfiles whose series are remembered at most (past it, the memory starts afresh: a
+/// dropped series then goes stale after the lookback instead).
+const TEXTFILES_REMEMBERED: usize = 100_000;
+
+impl TextfileSeries {
+    /// Stale markers, at `at_ms`, for the series the last version of `path` had and
+    /// `samples` (its new version) has not; remembers the new version's series.
+    fn stale_markers(
+        &mut self,
+        path: &[u8],
+        samples: &[probewatch_core::SeriesSample],
+        at_ms: i64,
+    ) -> Vec<probewatch_core::SeriesSample> {
+        let now: Vec<(String, String)> = samples
+            .iter()
+            .map(|s| (s.metric.clone(), s.labels.clone()))
+            .collect();
+        if self.by_path.len() >= TEXTFILES_REMEMBERED && !self.by_path.contains_key(path) {
+            self.by_path.clear();
+        }
+        let Some(before) = self.by_path.insert(path.to_vec(), now) else {
+            return Vec::new();
+        };
+        let kept: std::collections::HashSet<(&str, &str)> = samples
+            .iter()
+            .map(|s| (s.metric.as_str(), s.labels.as_str()))
+            .collect();
+        before
+            .into_iter()
+            .filter(|(m, l)| !kept.contains(&(m.as_str(), l.as_str())))
+            .map(|(metric, labels)| probewatch_core::SeriesSample {
+                metric,
+                labels,
+                time_ms: at_ms,
+                value: f64::from_bits(probewatch_promql::value::STALE_NAN_BITS),
+            })
+            .collect()
+    }
 }
 
 impl Preparer {
@@ -447,6 +497,17 @@ impl Preparer {
                 &path.display().to_string(),
             ),
         };
+        let mut content = content;
+        if spool.format == probewatch_core::Format::Prometheus
+            && let ItemContent::Parsed { samples, .. } = &mut content
+        {
+            let stale = self.textfile_series.borrow_mut().stale_markers(
+                &path_bytes,
+                samples,
+                mtime / 1_000_000,
+            );
+            samples.extend(stale);
+        }
         let item = IngestItem {
             file: FileMeta {
                 spool: spool.name.clone(),

@@ -136,6 +136,13 @@ fn a_node_exporter_textfile_directory_feeds_probewatch_unchanged() {
     daemon.wait_files(3, Duration::from_secs(60));
     let q = daemon.get("/api/v1/query?query=node_reboot_required{probe=\"apt\"}");
     assert_eq!(q["data"]["result"][0]["value"][1], "0", "{q}");
+    // The series the rewrite dropped is stale at once, as Prometheus marks a scrape's
+    // vanished series; the one it kept has its new value.
+    let q = daemon.get("/api/v1/query?query=apt_upgrades_pending{probe=\"apt\"}");
+    let result = q["data"]["result"].as_array().expect("result");
+    assert_eq!(result.len(), 1, "{q}");
+    assert_eq!(result[0]["metric"]["origin"], "stable", "{q}");
+    assert_eq!(result[0]["value"][1], "2", "{q}");
     daemon.stop();
 }
 
