@@ -29,6 +29,52 @@ pub struct ServerInfo {
     pub flags: BTreeMap<String, String>,
     /// What a reload can change.
     pub settings: RwLock<ServerSettings>,
+    /// Metric types and help texts as probes declared them.
+    pub metadata: std::sync::Arc<MetricMetadata>,
+}
+
+/// Type, help and unit of metrics as probes declared them (`# TYPE`, `# HELP`, `# UNIT` in
+/// Prometheus textfiles), for `/api/v1/metadata`: the last declaration wins. Bounded, so a
+/// probe inventing names cannot grow it without end.
+#[derive(Debug, Default)]
+pub struct MetricMetadata {
+    by_name: RwLock<std::collections::HashMap<String, (String, String, String)>>,
+}
+
+/// Most metric families whose metadata is kept.
+const METADATA_FAMILIES: usize = 10_000;
+
+impl MetricMetadata {
+    /// Records what a file declared for family `name` (empty fields keep what was known).
+    pub fn record(&self, name: &str, kind: &str, help: &str, unit: &str) {
+        let mut map = self.by_name.write().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= METADATA_FAMILIES && !map.contains_key(name) {
+            return;
+        }
+        let entry = map.entry(name.to_string()).or_default();
+        for (slot, value) in [
+            (&mut entry.0, kind),
+            (&mut entry.1, help),
+            (&mut entry.2, unit),
+        ] {
+            if !value.is_empty() {
+                *slot = value.to_string();
+            }
+        }
+    }
+
+    /// The metadata of series `name`: its family's (`x_bucket`, `x_sum`, `x_count` and
+    /// `x_total` belong to family `x`).
+    fn get(&self, name: &str) -> Option<(String, String, String)> {
+        let map = self.by_name.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = map.get(name) {
+            return Some(found.clone());
+        }
+        ["_bucket", "_sum", "_count", "_total", "_created", "_info"]
+            .iter()
+            .filter_map(|suffix| name.strip_suffix(suffix))
+            .find_map(|family| map.get(family).cloned())
+    }
 }
 
 /// The parts of [`ServerInfo`] a configuration reload replaces.
@@ -113,11 +159,19 @@ pub(crate) async fn metadata(
             if limit >= 0 && i64::try_from(out.len()).unwrap_or(i64::MAX) >= limit {
                 break;
             }
-            let (kind, help) = KNOWN_METRICS
-                .iter()
-                .find(|(n, _, _)| *n == name)
-                .map_or(("unknown", ""), |(_, k, h)| (*k, *h));
-            out.insert(name, json!([{ "type": kind, "help": help, "unit": "" }]));
+            let declared = state.info.metadata.get(&name);
+            let (kind, help, unit) = match &declared {
+                Some((k, h, u)) => (
+                    if k.is_empty() { "unknown" } else { k.as_str() },
+                    h.as_str(),
+                    u.as_str(),
+                ),
+                None => KNOWN_METRICS
+                    .iter()
+                    .find(|(n, _, _)| *n == name)
+                    .map_or(("unknown", "", ""), |(_, k, h)| (*k, *h, "")),
+            };
+            out.insert(name, json!([{ "type": kind, "help": help, "unit": unit }]));
         }
         Ok::<_, PromError>(success(Json::Object(out)))
     };

@@ -83,6 +83,7 @@ pub fn ingest_settings(config: &Config) -> IngestSettings {
         handled: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         health: Arc::new(crate::health::IngestHealth::default()),
         shutdown: crate::shutdown::Shutdown::new(),
+        metadata: Arc::default(),
     }
 }
 
@@ -180,7 +181,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         )
         .context("starting alerting")?,
     );
-    let info = Arc::new(server_info(&config, listen));
+    let info = Arc::new(server_info(&config, listen, settings.metadata.clone()));
     let _ = reloader.set(Arc::new(Reloader::new(
         config.origin.clone(),
         config.clone(),
@@ -295,7 +296,11 @@ fn spawn_agent_sweeper(
 
 /// What the status endpoints report: start time, settings under Prometheus's flag names,
 /// and the alerting configuration in Prometheus's terms.
-fn server_info(config: &Config, listen: SocketAddr) -> probewatch_web::status_api::ServerInfo {
+fn server_info(
+    config: &Config,
+    listen: SocketAddr,
+    metadata: Arc<probewatch_web::status_api::MetricMetadata>,
+) -> probewatch_web::status_api::ServerInfo {
     let d = |d: Duration| {
         probewatch_promql::format_duration_ms(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
     };
@@ -340,6 +345,7 @@ fn server_info(config: &Config, listen: SocketAddr) -> probewatch_web::status_ap
         store: config.store.describe(),
         flags,
         settings: std::sync::RwLock::new(server_settings(config)),
+        metadata,
     }
 }
 

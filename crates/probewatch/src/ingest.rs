@@ -55,6 +55,8 @@ pub struct IngestSettings {
     /// The daemon's stop signal: a commit that keeps failing is given up
     /// [`SHUTDOWN_COMMIT_GRACE`] after it.
     pub shutdown: crate::shutdown::Shutdown,
+    /// Where the types and help texts textfiles declare go (for `/api/v1/metadata`).
+    pub metadata: Arc<probewatch_web::status_api::MetricMetadata>,
 }
 
 /// How long a failing commit is still retried once the daemon is stopping. The files of a
@@ -483,19 +485,31 @@ impl Preparer {
         let (version_hash, content) = match read_limited(&file, size, self.settings.max_file_bytes)?
         {
             Err(size) => too_large(size, mtime, meta.ino(), self.settings.max_file_bytes),
-            Ok(bytes) => parse_file(
-                &bytes,
-                mtime,
-                &ParseSettings {
-                    format: spool.format,
-                    labels: &spool.labels,
-                    limits: &self.settings.parse_limits,
-                    clock_skew_tolerance: self.settings.clock_skew_tolerance,
-                    mapping: spool.mapping.as_deref(),
-                },
-                None,
-                &path.display().to_string(),
-            ),
+            Ok(bytes) => {
+                let parsed = parse_file(
+                    &bytes,
+                    mtime,
+                    &ParseSettings {
+                        format: spool.format,
+                        labels: &spool.labels,
+                        limits: &self.settings.parse_limits,
+                        clock_skew_tolerance: self.settings.clock_skew_tolerance,
+                        mapping: spool.mapping.as_deref(),
+                    },
+                    None,
+                    &path.display().to_string(),
+                );
+                if spool.format == probewatch_core::Format::Prometheus
+                    && matches!(parsed.1, ItemContent::Parsed { .. })
+                {
+                    for (name, m) in probewatch_core::format::prometheus::metadata(&bytes) {
+                        self.settings
+                            .metadata
+                            .record(&name, &m.kind, &m.help, &m.unit);
+                    }
+                }
+                parsed
+            }
         };
         let mut content = content;
         if spool.format == probewatch_core::Format::Prometheus

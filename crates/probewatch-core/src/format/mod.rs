@@ -6,7 +6,7 @@
 mod json;
 pub mod mapping;
 pub mod nagios;
-mod prometheus;
+pub mod prometheus;
 mod xml;
 
 use crate::model::ProbeResult;

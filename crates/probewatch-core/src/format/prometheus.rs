@@ -372,3 +372,50 @@ fn parse_labels<'a>(
         }
     }
 }
+
+/// A metric family's `# TYPE`, `# HELP` and `# UNIT`, as a textfile declares them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// `counter`, `gauge`, `histogram`, `summary`, `untyped`… (empty: not declared).
+    pub kind: String,
+    /// The help text, unescaped.
+    pub help: String,
+    /// The unit (OpenMetrics).
+    pub unit: String,
+}
+
+/// The metadata a Prometheus text file declares, by family name (for `/api/v1/metadata`).
+/// Read from a file [`super::parse`] accepted; malformed comment lines are skipped.
+pub fn metadata(input: &[u8]) -> Vec<(String, Metadata)> {
+    let Ok(text) = std::str::from_utf8(input) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, Metadata)> = Vec::new();
+    for line in text.lines() {
+        let Some(comment) = line.strip_prefix('#') else {
+            continue;
+        };
+        let mut words = comment.trim_start().splitn(3, [' ', '\t']);
+        let (Some(keyword), Some(name)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if !matches!(keyword, "TYPE" | "HELP" | "UNIT") || !is_valid_metric_name(name) {
+            continue;
+        }
+        let value = words.next().unwrap_or("").trim();
+        let at = match out.iter().position(|(n, _)| n == name) {
+            Some(at) => at,
+            None => {
+                out.push((name.to_string(), Metadata::default()));
+                out.len() - 1
+            }
+        };
+        let entry = &mut out[at].1;
+        match keyword {
+            "TYPE" => entry.kind = value.to_string(),
+            "HELP" => entry.help = value.replace("\\n", "\n").replace("\\\\", "\\"),
+            _ => entry.unit = value.to_string(),
+        }
+    }
+    out
+}

@@ -127,6 +127,16 @@ fn a_node_exporter_textfile_directory_feeds_probewatch_unchanged() {
         .unwrap_or("")
         .to_string();
     assert!(error.contains("line 2"), "{rejected}");
+    // HELP and TYPE feed the metadata API, as Grafana asks for it.
+    let meta = daemon.get("/api/v1/metadata?metric=apt_upgrades_pending");
+    assert_eq!(
+        meta["data"]["apt_upgrades_pending"][0]["type"], "gauge",
+        "{meta}"
+    );
+    assert_eq!(
+        meta["data"]["apt_upgrades_pending"][0]["help"], "Apt packages pending updates by origin.",
+        "{meta}"
+    );
     // The file is rewritten with new values: the newest are what an instant query sees.
     std::thread::sleep(Duration::from_millis(1100));
     write_renamed(
