@@ -240,3 +240,70 @@ fn the_cookbooks_sensor_list_is_a_check_and_a_metric_per_element() {
         ("inlet_temp_celsius", 22.5)
     );
 }
+
+#[test]
+fn a_json_document_is_read_through_the_same_selectors_as_paths_of_keys() {
+    // A CI system's own JSON report.
+    let mapping = Mapping {
+        probe: sel("/pipeline/name"),
+        host: opt("/pipeline/runner"),
+        time: opt("/pipeline/finished"),
+        interval: None,
+        checks: opt("/pipeline/jobs[@allow_failure='false']"),
+        check_name: opt("name"),
+        check_status: opt("state"),
+        check_message: opt("log_tail"),
+        check_duration: opt("seconds"),
+        status_map: BTreeMap::from([
+            ("success".to_string(), Status::Ok),
+            ("failed".to_string(), Status::Critical),
+        ]),
+        metrics: opt("//coverage"),
+        metric_name: opt("metric"),
+        metric_value: opt("percent"),
+        metric_labels: BTreeMap::from([("package".to_string(), sel("@package"))]),
+    };
+    let json = r#"{"pipeline": {"name": "deploy", "runner": "ci-2", "finished": 1700000000,
+      "jobs": [
+        {"name": "build", "state": "success", "seconds": 61.5, "allow_failure": false},
+        {"name": "lint", "state": "failed", "allow_failure": true},
+        {"name": "test", "state": "failed", "log_tail": "2 failed", "allow_failure": false,
+         "coverage": [{"metric": "coverage_ratio", "percent": 81.5, "package": "core"},
+                      {"metric": "coverage_ratio", "percent": 64, "package": "web"}]}
+      ]}}"#;
+    let results = read(&mapping, json).expect("parses");
+    let r = &results[0];
+    assert_eq!((r.probe.as_str(), r.host.as_str()), ("deploy", "ci-2"));
+    assert_eq!(r.time_ms, 1_700_000_000_000);
+    let checks: Vec<(&str, Status)> = r
+        .checks
+        .iter()
+        .map(|c| (c.name.as_str(), c.status))
+        .collect();
+    assert_eq!(
+        checks,
+        [("build", Status::Ok), ("test", Status::Critical)],
+        "the job allowed to fail is left out"
+    );
+    assert_eq!(r.checks[0].duration_seconds, Some(61.5));
+    assert_eq!(r.checks[1].message, "2 failed");
+    assert_eq!(r.metrics.len(), 2);
+    assert_eq!(r.metrics[1].labels.get("package"), Some("web"));
+    assert_eq!(r.metrics[1].value, 64.0);
+    // Errors name the selector and what it found, as for XML.
+    let e = read(&mapping, r#"{"pipeline": {"runner": "x"}}"#)
+        .expect_err("no name")
+        .to_string();
+    assert!(
+        e.contains("/pipeline/name") && e.contains("found nothing"),
+        "{e}"
+    );
+    let e = read(&mapping, r#"{"pipeline": {"name": ["a", "b"]}}"#)
+        .expect_err("two names")
+        .to_string();
+    assert!(e.contains("found 2 nodes"), "{e}");
+    let e = read(&mapping, r#"{"pipeline": {"name": "d", "jobs": [}"#)
+        .expect_err("truncated")
+        .to_string();
+    assert!(e.contains("line 1"), "{e}");
+}

@@ -1,6 +1,7 @@
-//! Any XML through a mapping: a spool's `[spool.mapping]` says, with XPath selectors, where
-//! a probe's name, host, time, checks and metrics are in its own schema, so probes that
-//! write their own XML need no change (docs/format-mapping.md).
+//! Any XML (or JSON) through a mapping: a spool's `[spool.mapping]` says, with XPath
+//! selectors, where a probe's name, host, time, checks and metrics are in its own schema,
+//! so probes that write their own XML or JSON need no change (docs/format-mapping.md). For
+//! JSON the same selectors are paths of keys (`/report/items`, `id`), as JSON pointers are.
 //!
 //! The document is read by roxmltree (a maintained read-only tree; DTDs refused, as our XML
 //! parser refuses them). The selectors are the XPath 1.0 location paths such mappings use,
@@ -365,6 +366,148 @@ impl Mapping {
     }
 }
 
+/// What a selector found: a node to go on from, or a value.
+enum Found<N> {
+    Node(N),
+    Value(String),
+}
+
+/// A document the selectors run over: XML (roxmltree) or JSON (serde_json).
+trait Tree {
+    type Node: Copy;
+    fn root(&self) -> Self::Node;
+    fn eval(&self, selector: &Selector, context: Self::Node) -> Vec<Found<Self::Node>>;
+    /// A node's value (its text; a JSON scalar as written).
+    fn string(&self, node: Self::Node) -> String;
+    /// A node as an error shows it.
+    fn describe(&self, node: Self::Node) -> String;
+}
+
+struct XmlTree<'a, 'i>(&'a roxmltree::Document<'i>);
+
+impl<'a, 'i> Tree for XmlTree<'a, 'i> {
+    type Node = roxmltree::Node<'a, 'i>;
+    fn root(&self) -> Self::Node {
+        self.0.root()
+    }
+    fn eval(&self, selector: &Selector, context: Self::Node) -> Vec<Found<Self::Node>> {
+        evaluate(selector, context)
+            .into_iter()
+            .map(|i| match i {
+                Item::Node(n) => Found::Node(n),
+                Item::Value(v) => Found::Value(v),
+            })
+            .collect()
+    }
+    fn string(&self, node: Self::Node) -> String {
+        Item::Node(node).string()
+    }
+    fn describe(&self, node: Self::Node) -> String {
+        Item::Node(node).describe()
+    }
+}
+
+/// JSON under the same selectors: a step is an object's key (`name` or `@name`), `*` every
+/// value, `[n]` the n-th of what a step found, `[@k='v']`/`[k='v']` objects whose key `k`
+/// is `v`; an array met by a step stands for its elements. `..` is not available (a JSON
+/// value does not know its parent).
+struct JsonTree<'v>(&'v serde_json::Value);
+
+fn json_scalar(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        serde_json::Value::Null => Some(String::new()),
+        _ => None,
+    }
+}
+
+/// `v`, or its elements when it is an array.
+fn spread(v: &serde_json::Value) -> Vec<&serde_json::Value> {
+    match v {
+        serde_json::Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    }
+}
+
+impl<'v> Tree for JsonTree<'v> {
+    type Node = &'v serde_json::Value;
+    fn root(&self) -> Self::Node {
+        self.0
+    }
+    fn eval(&self, selector: &Selector, context: Self::Node) -> Vec<Found<Self::Node>> {
+        let start = if selector.absolute { self.0 } else { context };
+        let mut nodes: Vec<&'v serde_json::Value> = spread(start);
+        for step in &selector.steps {
+            let mut found: Vec<&'v serde_json::Value> = Vec::new();
+            for node in &nodes {
+                let bases: Vec<&'v serde_json::Value> = if step.descendants {
+                    let mut all = Vec::new();
+                    let mut stack = vec![*node];
+                    while let Some(v) = stack.pop() {
+                        all.push(v);
+                        match v {
+                            serde_json::Value::Object(map) => stack.extend(map.values()),
+                            serde_json::Value::Array(items) => stack.extend(items.iter()),
+                            _ => {}
+                        }
+                    }
+                    all
+                } else {
+                    vec![*node]
+                };
+                for base in bases {
+                    match (&step.test, base) {
+                        (Test::Current | Test::Text, v) => found.push(v),
+                        (
+                            Test::Element(Some(k)) | Test::Attribute(k),
+                            serde_json::Value::Object(map),
+                        ) => {
+                            if let Some(v) = map.get(k.as_str()) {
+                                found.extend(spread(v));
+                            }
+                        }
+                        (Test::Element(None), serde_json::Value::Object(map)) => {
+                            found.extend(map.values().flat_map(spread));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            for predicate in &step.predicates {
+                let key_is = |v: &serde_json::Value, k: &str, want: Option<&str>| {
+                    v.as_object()
+                        .and_then(|m| m.get(k))
+                        .is_some_and(|x| want.is_none_or(|w| json_scalar(x).as_deref() == Some(w)))
+                };
+                found = match predicate {
+                    Predicate::Position(n) => found.into_iter().nth(n - 1).into_iter().collect(),
+                    Predicate::HasAttribute(a) => {
+                        found.into_iter().filter(|v| key_is(v, a, None)).collect()
+                    }
+                    Predicate::AttributeIs(a, w) | Predicate::ChildIs(a, w) => found
+                        .into_iter()
+                        .filter(|v| key_is(v, a, Some(w)))
+                        .collect(),
+                };
+            }
+            nodes = found;
+        }
+        nodes.into_iter().map(Found::Node).collect()
+    }
+    fn string(&self, node: Self::Node) -> String {
+        json_scalar(node).unwrap_or_else(|| node.to_string())
+    }
+    fn describe(&self, node: Self::Node) -> String {
+        match json_scalar(node) {
+            Some(s) => format!("{s:?}"),
+            None if node.is_object() => "an object".into(),
+            None => "an array".into(),
+        }
+    }
+}
+
 pub(super) fn parse(
     input: &[u8],
     file: FileContext<'_>,
@@ -384,8 +527,22 @@ pub(super) fn parse(
             "the file is not valid UTF-8",
         )
     })?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Err(Reject::new(RejectKind::Empty, "the file is empty"));
+    }
+    // JSON documents are read through the same selectors, as paths of keys.
+    if text.trim_start().starts_with(['{', '[']) {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|err| Reject {
+            kind: RejectKind::Syntax,
+            line: u32::try_from(err.line()).ok().filter(|l| *l > 0),
+            column: u32::try_from(err.column()).ok().map(|c| c.max(1)),
+            detail: err
+                .to_string()
+                .rsplit_once(" at line ")
+                .map_or_else(|| err.to_string(), |(m, _)| m.to_string()),
+        })?;
+        return read_result(&JsonTree(&value), mapping, file, limits).map(|r| vec![r]);
     }
     let doc = roxmltree::Document::parse(text).map_err(|err| {
         let pos = err.pos();
@@ -400,20 +557,56 @@ pub(super) fn parse(
             detail: err.to_string(),
         }
     })?;
-    let root = doc.root();
+    read_result(&XmlTree(&doc), mapping, file, limits).map(|r| vec![r])
+}
+
+/// What a selector finds from `node`, as (value, how an error shows it) pairs.
+fn values<T: Tree>(tree: &T, selector: &Selector, node: T::Node) -> Vec<(String, String)> {
+    tree.eval(selector, node)
+        .into_iter()
+        .map(|f| match f {
+            Found::Node(n) => (tree.string(n), tree.describe(n)),
+            Found::Value(v) => (v.clone(), format!("{v:?}")),
+        })
+        .collect()
+}
+
+/// The nodes a selector finds (values are not nodes: a check or metric is a node).
+fn nodes<T: Tree>(tree: &T, selector: &Option<Selector>) -> Vec<T::Node> {
+    selector
+        .as_ref()
+        .map(|s| {
+            tree.eval(s, tree.root())
+                .into_iter()
+                .filter_map(|f| match f {
+                    Found::Node(n) => Some(n),
+                    Found::Value(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn read_result<T: Tree>(
+    tree: &T,
+    mapping: &Mapping,
+    file: FileContext<'_>,
+    limits: &ParseLimits,
+) -> Result<ProbeResult, Reject> {
+    let root = tree.root();
     let probe = one(
         mapping.probe.as_str(),
-        &evaluate(&mapping.probe, root),
+        &values(tree, &mapping.probe, root),
         "the probe's name",
     )?;
-    let optional = |sel: &Option<Selector>, node, what: &str| -> Result<Option<String>, Reject> {
+    let optional = |sel: &Option<Selector>, what: &str| -> Result<Option<String>, Reject> {
         match sel {
             None => Ok(None),
-            Some(s) => at_most_one(s.as_str(), &evaluate(s, node), what),
+            Some(s) => at_most_one(s.as_str(), &values(tree, s, root), what),
         }
     };
-    let host = optional(&mapping.host, root, "the host")?.unwrap_or_default();
-    let (time_ms, time_source) = match optional(&mapping.time, root, "the time")? {
+    let host = optional(&mapping.host, "the host")?.unwrap_or_default();
+    let (time_ms, time_source) = match optional(&mapping.time, "the time")? {
         Some(t) => (
             parse_time_ms(&t).ok_or_else(|| {
                 Reject::new(
@@ -428,7 +621,7 @@ pub(super) fn parse(
         ),
         None => (file.mtime_ms, TimeSource::FileMtime),
     };
-    let interval_ms = match optional(&mapping.interval, root, "the interval")? {
+    let interval_ms = match optional(&mapping.interval, "the interval")? {
         Some(i) => Some(
             humantime::parse_duration(i.trim())
                 .ok()
@@ -452,21 +645,8 @@ pub(super) fn parse(
         checks: Vec::new(),
         metrics: Vec::new(),
     };
-    let nodes = |sel: &Option<Selector>| -> Vec<roxmltree::Node<'_, '_>> {
-        sel.as_ref()
-            .map(|s| {
-                evaluate(s, root)
-                    .into_iter()
-                    .filter_map(|i| match i {
-                        Item::Node(n) => Some(n),
-                        Item::Value(_) => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let check_nodes = nodes(&mapping.checks);
-    let metric_nodes = nodes(&mapping.metrics);
+    let check_nodes = nodes(tree, &mapping.checks);
+    let metric_nodes = nodes(tree, &mapping.metrics);
     if check_nodes.len() + metric_nodes.len() > limits.max_items {
         return Err(Reject::new(
             RejectKind::TooLarge,
@@ -482,7 +662,7 @@ pub(super) fn parse(
                 None => Ok(None),
                 Some(s) => at_most_one(
                     s.as_str(),
-                    &evaluate(s, node),
+                    &values(tree, s, node),
                     &format!("check {}: {what}", i + 1),
                 ),
             }
@@ -544,17 +724,16 @@ pub(super) fn parse(
             message,
         });
     }
+    let (Some(name_sel), Some(value_sel)) = (&mapping.metric_name, &mapping.metric_value) else {
+        return finish(result);
+    };
     for (i, node) in metric_nodes.into_iter().enumerate() {
         let field = |s: &Selector, what: &str| {
             at_most_one(
                 s.as_str(),
-                &evaluate(s, node),
+                &values(tree, s, node),
                 &format!("metric {}: {what}", i + 1),
             )
-        };
-        let (Some(name_sel), Some(value_sel)) = (&mapping.metric_name, &mapping.metric_value)
-        else {
-            break;
         };
         let name = field(name_sel, "its name")?
             .unwrap_or_default()
@@ -604,15 +783,19 @@ pub(super) fn parse(
             value,
         });
     }
+    finish(result)
+}
+
+fn finish(result: ProbeResult) -> Result<ProbeResult, Reject> {
     if result.probe.is_empty() {
         return Err(Reject::new(RejectKind::Schema, "the probe's name is empty"));
     }
-    Ok(vec![result])
+    Ok(result)
 }
 
 /// The one value a selector must find.
-fn one(selector: &str, items: &[Item<'_, '_>], what: &str) -> Result<String, Reject> {
-    at_most_one(selector, items, what)?.ok_or_else(|| {
+fn one(selector: &str, found: &[(String, String)], what: &str) -> Result<String, Reject> {
+    at_most_one(selector, found, what)?.ok_or_else(|| {
         Reject::new(
             RejectKind::Schema,
             format!("{what}: selector {selector:?} found nothing"),
@@ -623,14 +806,14 @@ fn one(selector: &str, items: &[Item<'_, '_>], what: &str) -> Result<String, Rej
 /// The value a selector finds, if any; several is an error that lists what was found.
 fn at_most_one(
     selector: &str,
-    items: &[Item<'_, '_>],
+    found: &[(String, String)],
     what: &str,
 ) -> Result<Option<String>, Reject> {
-    match items {
+    match found {
         [] => Ok(None),
-        [item] => Ok(Some(item.string())),
+        [(value, _)] => Ok(Some(value.clone())),
         many => {
-            let shown: Vec<String> = many.iter().take(3).map(Item::describe).collect();
+            let shown: Vec<&str> = many.iter().take(3).map(|(_, d)| d.as_str()).collect();
             Err(Reject::new(
                 RejectKind::Schema,
                 format!(

@@ -67,7 +67,7 @@ impl Format {
             Format::Prometheus => &["*.prom"],
             // Nagios names them cXXXXXX; the `.ok` markers beside them are excluded.
             Format::Nagios => &["c*"],
-            Format::Mapping => &["*.xml"],
+            Format::Mapping => &["*.xml", "*.json"],
             Format::Auto => &["*.xml", "*.json", "*.prom"],
         }
     }

@@ -409,7 +409,17 @@ status_map = {{ "PASS" = "ok", "WARN" = "warning", "FAIL" = "critical" }}
         r#"<report machine="web-3"><item id="login" result="PASS"/></report>"#,
     )
     .expect("write");
-    daemon.wait_files(2, Duration::from_secs(60));
+    // The same mapping reads a JSON report of the same shape (keys for elements and
+    // attributes).
+    std::fs::write(
+        env.spool().join("shop2.json"),
+        r#"{"report": {"service": "shop2", "machine": "web-4", "at": 1700000000,
+            "item": [{"id": "login", "result": "FAIL"}]}}"#,
+    )
+    .expect("write");
+    daemon.wait_files(3, Duration::from_secs(60));
+    let q = daemon.get("/api/v1/query?query=probe_check_status{probe=\"shop2\",host=\"web-4\",check=\"login\"}&time=1700000000");
+    assert_eq!(q["data"]["result"][0]["value"][1], "2", "{q}");
     let q = daemon.get("/api/v1/query?query=probe_check_status{probe=\"shop\",host=\"web-3\",check=\"checkout\"}&time=1700000000");
     assert_eq!(q["data"]["result"][0]["value"][1], "2", "{q}");
     let rejected = daemon.get("/api/v1/files?status=rejected");
