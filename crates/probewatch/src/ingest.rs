@@ -221,6 +221,10 @@ impl Pipeline {
             metrics: metrics.clone(),
             budget: budget.clone(),
             textfile_series: Default::default(),
+            hostname: rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
         };
         let prepare = std::thread::Builder::new()
             .name("pw-prepare".into())
@@ -285,6 +289,8 @@ struct Preparer {
     /// Each Prometheus textfile's series in its last version, so a rewrite that drops a
     /// series marks it stale at once (as Prometheus marks a scrape's vanished series).
     textfile_series: std::cell::RefCell<TextfileSeries>,
+    /// This machine's name: the host of textfiles whose spool names none.
+    hostname: String,
 }
 
 /// The series of each textfile's last version read (by path), bounded.
@@ -495,6 +501,11 @@ impl Preparer {
                         limits: &self.settings.parse_limits,
                         clock_skew_tolerance: self.settings.clock_skew_tolerance,
                         mapping: spool.mapping.as_deref(),
+                        // A textfile is this machine's metrics, unless the spool says
+                        // which host they are (as node_exporter's instance label).
+                        default_host: (spool.format == probewatch_core::Format::Prometheus
+                            && spool.labels.get("host").is_none())
+                        .then_some(self.hostname.as_str()),
                     },
                     None,
                     &path.display().to_string(),
@@ -640,6 +651,8 @@ pub(crate) struct ParseSettings<'a> {
     pub clock_skew_tolerance: Duration,
     /// The spool's mapping, for format `mapping`.
     pub mapping: Option<&'a probewatch_core::format::mapping::Mapping>,
+    /// The host of results that name none (a textfile: the machine's), if any.
+    pub default_host: Option<&'a str>,
 }
 
 /// Which hosts a remote sender (an agent, a push client) may write results for.
@@ -678,6 +691,11 @@ pub(crate) fn parse_file(
         Err(reject) => return (content_hash, ItemContent::Rejected(reject)),
         Ok(results) => results,
     };
+    if let Some(host) = settings.default_host {
+        for result in results.iter_mut().filter(|r| r.host.is_empty()) {
+            result.host = host.to_string();
+        }
+    }
     if let Some(rule) = sender {
         for result in &mut results {
             if result.host.is_empty() {

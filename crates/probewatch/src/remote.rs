@@ -346,6 +346,7 @@ impl RemoteIngestor {
                 limits: &self.limits,
                 clock_skew_tolerance: self.clock_skew_tolerance,
                 mapping: None,
+                default_host: None,
             },
             Some(&rule),
             &shown,

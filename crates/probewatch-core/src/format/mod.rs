@@ -28,8 +28,9 @@ pub enum Format {
     Nagios,
     /// Any XML, through the spool's mapping of XPath selectors (docs/format-mapping.md).
     Mapping,
-    /// By the file's extension (`.xml`, `.json`, `.prom`), else by its content: XML when it
-    /// starts with `<`, JSON with `{` or `[`, Prometheus text otherwise.
+    /// By the file's extension (`.xml`, `.json`, `.prom` or `.txt`), else by its content:
+    /// a Nagios check result file by its header, XML when it starts with `<`, JSON with `{`
+    /// or `[`, Prometheus text otherwise.
     Auto,
 }
 
@@ -130,23 +131,38 @@ pub fn parse(
             let by_name = match file.name.rsplit_once('.').map(|(_, e)| e) {
                 Some("xml") => Some(Format::Xml),
                 Some("json") => Some(Format::Json),
-                Some("prom") => Some(Format::Prometheus),
+                Some("prom" | "txt") => Some(Format::Prometheus),
                 _ => None,
             };
             match by_name.or_else(|| sniff(input)) {
                 Some(Format::Json) => json::parse(input, file, limits),
                 Some(Format::Prometheus) => prometheus::parse(input, file, limits),
+                Some(Format::Nagios) => nagios::parse_check_results(input, file, limits),
                 _ => xml::parse(input, file, limits),
             }
         }
     }
 }
 
-/// The format a file's first significant byte says (after a byte-order mark and white
+/// The format a file's content says: a Nagios check result file by its header or its
+/// `host_name=` line; else by the first significant byte (after a byte-order mark and white
 /// space): `<` is XML, `{` or `[` is JSON, a letter, `_`, `:` or `#` is Prometheus text;
 /// anything else is left to the XML parser, whose errors say what it found.
 fn sniff(input: &[u8]) -> Option<Format> {
     let input = input.strip_prefix(b"\xef\xbb\xbf").unwrap_or(input);
+    let head = &input[..input.len().min(4096)];
+    let nagios = head
+        .split(|b| *b == b'\n')
+        .map(|l| l.trim_ascii())
+        .find(|l| !l.is_empty())
+        .is_some_and(|l| {
+            (l.starts_with(b"###") && l.ends_with(b"###"))
+                || l.starts_with(b"host_name=")
+                || l.starts_with(b"file_time=")
+        });
+    if nagios {
+        return Some(Format::Nagios);
+    }
     match input.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{' | b'[') => Some(Format::Json),
         Some(b) if b.is_ascii_alphabetic() || matches!(b, b'_' | b':' | b'#') => {

@@ -460,3 +460,40 @@ fn a_bad_mapping_is_refused_at_start_naming_the_field() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_textfile_without_a_host_label_is_this_machines_and_auto_reads_txt_and_nagios() {
+    let env = Env::new();
+    let daemon = env.start_with_config(&format!(
+        "[[spool]]\npath = {:?}\nformat = \"prometheus\"\n\
+         [[spool]]\nname = \"mixed\"\npath = {:?}\nformat = \"auto\"\ninclude = [\"*\"]\n",
+        env.spool().display().to_string(),
+        env.dir.path().join("mixed").display().to_string()
+    ));
+    std::fs::write(env.spool().join("local.prom"), "local_thing 1\n").expect("write");
+    let mixed = env.dir.path().join("mixed");
+    std::fs::write(mixed.join("textfile.txt"), "mixed_thing 2\n").expect("write");
+    std::fs::write(
+        mixed.join("cQ1w2E3"),
+        "host_name=db-9\nservice_description=Disk\nreturn_code=1\noutput=WARNING - 91% used\n",
+    )
+    .expect("write");
+    daemon.wait_files(3, Duration::from_secs(60));
+    assert_eq!(daemon.stats()["files_rejected"], 0, "{}", daemon.log());
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .expect("hostname")
+        .trim()
+        .to_string();
+    let q = daemon.get("/api/v1/query?query=local_thing");
+    assert_eq!(
+        q["data"]["result"][0]["metric"]["host"],
+        hostname.as_str(),
+        "{q}"
+    );
+    let q = daemon.get("/api/v1/query?query=mixed_thing");
+    assert_eq!(q["data"]["result"][0]["value"][1], "2", "{q}");
+    let h =
+        daemon.get("/api/v1/checks/history?probe=nagios&check=Disk&host=db-9&from=0&to=9999999999");
+    assert_eq!(h["results"][0]["status"], "warning", "{h}");
+    daemon.stop();
+}
