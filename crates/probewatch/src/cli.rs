@@ -177,10 +177,17 @@ pub struct CheckArgs {
     /// Largest accepted file in bytes.
     #[arg(long, default_value_t = 8 * 1024 * 1024)]
     pub max_file_bytes: u64,
-    /// xml, json, prometheus or auto (default: by the file's extension, then by its
+    /// xml, json, prometheus, nagios or auto (default: by the file's extension, then by its
     /// content).
     #[arg(long)]
     pub format: Option<String>,
+    /// Check the files as this spool of the configuration reads them (its format, and its
+    /// mapping for format "mapping").
+    #[arg(long, value_name = "NAME", requires = "config")]
+    pub spool: Option<String>,
+    /// The configuration file that names --spool.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
 }
 
 /// `probewatch ingest`.

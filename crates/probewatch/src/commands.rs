@@ -44,12 +44,28 @@ fn expand(paths: &[PathBuf], include: &[&str]) -> anyhow::Result<Vec<(PathBuf, P
 
 /// `probewatch check FILE...`: prints every error and exits 1 if any file is bad.
 pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
-    let format = match args.format.as_deref() {
-        None => Format::Auto,
-        Some(name) => Format::from_name(name).with_context(|| {
-            format!("--format {name:?}: expected xml, json, prometheus or auto")
-        })?,
+    // A spool of the configuration: its format, and the mapping a `mapping` spool needs.
+    let spool = match &args.spool {
+        None => None,
+        Some(name) => {
+            let config = Config::load(args.config.as_deref(), &Overrides::default())?;
+            Some(
+                config
+                    .spools
+                    .into_iter()
+                    .find(|s| *s.name == **name)
+                    .with_context(|| format!("--spool {name:?}: no spool of that name"))?,
+            )
+        }
     };
+    let format = match (args.format.as_deref(), &spool) {
+        (Some(name), _) => Format::from_name(name).with_context(|| {
+            format!("--format {name:?}: expected xml, json, prometheus, nagios or auto")
+        })?,
+        (None, Some(spool)) => spool.format,
+        (None, None) => Format::Auto,
+    };
+    let mapping = spool.as_ref().and_then(|s| s.mapping.clone());
     let files = expand(&args.paths, format.default_include())?;
     let mut bad = 0usize;
     for (_, path) in &files {
@@ -60,7 +76,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             (Format::Auto, Some("prom")) => Format::Prometheus,
             (format, _) => format,
         };
-        match check_one(path, args.max_file_bytes, format) {
+        match check_one(path, args.max_file_bytes, format, mapping.as_deref()) {
             Ok(summary) => println!("ok   {}: {summary}", path.display()),
             Err(error) => {
                 bad += 1;
@@ -80,7 +96,12 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn check_one(path: &Path, max_bytes: u64, format: Format) -> Result<String, String> {
+fn check_one(
+    path: &Path,
+    max_bytes: u64,
+    format: Format,
+    mapping: Option<&probewatch_core::format::mapping::Mapping>,
+) -> Result<String, String> {
     let file = std::fs::File::open(path).map_err(|e| format!("cannot read: {e}"))?;
     let meta = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
     if meta.len() > max_bytes {
@@ -104,7 +125,7 @@ fn check_one(path: &Path, max_bytes: u64, format: Format) -> Result<String, Stri
         FileContext {
             mtime_ms,
             name: path.file_name().and_then(|n| n.to_str()).unwrap_or(""),
-            mapping: None,
+            mapping,
         },
         &ParseLimits::default(),
     )

@@ -497,3 +497,46 @@ fn a_textfile_without_a_host_label_is_this_machines_and_auto_reads_txt_and_nagio
     assert_eq!(h["results"][0]["status"], "warning", "{h}");
     daemon.stop();
 }
+
+#[test]
+fn check_validates_a_mapping_spools_files_with_its_mapping() {
+    let env = Env::new();
+    let config = env.dir.path().join("probewatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[spool]]\nname = \"legacy\"\npath = {:?}\nformat = \"mapping\"\n[spool.mapping]\n\
+             probe = \"/report/@service\"\nchecks = \"/report/item\"\ncheck_name = \"@id\"\n\
+             check_status = \"@result\"\nstatus_map = {{ \"PASS\" = \"ok\" }}\n",
+            env.spool().display().to_string()
+        ),
+    )
+    .expect("config");
+    std::fs::write(
+        env.spool().join("good.xml"),
+        "<report service='shop'><item id='a' result='PASS'/></report>",
+    )
+    .expect("write");
+    std::fs::write(
+        env.spool().join("bad.xml"),
+        "<report><item id='a' result='PASS'/></report>",
+    )
+    .expect("write");
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .args(["--spool", "legacy"])
+        .arg(env.spool())
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("ok   ") && stdout.contains("good.xml: 1 probe result(s), 1 check(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FAIL") && stdout.contains("/report/@service"),
+        "{stdout}"
+    );
+}
