@@ -433,6 +433,7 @@ fn load_groups(
 impl Alerting {
     /// Loads the rules and restores alert state, then starts `pw-rules` and `pw-notify`.
     /// `ingested` receives the metric names of each committed ingest batch.
+    #[allow(clippy::too_many_arguments)] // one per part it wires; a struct would only rename them
     pub fn start(
         config: &AlertingConfig,
         store: Arc<dyn Store>,
@@ -441,6 +442,7 @@ impl Alerting {
         caught_up: Box<dyn FnMut() -> bool + Send>,
         stop: Arc<AtomicBool>,
         leadership: Arc<crate::cluster::Leadership>,
+        metrics: Arc<crate::telemetry::RuleMetrics>,
     ) -> anyhow::Result<Alerting> {
         let groups = load_groups(config)?;
         let stored = store.alerts().context("reading saved alert state")?;
@@ -461,6 +463,7 @@ impl Alerting {
                 doorbell: doorbell.clone(),
                 leadership,
                 leading: false,
+                metrics,
             };
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -558,6 +561,8 @@ struct Rules {
     leadership: Arc<crate::cluster::Leadership>,
     /// Whether it led at the last look.
     leading: bool,
+    /// Evaluations, failures and durations per group, for `/metrics`.
+    metrics: Arc<crate::telemetry::RuleMetrics>,
 }
 
 impl Rules {
@@ -712,7 +717,9 @@ impl Rules {
                 return;
             }
         };
+        let started = std::time::Instant::now();
         let outcome = self.engine.evaluate(group, now, &source, &silences);
+        let took = started.elapsed().as_secs_f64();
         if !outcome.recorded.is_empty()
             && let Err(err) = self.store.write_samples(&outcome.recorded)
         {
@@ -734,6 +741,28 @@ impl Rules {
                 self.doorbell.ring();
             }
         }
-        self.snapshots.publish(self.engine.snapshot());
+        let snapshot = self.engine.snapshot();
+        if let Some(g) = snapshot.groups().get(group) {
+            let label = crate::telemetry::RuleGroupLabel {
+                rule_group: format!("{};{}", g.file.display(), g.name),
+            };
+            let failed = g
+                .rules
+                .iter()
+                .map(|r| snapshot.health(&r.key))
+                .filter(|h| h.last_evaluation_ms == Some(now) && h.last_error.is_some())
+                .count();
+            self.metrics.evaluations.get_or_create(&label).inc();
+            self.metrics
+                .failures
+                .get_or_create(&label)
+                .inc_by(failed as u64);
+            self.metrics.last_duration.get_or_create(&label).set(took);
+            self.metrics
+                .last_evaluation
+                .get_or_create(&label)
+                .set(now as f64 / 1000.0);
+        }
+        self.snapshots.publish(snapshot);
     }
 }

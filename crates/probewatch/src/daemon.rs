@@ -178,9 +178,11 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             Box::new(caught_up),
             shutdown.flag(),
             leadership,
+            crate::telemetry::RuleMetrics::register(&mut registry),
         )
         .context("starting alerting")?,
     );
+    crate::telemetry::register_outbox(&mut registry, store_dyn.clone());
     let info = Arc::new(server_info(&config, listen, settings.metadata.clone()));
     let _ = reloader.set(Arc::new(Reloader::new(
         config.origin.clone(),

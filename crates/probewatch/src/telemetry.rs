@@ -237,6 +237,126 @@ impl Metrics {
     }
 }
 
+/// The notification outbox as `/metrics` shows it, read from the store at each scrape: per
+/// receiver, notifications waiting to be delivered (retries included) and the age of the
+/// oldest, so a Prometheus watching probewatch can alert when a receiver is stuck.
+struct OutboxCollector {
+    store: Arc<dyn probewatch_store::Store>,
+}
+
+/// Most waiting notifications one scrape reads.
+const OUTBOX_SCRAPE_LIMIT: usize = 10_000;
+
+impl std::fmt::Debug for OutboxCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OutboxCollector")
+    }
+}
+
+impl Collector for OutboxCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        // Everything not delivered and not failed for good, whenever its next attempt is.
+        let Ok(waiting) = self
+            .store
+            .due_notifications(None, i64::MAX, OUTBOX_SCRAPE_LIMIT)
+        else {
+            return Ok(());
+        };
+        let now = crate::ingest::now_ms();
+        let mut per_receiver: std::collections::BTreeMap<&str, (i64, i64)> = Default::default();
+        for n in &waiting {
+            let entry = per_receiver
+                .entry(n.receiver.as_str())
+                .or_insert((0, n.created_at_ms));
+            entry.0 += 1;
+            entry.1 = entry.1.min(n.created_at_ms);
+        }
+        let mut queued = encoder.encode_descriptor(
+            "notifications_queued",
+            "Notifications waiting to be delivered (retries included), per receiver",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (receiver, (count, _)) in &per_receiver {
+            let labels = [("receiver", *receiver)];
+            let metric = queued.encode_family(&labels)?;
+            ConstGauge::new(*count).encode(metric)?;
+        }
+        let mut oldest = encoder.encode_descriptor(
+            "notifications_oldest_queued_age_seconds",
+            "Age of the oldest notification waiting to be delivered, per receiver",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for (receiver, (_, since)) in &per_receiver {
+            let labels = [("receiver", *receiver)];
+            let metric = oldest.encode_family(&labels)?;
+            ConstGauge::new((now - since).max(0) as f64 / 1000.0).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// Registers the outbox's gauges (read from `store` at each scrape).
+pub fn register_outbox(registry: &mut Registry, store: Arc<dyn probewatch_store::Store>) {
+    registry.register_collector(Box::new(OutboxCollector { store }));
+}
+
+/// `rule_group="<file>;<group>"`, as Prometheus labels its rule group metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleGroupLabel {
+    /// The group's file and name.
+    pub rule_group: String,
+}
+
+/// How rule evaluation goes, per group, under Prometheus's names (with our prefix).
+#[derive(Debug, Default)]
+pub struct RuleMetrics {
+    /// Evaluations of the group.
+    pub evaluations: Family<RuleGroupLabel, Counter>,
+    /// Rule evaluations that failed.
+    pub failures: Family<RuleGroupLabel, Counter>,
+    /// How long the group's last evaluation took.
+    pub last_duration: Family<
+        RuleGroupLabel,
+        prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    >,
+    /// When the group was last evaluated (Unix seconds).
+    pub last_evaluation: Family<
+        RuleGroupLabel,
+        prometheus_client::metrics::gauge::Gauge<f64, std::sync::atomic::AtomicU64>,
+    >,
+}
+
+impl RuleMetrics {
+    /// The metrics, registered.
+    pub fn register(registry: &mut Registry) -> Arc<RuleMetrics> {
+        let m = Arc::new(RuleMetrics::default());
+        registry.register(
+            "rule_group_evaluations",
+            "Evaluations of a rule group",
+            m.evaluations.clone(),
+        );
+        registry.register(
+            "rule_evaluation_failures",
+            "Rule evaluations that failed, per group",
+            m.failures.clone(),
+        );
+        registry.register(
+            "rule_group_last_duration_seconds",
+            "How long the group's last evaluation took",
+            m.last_duration.clone(),
+        );
+        registry.register(
+            "rule_group_last_evaluation_timestamp_seconds",
+            "When the group was last evaluated",
+            m.last_evaluation.clone(),
+        );
+        m
+    }
+}
+
 /// Registers the ingest pipeline's state gauges: files reported but not yet handled, and how
 /// long the oldest file in hand has waited.
 pub fn register_ingest_state(

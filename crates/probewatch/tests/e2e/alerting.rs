@@ -614,37 +614,39 @@ fn rules_check_agrees_with_promtool_on_empty_and_broken_files() {
 }
 
 /// The example rules for agents (absence without a rule per probe, one alert per offline
-/// agent) pass their promtool-format tests in probewatch and in the real promtool alike.
+/// agent) and for watching probewatch itself pass their promtool-format tests in probewatch
+/// and in the real promtool alike.
 #[test]
-fn the_agent_example_rules_pass_their_tests_in_probewatch_and_promtool() {
-    let tests = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../examples/rules/agents_test.yml"
-    );
-    let ours = std::process::Command::new(BIN)
-        .args(["rules", "test", tests])
-        .output()
-        .expect("run");
-    let stdout = String::from_utf8_lossy(&ours.stdout);
-    assert!(
-        ours.status.success() && stdout.contains("SUCCESS (2 tests)"),
-        "{stdout}"
-    );
-    let promtool = std::path::Path::new("/usr/bin/promtool");
-    if !promtool.exists() {
-        eprintln!("SKIPPED the promtool half: no /usr/bin/promtool (Debian package prometheus)");
-        return;
+fn the_example_rules_pass_their_tests_in_probewatch_and_promtool() {
+    for (file, tests) in [("agents_test.yml", 2), ("probewatch_test.yml", 1)] {
+        let path = format!("{}/../../examples/rules/{file}", env!("CARGO_MANIFEST_DIR"));
+        let ours = std::process::Command::new(BIN)
+            .args(["rules", "test", &path])
+            .output()
+            .expect("run");
+        let stdout = String::from_utf8_lossy(&ours.stdout);
+        assert!(
+            ours.status.success() && stdout.contains(&format!("SUCCESS ({tests} test")),
+            "{file}: {stdout}"
+        );
+        let promtool = std::path::Path::new("/usr/bin/promtool");
+        if !promtool.exists() {
+            eprintln!(
+                "SKIPPED the promtool half: no /usr/bin/promtool (Debian package prometheus)"
+            );
+            continue;
+        }
+        let theirs = std::process::Command::new(promtool)
+            .args(["test", "rules", &path])
+            .output()
+            .expect("promtool");
+        assert!(
+            theirs.status.success(),
+            "{file}: {}{}",
+            String::from_utf8_lossy(&theirs.stdout),
+            String::from_utf8_lossy(&theirs.stderr)
+        );
     }
-    let theirs = std::process::Command::new(promtool)
-        .args(["test", "rules", tests])
-        .output()
-        .expect("promtool");
-    assert!(
-        theirs.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&theirs.stdout),
-        String::from_utf8_lossy(&theirs.stderr)
-    );
 }
 
 /// The real Alertmanager (Debian's prometheus-alertmanager; .ci/run installs it) on a free
@@ -1280,5 +1282,64 @@ fn receivers_get_the_idempotency_key() {
         serde_json::from_str(&std::fs::read_to_string(out.join("payload.json")).expect("payload"))
             .expect("JSON on stdin");
     assert_eq!(payload["receiver"], "script");
+    daemon.stop();
+}
+
+/// `/metrics` watches the alerter: per rule group its evaluations, failures and last
+/// duration; per receiver the notifications waiting and the oldest one's age.
+#[test]
+fn metrics_show_failing_rules_and_a_stuck_receiver() {
+    let env = Env::new();
+    // The receiver refuses everything: notifications wait in the outbox.
+    let hook = Webhook::start(1_000);
+    let rules = env.data().join("self.yml");
+    std::fs::create_dir_all(env.data()).expect("data dir");
+    std::fs::write(
+        &rules,
+        r#"
+groups:
+  - name: self
+    interval: 1s
+    rules:
+      - alert: LoginCritical
+        expr: probe_check_status{check="login"} == 2
+      # Two series on each side matched on nothing: many-to-many, fails at every evaluation.
+      - record: broken
+        expr: probe_check_status + on() probe_check_status
+"#,
+    )
+    .expect("rules");
+    let daemon = env.start_with_config(&format!(
+        "rule_files = [{:?}]\n[[receiver]]\nname = \"ops\"\nurl = {:?}\n[[route]]\nreceiver = \"ops\"\ngroup_wait = \"0s\"\n[[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        hook.url,
+        env.spool().display().to_string()
+    ));
+    std::fs::write(env.spool().join("a.xml"), result("web", "critical", "ok")).expect("write");
+    daemon.wait_until(
+        "a failing rule and a waiting notification",
+        Duration::from_secs(60),
+        |d| {
+            d.metric("probewatch_rule_evaluation_failures_total") >= 1.0
+                && d.metric("probewatch_notifications_queued") >= 1.0
+        },
+    );
+    let text = daemon.get_text("/metrics");
+    let group = format!("rule_group=\"{};self\"", rules.display());
+    assert!(
+        text.lines().any(
+            |l| l.starts_with("probewatch_rule_group_last_duration_seconds{") && l.contains(&group)
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("probewatch_notifications_queued{receiver=\"ops\"}"),
+        "{text}"
+    );
+    daemon.wait_until(
+        "the oldest notification to age",
+        Duration::from_secs(30),
+        |d| d.metric("probewatch_notifications_oldest_queued_age_seconds") >= 1.0,
+    );
     daemon.stop();
 }
