@@ -207,6 +207,7 @@ pub fn router(state: AppState) -> Router {
         .route("/rules", get(pages::rules))
         .route("/ingest", get(pages::ingest))
         .route("/agents", get(pages::agents))
+        .route("/notifications", get(pages::notifications))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/static/plotly.min.js", get(pages::plotly_js))

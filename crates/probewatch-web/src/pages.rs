@@ -76,6 +76,44 @@ struct OverviewPage<'a> {
     groups: Vec<GroupView>,
     pager: PagerView,
     filtered: bool,
+    /// Receivers whose notifications wait after failed attempts (a banner says so).
+    failing: Vec<FailingReceiver>,
+}
+
+/// A receiver whose notifications are not going out: some wait after a failed attempt.
+pub(crate) struct FailingReceiver {
+    receiver: String,
+    waiting: usize,
+    last_error: String,
+    since: String,
+}
+
+/// Notifications looked at for the failing-receiver banner and the notifications page.
+const NOTIFICATIONS_SHOWN: usize = 500;
+
+/// Receivers with notifications still waiting after a failed attempt, from the newest
+/// notifications (`rows`, newest first): what the banner on the overview and /alerts says.
+fn failing_receivers(rows: &[probewatch_store::NotificationRow], now: i64) -> Vec<FailingReceiver> {
+    let mut out: Vec<FailingReceiver> = Vec::new();
+    for n in rows {
+        let waiting = n.delivered_at_ms.is_none() && n.failed_at_ms.is_none();
+        let Some(error) = n.last_error.as_ref().filter(|_| waiting && n.attempts > 0) else {
+            continue;
+        };
+        match out.iter_mut().find(|f| f.receiver == n.receiver) {
+            Some(f) => {
+                f.waiting += 1;
+                f.since = ago(n.created_at_ms, now);
+            }
+            None => out.push(FailingReceiver {
+                receiver: n.receiver.clone(),
+                waiting: 1,
+                last_error: error.clone(),
+                since: ago(n.created_at_ms, now),
+            }),
+        }
+    }
+    out
 }
 
 #[derive(Template)]
@@ -510,7 +548,11 @@ pub(crate) async fn overview(
             checks: *checks,
         })
         .collect();
+    let notifications = crate::read(&state, |store| store.notifications(NOTIFICATIONS_SHOWN))
+        .await
+        .unwrap_or_default();
     let html = OverviewPage {
+        failing: failing_receivers(&notifications, now),
         page: "overview",
         q: q.q.as_deref().unwrap_or(""),
         status: q.status.as_deref().unwrap_or(""),
@@ -565,6 +607,7 @@ struct EventView {
 #[template(path = "alerts.html")]
 struct AlertsPage {
     page: &'static str,
+    failing: Vec<FailingReceiver>,
     alerts: Vec<AlertView>,
     silences: Vec<SilenceView>,
     events: Vec<EventView>,
@@ -602,8 +645,12 @@ pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, Ap
             }
         }
     }
-    let (silences, events) = crate::read(&state, |store| {
-        Ok((store.silences()?, store.alert_events(100)?))
+    let (silences, events, notifications) = crate::read(&state, |store| {
+        Ok((
+            store.silences()?,
+            store.alert_events(100)?,
+            store.notifications(NOTIFICATIONS_SHOWN)?,
+        ))
     })
     .await?;
     let silences = silences
@@ -632,6 +679,7 @@ pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, Ap
         .collect();
     let html = AlertsPage {
         page: "alerts",
+        failing: failing_receivers(&notifications, now),
         alerts,
         silences,
         events,
@@ -944,6 +992,109 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
         cluster: members,
         agents: agents.len(),
         agents_offline: agents.iter().filter(|a| a.state == "offline").count(),
+    }
+    .render()
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(Html(html).into_response())
+}
+
+/// One receiver on the notifications page.
+struct ReceiverSummary {
+    receiver: String,
+    delivered: usize,
+    waiting: usize,
+    failed: usize,
+    last_delivered: String,
+    last_error: String,
+}
+
+/// One notification on the notifications page.
+struct NotificationView {
+    id: i64,
+    receiver: String,
+    group: String,
+    queued: String,
+    attempts: u32,
+    state: &'static str,
+    state_class: &'static str,
+    last_error: String,
+}
+
+#[derive(Template)]
+#[template(path = "notifications.html")]
+struct NotificationsPage {
+    page: &'static str,
+    failing: Vec<FailingReceiver>,
+    receivers: Vec<ReceiverSummary>,
+    notifications: Vec<NotificationView>,
+}
+
+/// `GET /notifications`: per receiver what was delivered, what waits and why, and the
+/// newest notifications with their attempts and last error.
+pub(crate) async fn notifications(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let now = crate::now_ms();
+    let rows = crate::read(&state, |store| store.notifications(NOTIFICATIONS_SHOWN)).await?;
+    let mut receivers: Vec<ReceiverSummary> = Vec::new();
+    for n in &rows {
+        let at = match receivers.iter().position(|r| r.receiver == n.receiver) {
+            Some(at) => at,
+            None => {
+                receivers.push(ReceiverSummary {
+                    receiver: n.receiver.clone(),
+                    delivered: 0,
+                    waiting: 0,
+                    failed: 0,
+                    last_delivered: "—".into(),
+                    last_error: String::new(),
+                });
+                receivers.len() - 1
+            }
+        };
+        let r = &mut receivers[at];
+        match (n.delivered_at_ms, n.failed_at_ms) {
+            (Some(at), _) => {
+                if r.delivered == 0 {
+                    r.last_delivered = ago(at, now);
+                }
+                r.delivered += 1;
+            }
+            (None, Some(_)) => r.failed += 1,
+            (None, None) => r.waiting += 1,
+        }
+        if r.last_error.is_empty()
+            && let Some(e) = &n.last_error
+        {
+            r.last_error = e.clone();
+        }
+    }
+    receivers.sort_by(|a, b| a.receiver.cmp(&b.receiver));
+    let notifications = rows
+        .iter()
+        .take(200)
+        .map(|n| {
+            let (state, state_class) = match (n.delivered_at_ms, n.failed_at_ms) {
+                (Some(_), _) => ("delivered", "ok"),
+                (None, Some(_)) => ("failed", "critical"),
+                (None, None) if n.attempts > 0 => ("retrying", "warning"),
+                (None, None) => ("queued", "unknown"),
+            };
+            NotificationView {
+                id: n.id,
+                receiver: n.receiver.clone(),
+                group: n.group_key.clone(),
+                queued: ago(n.created_at_ms, now),
+                attempts: n.attempts,
+                state,
+                state_class,
+                last_error: n.last_error.clone().unwrap_or_default(),
+            }
+        })
+        .collect();
+    let html = NotificationsPage {
+        page: "notifications",
+        failing: failing_receivers(&rows, now),
+        receivers,
+        notifications,
     }
     .render()
     .map_err(|e| ApiError::Internal(e.to_string()))?;

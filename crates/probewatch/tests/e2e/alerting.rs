@@ -1341,5 +1341,16 @@ groups:
         Duration::from_secs(30),
         |d| d.metric("probewatch_notifications_oldest_queued_age_seconds") >= 1.0,
     );
+    // The pages say it too: a banner where the alerts are, and the notifications page.
+    for page in ["/", "/alerts", "/notifications"] {
+        let html = daemon.get_text(page);
+        assert!(
+            html.contains("id=\"failing-receivers\"") && html.contains("<strong>ops</strong>"),
+            "{page}: {html}"
+        );
+        assert!(html.contains("503"), "{page} shows the receiver's error");
+    }
+    let page = daemon.get_text("/notifications");
+    assert!(page.contains("status-warning\">retrying"), "{page}");
     daemon.stop();
 }
