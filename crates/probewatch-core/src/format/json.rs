@@ -250,17 +250,8 @@ pub(super) fn parse(
     file: FileContext<'_>,
     limits: &ParseLimits,
 ) -> Result<Vec<ProbeResult>, Reject> {
-    let text = match std::str::from_utf8(input) {
-        Ok(text) => text.strip_prefix('\u{feff}').unwrap_or(text),
-        Err(err) => {
-            return Err(Reject::at(
-                RejectKind::Encoding,
-                input,
-                err.valid_up_to(),
-                "the file is not valid UTF-8",
-            ));
-        }
-    };
+    let text = super::utf8(input)?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let first = text.trim_start().chars().next();
     // The two shapes are read each by its own type (an untagged enum would lose the error's
     // place and path).

@@ -519,14 +519,7 @@ pub(super) fn parse(
             "format \"mapping\" needs a [spool.mapping] table",
         ));
     };
-    let text = std::str::from_utf8(input).map_err(|err| {
-        Reject::at(
-            RejectKind::Encoding,
-            input,
-            err.valid_up_to(),
-            "the file is not valid UTF-8",
-        )
-    })?;
+    let text = super::utf8(input)?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     if text.trim().is_empty() {
         return Err(Reject::new(RejectKind::Empty, "the file is empty"));

@@ -144,6 +144,19 @@ pub fn parse(
     }
 }
 
+/// A file's bytes as text, or the rejection that says where they stop being UTF-8 (the
+/// JSON, Prometheus, Nagios and mapping readers share it; XML words its own).
+fn utf8(input: &[u8]) -> Result<&str, Reject> {
+    std::str::from_utf8(input).map_err(|err| {
+        Reject::at(
+            crate::reject::RejectKind::Encoding,
+            input,
+            err.valid_up_to(),
+            "the file is not valid UTF-8",
+        )
+    })
+}
+
 /// The format a file's content says: a Nagios check result file by its header or its
 /// `host_name=` line; else by the first significant byte (after a byte-order mark and white
 /// space): `<` is XML, `{` or `[` is JSON, a letter, `_`, `:` or `#` is Prometheus text;

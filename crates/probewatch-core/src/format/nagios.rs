@@ -227,14 +227,7 @@ pub(super) fn parse_check_results(
     file: FileContext<'_>,
     limits: &ParseLimits,
 ) -> Result<Vec<ProbeResult>, Reject> {
-    let text = std::str::from_utf8(input).map_err(|err| {
-        Reject::at(
-            RejectKind::Encoding,
-            input,
-            err.valid_up_to(),
-            "the file is not valid UTF-8",
-        )
-    })?;
+    let text = super::utf8(input)?;
     let mut results = Vec::new();
     let mut record: Vec<(&str, &str, usize)> = Vec::new();
     let mut file_time: Option<f64> = None;

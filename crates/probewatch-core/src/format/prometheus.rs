@@ -42,17 +42,7 @@ pub(super) fn parse(
     file: FileContext<'_>,
     limits: &ParseLimits,
 ) -> Result<Vec<ProbeResult>, Reject> {
-    let text = match std::str::from_utf8(input) {
-        Ok(text) => text,
-        Err(err) => {
-            return Err(Reject::at(
-                RejectKind::Encoding,
-                input,
-                err.valid_up_to(),
-                "the file is not valid UTF-8",
-            ));
-        }
-    };
+    let text = super::utf8(input)?;
     if text.trim().is_empty() {
         return Err(Reject::new(RejectKind::Empty, "the file is empty"));
     }
