@@ -654,11 +654,13 @@ fn a_proxy_that_cuts_connections_costs_retries_but_no_file_is_lost_or_doubled() 
         "every file once:\n{}",
         agent.log()
     );
-    // Answers were lost after commits, and the resent files were found stored already.
+    // Answers lost after commits make the agent resend; whether a dropped answer was a
+    // batch's (its files then come back as duplicates) or a heartbeat's is up to timing, so
+    // it is shown, not asserted: what must hold is above, every file once.
     let agents = server.get("/api/v1/agents");
-    assert!(
-        agents["data"][0]["duplicates"].as_u64().unwrap_or(0) > 0,
-        "{agents}"
+    eprintln!(
+        "resent files found stored already: {}",
+        agents["data"][0]["duplicates"]
     );
     // Every result is in the history once: 300 check results of `login`.
     let history = server.get("/api/v1/query?query=count_over_time(probe_check_status{check=\"login\"}[1h])&time=1700000300");
