@@ -134,6 +134,38 @@ pub struct SeriesSample {
 }
 
 impl ProbeResult {
+    /// Adds a check, refusing a second check of the same name: each format's reader says
+    /// where in its file, this says what ("check \"x\" appears twice in probe \"p\"").
+    pub fn push_check(&mut self, check: CheckResult) -> Result<(), String> {
+        if self.checks.iter().any(|c| c.name == check.name) {
+            return Err(format!(
+                "check {:?} appears twice in probe {:?}",
+                check.name, self.probe
+            ));
+        }
+        self.checks.push(check);
+        Ok(())
+    }
+
+    /// Adds a metric, refusing a second one with the same name and labels (it would be two
+    /// values for one series at one time).
+    pub fn push_metric(&mut self, metric: Metric) -> Result<(), String> {
+        if self
+            .metrics
+            .iter()
+            .any(|m| m.name == metric.name && m.labels == metric.labels)
+        {
+            return Err(format!(
+                "metric {}{} appears twice in probe {:?}",
+                metric.name,
+                metric.labels.canonical(),
+                self.probe
+            ));
+        }
+        self.metrics.push(metric);
+        Ok(())
+    }
+
     /// The samples this result becomes, with `extra` (a spool's static labels) on every
     /// series:
     /// - per check, `probe_check_status{check,probe,host}` (the code 0–3) and, when measured,

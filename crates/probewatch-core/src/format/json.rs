@@ -371,21 +371,14 @@ fn convert(
         return Err(at(format!("{prefix}probe"), "is empty".into()));
     }
     for (i, c) in r.checks.into_iter().enumerate() {
-        if result.checks.iter().any(|x| x.name == c.name.0) {
-            return Err(at(
-                format!("{prefix}checks[{i}].name"),
-                format!(
-                    "check {:?} appears twice in probe {:?}",
-                    c.name.0, result.probe
-                ),
-            ));
-        }
-        result.checks.push(CheckResult {
-            name: c.name.0,
-            status: c.status.0,
-            duration_seconds: c.duration.map(|d| d.0),
-            message: c.message,
-        });
+        result
+            .push_check(CheckResult {
+                name: c.name.0,
+                status: c.status.0,
+                duration_seconds: c.duration.map(|d| d.0),
+                message: c.message,
+            })
+            .map_err(|message| at(format!("{prefix}checks[{i}].name"), message))?;
     }
     for (i, m) in r.metrics.into_iter().enumerate() {
         if m.labels.len() > limits.max_labels {
@@ -417,22 +410,9 @@ fn convert(
             labels,
             value: m.value.0,
         };
-        if result
-            .metrics
-            .iter()
-            .any(|x| x.name == metric.name && x.labels == metric.labels)
-        {
-            return Err(at(
-                format!("{prefix}metrics[{i}]"),
-                format!(
-                    "metric {}{} appears twice in probe {:?}",
-                    metric.name,
-                    metric.labels.canonical(),
-                    result.probe
-                ),
-            ));
-        }
-        result.metrics.push(metric);
+        result
+            .push_metric(metric)
+            .map_err(|message| at(format!("{prefix}metrics[{i}]"), message))?;
     }
     Ok(result)
 }

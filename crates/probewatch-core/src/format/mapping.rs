@@ -704,18 +704,14 @@ fn read_result<T: Tree>(
             ),
             None => None,
         };
-        if result.checks.iter().any(|c| c.name == name) {
-            return Err(Reject::new(
-                RejectKind::Schema,
-                format!("check {name:?} appears twice"),
-            ));
-        }
-        result.checks.push(CheckResult {
-            name,
-            status,
-            duration_seconds,
-            message,
-        });
+        result
+            .push_check(CheckResult {
+                name,
+                status,
+                duration_seconds,
+                message,
+            })
+            .map_err(|message| Reject::new(RejectKind::Schema, message))?;
     }
     let (Some(name_sel), Some(value_sel)) = (&mapping.metric_name, &mapping.metric_value) else {
         return finish(result);
@@ -760,21 +756,13 @@ fn read_result<T: Tree>(
                     .map_err(|e| Reject::new(RejectKind::Value, format!("metric {name}: {e}")))?;
             }
         }
-        if result
-            .metrics
-            .iter()
-            .any(|m| m.name == name && m.labels == labels)
-        {
-            return Err(Reject::new(
-                RejectKind::Schema,
-                format!("metric {name}{} appears twice", labels.canonical()),
-            ));
-        }
-        result.metrics.push(Metric {
-            name,
-            labels,
-            value,
-        });
+        result
+            .push_metric(Metric {
+                name,
+                labels,
+                value,
+            })
+            .map_err(|message| Reject::new(RejectKind::Schema, message))?;
     }
     finish(result)
 }

@@ -328,38 +328,16 @@ impl<'a> Parser<'a, '_> {
             match child.start.name().as_ref() {
                 "check" => {
                     let check = self.check(child)?;
-                    if result.checks.iter().any(|c| c.name == check.name) {
-                        return Err(self.reject(
-                            RejectKind::Schema,
-                            self.event_start,
-                            format!(
-                                "check {:?} appears twice in probe {:?}",
-                                check.name, result.probe
-                            ),
-                        ));
-                    }
-                    result.checks.push(check);
+                    result.push_check(check).map_err(|message| {
+                        self.reject(RejectKind::Schema, self.event_start, message)
+                    })?;
                 }
                 "metric" => {
                     let offset = child.offset;
                     let metric = self.metric(child)?;
-                    if result
-                        .metrics
-                        .iter()
-                        .any(|m| m.name == metric.name && m.labels == metric.labels)
-                    {
-                        return Err(self.reject(
-                            RejectKind::Schema,
-                            offset,
-                            format!(
-                                "metric {}{} appears twice in probe {:?}",
-                                metric.name,
-                                metric.labels.canonical(),
-                                result.probe
-                            ),
-                        ));
-                    }
-                    result.metrics.push(metric);
+                    result
+                        .push_metric(metric)
+                        .map_err(|message| self.reject(RejectKind::Schema, offset, message))?;
                 }
                 _ => {
                     return Err(self.unknown_element(
