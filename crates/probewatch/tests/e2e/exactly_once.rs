@@ -13,12 +13,23 @@ pub(crate) fn ledger(env: &Env) -> (u64, u64, u64) {
 }
 
 pub(crate) fn ledger_of(store: &dyn probewatch_store::Store) -> (u64, u64, u64) {
+    ledger_of_series(store, |_| true)
+}
+
+/// The ledger's file rows, distinct paths and the samples of the series whose metric
+/// name `counts` accepts (series the daemon writes itself, like an agent's
+/// `probewatch_agent_up`, grow with time and would make the count meaningless).
+pub(crate) fn ledger_of_series(
+    store: &dyn probewatch_store::Store,
+    counts: impl Fn(&str) -> bool,
+) -> (u64, u64, u64) {
     let files = store.files(None, usize::MAX).expect("files");
     let paths: std::collections::HashSet<&[u8]> = files.iter().map(|f| &f.path[..]).collect();
     let ids: Vec<i64> = store
         .series_after(0)
         .expect("series")
         .iter()
+        .filter(|s| counts(&s.metric))
         .map(|s| s.id)
         .collect();
     let samples: usize = store

@@ -22,10 +22,7 @@ fn json_result(n: u64) -> String {
 #[test]
 fn a_json_spool_is_ingested_like_xml_and_bad_json_is_rejected_with_its_place() {
     let env = Env::new();
-    let daemon = env.start_with_config(&format!(
-        "[[spool]]\npath = {:?}\nformat = \"json\"\n",
-        env.spool().display().to_string()
-    ));
+    let daemon = env.start_with_spool_format("json");
     for n in 0..20u64 {
         write_renamed(&env.spool().join(format!("r{n:02}.json")), &json_result(n));
     }
@@ -60,10 +57,7 @@ fn a_json_spool_is_ingested_like_xml_and_bad_json_is_rejected_with_its_place() {
 #[test]
 fn an_auto_spool_reads_xml_and_json_side_by_side() {
     let env = Env::new();
-    let daemon = env.start_with_config(&format!(
-        "[[spool]]\npath = {:?}\nformat = \"auto\"\n",
-        env.spool().display().to_string()
-    ));
+    let daemon = env.start_with_spool_format("auto");
     std::fs::write(env.spool().join("a.xml"), result_xml(3)).expect("write");
     std::fs::write(env.spool().join("b.json"), json_result(5)).expect("write");
     daemon.wait_files(2, Duration::from_secs(60));
@@ -338,10 +332,7 @@ fn exec_runs_real_nagios_plugins_into_a_spool_and_the_daemon_ingests_them() {
 #[test]
 fn a_nagios_check_result_path_is_a_spool() {
     let env = Env::new();
-    let daemon = env.start_with_config(&format!(
-        "[[spool]]\npath = {:?}\nformat = \"nagios\"\n",
-        env.spool().display().to_string()
-    ));
+    let daemon = env.start_with_spool_format("nagios");
     // As Nagios Core and its passive-check feeders write them: cXXXXXX, then an empty .ok.
     let result = "### Active Check Result File ###\nfile_time=1700000000\n\n\
                   ### Nagios Service Check Result ###\nhost_name=web-1\n\

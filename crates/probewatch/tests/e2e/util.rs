@@ -75,15 +75,15 @@ impl Env {
     pub fn start_with_config(&self, config: &str) -> Daemon {
         let path = self.dir.path().join("probewatch.toml");
         std::fs::write(&path, config).expect("write config");
-        Daemon::spawn(&[
-            "run".to_string(),
-            "--config".into(),
-            path.display().to_string(),
-            "--data".into(),
-            self.data().display().to_string(),
-            "--listen".into(),
-            "127.0.0.1:0".into(),
-        ])
+        Daemon::run_config(&path, &self.data(), "127.0.0.1:0", None)
+    }
+
+    /// Starts `run` on one spool (this env's) read as `format` (`json`, `nagios`, …).
+    pub fn start_with_spool_format(&self, format: &str) -> Daemon {
+        self.start_with_config(&format!(
+            "[[spool]]\npath = {:?}\nformat = {format:?}\n",
+            self.spool().display().to_string()
+        ))
     }
 
     /// Opens the daemon's store through the store's own API (as a second reader beside a
@@ -128,6 +128,23 @@ impl Daemon {
     /// Starts the binary with `args`; returns once it serves HTTP and its startup scan ended.
     pub fn spawn(args: &[String]) -> Daemon {
         Daemon::spawn_wrapped(&[], args)
+    }
+
+    /// `probewatch run --config C --data D --listen L [--store URL]`.
+    pub fn run_config(config: &Path, data: &Path, listen: &str, store: Option<&str>) -> Daemon {
+        let mut args = vec![
+            "run".to_string(),
+            "--config".into(),
+            config.display().to_string(),
+            "--data".into(),
+            data.display().to_string(),
+            "--listen".into(),
+            listen.to_string(),
+        ];
+        if let Some(url) = store {
+            args.extend(["--store".to_string(), url.to_string()]);
+        }
+        Daemon::spawn(&args)
     }
 
     /// [`Daemon::spawn`] under a wrapper command (`prlimit --nofile=40:40 --`).
