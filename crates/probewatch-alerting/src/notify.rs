@@ -7,6 +7,7 @@
 //! (connect, send, answer; a command's input, run and exit), and reads at most
 //! [`ANSWER_PREFIX`] bytes of any answer.
 
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -461,6 +462,112 @@ fn run_command(
     Err(Transient(format!("{program}: {status} {}", err.trim())))
 }
 
+/// Delivery attempts per receiver since the start, for `/metrics` (an operator alerts on
+/// the alerter with them: `rate(probewatch_notifications_failed_total[5m]) > 0`). Kept
+/// across reloads, as counters must be.
+#[derive(Debug, Default)]
+pub struct DeliveryCounts {
+    per_receiver: Mutex<BTreeMap<String, ReceiverCounts>>,
+}
+
+/// One receiver's attempts.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ReceiverCounts {
+    /// Delivery attempts (each try of a notification, each re-send to an Alertmanager, each
+    /// test).
+    pub attempts: u64,
+    /// Attempts that failed, whether retried or not.
+    pub failed: u64,
+    /// Seconds the attempts took, together.
+    pub seconds: f64,
+}
+
+impl DeliveryCounts {
+    /// Counts one attempt of `receiver` that took `took` and succeeded or not.
+    pub fn record(&self, receiver: &str, took: Duration, ok: bool) {
+        let mut map = self.per_receiver.lock().unwrap_or_else(|e| e.into_inner());
+        let counts = match map.get_mut(receiver) {
+            Some(c) => c,
+            None => map.entry(receiver.to_string()).or_default(),
+        };
+        counts.attempts += 1;
+        counts.failed += u64::from(!ok);
+        counts.seconds += took.as_secs_f64();
+    }
+
+    /// Every receiver that was attempted, by name.
+    pub fn snapshot(&self) -> BTreeMap<String, ReceiverCounts> {
+        self.per_receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The labels of a test notification's alert: a name no rule uses, so a receiver's
+/// routing or filters can tell it apart.
+pub const TEST_ALERTNAME: &str = "ProbewatchTestNotification";
+
+/// Sends `receiver` a test notification now, bypassing the outbox (nothing is queued or
+/// retried): one firing alert `ProbewatchTestNotification` in the receiver's usual
+/// payload. `Ok` is what the receiver answered. Counted in `counts` like any attempt.
+pub fn send_test(
+    receiver: &Receiver,
+    external_url: &str,
+    requested_by: &str,
+    counts: &DeliveryCounts,
+) -> Result<String, DeliveryError> {
+    let client = reqwest::blocking::Client::builder()
+        .user_agent(USER_AGENT)
+        .connect_timeout(receiver.timeout)
+        .timeout(receiver.timeout)
+        .build()
+        .map_err(|e| DeliveryError::Transient(format!("cannot create the HTTP client: {e}")))?;
+    let now = now_ms();
+    let labels = serde_json::json!({
+        "alertname": TEST_ALERTNAME,
+        "severity": "none",
+    });
+    let annotations = serde_json::json!({
+        "summary": format!("Test notification for receiver {}", receiver.name),
+        "description": format!(
+            "Sent by {requested_by} from probewatch to check that this receiver works. \
+             No action is needed."
+        ),
+    });
+    let starts_at =
+        jiff::Timestamp::from_millisecond(now).map_or_else(|_| String::new(), |t| t.to_string());
+    let payload = serde_json::json!({
+        "version": "4",
+        "groupKey": format!("test:{}", receiver.name),
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": receiver.name,
+        "groupLabels": { "alertname": TEST_ALERTNAME },
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": external_url,
+        "alerts": [{
+            "status": "firing",
+            "labels": labels,
+            "annotations": annotations,
+            "startsAt": starts_at,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": format!("{}/notifications", external_url.trim_end_matches('/')),
+            "fingerprint": format!("{:016x}", now),
+        }],
+    });
+    let started = Instant::now();
+    let outcome = deliver(
+        receiver,
+        &client,
+        &payload.to_string(),
+        &format!("probewatch-test-{now}"),
+    );
+    counts.record(&receiver.name, started.elapsed(), outcome.is_ok());
+    outcome
+}
+
 /// Rung when notifications are queued: every waiting lane wakes and looks.
 #[derive(Debug, Default)]
 pub struct Doorbell {
@@ -539,6 +646,7 @@ pub fn start_outbox(
     receivers: Vec<Receiver>,
     snapshots: Arc<SnapshotCell>,
     doorbell: Arc<Doorbell>,
+    counts: Arc<DeliveryCounts>,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<Outbox> {
     let retired = Arc::new(AtomicBool::new(false));
@@ -558,11 +666,21 @@ pub fn start_outbox(
     }
     for (i, receiver) in receivers.into_iter().enumerate() {
         let (store, doorbell, stop) = (store.clone(), doorbell.clone(), stop.clone());
-        let snapshots = snapshots.clone();
+        let (snapshots, counts) = (snapshots.clone(), counts.clone());
         lanes.push(
             std::thread::Builder::new()
                 .name(format!("pw-notify-{i}"))
-                .spawn(move || lane(store.as_ref(), &receiver, &snapshots, &doorbell, &stop))?,
+                .spawn(move || {
+                    let lane_parts = LaneParts {
+                        store: store.as_ref(),
+                        receiver: &receiver,
+                        snapshots: &snapshots,
+                        doorbell: &doorbell,
+                        counts: &counts,
+                        stop: &stop,
+                    };
+                    lane(&lane_parts);
+                })?,
         );
     }
     Ok(Outbox {
@@ -572,15 +690,27 @@ pub fn start_outbox(
     })
 }
 
+/// What one receiver's lane works with.
+struct LaneParts<'a> {
+    store: &'a dyn Store,
+    receiver: &'a Receiver,
+    snapshots: &'a SnapshotCell,
+    doorbell: &'a Doorbell,
+    counts: &'a DeliveryCounts,
+    stop: &'a LaneStop,
+}
+
 /// One receiver's lane: delivers its due notifications, one group at a time; for an
 /// Alertmanager, also the periodic re-send.
-fn lane(
-    store: &dyn Store,
-    receiver: &Receiver,
-    snapshots: &SnapshotCell,
-    doorbell: &Doorbell,
-    stop: &LaneStop,
-) {
+fn lane(parts: &LaneParts<'_>) {
+    let LaneParts {
+        store,
+        receiver,
+        snapshots,
+        doorbell,
+        counts,
+        stop,
+    } = *parts;
     let client = match reqwest::blocking::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(receiver.timeout)
@@ -606,7 +736,7 @@ fn lane(
         if let (Some(due), Some(interval)) = (next_resend, resend_interval)
             && Instant::now() >= due
         {
-            resend_to_alertmanager(store, receiver, &client, &snapshots.load(), interval);
+            resend_to_alertmanager(parts, &client, &snapshots.load(), interval);
             next_resend = Some(Instant::now() + interval);
         }
         let due = match store.due_notifications(Some(&receiver.name), now_ms(), LANE_BATCH) {
@@ -629,7 +759,7 @@ fn lane(
             if stop.is_set() {
                 return;
             }
-            attempt(store, receiver, &client, group);
+            attempt(store, receiver, &client, group, counts);
         }
         if due.len() < LANE_BATCH {
             doorbell.wait(&mut seen, Duration::from_millis(500));
@@ -641,12 +771,12 @@ fn lane(
 /// receiver. A failure is logged; the next re-send (or the alert's outbox notification)
 /// tries again, and alerts stay valid for [`ALERTMANAGER_VALIDITY`] intervals meanwhile.
 fn resend_to_alertmanager(
-    store: &dyn Store,
-    receiver: &Receiver,
+    parts: &LaneParts<'_>,
     client: &reqwest::blocking::Client,
     snapshot: &EngineSnapshot,
     interval: Duration,
 ) {
+    let (store, receiver) = (parts.store, parts.receiver);
     let ReceiverKind::Alertmanager { url, .. } = &receiver.kind else {
         return;
     };
@@ -666,13 +796,18 @@ fn resend_to_alertmanager(
     }
     let count = alerts.len();
     let body = serde_json::Value::Array(alerts).to_string();
-    match post_json(
+    let started = Instant::now();
+    let sent = post_json(
         client,
         &alertmanager_endpoint(url),
         body,
         receiver.timeout,
         None,
-    ) {
+    );
+    parts
+        .counts
+        .record(&receiver.name, started.elapsed(), sent.is_ok());
+    match sent {
         Ok(_) => tracing::debug!(receiver = %receiver.name, alerts = count, "alerts re-sent"),
         Err(e) => tracing::warn!(receiver = %receiver.name, alerts = count, error = %e.message(),
             "re-sending alerts to Alertmanager failed; trying again at the next interval"),
@@ -749,6 +884,7 @@ fn attempt(
     receiver: &Receiver,
     client: &reqwest::blocking::Client,
     group: &[&NotificationRow],
+    counts: &DeliveryCounts,
 ) {
     let Some(n) = group.last() else {
         return;
@@ -760,7 +896,10 @@ fn attempt(
         n.payload.clone()
     };
     let key = idempotency_key(n.id);
-    let (detail, outcome) = match deliver(receiver, client, &payload, &key) {
+    let started = Instant::now();
+    let delivered = deliver(receiver, client, &payload, &key);
+    counts.record(&receiver.name, started.elapsed(), delivered.is_ok());
+    let (detail, outcome) = match delivered {
         Ok(detail) => {
             tracing::info!(id = n.id, receiver = %n.receiver, "notification delivered");
             (detail, AttemptOutcome::Delivered)

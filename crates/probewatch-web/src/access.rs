@@ -39,37 +39,95 @@ pub(crate) fn auth_scheme(value: &str) -> Option<(&str, &str)> {
     Some((scheme, rest.trim()))
 }
 
+/// Who a request's credentials name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Caller {
+    /// A machine with the API token.
+    Token,
+    /// A person logged in with basic auth, by user name.
+    User(String),
+}
+
 /// Whether the request's `Authorization` header satisfies `access` (or the API token).
 pub(crate) fn allowed(access: &Access, api_token: Option<&str>, headers: &HeaderMap) -> bool {
-    let Some(value) = headers
+    caller(Some(access), api_token, headers).is_some()
+}
+
+/// Who the request's `Authorization` header proves it is: the API token holder, or the
+/// basic-auth user of `access`. None: no credentials, or wrong ones.
+pub(crate) fn caller(
+    access: Option<&Access>,
+    api_token: Option<&str>,
+    headers: &HeaderMap,
+) -> Option<Caller> {
+    let value = headers
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, credentials)) = auth_scheme(value) else {
-        return false;
-    };
+        .and_then(|v| v.to_str().ok())?;
+    let (scheme, credentials) = auth_scheme(value)?;
     if scheme.eq_ignore_ascii_case("bearer") {
-        return api_token.is_some_and(|t| same_secret(credentials, t));
+        return api_token
+            .is_some_and(|t| same_secret(credentials, t))
+            .then_some(Caller::Token);
     }
-    if !scheme.eq_ignore_ascii_case("basic") {
-        return false;
-    }
-    let encoded = credentials;
-    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-        return false;
-    };
-    let Ok(text) = String::from_utf8(decoded) else {
-        return false;
-    };
-    let Some((user, password)) = text.split_once(':') else {
-        return false;
-    };
+    let access = access.filter(|_| scheme.eq_ignore_ascii_case("basic"))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(credentials.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (user, password) = text.split_once(':')?;
     // Both are compared, whatever the first gives, so timing says nothing about which failed.
     let user_ok = same_secret(user, &access.username);
     let password_ok = same_secret(password, &access.password);
-    user_ok && password_ok
+    (user_ok && password_ok).then(|| Caller::User(user.to_string()))
+}
+
+/// Decides who may change state (silences, acknowledgements, test notifications): a
+/// machine with the API token, or a person logged in with basic auth — from a page's own
+/// script, which sends JSON (or a DELETE): a form on another site can send neither without
+/// a CORS preflight, which probewatch never grants, so a logged-in browser cannot be made
+/// to change anything. `Ok` names the caller (`api` for the token); `Err` is the answer.
+pub(crate) fn authorize_write(
+    state: &AppState,
+    method: &axum::http::Method,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<String, Box<Response>> {
+    let refuse = |status: StatusCode, kind: &str, message: String| {
+        let body = serde_json::json!({"status": "error", "errorType": kind, "error": message});
+        Box::new((status, axum::Json(body)).into_response())
+    };
+    if state.api_token.is_none() && state.access.is_none() {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("{what} needs api_token or [access] in the configuration"),
+        ));
+    }
+    match caller(state.access.as_deref(), state.api_token.as_deref(), headers) {
+        Some(Caller::Token) => Ok("api".to_string()),
+        Some(Caller::User(user)) => {
+            let json = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.trim_start().starts_with("application/json"));
+            if json || method == axum::http::Method::DELETE {
+                Ok(user)
+            } else {
+                Err(refuse(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "bad_data",
+                    "changes from a logged-in user must be sent as application/json".into(),
+                ))
+            }
+        }
+        None => Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "missing or wrong credentials (Authorization: Bearer <api_token>, or the \
+             [access] user's basic auth)"
+                .into(),
+        )),
+    }
 }
 
 /// Middleware: lets a request through when access control is off, the path is a health

@@ -26,6 +26,7 @@ mod history;
 mod pages;
 mod prom_api;
 pub mod query_gate;
+pub mod receivers_api;
 mod rules_api;
 mod serve;
 pub mod silences_api;
@@ -63,6 +64,8 @@ pub struct AppState {
     pub info: Arc<status_api::ServerInfo>,
     /// Takes results sent by agents and push clients (none: those endpoints answer 404).
     pub remote: Option<Arc<dyn agent_api::RemoteIngest>>,
+    /// The configured receivers, listed and tested (none: a tool that sends nothing).
+    pub receivers: Option<Arc<dyn receivers_api::Receivers>>,
 }
 
 /// Configuration reload, as the daemon offers it (SIGHUP does the same).
@@ -258,6 +261,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/rules", get(rules_api::rules))
         .route("/api/v1/alerts", get(rules_api::alerts))
         .route("/api/v1/notifications", get(rules_api::notifications))
+        .route("/api/v1/receivers", get(receivers_api::list))
+        .route("/api/v1/receivers/{name}/test", post(receivers_api::test))
         .route(
             "/api/v1/silences",
             get(silences_api::list).post(silences_api::create),

@@ -607,6 +607,8 @@ struct EventView {
 #[template(path = "alerts.html")]
 struct AlertsPage {
     page: &'static str,
+    /// Whether a change needs the API token typed in (no `[access]` login).
+    needs_token: bool,
     failing: Vec<FailingReceiver>,
     alerts: Vec<AlertView>,
     silences: Vec<SilenceView>,
@@ -614,7 +616,7 @@ struct AlertsPage {
 }
 
 /// `GET /alerts`: firing and pending alerts, silences (with a form to create and buttons to
-/// expire, which need the API token), and the alert history.
+/// expire, for a logged-in user or with the API token), and the alert history.
 pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = crate::now_ms();
     let mut alerts = Vec::new();
@@ -679,6 +681,7 @@ pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, Ap
         .collect();
     let html = AlertsPage {
         page: "alerts",
+        needs_token: state.access.is_none(),
         failing: failing_receivers(&notifications, now),
         alerts,
         silences,
@@ -1001,6 +1004,11 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
 /// One receiver on the notifications page.
 struct ReceiverSummary {
     receiver: String,
+    /// `webhook`, `email`, …; empty for a receiver no longer configured.
+    kind: String,
+    /// Attempts and failed attempts since the start.
+    attempts: u64,
+    failed_attempts: u64,
     delivered: usize,
     waiting: usize,
     failed: usize,
@@ -1024,6 +1032,8 @@ struct NotificationView {
 #[template(path = "notifications.html")]
 struct NotificationsPage {
     page: &'static str,
+    /// Whether a change needs the API token typed in (no `[access]` login).
+    needs_token: bool,
     failing: Vec<FailingReceiver>,
     receivers: Vec<ReceiverSummary>,
     notifications: Vec<NotificationView>,
@@ -1034,19 +1044,37 @@ struct NotificationsPage {
 pub(crate) async fn notifications(State(state): State<AppState>) -> Result<Response, ApiError> {
     let now = crate::now_ms();
     let rows = crate::read(&state, |store| store.notifications(NOTIFICATIONS_SHOWN)).await?;
+    let summary = |receiver: &str| ReceiverSummary {
+        receiver: receiver.to_string(),
+        kind: String::new(),
+        attempts: 0,
+        failed_attempts: 0,
+        delivered: 0,
+        waiting: 0,
+        failed: 0,
+        last_delivered: "—".into(),
+        last_error: String::new(),
+    };
+    // Every configured receiver, whether or not anything was sent to it yet.
     let mut receivers: Vec<ReceiverSummary> = Vec::new();
+    for info in state
+        .receivers
+        .as_ref()
+        .map(|r| r.list())
+        .unwrap_or_default()
+    {
+        receivers.push(ReceiverSummary {
+            kind: info.kind,
+            attempts: info.attempts,
+            failed_attempts: info.failed,
+            ..summary(&info.name)
+        });
+    }
     for n in &rows {
         let at = match receivers.iter().position(|r| r.receiver == n.receiver) {
             Some(at) => at,
             None => {
-                receivers.push(ReceiverSummary {
-                    receiver: n.receiver.clone(),
-                    delivered: 0,
-                    waiting: 0,
-                    failed: 0,
-                    last_delivered: "—".into(),
-                    last_error: String::new(),
-                });
+                receivers.push(summary(&n.receiver));
                 receivers.len() - 1
             }
         };
@@ -1092,6 +1120,7 @@ pub(crate) async fn notifications(State(state): State<AppState>) -> Result<Respo
         .collect();
     let html = NotificationsPage {
         page: "notifications",
+        needs_token: state.access.is_none(),
         failing: failing_receivers(&rows, now),
         receivers,
         notifications,

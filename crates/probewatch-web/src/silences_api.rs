@@ -1,16 +1,18 @@
 //! Silences over HTTP: `GET /api/v1/silences`, `POST /api/v1/silences`,
 //! `DELETE /api/v1/silences/<id>`. Changing silences needs the API token from the
-//! configuration (`Authorization: Bearer <token>`); without a configured token it is refused.
+//! configuration (`Authorization: Bearer <token>`) or a logged-in `[access]` user (see
+//! [`crate::access::authorize_write`]); with neither configured it is refused.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use probewatch_store::SilenceRow;
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::AppState;
+use crate::access::authorize_write;
 
 fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
     let body = json!({"status": "error", "errorType": kind, "error": message.into()});
@@ -19,32 +21,6 @@ fn error(status: StatusCode, kind: &str, message: impl Into<String>) -> Response
 
 fn success(data: Json) -> Response {
     axum::Json(json!({"status": "success", "data": data})).into_response()
-}
-
-/// Checks the bearer token; `Err` is the response to send.
-fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
-    let Some(token) = &state.api_token else {
-        return Err(Box::new(error(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "changing silences needs api_token in the configuration",
-        )));
-    };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::access::auth_scheme)
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map_or("", |(_, token)| token);
-    if crate::access::same_secret(given, token) {
-        Ok(())
-    } else {
-        Err(Box::new(error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or wrong API token (Authorization: Bearer <api_token>)",
-        )))
-    }
 }
 
 /// A silence in the API's JSON shape, with its status at `now`.
@@ -89,6 +65,8 @@ struct NewSilence {
     ends_at: Option<String>,
     /// Alternative to `endsAt`: `2h`, `30m`.
     duration: Option<String>,
+    /// Defaults to the logged-in user (`api` for the token).
+    #[serde(default)]
     created_by: String,
     comment: String,
 }
@@ -96,12 +74,14 @@ struct NewSilence {
 /// `POST /api/v1/silences` with a JSON body.
 pub(crate) async fn create(
     State(state): State<AppState>,
+    method: Method,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
-        return *response;
-    }
+    let caller = match authorize_write(&state, &method, &headers, "changing silences") {
+        Ok(caller) => caller,
+        Err(response) => return *response,
+    };
     let request: NewSilence = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
@@ -117,7 +97,11 @@ pub(crate) async fn create(
         request.starts_at.as_deref(),
         request.ends_at.as_deref(),
         request.duration.as_deref(),
-        request.created_by,
+        if request.created_by.trim().is_empty() {
+            caller
+        } else {
+            request.created_by
+        },
         request.comment,
         crate::now_ms(),
     ) {
@@ -133,14 +117,16 @@ pub(crate) async fn create(
 /// `DELETE /api/v1/silences/<id>`: expires it now.
 pub(crate) async fn expire(
     State(state): State<AppState>,
+    method: Method,
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Response {
-    if let Err(response) = authorize(&state, &headers) {
-        return *response;
-    }
+    let caller = match authorize_write(&state, &method, &headers, "changing silences") {
+        Ok(caller) => caller,
+        Err(response) => return *response,
+    };
     match crate::read(&state, move |store| {
-        store.expire_silence(id, crate::now_ms(), "api")
+        store.expire_silence(id, crate::now_ms(), &caller)
     })
     .await
     {

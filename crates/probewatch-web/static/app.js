@@ -50,8 +50,9 @@
   setInterval(refresh, seconds * 1000);
 })();
 
-// Silences on the alerts page: create and expire through the HTTP API, with the API token
-// typed into the form (it is sent as a bearer token and never stored).
+// Silences on the alerts page: create and expire through the HTTP API. A logged-in user
+// ([access]) needs nothing more; otherwise the API token typed into the form is sent as a
+// bearer token (and never stored).
 (function () {
   "use strict";
   const form = document.getElementById("silence-form");
@@ -59,7 +60,7 @@
   if (!form || !result) return;
   function headers() {
     const h = { "Content-Type": "application/json" };
-    const token = form.elements.token.value;
+    const token = form.elements.token ? form.elements.token.value : "";
     if (token) h.Authorization = "Bearer " + token;
     return h;
   }
@@ -92,6 +93,43 @@
     button.addEventListener("click", async function () {
       const response = await fetch("/api/v1/silences/" + button.dataset.id, { method: "DELETE", headers: headers() });
       await answer(response);
+    });
+  });
+})();
+
+// "Send test" on the notifications page: one test notification to a receiver, now, and
+// what the receiver answered. A logged-in user's browser sends its basic auth itself;
+// without [access], the API token typed on the page is sent as a bearer token.
+(function () {
+  "use strict";
+  const result = document.getElementById("test-result");
+  if (!result) return;
+  document.querySelectorAll("button.send-test").forEach(function (button) {
+    button.addEventListener("click", async function () {
+      const receiver = button.dataset.receiver;
+      const h = { "Content-Type": "application/json" };
+      const token = document.getElementById("api-token");
+      if (token && token.value) h.Authorization = "Bearer " + token.value;
+      button.disabled = true;
+      result.textContent = "Sending a test to " + receiver + "…";
+      try {
+        const response = await fetch("/api/v1/receivers/" + encodeURIComponent(receiver) + "/test", {
+          method: "POST", headers: h, body: "{}",
+        });
+        let body = {};
+        try { body = await response.json(); } catch (e) { /* not JSON */ }
+        const delivered = response.ok && body.data.delivered;
+        if (delivered) {
+          result.textContent = receiver + " took the test notification: " + body.data.detail;
+        } else if (response.ok) {
+          result.textContent = receiver + " did not take the test notification: " + body.data.detail;
+        } else {
+          result.textContent = "Refused (" + response.status + "): " + (body.error || response.statusText);
+        }
+        result.className = delivered ? "test-ok" : "test-failed";
+      } finally {
+        button.disabled = false;
+      }
     });
   });
 })();

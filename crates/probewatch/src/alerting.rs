@@ -398,6 +398,8 @@ pub struct Alerting {
     store: Arc<dyn Store>,
     query: Arc<StoreQuery>,
     doorbell: Arc<notify::Doorbell>,
+    /// Delivery attempts per receiver since the start (for `/metrics` and the pages).
+    pub deliveries: Arc<notify::DeliveryCounts>,
     stop: Arc<AtomicBool>,
 }
 
@@ -471,11 +473,13 @@ impl Alerting {
                 .stack_size(probewatch_promql::limits::STACK_BYTES)
                 .spawn(move || rules.run(ingested, reload_rx, caught_up, stop))?
         };
+        let deliveries = Arc::new(notify::DeliveryCounts::default());
         let outbox = notify::start_outbox(
             store.clone(),
             config.receivers.clone(),
             snapshots.clone(),
             doorbell.clone(),
+            deliveries.clone(),
             stop.clone(),
         )?;
         Ok(Alerting {
@@ -487,6 +491,7 @@ impl Alerting {
             store,
             query,
             doorbell,
+            deliveries,
             stop,
         })
     }
@@ -522,6 +527,7 @@ impl Alerting {
                     config.receivers.clone(),
                     self.snapshots.clone(),
                     self.doorbell.clone(),
+                    self.deliveries.clone(),
                     self.stop.clone(),
                 )
                 .context("starting the new receivers' delivery lanes")?,
@@ -546,6 +552,47 @@ impl Alerting {
         if let Some(outbox) = outbox {
             outbox.join();
         }
+    }
+}
+
+impl probewatch_web::receivers_api::Receivers for Alerting {
+    fn list(&self) -> Vec<probewatch_web::receivers_api::ReceiverInfo> {
+        let counts = self.deliveries.snapshot();
+        let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+        applied
+            .receivers
+            .iter()
+            .map(|r| {
+                let c = counts.get(&r.name).copied().unwrap_or_default();
+                probewatch_web::receivers_api::ReceiverInfo {
+                    name: r.name.clone(),
+                    kind: match r.kind {
+                        ReceiverKind::Webhook { .. } => "webhook",
+                        ReceiverKind::Alertmanager { .. } => "alertmanager",
+                        ReceiverKind::Email(_) => "email",
+                        ReceiverKind::Command { .. } => "command",
+                    }
+                    .to_string(),
+                    attempts: c.attempts,
+                    failed: c.failed,
+                }
+            })
+            .collect()
+    }
+
+    fn send_test(&self, name: &str, requested_by: &str) -> Option<Result<String, String>> {
+        let (receiver, external_url) = {
+            let applied = self.applied.lock().unwrap_or_else(|e| e.into_inner());
+            let receiver = applied.receivers.iter().find(|r| r.name == name)?.clone();
+            (receiver, applied.external_url.clone())
+        };
+        let sent = notify::send_test(&receiver, &external_url, requested_by, &self.deliveries);
+        match &sent {
+            Ok(_) => tracing::info!(receiver = name, requested_by, "test notification delivered"),
+            Err(e) => tracing::warn!(receiver = name, requested_by, error = %e.message(),
+                "test notification not delivered"),
+        }
+        Some(sent.map_err(|e| e.message().to_string()))
     }
 }
 

@@ -31,6 +31,7 @@ impl LoopbackServer {
             reload: None,
             info: Arc::default(),
             remote: None,
+            receivers: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

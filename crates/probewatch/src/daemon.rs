@@ -182,7 +182,11 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         )
         .context("starting alerting")?,
     );
-    crate::telemetry::register_outbox(&mut registry, store_dyn.clone());
+    crate::telemetry::register_outbox(
+        &mut registry,
+        store_dyn.clone(),
+        alerting.deliveries.clone(),
+    );
     let info = Arc::new(server_info(&config, listen, settings.metadata.clone()));
     let _ = reloader.set(Arc::new(Reloader::new(
         config.origin.clone(),
@@ -243,6 +247,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
             .map(|r| r.clone() as Arc<dyn probewatch_web::Reload>),
         info,
         remote: Some(remote.clone() as Arc<dyn probewatch_web::agent_api::RemoteIngest>),
+        receivers: Some(alerting.clone() as Arc<dyn probewatch_web::receivers_api::Receivers>),
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,

@@ -239,9 +239,11 @@ impl Metrics {
 
 /// The notification outbox as `/metrics` shows it, read from the store at each scrape: per
 /// receiver, notifications waiting to be delivered (retries included) and the age of the
-/// oldest, so a Prometheus watching probewatch can alert when a receiver is stuck.
+/// oldest, so a Prometheus watching probewatch can alert when a receiver is stuck; and the
+/// delivery attempts and failures per receiver since the start.
 struct OutboxCollector {
     store: Arc<dyn probewatch_store::Store>,
+    deliveries: Arc<probewatch_alerting::notify::DeliveryCounts>,
 }
 
 /// Most waiting notifications one scrape reads.
@@ -253,9 +255,51 @@ impl std::fmt::Debug for OutboxCollector {
     }
 }
 
+use probewatch_alerting::notify::ReceiverCounts;
+
+/// Reads one of a receiver's counts.
+type CountOf = fn(&ReceiverCounts) -> u64;
+
 impl Collector for OutboxCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        let deliveries = self.deliveries.snapshot();
+        let counters: [(&str, &str, CountOf); 2] = [
+            (
+                "notifications",
+                "Delivery attempts per receiver (each try, re-send to an Alertmanager and test)",
+                |c| c.attempts,
+            ),
+            (
+                "notifications_failed",
+                "Delivery attempts that failed per receiver, retried or not",
+                |c| c.failed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for (receiver, counts) in &deliveries {
+                let labels = [("receiver", receiver.as_str())];
+                ConstCounter::new(value(counts)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut seconds = encoder.encode_descriptor(
+            "notification_attempt_seconds",
+            "Time spent in delivery attempts per receiver (divided by the attempts' rate: the \
+             mean attempt)",
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for (receiver, counts) in &deliveries {
+            let labels = [("receiver", receiver.as_str())];
+            ConstCounter::new(counts.seconds).encode(seconds.encode_family(&labels)?)?;
+        }
         // Everything not delivered and not failed for good, whenever its next attempt is.
         let Ok(waiting) = self
             .store
@@ -298,9 +342,14 @@ impl Collector for OutboxCollector {
     }
 }
 
-/// Registers the outbox's gauges (read from `store` at each scrape).
-pub fn register_outbox(registry: &mut Registry, store: Arc<dyn probewatch_store::Store>) {
-    registry.register_collector(Box::new(OutboxCollector { store }));
+/// Registers the outbox's gauges (read from `store` at each scrape) and the delivery
+/// counters per receiver.
+pub fn register_outbox(
+    registry: &mut Registry,
+    store: Arc<dyn probewatch_store::Store>,
+    deliveries: Arc<probewatch_alerting::notify::DeliveryCounts>,
+) {
+    registry.register_collector(Box::new(OutboxCollector { store, deliveries }));
 }
 
 /// `rule_group="<file>;<group>"`, as Prometheus labels its rule group metrics.

@@ -15,6 +15,7 @@ mod grafana;
 mod hardening;
 mod history_pages;
 mod notify_faults;
+mod operator;
 mod postgres;
 mod query_api;
 mod readme;

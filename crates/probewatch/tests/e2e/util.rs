@@ -225,6 +225,23 @@ impl Daemon {
             .unwrap_or_else(|e| panic!("GET {url}: {e}"))
     }
 
+    /// GET as a basic-auth user (a daemon with `[access]`), the body as text.
+    pub fn get_text_as(&self, user: &str, password: &str, path: &str) -> String {
+        let url = format!("{}{path}", self.base);
+        reqwest::blocking::Client::new()
+            .get(&url)
+            .basic_auth(user, Some(password))
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// GET as a basic-auth user, the body as JSON.
+    pub fn get_json_as(&self, user: &str, password: &str, path: &str) -> Value {
+        serde_json::from_str(&self.get_text_as(user, password, path)).expect("json")
+    }
+
     /// `/api/v1/stats`, or `None` while the daemon answers with an error (its store away).
     pub fn try_stats(&self) -> Option<Value> {
         let response = reqwest::blocking::get(format!("{}/api/v1/stats", self.base)).ok()?;
