@@ -194,6 +194,10 @@ pub struct CheckRow {
     pub usual_interval_ms: Option<i64>,
     /// The check's id in the store, for [`crate::Store::check_intervals`].
     pub id: i64,
+    /// When the check's current status began: the start of its latest run of results of
+    /// that status, none reporting more than three intervals after the one before (None
+    /// while a late result waits for its run to be repaired).
+    pub status_since_ms: Option<i64>,
 }
 
 impl CheckRow {
@@ -202,6 +206,14 @@ impl CheckRow {
         self.interval_ms
             .filter(|v| *v > 0)
             .or(self.usual_interval_ms.filter(|v| *v > 0))
+    }
+
+    /// Whether the check fell silent at `now_ms`: nothing came for three of its expected
+    /// intervals (one late or lost result is not yet silence). A check with no known
+    /// interval never is.
+    pub fn is_silent(&self, now_ms: i64) -> bool {
+        self.expected_interval_ms()
+            .is_some_and(|i| now_ms - self.time_ms > i.saturating_mul(3))
     }
 }
 

@@ -459,6 +459,26 @@ struct CheckBody {
     #[serde(flatten)]
     result: ResultFields,
     interval_seconds: Option<f64>,
+    /// What the dashboard shows: the status, or `stale` (nothing for three expected
+    /// intervals), or `offline` (stale, and its host's agent is offline).
+    state: &'static str,
+    /// Whether no result came for three expected intervals.
+    stale: bool,
+    /// When the state began: the first result of the current status, or for a stale check
+    /// its last result.
+    since: String,
+    since_ms: i64,
+    /// The interval the check is expected at: declared, else learnt from its results.
+    expected_interval_seconds: Option<f64>,
+}
+
+/// `GET /api/v1/checks?status=&probe=&host=`
+#[derive(Deserialize)]
+struct ChecksParams {
+    /// `ok`, `warning`, `critical`, `unknown`, `stale`, `offline`, or `problem` (not ok).
+    status: Option<String>,
+    probe: Option<String>,
+    host: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -466,16 +486,57 @@ struct ChecksBody {
     checks: Vec<CheckBody>,
 }
 
-async fn checks(State(state): State<AppState>) -> Result<Json<ChecksBody>, ApiError> {
+/// Every check's latest result and state, optionally only those in one state (as the
+/// overview's filter says it) or of one probe or host.
+async fn checks(
+    State(state): State<AppState>,
+    Query(params): Query<ChecksParams>,
+) -> Result<Json<ChecksBody>, ApiError> {
+    let wanted = params.status.as_deref().unwrap_or("");
+    if ![
+        "", "problem", "ok", "warning", "critical", "unknown", "stale", "offline",
+    ]
+    .contains(&wanted)
+    {
+        return Err(ApiError::BadRequest(format!(
+            "status={wanted:?}: expected ok, warning, critical, unknown, stale, offline or \
+             problem"
+        )));
+    }
+    let offline_hosts = state
+        .remote
+        .as_ref()
+        .map(|r| r.offline_hosts())
+        .unwrap_or_default();
     let rows = read(&state, |store| store.latest_checks()).await?;
+    let now = now_ms();
     let checks = rows
         .into_iter()
-        .map(|r| CheckBody {
-            result: ResultFields::new(r.status, r.time_ms, r.duration_seconds, r.message),
-            interval_seconds: r.interval_ms.map(|ms| ms as f64 / 1000.0),
-            probe: r.probe,
-            host: r.host,
-            check: r.check,
+        .filter(|r| params.probe.as_ref().is_none_or(|p| *p == r.probe))
+        .filter(|r| params.host.as_ref().is_none_or(|h| *h == r.host))
+        .filter_map(|r| {
+            let (shown, _) = pages::shown_state(&r, now, &offline_hosts);
+            let keep = match wanted {
+                "" => true,
+                "problem" => shown != "ok",
+                s => s == shown,
+            };
+            if !keep {
+                return None;
+            }
+            let since_ms = pages::since_ms(&r, shown);
+            Some(CheckBody {
+                state: shown,
+                stale: matches!(shown, "stale" | "offline"),
+                since: rfc3339(since_ms),
+                since_ms,
+                expected_interval_seconds: r.expected_interval_ms().map(|ms| ms as f64 / 1000.0),
+                result: ResultFields::new(r.status, r.time_ms, r.duration_seconds, r.message),
+                interval_seconds: r.interval_ms.map(|ms| ms as f64 / 1000.0),
+                probe: r.probe,
+                host: r.host,
+                check: r.check,
+            })
         })
         .collect();
     Ok(Json(ChecksBody { checks }))

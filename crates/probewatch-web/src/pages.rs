@@ -21,9 +21,32 @@ pub(crate) struct CheckView {
     check: String,
     time_iso: String,
     ago: String,
+    /// How long it has been in its state ("12 min"), and since when.
+    for_how_long: String,
+    since_iso: String,
     message: String,
     href: String,
     strip: Vec<SegmentView>,
+}
+
+/// One row of "what is wrong now" at the top of the overview: a check with a problem, or a
+/// probe that fell silent on a host, collapsed into one row for all its checks.
+pub(crate) struct ProblemView {
+    state: &'static str,
+    state_word: &'static str,
+    probe: String,
+    host: String,
+    /// The check; empty for a silent probe's row.
+    check: String,
+    href: String,
+    /// Checks this row stands for (more than one: a silent probe).
+    checks: usize,
+    /// "12 min" in this state, and the instant.
+    for_how_long: String,
+    since_iso: String,
+    /// Where the state began (the check page from there), for a check.
+    since_href: String,
+    message: String,
 }
 
 /// Checks under one heading (a probe or a host).
@@ -73,6 +96,9 @@ struct OverviewPage<'a> {
     total: usize,
     count_links: Vec<CountView>,
     problem_groups: Vec<ProblemGroupView>,
+    problems: Vec<ProblemView>,
+    more_problems: usize,
+    all_problems_href: String,
     groups: Vec<GroupView>,
     pager: PagerView,
     filtered: bool,
@@ -119,6 +145,10 @@ fn failing_receivers(rows: &[probewatch_store::NotificationRow], now: i64) -> Ve
 #[derive(Template)]
 #[template(path = "checks_table.html")]
 struct ChecksFragment {
+    problems: Vec<ProblemView>,
+    /// Problems beyond those shown, and the link to all of them.
+    more_problems: usize,
+    all_problems_href: String,
     groups: Vec<GroupView>,
     pager: PagerView,
     filtered: bool,
@@ -199,12 +229,21 @@ pub(crate) fn ago(ms: i64, now: i64) -> String {
     }
 }
 
+/// "45 s", "12 min", "5 h", "3 d": how long since `ms`.
+pub(crate) fn duration_text(ms: i64, now: i64) -> String {
+    let d = ((now - ms) / 1000).max(0);
+    match d {
+        s if s < 60 => format!("{s} s"),
+        s if s < 3600 => format!("{} min", s / 60),
+        s if s < 86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        s => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 /// The check's state (CSS class, word): its status, or `stale` when nothing came for three
 /// of its intervals (the declared one, else the one learnt from its results).
 pub(crate) fn state(c: &CheckRow, now: i64) -> (&'static str, &'static str) {
-    if c.expected_interval_ms()
-        .is_some_and(|i| now - c.time_ms > 3 * i)
-    {
+    if c.is_silent(now) {
         return ("stale", "stale");
     }
     let name = crate::status_word(c.status);
@@ -221,6 +260,16 @@ pub(crate) fn shown_state(
     match state(c, now) {
         ("stale", _) if offline_hosts.contains(&c.host) => ("offline", "agent offline"),
         other => other,
+    }
+}
+
+/// When a check entered the state it is shown in: a silent (stale or offline) check at its
+/// last result; otherwise at the first result of its current status (its last result when
+/// that is not known yet).
+pub(crate) fn since_ms(c: &CheckRow, shown: &str) -> i64 {
+    match shown {
+        "stale" | "offline" => c.time_ms,
+        _ => c.status_since_ms.unwrap_or(c.time_ms).min(c.time_ms),
     }
 }
 
@@ -250,12 +299,105 @@ pub(crate) struct OverviewPlan {
     pages: usize,
     /// The page's checks with their state, word and group title.
     rows: Vec<(CheckRow, &'static str, &'static str, String)>,
+    /// What is wrong, worst first and newest first inside a state, silent probes
+    /// collapsed; at most [`PROBLEMS_SHOWN`].
+    problems: Vec<Problem>,
+    /// How many problem rows there are in all.
+    problem_rows: usize,
     problem_groups: Vec<(
         String,
         std::collections::BTreeMap<&'static str, usize>,
         usize,
     )>,
     filtered: bool,
+}
+
+/// Problems listed at the top of the overview; the rest are one click away.
+const PROBLEMS_SHOWN: usize = 50;
+
+/// A row of "what is wrong now", before it is rendered.
+pub(crate) enum Problem {
+    /// One check with a problem.
+    Check {
+        row: CheckRow,
+        state: &'static str,
+        word: &'static str,
+    },
+    /// Every check of a probe on a host is silent.
+    Silent {
+        probe: String,
+        host: String,
+        state: &'static str,
+        word: &'static str,
+        checks: usize,
+        /// The newest of their last results.
+        last_ms: i64,
+    },
+}
+
+impl Problem {
+    fn state(&self) -> &'static str {
+        match self {
+            Problem::Check { state, .. } | Problem::Silent { state, .. } => state,
+        }
+    }
+
+    /// When the problem began.
+    fn since_ms(&self) -> i64 {
+        match self {
+            Problem::Check { row, state, .. } => since_ms(row, state),
+            Problem::Silent { last_ms, .. } => *last_ms,
+        }
+    }
+}
+
+/// The problems among `kept`: worst state first, then the newest change first (what just
+/// broke is what an operator looks at first); a probe whose checks on a host are all silent
+/// is one row.
+fn problems_of(kept: &[(CheckRow, &'static str, &'static str, String)]) -> Vec<Problem> {
+    use std::collections::HashMap;
+    // Per probe and host: checks, silent checks, newest last result.
+    let mut pairs: HashMap<(&str, &str), (usize, usize, i64)> = HashMap::new();
+    for (row, state, _, _) in kept {
+        let pair = pairs
+            .entry((row.probe.as_str(), row.host.as_str()))
+            .or_insert((0, 0, i64::MIN));
+        pair.0 += 1;
+        if matches!(*state, "stale" | "offline") {
+            pair.1 += 1;
+            pair.2 = pair.2.max(row.time_ms);
+        }
+    }
+    let mut out: Vec<Problem> = Vec::new();
+    let mut collapsed: std::collections::HashSet<(&str, &str)> = Default::default();
+    for (row, state, word, _) in kept.iter().filter(|k| k.1 != "ok") {
+        let key = (row.probe.as_str(), row.host.as_str());
+        let (checks, silent, last_ms) = pairs.get(&key).copied().unwrap_or_default();
+        if matches!(*state, "stale" | "offline") && checks == silent && checks > 1 {
+            if collapsed.insert(key) {
+                out.push(Problem::Silent {
+                    probe: row.probe.clone(),
+                    host: row.host.clone(),
+                    state,
+                    word,
+                    checks,
+                    last_ms,
+                });
+            }
+            continue;
+        }
+        out.push(Problem::Check {
+            row: row.clone(),
+            state,
+            word,
+        });
+    }
+    out.sort_by(|a, b| {
+        severity(a.state())
+            .cmp(&severity(b.state()))
+            .then_with(|| b.since_ms().cmp(&a.since_ms()))
+    });
+    out
 }
 
 /// Counts every check, filters, orders problems first and cuts out the requested page.
@@ -328,6 +470,14 @@ fn plan_pages(
         ga.cmp(&gb)
             .then_with(|| a.3.cmp(&b.3))
             .then_with(|| severity(a.1).cmp(&severity(b.1)))
+            .then_with(|| {
+                // Problems: the newest change first; ok checks by name.
+                if a.1 == "ok" {
+                    std::cmp::Ordering::Equal
+                } else {
+                    since_ms(&b.0, b.1).cmp(&since_ms(&a.0, a.1))
+                }
+            })
             .then_with(|| a.0.check.cmp(&b.0.check))
             .then_with(|| a.0.host.cmp(&b.0.host))
             .then_with(|| a.0.probe.cmp(&b.0.probe))
@@ -335,6 +485,14 @@ fn plan_pages(
     let shown = kept.len();
     let pages = shown.div_ceil(page_size).max(1);
     let page = q.page.unwrap_or(1).clamp(1, pages);
+    // What is wrong heads the first page only.
+    let mut problems = if page == 1 {
+        problems_of(&kept)
+    } else {
+        Vec::new()
+    };
+    let problem_rows = problems.len();
+    problems.truncate(PROBLEMS_SHOWN);
     let rows: Vec<_> = kept
         .into_iter()
         .skip((page - 1).saturating_mul(page_size))
@@ -360,9 +518,77 @@ fn plan_pages(
         page,
         pages,
         rows,
+        problems,
+        problem_rows,
         problem_groups,
         filtered: shown < total,
     }
+}
+
+/// The problem rows as the template shows them.
+fn problem_views(problems: &[Problem], q: &OverviewQuery, now: i64) -> Vec<ProblemView> {
+    problems
+        .iter()
+        .map(|p| {
+            let since = p.since_ms();
+            let since_iso = jiff::Timestamp::from_millisecond(since)
+                .map_or_else(|_| String::new(), |t| t.to_string());
+            match p {
+                Problem::Check { row, state, word } => {
+                    let from = (since - 5 * 60_000).to_string();
+                    ProblemView {
+                        state,
+                        state_word: word,
+                        probe: row.probe.clone(),
+                        host: row.host.clone(),
+                        check: row.check.clone(),
+                        href: check_href(&row.probe, &row.host, &row.check, &[]),
+                        checks: 1,
+                        for_how_long: duration_text(since, now),
+                        since_iso,
+                        since_href: check_href(
+                            &row.probe,
+                            &row.host,
+                            &row.check,
+                            &[("from", &from)],
+                        ),
+                        message: row.message.clone(),
+                    }
+                }
+                Problem::Silent {
+                    probe,
+                    host,
+                    state,
+                    word,
+                    checks,
+                    ..
+                } => {
+                    let href = q.href(&[("q", probe), ("status", state), ("in", ""), ("page", "")]);
+                    ProblemView {
+                        state,
+                        state_word: word,
+                        probe: probe.clone(),
+                        host: host.clone(),
+                        check: String::new(),
+                        since_href: href.clone(),
+                        href,
+                        checks: *checks,
+                        for_how_long: duration_text(since, now),
+                        since_iso,
+                        message: format!(
+                            "{} for {}, {checks} checks",
+                            if *state == "offline" {
+                                "agent offline"
+                            } else {
+                                "silent"
+                            },
+                            duration_text(since, now)
+                        ),
+                    }
+                }
+            }
+        })
+        .collect()
 }
 
 /// The one-line summary: `N checks: 3 critical, 97 ok; 3 shown`.
@@ -392,9 +618,13 @@ fn group_views(
 ) -> Vec<GroupView> {
     let mut groups: Vec<GroupView> = Vec::new();
     for ((row, state, word, title), intervals) in rows.into_iter().zip(intervals) {
+        let since = since_ms(&row, state);
         let check = CheckView {
             state,
             state_word: word,
+            for_how_long: duration_text(since, now),
+            since_iso: jiff::Timestamp::from_millisecond(since)
+                .map_or_else(|_| String::new(), |t| t.to_string()),
             time_iso: jiff::Timestamp::from_millisecond(row.time_ms)
                 .map_or_else(|_| String::new(), |t| t.to_string()),
             ago: ago(row.time_ms, now),
@@ -442,6 +672,13 @@ fn fragment_etag(
             (i.start_ms, i.end_ms, i.status).hash(&mut h);
         }
     }
+    for p in &plan.problems {
+        (p.state(), p.since_ms()).hash(&mut h);
+        if let Problem::Check { row, .. } = p {
+            (row.id, &row.message).hash(&mut h);
+        }
+    }
+    plan.problem_rows.hash(&mut h);
     q.href(&[]).hash(&mut h);
     format!("\"{:016x}\"", h.finish())
 }
@@ -499,6 +736,9 @@ pub(crate) async fn overview(
             axum::http::StatusCode::NOT_MODIFIED.into_response()
         } else {
             let html = ChecksFragment {
+                problems: problem_views(&plan.problems, &q, now),
+                more_problems: plan.problem_rows.saturating_sub(plan.problems.len()),
+                all_problems_href: q.href(&[("status", "problem"), ("page", "")]),
                 filtered: plan.filtered,
                 groups: group_views(plan.rows, intervals, now),
                 pager,
@@ -563,6 +803,9 @@ pub(crate) async fn overview(
         total: plan.total,
         count_links,
         problem_groups,
+        problems: problem_views(&plan.problems, &q, now),
+        more_problems: plan.problem_rows.saturating_sub(plan.problems.len()),
+        all_problems_href: q.href(&[("status", "problem"), ("page", "")]),
         filtered: plan.filtered,
         groups: group_views(plan.rows, intervals, now),
         pager,
@@ -1282,6 +1525,7 @@ mod tests {
             interval_ms,
             usual_interval_ms: None,
             id: 1,
+            status_since_ms: Some(time_ms),
         }
     }
 
@@ -1316,6 +1560,64 @@ mod tests {
         assert_eq!(state(&learnt, now).0, "critical");
         assert_eq!(ago(now - 12_000, now), "12 s ago");
         assert_eq!(ago(now - 7_200_000, now), "2 h ago");
+    }
+
+    #[test]
+    fn problems_are_worst_first_then_newest_and_a_silent_probe_is_one_row() {
+        let now = 10_000_000;
+        let check = |probe: &str, host: &str, name: &str, status: u8, since: i64, last: i64| {
+            let mut r = row(status, last, Some(60_000));
+            r.probe = probe.into();
+            r.host = host.into();
+            r.check = name.into();
+            r.status_since_ms = Some(since);
+            r
+        };
+        let rows = vec![
+            check("web", "h1", "old-critical", 2, now - 3_600_000, now - 1_000),
+            check("web", "h1", "warn", 1, now - 10_000, now - 1_000),
+            check("web", "h1", "new-critical", 2, now - 60_000, now - 1_000),
+            check("web", "h1", "fine", 0, now - 60_000, now - 1_000),
+            // batch on h2: both checks silent for 20 minutes: one row.
+            check("batch", "h2", "a", 0, now - 9_000_000, now - 1_200_000),
+            check("batch", "h2", "b", 2, now - 9_000_000, now - 1_300_000),
+            // cron on h3: one silent check of two stays a row of its own.
+            check("cron", "h3", "x", 0, now - 9_000_000, now - 1_500_000),
+            check("cron", "h3", "y", 0, now - 60_000, now - 1_000),
+        ];
+        let plan = plan_pages(
+            rows,
+            &OverviewQuery::default(),
+            now,
+            200,
+            &Default::default(),
+        );
+        let got: Vec<String> = plan
+            .problems
+            .iter()
+            .map(|p| match p {
+                Problem::Check { row, state, .. } => format!("{state} {}", row.check),
+                Problem::Silent {
+                    probe,
+                    host,
+                    checks,
+                    last_ms,
+                    ..
+                } => format!("silent {probe}@{host} x{checks} since {}", now - last_ms),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "critical new-critical",
+                "critical old-critical",
+                "warning warn",
+                "silent batch@h2 x2 since 1200000",
+                "stale x",
+            ]
+        );
+        assert_eq!(plan.problem_rows, 5);
+        assert_eq!(duration_text(now - 3_600_000 - 120_000, now), "1 h 2 min");
     }
 
     /// 100,000 checks across 1,000 probes: the counts cover every check, paging through

@@ -1,13 +1,15 @@
 // Live refresh of the overview: fetch the same URL's table fragment every few seconds and
-// swap it in, so the page stays current without a reload. Without JavaScript the page still
-// works; it just does not refresh.
+// patch what changed into the page, row by row, so focus, selection and scroll stay where
+// they are. Paused while the tab is hidden (and refreshed at once when it is shown again).
+// Without JavaScript the page still works; it just does not refresh.
 (function () {
   "use strict";
   const box = document.getElementById("checks");
   if (!box) return;
   const seconds = Number(box.dataset.refresh || "0");
   if (!seconds) return;
-  // "12 s ago" from a time's datetime attribute, as the server writes it.
+  // The texts the server writes, from a time's datetime attribute: "12 s ago" for a
+  // result, "5 h 12 min" for how long a check has been in its state.
   function ago(iso, now) {
     const d = Math.trunc((now - Date.parse(iso)) / 1000);
     const a = Math.abs(d);
@@ -15,17 +17,73 @@
       : a < 86400 ? [Math.trunc(a / 3600), "h"] : [Math.trunc(a / 86400), "d"];
     return d < 0 ? "in " + n + " " + unit : n + " " + unit + " ago";
   }
-  function updateAgo() {
-    const now = Date.now();
-    box.querySelectorAll("time[datetime]").forEach(function (t) {
-      const iso = t.getAttribute("datetime");
-      if (iso) t.textContent = ago(iso, now);
+  function lasted(iso, now) {
+    const s = Math.max(0, Math.trunc((now - Date.parse(iso)) / 1000));
+    if (s < 60) return s + " s";
+    if (s < 3600) return Math.trunc(s / 60) + " min";
+    if (s < 86400) return Math.trunc(s / 3600) + " h " + Math.trunc(s % 3600 / 60) + " min";
+    return Math.trunc(s / 86400) + " d " + Math.trunc(s % 86400 / 3600) + " h";
+  }
+  function updateTimes(root, now) {
+    root.querySelectorAll("time.ago[datetime]").forEach(function (t) {
+      t.textContent = ago(t.getAttribute("datetime"), now);
+    });
+    root.querySelectorAll("time.for[datetime]").forEach(function (t) {
+      t.textContent = lasted(t.getAttribute("datetime"), now);
     });
   }
+  // Replaces `old` by `next` where they differ: a table whose rows line up is patched row
+  // by row; anything else is replaced whole.
+  function patch(old, next) {
+    if (old.isEqualNode(next)) return;
+    const oldRows = old.querySelectorAll("tbody > tr");
+    const newRows = next.querySelectorAll("tbody > tr");
+    const oldHead = old.querySelector("thead");
+    const newHead = next.querySelector("thead");
+    const sameShape = oldRows.length > 0 && oldRows.length === newRows.length
+      && old.tagName === next.tagName && old.children.length === next.children.length
+      && (!oldHead || (newHead && oldHead.isEqualNode(newHead)));
+    if (!sameShape) {
+      old.replaceWith(next);
+      return;
+    }
+    newRows.forEach(function (row, i) {
+      if (!oldRows[i].isEqualNode(row)) oldRows[i].replaceWith(row);
+    });
+    // Whatever is outside the rows (a heading, a caption) follows too.
+    if (!old.isEqualNode(next)) {
+      Array.from(old.children).forEach(function (child, i) {
+        const other = next.children[i];
+        if (other && child.tagName !== "TABLE" && !child.querySelector("tbody")
+            && !child.isEqualNode(other)) {
+          child.replaceWith(other.cloneNode(true));
+        }
+      });
+    }
+  }
+  function morph(html) {
+    const next = document.createElement("div");
+    next.innerHTML = html;
+    updateTimes(next, Date.now());
+    const focused = document.activeElement;
+    const focusHref = focused && box.contains(focused) ? focused.getAttribute("href") : null;
+    const oldKids = Array.from(box.children);
+    const newKids = Array.from(next.children);
+    if (oldKids.length !== newKids.length) {
+      box.replaceChildren.apply(box, newKids);
+    } else {
+      oldKids.forEach(function (child, i) { patch(child, newKids[i]); });
+    }
+    if (focusHref && !box.contains(focused)) {
+      const again = box.querySelector('a[href="' + CSS.escape(focusHref) + '"]');
+      if (again) again.focus({ preventScroll: true });
+    }
+  }
   // The table is fetched again only when it changed: the server answers 304 to the ETag
-  // of what is shown, and the "ago" texts are brought up to date here.
+  // of what is shown, and the times are brought up to date here.
   let etag = null;
   async function refresh() {
+    if (document.hidden) return;
     const url = new URL(window.location.href);
     url.searchParams.set("fragment", "1");
     const headers = { "Accept": "text/html" };
@@ -33,7 +91,7 @@
     try {
       const response = await fetch(url, { headers: headers, cache: "no-store" });
       if (response.status === 200) {
-        box.innerHTML = await response.text();
+        morph(await response.text());
         etag = response.headers.get("ETag");
       }
       if (response.status === 200 || response.status === 304) {
@@ -42,12 +100,15 @@
         const el = document.getElementById("summary");
         if (summary && el) el.textContent = summary;
       }
-      updateAgo();
+      updateTimes(box, Date.now());
     } catch (e) {
       // The daemon may be restarting; try again next time.
     }
   }
   setInterval(refresh, seconds * 1000);
+  document.addEventListener("visibilitychange", function () {
+    if (!document.hidden) refresh();
+  });
 })();
 
 // Silences on the alerts page: create and expire through the HTTP API. A logged-in user

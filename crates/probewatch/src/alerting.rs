@@ -466,6 +466,7 @@ impl Alerting {
                 leadership,
                 leading: false,
                 metrics,
+                stale: crate::staleness::StaleSweep::new(config.evaluation_interval),
             };
             let stop = stop.clone();
             std::thread::Builder::new()
@@ -610,6 +611,8 @@ struct Rules {
     leading: bool,
     /// Evaluations, failures and durations per group, for `/metrics`.
     metrics: Arc<crate::telemetry::RuleMetrics>,
+    /// Writes `probe_check_stale` before evaluations (see [`crate::staleness`]).
+    stale: crate::staleness::StaleSweep,
 }
 
 impl Rules {
@@ -741,6 +744,8 @@ impl Rules {
                 next_due.iter_mut().for_each(|d| *d = (*d).max(soon));
                 continue;
             }
+            // Silence first, so the rules below see it at most one sweep old.
+            self.stale.run_if_due(self.store.as_ref(), &self.index);
             let now = Instant::now();
             for (i, due) in next_due.iter_mut().enumerate() {
                 if *due <= now || triggered.contains(&i) {

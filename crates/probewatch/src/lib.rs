@@ -28,4 +28,5 @@ pub mod process;
 pub mod reload;
 pub mod remote;
 pub mod shutdown;
+pub mod staleness;
 pub mod telemetry;

@@ -584,7 +584,8 @@ struct ResultWriter<'a, 'i> {
 
 /// The columns [`map_check`] reads, in its order.
 const CHECK_COLUMNS: &str = "probe, host, name, last_status, last_ts_ms, last_duration,
-    last_message, interval_ms, usual_interval_ms, id";
+    last_message, interval_ms, usual_interval_ms, id,
+    CASE WHEN run_status = last_status THEN run_start_ms END";
 
 fn map_check(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckRow> {
     Ok(CheckRow {
@@ -598,6 +599,7 @@ fn map_check(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckRow> {
         interval_ms: r.get(7)?,
         usual_interval_ms: r.get(8)?,
         id: r.get(9)?,
+        status_since_ms: r.get(10)?,
     })
 }
 

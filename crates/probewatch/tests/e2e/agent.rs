@@ -157,11 +157,6 @@ labels = {{ site = "eu1" }}
     path
 }
 
-/// Files, distinct paths and samples of probe series (not the agents' own) in `store`.
-fn probe_ledger(store: &dyn probewatch_store::Store) -> (u64, u64, u64) {
-    crate::exactly_once::ledger_of_series(store, |metric| !metric.starts_with("probewatch_agent_"))
-}
-
 fn spool_is_empty(dir: &Path) -> bool {
     std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none())
 }
@@ -198,7 +193,7 @@ fn an_agent_delivers_every_file_once_and_deletes_it_only_after_the_server_stored
         "every file deleted after delivery:\n{}",
         agent.log()
     );
-    let (files, paths, samples) = probe_ledger(env_store(dir).as_ref());
+    let (files, paths, samples) = crate::exactly_once::ledger_of(env_store(dir).as_ref());
     assert_eq!((files, paths, samples), (250, 250, 250 * SAMPLES_PER_FILE));
     // The results carry the spool's labels and the host they name; the ledger names the
     // agent.
@@ -321,7 +316,7 @@ fn a_batch_sent_three_times_is_stored_once_and_tokens_are_checked() {
             "{answer}"
         );
     }
-    let (files, paths, samples) = probe_ledger(env_store(dir).as_ref());
+    let (files, paths, samples) = crate::exactly_once::ledger_of(env_store(dir).as_ref());
     assert_eq!((files, paths, samples), (40, 40, 40 * SAMPLES_PER_FILE));
 
     // A wrong token, no token, another agent's name, another protocol: refused whole.
@@ -481,7 +476,7 @@ fn the_agent_keeps_files_while_the_server_is_away_and_drains_when_it_returns() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(spool_is_empty(&spool), "{}", agent.log());
-    let (files, paths, samples) = probe_ledger(env_store(dir).as_ref());
+    let (files, paths, samples) = crate::exactly_once::ledger_of(env_store(dir).as_ref());
     assert_eq!((files, paths, samples), (100, 100, 100 * SAMPLES_PER_FILE));
     agent.stop();
     server.stop();
@@ -698,7 +693,7 @@ fn a_proxy_that_cuts_connections_costs_retries_but_no_file_is_lost_or_doubled() 
         "the proxy cut only {} connections",
         proxy.cuts.load(Ordering::SeqCst)
     );
-    let (files, paths, samples) = probe_ledger(env_store(dir).as_ref());
+    let (files, paths, samples) = crate::exactly_once::ledger_of(env_store(dir).as_ref());
     assert_eq!(
         (files, paths, samples),
         (300, 300, 300 * SAMPLES_PER_FILE),
@@ -913,7 +908,7 @@ fn a_batch_sent_to_two_servers_on_postgresql_at_once_is_stored_once() {
             "{answer}"
         );
     }
-    let (files, paths, samples) = probe_ledger(pg_store(&url).as_ref());
+    let (files, paths, samples) = crate::exactly_once::ledger_of(pg_store(&url).as_ref());
     assert_eq!((files, paths, samples), (60, 60, 60 * SAMPLES_PER_FILE));
     assert_eq!(login_results(&b), 60, "one check result a file");
     a.stop();
@@ -961,7 +956,7 @@ fn an_agent_fails_over_when_its_server_is_killed_and_nothing_is_stored_twice() {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(spool_is_empty(&spool), "{}", agent.log());
-    let (files, paths, samples) = probe_ledger(pg_store(&url).as_ref());
+    let (files, paths, samples) = crate::exactly_once::ledger_of(pg_store(&url).as_ref());
     assert_eq!(
         (files, paths, samples),
         (400, 400, 400 * SAMPLES_PER_FILE),

@@ -217,3 +217,233 @@ fn a_logged_in_user_changes_things_without_a_token_but_never_through_a_plain_for
     assert!(!page.contains("name=\"token\""), "{page}");
     daemon.stop();
 }
+
+/// A result of `probe` on `host` at `at` (Unix seconds) with `checks` (name, status).
+fn result_at(probe: &str, host: &str, at: i64, interval: &str, checks: &[(&str, &str)]) -> String {
+    let checks: String = checks
+        .iter()
+        .map(|(name, status)| {
+            format!("  <check name=\"{name}\" status=\"{status}\">{name} is {status}</check>\n")
+        })
+        .collect();
+    format!(
+        "<probe name=\"{probe}\" host=\"{host}\" time=\"{at}\" interval=\"{interval}\">\n{checks}</probe>\n"
+    )
+}
+
+#[test]
+fn problems_come_first_with_since_a_silent_probe_is_one_row_and_probe_check_stale_alerts() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let now = crate::util::epoch_secs();
+    let spool = env.spool();
+    // web on h1: login ok, then critical from 300 s ago; search warning for 5 s.
+    let mut n = 0;
+    let mut put = |text: String| {
+        n += 1;
+        crate::util::write_renamed(&spool.join(format!("r{n:03}.xml")), &text);
+    };
+    put(result_at(
+        "web",
+        "h1",
+        now - 600,
+        "1h",
+        &[("login", "ok"), ("search", "ok")],
+    ));
+    put(result_at(
+        "web",
+        "h1",
+        now - 300,
+        "1h",
+        &[("login", "critical"), ("search", "ok")],
+    ));
+    put(result_at(
+        "web",
+        "h1",
+        now - 5,
+        "1h",
+        &[("login", "critical"), ("search", "warning")],
+    ));
+    // batch on h2 reports every second and stopped a minute ago: all three checks silent.
+    put(result_at(
+        "batch",
+        "h2",
+        now - 60,
+        "1s",
+        &[("a", "ok"), ("b", "ok"), ("c", "critical")],
+    ));
+    // Many healthy checks, named to sort before the problems.
+    for i in 0..40 {
+        put(result_at(
+            &format!("aaa{i:02}"),
+            "h3",
+            now - 2,
+            "1h",
+            &[("ping", "ok")],
+        ));
+    }
+    let rules = env.dir.path().join("silent.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: silence\n    rules:\n      - alert: ProbeSilent\n        \
+         expr: min by (probe, host) (probe_check_stale) == 1\n",
+    )
+    .expect("rules");
+    let daemon = env.start_with_config(&format!(
+        "evaluation_interval = \"1s\"\nrule_files = [{:?}]\n\
+         [[receiver]]\nname = \"ops\"\nurl = {:?}\n\
+         [[route]]\nreceiver = \"ops\"\ngroup_wait = \"0s\"\n\
+         [[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        hook.url,
+        spool.display().to_string()
+    ));
+    daemon.wait_files(44, Duration::from_secs(60));
+
+    // The API: status= filters by what the dashboard shows; since is when the state began.
+    let critical = daemon.get("/api/v1/checks?status=critical");
+    let checks = critical["checks"].as_array().expect("checks");
+    assert_eq!(checks.len(), 1, "{critical}");
+    assert_eq!(checks[0]["check"], "login");
+    assert_eq!(checks[0]["stale"], false);
+    assert_eq!(checks[0]["since_ms"], (now - 300) * 1000, "{critical}");
+    let stale = daemon.get("/api/v1/checks?status=stale");
+    let stale = stale["checks"].as_array().expect("checks");
+    assert_eq!(stale.len(), 3, "{stale:?}");
+    assert!(
+        stale
+            .iter()
+            .all(|c| c["stale"] == true && c["probe"] == "batch")
+    );
+    assert_eq!(
+        stale[0]["since_ms"],
+        (now - 60) * 1000,
+        "silent since its last result"
+    );
+    assert_eq!(
+        daemon.get("/api/v1/checks?status=problem")["checks"]
+            .as_array()
+            .map(Vec::len),
+        Some(5)
+    );
+    let bad = reqwest::blocking::get(format!("{}/api/v1/checks?status=broken", daemon.base))
+        .expect("GET");
+    assert_eq!(bad.status().as_u16(), 400);
+
+    // The overview opens on the problems: worst first, newest change first, and the silent
+    // probe as one row for its three checks.
+    let page = daemon.get_text("/");
+    let problems = &page[page.find("id=\"problems\"").expect("a problems table")..];
+    let problems = &problems[..problems.find("</table>").expect("end")];
+    let rows: Vec<&str> = problems.split("<tr class=\"row-").skip(1).collect();
+    assert_eq!(rows.len(), 3, "{problems}");
+    assert!(
+        rows[0].starts_with("critical")
+            && rows[0].contains("<bdi>web</bdi> · <bdi>h1</bdi> · <bdi>login</bdi>"),
+        "{}",
+        rows[0]
+    );
+    assert!(rows[0].contains("5 min"), "critical for 5 min: {}", rows[0]);
+    assert!(
+        rows[1].starts_with("warning") && rows[1].contains("search"),
+        "{}",
+        rows[1]
+    );
+    assert!(
+        rows[2].starts_with("stale")
+            && rows[2].contains("probe <bdi>batch</bdi> on <bdi>h2</bdi>")
+            && rows[2].contains("(3 checks)"),
+        "{}",
+        rows[2]
+    );
+    assert!(
+        page.find("id=\"problems\"") < page.find("aaa00"),
+        "problems come before the healthy checks"
+    );
+
+    // Silence is a series: one generic rule alerts on the silent probe.
+    daemon.wait_until("probe_check_stale", Duration::from_secs(30), |d| {
+        let q = d.get("/api/v1/query?query=sum(probe_check_stale{probe=\"batch\"})");
+        q["data"]["result"][0]["value"][1] == "3"
+    });
+    let got = hook.wait_for(1, Duration::from_secs(30));
+    assert_eq!(
+        got[0]["alerts"][0]["labels"]["alertname"], "ProbeSilent",
+        "{got:?}"
+    );
+    assert_eq!(got[0]["alerts"][0]["labels"]["probe"], "batch", "{got:?}");
+    assert_eq!(got[0]["alerts"][0]["labels"]["host"], "h2", "{got:?}");
+    let healthy = daemon.get("/api/v1/query?query=probe_check_stale{probe=\"web\"}");
+    assert_eq!(
+        healthy["data"]["result"],
+        serde_json::json!([]),
+        "only silent checks get a 1"
+    );
+
+    // In a browser: a refresh patches the rows in place; focus and scroll stay put.
+    if let Some(browser) = Browser::start("problems_come_first") {
+        browser.resize(900, 500);
+        browser.goto(&format!("{}/", daemon.base));
+        let login = "#problems a[href*='check=login']";
+        browser.eval(&format!(
+            "document.querySelector(\"{login}\").focus(); window.scrollTo(0, 150); return 1;"
+        ));
+        let scrolled = browser.eval("return window.scrollY;");
+        put(result_at(
+            "web",
+            "h1",
+            crate::util::epoch_secs(),
+            "1h",
+            &[("login", "critical"), ("search", "critical")],
+        ));
+        // search turned critical just now: it moves to the top, newest change first.
+        browser.wait_for(
+            "the refreshed problems",
+            "const r = document.querySelectorAll('#problems tbody tr'); \
+             return r.length > 1 && r[0].textContent.includes('search') \
+               && r[0].className === 'row-critical';",
+            Duration::from_secs(30),
+        );
+        let focused = browser.eval("return document.activeElement.getAttribute('href');");
+        assert!(
+            focused.as_str().unwrap_or("").contains("check=login"),
+            "focus stays on the link it was on: {focused}"
+        );
+        assert_eq!(
+            browser.eval("return window.scrollY;"),
+            scrolled,
+            "scroll stays"
+        );
+        // A hidden tab does not refresh.
+        browser.eval(
+            "Object.defineProperty(document, 'hidden', { configurable: true, get: () => true }); return 1;",
+        );
+        std::thread::sleep(Duration::from_secs(1));
+        let before = browser.eval("return document.getElementById('checks').dataset.refreshed;");
+        std::thread::sleep(Duration::from_secs(6));
+        let after = browser.eval("return document.getElementById('checks').dataset.refreshed;");
+        assert_eq!(before, after, "no refresh while hidden");
+        browser.assert_clean_console("overview");
+    }
+
+    // batch reports again: 0, and the alert resolves.
+    put(result_at(
+        "batch",
+        "h2",
+        crate::util::epoch_secs(),
+        "1h",
+        &[("a", "ok"), ("b", "ok"), ("c", "ok")],
+    ));
+    daemon.wait_until(
+        "probe_check_stale back to 0",
+        Duration::from_secs(30),
+        |d| {
+            let q = d.get("/api/v1/query?query=max(probe_check_stale{probe=\"batch\"})");
+            q["data"]["result"][0]["value"][1] == "0"
+        },
+    );
+    hook.wait_for(2, Duration::from_secs(30));
+    let last = hook.received().pop().expect("resolved");
+    assert_eq!(last["status"], "resolved", "{last}");
+    daemon.stop();
+}

@@ -1,0 +1,204 @@
+//! Silence as a series: `probe_check_stale{probe,host,check}` is 1 while a check has sent
+//! nothing for three of its expected intervals (declared, else learnt), written at every
+//! sweep, and 0 once when it reports again. One generic rule then alerts on any silent
+//! probe (`max by (probe, host) (probe_check_stale) == 1`) instead of one absence rule per
+//! probe name; the dashboard's "stale" is the same test ([`CheckRow::is_silent`]).
+//!
+//! Only the server that evaluates the rules writes it (one writer for a cluster on one
+//! store), from its rules thread ([`StaleSweep`]). Whether a check was silent before is read back from the series itself, so a
+//! restart or a change of evaluator never leaves a stale 1 behind.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use probewatch_core::{Labels, SeriesSample};
+use probewatch_store::{CheckRow, SeriesIndex, Store};
+
+/// The series' name.
+pub const STALE_METRIC: &str = "probe_check_stale";
+
+/// How far back a 1 is looked for when deciding which checks recovered: well over one
+/// sweep, so a recovery is seen even after a missed sweep or a restart.
+const RECOVERY_LOOKBACK: &str = "15m";
+
+/// One check's identity as the series labels it.
+fn labels(row: &CheckRow) -> Option<Labels> {
+    let mut pairs = vec![("probe", row.probe.as_str()), ("check", row.check.as_str())];
+    if !row.host.is_empty() {
+        pairs.push(("host", row.host.as_str()));
+    }
+    Labels::from_pairs(pairs).ok()
+}
+
+/// The samples of one sweep at `now_ms`: 1 for every silent check, 0 for every check in
+/// `was_silent` (canonical labels) that reports again. Returns them and how many are 1.
+pub fn sweep_samples(
+    checks: &[CheckRow],
+    was_silent: &HashSet<String>,
+    now_ms: i64,
+) -> (Vec<SeriesSample>, usize) {
+    let mut samples = Vec::new();
+    let mut silent = 0;
+    for row in checks {
+        let Some(labels) = labels(row) else { continue };
+        let canonical = labels.canonical();
+        let value = if row.is_silent(now_ms) {
+            silent += 1;
+            1.0
+        } else if was_silent.contains(&canonical) {
+            0.0
+        } else {
+            continue;
+        };
+        samples.push(SeriesSample {
+            metric: STALE_METRIC.to_string(),
+            labels: canonical,
+            time_ms: now_ms,
+            value,
+        });
+    }
+    (samples, silent)
+}
+
+/// The checks whose newest `probe_check_stale` sample is 1 (canonical labels).
+fn silent_before(
+    store: &dyn Store,
+    index: &SeriesIndex,
+    now_ms: i64,
+) -> anyhow::Result<HashSet<String>> {
+    let source = probewatch_store::StoreSource::new(store, index);
+    let query = format!("last_over_time({STALE_METRIC}[{RECOVERY_LOOKBACK}]) == 1");
+    let value = probewatch_promql::Query::parse(&query)
+        .and_then(|q| q.instant(&source, now_ms, &probewatch_promql::QueryOptions::default()))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let probewatch_promql::Value::Vector(samples) = value else {
+        return Ok(HashSet::new());
+    };
+    Ok(samples
+        .iter()
+        .filter_map(|s| {
+            let pairs: Vec<(&str, &str)> = s
+                .labels
+                .pairs()
+                .iter()
+                .filter(|(k, _)| k != "__name__")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            Labels::from_pairs(pairs).ok().map(|l| l.canonical())
+        })
+        .collect())
+}
+
+/// One sweep; returns how many checks are silent.
+fn sweep(store: &dyn Store, index: &SeriesIndex) -> anyhow::Result<usize> {
+    let now = crate::ingest::now_ms();
+    let checks = store.latest_checks().context("reading the checks")?;
+    let was = silent_before(store, index, now).context("reading probe_check_stale")?;
+    let (samples, silent) = sweep_samples(&checks, &was, now);
+    if !samples.is_empty() {
+        store
+            .write_samples(&samples)
+            .context("writing probe_check_stale")?;
+    }
+    Ok(silent)
+}
+
+/// The sweep's schedule, run by the rules thread before it evaluates: so only the server
+/// that evaluates writes the series, never before the startup backlog is ingested (a
+/// check whose results still wait in the spool is not silent), and every evaluation sees
+/// a sweep at most one interval old.
+#[derive(Debug)]
+pub struct StaleSweep {
+    every: Duration,
+    last: Option<std::time::Instant>,
+    failing: bool,
+}
+
+impl StaleSweep {
+    /// Sweeps every `every` (kept within 1 s to 1 min: the series must be written well
+    /// within PromQL's 5-minute lookback).
+    pub fn new(every: Duration) -> StaleSweep {
+        StaleSweep {
+            every: every.clamp(Duration::from_secs(1), Duration::from_secs(60)),
+            last: None,
+            failing: false,
+        }
+    }
+
+    /// Sweeps if one is due; a failure is said once, and its end too.
+    pub fn run_if_due(&mut self, store: &dyn Store, index: &SeriesIndex) {
+        if self.last.is_some_and(|t| t.elapsed() < self.every) {
+            return;
+        }
+        self.last = Some(std::time::Instant::now());
+        match sweep(store, index) {
+            Ok(_) if self.failing => {
+                self.failing = false;
+                tracing::info!("probe_check_stale is written again");
+            }
+            Ok(_) => {}
+            Err(err) if !self.failing => {
+                self.failing = true;
+                tracing::warn!(error = %format!("{err:#}"),
+                    "cannot update probe_check_stale; trying again at the next sweep");
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(name: &str, host: &str, last_ms: i64, interval_ms: Option<i64>) -> CheckRow {
+        CheckRow {
+            probe: "web".into(),
+            host: host.into(),
+            check: name.into(),
+            status: 0,
+            time_ms: last_ms,
+            duration_seconds: None,
+            message: String::new(),
+            interval_ms,
+            usual_interval_ms: None,
+            id: 1,
+            status_since_ms: None,
+        }
+    }
+
+    #[test]
+    fn silent_checks_are_one_recovered_ones_zero_once_and_the_rest_nothing() {
+        let now = 1_000_000;
+        let checks = [
+            // Three intervals and a bit without a result: silent.
+            check("login", "h1", now - 31_000, Some(10_000)),
+            // Exactly three intervals: one late result is not silence yet.
+            check("search", "h1", now - 30_000, Some(10_000)),
+            // No interval known: never silent.
+            check("cart", "", now - 9_000_000, None),
+            // Was silent, reports again.
+            check("pay", "h2", now - 1_000, Some(10_000)),
+        ];
+        let was: HashSet<String> = [labels(&checks[3]).expect("labels").canonical()].into();
+        let (samples, silent) = sweep_samples(&checks, &was, now);
+        assert_eq!(silent, 1);
+        let got: Vec<(&str, f64)> = samples
+            .iter()
+            .map(|s| (s.labels.as_str(), s.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (r#"{check="login",host="h1",probe="web"}"#, 1.0),
+                (r#"{check="pay",host="h2",probe="web"}"#, 0.0),
+            ]
+        );
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.metric == STALE_METRIC && s.time_ms == now)
+        );
+    }
+}
