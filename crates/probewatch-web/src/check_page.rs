@@ -178,6 +178,41 @@ struct CheckPage {
     changes_more: bool,
     results: Vec<ResultRow>,
     chart_src: String,
+    /// Active alerts about this check: (name, state, CSS class).
+    alerts: Vec<(String, &'static str, &'static str)>,
+    /// The alerts page with a silence for this check filled in.
+    silence_href: String,
+    /// The metrics explorer on this check's status series.
+    explore_href: String,
+}
+
+/// The active alerts whose labels name this check (its probe and check, and its host if it
+/// has one): (name, state, CSS class).
+fn alerts_of(
+    app: &AppState,
+    probe: &str,
+    host: &str,
+    check: &str,
+) -> Vec<(String, &'static str, &'static str)> {
+    let Some(engine) = &app.alerting else {
+        return Vec::new();
+    };
+    let engine = engine.load();
+    let mut out = Vec::new();
+    for rule in engine.groups().iter().flat_map(|g| g.rules.iter()) {
+        for a in engine.alerts(&rule.key) {
+            let is = |name: &str, value: &str| a.labels.get(name).is_some_and(|v| v == value);
+            if is("probe", probe) && is("check", check) && (host.is_empty() || is("host", host)) {
+                let firing = a.state == probewatch_store::AlertState::Firing;
+                out.push((
+                    rule.name.clone(),
+                    if firing { "firing" } else { "pending" },
+                    if firing { "critical" } else { "warning" },
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Status changes listed on the page, newest first.
@@ -285,7 +320,21 @@ pub(crate) async fn check_page(
         })
         .collect();
     let (from_s, to_s) = (from.to_string(), to.to_string());
+    let mut matchers = vec![
+        crate::pages::matcher_text("probe", &probe),
+        crate::pages::matcher_text("check", &check),
+    ];
+    if !host.is_empty() {
+        matchers.push(crate::pages::matcher_text("host", &host));
+    }
+    let selector = format!("probe_check_status{{{}}}", matchers.join(","));
     let page = CheckPage {
+        alerts: alerts_of(&app, &probe, &host, &check),
+        silence_href: crate::history::href("/alerts", &[("silence", &matchers.join("\n"))]),
+        explore_href: crate::history::href(
+            "/graph",
+            &[("expr", &selector), ("range", &range.name)],
+        ),
         page: "overview",
         state: state_class,
         state_word,

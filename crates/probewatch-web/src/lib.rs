@@ -267,6 +267,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/silences",
             get(silences_api::list).post(silences_api::create),
         )
+        .route("/api/v1/silences/preview", get(silences_api::preview))
         .route(
             "/api/v1/silences/{id}",
             axum::routing::delete(silences_api::expire),

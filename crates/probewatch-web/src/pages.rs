@@ -820,6 +820,11 @@ struct AlertView {
     state: &'static str,
     state_class: &'static str,
     name: String,
+    /// `#3, #5`: the active silences that match it (empty: not silenced).
+    silenced_by: String,
+    /// Its labels as silence matchers, one per line (`alertname="X"` first), for the
+    /// Silence button.
+    matchers: String,
     labels: Vec<(String, String)>,
     annotations: Vec<(String, String)>,
     since: String,
@@ -850,6 +855,12 @@ struct EventView {
 #[template(path = "alerts.html")]
 struct AlertsPage {
     page: &'static str,
+    /// Silenced alerts left out (shown with `?silenced=1`), and the link that shows them.
+    hidden_silenced: usize,
+    show_silenced_href: String,
+    show_silenced: bool,
+    /// Matchers to start the silence form with (`?silence=`, from a check page).
+    prefill: String,
     /// Whether a change needs the API token typed in (no `[access]` login).
     needs_token: bool,
     failing: Vec<FailingReceiver>,
@@ -860,18 +871,79 @@ struct AlertsPage {
 
 /// `GET /alerts`: firing and pending alerts, silences (with a form to create and buttons to
 /// expire, for a logged-in user or with the API token), and the alert history.
-pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, ApiError> {
+/// `?silenced=1&silence=<matchers>`
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct AlertsQuery {
+    silenced: Option<String>,
+    silence: Option<String>,
+}
+
+/// A label as a silence matcher, `name="value"`, escaped as PromQL reads strings.
+pub(crate) fn matcher_text(name: &str, value: &str) -> String {
+    let mut out = String::with_capacity(name.len() + value.len() + 3);
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+pub(crate) async fn alerts(
+    State(state): State<AppState>,
+    Query(q): Query<AlertsQuery>,
+) -> Result<Response, ApiError> {
     let now = crate::now_ms();
+    let (silence_rows, events, notifications) = crate::read(&state, |store| {
+        Ok((
+            store.silences()?,
+            store.alert_events(100)?,
+            store.notifications(NOTIFICATIONS_SHOWN)?,
+        ))
+    })
+    .await?;
+    let active = probewatch_alerting::silence::active_silences(&silence_rows, now);
+    let show_silenced = q
+        .silenced
+        .as_deref()
+        .is_some_and(|v| !v.is_empty() && v != "0");
+    let mut hidden_silenced = 0;
     let mut alerts = Vec::new();
     if let Some(engine) = &state.alerting {
         let engine = engine.load();
         for rule in engine.groups().iter().flat_map(|g| g.rules.iter()) {
             for a in engine.alerts(&rule.key) {
                 let firing = a.state == probewatch_store::AlertState::Firing;
+                let silenced_by: Vec<String> = active
+                    .iter()
+                    .filter(|s| {
+                        probewatch_alerting::silence::silenced(std::slice::from_ref(s), &a.labels)
+                    })
+                    .map(|s| format!("#{}", s.id))
+                    .collect();
+                if !silenced_by.is_empty() && !show_silenced {
+                    hidden_silenced += 1;
+                    continue;
+                }
+                let mut matchers = vec![matcher_text("alertname", &rule.name)];
+                matchers.extend(
+                    a.labels
+                        .iter()
+                        .filter(|(k, _)| *k != "alertname")
+                        .map(|(k, v)| matcher_text(k, v)),
+                );
                 alerts.push(AlertView {
                     state: if firing { "firing" } else { "pending" },
                     state_class: if firing { "critical" } else { "warning" },
                     name: rule.name.clone(),
+                    silenced_by: silenced_by.join(", "),
+                    matchers: matchers.join("\n"),
                     labels: a
                         .labels
                         .iter()
@@ -890,15 +962,7 @@ pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, Ap
             }
         }
     }
-    let (silences, events, notifications) = crate::read(&state, |store| {
-        Ok((
-            store.silences()?,
-            store.alert_events(100)?,
-            store.notifications(NOTIFICATIONS_SHOWN)?,
-        ))
-    })
-    .await?;
-    let silences = silences
+    let silences = silence_rows
         .iter()
         .map(|s| {
             let json = crate::silences_api::silence_json(s, now);
@@ -924,6 +988,10 @@ pub(crate) async fn alerts(State(state): State<AppState>) -> Result<Response, Ap
         .collect();
     let html = AlertsPage {
         page: "alerts",
+        hidden_silenced,
+        show_silenced_href: "/alerts?silenced=1".into(),
+        show_silenced,
+        prefill: q.silence.unwrap_or_default(),
         needs_token: state.access.is_none(),
         failing: failing_receivers(&notifications, now),
         alerts,

@@ -139,3 +139,53 @@ pub(crate) async fn expire(
         Err(e) => e.into_response(),
     }
 }
+
+/// `?matchers=<one per line>`
+#[derive(Deserialize)]
+pub(crate) struct PreviewQuery {
+    matchers: String,
+}
+
+/// `GET /api/v1/silences/preview?matchers=…`: the active alerts a silence with these
+/// matchers would silence now (the silence form shows them as they are typed), or why the
+/// matchers do not parse.
+pub(crate) async fn preview(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<PreviewQuery>,
+) -> Response {
+    let texts: Vec<String> = q
+        .matchers
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if texts.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "bad_data", "no matchers");
+    }
+    let matchers = match probewatch_alerting::silence::parse_matchers(&texts) {
+        Ok(m) => m,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
+    };
+    let probe = [probewatch_alerting::silence::Silence { id: 0, matchers }];
+    let mut matched = Vec::new();
+    if let Some(engine) = &state.alerting {
+        let engine = engine.load();
+        for rule in engine.groups().iter().flat_map(|g| g.rules.iter()) {
+            for a in engine.alerts(&rule.key) {
+                if probewatch_alerting::silence::silenced(&probe, &a.labels) {
+                    matched.push(json!({
+                        "alertname": rule.name,
+                        "labels": a.labels,
+                        "state": if a.state == probewatch_store::AlertState::Firing {
+                            "firing"
+                        } else {
+                            "pending"
+                        },
+                    }));
+                }
+            }
+        }
+    }
+    success(json!({ "alerts": matched }))
+}

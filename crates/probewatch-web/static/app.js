@@ -150,6 +150,43 @@
     });
     await answer(response);
   });
+  // A Silence button on an alert row fills the form with the alert's labels.
+  document.querySelectorAll("button.silence-this").forEach(function (button) {
+    button.addEventListener("click", function () {
+      form.elements.matchers.value = button.dataset.matchers;
+      form.scrollIntoView({ block: "center" });
+      form.elements.comment.focus({ preventScroll: true });
+      preview();
+    });
+  });
+  // The alerts the matchers would silence now, as they are typed.
+  const shown = document.getElementById("silence-preview");
+  let pending = null;
+  async function preview() {
+    if (!shown) return;
+    const text = form.elements.matchers.value.trim();
+    if (!text) { shown.textContent = ""; return; }
+    try {
+      const response = await fetch("/api/v1/silences/preview?matchers=" + encodeURIComponent(text));
+      const body = await response.json();
+      if (!response.ok) {
+        shown.textContent = body.error;
+        return;
+      }
+      const alerts = body.data.alerts;
+      shown.textContent = alerts.length === 0
+        ? "Matches no active alert now."
+        : "Matches " + alerts.length + " active alert" + (alerts.length > 1 ? "s" : "") + ": "
+          + alerts.map(function (a) { return a.alertname; }).join(", ");
+    } catch (e) {
+      shown.textContent = "";
+    }
+  }
+  form.elements.matchers.addEventListener("input", function () {
+    clearTimeout(pending);
+    pending = setTimeout(preview, 250);
+  });
+  if (form.elements.matchers.value.trim()) preview();
   document.querySelectorAll("button.expire").forEach(function (button) {
     button.addEventListener("click", async function () {
       const response = await fetch("/api/v1/silences/" + button.dataset.id, { method: "DELETE", headers: headers() });

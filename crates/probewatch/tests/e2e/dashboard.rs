@@ -228,7 +228,13 @@ fn alerts_and_rules_pages_over_http_and_in_the_browser() {
         .send()
         .expect("POST");
     assert!(created.status().is_success());
-    let alerts = daemon.get_text("/alerts");
+    // A silenced alert is hidden by default (as in Alertmanager's UI), and shown on request.
+    assert!(
+        daemon
+            .get_text("/alerts")
+            .contains("1 silenced alert hidden")
+    );
+    let alerts = daemon.get_text("/alerts?silenced=1");
     assert!(
         alerts.contains("LoginCritical") && alerts.contains("web login is critical"),
         "{alerts}"

@@ -447,3 +447,120 @@ fn problems_come_first_with_since_a_silent_probe_is_one_row_and_probe_check_stal
     assert_eq!(last["status"], "resolved", "{last}");
     daemon.stop();
 }
+
+#[test]
+fn an_alert_is_silenced_from_its_row_with_a_preview_and_silenced_alerts_are_hidden_and_marked() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.dir.path().join("critical.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: checks\n    rules:\n      - alert: CheckCritical\n        \
+         expr: probe_check_status == 2\n",
+    )
+    .expect("rules");
+    let daemon = env.start_with_config(&receivers_config(
+        &env,
+        &hook,
+        &format!(
+            "api_token = \"t0ken\"\nevaluation_interval = \"1s\"\nrule_files = [{:?}]",
+            rules.display().to_string()
+        ),
+    ));
+    let now = crate::util::epoch_secs();
+    for (i, probe) in ["web", "db"].iter().enumerate() {
+        crate::util::write_renamed(
+            &env.spool().join(format!("{probe}.xml")),
+            &result_at(probe, "h1", now + i as i64, "1h", &[("login", "critical")]),
+        );
+    }
+    daemon.wait_until("two firing alerts", Duration::from_secs(30), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.iter().filter(|x| x["state"] == "firing").count() == 2)
+    });
+    let page = daemon.get_text("/alerts");
+    assert_eq!(page.matches("class=\"silence-this\"").count(), 2, "{page}");
+    assert!(
+        page.contains("data-matchers=\"alertname=&#34;CheckCritical&#34;")
+            || page.contains("data-matchers=\"alertname=&quot;CheckCritical&quot;"),
+        "the button carries the alert's labels as matchers: {page}"
+    );
+
+    // The preview: which alerts a silence would catch, or why its matchers are wrong.
+    let preview =
+        daemon.get("/api/v1/silences/preview?matchers=probe%3D%22web%22%0Acheck%3D~%22log.*%22");
+    let matched = preview["data"]["alerts"].as_array().expect("alerts");
+    assert_eq!(matched.len(), 1, "{preview}");
+    assert_eq!(matched[0]["labels"]["probe"], "web");
+    let bad = reqwest::blocking::get(format!(
+        "{}/api/v1/silences/preview?matchers=probe%3D%3D%22web",
+        daemon.base
+    ))
+    .expect("GET");
+    assert_eq!(bad.status().as_u16(), 400);
+    assert!(
+        bad.text().unwrap_or_default().contains("probe=="),
+        "names the matcher"
+    );
+
+    // The check page links to its alert, to a silence for it and to the explorer.
+    let check = daemon.get_text("/check?probe=web&host=h1&check=login");
+    assert!(check.contains("CheckCritical (firing)"), "{check}");
+    let silence_link = check
+        .split("href=\"")
+        .find(|s| s.starts_with("/alerts?silence="))
+        .and_then(|s| s.split('"').next())
+        .expect("a silence link")
+        .replace("&amp;", "&");
+    let prefilled = daemon.get_text(&silence_link);
+    assert!(
+        prefilled
+            .contains("probe=&#34;web&#34;\ncheck=&#34;login&#34;\nhost=&#34;h1&#34;</textarea>")
+            || prefilled.contains(
+                "probe=&quot;web&quot;\ncheck=&quot;login&quot;\nhost=&quot;h1&quot;</textarea>"
+            ),
+        "{prefilled}"
+    );
+    assert!(check.contains("/graph?expr=probe_check_status"), "{check}");
+
+    // In a browser: Silence… on the db row, the preview, and creating it.
+    if let Some(browser) = Browser::start("an_alert_is_silenced_from_its_row") {
+        browser.goto(&format!("{}/alerts", daemon.base));
+        browser.click("#alerts tr:has(code) button.silence-this[data-matchers*='probe=\"db\"']");
+        let said = browser.wait_for(
+            "the preview",
+            "const t = document.getElementById('silence-preview').textContent; \
+             return t.startsWith('Matches') ? t : null;",
+            Duration::from_secs(10),
+        );
+        assert_eq!(said, "Matches 1 active alert: CheckCritical");
+        browser.type_into("#silence-form input[name='createdBy']", "tester");
+        browser.type_into("#silence-form input[name='comment']", "db maintenance");
+        browser.type_into("#silence-form input[name='token']", "t0ken");
+        browser.click("#silence-form button[type='submit']");
+        browser.wait_for(
+            "the reload with the db alert hidden",
+            "const p = document.getElementById('silenced-hidden'); \
+             return p && p.textContent.includes('1 silenced alert hidden');",
+            Duration::from_secs(10),
+        );
+        browser.assert_clean_console("alerts page");
+    } else {
+        let created = reqwest::blocking::Client::new()
+            .post(format!("{}/api/v1/silences", daemon.base))
+            .bearer_auth("t0ken")
+            .body(r#"{"matchers": ["probe=\"db\""], "duration": "1h", "createdBy": "t", "comment": "c"}"#)
+            .send()
+            .expect("POST");
+        assert_eq!(created.status().as_u16(), 200);
+    }
+    // Hidden by default, like Alertmanager's UI; shown and marked on request.
+    let page = daemon.get_text("/alerts");
+    assert!(page.contains("1 silenced alert hidden"), "{page}");
+    assert_eq!(page.matches("class=\"silence-this\"").count(), 1);
+    let all = daemon.get_text("/alerts?silenced=1");
+    assert_eq!(all.matches("class=\"silence-this\"").count(), 2);
+    assert!(all.contains("silenced by #1"), "{all}");
+    daemon.stop();
+}

@@ -166,7 +166,9 @@ impl Browser {
     /// and releases it at `to`, moving in steps like a person.
     pub fn drag_across(&self, css: &str, from: f64, to: f64) {
         let rect = self.eval(&format!(
-            "const r = document.querySelector({css:?}).getBoundingClientRect();
+            "const e = document.querySelector({css:?});
+             e.scrollIntoView({{ block: 'center', inline: 'center' }});
+             const r = e.getBoundingClientRect();
              return [r.left, r.top, r.width, r.height];"
         ));
         let n = |i: usize| rect[i].as_f64().expect("rect");
@@ -201,7 +203,9 @@ impl Browser {
     /// Moves the mouse over the element, `x` of the way across, at half its height.
     pub fn hover(&self, css: &str, x: f64) {
         let rect = self.eval(&format!(
-            "const r = document.querySelector({css:?}).getBoundingClientRect();
+            "const e = document.querySelector({css:?});
+             e.scrollIntoView({{ block: 'center', inline: 'center' }});
+             const r = e.getBoundingClientRect();
              return [r.left + r.width * {x}, r.top + r.height / 2];"
         ));
         let at = |i: usize| rect[i].as_f64().expect("point").round();
