@@ -1232,6 +1232,7 @@ groups:
                 comment: "maintenance".into(),
                 created_at_ms: 0,
                 expired_at_ms: None,
+                acknowledgement: false,
             }],
             60_000,
         );

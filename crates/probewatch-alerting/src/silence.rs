@@ -1,5 +1,7 @@
 //! Silences: validating a new one, and compiling the ones in effect for the rule engine.
 
+use std::collections::BTreeMap;
+
 use probewatch_promql::Matcher;
 use probewatch_store::SilenceRow;
 
@@ -28,7 +30,7 @@ pub fn active_silences(rows: &[probewatch_store::SilenceRow], now_ms: i64) -> Ve
 }
 
 /// Whether any of `silences` matches an alert with `labels`.
-pub fn silenced(silences: &[Silence], labels: &std::collections::BTreeMap<String, String>) -> bool {
+pub fn silenced(silences: &[Silence], labels: &BTreeMap<String, String>) -> bool {
     silences.iter().any(|s| {
         s.matchers
             .iter()
@@ -95,5 +97,113 @@ pub fn new_silence(
         comment,
         created_at_ms: now,
         expired_at_ms: None,
+        acknowledgement: false,
     })
+}
+
+/// A label as a matcher, `name="value"`, escaped as PromQL reads strings.
+pub fn matcher_text(name: &str, value: &str) -> String {
+    let mut out = String::with_capacity(name.len() + value.len() + 3);
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// How long an acknowledgement lasts at most: it ends when its alert resolves, which is
+/// what normally ends it; this only bounds one whose alert never does.
+pub const ACKNOWLEDGEMENT_MAX_MS: i64 = 365 * 86_400_000;
+
+/// An acknowledgement of the alert with `labels` (its `alertname` included): a silence
+/// whose matchers are exactly those labels, until the alert resolves.
+pub fn new_acknowledgement(
+    labels: &BTreeMap<String, String>,
+    created_by: String,
+    comment: String,
+    now: i64,
+) -> Result<SilenceRow, String> {
+    if !labels.contains_key("alertname") {
+        return Err("an acknowledgement names its alert (alertname)".into());
+    }
+    if created_by.trim().is_empty() || comment.trim().is_empty() {
+        return Err("createdBy and comment are required".into());
+    }
+    Ok(SilenceRow {
+        id: 0,
+        matchers: labels.iter().map(|(k, v)| matcher_text(k, v)).collect(),
+        starts_at_ms: now,
+        ends_at_ms: now + ACKNOWLEDGEMENT_MAX_MS,
+        created_by,
+        comment,
+        created_at_ms: now,
+        expired_at_ms: None,
+        acknowledgement: true,
+    })
+}
+
+/// The acknowledgements in effect at `now_ms` whose alert is no longer active (no label
+/// set in `active` matches them): they end, so the next time it fires, it notifies.
+pub fn acknowledgements_to_end(
+    rows: &[SilenceRow],
+    active: &[&BTreeMap<String, String>],
+    now_ms: i64,
+) -> Vec<i64> {
+    let acks: Vec<SilenceRow> = rows.iter().filter(|r| r.acknowledgement).cloned().collect();
+    active_silences(&acks, now_ms)
+        .into_iter()
+        .filter(|ack| {
+            !active
+                .iter()
+                .any(|labels| silenced(std::slice::from_ref(ack), labels))
+        })
+        .map(|ack| ack.id)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn an_acknowledgement_matches_its_alert_exactly_and_ends_when_it_resolves() {
+        let web = labels(&[("alertname", "Down"), ("probe", "we\"b\\1")]);
+        let mut ack =
+            new_acknowledgement(&web, "alice".into(), "on it".into(), 1_000).expect("ack");
+        ack.id = 7;
+        assert!(ack.acknowledgement);
+        let compiled = active_silences(std::slice::from_ref(&ack), 2_000);
+        assert!(silenced(&compiled, &web), "escaped values still match");
+        // The same alert with one more label is another alert.
+        let other = labels(&[("alertname", "Down"), ("probe", "web"), ("host", "h")]);
+        assert!(!silenced(&compiled, &other));
+        assert_eq!(
+            acknowledgements_to_end(&[ack.clone()], &[&web], 2_000),
+            Vec::<i64>::new()
+        );
+        assert_eq!(
+            acknowledgements_to_end(&[ack.clone()], &[&other], 2_000),
+            [7]
+        );
+        // A plain silence is never ended this way.
+        ack.acknowledgement = false;
+        assert!(acknowledgements_to_end(&[ack], &[], 2_000).is_empty());
+        assert!(
+            new_acknowledgement(&labels(&[("probe", "x")]), "a".into(), "b".into(), 0).is_err()
+        );
+    }
 }

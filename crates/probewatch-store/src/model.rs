@@ -463,6 +463,9 @@ pub struct SilenceRow {
     pub created_at_ms: i64,
     /// When it was expired early, if it was.
     pub expired_at_ms: Option<i64>,
+    /// An acknowledgement: bound to one alert (its matchers are the alert's labels) and
+    /// expired once that alert resolves.
+    pub acknowledgement: bool,
 }
 
 impl SilenceRow {

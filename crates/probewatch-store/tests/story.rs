@@ -296,3 +296,56 @@ fn outbox(store: &dyn Store) {
     let attempts = store.attempts(a[0]).expect("attempts");
     assert_eq!(attempts.len(), 2);
 }
+
+/// Silences and acknowledgements: both kept with who and why; an acknowledgement says it is
+/// one; expiring ends each once, and both stay in the list afterwards.
+#[test]
+fn silences_and_acknowledgements_are_kept_and_expired_once() {
+    for backend in common::backends::backends("silences") {
+        eprintln!("silences on {}", backend.name());
+        silences(&*backend.open());
+    }
+}
+
+fn silences(store: &dyn Store) {
+    let row = |ack: bool, comment: &str| probewatch_store::SilenceRow {
+        id: 0,
+        matchers: vec!["alertname=\"CheckCritical\"".into(), "probe=\"web\"".into()],
+        starts_at_ms: 1_000,
+        ends_at_ms: 1_000_000,
+        created_by: "alice".into(),
+        comment: comment.into(),
+        created_at_ms: 1_000,
+        expired_at_ms: None,
+        acknowledgement: ack,
+    };
+    let silence = store.add_silence(&row(false, "deploy")).expect("silence");
+    let ack = store.add_silence(&row(true, "on it")).expect("ack");
+    let listed = store.silences().expect("list");
+    assert_eq!(listed.len(), 2);
+    let find = |id| listed.iter().find(|s| s.id == id).expect("listed");
+    assert!(!find(silence).acknowledgement);
+    assert!(find(ack).acknowledgement);
+    assert_eq!(find(ack).comment, "on it");
+    assert!(find(ack).active_at(2_000));
+    assert!(
+        store
+            .expire_silence(ack, 5_000, "resolved")
+            .expect("expire")
+    );
+    assert!(
+        !store.expire_silence(ack, 6_000, "resolved").expect("again"),
+        "once"
+    );
+    let listed = store.silences().expect("list");
+    let ack_row = listed.iter().find(|s| s.id == ack).expect("kept");
+    assert_eq!(ack_row.expired_at_ms, Some(5_000));
+    assert!(!ack_row.active_at(5_000));
+    assert!(
+        listed
+            .iter()
+            .find(|s| s.id == silence)
+            .expect("kept")
+            .active_at(5_000)
+    );
+}

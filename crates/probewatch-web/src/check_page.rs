@@ -321,11 +321,11 @@ pub(crate) async fn check_page(
         .collect();
     let (from_s, to_s) = (from.to_string(), to.to_string());
     let mut matchers = vec![
-        crate::pages::matcher_text("probe", &probe),
-        crate::pages::matcher_text("check", &check),
+        probewatch_alerting::silence::matcher_text("probe", &probe),
+        probewatch_alerting::silence::matcher_text("check", &check),
     ];
     if !host.is_empty() {
-        matchers.push(crate::pages::matcher_text("host", &host));
+        matchers.push(probewatch_alerting::silence::matcher_text("host", &host));
     }
     let selector = format!("probe_check_status{{{}}}", matchers.join(","));
     let page = CheckPage {

@@ -260,6 +260,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alertmanagers", get(status_api::alertmanagers))
         .route("/api/v1/rules", get(rules_api::rules))
         .route("/api/v1/alerts", get(rules_api::alerts))
+        .route(
+            "/api/v1/alerts/acknowledge",
+            post(silences_api::acknowledge),
+        )
         .route("/api/v1/notifications", get(rules_api::notifications))
         .route("/api/v1/receivers", get(receivers_api::list))
         .route("/api/v1/receivers/{name}/test", post(receivers_api::test))

@@ -6,7 +6,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
-use probewatch_store::{CheckRow, StatusInterval};
+use probewatch_store::{CheckRow, SilenceRow, StatusInterval};
 use serde::Deserialize;
 
 use crate::check_page::{SegmentView, TitleTimes, check_href, segment_views};
@@ -822,6 +822,10 @@ struct AlertView {
     name: String,
     /// `#3, #5`: the active silences that match it (empty: not silenced).
     silenced_by: String,
+    /// `ops: on it`: who acknowledged it and why (empty: not acknowledged).
+    acked_by: String,
+    /// Its labels as JSON, for the Acknowledge form.
+    labels_json: String,
     /// Its labels as silence matchers, one per line (`alertname="X"` first), for the
     /// Silence button.
     matchers: String,
@@ -835,6 +839,8 @@ struct AlertView {
 /// A silence row.
 struct SilenceView {
     id: i64,
+    /// `silence` or `acknowledgement`.
+    kind: &'static str,
     status: String,
     matchers: Vec<String>,
     ends: String,
@@ -878,23 +884,6 @@ pub(crate) struct AlertsQuery {
     silence: Option<String>,
 }
 
-/// A label as a silence matcher, `name="value"`, escaped as PromQL reads strings.
-pub(crate) fn matcher_text(name: &str, value: &str) -> String {
-    let mut out = String::with_capacity(name.len() + value.len() + 3);
-    out.push_str(name);
-    out.push_str("=\"");
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 pub(crate) async fn alerts(
     State(state): State<AppState>,
     Query(q): Query<AlertsQuery>,
@@ -920,29 +909,45 @@ pub(crate) async fn alerts(
         for rule in engine.groups().iter().flat_map(|g| g.rules.iter()) {
             for a in engine.alerts(&rule.key) {
                 let firing = a.state == probewatch_store::AlertState::Firing;
-                let silenced_by: Vec<String> = active
+                let matching: Vec<&SilenceRow> = active
                     .iter()
                     .filter(|s| {
                         probewatch_alerting::silence::silenced(std::slice::from_ref(s), &a.labels)
                     })
-                    .map(|s| format!("#{}", s.id))
+                    .filter_map(|s| silence_rows.iter().find(|r| r.id == s.id))
+                    .collect();
+                let silenced_by: Vec<String> = matching
+                    .iter()
+                    .filter(|r| !r.acknowledgement)
+                    .map(|r| format!("#{}", r.id))
+                    .collect();
+                // Acknowledged alerts stay in view (marked): someone is on them.
+                let acked_by: Vec<String> = matching
+                    .iter()
+                    .filter(|r| r.acknowledgement)
+                    .map(|r| format!("{}: {}", r.created_by, r.comment))
                     .collect();
                 if !silenced_by.is_empty() && !show_silenced {
                     hidden_silenced += 1;
                     continue;
                 }
-                let mut matchers = vec![matcher_text("alertname", &rule.name)];
+                let mut matchers = vec![probewatch_alerting::silence::matcher_text(
+                    "alertname",
+                    &rule.name,
+                )];
                 matchers.extend(
                     a.labels
                         .iter()
                         .filter(|(k, _)| *k != "alertname")
-                        .map(|(k, v)| matcher_text(k, v)),
+                        .map(|(k, v)| probewatch_alerting::silence::matcher_text(k, v)),
                 );
                 alerts.push(AlertView {
                     state: if firing { "firing" } else { "pending" },
                     state_class: if firing { "critical" } else { "warning" },
                     name: rule.name.clone(),
                     silenced_by: silenced_by.join(", "),
+                    acked_by: acked_by.join("; "),
+                    labels_json: serde_json::to_string(&a.labels).unwrap_or_default(),
                     matchers: matchers.join("\n"),
                     labels: a
                         .labels
@@ -968,6 +973,11 @@ pub(crate) async fn alerts(
             let json = crate::silences_api::silence_json(s, now);
             SilenceView {
                 id: s.id,
+                kind: if s.acknowledgement {
+                    "acknowledgement"
+                } else {
+                    "silence"
+                },
                 status: json["status"].as_str().unwrap_or("").to_string(),
                 matchers: s.matchers.clone(),
                 ends: json["endsAt"].as_str().unwrap_or("").to_string(),

@@ -41,6 +41,7 @@ pub fn silence_json(s: &SilenceRow, now: i64) -> Json {
         "comment": s.comment,
         "createdAt": crate::rfc3339(s.created_at_ms),
         "status": status,
+        "acknowledgement": s.acknowledgement,
     })
 }
 
@@ -188,4 +189,74 @@ pub(crate) async fn preview(
         }
     }
     success(json!({ "alerts": matched }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct NewAcknowledgement {
+    /// The alert's labels, `alertname` included (as `/api/v1/alerts` gives them).
+    labels: std::collections::BTreeMap<String, String>,
+    comment: String,
+    /// Defaults to the logged-in user (`api` for the token).
+    #[serde(default)]
+    created_by: String,
+}
+
+/// `POST /api/v1/alerts/acknowledge`: acknowledges the active alert with exactly these
+/// labels. Its notifications stop until it resolves (then the acknowledgement ends by
+/// itself); the acknowledgement is kept, with who and why, among the silences.
+pub(crate) async fn acknowledge(
+    State(state): State<AppState>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let caller = match authorize_write(&state, &method, &headers, "acknowledging alerts") {
+        Ok(caller) => caller,
+        Err(response) => return *response,
+    };
+    let request: NewAcknowledgement = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_data",
+                format!("invalid acknowledgement: {e}"),
+            );
+        }
+    };
+    let active = state.alerting.as_ref().is_some_and(|engine| {
+        let engine = engine.load();
+        engine
+            .groups()
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .flat_map(|r| engine.alerts(&r.key))
+            .any(|a| a.labels == request.labels)
+    });
+    if !active {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no active alert has exactly these labels (it may have resolved)",
+        );
+    }
+    let created_by = if request.created_by.trim().is_empty() {
+        caller
+    } else {
+        request.created_by
+    };
+    let row = match probewatch_alerting::silence::new_acknowledgement(
+        &request.labels,
+        created_by,
+        request.comment,
+        crate::now_ms(),
+    ) {
+        Ok(row) => row,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
+    };
+    match crate::read(&state, move |store| store.add_silence(&row)).await {
+        Ok(id) => success(json!({ "silenceID": id, "acknowledgement": true })),
+        Err(e) => e.into_response(),
+    }
 }

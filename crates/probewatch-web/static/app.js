@@ -187,6 +187,22 @@
     pending = setTimeout(preview, 250);
   });
   if (form.elements.matchers.value.trim()) preview();
+  // Acknowledge: the alert's labels and a comment; notifications stop until it resolves.
+  document.querySelectorAll("form.ack-form").forEach(function (ack) {
+    ack.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const response = await fetch("/api/v1/alerts/acknowledge", {
+        method: "POST",
+        headers: headers(),
+        body: JSON.stringify({
+          labels: JSON.parse(ack.dataset.labels),
+          comment: ack.elements.comment.value,
+          createdBy: form.elements.createdBy ? form.elements.createdBy.value : "",
+        }),
+      });
+      await answer(response);
+    });
+  });
   document.querySelectorAll("button.expire").forEach(function (button) {
     button.addEventListener("click", async function () {
       const response = await fetch("/api/v1/silences/" + button.dataset.id, { method: "DELETE", headers: headers() });

@@ -747,11 +747,48 @@ impl Rules {
             // Silence first, so the rules below see it at most one sweep old.
             self.stale.run_if_due(self.store.as_ref(), &self.index);
             let now = Instant::now();
+            let mut evaluated = false;
             for (i, due) in next_due.iter_mut().enumerate() {
                 if *due <= now || triggered.contains(&i) {
                     self.evaluate(i);
                     *due = Instant::now() + intervals[i];
+                    evaluated = true;
                 }
+            }
+            if evaluated {
+                self.end_resolved_acknowledgements();
+            }
+        }
+    }
+
+    /// Ends the acknowledgements whose alert resolved (no active alert matches them any
+    /// more): an acknowledgement lasts until the alert is OK again, as in Nagios, so the
+    /// next time it fires it notifies.
+    fn end_resolved_acknowledgements(&mut self) {
+        let now = crate::ingest::now_ms();
+        let rows = match self.store.silences() {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(error = %err, "reading acknowledgements failed; trying again later");
+                return;
+            }
+        };
+        if !rows.iter().any(|r| r.acknowledgement && r.active_at(now)) {
+            return;
+        }
+        let active: Vec<&std::collections::BTreeMap<String, String>> = self
+            .engine
+            .groups()
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .flat_map(|r| self.engine.alerts(&r.key))
+            .map(|a| &a.labels)
+            .collect();
+        for id in probewatch_alerting::silence::acknowledgements_to_end(&rows, &active, now) {
+            match self.store.expire_silence(id, now, "resolved") {
+                Ok(_) => tracing::info!(id, "acknowledgement ended: its alert resolved"),
+                Err(err) => tracing::warn!(id, error = %err,
+                    "ending a resolved acknowledgement failed; trying again later"),
             }
         }
     }

@@ -292,7 +292,8 @@ impl SilenceStore for PgStore {
         let id: i64 = tx
             .query_one(
                 "INSERT INTO silences (matchers, starts_at_ms, ends_at_ms, created_by, comment,
-                    created_at_ms) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                    created_at_ms, acknowledgement) VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    RETURNING id",
                 &[
                     &matchers,
                     &s.starts_at_ms,
@@ -300,6 +301,7 @@ impl SilenceStore for PgStore {
                     &s.created_by,
                     &s.comment,
                     &s.created_at_ms,
+                    &s.acknowledgement,
                 ],
             )?
             .get(0);
@@ -328,7 +330,8 @@ impl SilenceStore for PgStore {
             .client()?
             .query(
                 "SELECT id, matchers, starts_at_ms, ends_at_ms, created_by, comment,
-                    created_at_ms, expired_at_ms FROM silences ORDER BY id DESC",
+                    created_at_ms, expired_at_ms, acknowledgement FROM silences
+                    ORDER BY id DESC",
                 &[],
             )?
             .iter()
@@ -341,6 +344,7 @@ impl SilenceStore for PgStore {
                 comment: r.get(5),
                 created_at_ms: r.get(6),
                 expired_at_ms: r.get(7),
+                acknowledgement: r.get(8),
             })
             .collect())
     }

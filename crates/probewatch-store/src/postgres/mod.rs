@@ -37,6 +37,7 @@ use crate::id_cache::IdCache;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_checks_autovacuum.sql"),
+    include_str!("migrations/0003_acknowledgements.sql"),
 ];
 
 /// The advisory lock key that serializes migrations between servers starting together

@@ -185,7 +185,7 @@ pub(super) fn add_silence(tx: &Connection, s: &SilenceRow) -> rusqlite::Result<i
     let matchers = serde_json::to_string(&s.matchers).unwrap_or_else(|_| "[]".into());
     tx.prepare_cached(
         "INSERT INTO silences (matchers, starts_at_ms, ends_at_ms, created_by, comment,
-            created_at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            created_at_ms, acknowledgement) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
         matchers,
@@ -193,7 +193,8 @@ pub(super) fn add_silence(tx: &Connection, s: &SilenceRow) -> rusqlite::Result<i
         s.ends_at_ms,
         s.created_by,
         s.comment,
-        s.created_at_ms
+        s.created_at_ms,
+        s.acknowledgement
     ])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached(
@@ -227,7 +228,7 @@ pub(super) fn expire_silence(
 pub(super) fn silences(conn: &Connection) -> rusqlite::Result<Vec<SilenceRow>> {
     conn.prepare_cached(
         "SELECT id, matchers, starts_at_ms, ends_at_ms, created_by, comment, created_at_ms,
-            expired_at_ms FROM silences ORDER BY id DESC",
+            expired_at_ms, acknowledgement FROM silences ORDER BY id DESC",
     )?
     .query_map([], |r| {
         Ok(SilenceRow {
@@ -239,6 +240,7 @@ pub(super) fn silences(conn: &Connection) -> rusqlite::Result<Vec<SilenceRow>> {
             comment: r.get(5)?,
             created_at_ms: r.get(6)?,
             expired_at_ms: r.get(7)?,
+            acknowledgement: r.get(8)?,
         })
     })?
     .collect()

@@ -38,6 +38,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_spool_stats.sql"),
     include_str!("migrations/0009_notification_failures.sql"),
     include_str!("migrations/0010_series_name_hash.sql"),
+    include_str!("migrations/0011_acknowledgements.sql"),
 ];
 
 /// The migration after which every check's status intervals are built from its results.

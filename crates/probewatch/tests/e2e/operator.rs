@@ -564,3 +564,123 @@ fn an_alert_is_silenced_from_its_row_with_a_preview_and_silenced_alerts_are_hidd
     assert!(all.contains("silenced by #1"), "{all}");
     daemon.stop();
 }
+
+#[test]
+fn an_acknowledged_alert_stops_notifying_until_it_resolves_and_the_acknowledgement_is_kept() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.dir.path().join("critical.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: checks\n    rules:\n      - alert: CheckCritical\n        \
+         expr: probe_check_status == 2\n",
+    )
+    .expect("rules");
+    let daemon = env.start_with_config(&format!(
+        "api_token = \"t0ken\"\nevaluation_interval = \"1s\"\nrule_files = [{:?}]\n\
+         [[receiver]]\nname = \"ops\"\nurl = {:?}\n\
+         [[route]]\nreceiver = \"ops\"\ngroup_by = [\"probe\"]\ngroup_wait = \"0s\"\n\
+         group_interval = \"1s\"\nrepeat_interval = \"2s\"\n\
+         [[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        hook.url,
+        env.spool().display().to_string()
+    ));
+    let write = |probe: &str, status: &str| {
+        crate::util::write_renamed(
+            &env.spool()
+                .join(format!("{probe}-{}.xml", crate::util::epoch_secs())),
+            &result_at(
+                probe,
+                "h1",
+                crate::util::epoch_secs(),
+                "1h",
+                &[("login", status)],
+            ),
+        );
+    };
+    write("web", "critical");
+    write("db", "critical");
+    let about = |probe: &str| {
+        hook.received()
+            .iter()
+            .filter(|n| n["groupLabels"]["probe"] == probe && n["status"] == "firing")
+            .count()
+    };
+    daemon.wait_until("both notified", Duration::from_secs(30), |_| {
+        about("web") >= 1 && about("db") >= 1
+    });
+    let alerts = daemon.get("/api/v1/alerts");
+    let web = alerts["data"]["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .find(|a| a["labels"]["probe"] == "web")
+        .expect("the web alert")
+        .clone();
+    let client = reqwest::blocking::Client::new();
+    let ack = |labels: &Value| {
+        client
+            .post(format!("{}/api/v1/alerts/acknowledge", daemon.base))
+            .bearer_auth("t0ken")
+            .json(&serde_json::json!({"labels": labels, "comment": "on it", "createdBy": "alice"}))
+            .send()
+            .expect("POST")
+    };
+    let mut wrong = web["labels"].clone();
+    wrong["probe"] = "nope".into();
+    assert_eq!(ack(&wrong).status().as_u16(), 404, "only an active alert");
+    assert_eq!(ack(&web["labels"]).status().as_u16(), 200);
+    let web_then = about("web");
+    let db_then = about("db");
+    // The unacknowledged db alert keeps repeating; the acknowledged web alert is quiet.
+    daemon.wait_until("db repeats twice", Duration::from_secs(30), |_| {
+        about("db") >= db_then + 2
+    });
+    assert!(
+        about("web") <= web_then + 1,
+        "at most one in flight when acknowledged"
+    );
+    let quiet = about("web");
+    daemon.wait_until("db repeats again", Duration::from_secs(30), |_| {
+        about("db") >= db_then + 3
+    });
+    assert_eq!(about("web"), quiet, "no repeat while acknowledged");
+    // Shown on the alerts page (not hidden like a silence), with who and why.
+    let page = daemon.get_text("/alerts");
+    assert!(
+        page.contains("status-acked") && page.contains("alice: on it"),
+        "{page}"
+    );
+    assert!(!page.contains("silenced alert hidden"), "{page}");
+
+    // web recovers: the acknowledgement ends by itself and stays in the list.
+    write("web", "ok");
+    daemon.wait_until("the acknowledgement ended", Duration::from_secs(30), |d| {
+        let s = d.get("/api/v1/silences");
+        s["data"][0]["acknowledgement"] == true && s["data"][0]["status"] == "expired"
+    });
+    // It fails again: a new problem, notified.
+    let before = about("web");
+    write("web", "critical");
+    daemon.wait_until("web notified again", Duration::from_secs(30), |_| {
+        about("web") > before
+    });
+    // In a browser: Acknowledge… on the db row.
+    if let Some(browser) = Browser::start("an_acknowledged_alert") {
+        browser.goto(&format!("{}/alerts", daemon.base));
+        let db_row = "#alerts tr:has(code) details.ack:has(form[data-labels*='\"probe\":\"db\"'])";
+        browser.click(&format!("{db_row} summary"));
+        browser.type_into(&format!("{db_row} input[name='comment']"), "looking");
+        browser.type_into("#silence-form input[name='token']", "t0ken");
+        browser.click(&format!("{db_row} button[type='submit']"));
+        browser.wait_for(
+            "the db alert acknowledged",
+            "return [...document.querySelectorAll('#alerts tr')]
+               .some(r => r.textContent.includes('db') && r.querySelector('.status-acked'));",
+            Duration::from_secs(10),
+        );
+        browser.assert_clean_console("alerts page");
+    }
+    daemon.stop();
+}
