@@ -645,10 +645,14 @@ pub fn start_outbox(
     store: Arc<dyn Store>,
     receivers: Vec<Receiver>,
     snapshots: Arc<SnapshotCell>,
-    doorbell: Arc<Doorbell>,
-    counts: Arc<DeliveryCounts>,
+    shared: LaneShared,
     stop: Arc<AtomicBool>,
 ) -> std::io::Result<Outbox> {
+    let LaneShared {
+        doorbell,
+        counts,
+        maintenance,
+    } = shared;
     let retired = Arc::new(AtomicBool::new(false));
     let stop = LaneStop {
         daemon: stop,
@@ -667,6 +671,7 @@ pub fn start_outbox(
     for (i, receiver) in receivers.into_iter().enumerate() {
         let (store, doorbell, stop) = (store.clone(), doorbell.clone(), stop.clone());
         let (snapshots, counts) = (snapshots.clone(), counts.clone());
+        let maintenance = maintenance.clone();
         lanes.push(
             std::thread::Builder::new()
                 .name(format!("pw-notify-{i}"))
@@ -677,6 +682,7 @@ pub fn start_outbox(
                         snapshots: &snapshots,
                         doorbell: &doorbell,
                         counts: &counts,
+                        maintenance: &maintenance,
                         stop: &stop,
                     };
                     lane(&lane_parts);
@@ -690,6 +696,17 @@ pub fn start_outbox(
     })
 }
 
+/// What every lane of an outbox shares with the daemon.
+#[derive(Debug, Clone)]
+pub struct LaneShared {
+    /// Rung when notifications are queued.
+    pub doorbell: Arc<Doorbell>,
+    /// Delivery attempts per receiver.
+    pub counts: Arc<DeliveryCounts>,
+    /// Maintenance windows: the Alertmanager re-send leaves out what they cover.
+    pub maintenance: Arc<crate::maintenance::Windows>,
+}
+
 /// What one receiver's lane works with.
 struct LaneParts<'a> {
     store: &'a dyn Store,
@@ -697,6 +714,7 @@ struct LaneParts<'a> {
     snapshots: &'a SnapshotCell,
     doorbell: &'a Doorbell,
     counts: &'a DeliveryCounts,
+    maintenance: &'a crate::maintenance::Windows,
     stop: &'a LaneStop,
 }
 
@@ -710,6 +728,7 @@ fn lane(parts: &LaneParts<'_>) {
         doorbell,
         counts,
         stop,
+        ..
     } = *parts;
     let client = match reqwest::blocking::Client::builder()
         .user_agent(USER_AGENT)
@@ -782,7 +801,11 @@ fn resend_to_alertmanager(
     };
     let now = now_ms();
     let silences = match store.silences() {
-        Ok(rows) => crate::silence::active_silences(&rows, now),
+        Ok(rows) => {
+            let mut silences = crate::silence::active_silences(&rows, now);
+            silences.extend(parts.maintenance.active_silences(now));
+            silences
+        }
         Err(e) => {
             tracing::error!(receiver = %receiver.name, error = %e,
                 "reading silences failed; re-send to Alertmanager skipped");

@@ -178,6 +178,8 @@ struct CheckPage {
     changes_more: bool,
     results: Vec<ResultRow>,
     chart_src: String,
+    /// The maintenance window the check is under now (empty: none).
+    maintenance: String,
     /// Active alerts about this check: (name, state, CSS class).
     alerts: Vec<(String, &'static str, &'static str)>,
     /// The alerts page with a silence for this check filled in.
@@ -260,13 +262,28 @@ pub(crate) async fn check_page(
         ))
         .into());
     };
-    let offline_hosts = app
-        .remote
+    let context = crate::pages::StateContext::of(&app, now);
+    let (state_class, state_word) = crate::pages::shown_state(&row, now, &context);
+    let maintenance = context.maintenance_of(&row).map(|w| {
+        if w.comment.is_empty() {
+            w.name.clone()
+        } else {
+            format!("{}: {}", w.name, w.comment)
+        }
+    });
+    // Every window that covers the check, whenever it was on in the range.
+    let maintenance_spans: Vec<(i64, i64)> = app
+        .maintenance
         .as_ref()
-        .map(|r| r.offline_hosts())
+        .map(|w| {
+            w.load()
+                .iter()
+                .filter(|w| w.covers_check(&row.probe, &row.host, &row.check))
+                .flat_map(|w| w.spans(from, to))
+                .collect()
+        })
         .unwrap_or_default();
-    let (state_class, state_word) = crate::pages::shown_state(&row, now, &offline_hosts);
-    let availability = history::availability(&intervals, from, to, now);
+    let availability = history::availability(&intervals, from, to, now, &maintenance_spans);
     let covered = availability.covered_ms();
     let mut shares: Vec<ShareRow> = (0u8..4)
         .filter(|s| availability.by_status[usize::from(*s)] > 0)
@@ -279,6 +296,13 @@ pub(crate) async fn check_page(
             }
         })
         .collect();
+    if availability.maintenance_ms > 0 {
+        shares.push(ShareRow {
+            status: "maintenance",
+            time: history::human_duration(availability.maintenance_ms),
+            percent: "—".into(),
+        });
+    }
     if availability.no_data_ms > 0 {
         shares.push(ShareRow {
             status: "nodata",
@@ -329,6 +353,7 @@ pub(crate) async fn check_page(
     }
     let selector = format!("probe_check_status{{{}}}", matchers.join(","));
     let page = CheckPage {
+        maintenance: maintenance.unwrap_or_default(),
         alerts: alerts_of(&app, &probe, &host, &check),
         silence_href: crate::history::href("/alerts", &[("silence", &matchers.join("\n"))]),
         explore_href: crate::history::href(

@@ -113,6 +113,8 @@ pub(crate) struct Availability {
     pub by_status: [i64; 4],
     /// Milliseconds of the range (up to now) with no results.
     pub no_data_ms: i64,
+    /// Milliseconds under maintenance, left out of everything else.
+    pub maintenance_ms: i64,
 }
 
 impl Availability {
@@ -128,22 +130,48 @@ impl Availability {
     }
 }
 
-/// Availability over `[from, to]` from the intervals that overlap it.
+/// Availability over `[from, to]` from the intervals that overlap it, leaving out the time
+/// under maintenance (`maintenance`: spans in any order, overlaps allowed).
 pub(crate) fn availability(
     intervals: &[StatusInterval],
     from: i64,
     to: i64,
     now: i64,
+    maintenance: &[(i64, i64)],
 ) -> Availability {
-    let mut a = Availability::default();
+    let end = to.min(now);
+    // The maintenance spans inside the range, merged.
+    let mut spans: Vec<(i64, i64)> = maintenance
+        .iter()
+        .map(|(s, e)| ((*s).max(from), (*e).min(end)))
+        .filter(|(s, e)| e > s)
+        .collect();
+    spans.sort_unstable();
+    let mut merged: Vec<(i64, i64)> = Vec::with_capacity(spans.len());
+    for (s, e) in spans {
+        match merged.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => merged.push((s, e)),
+        }
+    }
+    let overlap = |s: i64, e: i64| -> i64 {
+        merged
+            .iter()
+            .map(|(ms, me)| (e.min(*me) - s.max(*ms)).max(0))
+            .sum()
+    };
+    let mut a = Availability {
+        maintenance_ms: merged.iter().map(|(s, e)| e - s).sum(),
+        ..Availability::default()
+    };
     for i in intervals {
         let (s, e) = (i.start_ms.max(from), i.end_ms.min(to));
         if e > s {
-            a.by_status[usize::from(i.status.min(3))] += e - s;
+            a.by_status[usize::from(i.status.min(3))] += e - s - overlap(s, e);
         }
     }
-    let span = to.min(now) - from;
-    a.no_data_ms = (span - a.covered_ms()).max(0);
+    let span = end - from;
+    a.no_data_ms = (span - a.covered_ms() - a.maintenance_ms).max(0);
     a
 }
 
@@ -323,14 +351,18 @@ mod tests {
     #[test]
     fn availability_counts_overlap_only_and_calls_the_rest_no_data() {
         let runs = [run(0, 50, 0), run(50, 60, 2), run(80, 200, 0)];
-        let a = availability(&runs, 10, 150, 1_000);
+        let a = availability(&runs, 10, 150, 1_000, &[]);
         assert_eq!(a.by_status, [40 + 70, 0, 10, 0]);
         assert_eq!(a.no_data_ms, 20);
         let ok = a.ok_percent().expect("data");
         assert!((ok - 100.0 * 110.0 / 120.0).abs() < 1e-9);
         // The future is not "no data".
-        assert_eq!(availability(&runs, 100, 300, 200).no_data_ms, 0);
-        assert_eq!(availability(&[], 0, 10, 10).ok_percent(), None);
+        assert_eq!(availability(&runs, 100, 300, 200, &[]).no_data_ms, 0);
+        assert_eq!(availability(&[], 0, 10, 10, &[]).ok_percent(), None);
+        // Maintenance is left out: of 10..150, 40..60 and 50..70 (merged: 40..70).
+        let m = availability(&runs, 10, 150, 1_000, &[(50, 70), (40, 60)]);
+        assert_eq!(m.maintenance_ms, 30);
+        assert_eq!(m.covered_ms() + m.no_data_ms + m.maintenance_ms, 140);
     }
 
     #[test]

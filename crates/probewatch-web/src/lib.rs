@@ -66,6 +66,8 @@ pub struct AppState {
     pub remote: Option<Arc<dyn agent_api::RemoteIngest>>,
     /// The configured receivers, listed and tested (none: a tool that sends nothing).
     pub receivers: Option<Arc<dyn receivers_api::Receivers>>,
+    /// Maintenance windows (none: a tool without them).
+    pub maintenance: Option<Arc<probewatch_alerting::maintenance::Windows>>,
 }
 
 /// Configuration reload, as the daemon offers it (SIGHUP does the same).
@@ -272,6 +274,7 @@ pub fn router(state: AppState) -> Router {
             get(silences_api::list).post(silences_api::create),
         )
         .route("/api/v1/silences/preview", get(silences_api::preview))
+        .route("/api/v1/maintenance", get(silences_api::maintenance))
         .route(
             "/api/v1/silences/{id}",
             axum::routing::delete(silences_api::expire),
@@ -499,31 +502,35 @@ async fn checks(
 ) -> Result<Json<ChecksBody>, ApiError> {
     let wanted = params.status.as_deref().unwrap_or("");
     if ![
-        "", "problem", "ok", "warning", "critical", "unknown", "stale", "offline",
+        "",
+        "problem",
+        "ok",
+        "warning",
+        "critical",
+        "unknown",
+        "stale",
+        "offline",
+        "maintenance",
     ]
     .contains(&wanted)
     {
         return Err(ApiError::BadRequest(format!(
-            "status={wanted:?}: expected ok, warning, critical, unknown, stale, offline or \
-             problem"
+            "status={wanted:?}: expected ok, warning, critical, unknown, stale, offline, \
+             maintenance or problem"
         )));
     }
-    let offline_hosts = state
-        .remote
-        .as_ref()
-        .map(|r| r.offline_hosts())
-        .unwrap_or_default();
-    let rows = read(&state, |store| store.latest_checks()).await?;
     let now = now_ms();
+    let context = pages::StateContext::of(&state, now);
+    let rows = read(&state, |store| store.latest_checks()).await?;
     let checks = rows
         .into_iter()
         .filter(|r| params.probe.as_ref().is_none_or(|p| *p == r.probe))
         .filter(|r| params.host.as_ref().is_none_or(|h| *h == r.host))
         .filter_map(|r| {
-            let (shown, _) = pages::shown_state(&r, now, &offline_hosts);
+            let (shown, _) = pages::shown_state(&r, now, &context);
             let keep = match wanted {
                 "" => true,
-                "problem" => shown != "ok",
+                "problem" => pages::is_problem(shown),
                 s => s == shown,
             };
             if !keep {

@@ -204,6 +204,7 @@ const STATUS_OPTIONS: &[(&str, &str)] = &[
     ("unknown", "unknown"),
     ("stale", "stale"),
     ("offline", "agent offline"),
+    ("maintenance", "maintenance"),
 ];
 
 /// Checks on one page of the overview: enough to scroll, few enough that a page of a
@@ -250,15 +251,61 @@ pub(crate) fn state(c: &CheckRow, now: i64) -> (&'static str, &'static str) {
     (name, name)
 }
 
-/// [`state`], except that a silent check whose host's agent is offline is `offline`
-/// ("agent offline"): the agent is away, not the probe.
+/// What decides how a check is shown beyond its own row: hosts whose agent is offline, and
+/// the maintenance windows on now.
+#[derive(Debug, Default)]
+pub(crate) struct StateContext {
+    offline_hosts: std::collections::HashSet<String>,
+    maintenance: Vec<probewatch_alerting::maintenance::Window>,
+}
+
+impl StateContext {
+    /// The context at `now`.
+    pub(crate) fn of(state: &AppState, now: i64) -> StateContext {
+        StateContext {
+            offline_hosts: state
+                .remote
+                .as_ref()
+                .map(|r| r.offline_hosts())
+                .unwrap_or_default(),
+            maintenance: state
+                .maintenance
+                .as_ref()
+                .map(|w| {
+                    w.load()
+                        .iter()
+                        .filter(|w| w.active_at(now))
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The maintenance window on now that covers the check, if any.
+    pub(crate) fn maintenance_of(
+        &self,
+        c: &CheckRow,
+    ) -> Option<&probewatch_alerting::maintenance::Window> {
+        self.maintenance
+            .iter()
+            .find(|w| w.covers_check(&c.probe, &c.host, &c.check))
+    }
+}
+
+/// [`state`], except that a check under maintenance is `maintenance` whatever its status
+/// (it is expected to be down), and a silent check whose host's agent is offline is
+/// `offline` ("agent offline"): the agent is away, not the probe.
 pub(crate) fn shown_state(
     c: &CheckRow,
     now: i64,
-    offline_hosts: &std::collections::HashSet<String>,
+    context: &StateContext,
 ) -> (&'static str, &'static str) {
+    if context.maintenance_of(c).is_some() {
+        return ("maintenance", "maintenance");
+    }
     match state(c, now) {
-        ("stale", _) if offline_hosts.contains(&c.host) => ("offline", "agent offline"),
+        ("stale", _) if context.offline_hosts.contains(&c.host) => ("offline", "agent offline"),
         other => other,
     }
 }
@@ -271,6 +318,11 @@ pub(crate) fn since_ms(c: &CheckRow, shown: &str) -> i64 {
         "stale" | "offline" => c.time_ms,
         _ => c.status_since_ms.unwrap_or(c.time_ms).min(c.time_ms),
     }
+}
+
+/// Whether a shown state is something to look at: not ok, and not planned maintenance.
+pub(crate) fn is_problem(state: &str) -> bool {
+    !matches!(state, "ok" | "maintenance")
 }
 
 /// How bad a state is: the overview shows the worst first.
@@ -370,7 +422,7 @@ fn problems_of(kept: &[(CheckRow, &'static str, &'static str, String)]) -> Vec<P
     }
     let mut out: Vec<Problem> = Vec::new();
     let mut collapsed: std::collections::HashSet<(&str, &str)> = Default::default();
-    for (row, state, word, _) in kept.iter().filter(|k| k.1 != "ok") {
+    for (row, state, word, _) in kept.iter().filter(|k| is_problem(k.1)) {
         let key = (row.probe.as_str(), row.host.as_str());
         let (checks, silent, last_ms) = pairs.get(&key).copied().unwrap_or_default();
         if matches!(*state, "stale" | "offline") && checks == silent && checks > 1 {
@@ -406,9 +458,9 @@ pub(crate) fn plan(
     rows: Vec<CheckRow>,
     q: &OverviewQuery,
     now: i64,
-    offline_hosts: &std::collections::HashSet<String>,
+    context: &StateContext,
 ) -> OverviewPlan {
-    plan_pages(rows, q, now, OVERVIEW_PAGE, offline_hosts)
+    plan_pages(rows, q, now, OVERVIEW_PAGE, context)
 }
 
 fn plan_pages(
@@ -416,7 +468,7 @@ fn plan_pages(
     q: &OverviewQuery,
     now: i64,
     page_size: usize,
-    offline_hosts: &std::collections::HashSet<String>,
+    context: &StateContext,
 ) -> OverviewPlan {
     use std::collections::{BTreeMap, HashMap};
     let text = q.q.as_deref().unwrap_or("").trim().to_lowercase();
@@ -429,7 +481,7 @@ fn plan_pages(
     let mut group_stats: HashMap<String, (BTreeMap<&'static str, usize>, usize)> = HashMap::new();
     let mut kept: Vec<(CheckRow, &'static str, &'static str, String)> = Vec::new();
     for row in rows {
-        let (state, word) = shown_state(&row, now, offline_hosts);
+        let (state, word) = shown_state(&row, now, context);
         *counts.entry(state).or_insert(0) += 1;
         let title = match (by_host, row.host.is_empty()) {
             (true, true) => "(no host)".to_string(),
@@ -438,7 +490,7 @@ fn plan_pages(
         };
         let stats = group_stats.entry(title.clone()).or_default();
         stats.1 += 1;
-        if state != "ok" {
+        if is_problem(state) {
             *stats.0.entry(state).or_insert(0) += 1;
         }
         let text_ok = text.is_empty()
@@ -447,7 +499,7 @@ fn plan_pages(
                 .any(|f| f.to_lowercase().contains(&text));
         let status_ok = match status {
             "" => true,
-            "problem" => state != "ok",
+            "problem" => is_problem(state),
             s => s == state,
         };
         if text_ok && status_ok && within.is_none_or(|w| w == title) {
@@ -471,8 +523,8 @@ fn plan_pages(
             .then_with(|| a.3.cmp(&b.3))
             .then_with(|| severity(a.1).cmp(&severity(b.1)))
             .then_with(|| {
-                // Problems: the newest change first; ok checks by name.
-                if a.1 == "ok" {
+                // Problems: the newest change first; the rest by name.
+                if !is_problem(a.1) {
                     std::cmp::Ordering::Equal
                 } else {
                     since_ms(&b.0, b.1).cmp(&since_ms(&a.0, a.1))
@@ -693,15 +745,11 @@ pub(crate) async fn overview(
 ) -> Result<Response, ApiError> {
     let now = crate::now_ms();
     let q = std::sync::Arc::new(q);
-    let offline_hosts = state
-        .remote
-        .as_ref()
-        .map(|r| r.offline_hosts())
-        .unwrap_or_default();
+    let context = StateContext::of(&state, now);
     let (plan, intervals) = {
         let q = q.clone();
         crate::read(&state, move |store| {
-            let plan = plan(store.latest_checks()?, &q, now, &offline_hosts);
+            let plan = plan(store.latest_checks()?, &q, now, &context);
             let ids: Vec<i64> = plan.rows.iter().map(|r| r.0.id).collect();
             let intervals = store.check_intervals(&ids, now - STRIP_MS, now)?;
             Ok((plan, intervals))
@@ -898,6 +946,17 @@ pub(crate) async fn alerts(
     })
     .await?;
     let active = probewatch_alerting::silence::active_silences(&silence_rows, now);
+    let windows: Vec<probewatch_alerting::maintenance::Window> = state
+        .maintenance
+        .as_ref()
+        .map(|w| {
+            w.load()
+                .iter()
+                .filter(|w| w.active_at(now))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
     let show_silenced = q
         .silenced
         .as_deref()
@@ -916,11 +975,17 @@ pub(crate) async fn alerts(
                     })
                     .filter_map(|s| silence_rows.iter().find(|r| r.id == s.id))
                     .collect();
-                let silenced_by: Vec<String> = matching
+                let mut silenced_by: Vec<String> = matching
                     .iter()
                     .filter(|r| !r.acknowledgement)
                     .map(|r| format!("#{}", r.id))
                     .collect();
+                silenced_by.extend(
+                    windows
+                        .iter()
+                        .filter(|w| w.covers(&a.labels))
+                        .map(|w| format!("maintenance {:?}", w.name)),
+                );
                 // Acknowledged alerts stay in view (marked): someone is on them.
                 let acked_by: Vec<String> = matching
                     .iter()

@@ -260,3 +260,27 @@ pub(crate) async fn acknowledge(
         Err(e) => e.into_response(),
     }
 }
+
+/// `GET /api/v1/maintenance`: the configured maintenance windows, whether each is on now,
+/// and when each next starts (within eight days).
+pub(crate) async fn maintenance(State(state): State<AppState>) -> Response {
+    let now = crate::now_ms();
+    let windows = state
+        .maintenance
+        .as_ref()
+        .map(|w| w.load())
+        .unwrap_or_default();
+    let data: Vec<Json> = windows
+        .iter()
+        .map(|w| {
+            json!({
+                "name": w.name,
+                "matchers": w.matcher_texts,
+                "comment": w.comment,
+                "active": w.active_at(now),
+                "nextStart": w.next_start(now).map(crate::rfc3339),
+            })
+        })
+        .collect();
+    success(Json::Array(data))
+}

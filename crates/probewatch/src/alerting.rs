@@ -130,6 +130,62 @@ pub struct RouteFile {
     pub continue_matching: bool,
 }
 
+/// A `[[maintenance]]` table: planned time when what its matchers cover is expected down.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceFile {
+    /// Its name, shown where it applies.
+    pub name: String,
+    /// PromQL-style matchers (`host="db-1"`, `probe=~"web.*"`), all of which must hold.
+    pub matchers: Vec<String>,
+    /// One-off: start (RFC 3339 or Unix seconds).
+    pub start: Option<String>,
+    /// One-off: end.
+    pub end: Option<String>,
+    /// Weekly: the weekdays it starts on (`mon` … `sun`; every day when absent).
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// Weekly: local start time, `HH:MM`.
+    pub from: Option<String>,
+    /// Weekly: local end time, `HH:MM` (the next day when not after `from`).
+    pub to: Option<String>,
+    /// Weekly: the IANA time zone of `from` and `to` (default UTC).
+    pub time_zone: Option<String>,
+    /// Why, for people.
+    #[serde(default)]
+    pub comment: String,
+}
+
+/// Checks and compiles the `[[maintenance]]` tables.
+pub fn resolve_maintenance(
+    files: &[MaintenanceFile],
+) -> anyhow::Result<Vec<probewatch_alerting::maintenance::Window>> {
+    let mut out: Vec<probewatch_alerting::maintenance::Window> = Vec::new();
+    for m in files {
+        if m.name.is_empty() {
+            bail!("a [[maintenance]] window has no name");
+        }
+        if out.iter().any(|w| w.name == m.name) {
+            bail!("maintenance window {:?} is defined twice", m.name);
+        }
+        out.push(
+            probewatch_alerting::maintenance::Window::from_config(
+                &m.name,
+                &m.matchers,
+                m.start.as_deref(),
+                m.end.as_deref(),
+                &m.days,
+                m.from.as_deref(),
+                m.to.as_deref(),
+                m.time_zone.as_deref(),
+                &m.comment,
+            )
+            .map_err(anyhow::Error::msg)?,
+        );
+    }
+    Ok(out)
+}
+
 /// Resolved alerting settings.
 #[derive(Debug, Clone, Default)]
 pub struct AlertingConfig {
@@ -145,6 +201,8 @@ pub struct AlertingConfig {
     pub external_url: String,
     /// Labels added to outgoing alerts and given to templates.
     pub external_labels: std::collections::BTreeMap<String, String>,
+    /// Maintenance windows.
+    pub maintenance: Vec<probewatch_alerting::maintenance::Window>,
 }
 
 fn humantime_ms(
@@ -383,6 +441,7 @@ pub fn resolve(
         routes: resolved_routes,
         external_url: external_url.unwrap_or_else(|| format!("http://{listen}")),
         external_labels: external_labels.clone(),
+        maintenance: Vec::new(),
     })
 }
 
@@ -400,6 +459,8 @@ pub struct Alerting {
     doorbell: Arc<notify::Doorbell>,
     /// Delivery attempts per receiver since the start (for `/metrics` and the pages).
     pub deliveries: Arc<notify::DeliveryCounts>,
+    /// The maintenance windows in force (replaced by a reload).
+    pub maintenance: Arc<probewatch_alerting::maintenance::Windows>,
     stop: Arc<AtomicBool>,
 }
 
@@ -455,6 +516,8 @@ impl Alerting {
         let engine = Engine::new(groups, engine_config(config, &query), stored);
         let snapshots = Arc::new(SnapshotCell::new(engine.snapshot()));
         let doorbell = Arc::new(notify::Doorbell::default());
+        let maintenance = Arc::new(probewatch_alerting::maintenance::Windows::default());
+        maintenance.replace(config.maintenance.clone());
         let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(1);
         let rules_thread = {
             let mut rules = Rules {
@@ -466,6 +529,7 @@ impl Alerting {
                 leadership,
                 leading: false,
                 metrics,
+                maintenance: maintenance.clone(),
                 stale: crate::staleness::StaleSweep::new(config.evaluation_interval),
             };
             let stop = stop.clone();
@@ -479,8 +543,11 @@ impl Alerting {
             store.clone(),
             config.receivers.clone(),
             snapshots.clone(),
-            doorbell.clone(),
-            deliveries.clone(),
+            notify::LaneShared {
+                doorbell: doorbell.clone(),
+                counts: deliveries.clone(),
+                maintenance: maintenance.clone(),
+            },
             stop.clone(),
         )?;
         Ok(Alerting {
@@ -493,6 +560,7 @@ impl Alerting {
             query,
             doorbell,
             deliveries,
+            maintenance,
             stop,
         })
     }
@@ -527,14 +595,18 @@ impl Alerting {
                     self.store.clone(),
                     config.receivers.clone(),
                     self.snapshots.clone(),
-                    self.doorbell.clone(),
-                    self.deliveries.clone(),
+                    notify::LaneShared {
+                        doorbell: self.doorbell.clone(),
+                        counts: self.deliveries.clone(),
+                        maintenance: self.maintenance.clone(),
+                    },
                     self.stop.clone(),
                 )
                 .context("starting the new receivers' delivery lanes")?,
             );
             tracing::info!(receivers = config.receivers.len(), "receivers replaced");
         }
+        self.maintenance.replace(config.maintenance.clone());
         *applied = config.clone();
         Ok(())
     }
@@ -613,6 +685,8 @@ struct Rules {
     metrics: Arc<crate::telemetry::RuleMetrics>,
     /// Writes `probe_check_stale` before evaluations (see [`crate::staleness`]).
     stale: crate::staleness::StaleSweep,
+    /// Maintenance windows: alerts they cover are not notified while they are on.
+    maintenance: Arc<probewatch_alerting::maintenance::Windows>,
 }
 
 impl Rules {
@@ -798,7 +872,11 @@ impl Rules {
         let source = StoreSource::new(self.store.as_ref(), &self.index);
         let now = crate::ingest::now_ms();
         let silences = match self.store.silences() {
-            Ok(rows) => probewatch_alerting::silence::active_silences(&rows, now),
+            Ok(rows) => {
+                let mut silences = probewatch_alerting::silence::active_silences(&rows, now);
+                silences.extend(self.maintenance.active_silences(now));
+                silences
+            }
             Err(err) => {
                 // Without the silences, notifying could page someone who silenced on purpose:
                 // skip this evaluation; the next one tries again.

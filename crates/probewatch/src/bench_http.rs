@@ -32,6 +32,7 @@ impl LoopbackServer {
             info: Arc::default(),
             remote: None,
             receivers: None,
+            maintenance: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -89,6 +89,9 @@ pub struct ConfigFile {
     /// Which alerts go to which receiver.
     #[serde(default, rename = "route")]
     pub routes: Vec<crate::alerting::RouteFile>,
+    /// Maintenance windows: planned time when what they cover is expected down.
+    #[serde(default, rename = "maintenance")]
+    pub maintenance: Vec<crate::alerting::MaintenanceFile>,
     /// Agents (and push clients) that may send results over HTTP, each with its token.
     #[serde(default, rename = "agent")]
     pub agents: Vec<AgentAuthFile>,
@@ -697,7 +700,11 @@ impl Config {
                 &file.receivers,
                 &file.routes,
                 listen,
-            )?,
+            )
+            .and_then(|mut alerting| {
+                alerting.maintenance = crate::alerting::resolve_maintenance(&file.maintenance)?;
+                Ok(alerting)
+            })?,
             origin: crate::reload::ConfigOrigin::default(),
             agents: resolve_agents(file.agents, file.base_dir.as_deref())?,
             agent_offline_after: duration(

@@ -248,6 +248,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         info,
         remote: Some(remote.clone() as Arc<dyn probewatch_web::agent_api::RemoteIngest>),
         receivers: Some(alerting.clone() as Arc<dyn probewatch_web::receivers_api::Receivers>),
+        maintenance: Some(alerting.maintenance.clone()),
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,

@@ -684,3 +684,125 @@ fn an_acknowledged_alert_stops_notifying_until_it_resolves_and_the_acknowledgeme
     }
     daemon.stop();
 }
+
+#[test]
+fn a_check_under_maintenance_shows_maintenance_is_not_notified_and_its_time_is_left_out() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.dir.path().join("critical.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: checks\n    rules:\n      - alert: CheckCritical\n        \
+         expr: probe_check_status == 2\n",
+    )
+    .expect("rules");
+    let now = crate::util::epoch_secs();
+    let daemon = env.start_with_config(&format!(
+        "evaluation_interval = \"1s\"\nrule_files = [{:?}]\n\
+         [[maintenance]]\nname = \"patching\"\nmatchers = ['host=\"db-1\"']\n\
+         start = \"{}\"\nend = \"{}\"\ncomment = \"kernel update\"\n\
+         [[maintenance]]\nname = \"backups\"\nmatchers = ['probe=\"web\"']\n\
+         days = [\"sun\"]\nfrom = \"03:00\"\nto = \"04:00\"\ntime_zone = \"Asia/Shanghai\"\n\
+         [[receiver]]\nname = \"ops\"\nurl = {:?}\n\
+         [[route]]\nreceiver = \"ops\"\ngroup_by = [\"host\"]\ngroup_wait = \"0s\"\n\
+         [[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        now - 3600,
+        now + 3600,
+        hook.url,
+        env.spool().display().to_string()
+    ));
+    for (host, at) in [("db-1", now - 1800), ("db-1", now - 1), ("web-1", now - 1)] {
+        crate::util::write_renamed(
+            &env.spool().join(format!("{host}-{at}.xml")),
+            &result_at("app", host, at, "1h", &[("login", "critical")]),
+        );
+    }
+    daemon.wait_files(3, Duration::from_secs(30));
+    // Only web-1 is notified; db-1 is expected down.
+    let got = hook.wait_for(1, Duration::from_secs(30));
+    assert_eq!(got[0]["groupLabels"]["host"], "web-1", "{got:?}");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        hook.received()
+            .iter()
+            .all(|n| n["groupLabels"]["host"] != "db-1"),
+        "{:?}",
+        hook.received()
+    );
+    // MAINTENANCE, not a problem.
+    let checks = daemon.get("/api/v1/checks?status=maintenance");
+    assert_eq!(
+        checks["checks"].as_array().map(Vec::len),
+        Some(1),
+        "{checks}"
+    );
+    assert_eq!(checks["checks"][0]["host"], "db-1");
+    assert_eq!(
+        daemon.get("/api/v1/checks?status=problem")["checks"]
+            .as_array()
+            .map(Vec::len),
+        Some(1),
+        "only web-1 is a problem"
+    );
+    let overview = daemon.get_text("/");
+    assert!(overview.contains("1 maintenance"), "{overview}");
+    // The alert page hides it like a silenced one, and says why when asked.
+    let alerts = daemon.get_text("/alerts?silenced=1");
+    assert!(
+        alerts.contains("maintenance &#34;patching&#34;")
+            || alerts.contains("maintenance &quot;patching&quot;"),
+        "{alerts}"
+    );
+    // The check page says so, and its availability leaves the window's time out.
+    let check = daemon.get_text("/check?probe=app&host=db-1&check=login&range=1h");
+    assert!(
+        check.contains("Under maintenance: <bdi>patching: kernel update</bdi>"),
+        "{check}"
+    );
+    let availability = &check[check
+        .find("id=\"availability-title\"")
+        .expect("availability")..];
+    let availability = &availability[..availability.find("</section>").expect("end")];
+    assert!(
+        availability.contains("status-maintenance") && !availability.contains("status-critical"),
+        "the critical time was all maintenance: {availability}"
+    );
+    // The windows over the API.
+    let windows = daemon.get("/api/v1/maintenance");
+    assert_eq!(windows["data"][0]["name"], "patching");
+    assert_eq!(windows["data"][0]["active"], true);
+    assert_eq!(windows["data"][1]["name"], "backups");
+    assert!(
+        windows["data"][1]["nextStart"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("T19:00:00Z")),
+        "03:00 in Shanghai is 19:00 UTC: {windows}"
+    );
+    daemon.stop();
+
+    // A window that cannot be understood stops the start, naming it.
+    let config = env.dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[maintenance]]\nname = \"weekend\"\nmatchers = ['host=\"a\"']\ndays = [\"caturday\"]\n\
+             from = \"01:00\"\nto = \"02:00\"\n[[spool]]\npath = {:?}\n",
+            env.spool().display().to_string()
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(crate::util::BIN)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--data")
+        .arg(env.data())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("weekend") && stderr.contains("caturday"),
+        "{stderr}"
+    );
+}

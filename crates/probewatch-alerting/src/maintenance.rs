@@ -1,0 +1,345 @@
+//! Maintenance windows: planned time when matching checks and alerts are expected to be
+//! down. During a window an alert it matches is not notified (as if silenced), a check it
+//! matches shows as MAINTENANCE instead of its status, and availability leaves that time
+//! out. A window is one-off (`start`..`end`) or weekly (weekdays and a time of day range in
+//! a time zone; a range that ends before it starts runs past midnight). Windows come from
+//! the configuration and change with a reload.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use jiff::civil::{Time, Weekday};
+use jiff::tz::TimeZone;
+use jiff::{Timestamp, ToSpan};
+use probewatch_promql::Matcher;
+
+/// When a window is on.
+#[derive(Debug, Clone)]
+pub enum Schedule {
+    /// From `start_ms` until `end_ms`.
+    Once {
+        /// Start, ms since the epoch.
+        start_ms: i64,
+        /// End (exclusive).
+        end_ms: i64,
+    },
+    /// On the chosen weekdays from `from` to `to` (the next day when `to <= from`), local
+    /// time in `tz`.
+    Weekly {
+        /// Weekdays it starts on, Monday first.
+        days: [bool; 7],
+        /// Local start time.
+        from: Time,
+        /// Local end time.
+        to: Time,
+        /// The time zone the times are in.
+        tz: TimeZone,
+    },
+}
+
+/// One maintenance window.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// Its name, shown where it applies.
+    pub name: String,
+    /// What it covers: every matcher must hold (labels a check lacks count as empty).
+    pub matchers: Vec<Matcher>,
+    /// The matchers as written.
+    pub matcher_texts: Vec<String>,
+    /// When.
+    pub schedule: Schedule,
+    /// Why, for people.
+    pub comment: String,
+}
+
+/// Weekday names as the configuration writes them.
+const DAY_NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn weekday_index(d: Weekday) -> usize {
+    usize::from(d.to_monday_zero_offset().unsigned_abs())
+}
+
+impl Window {
+    /// A window from its configuration: matchers (PromQL matcher texts), and either
+    /// `start`/`end` (RFC 3339 or Unix seconds) or `from`/`to` (`HH:MM`) with optional
+    /// `days` (`mon`…`sun`; all when empty) and `time_zone` (IANA name; UTC when absent).
+    #[allow(clippy::too_many_arguments)] // one per configuration field
+    pub fn from_config(
+        name: &str,
+        matchers: &[String],
+        start: Option<&str>,
+        end: Option<&str>,
+        days: &[String],
+        from: Option<&str>,
+        to: Option<&str>,
+        time_zone: Option<&str>,
+        comment: &str,
+    ) -> Result<Window, String> {
+        let at = |what: &str| format!("maintenance window {name:?}: {what}");
+        if matchers.is_empty() {
+            return Err(at("needs at least one matcher (e.g. host=\"db-1\")"));
+        }
+        let compiled = crate::silence::parse_matchers(matchers).map_err(|e| at(&e))?;
+        let schedule = match (start, end, from, to) {
+            (Some(s), Some(e), None, None) => {
+                let parse = |field: &str, text: &str| {
+                    probewatch_core::parse_time_ms(text).ok_or_else(|| {
+                        at(&format!(
+                            "{field} = {text:?} is not RFC 3339 or Unix seconds"
+                        ))
+                    })
+                };
+                let (start_ms, end_ms) = (parse("start", s)?, parse("end", e)?);
+                if end_ms <= start_ms {
+                    return Err(at("end must be after start"));
+                }
+                if !days.is_empty() || time_zone.is_some() {
+                    return Err(at("days and time_zone go with from/to, not start/end"));
+                }
+                Schedule::Once { start_ms, end_ms }
+            }
+            (None, None, Some(f), Some(t)) => {
+                let time = |field: &str, text: &str| {
+                    Time::strptime("%H:%M", text)
+                        .map_err(|_| at(&format!("{field} = {text:?} is not HH:MM")))
+                };
+                let (from, to) = (time("from", f)?, time("to", t)?);
+                if from == to {
+                    return Err(at("from and to are the same time"));
+                }
+                let mut chosen = [days.is_empty(); 7];
+                for day in days {
+                    let lower = day.to_ascii_lowercase();
+                    let Some(i) = DAY_NAMES
+                        .iter()
+                        .position(|d| lower.starts_with(d) && lower.len() >= 3)
+                    else {
+                        return Err(at(&format!(
+                            "day {day:?} is not one of {}",
+                            DAY_NAMES.join(", ")
+                        )));
+                    };
+                    chosen[i] = true;
+                }
+                let tz = match time_zone {
+                    None => TimeZone::UTC,
+                    Some(n) => TimeZone::get(n)
+                        .map_err(|_| at(&format!("time_zone = {n:?} is not a known time zone")))?,
+                };
+                Schedule::Weekly {
+                    days: chosen,
+                    from,
+                    to,
+                    tz,
+                }
+            }
+            _ => {
+                return Err(at(
+                    "give either start and end (one-off) or from and to (weekly)",
+                ));
+            }
+        };
+        Ok(Window {
+            name: name.to_string(),
+            matchers: compiled,
+            matcher_texts: matchers.to_vec(),
+            schedule,
+            comment: comment.to_string(),
+        })
+    }
+
+    /// Whether the window covers something with `labels`.
+    pub fn covers(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matchers
+            .iter()
+            .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+    }
+
+    /// Whether the window covers a check (its `probe`, `host` and `check` labels).
+    pub fn covers_check(&self, probe: &str, host: &str, check: &str) -> bool {
+        self.matchers.iter().all(|m| {
+            m.matches(match m.name.as_str() {
+                "probe" => probe,
+                "host" => host,
+                "check" => check,
+                _ => "",
+            })
+        })
+    }
+
+    /// The times the window is on that overlap `[from_ms, to_ms)`, in order, clipped.
+    pub fn spans(&self, from_ms: i64, to_ms: i64) -> Vec<(i64, i64)> {
+        let clip = |s: i64, e: i64| (s.max(from_ms), e.min(to_ms));
+        match &self.schedule {
+            Schedule::Once { start_ms, end_ms } => {
+                if *end_ms > from_ms && *start_ms < to_ms {
+                    vec![clip(*start_ms, *end_ms)]
+                } else {
+                    Vec::new()
+                }
+            }
+            Schedule::Weekly { days, from, to, tz } => {
+                let (Ok(first), Ok(last)) = (
+                    Timestamp::from_millisecond(from_ms),
+                    Timestamp::from_millisecond(to_ms),
+                ) else {
+                    return Vec::new();
+                };
+                // From the day before the range (a window that started then may still be on).
+                let mut day = tz.to_datetime(first).date().saturating_sub(1.day());
+                let last_day = tz.to_datetime(last).date();
+                let mut out = Vec::new();
+                while day <= last_day {
+                    if days[weekday_index(day.weekday())] {
+                        let end_day = if to <= from {
+                            day.saturating_add(1.day())
+                        } else {
+                            day
+                        };
+                        let start = day.to_datetime(*from).to_zoned_datetime(tz.clone());
+                        let end = end_day.to_datetime(*to).to_zoned_datetime(tz.clone());
+                        if let (Ok(s), Ok(e)) = (start, end) {
+                            let (s, e) = (
+                                s.timestamp().as_millisecond(),
+                                e.timestamp().as_millisecond(),
+                            );
+                            if e > from_ms && s < to_ms && e > s {
+                                out.push(clip(s, e));
+                            }
+                        }
+                    }
+                    day = day.saturating_add(1.day());
+                }
+                out
+            }
+        }
+    }
+
+    /// Whether the window is on at `now_ms`.
+    pub fn active_at(&self, now_ms: i64) -> bool {
+        !self.spans(now_ms, now_ms + 1).is_empty()
+    }
+
+    /// When it is next on after `now_ms` (or now, if it is), within eight days; for pages.
+    pub fn next_start(&self, now_ms: i64) -> Option<i64> {
+        self.spans(now_ms, now_ms + 8 * 86_400_000)
+            .first()
+            .map(|(s, _)| *s)
+    }
+
+    /// As a silence, for the rule engine while the window is on.
+    pub fn as_silence(&self) -> crate::silence::Silence {
+        crate::silence::Silence {
+            id: 0,
+            matchers: self.matchers.clone(),
+        }
+    }
+}
+
+/// The configured windows, shared by the rule evaluator, the outbox and the pages, and
+/// replaced by a reload.
+#[derive(Debug, Default)]
+pub struct Windows(RwLock<Arc<Vec<Window>>>);
+
+impl Windows {
+    /// The windows now.
+    pub fn load(&self) -> Arc<Vec<Window>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Takes a reloaded configuration's windows.
+    pub fn replace(&self, windows: Vec<Window>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(windows);
+    }
+
+    /// The windows on at `now_ms`, as silences for the engine.
+    pub fn active_silences(&self, now_ms: i64) -> Vec<crate::silence::Silence> {
+        self.load()
+            .iter()
+            .filter(|w| w.active_at(now_ms))
+            .map(Window::as_silence)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(text: &str) -> i64 {
+        probewatch_core::parse_time_ms(text).expect("time")
+    }
+
+    #[test]
+    fn a_weekly_window_runs_in_its_time_zone_and_past_midnight() {
+        // Saturdays 22:00 to Sunday 02:00, Berlin time (UTC+1 in winter).
+        let w = Window::from_config(
+            "backups",
+            &["host=\"db-1\"".into()],
+            None,
+            None,
+            &["sat".into()],
+            Some("22:00"),
+            Some("02:00"),
+            Some("Europe/Berlin"),
+            "",
+        )
+        .expect("window");
+        // 2026-11-28 is a Saturday.
+        assert!(!w.active_at(ms("2026-11-28T20:59:00Z")));
+        assert!(w.active_at(ms("2026-11-28T21:00:00Z")));
+        assert!(w.active_at(ms("2026-11-29T00:59:00Z")));
+        assert!(!w.active_at(ms("2026-11-29T01:00:00Z")));
+        // Friday night is not in it.
+        assert!(!w.active_at(ms("2026-11-27T22:00:00Z")));
+        let spans = w.spans(ms("2026-11-23T00:00:00Z"), ms("2026-12-07T00:00:00Z"));
+        assert_eq!(
+            spans,
+            [
+                (ms("2026-11-28T21:00:00Z"), ms("2026-11-29T01:00:00Z")),
+                (ms("2026-12-05T21:00:00Z"), ms("2026-12-06T01:00:00Z")),
+            ]
+        );
+        assert!(w.covers_check("any", "db-1", "x") && !w.covers_check("any", "db-2", "x"));
+    }
+
+    #[test]
+    fn a_one_off_window_and_bad_ones_say_why() {
+        let w = Window::from_config(
+            "move",
+            &["probe=~\"web|api\"".into()],
+            Some("2026-12-01T02:00:00Z"),
+            Some("2026-12-01T04:00:00Z"),
+            &[],
+            None,
+            None,
+            None,
+            "rack move",
+        )
+        .expect("window");
+        assert!(w.active_at(ms("2026-12-01T03:00:00Z")));
+        assert!(!w.active_at(ms("2026-12-01T04:00:00Z")));
+        assert_eq!(
+            w.next_start(ms("2026-11-30T00:00:00Z")),
+            Some(ms("2026-12-01T02:00:00Z"))
+        );
+        let bad = |days: &[&str], from: Option<&str>, tz: Option<&str>| {
+            Window::from_config(
+                "x",
+                &["host=\"a\"".into()],
+                None,
+                None,
+                &days.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+                from,
+                Some("04:00"),
+                tz,
+                "",
+            )
+            .expect_err("refused")
+        };
+        assert!(bad(&["funday"], Some("02:00"), None).contains("funday"));
+        assert!(bad(&[], Some("2am"), None).contains("HH:MM"));
+        assert!(bad(&[], Some("02:00"), Some("Mars/Base")).contains("Mars/Base"));
+        assert!(bad(&[], None, None).contains("either start and end"));
+    }
+}
