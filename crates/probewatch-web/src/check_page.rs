@@ -178,6 +178,8 @@ struct CheckPage {
     changes_more: bool,
     results: Vec<ResultRow>,
     chart_src: String,
+    /// A file from this probe refused after the check's last result.
+    last_rejected: Option<RejectedView>,
     /// The maintenance window the check is under now (empty: none).
     maintenance: String,
     /// Active alerts about this check: (name, state, CSS class).
@@ -186,6 +188,14 @@ struct CheckPage {
     silence_href: String,
     /// The metrics explorer on this check's status series.
     explore_href: String,
+}
+
+/// A refused file, as the check page mentions it.
+struct RejectedView {
+    at: String,
+    at_iso: String,
+    path: String,
+    error: String,
 }
 
 /// The active alerts whose labels name this check (its probe and check, and its host if it
@@ -216,6 +226,9 @@ fn alerts_of(
     }
     out
 }
+
+/// Newest refused files looked at for one that came from the page's probe.
+const REJECTIONS_SEARCHED: usize = 500;
 
 /// Status changes listed on the page, newest first.
 const CHANGES_SHOWN: usize = 200;
@@ -253,10 +266,19 @@ pub(crate) async fn check_page(
             limit: RESULTS_SHOWN,
             newest_first: true,
         })?;
-        Ok(Some((row, intervals, results)))
+        // The newest refused file that named this probe (see `naming_probe` in ingest).
+        let named = format!("probe {:?}", key.0);
+        let rejected = store
+            .files(
+                Some(probewatch_store::Outcome::Rejected),
+                REJECTIONS_SEARCHED,
+            )?
+            .into_iter()
+            .find(|f| f.error.as_deref().is_some_and(|e| e.contains(&named)));
+        Ok(Some((row, intervals, results, rejected)))
     })
     .await?;
-    let Some((row, intervals, results)) = found else {
+    let Some((row, intervals, results, rejected)) = found else {
         return Err(ApiError::NotFound(format!(
             "no check {check:?} of probe {probe:?} on host {host:?}"
         ))
@@ -352,7 +374,17 @@ pub(crate) async fn check_page(
         matchers.push(probewatch_alerting::silence::matcher_text("host", &host));
     }
     let selector = format!("probe_check_status{{{}}}", matchers.join(","));
+    // Refused after the check's last result: the probe's newest file is not in the history.
+    let last_rejected = rejected
+        .filter(|f| f.ingested_at_ms > row.time_ms)
+        .map(|f| RejectedView {
+            at: ago(f.ingested_at_ms, now),
+            at_iso: crate::rfc3339(f.ingested_at_ms),
+            path: String::from_utf8_lossy(&f.path).into_owned(),
+            error: f.error.unwrap_or_default(),
+        });
     let page = CheckPage {
+        last_rejected,
         maintenance: maintenance.unwrap_or_default(),
         alerts: alerts_of(&app, &probe, &host, &check),
         silence_href: crate::history::href("/alerts", &[("silence", &matchers.join("\n"))]),

@@ -688,7 +688,12 @@ pub(crate) fn parse_file(
         },
         settings.limits,
     ) {
-        Err(reject) => return (content_hash, ItemContent::Rejected(reject)),
+        Err(reject) => {
+            return (
+                content_hash,
+                ItemContent::Rejected(naming_probe(reject, bytes)),
+            );
+        }
         Ok(results) => results,
     };
     if let Some(host) = settings.default_host {
@@ -1276,6 +1281,19 @@ fn move_into(root: &Path, path: &Path, target_dir: &Path) -> std::io::Result<()>
         }
         other => other,
     }
+}
+
+/// A rejection that names the probe the file says it is from (when it says so plainly and
+/// the reason does not already), so the probe's check page can show that its last file was
+/// refused: `probe "web": line 3, …`.
+fn naming_probe(mut reject: Reject, bytes: &[u8]) -> Reject {
+    if let Some(probe) = probewatch_core::format::sniff_probe(bytes) {
+        let named = format!("probe {probe:?}");
+        if !reject.detail.contains(&named) {
+            reject.detail = format!("{named}: {}", reject.detail);
+        }
+    }
+    reject
 }
 
 #[cfg(test)]

@@ -144,6 +144,44 @@ pub fn parse(
     }
 }
 
+/// The probe a file that was refused says it is from, if its first 64 KiB show it
+/// plainly: the `name` of an XML `<probe>` element, or a JSON `"probe": "…"` member. It
+/// lets a rejection be shown on that probe's checks ("last file rejected: …").
+pub fn sniff_probe(input: &[u8]) -> Option<String> {
+    let head = &input[..input.len().min(64 * 1024)];
+    let text = String::from_utf8_lossy(head);
+    let value = |rest: &str, quotes: &[char]| -> Option<String> {
+        let rest = rest.trim_start();
+        let quote = rest.chars().next().filter(|c| quotes.contains(c))?;
+        let body = &rest[1..];
+        let end = body.find(quote)?;
+        let name = &body[..end];
+        // Escapes and entities are not decoded here: such a name is left unsniffed.
+        (!name.is_empty() && name.len() <= 256 && !name.contains(['&', '\\', '<']))
+            .then(|| name.to_string())
+    };
+    if let Some(at) = text.find("<probe") {
+        let tag = &text[at + "<probe".len()..];
+        let tag = &tag[..tag.find('>').unwrap_or(tag.len())];
+        let mut from = 0;
+        while let Some(i) = tag[from..].find("name") {
+            let start = from + i;
+            let before_ok = start == 0 || tag[..start].ends_with(char::is_whitespace);
+            let rest = tag[start + 4..].trim_start();
+            if before_ok && let Some(rest) = rest.strip_prefix('=') {
+                return value(rest, &['"', '\'']);
+            }
+            from = start + 4;
+        }
+        return None;
+    }
+    let at = text.find("\"probe\"")?;
+    let rest = text[at + "\"probe\"".len()..]
+        .trim_start()
+        .strip_prefix(':')?;
+    value(rest, &['"'])
+}
+
 /// A file's bytes as text, or the rejection that says where they stop being UTF-8 (the
 /// JSON, Prometheus, Nagios and mapping readers share it; XML words its own).
 fn utf8(input: &[u8]) -> Result<&str, Reject> {
@@ -183,5 +221,31 @@ fn sniff(input: &[u8]) -> Option<Format> {
         }
         Some(_) => Some(Format::Xml),
         None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sniff_probe;
+
+    #[test]
+    fn a_refused_files_probe_is_read_where_it_is_plain() {
+        let xml = br#"<?xml version="1.0"?><probe host="h" name="chat-frontend" time="x"><check"#;
+        assert_eq!(sniff_probe(xml).as_deref(), Some("chat-frontend"));
+        assert_eq!(
+            sniff_probe(b"<probe hostname='a' name = 'web'>").as_deref(),
+            Some("web")
+        );
+        assert_eq!(
+            sniff_probe(br#"{"host": "h", "probe" : "api", "checks": 3}"#).as_deref(),
+            Some("api")
+        );
+        assert_eq!(
+            sniff_probe(b"<probe name=\"a&amp;b\">"),
+            None,
+            "entities are not decoded"
+        );
+        assert_eq!(sniff_probe(b"<probe host=\"h\">"), None);
+        assert_eq!(sniff_probe(b"garbage"), None);
     }
 }

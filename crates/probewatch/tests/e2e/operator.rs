@@ -806,3 +806,57 @@ fn a_check_under_maintenance_shows_maintenance_is_not_notified_and_its_time_is_l
         "{stderr}"
     );
 }
+
+#[test]
+fn a_probes_refused_file_shows_on_its_check_page() {
+    let env = Env::new();
+    let daemon = env.start(&[]);
+    let now = crate::util::epoch_secs();
+    crate::util::write_renamed(
+        &env.spool().join("good.xml"),
+        &result_at("web", "h1", now - 60, "1m", &[("login", "ok")]),
+    );
+    daemon.wait_files(1, Duration::from_secs(30));
+    let page = daemon.get_text("/check?probe=web&host=h1&check=login");
+    assert!(!page.contains("Last file rejected"), "{page}");
+    // The next file from the probe is broken: status "PASS" is not a status.
+    crate::util::write_renamed(
+        &env.spool().join("bad.xml"),
+        &format!(
+            "<probe name=\"web\" host=\"h1\" time=\"{now}\">\n  <check name=\"login\" status=\"PASS\"/>\n</probe>\n"
+        ),
+    );
+    daemon.wait_files(2, Duration::from_secs(30));
+    let rejected = daemon.get("/api/v1/files?status=rejected");
+    let error = rejected["files"][0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("probe \"web\"") && error.contains("PASS"),
+        "{rejected}"
+    );
+    let page = daemon.get_text("/check?probe=web&host=h1&check=login");
+    assert!(page.contains("Last file rejected"), "{page}");
+    assert!(page.contains("bad.xml") && page.contains("PASS"), "{page}");
+    // Another probe's page says nothing of it.
+    crate::util::write_renamed(
+        &env.spool().join("other.xml"),
+        &result_at("db", "h1", now, "1m", &[("ping", "ok")]),
+    );
+    daemon.wait_files(3, Duration::from_secs(30));
+    let other = daemon.get_text("/check?probe=db&host=h1&check=ping");
+    assert!(!other.contains("Last file rejected"), "{other}");
+    // A good file again: the note goes.
+    crate::util::write_renamed(
+        &env.spool().join("good2.xml"),
+        &result_at(
+            "web",
+            "h1",
+            crate::util::epoch_secs() + 2,
+            "1m",
+            &[("login", "ok")],
+        ),
+    );
+    daemon.wait_files(4, Duration::from_secs(30));
+    let page = daemon.get_text("/check?probe=web&host=h1&check=login");
+    assert!(!page.contains("Last file rejected"), "{page}");
+    daemon.stop();
+}
