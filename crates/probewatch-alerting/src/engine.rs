@@ -1170,6 +1170,7 @@ groups:
         let silence = Silence {
             id: 1,
             matchers: vec![Matcher::new("check", "=", "login").expect("matcher")],
+            except: None,
         };
         assert!(
             e.snapshot()

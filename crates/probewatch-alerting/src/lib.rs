@@ -1,10 +1,12 @@
 //! probewatch's alerting: Prometheus rule files ([`rulefile`]), their evaluation and the
 //! alert lifecycle ([`engine`]), annotation templates ([`template`]), and delivering the
 //! notifications that evaluation queues in the store's outbox ([`notify`]), silences and
-//! acknowledgements ([`silence`]), maintenance windows ([`maintenance`]), and
+//! acknowledgements ([`silence`]), maintenance windows ([`maintenance`]), inhibition
+//! ([`inhibit`]), and
 //! promtool-format rule unit tests ([`unittest`]).
 
 pub mod engine;
+pub mod inhibit;
 pub mod maintenance;
 pub mod notify;
 pub mod rulefile;

@@ -6,12 +6,15 @@ use probewatch_promql::Matcher;
 use probewatch_store::SilenceRow;
 
 /// An active silence's matchers: an alert matching all of them is not notified.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Silence {
-    /// Store id.
+    /// Store id (0 for what is not stored: a maintenance window, an inhibition).
     pub id: i64,
     /// Matchers, all of which must hold.
     pub matchers: Vec<Matcher>,
+    /// An alert with exactly these labels is not silenced by it (an inhibition never mutes
+    /// the alert that causes it).
+    pub except: Option<BTreeMap<String, String>>,
 }
 
 /// The silences in effect at `now_ms`, compiled; a silence whose matchers do not parse is
@@ -20,7 +23,11 @@ pub fn active_silences(rows: &[probewatch_store::SilenceRow], now_ms: i64) -> Ve
     rows.iter()
         .filter(|r| r.active_at(now_ms))
         .filter_map(|r| match parse_matchers(&r.matchers) {
-            Ok(matchers) => Some(Silence { id: r.id, matchers }),
+            Ok(matchers) => Some(Silence {
+                id: r.id,
+                matchers,
+                except: None,
+            }),
             Err(e) => {
                 tracing::warn!(id = r.id, error = %e, "skipping a silence with bad matchers");
                 None
@@ -32,9 +39,10 @@ pub fn active_silences(rows: &[probewatch_store::SilenceRow], now_ms: i64) -> Ve
 /// Whether any of `silences` matches an alert with `labels`.
 pub fn silenced(silences: &[Silence], labels: &BTreeMap<String, String>) -> bool {
     silences.iter().any(|s| {
-        s.matchers
-            .iter()
-            .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+        s.except.as_ref() != Some(labels)
+            && s.matchers
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
     })
 }
 

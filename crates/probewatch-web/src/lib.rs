@@ -68,6 +68,8 @@ pub struct AppState {
     pub receivers: Option<Arc<dyn receivers_api::Receivers>>,
     /// Maintenance windows (none: a tool without them).
     pub maintenance: Option<Arc<probewatch_alerting::maintenance::Windows>>,
+    /// Inhibition rules (none: a tool without them).
+    pub inhibitions: Option<Arc<probewatch_alerting::inhibit::Inhibitions>>,
 }
 
 /// Configuration reload, as the daemon offers it (SIGHUP does the same).

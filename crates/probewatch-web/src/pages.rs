@@ -965,6 +965,20 @@ pub(crate) async fn alerts(
     let mut alerts = Vec::new();
     if let Some(engine) = &state.alerting {
         let engine = engine.load();
+        let inhibit_rules = state
+            .inhibitions
+            .as_ref()
+            .map(|i| i.load())
+            .unwrap_or_default();
+        let firing: Vec<&std::collections::BTreeMap<String, String>> = engine
+            .groups()
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .flat_map(|r| engine.alerts(&r.key))
+            .filter(|a| a.state == probewatch_store::AlertState::Firing)
+            .map(|a| &a.labels)
+            .collect();
+        let inhibitions = probewatch_alerting::inhibit::silences(&inhibit_rules, &firing);
         for rule in engine.groups().iter().flat_map(|g| g.rules.iter()) {
             for a in engine.alerts(&rule.key) {
                 let firing = a.state == probewatch_store::AlertState::Firing;
@@ -986,6 +1000,9 @@ pub(crate) async fn alerts(
                         .filter(|w| w.covers(&a.labels))
                         .map(|w| format!("maintenance {:?}", w.name)),
                 );
+                if probewatch_alerting::silence::silenced(&inhibitions, &a.labels) {
+                    silenced_by.push("an inhibiting alert".into());
+                }
                 // Acknowledged alerts stay in view (marked): someone is on them.
                 let acked_by: Vec<String> = matching
                     .iter()

@@ -168,7 +168,11 @@ pub(crate) async fn preview(
         Ok(m) => m,
         Err(e) => return error(StatusCode::BAD_REQUEST, "bad_data", e),
     };
-    let probe = [probewatch_alerting::silence::Silence { id: 0, matchers }];
+    let probe = [probewatch_alerting::silence::Silence {
+        id: 0,
+        matchers,
+        except: None,
+    }];
     let mut matched = Vec::new();
     if let Some(engine) = &state.alerting {
         let engine = engine.load();

@@ -156,6 +156,36 @@ pub struct MaintenanceFile {
     pub comment: String,
 }
 
+/// An `[[inhibit]]` table, as an Alertmanager inhibit rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitFile {
+    /// What the muting alert matches (`alertname="HostDown"`).
+    pub source_matchers: Vec<String>,
+    /// What the muted alerts match (`severity=~"ticket|page"`).
+    pub target_matchers: Vec<String>,
+    /// Labels that must have the same value on both (`["host"]`).
+    #[serde(default)]
+    pub equal: Vec<String>,
+}
+
+/// Checks and compiles the `[[inhibit]]` tables.
+pub fn resolve_inhibit(
+    files: &[InhibitFile],
+) -> anyhow::Result<Vec<probewatch_alerting::inhibit::InhibitRule>> {
+    files
+        .iter()
+        .map(|f| {
+            probewatch_alerting::inhibit::InhibitRule::from_config(
+                &f.source_matchers,
+                &f.target_matchers,
+                &f.equal,
+            )
+            .map_err(anyhow::Error::msg)
+        })
+        .collect()
+}
+
 /// Checks and compiles the `[[maintenance]]` tables.
 pub fn resolve_maintenance(
     files: &[MaintenanceFile],
@@ -203,6 +233,8 @@ pub struct AlertingConfig {
     pub external_labels: std::collections::BTreeMap<String, String>,
     /// Maintenance windows.
     pub maintenance: Vec<probewatch_alerting::maintenance::Window>,
+    /// Inhibition rules.
+    pub inhibit: Vec<probewatch_alerting::inhibit::InhibitRule>,
 }
 
 fn humantime_ms(
@@ -442,6 +474,7 @@ pub fn resolve(
         external_url: external_url.unwrap_or_else(|| format!("http://{listen}")),
         external_labels: external_labels.clone(),
         maintenance: Vec::new(),
+        inhibit: Vec::new(),
     })
 }
 
@@ -461,6 +494,8 @@ pub struct Alerting {
     pub deliveries: Arc<notify::DeliveryCounts>,
     /// The maintenance windows in force (replaced by a reload).
     pub maintenance: Arc<probewatch_alerting::maintenance::Windows>,
+    /// The inhibition rules in force (replaced by a reload).
+    pub inhibitions: Arc<probewatch_alerting::inhibit::Inhibitions>,
     stop: Arc<AtomicBool>,
 }
 
@@ -518,6 +553,8 @@ impl Alerting {
         let doorbell = Arc::new(notify::Doorbell::default());
         let maintenance = Arc::new(probewatch_alerting::maintenance::Windows::default());
         maintenance.replace(config.maintenance.clone());
+        let inhibitions = Arc::new(probewatch_alerting::inhibit::Inhibitions::default());
+        inhibitions.replace(config.inhibit.clone());
         let (reload_tx, reload_rx) = std::sync::mpsc::sync_channel(1);
         let rules_thread = {
             let mut rules = Rules {
@@ -530,6 +567,7 @@ impl Alerting {
                 leading: false,
                 metrics,
                 maintenance: maintenance.clone(),
+                inhibitions: inhibitions.clone(),
                 stale: crate::staleness::StaleSweep::new(config.evaluation_interval),
             };
             let stop = stop.clone();
@@ -561,6 +599,7 @@ impl Alerting {
             doorbell,
             deliveries,
             maintenance,
+            inhibitions,
             stop,
         })
     }
@@ -607,6 +646,7 @@ impl Alerting {
             tracing::info!(receivers = config.receivers.len(), "receivers replaced");
         }
         self.maintenance.replace(config.maintenance.clone());
+        self.inhibitions.replace(config.inhibit.clone());
         *applied = config.clone();
         Ok(())
     }
@@ -687,6 +727,8 @@ struct Rules {
     stale: crate::staleness::StaleSweep,
     /// Maintenance windows: alerts they cover are not notified while they are on.
     maintenance: Arc<probewatch_alerting::maintenance::Windows>,
+    /// Inhibition rules: firing alerts mute others.
+    inhibitions: Arc<probewatch_alerting::inhibit::Inhibitions>,
 }
 
 impl Rules {
@@ -875,6 +917,19 @@ impl Rules {
             Ok(rows) => {
                 let mut silences = probewatch_alerting::silence::active_silences(&rows, now);
                 silences.extend(self.maintenance.active_silences(now));
+                let rules = self.inhibitions.load();
+                if !rules.is_empty() {
+                    let firing: Vec<&std::collections::BTreeMap<String, String>> = self
+                        .engine
+                        .groups()
+                        .iter()
+                        .flat_map(|g| g.rules.iter())
+                        .flat_map(|r| self.engine.alerts(&r.key))
+                        .filter(|a| a.state == probewatch_store::AlertState::Firing)
+                        .map(|a| &a.labels)
+                        .collect();
+                    silences.extend(probewatch_alerting::inhibit::silences(&rules, &firing));
+                }
                 silences
             }
             Err(err) => {

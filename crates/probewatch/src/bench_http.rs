@@ -33,6 +33,7 @@ impl LoopbackServer {
             remote: None,
             receivers: None,
             maintenance: None,
+            inhibitions: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

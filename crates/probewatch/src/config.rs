@@ -89,6 +89,9 @@ pub struct ConfigFile {
     /// Which alerts go to which receiver.
     #[serde(default, rename = "route")]
     pub routes: Vec<crate::alerting::RouteFile>,
+    /// Inhibition rules: a firing alert mutes others (Alertmanager's inhibit_rules).
+    #[serde(default, rename = "inhibit")]
+    pub inhibit: Vec<crate::alerting::InhibitFile>,
     /// Maintenance windows: planned time when what they cover is expected down.
     #[serde(default, rename = "maintenance")]
     pub maintenance: Vec<crate::alerting::MaintenanceFile>,
@@ -703,6 +706,7 @@ impl Config {
             )
             .and_then(|mut alerting| {
                 alerting.maintenance = crate::alerting::resolve_maintenance(&file.maintenance)?;
+                alerting.inhibit = crate::alerting::resolve_inhibit(&file.inhibit)?;
                 Ok(alerting)
             })?,
             origin: crate::reload::ConfigOrigin::default(),

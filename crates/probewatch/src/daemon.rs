@@ -249,6 +249,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         remote: Some(remote.clone() as Arc<dyn probewatch_web::agent_api::RemoteIngest>),
         receivers: Some(alerting.clone() as Arc<dyn probewatch_web::receivers_api::Receivers>),
         maintenance: Some(alerting.maintenance.clone()),
+        inhibitions: Some(alerting.inhibitions.clone()),
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,

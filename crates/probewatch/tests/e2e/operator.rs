@@ -860,3 +860,79 @@ fn a_probes_refused_file_shows_on_its_check_page() {
     assert!(!page.contains("Last file rejected"), "{page}");
     daemon.stop();
 }
+
+#[test]
+fn a_host_down_alert_inhibits_its_checks_alerts_and_no_other_host() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.dir.path().join("hosts.yml");
+    std::fs::write(
+        &rules,
+        r#"groups:
+  - name: hosts
+    rules:
+      - alert: HostDown
+        expr: probe_check_status{check="ping"} == 2
+      - alert: CheckCritical
+        expr: probe_check_status{check!="ping"} == 2
+        for: 3s
+"#,
+    )
+    .expect("rules");
+    let daemon = env.start_with_config(&format!(
+        "evaluation_interval = \"1s\"\nrule_files = [{:?}]\n\
+         [[inhibit]]\nsource_matchers = ['alertname=\"HostDown\"']\n\
+         target_matchers = ['alertname=\"CheckCritical\"']\nequal = [\"host\"]\n\
+         [[receiver]]\nname = \"ops\"\nurl = {:?}\n\
+         [[route]]\nreceiver = \"ops\"\ngroup_by = [\"alertname\", \"host\"]\ngroup_wait = \"0s\"\n\
+         [[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        hook.url,
+        env.spool().display().to_string()
+    ));
+    let now = crate::util::epoch_secs();
+    crate::util::write_renamed(
+        &env.spool().join("db.xml"),
+        &result_at(
+            "app",
+            "db-1",
+            now,
+            "1h",
+            &[("ping", "critical"), ("login", "critical")],
+        ),
+    );
+    crate::util::write_renamed(
+        &env.spool().join("web.xml"),
+        &result_at("app", "web-1", now, "1h", &[("login", "critical")]),
+    );
+    let got = hook.wait_for(2, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let sent: std::collections::BTreeSet<(String, String)> = hook
+        .received()
+        .iter()
+        .map(|n| {
+            (
+                n["groupLabels"]["alertname"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+                n["groupLabels"]["host"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            ("CheckCritical".to_string(), "web-1".to_string()),
+            ("HostDown".to_string(), "db-1".to_string()),
+        ]
+        .into(),
+        "db-1's check alert is muted by its host being down: {got:?}"
+    );
+    let alerts = daemon.get_text("/alerts?silenced=1");
+    assert!(
+        alerts.contains("silenced by an inhibiting alert"),
+        "{alerts}"
+    );
+    daemon.stop();
+}
