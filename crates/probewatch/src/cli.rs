@@ -1,5 +1,5 @@
-//! The command line: `probewatch run | agent | demo | check | ingest | rules | silence | bench* |
-//! example-config`.
+//! The command line: `probewatch run | agent | demo | check | ingest | rules | silence |
+//! status | alerts | bench* | example-config`.
 
 use std::path::PathBuf;
 
@@ -61,10 +61,26 @@ pub enum Command {
     /// Work with Prometheus rule files.
     #[command(subcommand)]
     Rules(RulesCommand),
-    /// Create, list and expire silences (written to the data directory's store; a running
-    /// daemon applies them at its next evaluation).
+    /// Create, list and expire silences: on a running daemon with --server URL, or in the
+    /// data directory's store (a running daemon applies them at its next evaluation).
     #[command(subcommand)]
     Silence(SilenceCommand),
+    /// A running daemon's state: ready or not, what is wrong, what fires, whether
+    /// notifications go out (exit 1 when it is unreachable or not ready).
+    Status {
+        /// The daemon and credentials.
+        #[command(flatten)]
+        server: crate::client::ServerArgs,
+    },
+    /// A running daemon's active alerts, those matching every MATCHER (e.g.
+    /// 'severity="page"').
+    Alerts {
+        /// The daemon and credentials.
+        #[command(flatten)]
+        server: crate::client::ServerArgs,
+        /// PromQL label matchers.
+        matchers: Vec<String>,
+    },
     /// Print an example configuration file with every setting.
     ExampleConfig,
 }
@@ -78,6 +94,9 @@ pub enum SilenceCommand {
         /// Config, data directory.
         #[command(flatten)]
         common: ConfigArgs,
+        /// A running daemon to ask instead of the store.
+        #[command(flatten)]
+        remote: crate::client::ServerArgs,
         /// A PromQL label matcher, e.g. 'probe="web"' or 'severity=~"page|ticket"'
         /// (repeatable; all must match).
         #[arg(long = "matcher", short = 'm', required = true)]
@@ -103,12 +122,18 @@ pub enum SilenceCommand {
         /// Config, data directory.
         #[command(flatten)]
         common: ConfigArgs,
+        /// A running daemon to ask instead of the store.
+        #[command(flatten)]
+        remote: crate::client::ServerArgs,
     },
     /// Expire a silence now.
     Expire {
         /// Config, data directory.
         #[command(flatten)]
         common: ConfigArgs,
+        /// A running daemon to ask instead of the store.
+        #[command(flatten)]
+        remote: crate::client::ServerArgs,
         /// Silence id.
         id: i64,
     },

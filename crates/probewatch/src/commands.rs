@@ -288,11 +288,14 @@ pub fn rules_test(files: &[PathBuf]) -> ExitCode {
 /// `probewatch silence add | list | expire`.
 pub fn silence(command: crate::cli::SilenceCommand) -> anyhow::Result<ExitCode> {
     use crate::cli::SilenceCommand;
-    let common = match &command {
-        SilenceCommand::Add { common, .. }
-        | SilenceCommand::List { common }
-        | SilenceCommand::Expire { common, .. } => common.clone(),
+    let (common, remote) = match &command {
+        SilenceCommand::Add { common, remote, .. }
+        | SilenceCommand::List { common, remote }
+        | SilenceCommand::Expire { common, remote, .. } => (common.clone(), remote.clone()),
     };
+    if remote.server.is_some() {
+        return silence_on_server(command, &remote);
+    }
     let overrides = Overrides {
         data_dir: common.data.clone(),
         store: common.store.clone(),
@@ -346,6 +349,49 @@ pub fn silence(command: crate::cli::SilenceCommand) -> anyhow::Result<ExitCode> 
         SilenceCommand::Expire { id, .. } => {
             let actor = std::env::var("USER").unwrap_or_else(|_| "cli".into());
             if store.expire_silence(id, now, &actor)? {
+                println!("silence {id} expired");
+            } else {
+                println!("no active or pending silence {id}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `probewatch silence … --server URL`: the same commands through a running daemon's API.
+fn silence_on_server(
+    command: crate::cli::SilenceCommand,
+    remote: &crate::client::ServerArgs,
+) -> anyhow::Result<ExitCode> {
+    use crate::cli::SilenceCommand;
+    match command {
+        SilenceCommand::Add {
+            matchers,
+            duration,
+            start,
+            end,
+            comment,
+            author,
+            ..
+        } => {
+            let author = author
+                .or_else(|| std::env::var("USER").ok())
+                .unwrap_or_default();
+            let id = crate::client::silence_add(
+                remote,
+                &matchers,
+                duration.as_deref(),
+                start.as_deref(),
+                end.as_deref(),
+                &author,
+                &comment,
+            )?;
+            println!("silence {id} created");
+        }
+        SilenceCommand::List { .. } => crate::client::silence_list(remote)?,
+        SilenceCommand::Expire { id, .. } => {
+            if crate::client::silence_expire(remote, id)? {
                 println!("silence {id} expired");
             } else {
                 println!("no active or pending silence {id}");

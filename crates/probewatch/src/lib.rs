@@ -16,6 +16,7 @@ pub mod bench_query;
 pub mod bench_rules;
 pub mod bench_store;
 pub mod cli;
+pub mod client;
 pub mod cluster;
 pub mod commands;
 pub mod config;

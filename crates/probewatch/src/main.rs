@@ -54,6 +54,8 @@ fn run() -> ExitCode {
             Ok(probewatch::commands::rules_test(&files))
         }
         Command::Silence(command) => probewatch::commands::silence(command),
+        Command::Status { server } => probewatch::client::status(&server),
+        Command::Alerts { server, matchers } => probewatch::client::alerts(&server, &matchers),
         Command::ExampleConfig => {
             print!("{}", probewatch::config::EXAMPLE);
             Ok(ExitCode::SUCCESS)

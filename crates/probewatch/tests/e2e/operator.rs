@@ -936,3 +936,104 @@ fn a_host_down_alert_inhibits_its_checks_alerts_and_no_other_host() {
     );
     daemon.stop();
 }
+
+#[test]
+fn the_cli_reads_a_running_daemon_and_silences_through_it() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.dir.path().join("critical.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: checks\n    rules:\n      - alert: CheckCritical\n        \
+         expr: probe_check_status == 2\n        annotations:\n          summary: login down\n",
+    )
+    .expect("rules");
+    let daemon = env.start_with_config(&receivers_config(
+        &env,
+        &hook,
+        &format!(
+            "api_token = \"t0ken\"\nevaluation_interval = \"1s\"\nrule_files = [{:?}]",
+            rules.display().to_string()
+        ),
+    ));
+    let now = crate::util::epoch_secs();
+    crate::util::write_renamed(
+        &env.spool().join("web.xml"),
+        &result_at(
+            "web",
+            "h1",
+            now,
+            "1h",
+            &[("login", "critical"), ("search", "ok")],
+        ),
+    );
+    daemon.wait_until("firing", Duration::from_secs(30), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"][0]["state"] == "firing"
+    });
+    let base = daemon.base.clone();
+    let cli = |args: &[&str], token: Option<&str>| {
+        let mut command = std::process::Command::new(crate::util::BIN);
+        command.args(args).args(["--server", &base]);
+        command.env_remove("PROBEWATCH_API_TOKEN");
+        if let Some(t) = token {
+            command.env("PROBEWATCH_API_TOKEN", t);
+        }
+        let out = command.output().expect("run the CLI");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = cli(&["status"], None);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for needle in [
+        "ready",
+        "2: 1 critical, 1 ok",
+        "critical  web h1 login",
+        "1 firing",
+        "ops (webhook)",
+    ] {
+        assert!(out.contains(needle), "{needle} in:\n{out}");
+    }
+    let (code, out, _) = cli(&["alerts", "probe=\"web\""], None);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("firing") && out.contains("CheckCritical") && out.contains("login down"),
+        "{out}"
+    );
+    let (_, out, _) = cli(&["alerts", "probe=\"nope\""], None);
+    assert!(out.is_empty(), "{out}");
+
+    let add = [
+        "silence",
+        "add",
+        "-m",
+        "probe=\"web\"",
+        "--duration",
+        "1h",
+        "--comment",
+        "deploy",
+    ];
+    // Errors exit 2, as every probewatch command's do.
+    let (code, _, err) = cli(&add, None);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("401"), "without the token: {err}");
+    let (code, out, err) = cli(&add, Some("t0ken"));
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("silence 1 created"), "{out}");
+    let (_, out, _) = cli(&["silence", "list"], None);
+    assert!(
+        out.contains("active") && out.contains("probe=\"web\"") && out.contains("deploy"),
+        "{out}"
+    );
+    let (code, out, _) = cli(&["silence", "expire", "1"], Some("t0ken"));
+    assert_eq!((code, out.trim()), (Some(0), "silence 1 expired"));
+    let (code, _, _) = cli(&["silence", "expire", "1"], Some("t0ken"));
+    assert_eq!(code, Some(1), "already expired");
+    daemon.stop();
+    // An unreachable server is an error that says so.
+    let (code, _, err) = cli(&["status"], None);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot reach"), "{err}");
+}
