@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod access;
 pub mod agent_api;
+mod alerts_page;
 mod check_page;
 mod graph_page;
 mod history;
@@ -210,7 +211,7 @@ impl IntoResponse for PageError {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::overview))
-        .route("/alerts", get(pages::alerts))
+        .route("/alerts", get(alerts_page::alerts))
         .route("/rules", get(pages::rules))
         .route("/ingest", get(pages::ingest))
         .route("/agents", get(pages::agents))

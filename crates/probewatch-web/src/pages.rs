@@ -6,7 +6,7 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{Html, IntoResponse, Response};
-use probewatch_store::{CheckRow, SilenceRow, StatusInterval};
+use probewatch_store::{CheckRow, StatusInterval};
 use serde::Deserialize;
 
 use crate::check_page::{SegmentView, TitleTimes, check_href, segment_views};
@@ -27,6 +27,8 @@ pub(crate) struct CheckView {
     message: String,
     href: String,
     strip: Vec<SegmentView>,
+    /// The strip in words ("last 24 hours: 97 % ok, 3 % critical"), its text alternative.
+    strip_label: String,
 }
 
 /// One row of "what is wrong now" at the top of the overview: a check with a problem, or a
@@ -108,18 +110,21 @@ struct OverviewPage<'a> {
 
 /// A receiver whose notifications are not going out: some wait after a failed attempt.
 pub(crate) struct FailingReceiver {
-    receiver: String,
-    waiting: usize,
-    last_error: String,
-    since: String,
+    pub(crate) receiver: String,
+    pub(crate) waiting: usize,
+    pub(crate) last_error: String,
+    pub(crate) since: String,
 }
 
 /// Notifications looked at for the failing-receiver banner and the notifications page.
-const NOTIFICATIONS_SHOWN: usize = 500;
+pub(crate) const NOTIFICATIONS_SHOWN: usize = 500;
 
 /// Receivers with notifications still waiting after a failed attempt, from the newest
 /// notifications (`rows`, newest first): what the banner on the overview and /alerts says.
-fn failing_receivers(rows: &[probewatch_store::NotificationRow], now: i64) -> Vec<FailingReceiver> {
+pub(crate) fn failing_receivers(
+    rows: &[probewatch_store::NotificationRow],
+    now: i64,
+) -> Vec<FailingReceiver> {
     let mut out: Vec<FailingReceiver> = Vec::new();
     for n in rows {
         let waiting = n.delivered_at_ms.is_none() && n.failed_at_ms.is_none();
@@ -671,7 +676,9 @@ fn group_views(
     let mut groups: Vec<GroupView> = Vec::new();
     for ((row, state, word, title), intervals) in rows.into_iter().zip(intervals) {
         let since = since_ms(&row, state);
+        let strip_label = strip_words(&intervals, now);
         let check = CheckView {
+            strip_label,
             state,
             state_word: word,
             for_how_long: duration_text(since, now),
@@ -703,6 +710,26 @@ fn group_views(
         }
     }
     groups
+}
+
+/// A status strip in words, for screen readers and anyone who cannot tell its colours and
+/// patterns apart: the share of the last 24 hours in each status, and without data.
+fn strip_words(intervals: &[StatusInterval], now: i64) -> String {
+    let a = crate::history::availability(intervals, now - STRIP_MS, now, now, &[]);
+    let mut parts: Vec<String> = (0u8..4)
+        .filter(|s| a.by_status[usize::from(*s)] > 0)
+        .map(|s| {
+            let share = 100.0 * a.by_status[usize::from(s)] as f64 / STRIP_MS as f64;
+            format!("{share:.0} % {}", crate::status_word(s))
+        })
+        .collect();
+    if a.no_data_ms > 0 {
+        parts.push(format!(
+            "{:.0} % no data",
+            100.0 * a.no_data_ms as f64 / STRIP_MS as f64
+        ));
+    }
+    format!("last 24 hours: {}", parts.join(", "))
 }
 
 /// What the page's live refresh compares: the fragment changes only when this does (the
@@ -860,238 +887,6 @@ pub(crate) async fn overview(
     }
     .render()
     .map_err(render_error)?;
-    Ok(Html(html).into_response())
-}
-
-/// An alert as the alerts page shows it.
-struct AlertView {
-    state: &'static str,
-    state_class: &'static str,
-    name: String,
-    /// `#3, #5`: the active silences that match it (empty: not silenced).
-    silenced_by: String,
-    /// `ops: on it`: who acknowledged it and why (empty: not acknowledged).
-    acked_by: String,
-    /// Its labels as JSON, for the Acknowledge form.
-    labels_json: String,
-    /// Its labels as silence matchers, one per line (`alertname="X"` first), for the
-    /// Silence button.
-    matchers: String,
-    labels: Vec<(String, String)>,
-    annotations: Vec<(String, String)>,
-    since: String,
-    since_iso: String,
-    value: String,
-}
-
-/// A silence row.
-struct SilenceView {
-    id: i64,
-    /// `silence` or `acknowledgement`.
-    kind: &'static str,
-    status: String,
-    matchers: Vec<String>,
-    ends: String,
-    by: String,
-    comment: String,
-}
-
-/// An alert history row.
-struct EventView {
-    at: String,
-    at_iso: String,
-    name: String,
-    event: String,
-    labels: String,
-}
-
-#[derive(Template)]
-#[template(path = "alerts.html")]
-struct AlertsPage {
-    page: &'static str,
-    /// Silenced alerts left out (shown with `?silenced=1`), and the link that shows them.
-    hidden_silenced: usize,
-    show_silenced_href: String,
-    show_silenced: bool,
-    /// Matchers to start the silence form with (`?silence=`, from a check page).
-    prefill: String,
-    /// Whether a change needs the API token typed in (no `[access]` login).
-    needs_token: bool,
-    failing: Vec<FailingReceiver>,
-    alerts: Vec<AlertView>,
-    silences: Vec<SilenceView>,
-    events: Vec<EventView>,
-}
-
-/// `GET /alerts`: firing and pending alerts, silences (with a form to create and buttons to
-/// expire, for a logged-in user or with the API token), and the alert history.
-/// `?silenced=1&silence=<matchers>`
-#[derive(Debug, Default, Deserialize)]
-pub(crate) struct AlertsQuery {
-    silenced: Option<String>,
-    silence: Option<String>,
-}
-
-pub(crate) async fn alerts(
-    State(state): State<AppState>,
-    Query(q): Query<AlertsQuery>,
-) -> Result<Response, ApiError> {
-    let now = crate::now_ms();
-    let (silence_rows, events, notifications) = crate::read(&state, |store| {
-        Ok((
-            store.silences()?,
-            store.alert_events(100)?,
-            store.notifications(NOTIFICATIONS_SHOWN)?,
-        ))
-    })
-    .await?;
-    let active = probewatch_alerting::silence::active_silences(&silence_rows, now);
-    let windows: Vec<probewatch_alerting::maintenance::Window> = state
-        .maintenance
-        .as_ref()
-        .map(|w| {
-            w.load()
-                .iter()
-                .filter(|w| w.active_at(now))
-                .cloned()
-                .collect()
-        })
-        .unwrap_or_default();
-    let show_silenced = q
-        .silenced
-        .as_deref()
-        .is_some_and(|v| !v.is_empty() && v != "0");
-    let mut hidden_silenced = 0;
-    let mut alerts = Vec::new();
-    if let Some(engine) = &state.alerting {
-        let engine = engine.load();
-        let inhibit_rules = state
-            .inhibitions
-            .as_ref()
-            .map(|i| i.load())
-            .unwrap_or_default();
-        let firing: Vec<&std::collections::BTreeMap<String, String>> = engine
-            .groups()
-            .iter()
-            .flat_map(|g| g.rules.iter())
-            .flat_map(|r| engine.alerts(&r.key))
-            .filter(|a| a.state == probewatch_store::AlertState::Firing)
-            .map(|a| &a.labels)
-            .collect();
-        let inhibitions = probewatch_alerting::inhibit::silences(&inhibit_rules, &firing);
-        for rule in engine.groups().iter().flat_map(|g| g.rules.iter()) {
-            for a in engine.alerts(&rule.key) {
-                let firing = a.state == probewatch_store::AlertState::Firing;
-                let matching: Vec<&SilenceRow> = active
-                    .iter()
-                    .filter(|s| {
-                        probewatch_alerting::silence::silenced(std::slice::from_ref(s), &a.labels)
-                    })
-                    .filter_map(|s| silence_rows.iter().find(|r| r.id == s.id))
-                    .collect();
-                let mut silenced_by: Vec<String> = matching
-                    .iter()
-                    .filter(|r| !r.acknowledgement)
-                    .map(|r| format!("#{}", r.id))
-                    .collect();
-                silenced_by.extend(
-                    windows
-                        .iter()
-                        .filter(|w| w.covers(&a.labels))
-                        .map(|w| format!("maintenance {:?}", w.name)),
-                );
-                if probewatch_alerting::silence::silenced(&inhibitions, &a.labels) {
-                    silenced_by.push("an inhibiting alert".into());
-                }
-                // Acknowledged alerts stay in view (marked): someone is on them.
-                let acked_by: Vec<String> = matching
-                    .iter()
-                    .filter(|r| r.acknowledgement)
-                    .map(|r| format!("{}: {}", r.created_by, r.comment))
-                    .collect();
-                if !silenced_by.is_empty() && !show_silenced {
-                    hidden_silenced += 1;
-                    continue;
-                }
-                let mut matchers = vec![probewatch_alerting::silence::matcher_text(
-                    "alertname",
-                    &rule.name,
-                )];
-                matchers.extend(
-                    a.labels
-                        .iter()
-                        .filter(|(k, _)| *k != "alertname")
-                        .map(|(k, v)| probewatch_alerting::silence::matcher_text(k, v)),
-                );
-                alerts.push(AlertView {
-                    state: if firing { "firing" } else { "pending" },
-                    state_class: if firing { "critical" } else { "warning" },
-                    name: rule.name.clone(),
-                    silenced_by: silenced_by.join(", "),
-                    acked_by: acked_by.join("; "),
-                    labels_json: serde_json::to_string(&a.labels).unwrap_or_default(),
-                    matchers: matchers.join("\n"),
-                    labels: a
-                        .labels
-                        .iter()
-                        .filter(|(k, _)| *k != "alertname")
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    annotations: a
-                        .annotations
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect(),
-                    since: ago(a.active_at_ms, now),
-                    since_iso: crate::rfc3339(a.active_at_ms),
-                    value: probewatch_promql::format_value(a.value),
-                });
-            }
-        }
-    }
-    let silences = silence_rows
-        .iter()
-        .map(|s| {
-            let json = crate::silences_api::silence_json(s, now);
-            SilenceView {
-                id: s.id,
-                kind: if s.acknowledgement {
-                    "acknowledgement"
-                } else {
-                    "silence"
-                },
-                status: json["status"].as_str().unwrap_or("").to_string(),
-                matchers: s.matchers.clone(),
-                ends: json["endsAt"].as_str().unwrap_or("").to_string(),
-                by: s.created_by.clone(),
-                comment: s.comment.clone(),
-            }
-        })
-        .collect();
-    let events = events
-        .into_iter()
-        .map(|e| EventView {
-            at: ago(e.at_ms, now),
-            at_iso: crate::rfc3339(e.at_ms),
-            name: e.rule_key.split('\u{0}').nth(1).unwrap_or("").to_string(),
-            event: e.event,
-            labels: e.labels,
-        })
-        .collect();
-    let html = AlertsPage {
-        page: "alerts",
-        hidden_silenced,
-        show_silenced_href: "/alerts?silenced=1".into(),
-        show_silenced,
-        prefill: q.silence.unwrap_or_default(),
-        needs_token: state.access.is_none(),
-        failing: failing_receivers(&notifications, now),
-        alerts,
-        silences,
-        events,
-    }
-    .render()
-    .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok(Html(html).into_response())
 }
 

@@ -1037,3 +1037,88 @@ fn the_cli_reads_a_running_daemon_and_silences_through_it() {
     assert_eq!(code, Some(2));
     assert!(err.contains("cannot reach"), "{err}");
 }
+
+#[test]
+fn pages_fit_a_phone_keep_table_headers_have_a_skip_link_and_strips_say_more_than_colour() {
+    let Some(browser) = Browser::start("pages_fit_a_phone") else {
+        return;
+    };
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let daemon = env.start_with_config(&receivers_config(&env, &hook, ""));
+    let now = crate::util::epoch_secs();
+    let long = "a-very-long-unbroken-message-".repeat(12);
+    for (i, status) in ["ok", "critical", "warning", "critical"].iter().enumerate() {
+        crate::util::write_renamed(
+            &env.spool().join(format!("r{i}.xml")),
+            &format!(
+                "<probe name=\"web\" host=\"h1\" time=\"{}\" interval=\"1h\">\n  \
+                 <check name=\"login\" status=\"{status}\">{long}</check>\n</probe>\n",
+                now - 3000 + i as i64 * 600
+            ),
+        );
+    }
+    daemon.wait_files(4, Duration::from_secs(30));
+    browser.resize(390, 844);
+    let width = browser.eval("return window.innerWidth;");
+    assert!(
+        width.as_u64().is_some_and(|w| w <= 400),
+        "a phone-sized window: {width}"
+    );
+    for page in [
+        "/",
+        "/alerts",
+        "/notifications",
+        "/check?probe=web&host=h1&check=login",
+        "/graph",
+        "/rules",
+        "/ingest",
+        "/agents",
+    ] {
+        browser.goto(&format!("{}{page}", daemon.base));
+        let wider = browser.eval(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        );
+        assert_eq!(wider, 0, "{page} is wider than a 390 px screen");
+        let hidden_heads = browser.eval(
+            "return [...document.querySelectorAll('thead')]
+               .filter(h => getComputedStyle(h).display === 'none').length;",
+        );
+        assert_eq!(hidden_heads, 0, "{page} keeps its tables' headers");
+        // The first Tab reaches the skip link, and it leads to the content.
+        browser.eval("document.activeElement.blur(); window.scrollTo(0, 0); return 1;");
+        browser.press("\u{E004}");
+        assert_eq!(
+            browser.eval("return document.activeElement.className;"),
+            "skip-link",
+            "{page}"
+        );
+        browser.press("\u{E007}");
+        assert_eq!(
+            browser.eval("return document.activeElement.id;"),
+            "main",
+            "{page}"
+        );
+        browser.assert_clean_console(page);
+    }
+    // Status strips: not ok is a pattern as well as a colour, and the strip says it in words.
+    browser.goto(&format!("{}/", daemon.base));
+    let fill = browser.eval(
+        "const r = document.querySelector('#checks svg.strip rect.fill-critical');
+         return r ? getComputedStyle(r).fill : null;",
+    );
+    assert!(
+        fill.as_str().unwrap_or("").contains("pattern-critical"),
+        "{fill}"
+    );
+    let label = browser
+        .eval("return document.querySelector('#checks svg.strip').getAttribute('aria-label');");
+    let label = label.as_str().unwrap_or("");
+    assert!(
+        label.starts_with("last 24 hours:")
+            && label.contains("critical")
+            && label.contains("warning"),
+        "{label}"
+    );
+    daemon.stop();
+}
