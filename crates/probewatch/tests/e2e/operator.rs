@@ -1122,3 +1122,95 @@ fn pages_fit_a_phone_keep_table_headers_have_a_skip_link_and_strips_say_more_tha
     );
     daemon.stop();
 }
+
+#[test]
+fn the_alerts_page_groups_by_a_label_filters_by_matchers_and_shows_severity() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.dir.path().join("sev.yml");
+    std::fs::write(
+        &rules,
+        r#"groups:
+  - name: checks
+    rules:
+      - alert: CheckCritical
+        expr: probe_check_status == 2
+        labels:
+          severity: page
+      - alert: CheckWarning
+        expr: probe_check_status == 1
+        labels:
+          severity: ticket
+"#,
+    )
+    .expect("rules");
+    let daemon = env.start_with_config(&receivers_config(
+        &env,
+        &hook,
+        &format!(
+            "evaluation_interval = \"1s\"\nrule_files = [{:?}]",
+            rules.display().to_string()
+        ),
+    ));
+    let now = crate::util::epoch_secs();
+    crate::util::write_renamed(
+        &env.spool().join("r.xml"),
+        &result_at(
+            "web",
+            "h1",
+            now,
+            "1h",
+            &[
+                ("login", "critical"),
+                ("search", "warning"),
+                ("cart", "critical"),
+            ],
+        ),
+    );
+    daemon.wait_until("three alerts", Duration::from_secs(30), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"]
+            .as_array()
+            .is_some_and(|a| a.len() == 3)
+    });
+    // Grouped by alertname by default; by any label on request.
+    let page = daemon.get_text("/alerts");
+    assert!(
+        page.contains("alertname=\"CheckCritical\"")
+            || page.contains("alertname=&#34;CheckCritical&#34;"),
+        "{page}"
+    );
+    assert!(page.contains("2 firing"), "{page}");
+    assert!(
+        page.contains("severity severity-critical\">page<")
+            && page.contains("severity severity-warning\">ticket<"),
+        "{page}"
+    );
+    let by_check = daemon.get_text("/alerts?group=check");
+    assert_eq!(
+        by_check.matches("class=\"alert-group\"").count(),
+        3,
+        "{by_check}"
+    );
+    // A filter in the URL.
+    let filtered = daemon.get_text("/alerts?filter=%7Bseverity%3D%22ticket%22%7D");
+    assert_eq!(
+        filtered.matches("class=\"silence-this\"").count(),
+        1,
+        "{filtered}"
+    );
+    assert!(filtered.contains("CheckWarning"));
+    let regex = daemon.get_text("/alerts?filter=check%3D~%22log.*%7Ccart%22");
+    assert_eq!(regex.matches("class=\"silence-this\"").count(), 2);
+    let bad = daemon.get_text("/alerts?filter=severity%3D%3Dpage");
+    assert!(
+        bad.contains("class=\"error\"") && bad.contains("severity==page"),
+        "{bad}"
+    );
+    // The history follows the filter too.
+    let history = &filtered[filtered.find("id=\"history\"").expect("history")..];
+    assert!(
+        history.contains("CheckWarning") && !history.contains("CheckCritical"),
+        "{history}"
+    );
+    daemon.stop();
+}
