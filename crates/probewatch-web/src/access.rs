@@ -143,10 +143,17 @@ pub(crate) async fn require(
     };
     // Health and readiness stay open for load balancers and supervisors; agents and push
     // clients are checked against their own tokens.
-    if matches!(
-        request.uri().path(),
-        "/healthz" | "/-/healthy" | "/-/ready" | "/api/v1/agent/ingest" | "/api/v1/push"
-    ) || allowed(access, state.api_token.as_deref(), request.headers())
+    let path = request.uri().path();
+    // The public status page, its badges and the stylesheet it uses show only what the
+    // status page's groups choose (see status_page.rs).
+    let public = state.status_page.is_some()
+        && (path == "/status" || path.starts_with("/badge/") || path == "/static/app.css");
+    if public
+        || matches!(
+            path,
+            "/healthz" | "/-/healthy" | "/-/ready" | "/api/v1/agent/ingest" | "/api/v1/push"
+        )
+        || allowed(access, state.api_token.as_deref(), request.headers())
     {
         return next.run(request).await;
     }

@@ -32,6 +32,7 @@ mod rules_api;
 mod serve;
 pub mod silences_api;
 pub mod status_api;
+pub mod status_page;
 
 pub use pages::OVERVIEW_PAGE;
 pub use serve::{ServeLimits, serve};
@@ -71,6 +72,8 @@ pub struct AppState {
     pub maintenance: Option<Arc<probewatch_alerting::maintenance::Windows>>,
     /// Inhibition rules (none: a tool without them).
     pub inhibitions: Option<Arc<probewatch_alerting::inhibit::Inhibitions>>,
+    /// The public status page (none: `/status` and the badges answer 404).
+    pub status_page: Option<Arc<status_page::StatusPage>>,
 }
 
 /// Configuration reload, as the daemon offers it (SIGHUP does the same).
@@ -216,6 +219,8 @@ pub fn router(state: AppState) -> Router {
         .route("/ingest", get(pages::ingest))
         .route("/agents", get(pages::agents))
         .route("/notifications", get(pages::notifications))
+        .route("/status", get(status_page::page))
+        .route("/badge/{group}/{kind}", get(status_page::badge_svg))
         .route("/static/app.css", get(pages::css))
         .route("/static/app.js", get(pages::js))
         .route("/static/plotly.min.js", get(pages::plotly_js))

@@ -34,6 +34,7 @@ impl LoopbackServer {
             receivers: None,
             maintenance: None,
             inhibitions: None,
+            status_page: None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

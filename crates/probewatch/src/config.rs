@@ -89,6 +89,8 @@ pub struct ConfigFile {
     /// Which alerts go to which receiver.
     #[serde(default, rename = "route")]
     pub routes: Vec<crate::alerting::RouteFile>,
+    /// The public status page (`/status`, `/badge/…`): chosen groups of checks.
+    pub status_page: Option<StatusPageFile>,
     /// Inhibition rules: a firing alert mutes others (Alertmanager's inhibit_rules).
     #[serde(default, rename = "inhibit")]
     pub inhibit: Vec<crate::alerting::InhibitFile>,
@@ -189,6 +191,91 @@ fn resolve_agents(
         });
     }
     Ok(out)
+}
+
+/// `[status_page]`: the public status page.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusPageFile {
+    /// Its title (default "Status").
+    pub title: Option<String>,
+    /// Its groups, in order.
+    #[serde(default, rename = "group")]
+    pub groups: Vec<StatusGroupFile>,
+    /// Notices shown at the top.
+    #[serde(default, rename = "announcement")]
+    pub announcements: Vec<AnnouncementFile>,
+}
+
+/// `[[status_page.group]]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusGroupFile {
+    /// Shown name, also the badge path.
+    pub name: String,
+    /// PromQL-style matchers on probe, host and check (all must hold).
+    pub matchers: Vec<String>,
+}
+
+/// `[[status_page.announcement]]`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AnnouncementFile {
+    /// The text.
+    pub text: String,
+    /// Shown until (RFC 3339 or Unix seconds); always when absent.
+    pub until: Option<String>,
+}
+
+/// Checks the `[status_page]` table.
+fn resolve_status_page(
+    file: Option<StatusPageFile>,
+) -> anyhow::Result<Option<probewatch_web::status_page::StatusPage>> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let mut groups: Vec<probewatch_web::status_page::StatusGroup> = Vec::new();
+    for g in file.groups {
+        if g.name.is_empty() || g.name.contains('/') {
+            bail!("status_page: a group needs a name without '/' (it is the badge path)");
+        }
+        if groups.iter().any(|x| x.name == g.name) {
+            bail!("status_page: group {:?} is defined twice", g.name);
+        }
+        if g.matchers.is_empty() {
+            bail!(
+                "status_page: group {:?} needs matchers (e.g. probe=\"web\"); a group of \
+                 every check would publish them all",
+                g.name
+            );
+        }
+        let matchers = probewatch_alerting::silence::parse_matchers(&g.matchers)
+            .map_err(|e| anyhow::anyhow!("status_page: group {:?}: {e}", g.name))?;
+        groups.push(probewatch_web::status_page::StatusGroup {
+            name: g.name,
+            matchers,
+        });
+    }
+    let mut announcements = Vec::new();
+    for a in file.announcements {
+        let until_ms = match &a.until {
+            None => None,
+            Some(t) => Some(probewatch_core::parse_time_ms(t).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "status_page: announcement until = {t:?}: not RFC 3339 or Unix seconds"
+                )
+            })?),
+        };
+        announcements.push(probewatch_web::status_page::Announcement {
+            text: a.text,
+            until_ms,
+        });
+    }
+    Ok(Some(probewatch_web::status_page::StatusPage {
+        title: file.title.unwrap_or_else(|| "Status".into()),
+        groups,
+        announcements,
+    }))
 }
 
 /// The `[access]` table: basic auth for the whole dashboard and API.
@@ -446,6 +533,8 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Basic auth for every request but `/healthz`, if configured.
     pub access: Option<probewatch_web::access::Access>,
+    /// The public status page, if configured.
+    pub status_page: Option<probewatch_web::status_page::StatusPage>,
     /// Limits on PromQL queries served over HTTP.
     pub query: QueryLimits,
     /// The file and flags this was loaded from, for a reload.
@@ -682,6 +771,7 @@ impl Config {
                 .access
                 .map(|a| resolve_access(a, file.base_dir.as_deref()))
                 .transpose()?,
+            status_page: resolve_status_page(file.status_page)?,
             api_token: std::env::var("PROBEWATCH_API_TOKEN")
                 .ok()
                 .or(file.api_token)
@@ -834,6 +924,8 @@ mod tests {
         );
         assert_eq!(config.alerting.receivers.len(), 4);
         assert_eq!(config.alerting.routes.len(), 2);
+        assert_eq!(config.alerting.inhibit.len(), 1);
+        assert_eq!(config.alerting.maintenance.len(), 1);
     }
 
     #[test]

@@ -250,6 +250,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         receivers: Some(alerting.clone() as Arc<dyn probewatch_web::receivers_api::Receivers>),
         maintenance: Some(alerting.maintenance.clone()),
         inhibitions: Some(alerting.inhibitions.clone()),
+        status_page: config.status_page.clone().map(Arc::new),
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,

@@ -1214,3 +1214,97 @@ fn the_alerts_page_groups_by_a_label_filters_by_matchers_and_shows_severity() {
     );
     daemon.stop();
 }
+
+#[test]
+fn a_public_status_page_and_badges_show_their_groups_and_nothing_private() {
+    let env = Env::new();
+    let password_file = env.dir.path().join("ui-password");
+    std::fs::write(&password_file, "correct horse\n").expect("password");
+    let daemon = env.start_with_config(&format!(
+        "[access]\nusername = \"ops\"\npassword_file = {:?}\n\
+         [status_page]\ntitle = \"Example services\"\n\
+         [[status_page.group]]\nname = \"Website\"\nmatchers = ['probe=\"web\"']\n\
+         [[status_page.group]]\nname = \"API\"\nmatchers = ['probe=\"api\"']\n\
+         [[status_page.announcement]]\ntext = \"Planned work on Sunday\"\n\
+         [[status_page.announcement]]\ntext = \"An old notice\"\nuntil = \"2020-01-01T00:00:00Z\"\n\
+         [[spool]]\npath = {:?}\n",
+        password_file.display().to_string(),
+        env.spool().display().to_string()
+    ));
+    let now = crate::util::epoch_secs();
+    for (i, (probe, status)) in [
+        ("web", "ok"),
+        ("api", "critical"),
+        ("secret-db", "critical"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        // Two results each: uptime is a share of time, which one result alone does not span.
+        for at in [now - 120, now - 60] {
+            crate::util::write_renamed(
+                &env.spool().join(format!("r{i}-{at}.xml")),
+                &result_at(probe, "h1", at, "1h", &[("reach", status)]),
+            );
+        }
+    }
+    daemon.wait_until("six files", Duration::from_secs(30), |d| {
+        d.get_json_as("ops", "correct horse", "/api/v1/stats")["files_ingested"] == 6
+    });
+    let client = reqwest::blocking::Client::new();
+    let get = |path: &str| {
+        let r = client
+            .get(format!("{}{path}", daemon.base))
+            .send()
+            .expect("GET");
+        let status = r.status().as_u16();
+        let kind = r
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        (status, kind, r.text().unwrap_or_default())
+    };
+    // No login for the status page, its badges and its stylesheet.
+    let (status, _, page) = get("/status");
+    assert_eq!(status, 200, "{page}");
+    for needle in [
+        "Example services",
+        "Website",
+        "operational",
+        "API",
+        "outage",
+        "Planned work on Sunday",
+        "Some services are down",
+    ] {
+        assert!(page.contains(needle), "{needle} in:\n{page}");
+    }
+    assert!(
+        !page.contains("An old notice"),
+        "an expired announcement is gone"
+    );
+    assert!(
+        !page.contains("secret"),
+        "nothing outside the groups: {page}"
+    );
+    assert_eq!(page.matches("</rect>").count(), 2 * 90, "90 days per group");
+    assert_eq!(get("/static/app.css").0, 200);
+    let (status, kind, svg) = get("/badge/Website/status.svg");
+    assert_eq!((status, kind.as_str()), (200, "image/svg+xml"));
+    assert!(
+        svg.contains("operational") && svg.starts_with("<svg"),
+        "{svg}"
+    );
+    let (_, _, svg) = get("/badge/API/uptime.svg?window=7d");
+    assert!(svg.contains("uptime 7d") && svg.contains("0.00%"), "{svg}");
+    assert_eq!(get("/badge/API/uptime.svg?window=1y").0, 400);
+    // Nothing else is public: no badge for a check outside the groups, and the rest
+    // still needs the login.
+    assert_eq!(get("/badge/secret-db/status.svg").0, 404);
+    assert_eq!(get("/badge/Website/anything.svg").0, 404);
+    assert_eq!(get("/").0, 401);
+    assert_eq!(get("/api/v1/checks").0, 401);
+    assert_eq!(get("/static/app.js").0, 401);
+    daemon.stop();
+}
