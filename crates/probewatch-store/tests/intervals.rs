@@ -214,6 +214,7 @@ fn a_database_from_before_intervals_gets_them_built_on_open() {
              ALTER TABLE checks DROP COLUMN run_status; ALTER TABLE checks DROP COLUMN run_results;
              ALTER TABLE check_results DROP COLUMN interval_ms;
              DROP INDEX notifications_lane; ALTER TABLE notifications DROP COLUMN failed_at_ms;
+             ALTER TABLE silences DROP COLUMN acknowledgement;
              PRAGMA user_version = 6;",
         )
         .expect("downgrade");
