@@ -256,8 +256,7 @@ impl SnapshotCell {
 /// Alerts going to one receiver under one group key.
 struct Batch {
     group_labels: BTreeMap<String, String>,
-    alerts: Vec<serde_json::Value>,
-    any_firing: bool,
+    alerts: Vec<crate::payload::AlertPayload>,
     group_wait_ms: i64,
     group_interval_ms: i64,
 }
@@ -722,60 +721,42 @@ impl Engine {
                     .or_insert_with(|| Batch {
                         group_labels,
                         alerts: Vec::new(),
-                        any_firing: false,
                         group_wait_ms: route.group_wait_ms,
                         group_interval_ms: route.group_interval_ms,
                     });
-                entry.any_firing |= is_firing;
                 let labels = sent_labels(&self.config, &alert.labels);
-                entry.alerts.push(json!({
-                    "status": if is_firing { "firing" } else { "resolved" },
-                    "labels": labels,
-                    "annotations": alert.annotations,
-                    "startsAt": rfc3339(alert.fired_at_ms.unwrap_or(alert.active_at_ms)),
-                    "endsAt": if is_firing { "0001-01-01T00:00:00Z".to_string() } else { rfc3339(now_ms) },
-                    "generatorURL": format!("{}/alerts", self.config.external_url),
-                    "fingerprint": fingerprint(&labels),
-                }));
+                entry.alerts.push(crate::payload::AlertPayload {
+                    status: if is_firing { "firing" } else { "resolved" }.into(),
+                    fingerprint: fingerprint(&labels),
+                    labels,
+                    annotations: alert.annotations.clone(),
+                    starts_at: rfc3339(alert.fired_at_ms.unwrap_or(alert.active_at_ms)),
+                    ends_at: if is_firing {
+                        "0001-01-01T00:00:00Z".to_string()
+                    } else {
+                        rfc3339(now_ms)
+                    },
+                    generator_url: format!("{}/alerts", self.config.external_url),
+                });
             }
         }
         for ((receiver, group_key), batch) in batches {
             let Batch {
                 group_labels,
                 alerts,
-                any_firing,
                 group_wait_ms,
                 group_interval_ms,
             } = batch;
-            let common = |field: &str| -> BTreeMap<String, String> {
-                let maps: Vec<BTreeMap<String, String>> = alerts
-                    .iter()
-                    .filter_map(|a| serde_json::from_value(a[field].clone()).ok())
-                    .collect();
-                let Some(first) = maps.first() else {
-                    return BTreeMap::new();
-                };
-                first
-                    .iter()
-                    .filter(|(k, v)| maps.iter().all(|m| m.get(*k) == Some(*v)))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            };
-            let payload = json!({
-                "version": "4",
-                "groupKey": group_key,
-                "truncatedAlerts": 0,
-                "status": if any_firing { "firing" } else { "resolved" },
-                "receiver": receiver,
-                "groupLabels": group_labels,
-                "commonLabels": common("labels"),
-                "commonAnnotations": common("annotations"),
-                "externalURL": self.config.external_url,
-                "alerts": alerts,
-            });
+            let payload = crate::payload::GroupPayload::new(
+                group_key.clone(),
+                receiver.clone(),
+                group_labels,
+                self.config.external_url.clone(),
+                alerts,
+            );
             notifications.push(NewNotification {
                 receiver,
-                payload: payload.to_string(),
+                payload: serde_json::to_string(&payload).unwrap_or_default(),
                 created_at_ms: now_ms,
                 group_key,
                 group_wait_ms,

@@ -8,7 +8,9 @@
 pub mod engine;
 pub mod inhibit;
 pub mod maintenance;
+pub mod native;
 pub mod notify;
+pub mod payload;
 pub mod rulefile;
 pub mod silence;
 pub mod template;

@@ -75,6 +75,8 @@ pub enum ReceiverKind {
         /// Program and arguments.
         argv: Vec<String>,
     },
+    /// A chat or paging service in its own format (Slack, Teams, PagerDuty, …).
+    Native(crate::native::Native),
 }
 
 /// How the email receiver talks to its SMTP server.
@@ -171,50 +173,98 @@ pub fn deliver(
         }
         ReceiverKind::Email(settings) => send_email(settings, payload, receiver.timeout, key),
         ReceiverKind::Command { argv } => run_command(argv, payload, receiver.timeout, key),
+        ReceiverKind::Native(native) => {
+            let p =
+                crate::payload::GroupPayload::parse(payload).map_err(DeliveryError::Permanent)?;
+            let mut said = Vec::new();
+            for request in native.requests(&p, now_ms()) {
+                said.push(post_native(
+                    client,
+                    native,
+                    &request,
+                    receiver.timeout,
+                    key,
+                )?);
+            }
+            Ok(said.join("; "))
+        }
     }
 }
 
-/// Subject and plain-text body of an alert email, from a webhook payload.
-pub fn email_text(payload: &str) -> Result<(String, String), String> {
-    let v: serde_json::Value =
-        serde_json::from_str(payload).map_err(|e| format!("stored payload is not JSON: {e}"))?;
-    let alerts = v["alerts"].as_array().cloned().unwrap_or_default();
-    let firing = alerts.iter().filter(|a| a["status"] == "firing").count();
-    let names: std::collections::BTreeSet<&str> = alerts
-        .iter()
-        .filter_map(|a| a["labels"]["alertname"].as_str())
-        .collect();
-    let status = if firing > 0 {
-        format!("FIRING:{firing}")
-    } else {
-        "RESOLVED".to_string()
-    };
-    let subject = format!(
-        "[{status}] {}",
-        names.into_iter().collect::<Vec<_>>().join(", ")
+/// POSTs one request of a native receiver: like [`post_json`], and a 2xx answer is read
+/// too, because some services (DingTalk, Feishu, WeCom) say a failure in its body. Such a
+/// failure is the receiver's configuration (a wrong key or signature): not retried.
+fn post_native(
+    client: &reqwest::blocking::Client,
+    native: &crate::native::Native,
+    request: &crate::native::NativeRequest,
+    timeout: Duration,
+    key: &str,
+) -> Result<String, DeliveryError> {
+    use DeliveryError::{Permanent, Transient};
+    // Secrets travel in these URLs (a bot token, a webhook key): errors and logs name the
+    // host only.
+    let shown = reqwest::Url::parse(&request.url).map_or_else(
+        |_| "(the configured URL)".to_string(),
+        |u| format!("{}://{}/…", u.scheme(), u.host_str().unwrap_or("")),
     );
+    let mut builder = client
+        .post(&request.url)
+        .timeout(timeout)
+        .header("content-type", "application/json")
+        .header("idempotency-key", key);
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    let response = builder.body(request.body.to_string()).send().map_err(|e| {
+        let builder_error = e.is_builder();
+        let text = format!("{} {shown}: {}", native.kind(), e.without_url());
+        if builder_error {
+            Permanent(text)
+        } else {
+            Transient(text)
+        }
+    })?;
+    let status = response.status();
+    let answer = read_prefix(response);
+    if status.is_success() {
+        if let Some(error) = native.answer_error(&answer) {
+            return Err(Permanent(format!("{} {shown}: {error}", native.kind())));
+        }
+        return Ok(format!("{} {shown}: {status}", native.kind()));
+    }
+    let text = format!("{} {shown}: {status} {}", native.kind(), answer.trim());
+    if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
+        Err(Permanent(text))
+    } else {
+        Err(Transient(text))
+    }
+}
+
+/// Subject and plain-text body of an alert email, from a stored notification.
+pub fn email_text(payload: &str) -> Result<(String, String), String> {
+    let p = crate::payload::GroupPayload::parse(payload)?;
     let mut body = String::new();
-    for a in &alerts {
-        let status = a["status"].as_str().unwrap_or("");
+    for a in &p.alerts {
         body.push_str(&format!(
             "{} since {}\n",
-            status.to_uppercase(),
-            a["startsAt"].as_str().unwrap_or("")
+            a.status.to_uppercase(),
+            a.starts_at
         ));
-        for (field, title) in [("labels", "Labels"), ("annotations", "Annotations")] {
-            if let Some(map) = a[field].as_object().filter(|m| !m.is_empty()) {
+        for (map, title) in [(&a.labels, "Labels"), (&a.annotations, "Annotations")] {
+            if !map.is_empty() {
                 body.push_str(&format!("  {title}:\n"));
                 for (k, v) in map {
-                    body.push_str(&format!("    {k} = {}\n", v.as_str().unwrap_or("")));
+                    body.push_str(&format!("    {k} = {v}\n"));
                 }
             }
         }
         body.push('\n');
     }
-    if let Some(url) = v["externalURL"].as_str() {
-        body.push_str(&format!("probewatch: {url}/alerts\n"));
+    if !p.external_url.is_empty() {
+        body.push_str(&format!("probewatch: {}\n", p.link()));
     }
-    Ok((subject, body))
+    Ok((p.title(), body))
 }
 
 /// Sends an alert email. Its Message-ID is made from the idempotency key, so every attempt
@@ -524,44 +574,49 @@ pub fn send_test(
         .build()
         .map_err(|e| DeliveryError::Transient(format!("cannot create the HTTP client: {e}")))?;
     let now = now_ms();
-    let labels = serde_json::json!({
-        "alertname": TEST_ALERTNAME,
-        "severity": "none",
-    });
-    let annotations = serde_json::json!({
-        "summary": format!("Test notification for receiver {}", receiver.name),
-        "description": format!(
-            "Sent by {requested_by} from probewatch to check that this receiver works. \
-             No action is needed."
+    let labels: BTreeMap<String, String> = [
+        ("alertname".to_string(), TEST_ALERTNAME.to_string()),
+        ("severity".to_string(), "none".to_string()),
+    ]
+    .into();
+    let annotations: BTreeMap<String, String> = [
+        (
+            "summary".to_string(),
+            format!("Test notification for receiver {}", receiver.name),
         ),
-    });
+        (
+            "description".to_string(),
+            format!(
+                "Sent by {requested_by} from probewatch to check that this receiver works. \
+                 No action is needed."
+            ),
+        ),
+    ]
+    .into();
     let starts_at =
         jiff::Timestamp::from_millisecond(now).map_or_else(|_| String::new(), |t| t.to_string());
-    let payload = serde_json::json!({
-        "version": "4",
-        "groupKey": format!("test:{}", receiver.name),
-        "truncatedAlerts": 0,
-        "status": "firing",
-        "receiver": receiver.name,
-        "groupLabels": { "alertname": TEST_ALERTNAME },
-        "commonLabels": labels,
-        "commonAnnotations": annotations,
-        "externalURL": external_url,
-        "alerts": [{
-            "status": "firing",
-            "labels": labels,
-            "annotations": annotations,
-            "startsAt": starts_at,
-            "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": format!("{}/notifications", external_url.trim_end_matches('/')),
-            "fingerprint": format!("{:016x}", now),
-        }],
-    });
+    let alert = crate::payload::AlertPayload {
+        status: "firing".into(),
+        fingerprint: format!("{now:016x}"),
+        labels,
+        annotations,
+        starts_at,
+        ends_at: "0001-01-01T00:00:00Z".into(),
+        generator_url: format!("{}/notifications", external_url.trim_end_matches('/')),
+    };
+    let payload = crate::payload::GroupPayload::new(
+        format!("test:{}", receiver.name),
+        receiver.name.clone(),
+        [("alertname".to_string(), TEST_ALERTNAME.to_string())].into(),
+        external_url.to_string(),
+        vec![alert],
+    );
+    let payload = serde_json::to_string(&payload).unwrap_or_default();
     let started = Instant::now();
     let outcome = deliver(
         receiver,
         &client,
-        &payload.to_string(),
+        &payload,
         &format!("probewatch-test-{now}"),
     );
     counts.record(&receiver.name, started.elapsed(), outcome.is_ok());

@@ -51,6 +51,98 @@ pub struct ReceiverFile {
     pub timeout: Option<String>,
     /// Alertmanager: how often firing alerts are sent again (default 1m, as Prometheus).
     pub resend_interval: Option<String>,
+    /// Telegram: the bot's token (or `bot_token_file`).
+    pub bot_token: Option<String>,
+    /// Telegram: a file holding the bot's token.
+    pub bot_token_file: Option<PathBuf>,
+    /// Telegram: the chat to write to.
+    pub chat_id: Option<String>,
+    /// PagerDuty: the integration's routing key (or `routing_key_file`).
+    pub routing_key: Option<String>,
+    /// PagerDuty: a file holding the routing key.
+    pub routing_key_file: Option<PathBuf>,
+    /// Opsgenie: the API integration's key (or `api_key_file`).
+    pub api_key: Option<String>,
+    /// Opsgenie: a file holding the key.
+    pub api_key_file: Option<PathBuf>,
+    /// DingTalk, Feishu: the bot's signing secret (or `secret_file`).
+    pub secret: Option<String>,
+    /// DingTalk, Feishu: a file holding the secret.
+    pub secret_file: Option<PathBuf>,
+    /// Telegram, PagerDuty, Opsgenie: the API's base URL (a proxy, the EU region, a test).
+    pub api_url: Option<String>,
+}
+
+/// A secret given inline or in a file (trimmed), for receiver `name`'s `field`.
+fn secret_of(
+    name: &str,
+    field: &str,
+    inline: &Option<String>,
+    file: &Option<PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    match (inline, file) {
+        (Some(_), Some(_)) => bail!("receiver {name:?}: give {field} or {field}_file, not both"),
+        (Some(v), None) => Ok(Some(v.clone())),
+        (None, Some(path)) => Ok(Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("receiver {name:?}: reading {}", path.display()))?
+                .trim()
+                .to_string(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A native receiver's settings from its table (`type` is one of the native kinds).
+fn native_receiver(
+    r: &ReceiverFile,
+    kind: &str,
+) -> anyhow::Result<Option<probewatch_alerting::native::Native>> {
+    use probewatch_alerting::native::Native;
+    let need = |value: Option<String>, field: &str| {
+        value
+            .ok_or_else(|| anyhow::anyhow!("receiver {:?} (type = {kind:?}) needs {field}", r.name))
+    };
+    let url = || need(r.url.clone(), "url");
+    let api = |default: &str| r.api_url.clone().unwrap_or_else(|| default.to_string());
+    let secret = secret_of(&r.name, "secret", &r.secret, &r.secret_file)?;
+    Ok(Some(match kind {
+        "slack" => Native::Slack { url: url()? },
+        "teams" => Native::Teams { url: url()? },
+        "discord" => Native::Discord { url: url()? },
+        "telegram" => Native::Telegram {
+            api_url: api("https://api.telegram.org"),
+            bot_token: need(
+                secret_of(&r.name, "bot_token", &r.bot_token, &r.bot_token_file)?,
+                "bot_token",
+            )?,
+            chat_id: need(r.chat_id.clone(), "chat_id")?,
+        },
+        "pagerduty" => Native::PagerDuty {
+            api_url: api("https://events.pagerduty.com"),
+            routing_key: need(
+                secret_of(&r.name, "routing_key", &r.routing_key, &r.routing_key_file)?,
+                "routing_key",
+            )?,
+        },
+        "opsgenie" => Native::Opsgenie {
+            api_url: api("https://api.opsgenie.com"),
+            api_key: need(
+                secret_of(&r.name, "api_key", &r.api_key, &r.api_key_file)?,
+                "api_key",
+            )?,
+        },
+        "dingtalk" => Native::DingTalk {
+            url: url()?,
+            secret,
+        },
+        "feishu" | "lark" => Native::Feishu {
+            url: url()?,
+            secret,
+        },
+        "wecom" => Native::WeCom { url: url()? },
+        _ => return Ok(None),
+    }))
 }
 
 /// The alerting configuration as a Prometheus configuration file would say it, for
@@ -370,7 +462,12 @@ pub fn resolve(
                 r.name
             );
         }
+        let native = match r.kind.as_deref() {
+            Some(kind) => native_receiver(r, kind)?,
+            None => None,
+        };
         let kind = match (r.kind.as_deref(), &r.url, &r.command) {
+            _ if let Some(native) = native => ReceiverKind::Native(native),
             (None | Some("webhook"), Some(url), None) => ReceiverKind::Webhook { url: url.clone() },
             (None | Some("command"), None, Some(argv)) if !argv.is_empty() => {
                 ReceiverKind::Command { argv: argv.clone() }
@@ -386,7 +483,9 @@ pub fn resolve(
             },
             (Some("email"), None, None) => ReceiverKind::Email(email_settings(r)?),
             _ => bail!(
-                "receiver {:?}: set url (webhook) or command (a program and its arguments)",
+                "receiver {:?}: set url (webhook) or command (a program and its arguments), \
+                 or a type: alertmanager, email, slack, teams, discord, telegram, pagerduty, \
+                 opsgenie, dingtalk, feishu or wecom",
                 r.name
             ),
         };
@@ -679,11 +778,12 @@ impl probewatch_web::receivers_api::Receivers for Alerting {
                 let c = counts.get(&r.name).copied().unwrap_or_default();
                 probewatch_web::receivers_api::ReceiverInfo {
                     name: r.name.clone(),
-                    kind: match r.kind {
+                    kind: match &r.kind {
                         ReceiverKind::Webhook { .. } => "webhook",
                         ReceiverKind::Alertmanager { .. } => "alertmanager",
                         ReceiverKind::Email(_) => "email",
                         ReceiverKind::Command { .. } => "command",
+                        ReceiverKind::Native(n) => n.kind(),
                     }
                     .to_string(),
                     attempts: c.attempts,

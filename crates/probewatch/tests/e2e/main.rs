@@ -19,4 +19,5 @@ mod operator;
 mod postgres;
 mod query_api;
 mod readme;
+mod receivers;
 mod watching;
