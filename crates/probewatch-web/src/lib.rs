@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub mod access;
 pub mod agent_api;
 mod alerts_page;
+mod availability;
 mod check_page;
 mod graph_page;
 mod history;
@@ -236,6 +237,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/stats", get(stats))
         .route("/api/v1/checks", get(checks))
         .route("/api/v1/checks/history", get(history))
+        .route("/api/v1/availability", get(availability::availability))
         .route("/api/v1/files", get(files))
         .route("/api/v1/query", get(prom_api::query).post(prom_api::query))
         .route(

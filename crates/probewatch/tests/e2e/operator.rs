@@ -1308,3 +1308,108 @@ fn a_public_status_page_and_badges_show_their_groups_and_nothing_private() {
     assert_eq!(get("/static/app.js").0, 401);
     daemon.stop();
 }
+
+#[test]
+fn availability_over_a_calendar_month_per_probe_with_a_no_data_policy_and_as_csv() {
+    let env = Env::new();
+    let daemon = env.start(&[]);
+    // A day 40 days ago: web ok for an hour from 10:00, then critical for half an hour.
+    let day = crate::util::epoch_secs() / 86_400 * 86_400 - 40 * 86_400;
+    for (at, status) in [
+        (day + 36_000, "ok"),
+        (day + 39_600, "critical"),
+        (day + 41_400, "critical"),
+    ] {
+        crate::util::write_renamed(
+            &env.spool().join(format!("w{at}.xml")),
+            &result_at("web", "h1", at, "1h", &[("login", status)]),
+        );
+        crate::util::write_renamed(
+            &env.spool().join(format!("d{at}.xml")),
+            &result_at("db", "h2", at, "1h", &[("ping", "ok")]),
+        );
+    }
+    daemon.wait_files(6, Duration::from_secs(30));
+    let date = jiff::Timestamp::from_second(day)
+        .expect("day")
+        .strftime("%Y-%m-%d")
+        .to_string();
+    let report = daemon.get(&format!("/api/v1/availability?period=month&at={date}"));
+    let groups = report["data"]["groups"].as_array().expect("groups");
+    let web = groups.iter().find(|g| g["name"] == "web").expect("web");
+    assert_eq!(
+        (web["okSeconds"].as_i64(), web["problemSeconds"].as_i64()),
+        (Some(3600), Some(1800)),
+        "{report}"
+    );
+    assert_eq!(
+        web["availabilityPercent"], 66.667,
+        "of the time with results: {report}"
+    );
+    assert!(
+        report["data"]["from"]
+            .as_str()
+            .is_some_and(|f| f.ends_with("-01T00:00:00Z")),
+        "a calendar month in UTC: {report}"
+    );
+    let down = daemon.get(&format!(
+        "/api/v1/availability?period=month&at={date}&nodata=down"
+    ));
+    let web_down = down["data"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["name"] == "web")
+        .expect("web")
+        .clone();
+    let share = web_down["availabilityPercent"].as_f64().expect("percent");
+    assert!(
+        share > 0.0 && share < 1.0,
+        "an hour ok in a month with silence counted down: {down}"
+    );
+    // Per host, and as CSV.
+    let by_host = daemon.get(&format!(
+        "/api/v1/availability?period=week&at={date}&by=host"
+    ));
+    let names: Vec<&str> = by_host["data"]["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    assert_eq!(names, ["h1", "h2"]);
+    let response = reqwest::blocking::get(format!(
+        "{}/api/v1/availability?period=month&at={date}&format=csv",
+        daemon.base
+    ))
+    .expect("GET");
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/csv")
+    );
+    let csv = response.text().expect("csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some(
+            "probe,checks,from,to,ok_seconds,problem_seconds,no_data_seconds,maintenance_seconds,availability_percent"
+        )
+    );
+    assert!(
+        csv.lines().any(|l| l.starts_with("web,1,")
+            && l.contains(",3600,1800,")
+            && l.ends_with(",66.667")),
+        "{csv}"
+    );
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("db,1,") && l.ends_with(",100.000")),
+        "{csv}"
+    );
+    let bad = reqwest::blocking::get(format!("{}/api/v1/availability?period=year", daemon.base))
+        .expect("GET");
+    assert_eq!(bad.status().as_u16(), 400);
+    daemon.stop();
+}
