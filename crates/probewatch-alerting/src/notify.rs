@@ -52,10 +52,15 @@ impl DeliveryError {
 /// How a receiver delivers.
 #[derive(Debug, Clone)]
 pub enum ReceiverKind {
-    /// POST the Alertmanager webhook JSON to a URL.
+    /// POST the Alertmanager webhook JSON to a URL — or, with a body template, whatever
+    /// the template makes of the notification (for any service without a native receiver).
     Webhook {
         /// Where to POST.
         url: String,
+        /// The body, from the notification (None: Alertmanager's JSON).
+        body: Option<crate::template::Template>,
+        /// Extra headers, each value from the notification.
+        headers: Vec<(String, crate::template::Template)>,
     },
     /// Push the alerts to an external Alertmanager's API v2 (`POST <url>/api/v2/alerts`),
     /// for teams that already route alerts there.
@@ -147,7 +152,11 @@ pub fn deliver(
     key: &str,
 ) -> Result<String, DeliveryError> {
     match &receiver.kind {
-        ReceiverKind::Webhook { url } => {
+        ReceiverKind::Webhook {
+            url,
+            body: None,
+            headers,
+        } if headers.is_empty() => {
             let body = match serde_json::from_str::<serde_json::Value>(payload) {
                 Ok(serde_json::Value::Object(mut map)) => {
                     map.insert("idempotencyKey".into(), key.into());
@@ -156,6 +165,28 @@ pub fn deliver(
                 _ => payload.to_string(),
             };
             post_json(client, url, body, receiver.timeout, Some(key))
+        }
+        ReceiverKind::Webhook { url, body, headers } => {
+            let p =
+                crate::payload::GroupPayload::parse(payload).map_err(DeliveryError::Permanent)?;
+            // A template that fails on this notification will fail on every attempt.
+            let expand = |t: &crate::template::Template, what: &str| {
+                t.expand_notification(&p)
+                    .map_err(|e| DeliveryError::Permanent(format!("{what} template: {e}")))
+            };
+            let text = match body {
+                Some(t) => expand(t, "body")?,
+                None => payload.to_string(),
+            };
+            let mut request = crate::native::NativeRequest {
+                url: url.clone(),
+                headers: Vec::new(),
+                body: serde_json::Value::Null,
+            };
+            for (name, value) in headers {
+                request.headers.push((name.clone(), expand(value, name)?));
+            }
+            post_templated(client, &request, text, receiver.timeout, key)
         }
         ReceiverKind::Alertmanager {
             url,
@@ -188,6 +219,51 @@ pub fn deliver(
             }
             Ok(said.join("; "))
         }
+    }
+}
+
+/// POSTs a templated webhook's body as it was rendered (its `content-type` from the
+/// headers, JSON unless they say otherwise).
+fn post_templated(
+    client: &reqwest::blocking::Client,
+    request: &crate::native::NativeRequest,
+    body: String,
+    timeout: Duration,
+    key: &str,
+) -> Result<String, DeliveryError> {
+    use DeliveryError::{Permanent, Transient};
+    let url = &request.url;
+    let mut builder = client
+        .post(url)
+        .timeout(timeout)
+        .header("idempotency-key", key);
+    if !request
+        .headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        builder = builder.header("content-type", "application/json");
+    }
+    for (name, value) in &request.headers {
+        builder = builder.header(name, value);
+    }
+    let response = builder.body(body).send().map_err(|e| {
+        let text = format!("POST {url}: {e}");
+        if e.is_builder() {
+            Permanent(text)
+        } else {
+            Transient(text)
+        }
+    })?;
+    let status = response.status();
+    if status.is_success() {
+        return Ok(format!("POST {url}: {status}"));
+    }
+    let text = format!("POST {url}: {status} {}", read_prefix(response).trim());
+    if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
+        Err(Permanent(text))
+    } else {
+        Err(Transient(text))
     }
 }
 

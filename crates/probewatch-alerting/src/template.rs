@@ -231,6 +231,66 @@ impl Template {
             ),
             ("Value", Value::Float(value)),
         ]);
+        self.execute(parsed, &data, env, at_ms)
+    }
+
+    /// Renders a notification template (a templated webhook's body or header) with the
+    /// notification as its data, as Alertmanager's templates see it: `.Status`,
+    /// `.Receiver`, `.GroupLabels`, `.CommonLabels`, `.CommonAnnotations`, `.ExternalURL`
+    /// and `.Alerts` (each with `.Status`, `.Labels`, `.Annotations`, `.StartsAt`,
+    /// `.EndsAt`, `.GeneratorURL`, `.Fingerprint`).
+    pub fn expand_notification(
+        &self,
+        payload: &crate::payload::GroupPayload,
+    ) -> Result<String, String> {
+        let Some(parsed) = &self.parsed else {
+            return Ok(self.source.clone());
+        };
+        let alerts: Vec<Value> = payload
+            .alerts
+            .iter()
+            .map(|a| {
+                map([
+                    ("Status", Value::String(a.status.as_str().into())),
+                    ("Labels", string_map(&a.labels)),
+                    ("Annotations", string_map(&a.annotations)),
+                    ("StartsAt", Value::String(a.starts_at.as_str().into())),
+                    ("EndsAt", Value::String(a.ends_at.as_str().into())),
+                    (
+                        "GeneratorURL",
+                        Value::String(a.generator_url.as_str().into()),
+                    ),
+                    ("Fingerprint", Value::String(a.fingerprint.as_str().into())),
+                ])
+            })
+            .collect();
+        let data = map([
+            ("Status", Value::String(payload.status.as_str().into())),
+            ("Receiver", Value::String(payload.receiver.as_str().into())),
+            ("GroupLabels", string_map(&payload.group_labels)),
+            ("CommonLabels", string_map(&payload.common_labels)),
+            ("CommonAnnotations", string_map(&payload.common_annotations)),
+            (
+                "ExternalURL",
+                Value::String(payload.external_url.as_str().into()),
+            ),
+            ("Alerts", Value::List(Arc::from(alerts))),
+        ]);
+        let env = TemplateEnv {
+            external_url: payload.external_url.clone(),
+            ..TemplateEnv::default()
+        };
+        self.execute(parsed, &data, &env, 0)
+    }
+
+    /// Runs the parsed template over `data` in `env`, bounded in output.
+    fn execute(
+        &self,
+        parsed: &gotmpl::Template,
+        data: &Value,
+        env: &TemplateEnv,
+        at_ms: i64,
+    ) -> Result<String, String> {
         let previous = CURRENT.with(|c| {
             c.borrow_mut().replace(RenderEnv {
                 env: env.clone(),
@@ -238,7 +298,7 @@ impl Template {
             })
         });
         let mut out = LimitedWriter::default();
-        let result = parsed.execute_fmt(&mut out, &data);
+        let result = parsed.execute_fmt(&mut out, data);
         CURRENT.with(|c| *c.borrow_mut() = previous);
         match result {
             Ok(()) => Ok(out.text),

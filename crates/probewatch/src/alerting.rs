@@ -71,6 +71,12 @@ pub struct ReceiverFile {
     pub secret_file: Option<PathBuf>,
     /// Telegram, PagerDuty, Opsgenie: the API's base URL (a proxy, the EU region, a test).
     pub api_url: Option<String>,
+    /// Webhook: the body as a Go template over the notification (default: Alertmanager's
+    /// JSON).
+    pub body_template: Option<String>,
+    /// Webhook: extra headers, each value a Go template over the notification.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// A secret given inline or in a file (trimmed), for receiver `name`'s `field`.
@@ -468,7 +474,25 @@ pub fn resolve(
         };
         let kind = match (r.kind.as_deref(), &r.url, &r.command) {
             _ if let Some(native) = native => ReceiverKind::Native(native),
-            (None | Some("webhook"), Some(url), None) => ReceiverKind::Webhook { url: url.clone() },
+            (None | Some("webhook"), Some(url), None) => {
+                let template = |what: &str, text: &str| {
+                    probewatch_alerting::template::Template::parse(text)
+                        .map_err(|e| anyhow::anyhow!("receiver {:?}: {what}: {e}", r.name))
+                };
+                ReceiverKind::Webhook {
+                    url: url.clone(),
+                    body: r
+                        .body_template
+                        .as_deref()
+                        .map(|t| template("body_template", t))
+                        .transpose()?,
+                    headers: r
+                        .headers
+                        .iter()
+                        .map(|(name, value)| Ok((name.clone(), template(name, value)?)))
+                        .collect::<anyhow::Result<_>>()?,
+                }
+            }
             (None | Some("command"), None, Some(argv)) if !argv.is_empty() => {
                 ReceiverKind::Command { argv: argv.clone() }
             }

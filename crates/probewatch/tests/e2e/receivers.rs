@@ -107,6 +107,19 @@ fn every_native_receiver_sends_its_services_own_shape_and_signatures_check_out()
     config.push_str(&format!(
         "[[receiver]]\nname = \"ding-bad\"\ntype = \"dingtalk\"\nurl = \"{base}/ding-bad\"\n"
     ));
+    // Anything else: a webhook whose body and headers are templates over the notification.
+    config.push_str(&format!(
+        r#"[[receiver]]
+name = "custom"
+url = "{base}/custom"
+body_template = '{{"msg": "{{{{ .Status }}}}: {{{{ range .Alerts }}}}{{{{ .Labels.alertname }}}} on {{{{ .Labels.host }}}}; {{{{ end }}}}", "receiver": "{{{{ .Receiver }}}}"}}'
+headers = {{ "X-Token" = "s3cret", "X-Status" = "{{{{ .Status | toUpper }}}}" }}
+[[route]]
+receiver = "custom"
+group_wait = "0s"
+continue = true
+"#
+    ));
     let daemon = env.start_with_config(&config);
     crate::util::write_renamed(&env.spool().join("a.xml"), &result("critical"));
     let by_path = |prefix: &str| -> Vec<(String, BTreeMap<String, String>, Value)> {
@@ -125,6 +138,7 @@ fn every_native_receiver_sends_its_services_own_shape_and_signatures_check_out()
     daemon.wait_until("every service notified", Duration::from_secs(30), |_| {
         [
             "/slack", "/teams", "/discord", "/tg/", "/pd/", "/og/", "/ding?", "/feishu", "/wecom",
+            "/custom",
         ]
         .iter()
         .all(|p| !by_path(p).is_empty())
@@ -274,6 +288,12 @@ fn every_native_receiver_sends_its_services_own_shape_and_signatures_check_out()
             .as_str()
             .is_some_and(|t| t.contains("FIRING") && t.len() <= 4096)
     );
+
+    let (_, headers, custom) = first("/custom");
+    assert_eq!(custom["msg"], "firing: CheckCritical on h1; ", "{custom}");
+    assert_eq!(custom["receiver"], "custom");
+    assert_eq!(headers.get("x-status").map(String::as_str), Some("FIRING"));
+    assert_eq!(headers.get("x-token").map(String::as_str), Some("s3cret"));
 
     // Resolved: PagerDuty resolves the same event, Opsgenie closes the same alias.
     crate::util::write_renamed(&env.spool().join("b.xml"), &result("ok"));
