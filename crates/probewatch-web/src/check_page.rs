@@ -178,6 +178,8 @@ struct CheckPage {
     changes_more: bool,
     results: Vec<ResultRow>,
     chart_src: String,
+    /// Status and alert changes to mark on the chart, JSON.
+    marks_json: String,
     /// A file from this probe refused after the check's last result.
     last_rejected: Option<RejectedView>,
     /// The maintenance window the check is under now (empty: none).
@@ -225,6 +227,52 @@ fn alerts_of(
         }
     }
     out
+}
+
+/// Newest alert changes looked at for the ones about the page's check.
+const ALERT_EVENTS_SEARCHED: usize = 2_000;
+/// Most marks on the chart (status changes and alert changes together).
+const MARKS_SHOWN: usize = 200;
+
+/// The marks on the duration chart: where the status changed, and where an alert about
+/// this check changed state, as JSON for the page's script (`t` ms, `text`, `kind`).
+fn chart_marks(
+    intervals: &[probewatch_store::StatusInterval],
+    events: &[probewatch_store::AlertEvent],
+    key: (&str, &str, &str),
+    from: i64,
+    to: i64,
+) -> String {
+    let mut marks: Vec<serde_json::Value> = Vec::new();
+    for pair in intervals.windows(2) {
+        let (before, after) = (&pair[0], &pair[1]);
+        if after.status != before.status && (from..=to).contains(&after.start_ms) {
+            marks.push(serde_json::json!({
+                "t": after.start_ms,
+                "text": format!("{} → {}", status_word(before.status), status_word(after.status)),
+                "kind": status_word(after.status),
+            }));
+        }
+    }
+    let (probe, host, check) = key;
+    for e in events.iter().filter(|e| (from..=to).contains(&e.at_ms)) {
+        let labels: std::collections::BTreeMap<String, String> =
+            probewatch_core::labels::parse_canonical(&e.labels)
+                .unwrap_or_default()
+                .into_iter()
+                .collect();
+        let is = |name: &str, value: &str| labels.get(name).is_some_and(|v| v == value);
+        if is("probe", probe) && is("check", check) && (host.is_empty() || is("host", host)) {
+            marks.push(serde_json::json!({
+                "t": e.at_ms,
+                "text": format!("{} {}", e.rule_key.split('\u{0}').nth(1).unwrap_or(""), e.event),
+                "kind": if e.event == "resolved" { "alert-resolved" } else { "alert" },
+            }));
+        }
+    }
+    marks.sort_by_key(|m| std::cmp::Reverse(m["t"].as_i64().unwrap_or(0)));
+    marks.truncate(MARKS_SHOWN);
+    serde_json::Value::Array(marks).to_string()
 }
 
 /// Newest refused files looked at for one that came from the page's probe.
@@ -275,10 +323,11 @@ pub(crate) async fn check_page(
             )?
             .into_iter()
             .find(|f| f.error.as_deref().is_some_and(|e| e.contains(&named)));
-        Ok(Some((row, intervals, results, rejected)))
+        let events = store.alert_events(ALERT_EVENTS_SEARCHED)?;
+        Ok(Some((row, intervals, results, rejected, events)))
     })
     .await?;
-    let Some((row, intervals, results, rejected)) = found else {
+    let Some((row, intervals, results, rejected, events)) = found else {
         return Err(ApiError::NotFound(format!(
             "no check {check:?} of probe {probe:?} on host {host:?}"
         ))
@@ -383,7 +432,9 @@ pub(crate) async fn check_page(
             path: String::from_utf8_lossy(&f.path).into_owned(),
             error: f.error.unwrap_or_default(),
         });
+    let marks_json = chart_marks(&intervals, &events, (&probe, &host, &check), from, to);
     let page = CheckPage {
+        marks_json,
         last_rejected,
         maintenance: maintenance.unwrap_or_default(),
         alerts: alerts_of(&app, &probe, &host, &check),

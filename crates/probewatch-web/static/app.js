@@ -264,10 +264,33 @@ const Charts = (function () {
     // plotly reports a zoomed axis as "YYYY-MM-DD HH:MM:SS.sss" in UTC.
     return Date.parse(String(s).replace(" ", "T") + (String(s).length > 10 ? "Z" : "T00:00:00Z"));
   }
+  // Vertical marks (status changes, alert changes) with a short label at the top.
+  function marksOf(el, style) {
+    let marks = [];
+    try { marks = JSON.parse(el.dataset.marks || "[]"); } catch (e) { marks = []; }
+    const colour = function (kind) {
+      const name = { ok: "--ok", warning: "--warning", critical: "--critical", unknown: "--unknown",
+        alert: "--critical", "alert-resolved": "--ok" }[kind] || "--muted";
+      return style.getPropertyValue(name).trim() || "#888";
+    };
+    return {
+      count: marks.length,
+      shapes: marks.map(function (m) {
+        return { type: "line", xref: "x", yref: "paper", x0: m.t, x1: m.t, y0: 0, y1: 1,
+          line: { color: colour(m.kind), width: 1, dash: m.kind.startsWith("alert") ? "dot" : "dash" } };
+      }),
+      annotations: marks.map(function (m, i) {
+        return { x: m.t, xref: "x", y: 1, yref: "paper", yanchor: i % 2 ? "top" : "bottom", text: m.text,
+          showarrow: false, font: { size: 10, color: colour(m.kind) } };
+      }),
+    };
+  }
   function draw(el, traces, yTitle) {
     const style = getComputedStyle(document.body);
     const from = Number(el.dataset.from), to = Number(el.dataset.to);
+    const marks = marksOf(el, style);
     const layout = {
+      shapes: marks.shapes, annotations: marks.annotations,
       margin: { l: 60, r: 20, t: 10, b: 40 },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
       font: { color: style.color, family: style.fontFamily },
@@ -282,6 +305,7 @@ const Charts = (function () {
       if (a !== undefined && b !== undefined) navigateTo(plotlyTime(a), plotlyTime(b));
     });
     el.dataset.drawn = String(traces.reduce(function (n, t) { return n + t.x.length; }, 0));
+    el.dataset.marked = String(marks.count);
   }
   function message(el, text) {
     const p = document.createElement("p");

@@ -1413,3 +1413,86 @@ fn availability_over_a_calendar_month_per_probe_with_a_no_data_policy_and_as_csv
     assert_eq!(bad.status().as_u16(), 400);
     daemon.stop();
 }
+
+#[test]
+fn the_check_chart_marks_status_changes_and_alert_changes() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.dir.path().join("critical.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: checks\n    rules:\n      - alert: CheckCritical\n        \
+         expr: probe_check_status == 2\n",
+    )
+    .expect("rules");
+    let daemon = env.start_with_config(&receivers_config(
+        &env,
+        &hook,
+        &format!(
+            "evaluation_interval = \"1s\"\nrule_files = [{:?}]",
+            rules.display().to_string()
+        ),
+    ));
+    let write = |n: u32, at: i64, status: &str| {
+        crate::util::write_renamed(
+            &env.spool().join(format!("r{n}.xml")),
+            &format!(
+                "<probe name=\"web\" host=\"h1\" time=\"{at}\" interval=\"1h\">\n  \
+                 <check name=\"login\" status=\"{status}\" duration=\"0.{n}\">x</check>\n</probe>\n"
+            ),
+        );
+    };
+    let now = crate::util::epoch_secs();
+    write(1, now - 600, "ok");
+    write(2, now - 300, "ok");
+    daemon.wait_files(2, Duration::from_secs(30));
+    write(3, crate::util::epoch_secs(), "critical");
+    daemon.wait_until("firing", Duration::from_secs(30), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"][0]["state"] == "firing"
+    });
+    write(4, crate::util::epoch_secs() + 1, "ok");
+    daemon.wait_until("resolved", Duration::from_secs(30), |d| {
+        d.get("/api/v1/alerts")["data"]["alerts"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    });
+    let page = daemon.get_text("/check?probe=web&host=h1&check=login&range=1h");
+    let marks = page
+        .split("data-marks=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("marks")
+        .replace("&#34;", "\"")
+        .replace("&quot;", "\"");
+    let marks: Value = serde_json::from_str(&marks).expect("marks JSON");
+    let texts: Vec<&str> = marks
+        .as_array()
+        .expect("marks")
+        .iter()
+        .filter_map(|m| m["text"].as_str())
+        .collect();
+    for wanted in [
+        "ok → critical",
+        "critical → ok",
+        "CheckCritical firing",
+        "CheckCritical resolved",
+    ] {
+        assert!(texts.contains(&wanted), "{wanted} in {texts:?}");
+    }
+    if let Some(browser) = Browser::start("the_check_chart_marks") {
+        browser.goto(&format!(
+            "{}/check?probe=web&host=h1&check=login&range=1h",
+            daemon.base
+        ));
+        let marked = browser.wait_for(
+            "the marked chart",
+            "const el = document.getElementById('duration-chart');
+             return el.dataset.marked && el.layout ? [Number(el.dataset.marked), el.layout.shapes.length] : null;",
+            Duration::from_secs(20),
+        );
+        assert_eq!(marked[0], marked[1]);
+        assert!(marked[0].as_u64() >= Some(4), "{marked}");
+        browser.assert_clean_console("check page");
+    }
+    daemon.stop();
+}
