@@ -79,6 +79,78 @@ pub struct ReceiverFile {
     pub headers: std::collections::BTreeMap<String, String>,
 }
 
+/// Refuses a setting the receiver's type does not use (`chat_id` on a Slack receiver, a
+/// `routing_key` on a webhook): a typo or a copy-paste left over would otherwise be ignored
+/// silently, and the receiver would not do what its author thinks.
+fn check_receiver_fields(r: &ReceiverFile) -> anyhow::Result<()> {
+    let kind = r.kind.as_deref().unwrap_or(match (&r.url, &r.command) {
+        (_, Some(_)) => "command",
+        _ => "webhook",
+    });
+    let set: [(&str, bool); 20] = [
+        ("url", r.url.is_some()),
+        ("command", r.command.is_some()),
+        ("smarthost", r.smarthost.is_some()),
+        ("smtp_security", r.smtp_security.is_some()),
+        ("username", r.username.is_some()),
+        ("password", r.password.is_some()),
+        ("password_file", r.password_file.is_some()),
+        ("from", r.from.is_some()),
+        ("to", r.to.is_some()),
+        ("resend_interval", r.resend_interval.is_some()),
+        ("bot_token", r.bot_token.is_some()),
+        ("bot_token_file", r.bot_token_file.is_some()),
+        ("chat_id", r.chat_id.is_some()),
+        ("routing_key", r.routing_key.is_some()),
+        ("routing_key_file", r.routing_key_file.is_some()),
+        ("api_key", r.api_key.is_some()),
+        ("api_key_file", r.api_key_file.is_some()),
+        ("secret", r.secret.is_some() || r.secret_file.is_some()),
+        ("api_url", r.api_url.is_some()),
+        (
+            "body_template",
+            r.body_template.is_some() || !r.headers.is_empty(),
+        ),
+    ];
+    let allowed: &[&str] = match kind {
+        "webhook" => &["url", "body_template"],
+        "command" => &["command"],
+        "alertmanager" => &["url", "resend_interval"],
+        "email" => &[
+            "smarthost",
+            "smtp_security",
+            "username",
+            "password",
+            "password_file",
+            "from",
+            "to",
+        ],
+        "slack" | "teams" | "discord" | "wecom" => &["url"],
+        "telegram" => &["bot_token", "bot_token_file", "chat_id", "api_url"],
+        "pagerduty" => &["routing_key", "routing_key_file", "api_url"],
+        "opsgenie" => &["api_key", "api_key_file", "api_url"],
+        "dingtalk" | "feishu" | "lark" => &["url", "secret"],
+        other => bail!(
+            "receiver {:?}: unknown type {other:?}: use webhook, command, alertmanager, email, \
+             slack, teams, discord, telegram, pagerduty, opsgenie, dingtalk, feishu or wecom",
+            r.name
+        ),
+    };
+    let stray: Vec<&str> = set
+        .iter()
+        .filter(|(field, on)| *on && !allowed.contains(field))
+        .map(|(field, _)| *field)
+        .collect();
+    if !stray.is_empty() {
+        bail!(
+            "receiver {:?} (type = {kind:?}) does not take {}",
+            r.name,
+            stray.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// A secret given inline or in a file (trimmed), for receiver `name`'s `field`.
 fn secret_of(
     name: &str,
@@ -456,6 +528,7 @@ pub fn resolve(
         if r.name.is_empty() {
             bail!("a [[receiver]] has no name");
         }
+        check_receiver_fields(r)?;
         if resolved_receivers
             .iter()
             .any(|x: &notify::Receiver| x.name == r.name)

@@ -958,6 +958,38 @@ mod tests {
             ),
             ("[query]\nmax_concurrency = 0", "at least 1"),
             ("[query]\nmax_samples = 10", "at least 1000"),
+            (
+                "[[receiver]]\nname = \"s\"\ntype = \"slack\"\nurl = \"u\"\nchat_id = \"1\"",
+                "receiver \"s\" (type = \"slack\") does not take chat_id",
+            ),
+            (
+                "[[receiver]]\nname = \"t\"\ntype = \"telegram\"\nchat_id = \"1\"",
+                "needs bot_token",
+            ),
+            (
+                "[[receiver]]\nname = \"w\"\nurl = \"u\"\nrouting_key = \"k\"",
+                "(type = \"webhook\") does not take routing_key",
+            ),
+            (
+                "[[receiver]]\nname = \"x\"\ntype = \"carrier-pigeon\"",
+                "unknown type \"carrier-pigeon\"",
+            ),
+            (
+                "[[receiver]]\nname = \"b\"\nurl = \"u\"\nbody_template = \"{{ .Nope \"",
+                "receiver \"b\": body_template",
+            ),
+            (
+                "[[maintenance]]\nname = \"m\"\nmatchers = ['a=\"b\"']\nfrom = \"01:00\"\nto = \"02:00\"\ntime_zone = \"Nowhere/City\"",
+                "Nowhere/City",
+            ),
+            (
+                "[[inhibit]]\nsource_matchers = []\ntarget_matchers = ['a=\"b\"']",
+                "needs source_matchers",
+            ),
+            (
+                "[status_page]\n[[status_page.group]]\nname = \"all\"\nmatchers = []",
+                "needs matchers",
+            ),
         ] {
             let file: ConfigFile = toml::from_str(setting).expect("parses");
             let err = Config::resolve(file, &Overrides::default()).expect_err(setting);
