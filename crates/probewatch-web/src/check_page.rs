@@ -46,12 +46,13 @@ impl CheckQuery {
         ))
     }
 
-    fn range(&self, now: i64) -> Result<TimeRange, ApiError> {
+    fn range(&self, now: i64, tz: &jiff::tz::TimeZone) -> Result<TimeRange, ApiError> {
         history::time_range(
             self.range.as_deref(),
             self.from.as_deref(),
             self.to.as_deref(),
             now,
+            tz,
         )
         .map_err(ApiError::BadRequest)
     }
@@ -79,11 +80,12 @@ pub(crate) struct SegmentView {
 
 /// How a segment's hover title writes its times.
 #[derive(Clone, Copy)]
-pub(crate) enum TitleTimes {
+pub(crate) enum TitleTimes<'a> {
     /// Full RFC 3339 times (any range).
     Full,
-    /// "14:05–14:20 UTC" (the overview's 24 hours; a thousand strips stay light).
-    Clock,
+    /// "14:05–14:20 UTC" in the pages' zone (the overview's 24 hours; a thousand strips
+    /// stay light).
+    Clock(&'a jiff::tz::TimeZone),
 }
 
 /// Segments of `intervals` across `[from, to]`, with hover titles.
@@ -92,11 +94,11 @@ pub(crate) fn segment_views(
     from: i64,
     to: i64,
     columns: usize,
-    times: TitleTimes,
+    times: TitleTimes<'_>,
 ) -> Vec<SegmentView> {
-    let clock = |ms: i64| {
+    let clock = |ms: i64, tz: &jiff::tz::TimeZone| {
         jiff::Timestamp::from_millisecond(ms)
-            .map(|t| t.strftime("%H:%M").to_string())
+            .map(|t| tz.to_datetime(t).strftime("%H:%M").to_string())
             .unwrap_or_default()
     };
     history::segments(intervals, from, to, columns)
@@ -111,10 +113,11 @@ pub(crate) fn segment_views(
                     crate::rfc3339(s.to_ms),
                     s.results
                 ),
-                TitleTimes::Clock => format!(
-                    "{name} {}–{} UTC ({} result{plural})",
-                    clock(s.from_ms),
-                    clock(s.to_ms),
+                TitleTimes::Clock(tz) => format!(
+                    "{name} {}–{} {} ({} result{plural})",
+                    clock(s.from_ms, tz),
+                    clock(s.to_ms, tz),
+                    history::zone_name(tz),
                     s.results
                 ),
             };
@@ -178,6 +181,9 @@ struct CheckPage {
     changes_more: bool,
     results: Vec<ResultRow>,
     chart_src: String,
+    /// The pages' time zone, and its offset at the range's end (for the chart).
+    zone: String,
+    zone_offset_ms: i64,
     /// Status and alert changes to mark on the chart, JSON.
     marks_json: String,
     /// A file from this probe refused after the check's last result.
@@ -283,10 +289,10 @@ const CHANGES_SHOWN: usize = 200;
 /// Results listed on the page, newest first.
 const RESULTS_SHOWN: usize = 100;
 
-/// `<input type="datetime-local">`'s value for a time (UTC, to the minute).
-fn input_value(ms: i64) -> String {
+/// `<input type="datetime-local">`'s value for a time (in the pages' zone, to the minute).
+fn input_value(ms: i64, tz: &jiff::tz::TimeZone) -> String {
     jiff::Timestamp::from_millisecond(ms)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M").to_string())
+        .map(|t| tz.to_datetime(t).strftime("%Y-%m-%dT%H:%M").to_string())
         .unwrap_or_default()
 }
 
@@ -297,7 +303,7 @@ pub(crate) async fn check_page(
 ) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let (probe, host, check) = q.key()?;
-    let range = q.range(now)?;
+    let range = q.range(now, &app.time_zone)?;
     let (from, to) = (range.from_ms, range.to_ms);
     let key = (probe.clone(), host.clone(), check.clone());
     let found = crate::read(&app, move |store| {
@@ -454,8 +460,10 @@ pub(crate) async fn check_page(
         range_name: range.name.clone(),
         from_iso: crate::rfc3339(from),
         to_iso: crate::rfc3339(to),
-        from_input: input_value(from),
-        to_input: input_value(to),
+        from_input: input_value(from, &app.time_zone),
+        to_input: input_value(to, &app.time_zone),
+        zone: history::zone_name(&app.time_zone),
+        zone_offset_ms: history::zone_offset_ms(&app.time_zone, to),
         from_ms: from,
         to_ms: to,
         ok_percent: availability
@@ -492,7 +500,7 @@ pub(crate) async fn durations(
 ) -> Result<Json<Downsampled>, ApiError> {
     let now = crate::now_ms();
     let (probe, host, check) = q.key()?;
-    let range = q.range(now)?;
+    let range = q.range(now, &app.time_zone)?;
     let width = q.width.unwrap_or(1000).clamp(10, 4000);
     let points = crate::query_gate::run(&app, move |source, guard| {
         let matchers = [

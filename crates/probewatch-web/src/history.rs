@@ -58,12 +58,13 @@ pub(crate) fn time_range(
     from: Option<&str>,
     to: Option<&str>,
     now_ms: i64,
+    tz: &jiff::tz::TimeZone,
 ) -> Result<TimeRange, String> {
     let from = from.map(str::trim).filter(|s| !s.is_empty());
     let to = to.map(str::trim).filter(|s| !s.is_empty());
     if from.is_some() || to.is_some() {
-        let to_ms = to.map_or(Ok(now_ms), |t| parse_instant(t, "to"))?;
-        let from_ms = from.map_or(Ok(to_ms - 3_600_000), |f| parse_instant(f, "from"))?;
+        let to_ms = to.map_or(Ok(now_ms), |t| parse_instant(t, "to", tz))?;
+        let from_ms = from.map_or(Ok(to_ms - 3_600_000), |f| parse_instant(f, "from", tz))?;
         if from_ms >= to_ms {
             return Err("`from` must be before `to`".into());
         }
@@ -88,16 +89,17 @@ pub(crate) fn time_range(
     })
 }
 
-fn parse_instant(text: &str, what: &str) -> Result<i64, String> {
+fn parse_instant(text: &str, what: &str, tz: &jiff::tz::TimeZone) -> Result<i64, String> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
     if let Ok(t) = text.parse::<jiff::Timestamp>() {
         return Ok(t.as_millisecond());
     }
-    // `<input type="datetime-local">` sends no zone; the page labels it UTC.
+    // `<input type="datetime-local">` sends no zone: it is in the pages' zone, as the page
+    // labels it.
     if let Ok(dt) = text.parse::<jiff::civil::DateTime>()
-        && let Ok(t) = jiff::tz::TimeZone::UTC.to_timestamp(dt)
+        && let Ok(t) = tz.to_timestamp(dt)
     {
         return Ok(t.as_millisecond());
     }
@@ -335,6 +337,19 @@ pub(crate) fn human_duration(ms: i64) -> String {
     }
 }
 
+/// The pages' time zone as people read it: its IANA name, or `UTC`.
+pub(crate) fn zone_name(tz: &jiff::tz::TimeZone) -> String {
+    tz.iana_name().unwrap_or("UTC").to_string()
+}
+
+/// The zone's offset from UTC at `ms`, in ms: what the page's charts add to times so that
+/// plotly, which draws in UTC, shows the pages' zone.
+pub(crate) fn zone_offset_ms(tz: &jiff::tz::TimeZone, ms: i64) -> i64 {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| i64::from(tz.to_offset(t).seconds()) * 1000)
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,21 +421,44 @@ mod tests {
     #[test]
     fn ranges_come_from_names_or_from_to() {
         let now = 1_800_000_000_000;
-        let r = time_range(Some("6h"), None, None, now).expect("6h");
+        let r = time_range(Some("6h"), None, None, now, &jiff::tz::TimeZone::UTC).expect("6h");
         assert_eq!((r.from_ms, r.to_ms), (now - 6 * 3_600_000, now));
-        let r = time_range(None, None, None, now).expect("default");
+        let r = time_range(None, None, None, now, &jiff::tz::TimeZone::UTC).expect("default");
         assert_eq!(r.name, "24h");
         let r = time_range(
             Some("1h"),
             Some("2026-11-23T10:00"),
             Some("2026-11-23T12:00:00Z"),
             now,
+            &jiff::tz::TimeZone::UTC,
         )
         .expect("custom");
         assert_eq!(r.name, "custom");
         assert_eq!(r.to_ms - r.from_ms, 2 * 3_600_000);
-        assert!(time_range(Some("2w"), None, None, now).is_err());
-        assert!(time_range(None, Some("yesterday"), None, now).is_err());
-        assert!(time_range(None, Some("2000"), Some("1000"), now).is_err());
+        // A datetime-local value is in the pages' zone: 10:00 in Shanghai is 02:00 UTC.
+        let shanghai = jiff::tz::TimeZone::get("Asia/Shanghai").expect("tz");
+        let r = time_range(
+            None,
+            Some("2026-11-23T10:00"),
+            Some("2026-11-23T12:00:00Z"),
+            now,
+            &shanghai,
+        )
+        .expect("custom");
+        assert_eq!(r.to_ms - r.from_ms, 10 * 3_600_000);
+        assert_eq!(zone_offset_ms(&shanghai, now), 8 * 3_600_000);
+        assert_eq!(zone_name(&jiff::tz::TimeZone::UTC), "UTC");
+        assert!(time_range(Some("2w"), None, None, now, &jiff::tz::TimeZone::UTC).is_err());
+        assert!(time_range(None, Some("yesterday"), None, now, &jiff::tz::TimeZone::UTC).is_err());
+        assert!(
+            time_range(
+                None,
+                Some("2000"),
+                Some("1000"),
+                now,
+                &jiff::tz::TimeZone::UTC
+            )
+            .is_err()
+        );
     }
 }

@@ -75,6 +75,8 @@ pub struct AppState {
     pub inhibitions: Option<Arc<probewatch_alerting::inhibit::Inhibitions>>,
     /// The public status page (none: `/status` and the badges answer 404).
     pub status_page: Option<Arc<status_page::StatusPage>>,
+    /// The zone pages show times in (UTC unless configured).
+    pub time_zone: jiff::tz::TimeZone,
 }
 
 /// Configuration reload, as the daemon offers it (SIGHUP does the same).

@@ -672,6 +672,7 @@ fn group_views(
     rows: Vec<(CheckRow, &'static str, &'static str, String)>,
     intervals: Vec<Vec<StatusInterval>>,
     now: i64,
+    tz: &jiff::tz::TimeZone,
 ) -> Vec<GroupView> {
     let mut groups: Vec<GroupView> = Vec::new();
     for ((row, state, word, title), intervals) in rows.into_iter().zip(intervals) {
@@ -693,7 +694,7 @@ fn group_views(
                 now - STRIP_MS,
                 now,
                 STRIP_COLUMNS,
-                TitleTimes::Clock,
+                TitleTimes::Clock(tz),
             ),
             probe: row.probe,
             host: row.host,
@@ -815,7 +816,7 @@ pub(crate) async fn overview(
                 more_problems: plan.problem_rows.saturating_sub(plan.problems.len()),
                 all_problems_href: q.href(&[("status", "problem"), ("page", "")]),
                 filtered: plan.filtered,
-                groups: group_views(plan.rows, intervals, now),
+                groups: group_views(plan.rows, intervals, now, &state.time_zone),
                 pager,
             }
             .render()
@@ -882,7 +883,7 @@ pub(crate) async fn overview(
         more_problems: plan.problem_rows.saturating_sub(plan.problems.len()),
         all_problems_href: q.href(&[("status", "problem"), ("page", "")]),
         filtered: plan.filtered,
-        groups: group_views(plan.rows, intervals, now),
+        groups: group_views(plan.rows, intervals, now, &state.time_zone),
         pager,
     }
     .render()

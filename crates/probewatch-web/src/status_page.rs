@@ -150,8 +150,18 @@ pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiE
     let Some((page, per_group)) = gather(&state).await? else {
         return Err(ApiError::NotFound("no status page is configured".into()));
     };
-    let today = now - now.rem_euclid(DAY_MS);
-    let from = today - (DAYS - 1) * DAY_MS;
+    // Days as the pages' zone has them.
+    let tz = state.time_zone.clone();
+    let day_start = |date: jiff::civil::Date| {
+        date.to_datetime(jiff::civil::Time::midnight())
+            .to_zoned_datetime(tz.clone())
+            .map_or(0, |z| z.timestamp().as_millisecond())
+    };
+    let today = jiff::Timestamp::from_millisecond(now)
+        .map(|t| tz.to_datetime(t).date())
+        .unwrap_or_default();
+    let first_day = today.saturating_sub(jiff::ToSpan::days(DAYS - 1));
+    let from = day_start(first_day);
     let ids: Vec<Vec<i64>> = per_group
         .iter()
         .map(|checks| checks.iter().map(|c| c.id).collect())
@@ -180,11 +190,10 @@ pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiE
             worst = worst.max(rank(state));
             let days = (0..DAYS)
                 .map(|d| {
-                    let start = from + d * DAY_MS;
-                    let end = (start + DAY_MS).min(now);
-                    let day = jiff::Timestamp::from_millisecond(start)
-                        .map(|t| t.strftime("%Y-%m-%d").to_string())
-                        .unwrap_or_default();
+                    let date = first_day.saturating_add(jiff::ToSpan::days(d));
+                    let start = day_start(date);
+                    let end = day_start(date.saturating_add(jiff::ToSpan::days(1))).min(now);
+                    let day = date.strftime("%Y-%m-%d").to_string();
                     match uptime(intervals, start, end, now) {
                         None => DayView {
                             class: "fill-nodata",

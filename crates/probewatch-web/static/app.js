@@ -248,9 +248,9 @@
   });
 })();
 
-// Charts (plotly.js, served from the binary) and zooming. Times are UTC throughout: the
-// server sends ms since the epoch, plotly shows them as UTC dates, and a zoom puts the new
-// from/to (ms) into the URL, so the zoomed view is a link like any other.
+// Charts (plotly.js, served from the binary) and zooming. The server sends ms since the
+// epoch and the pages' zone offset; plotly shows the shifted times as dates, and a zoom puts
+// the new from/to (ms, unshifted) into the URL, so the zoomed view is a link like any other.
 const Charts = (function () {
   "use strict";
   function navigateTo(from, to) {
@@ -265,7 +265,7 @@ const Charts = (function () {
     return Date.parse(String(s).replace(" ", "T") + (String(s).length > 10 ? "Z" : "T00:00:00Z"));
   }
   // Vertical marks (status changes, alert changes) with a short label at the top.
-  function marksOf(el, style) {
+  function marksOf(el, style, offset) {
     let marks = [];
     try { marks = JSON.parse(el.dataset.marks || "[]"); } catch (e) { marks = []; }
     const colour = function (kind) {
@@ -276,25 +276,32 @@ const Charts = (function () {
     return {
       count: marks.length,
       shapes: marks.map(function (m) {
-        return { type: "line", xref: "x", yref: "paper", x0: m.t, x1: m.t, y0: 0, y1: 1,
+        return { type: "line", xref: "x", yref: "paper", x0: m.t + offset, x1: m.t + offset, y0: 0, y1: 1,
           line: { color: colour(m.kind), width: 1, dash: m.kind.startsWith("alert") ? "dot" : "dash" } };
       }),
       annotations: marks.map(function (m, i) {
-        return { x: m.t, xref: "x", y: 1, yref: "paper", yanchor: i % 2 ? "top" : "bottom", text: m.text,
+        return { x: m.t + offset, xref: "x", y: 1, yref: "paper", yanchor: i % 2 ? "top" : "bottom", text: m.text,
           showarrow: false, font: { size: 10, color: colour(m.kind) } };
       }),
     };
   }
+  // plotly draws dates in UTC: the pages' zone is shown by adding its offset to every time
+  // (and taking it off again when a zoom goes into the URL).
   function draw(el, traces, yTitle) {
     const style = getComputedStyle(document.body);
-    const from = Number(el.dataset.from), to = Number(el.dataset.to);
-    const marks = marksOf(el, style);
+    const offset = Number(el.dataset.offset || "0");
+    const from = Number(el.dataset.from) + offset, to = Number(el.dataset.to) + offset;
+    if (offset) {
+      traces.forEach(function (t) { t.x = t.x.map(function (x) { return Number(x) + offset; }); });
+    }
+    const marks = marksOf(el, style, offset);
     const layout = {
       shapes: marks.shapes, annotations: marks.annotations,
       margin: { l: 60, r: 20, t: 10, b: 40 },
       paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)",
       font: { color: style.color, family: style.fontFamily },
-      xaxis: { type: "date", range: [from, to], gridcolor: style.getPropertyValue("--line") },
+      xaxis: { type: "date", range: [from, to], gridcolor: style.getPropertyValue("--line"),
+        title: { text: el.dataset.zone && el.dataset.zone !== "UTC" ? "time (" + el.dataset.zone + ")" : "" } },
       yaxis: { title: { text: yTitle }, rangemode: "tozero", gridcolor: style.getPropertyValue("--line") },
       hovermode: "x unified", showlegend: true, legend: { orientation: "h", y: -0.2 },
       dragmode: "zoom",
@@ -302,7 +309,7 @@ const Charts = (function () {
     window.Plotly.newPlot(el, traces, layout, { displaylogo: false, responsive: true });
     el.on("plotly_relayout", function (ev) {
       const a = ev["xaxis.range[0]"], b = ev["xaxis.range[1]"];
-      if (a !== undefined && b !== undefined) navigateTo(plotlyTime(a), plotlyTime(b));
+      if (a !== undefined && b !== undefined) navigateTo(plotlyTime(a) - offset, plotlyTime(b) - offset);
     });
     el.dataset.drawn = String(traces.reduce(function (n, t) { return n + t.x.length; }, 0));
     el.dataset.marked = String(marks.count);

@@ -35,6 +35,7 @@ impl LoopbackServer {
             maintenance: None,
             inhibitions: None,
             status_page: None,
+            time_zone: jiff::tz::TimeZone::UTC,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -91,6 +91,8 @@ pub struct ConfigFile {
     pub routes: Vec<crate::alerting::RouteFile>,
     /// The public status page (`/status`, `/badge/…`): chosen groups of checks.
     pub status_page: Option<StatusPageFile>,
+    /// The time zone pages show times in (an IANA name; default UTC).
+    pub time_zone: Option<String>,
     /// Inhibition rules: a firing alert mutes others (Alertmanager's inhibit_rules).
     #[serde(default, rename = "inhibit")]
     pub inhibit: Vec<crate::alerting::InhibitFile>,
@@ -535,6 +537,8 @@ pub struct Config {
     pub access: Option<probewatch_web::access::Access>,
     /// The public status page, if configured.
     pub status_page: Option<probewatch_web::status_page::StatusPage>,
+    /// The time zone pages show times in.
+    pub time_zone: jiff::tz::TimeZone,
     /// Limits on PromQL queries served over HTTP.
     pub query: QueryLimits,
     /// The file and flags this was loaded from, for a reload.
@@ -772,6 +776,12 @@ impl Config {
                 .map(|a| resolve_access(a, file.base_dir.as_deref()))
                 .transpose()?,
             status_page: resolve_status_page(file.status_page)?,
+            time_zone: match file.time_zone.as_deref() {
+                None | Some("UTC") => jiff::tz::TimeZone::UTC,
+                Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+                    anyhow::anyhow!("time_zone = {name:?} is not a known IANA time zone")
+                })?,
+            },
             api_token: std::env::var("PROBEWATCH_API_TOKEN")
                 .ok()
                 .or(file.api_token)

@@ -251,6 +251,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         maintenance: Some(alerting.maintenance.clone()),
         inhibitions: Some(alerting.inhibitions.clone()),
         status_page: config.status_page.clone().map(Arc::new),
+        time_zone: config.time_zone.clone(),
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,

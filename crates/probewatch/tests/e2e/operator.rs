@@ -1496,3 +1496,57 @@ fn the_check_chart_marks_status_changes_and_alert_changes() {
     }
     daemon.stop();
 }
+
+#[test]
+fn pages_show_times_in_the_configured_time_zone() {
+    let env = Env::new();
+    let daemon = env.start_with_config(&format!(
+        "time_zone = \"Asia/Shanghai\"\n[[spool]]\npath = {:?}\n",
+        env.spool().display().to_string()
+    ));
+    let now = crate::util::epoch_secs();
+    for (n, at) in [(1, now - 1200), (2, now - 600)] {
+        crate::util::write_renamed(
+            &env.spool().join(format!("r{n}.xml")),
+            &format!(
+                "<probe name=\"web\" host=\"h1\" time=\"{at}\" interval=\"1h\">\n  \
+                 <check name=\"login\" status=\"ok\" duration=\"0.{n}\">x</check>\n</probe>\n"
+            ),
+        );
+    }
+    daemon.wait_files(2, Duration::from_secs(30));
+    // A custom range typed in local time: 10:00 in Shanghai is 02:00 UTC.
+    let page = daemon
+        .get_text("/check?probe=web&host=h1&check=login&from=2026-11-23T10:00&to=2026-11-23T12:00");
+    assert!(page.contains("From (Asia/Shanghai)"), "{page}");
+    assert!(
+        page.contains("value=\"2026-11-23T10:00\""),
+        "the input shows local time: {page}"
+    );
+    assert!(
+        page.contains("datetime=\"2026-11-23T02:00:00Z\""),
+        "the range is 02:00 UTC: {page}"
+    );
+    // Strip titles in the overview use the zone.
+    let overview = daemon.get_text("/");
+    assert!(overview.contains("Asia/Shanghai ("), "{overview}");
+    if let Some(browser) = Browser::start("pages_show_times_in_the_configured_time_zone") {
+        browser.goto(&format!(
+            "{}/check?probe=web&host=h1&check=login&range=1h",
+            daemon.base
+        ));
+        let axis = browser.wait_for(
+            "the chart",
+            "const el = document.getElementById('duration-chart');
+             return el.layout ? [el.layout.xaxis.title.text, el.layout.xaxis.range[1], Number(el.dataset.to)] : null;",
+            Duration::from_secs(20),
+        );
+        assert_eq!(axis[0], "time (Asia/Shanghai)");
+        // The axis ends at the range's end shown in Shanghai time (UTC+8): plotly draws in
+        // UTC, so every time is shifted by the zone's offset.
+        let end_utc = axis[2].as_i64().expect("to");
+        assert_eq!(axis[1].as_i64(), Some(end_utc + 8 * 3_600_000), "{axis}");
+        browser.assert_clean_console("check page");
+    }
+    daemon.stop();
+}
