@@ -112,6 +112,41 @@ fn parse_filter(text: &str) -> Result<Vec<probewatch_alerting::silence::Silence>
     }
 }
 
+/// History rows for acknowledgements: one when given (by whom, why), one when it ended.
+fn acknowledgement_events(rows: &[SilenceRow]) -> Vec<probewatch_store::AlertEvent> {
+    let mut out = Vec::new();
+    for r in rows.iter().filter(|r| r.acknowledgement) {
+        let Ok(matchers) = probewatch_alerting::silence::parse_matchers(&r.matchers) else {
+            continue;
+        };
+        let labels: std::collections::BTreeMap<String, String> = matchers
+            .iter()
+            .map(|m| (m.name.clone(), m.value.clone()))
+            .collect();
+        let name = labels.get("alertname").cloned().unwrap_or_default();
+        let rest: std::collections::BTreeMap<String, String> = labels
+            .into_iter()
+            .filter(|(k, _)| k != "alertname")
+            .collect();
+        let text = probewatch_alerting::engine::canonical(&rest);
+        let event = |event: String, at_ms: i64| probewatch_store::AlertEvent {
+            rule_key: format!("\u{0}{name}"),
+            labels: text.clone(),
+            event,
+            at_ms,
+            value: 0.0,
+        };
+        out.push(event(
+            format!("acknowledged by {}: {}", r.created_by, r.comment),
+            r.created_at_ms,
+        ));
+        if let Some(ended) = r.expired_at_ms {
+            out.push(event("acknowledgement ended".into(), ended));
+        }
+    }
+    out
+}
+
 /// The history newest first, each alert's pending spells that never fired folded into one
 /// row (an alert that flaps between pending and inactive is one line, not hundreds).
 fn fold_history(events: Vec<probewatch_store::AlertEvent>, now: i64) -> Vec<EventView> {
@@ -407,6 +442,11 @@ pub(crate) async fn alerts(
             g.alerts.push(alert);
         }
     }
+    // Acknowledgements belong to their alert's history: when and by whom, and when they
+    // ended.
+    let mut events = events;
+    events.extend(acknowledgement_events(&silence_rows));
+    events.sort_by_key(|e| std::cmp::Reverse(e.at_ms));
     let events: Vec<probewatch_store::AlertEvent> = events
         .into_iter()
         .filter(|e| {

@@ -660,6 +660,14 @@ fn an_acknowledged_alert_stops_notifying_until_it_resolves_and_the_acknowledgeme
         let s = d.get("/api/v1/silences");
         s["data"][0]["acknowledgement"] == true && s["data"][0]["status"] == "expired"
     });
+    // The alert's history says who acknowledged it, why, and when that ended.
+    let page = daemon.get_text("/alerts");
+    let history = &page[page.find("id=\"history\"").expect("history")..];
+    assert!(
+        history.contains("acknowledged by alice: on it")
+            && history.contains("acknowledgement ended"),
+        "{history}"
+    );
     // It fails again: a new problem, notified.
     let before = about("web");
     write("web", "critical");
