@@ -154,7 +154,7 @@ impl Reloader {
 
 /// Settings that differ between `old` and `new` and that only a restart applies.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let fields: [(&'static str, String, String); 17] = [
+    let fields: [(&'static str, String, String); 19] = [
         ("data_dir", f(&old.data_dir), f(&new.data_dir)),
         ("listen", f(&old.listen), f(&new.listen)),
         ("retention", f(&old.retention), f(&new.retention)),
@@ -198,6 +198,8 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("spool", f(&old.spools), f(&new.spools)),
         ("api_token", f(&old.api_token), f(&new.api_token)),
         ("access", f(&old.access), f(&new.access)),
+        ("status_page", f(&old.status_page), f(&new.status_page)),
+        ("time_zone", f(&old.time_zone), f(&new.time_zone)),
         ("query", f(&old.query), f(&new.query)),
         (
             "agent_offline_after",
