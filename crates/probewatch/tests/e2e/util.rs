@@ -478,3 +478,48 @@ pub fn epoch_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
 }
+
+/// A config with a working receiver `ops`, a dead one `pager` (nothing listens on its
+/// port) and `extra` prepended.
+pub fn receivers_config(env: &Env, hook: &Webhook, extra: &str) -> String {
+    format!(
+        "{extra}\n[[receiver]]\nname = \"ops\"\nurl = {:?}\n\
+         [[receiver]]\nname = \"pager\"\nurl = \"http://127.0.0.1:{}/dead\"\ntimeout = \"2s\"\n\
+         [[spool]]\npath = {:?}\n",
+        hook.url,
+        free_port(),
+        env.spool().display().to_string()
+    )
+}
+
+/// A result of `probe` on `host` at `at` (Unix seconds) with `checks` (name, status).
+pub fn result_at(
+    probe: &str,
+    host: &str,
+    at: i64,
+    interval: &str,
+    checks: &[(&str, &str)],
+) -> String {
+    let checks: String = checks
+        .iter()
+        .map(|(name, status)| {
+            format!("  <check name=\"{name}\" status=\"{status}\">{name} is {status}</check>\n")
+        })
+        .collect();
+    format!(
+        "<probe name=\"{probe}\" host=\"{host}\" time=\"{at}\" interval=\"{interval}\">\n{checks}</probe>\n"
+    )
+}
+
+/// A rule file with one rule, `CheckCritical: probe_check_status == 2`, in `env`'s
+/// directory.
+pub fn critical_rule(env: &Env) -> PathBuf {
+    let rules = env.dir.path().join("critical.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: checks\n    rules:\n      - alert: CheckCritical\n        \
+         expr: probe_check_status == 2\n",
+    )
+    .expect("rules");
+    rules
+}
