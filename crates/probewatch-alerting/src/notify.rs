@@ -186,7 +186,14 @@ pub fn deliver(
             for (name, value) in headers {
                 request.headers.push((name.clone(), expand(value, name)?));
             }
-            post_templated(client, &request, text, receiver.timeout, key)
+            post_body(
+                client,
+                url,
+                &request.headers,
+                text,
+                receiver.timeout,
+                Some(key),
+            )
         }
         ReceiverKind::Alertmanager {
             url,
@@ -222,51 +229,6 @@ pub fn deliver(
     }
 }
 
-/// POSTs a templated webhook's body as it was rendered (its `content-type` from the
-/// headers, JSON unless they say otherwise).
-fn post_templated(
-    client: &reqwest::blocking::Client,
-    request: &crate::native::NativeRequest,
-    body: String,
-    timeout: Duration,
-    key: &str,
-) -> Result<String, DeliveryError> {
-    use DeliveryError::{Permanent, Transient};
-    let url = &request.url;
-    let mut builder = client
-        .post(url)
-        .timeout(timeout)
-        .header("idempotency-key", key);
-    if !request
-        .headers
-        .iter()
-        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
-    {
-        builder = builder.header("content-type", "application/json");
-    }
-    for (name, value) in &request.headers {
-        builder = builder.header(name, value);
-    }
-    let response = builder.body(body).send().map_err(|e| {
-        let text = format!("POST {url}: {e}");
-        if e.is_builder() {
-            Permanent(text)
-        } else {
-            Transient(text)
-        }
-    })?;
-    let status = response.status();
-    if status.is_success() {
-        return Ok(format!("POST {url}: {status}"));
-    }
-    let text = format!("POST {url}: {status} {}", read_prefix(response).trim());
-    if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
-        Err(Permanent(text))
-    } else {
-        Err(Transient(text))
-    }
-}
-
 /// POSTs one request of a native receiver: like [`post_json`], and a 2xx answer is read
 /// too, because some services (DingTalk, Feishu, WeCom) say a failure in its body. Such a
 /// failure is the receiver's configuration (a wrong key or signature): not retried.
@@ -277,7 +239,7 @@ fn post_native(
     timeout: Duration,
     key: &str,
 ) -> Result<String, DeliveryError> {
-    use DeliveryError::{Permanent, Transient};
+    use DeliveryError::Permanent;
     // Secrets travel in these URLs (a bot token, a webhook key): errors and logs name the
     // host only.
     let shown = reqwest::Url::parse(&request.url).map_or_else(
@@ -293,13 +255,11 @@ fn post_native(
         builder = builder.header(name, value);
     }
     let response = builder.body(request.body.to_string()).send().map_err(|e| {
-        let builder_error = e.is_builder();
-        let text = format!("{} {shown}: {}", native.kind(), e.without_url());
-        if builder_error {
-            Permanent(text)
-        } else {
-            Transient(text)
-        }
+        let unbuildable = e.is_builder();
+        send_failed(
+            unbuildable,
+            format!("{} {shown}: {}", native.kind(), e.without_url()),
+        )
     })?;
     let status = response.status();
     let answer = read_prefix(response);
@@ -309,12 +269,10 @@ fn post_native(
         }
         return Ok(format!("{} {shown}: {status}", native.kind()));
     }
-    let text = format!("{} {shown}: {status} {}", native.kind(), answer.trim());
-    if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
-        Err(Permanent(text))
-    } else {
-        Err(Transient(text))
-    }
+    Err(refused(
+        status,
+        format!("{} {shown}: {status} {}", native.kind(), answer.trim()),
+    ))
 }
 
 /// Subject and plain-text body of an alert email, from a stored notification.
@@ -421,32 +379,64 @@ fn post_json(
     timeout: Duration,
     key: Option<&str>,
 ) -> Result<String, DeliveryError> {
-    use DeliveryError::{Permanent, Transient};
-    let mut request = client
-        .post(url)
-        .timeout(timeout)
-        .header("content-type", "application/json");
+    post_body(client, url, &[], body, timeout, key)
+}
+
+/// POSTs `body` with `headers` (JSON unless they give a `content-type`) and the
+/// idempotency key; `Ok` on a 2xx answer (whose body is not read), otherwise the status and
+/// the start of the answer.
+fn post_body(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    headers: &[(String, String)],
+    body: String,
+    timeout: Duration,
+    key: Option<&str>,
+) -> Result<String, DeliveryError> {
+    let mut request = client.post(url).timeout(timeout);
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        request = request.header("content-type", "application/json");
+    }
     if let Some(key) = key {
         request = request.header("idempotency-key", key);
     }
-    let response = request.body(body).send().map_err(|e| {
-        let text = format!("POST {url}: {e}");
-        if e.is_builder() {
-            Permanent(text)
-        } else {
-            Transient(text)
-        }
-    })?;
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request
+        .body(body)
+        .send()
+        .map_err(|e| send_failed(e.is_builder(), format!("POST {url}: {e}")))?;
     let status = response.status();
     if status.is_success() {
         return Ok(format!("POST {url}: {status}"));
     }
-    let answer = read_prefix(response);
-    let text = format!("POST {url}: {status} {}", answer.trim());
-    if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
-        Err(Permanent(text))
+    Err(refused(
+        status,
+        format!("POST {url}: {status} {}", read_prefix(response).trim()),
+    ))
+}
+
+/// A request that could not be sent: one that cannot even be built never will be; anything
+/// else (refused connection, timeout) may pass.
+fn send_failed(unbuildable: bool, text: String) -> DeliveryError {
+    if unbuildable {
+        DeliveryError::Permanent(text)
     } else {
-        Err(Transient(text))
+        DeliveryError::Transient(text)
+    }
+}
+
+/// A non-2xx answer: a 4xx other than 408 and 429 is the receiver refusing this request for
+/// good; the rest (5xx, 408, 429) may pass.
+fn refused(status: reqwest::StatusCode, text: String) -> DeliveryError {
+    if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
+        DeliveryError::Permanent(text)
+    } else {
+        DeliveryError::Transient(text)
     }
 }
 

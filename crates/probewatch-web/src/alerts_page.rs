@@ -234,23 +234,16 @@ pub(crate) struct AlertsQuery {
 impl AlertsQuery {
     /// A link to this page with `change` applied.
     fn href(&self, change: &[(&str, &str)]) -> String {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
-        let mut put = |name: &'static str, value: Option<String>| {
-            let value = change
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-                .or(value);
-            if let Some(v) = value.filter(|v| !v.is_empty()) {
-                pairs.push((name, v));
-            }
-        };
-        put("filter", self.filter.clone());
-        put("group", self.group.clone());
-        put("silenced", self.silenced.clone());
-        put("history", self.history.map(|h| h.to_string()));
-        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        crate::history::href("/alerts", &pairs)
+        crate::history::href_with(
+            "/alerts",
+            &[
+                ("filter", self.filter.clone()),
+                ("group", self.group.clone()),
+                ("silenced", self.silenced.clone()),
+                ("history", self.history.map(|h| h.to_string())),
+            ],
+            change,
+        )
     }
 }
 

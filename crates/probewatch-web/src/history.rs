@@ -350,6 +350,31 @@ pub(crate) fn zone_offset_ms(tz: &jiff::tz::TimeZone, ms: i64) -> i64 {
         .unwrap_or(0)
 }
 
+/// A link to `path` with the page's current parameters (`current`, in order) and
+/// `change` applied over them; empty values are left out.
+pub(crate) fn href_with(
+    path: &str,
+    current: &[(&str, Option<String>)],
+    change: &[(&str, &str)],
+) -> String {
+    let pairs: Vec<(&str, String)> = current
+        .iter()
+        .filter_map(|(name, value)| {
+            let value = change
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.to_string())
+                .or_else(|| value.clone())?;
+            (!value.is_empty()).then_some((*name, value))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return path.to_string();
+    }
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    href(path, &pairs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

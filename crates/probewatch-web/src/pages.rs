@@ -175,28 +175,17 @@ pub(crate) struct OverviewQuery {
 impl OverviewQuery {
     /// A link to the overview with these filters and `change` applied.
     fn href(&self, change: &[(&str, &str)]) -> String {
-        let mut pairs: Vec<(&str, String)> = Vec::new();
-        let mut put = |name: &'static str, value: Option<&str>| {
-            let value = change
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| *v)
-                .or(value);
-            if let Some(v) = value.filter(|v| !v.is_empty()) {
-                pairs.push((name, v.to_string()));
-            }
-        };
-        put("q", self.q.as_deref());
-        put("status", self.status.as_deref());
-        put("group", self.group.as_deref());
-        put("in", self.within.as_deref());
-        let page = self.page.map(|p| p.to_string());
-        put("page", page.as_deref());
-        if pairs.is_empty() {
-            return "/".into();
-        }
-        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        crate::history::href("/", &pairs)
+        crate::history::href_with(
+            "/",
+            &[
+                ("q", self.q.clone()),
+                ("status", self.status.clone()),
+                ("group", self.group.clone()),
+                ("in", self.within.clone()),
+                ("page", self.page.map(|p| p.to_string())),
+            ],
+            change,
+        )
     }
 }
 
