@@ -107,13 +107,7 @@ impl Inhibitions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::silence::labels;
 
     #[test]
     fn a_host_down_mutes_its_own_checks_only_and_never_itself() {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::util::{Env, Webhook, receivers_config, result_at};
+use crate::util::{Env, Webhook, result_at};
 
 #[test]
 fn a_public_status_page_and_badges_show_their_groups_and_nothing_private() {
@@ -110,14 +110,7 @@ fn the_cli_reads_a_running_daemon_and_silences_through_it() {
          expr: probe_check_status == 2\n        annotations:\n          summary: login down\n",
     )
     .expect("rules");
-    let daemon = env.start_with_config(&receivers_config(
-        &env,
-        &hook,
-        &format!(
-            "api_token = \"t0ken\"\nevaluation_interval = \"1s\"\nrule_files = [{:?}]",
-            rules.display().to_string()
-        ),
-    ));
+    let daemon = crate::util::start_with_rules(&env, &hook, &rules, "api_token = \"t0ken\"");
     let now = crate::util::epoch_secs();
     crate::util::write_renamed(
         &env.spool().join("web.xml"),

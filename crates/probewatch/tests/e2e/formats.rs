@@ -437,15 +437,7 @@ fn a_bad_mapping_is_refused_at_start_naming_the_field() {
         ),
     )
     .expect("config");
-    let out = std::process::Command::new(BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(env.data())
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = crate::util::refused_start(&env, &config);
     assert!(
         stderr.contains("mapping probe") && stderr.contains("count(/a)"),
         "{stderr}"

@@ -285,14 +285,7 @@ fn the_check_chart_marks_status_changes_and_alert_changes() {
     let env = Env::new();
     let hook = Webhook::start(0);
     let rules = crate::util::critical_rule(&env);
-    let daemon = env.start_with_config(&receivers_config(
-        &env,
-        &hook,
-        &format!(
-            "evaluation_interval = \"1s\"\nrule_files = [{:?}]",
-            rules.display().to_string()
-        ),
-    ));
+    let daemon = crate::util::start_with_rules(&env, &hook, &rules, "");
     let write = |n: u32, at: i64, status: &str| {
         crate::util::write_renamed(
             &env.spool().join(format!("r{n}.xml")),

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{Env, Webhook, receivers_config, result_at};
+use crate::util::{Env, Webhook, result_at};
 use crate::webdriver::Browser;
 
 #[test]
@@ -14,14 +14,7 @@ fn an_alert_is_silenced_from_its_row_with_a_preview_and_silenced_alerts_are_hidd
     let env = Env::new();
     let hook = Webhook::start(0);
     let rules = crate::util::critical_rule(&env);
-    let daemon = env.start_with_config(&receivers_config(
-        &env,
-        &hook,
-        &format!(
-            "api_token = \"t0ken\"\nevaluation_interval = \"1s\"\nrule_files = [{:?}]",
-            rules.display().to_string()
-        ),
-    ));
+    let daemon = crate::util::start_with_rules(&env, &hook, &rules, "api_token = \"t0ken\"");
     let now = crate::util::epoch_secs();
     for (i, probe) in ["web", "db"].iter().enumerate() {
         crate::util::write_renamed(
@@ -343,15 +336,7 @@ fn a_check_under_maintenance_shows_maintenance_is_not_notified_and_its_time_is_l
         ),
     )
     .expect("config");
-    let out = std::process::Command::new(crate::util::BIN)
-        .args(["run", "--config"])
-        .arg(&config)
-        .arg("--data")
-        .arg(env.data())
-        .output()
-        .expect("run");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let stderr = crate::util::refused_start(&env, &config);
     assert!(
         stderr.contains("weekend") && stderr.contains("caturday"),
         "{stderr}"
@@ -455,14 +440,7 @@ fn the_alerts_page_groups_by_a_label_filters_by_matchers_and_shows_severity() {
 "#,
     )
     .expect("rules");
-    let daemon = env.start_with_config(&receivers_config(
-        &env,
-        &hook,
-        &format!(
-            "evaluation_interval = \"1s\"\nrule_files = [{:?}]",
-            rules.display().to_string()
-        ),
-    ));
+    let daemon = crate::util::start_with_rules(&env, &hook, &rules, "");
     let now = crate::util::epoch_secs();
     crate::util::write_renamed(
         &env.spool().join("r.xml"),

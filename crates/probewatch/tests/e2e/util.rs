@@ -523,3 +523,29 @@ pub fn critical_rule(env: &Env) -> PathBuf {
     .expect("rules");
     rules
 }
+
+/// Starts `run` with [`receivers_config`], `rules` evaluated every second, and `extra`
+/// settings (e.g. `api_token = "t0ken"`) before them.
+pub fn start_with_rules(env: &Env, hook: &Webhook, rules: &Path, extra: &str) -> Daemon {
+    env.start_with_config(&receivers_config(
+        env,
+        hook,
+        &format!(
+            "{extra}\nevaluation_interval = \"1s\"\nrule_files = [{:?}]",
+            rules.display().to_string()
+        ),
+    ))
+}
+
+/// Runs `probewatch run --config <config>` expecting it to refuse to start; its stderr.
+pub fn refused_start(env: &Env, config: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(config)
+        .arg("--data")
+        .arg(env.data())
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "the start was not refused");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
