@@ -614,11 +614,16 @@ fn rules_check_agrees_with_promtool_on_empty_and_broken_files() {
 }
 
 /// The example rules for agents (absence without a rule per probe, one alert per offline
-/// agent) and for watching probewatch itself pass their promtool-format tests in probewatch
+/// agent), for probes (one generic ProbeSilent over probe_check_stale) and for watching
+/// probewatch itself pass their promtool-format tests in probewatch
 /// and in the real promtool alike.
 #[test]
 fn the_example_rules_pass_their_tests_in_probewatch_and_promtool() {
-    for (file, tests) in [("agents_test.yml", 2), ("probewatch_test.yml", 1)] {
+    for (file, tests) in [
+        ("agents_test.yml", 2),
+        ("probewatch_test.yml", 1),
+        ("probes_test.yml", 2),
+    ] {
         let path = format!("{}/../../examples/rules/{file}", env!("CARGO_MANIFEST_DIR"));
         let ours = std::process::Command::new(BIN)
             .args(["rules", "test", &path])
