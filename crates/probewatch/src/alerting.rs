@@ -17,212 +17,6 @@ use probewatch_alerting::{Engine, EngineConfig, Route, SnapshotCell};
 use probewatch_store::{SeriesIndex, Store, StoreSource};
 use serde::Deserialize;
 
-/// A `[[receiver]]` table.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReceiverFile {
-    /// Name routes refer to.
-    pub name: String,
-    /// `webhook` (default when `url` is set), `alertmanager` (with `url`: its base URL) or
-    /// `command`.
-    #[serde(rename = "type")]
-    pub kind: Option<String>,
-    /// Webhook URL.
-    pub url: Option<String>,
-    /// Program and arguments for `command`.
-    pub command: Option<Vec<String>>,
-    /// Email: SMTP server as `host:port`.
-    pub smarthost: Option<String>,
-    /// Email: `starttls` (default), `tls` or `none`.
-    pub smtp_security: Option<String>,
-    /// Email: SMTP login.
-    pub username: Option<String>,
-    /// Email: SMTP password (or `password_file`).
-    pub password: Option<String>,
-    /// Email: file holding the SMTP password.
-    pub password_file: Option<PathBuf>,
-    /// Email: sender.
-    pub from: Option<String>,
-    /// Email: recipients.
-    pub to: Option<Vec<String>>,
-    /// Whether resolved alerts are sent (default true).
-    pub send_resolved: Option<bool>,
-    /// Per-attempt timeout (default 10s).
-    pub timeout: Option<String>,
-    /// Alertmanager: how often firing alerts are sent again (default 1m, as Prometheus).
-    pub resend_interval: Option<String>,
-    /// Telegram: the bot's token (or `bot_token_file`).
-    pub bot_token: Option<String>,
-    /// Telegram: a file holding the bot's token.
-    pub bot_token_file: Option<PathBuf>,
-    /// Telegram: the chat to write to.
-    pub chat_id: Option<String>,
-    /// PagerDuty: the integration's routing key (or `routing_key_file`).
-    pub routing_key: Option<String>,
-    /// PagerDuty: a file holding the routing key.
-    pub routing_key_file: Option<PathBuf>,
-    /// Opsgenie: the API integration's key (or `api_key_file`).
-    pub api_key: Option<String>,
-    /// Opsgenie: a file holding the key.
-    pub api_key_file: Option<PathBuf>,
-    /// DingTalk, Feishu: the bot's signing secret (or `secret_file`).
-    pub secret: Option<String>,
-    /// DingTalk, Feishu: a file holding the secret.
-    pub secret_file: Option<PathBuf>,
-    /// Telegram, PagerDuty, Opsgenie: the API's base URL (a proxy, the EU region, a test).
-    pub api_url: Option<String>,
-    /// Webhook: the body as a Go template over the notification (default: Alertmanager's
-    /// JSON).
-    pub body_template: Option<String>,
-    /// Webhook: extra headers, each value a Go template over the notification.
-    #[serde(default)]
-    pub headers: std::collections::BTreeMap<String, String>,
-}
-
-/// Refuses a setting the receiver's type does not use (`chat_id` on a Slack receiver, a
-/// `routing_key` on a webhook): a typo or a copy-paste left over would otherwise be ignored
-/// silently, and the receiver would not do what its author thinks.
-fn check_receiver_fields(r: &ReceiverFile) -> anyhow::Result<()> {
-    let kind = r.kind.as_deref().unwrap_or(match (&r.url, &r.command) {
-        (_, Some(_)) => "command",
-        _ => "webhook",
-    });
-    let set: [(&str, bool); 20] = [
-        ("url", r.url.is_some()),
-        ("command", r.command.is_some()),
-        ("smarthost", r.smarthost.is_some()),
-        ("smtp_security", r.smtp_security.is_some()),
-        ("username", r.username.is_some()),
-        ("password", r.password.is_some()),
-        ("password_file", r.password_file.is_some()),
-        ("from", r.from.is_some()),
-        ("to", r.to.is_some()),
-        ("resend_interval", r.resend_interval.is_some()),
-        ("bot_token", r.bot_token.is_some()),
-        ("bot_token_file", r.bot_token_file.is_some()),
-        ("chat_id", r.chat_id.is_some()),
-        ("routing_key", r.routing_key.is_some()),
-        ("routing_key_file", r.routing_key_file.is_some()),
-        ("api_key", r.api_key.is_some()),
-        ("api_key_file", r.api_key_file.is_some()),
-        ("secret", r.secret.is_some() || r.secret_file.is_some()),
-        ("api_url", r.api_url.is_some()),
-        (
-            "body_template",
-            r.body_template.is_some() || !r.headers.is_empty(),
-        ),
-    ];
-    let allowed: &[&str] = match kind {
-        "webhook" => &["url", "body_template"],
-        "command" => &["command"],
-        "alertmanager" => &["url", "resend_interval"],
-        "email" => &[
-            "smarthost",
-            "smtp_security",
-            "username",
-            "password",
-            "password_file",
-            "from",
-            "to",
-        ],
-        "slack" | "teams" | "discord" | "wecom" => &["url"],
-        "telegram" => &["bot_token", "bot_token_file", "chat_id", "api_url"],
-        "pagerduty" => &["routing_key", "routing_key_file", "api_url"],
-        "opsgenie" => &["api_key", "api_key_file", "api_url"],
-        "dingtalk" | "feishu" | "lark" => &["url", "secret"],
-        other => bail!(
-            "receiver {:?}: unknown type {other:?}: use webhook, command, alertmanager, email, \
-             slack, teams, discord, telegram, pagerduty, opsgenie, dingtalk, feishu or wecom",
-            r.name
-        ),
-    };
-    let stray: Vec<&str> = set
-        .iter()
-        .filter(|(field, on)| *on && !allowed.contains(field))
-        .map(|(field, _)| *field)
-        .collect();
-    if !stray.is_empty() {
-        bail!(
-            "receiver {:?} (type = {kind:?}) does not take {}",
-            r.name,
-            stray.join(", ")
-        );
-    }
-    Ok(())
-}
-
-/// A secret given inline or in a file (trimmed), for receiver `name`'s `field`.
-fn secret_of(
-    name: &str,
-    field: &str,
-    inline: &Option<String>,
-    file: &Option<PathBuf>,
-) -> anyhow::Result<Option<String>> {
-    match (inline, file) {
-        (Some(_), Some(_)) => bail!("receiver {name:?}: give {field} or {field}_file, not both"),
-        (Some(v), None) => Ok(Some(v.clone())),
-        (None, Some(path)) => Ok(Some(
-            std::fs::read_to_string(path)
-                .with_context(|| format!("receiver {name:?}: reading {}", path.display()))?
-                .trim()
-                .to_string(),
-        )),
-        (None, None) => Ok(None),
-    }
-}
-
-/// A native receiver's settings from its table (`type` is one of the native kinds).
-fn native_receiver(
-    r: &ReceiverFile,
-    kind: &str,
-) -> anyhow::Result<Option<probewatch_alerting::native::Native>> {
-    use probewatch_alerting::native::Native;
-    let need = |value: Option<String>, field: &str| {
-        value
-            .ok_or_else(|| anyhow::anyhow!("receiver {:?} (type = {kind:?}) needs {field}", r.name))
-    };
-    let url = || need(r.url.clone(), "url");
-    let api = |default: &str| r.api_url.clone().unwrap_or_else(|| default.to_string());
-    let secret = secret_of(&r.name, "secret", &r.secret, &r.secret_file)?;
-    Ok(Some(match kind {
-        "slack" => Native::Slack { url: url()? },
-        "teams" => Native::Teams { url: url()? },
-        "discord" => Native::Discord { url: url()? },
-        "telegram" => Native::Telegram {
-            api_url: api("https://api.telegram.org"),
-            bot_token: need(
-                secret_of(&r.name, "bot_token", &r.bot_token, &r.bot_token_file)?,
-                "bot_token",
-            )?,
-            chat_id: need(r.chat_id.clone(), "chat_id")?,
-        },
-        "pagerduty" => Native::PagerDuty {
-            api_url: api("https://events.pagerduty.com"),
-            routing_key: need(
-                secret_of(&r.name, "routing_key", &r.routing_key, &r.routing_key_file)?,
-                "routing_key",
-            )?,
-        },
-        "opsgenie" => Native::Opsgenie {
-            api_url: api("https://api.opsgenie.com"),
-            api_key: need(
-                secret_of(&r.name, "api_key", &r.api_key, &r.api_key_file)?,
-                "api_key",
-            )?,
-        },
-        "dingtalk" => Native::DingTalk {
-            url: url()?,
-            secret,
-        },
-        "feishu" | "lark" => Native::Feishu {
-            url: url()?,
-            secret,
-        },
-        "wecom" => Native::WeCom { url: url()? },
-        _ => return Ok(None),
-    }))
-}
-
 /// The alerting configuration as a Prometheus configuration file would say it, for
 /// `/api/v1/status/config` (strings are JSON-quoted, which YAML reads as they are).
 pub fn prometheus_yaml(config: &AlertingConfig) -> String {
@@ -453,60 +247,13 @@ pub fn expand_rule_files(patterns: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-fn email_settings(r: &ReceiverFile) -> anyhow::Result<notify::EmailSettings> {
-    let name = &r.name;
-    let smarthost = r
-        .smarthost
-        .as_deref()
-        .with_context(|| format!("receiver {name:?}: email needs smarthost = \"host:port\""))?;
-    let (host, port) = smarthost
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-        .with_context(|| format!("receiver {name:?}: smarthost {smarthost:?} is not host:port"))?;
-    let security = match r.smtp_security.as_deref() {
-        None | Some("starttls") => notify::SmtpSecurity::StartTls,
-        Some("tls") => notify::SmtpSecurity::Tls,
-        Some("none") => notify::SmtpSecurity::None,
-        Some(other) => {
-            bail!("receiver {name:?}: smtp_security {other:?}: expected starttls, tls or none")
-        }
-    };
-    let password = match (&r.password, &r.password_file) {
-        (Some(p), None) => Some(p.clone()),
-        (None, Some(file)) => Some(
-            std::fs::read_to_string(file)
-                .with_context(|| format!("receiver {name:?}: reading {}", file.display()))?
-                .trim_end()
-                .to_string(),
-        ),
-        (None, None) => None,
-        (Some(_), Some(_)) => bail!("receiver {name:?}: give password or password_file, not both"),
-    };
-    let from = r
-        .from
-        .clone()
-        .with_context(|| format!("receiver {name:?}: email needs from"))?;
-    let to = r.to.clone().filter(|t| !t.is_empty()).with_context(|| {
-        format!("receiver {name:?}: email needs to = [\"someone@example.com\"]")
-    })?;
-    Ok(notify::EmailSettings {
-        host,
-        port,
-        security,
-        username: r.username.clone(),
-        password,
-        from,
-        to,
-    })
-}
-
 /// Resolves the alerting part of the configuration.
 pub fn resolve(
     rule_files: &[String],
     evaluation_interval: Option<&str>,
     external_url: Option<String>,
     external_labels: &std::collections::BTreeMap<String, String>,
-    receivers: &[ReceiverFile],
+    receivers: &[crate::receiver_config::ReceiverFile],
     routes: &[RouteFile],
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<AlertingConfig> {
@@ -525,79 +272,14 @@ pub fn resolve(
     let mut resolved_receivers = Vec::new();
     let mut send_resolved = std::collections::HashMap::new();
     for r in receivers {
-        if r.name.is_empty() {
-            bail!("a [[receiver]] has no name");
-        }
-        check_receiver_fields(r)?;
         if resolved_receivers
             .iter()
             .any(|x: &notify::Receiver| x.name == r.name)
         {
             bail!("receiver {:?} is defined twice", r.name);
         }
-        if r.resend_interval.is_some() && r.kind.as_deref() != Some("alertmanager") {
-            bail!(
-                "receiver {:?}: resend_interval applies only to type = \"alertmanager\"",
-                r.name
-            );
-        }
-        let native = match r.kind.as_deref() {
-            Some(kind) => native_receiver(r, kind)?,
-            None => None,
-        };
-        let kind = match (r.kind.as_deref(), &r.url, &r.command) {
-            _ if let Some(native) = native => ReceiverKind::Native(native),
-            (None | Some("webhook"), Some(url), None) => {
-                let template = |what: &str, text: &str| {
-                    probewatch_alerting::template::Template::parse(text)
-                        .map_err(|e| anyhow::anyhow!("receiver {:?}: {what}: {e}", r.name))
-                };
-                ReceiverKind::Webhook {
-                    url: url.clone(),
-                    body: r
-                        .body_template
-                        .as_deref()
-                        .map(|t| template("body_template", t))
-                        .transpose()?,
-                    headers: r
-                        .headers
-                        .iter()
-                        .map(|(name, value)| Ok((name.clone(), template(name, value)?)))
-                        .collect::<anyhow::Result<_>>()?,
-                }
-            }
-            (None | Some("command"), None, Some(argv)) if !argv.is_empty() => {
-                ReceiverKind::Command { argv: argv.clone() }
-            }
-            (Some("alertmanager"), Some(url), None) => ReceiverKind::Alertmanager {
-                url: url.clone(),
-                resend_interval: crate::config::duration(
-                    &format!("receiver {:?}: resend_interval", r.name),
-                    r.resend_interval.as_deref(),
-                    "1m",
-                    Duration::from_secs(1),
-                )?,
-            },
-            (Some("email"), None, None) => ReceiverKind::Email(email_settings(r)?),
-            _ => bail!(
-                "receiver {:?}: set url (webhook) or command (a program and its arguments), \
-                 or a type: alertmanager, email, slack, teams, discord, telegram, pagerduty, \
-                 opsgenie, dingtalk, feishu or wecom",
-                r.name
-            ),
-        };
-        let timeout = humantime_ms(
-            &format!("receiver {:?}: timeout", r.name),
-            r.timeout.as_deref(),
-            "10s",
-            Duration::from_millis(100),
-        )?;
         send_resolved.insert(r.name.clone(), r.send_resolved.unwrap_or(true));
-        resolved_receivers.push(notify::Receiver {
-            name: r.name.clone(),
-            kind,
-            timeout: Duration::from_millis(u64::try_from(timeout).unwrap_or(10_000)),
-        });
+        resolved_receivers.push(r.resolve()?);
     }
     let mut resolved_routes = Vec::new();
     for r in routes {

@@ -26,6 +26,7 @@ pub mod exec;
 pub mod health;
 pub mod ingest;
 pub mod process;
+pub mod receiver_config;
 pub mod reload;
 pub mod remote;
 pub mod shutdown;
