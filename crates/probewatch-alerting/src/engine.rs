@@ -1151,7 +1151,7 @@ groups:
         let silence = Silence {
             id: 1,
             matchers: vec![Matcher::new("check", "=", "login").expect("matcher")],
-            except: None,
+            spare: None,
         };
         assert!(
             e.snapshot()

@@ -56,15 +56,24 @@ impl InhibitRule {
     }
 
     fn source_matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.source
-            .iter()
-            .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+        all_match(&self.source, labels)
     }
+
+    fn target_matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        all_match(&self.target, labels)
+    }
+}
+
+fn all_match(matchers: &[Matcher], labels: &BTreeMap<String, String>) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
 }
 
 /// The silences that the firing alerts (`firing`: their labels, `alertname` included)
 /// cause through `rules`: one per rule and source alert, muting the rule's targets with the
-/// source's values of the `equal` labels, except the source itself.
+/// source's values of the `equal` labels. A source that matches the target side too mutes
+/// no alert that matches the source side (Alertmanager's rule against self-inhibition).
 pub fn silences(rules: &[InhibitRule], firing: &[&BTreeMap<String, String>]) -> Vec<Silence> {
     let mut out = Vec::new();
     for rule in rules {
@@ -78,10 +87,11 @@ pub fn silences(rules: &[InhibitRule], firing: &[&BTreeMap<String, String>]) -> 
                     value: value.to_string(),
                 });
             }
+            let two_sided = rule.target_matches(source);
             out.push(Silence {
                 id: 0,
                 matchers,
-                except: Some((*source).clone()),
+                spare: two_sided.then(|| rule.source.clone()),
             });
         }
     }
@@ -134,5 +144,37 @@ mod tests {
         assert!(!crate::silence::silenced(&muted, &check_on("db-2")));
         assert!(!crate::silence::silenced(&muted, &down), "not itself");
         assert!(InhibitRule::from_config(&[], &["a=\"b\"".into()], &[]).is_err());
+    }
+
+    #[test]
+    fn alerts_that_match_both_sides_do_not_mute_each_other() {
+        // Alertmanager's example: critical mutes warning on the same host; a rule whose
+        // two sides overlap (severity=~"critical|warning" mutes severity="warning").
+        let rule = InhibitRule::from_config(
+            &["severity=~\"critical|warning\"".into()],
+            &["severity=\"warning\"".into()],
+            &["host".into()],
+        )
+        .expect("rule");
+        let warning =
+            |name: &str| labels(&[("alertname", name), ("host", "h"), ("severity", "warning")]);
+        let (a, b) = (warning("A"), warning("B"));
+        let muted = silences(std::slice::from_ref(&rule), &[&a, &b]);
+        assert!(
+            !crate::silence::silenced(&muted, &a),
+            "B matches both sides"
+        );
+        assert!(
+            !crate::silence::silenced(&muted, &b),
+            "A matches both sides"
+        );
+        let critical = labels(&[("alertname", "C"), ("host", "h"), ("severity", "critical")]);
+        let muted = silences(&[rule], &[&a, &b, &critical]);
+        assert!(
+            crate::silence::silenced(&muted, &a),
+            "C matches the source only"
+        );
+        assert!(crate::silence::silenced(&muted, &b));
+        assert!(!crate::silence::silenced(&muted, &critical));
     }
 }

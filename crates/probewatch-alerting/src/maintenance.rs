@@ -232,7 +232,7 @@ impl Window {
         crate::silence::Silence {
             id: 0,
             matchers: self.matchers.clone(),
-            except: None,
+            spare: None,
         }
     }
 }

@@ -12,9 +12,11 @@ pub struct Silence {
     pub id: i64,
     /// Matchers, all of which must hold.
     pub matchers: Vec<Matcher>,
-    /// An alert with exactly these labels is not silenced by it (an inhibition never mutes
-    /// the alert that causes it).
-    pub except: Option<BTreeMap<String, String>>,
+    /// Alerts that match all of these are spared. An inhibition caused by an alert that
+    /// matches both sides of its rule spares every alert that matches the rule's source
+    /// side too, as Alertmanager does: no alert mutes itself, and two alerts that each
+    /// could inhibit the other mute neither.
+    pub spare: Option<Vec<Matcher>>,
 }
 
 /// The silences in effect at `now_ms`, compiled; a silence whose matchers do not parse is
@@ -26,7 +28,7 @@ pub fn active_silences(rows: &[probewatch_store::SilenceRow], now_ms: i64) -> Ve
             Ok(matchers) => Some(Silence {
                 id: r.id,
                 matchers,
-                except: None,
+                spare: None,
             }),
             Err(e) => {
                 tracing::warn!(id = r.id, error = %e, "skipping a silence with bad matchers");
@@ -39,10 +41,12 @@ pub fn active_silences(rows: &[probewatch_store::SilenceRow], now_ms: i64) -> Ve
 /// Whether any of `silences` matches an alert with `labels`.
 pub fn silenced(silences: &[Silence], labels: &BTreeMap<String, String>) -> bool {
     silences.iter().any(|s| {
-        s.except.as_ref() != Some(labels)
-            && s.matchers
+        let all = |matchers: &[Matcher]| {
+            matchers
                 .iter()
                 .all(|m| m.matches(labels.get(&m.name).map_or("", String::as_str)))
+        };
+        all(&s.matchers) && !s.spare.as_deref().is_some_and(all)
     })
 }
 

@@ -106,7 +106,7 @@ fn parse_filter(text: &str) -> Result<Vec<probewatch_alerting::silence::Silence>
         [one] => Ok(vec![probewatch_alerting::silence::Silence {
             id: 0,
             matchers: one.clone(),
-            except: None,
+            spare: None,
         }]),
         _ => Err(format!("filter {text:?}: `or` is not allowed here")),
     }

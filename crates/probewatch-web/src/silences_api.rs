@@ -171,7 +171,7 @@ pub(crate) async fn preview(
     let probe = [probewatch_alerting::silence::Silence {
         id: 0,
         matchers,
-        except: None,
+        spare: None,
     }];
     let mut matched = Vec::new();
     if let Some(engine) = &state.alerting {

@@ -226,7 +226,7 @@ pub fn alerts(args: &ServerArgs, matchers: &[String]) -> anyhow::Result<ExitCode
     let wanted = [probewatch_alerting::silence::Silence {
         id: 0,
         matchers: filter,
-        except: None,
+        spare: None,
     }];
     let client = Client::new(args)?;
     let body = client.get("/api/v1/alerts")?;

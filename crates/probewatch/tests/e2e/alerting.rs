@@ -1,11 +1,12 @@
 //! Alerting end to end: real rule files, the real binary, a real HTTP webhook receiver.
 
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::util::*;
 
@@ -663,12 +664,17 @@ struct RealAlertmanager {
 
 impl RealAlertmanager {
     fn start(dir: &std::path::Path) -> Option<RealAlertmanager> {
-        Self::start_with(dir, free_port(), "")
+        Self::start_with(dir, free_port(), "", "")
     }
 
-    /// Starts one on `port` with `global` settings (YAML lines under `global:`), keeping its
-    /// data under `dir`.
-    fn start_with(dir: &std::path::Path, port: u16, global: &str) -> Option<RealAlertmanager> {
+    /// Starts one on `port` with `global` settings (YAML lines under `global:`) and `tail`
+    /// (more top-level YAML, such as `inhibit_rules`), keeping its data under `dir`.
+    fn start_with(
+        dir: &std::path::Path,
+        port: u16,
+        global: &str,
+        tail: &str,
+    ) -> Option<RealAlertmanager> {
         let bin = std::path::Path::new("/usr/bin/prometheus-alertmanager");
         if !bin.exists() {
             eprintln!(
@@ -680,7 +686,9 @@ impl RealAlertmanager {
         let config = dir.join("alertmanager.yml");
         std::fs::write(
             &config,
-            format!("global:\n{global}\nroute:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n"),
+            format!(
+                "global:\n{global}\nroute:\n  receiver: blackhole\nreceivers:\n  - name: blackhole\n{tail}"
+            ),
         )
         .expect("config");
         let child = std::process::Command::new(bin)
@@ -762,6 +770,192 @@ fn a_real_alertmanager_computes_the_same_fingerprint() {
     daemon.stop();
 }
 
+/// Inhibition as Alertmanager decides it, on the same alerts and the same rules: the alerts
+/// probewatch notifies are exactly those the real Alertmanager does not mark inhibited. The
+/// rules include Alertmanager's subtle case, a rule whose two sides overlap: alerts matching
+/// both sides never mute each other, while one matching only the source side mutes them.
+#[test]
+fn inhibition_mutes_what_a_real_alertmanager_mutes_on_the_same_alerts() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.data()).expect("dir");
+    let inhibit = [
+        (
+            r#"alertname="HostDown""#,
+            r#"severity="warning""#,
+            r#"["host"]"#,
+        ),
+        (
+            r#"severity=~"warning|info""#,
+            r#"severity="warning""#,
+            r#"["check"]"#,
+        ),
+    ];
+    let am_rules: String = inhibit
+        .iter()
+        .map(|(source, target, equal)| {
+            format!(
+                "  - source_matchers: ['{source}']\n    target_matchers: ['{target}']\n    equal: {equal}\n"
+            )
+        })
+        .collect();
+    let Some(am) = RealAlertmanager::start_with(
+        env.dir.path(),
+        free_port(),
+        "",
+        &format!("inhibit_rules:\n{am_rules}"),
+    ) else {
+        return;
+    };
+    let ours: String = inhibit
+        .iter()
+        .map(|(source, target, equal)| {
+            format!(
+                "[[inhibit]]\nsource_matchers = ['{source}']\ntarget_matchers = ['{target}']\nequal = {equal}\n"
+            )
+        })
+        .collect();
+    let hook = Webhook::start(0);
+    let rules = env.data().join("rules.yml");
+    std::fs::write(
+        &rules,
+        r#"groups:
+  - name: hosts
+    rules:
+      - alert: HostDown
+        expr: probe_check_status{check="ping"} == 2
+        labels: {severity: critical}
+      - alert: CheckCritical
+        expr: probe_check_status{check!="ping"} == 2
+        for: 2s
+        labels: {severity: warning}
+      - alert: CheckWarning
+        expr: probe_check_status == 1
+        labels: {severity: info}
+"#,
+    )
+    .expect("rules");
+    let daemon = env.start_with_config(&format!(
+        "evaluation_interval = \"1s\"\nrule_files = [{:?}]\n{ours}\
+         [[receiver]]\nname = \"ops\"\nurl = {:?}\n\
+         [[route]]\nreceiver = \"ops\"\ngroup_by = [\"alertname\", \"host\", \"check\"]\n\
+         [[spool]]\npath = {:?}\n",
+        rules.display().to_string(),
+        hook.url,
+        env.spool().display().to_string()
+    ));
+    let now = crate::util::epoch_secs();
+    let report = |host: &str, checks: &[(&str, &str)]| {
+        crate::util::write_renamed(
+            &env.spool().join(format!("{host}.xml")),
+            &crate::util::result_at("app", host, now, "1h", checks),
+        );
+    };
+    // The host is down: its warning is muted by the first rule.
+    report("db-1", &[("ping", "critical"), ("login", "critical")]);
+    // An info alert (source side only) mutes the warning on the same check.
+    report("web-3", &[("disk", "critical")]);
+    report("web-4", &[("disk", "warning")]);
+    // Warnings on the same check of two hosts: each matches both sides of the second
+    // rule, so the one firing first does not mute the other when it comes.
+    report("web-1", &[("login", "critical")]);
+    hook.wait_for(3, Duration::from_secs(30));
+    report("web-2", &[("login", "critical")]);
+    // All six alerts fire in probewatch.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let firing = loop {
+        let alerts: Value =
+            serde_json::from_str(&daemon.get_text("/api/v1/alerts")).expect("alerts json");
+        let firing: Vec<Value> = alerts["data"]["alerts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["state"] == "firing")
+            .collect();
+        if firing.len() == 6 {
+            break firing;
+        }
+        assert!(Instant::now() < deadline, "six alerts fire: {alerts}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let key = |labels: &Value| {
+        format!(
+            "{} {} {}",
+            labels["alertname"].as_str().unwrap_or(""),
+            labels["host"].as_str().unwrap_or(""),
+            labels["check"].as_str().unwrap_or("")
+        )
+    };
+    // Alertmanager is given every firing alert, as a Prometheus would send them.
+    let posted: Vec<Value> = firing
+        .iter()
+        .map(|a| json!({"labels": a["labels"], "annotations": a["annotations"]}))
+        .collect();
+    let client = reqwest::blocking::Client::new();
+    let answer = client
+        .post(format!("{}/api/v2/alerts", am.base))
+        .json(&posted)
+        .send()
+        .expect("post to alertmanager");
+    assert!(answer.status().is_success(), "{:?}", answer.text());
+    // Its inhibitor reads new alerts asynchronously: wait until its answer is steady.
+    let mut last = BTreeSet::new();
+    let mut steady = 0;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let theirs_notified = loop {
+        let alerts = am.alerts();
+        let active: BTreeSet<String> = alerts
+            .iter()
+            .filter(|a| {
+                a["status"]["inhibitedBy"]
+                    .as_array()
+                    .is_none_or(|v| v.is_empty())
+            })
+            .map(|a| key(&a["labels"]))
+            .collect();
+        if alerts.len() == 6 && active == last {
+            steady += 1;
+            if steady == 5 {
+                break active;
+            }
+        } else {
+            steady = 0;
+        }
+        last = active;
+        assert!(
+            Instant::now() < deadline,
+            "alertmanager settles: {alerts:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    hook.wait_for(theirs_notified.len(), Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(3));
+    let ours_notified: BTreeSet<String> = hook
+        .received()
+        .iter()
+        .flat_map(|n| n["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| key(&a["labels"]))
+        .collect();
+    assert_eq!(
+        ours_notified, theirs_notified,
+        "probewatch notifies exactly what Alertmanager leaves uninhibited"
+    );
+    assert_eq!(
+        theirs_notified,
+        [
+            "CheckCritical web-1 login",
+            "CheckCritical web-2 login",
+            "CheckWarning web-4 disk",
+            "HostDown db-1 ping",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect::<BTreeSet<String>>(),
+        "the case this test is about happened"
+    );
+    daemon.stop();
+}
+
 /// Prometheus's contract with Alertmanager: a firing alert is re-sent every re-send interval
 /// with an end a few intervals ahead, so Alertmanager keeps it active for as long as it fires
 /// (here many times its `resolve_timeout`), an Alertmanager that restarts learns of it again,
@@ -771,7 +965,7 @@ fn a_real_alertmanager_keeps_a_firing_alert_active_until_it_resolves() {
     let env = Env::new();
     std::fs::create_dir_all(env.data()).expect("dir");
     let port = free_port();
-    let Some(am) = RealAlertmanager::start_with(env.dir.path(), port, "  resolve_timeout: 2s")
+    let Some(am) = RealAlertmanager::start_with(env.dir.path(), port, "  resolve_timeout: 2s", "")
     else {
         return;
     };
@@ -814,7 +1008,7 @@ fn a_real_alertmanager_keeps_a_firing_alert_active_until_it_resolves() {
     }
     // A fresh Alertmanager in its place (no state) hears of the alert at the next re-send.
     drop(am);
-    let am = RealAlertmanager::start_with(env.dir.path(), port, "  resolve_timeout: 2s")
+    let am = RealAlertmanager::start_with(env.dir.path(), port, "  resolve_timeout: 2s", "")
         .expect("alertmanager again");
     let deadline = Instant::now() + Duration::from_secs(30);
     while login_critical(&am).is_none() {
