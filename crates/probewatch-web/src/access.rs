@@ -146,7 +146,7 @@ pub(crate) async fn require(
     let path = request.uri().path();
     // The public status page, its badges and the stylesheet it uses show only what the
     // status page's groups choose (see status_page.rs).
-    let public = state.status_page.is_some()
+    let public = state.status_page().is_some()
         && (path == "/status" || path.starts_with("/badge/") || path == "/static/app.css");
     if public
         || matches!(

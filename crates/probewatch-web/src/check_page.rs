@@ -303,7 +303,7 @@ pub(crate) async fn check_page(
 ) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let (probe, host, check) = q.key()?;
-    let range = q.range(now, &app.time_zone)?;
+    let range = q.range(now, &app.time_zone())?;
     let (from, to) = (range.from_ms, range.to_ms);
     let key = (probe.clone(), host.clone(), check.clone());
     let found = crate::read(&app, move |store| {
@@ -460,10 +460,10 @@ pub(crate) async fn check_page(
         range_name: range.name.clone(),
         from_iso: crate::rfc3339(from),
         to_iso: crate::rfc3339(to),
-        from_input: input_value(from, &app.time_zone),
-        to_input: input_value(to, &app.time_zone),
-        zone: history::zone_name(&app.time_zone),
-        zone_offset_ms: history::zone_offset_ms(&app.time_zone, to),
+        from_input: input_value(from, &app.time_zone()),
+        to_input: input_value(to, &app.time_zone()),
+        zone: history::zone_name(&app.time_zone()),
+        zone_offset_ms: history::zone_offset_ms(&app.time_zone(), to),
         from_ms: from,
         to_ms: to,
         ok_percent: availability
@@ -500,7 +500,7 @@ pub(crate) async fn durations(
 ) -> Result<Json<Downsampled>, ApiError> {
     let now = crate::now_ms();
     let (probe, host, check) = q.key()?;
-    let range = q.range(now, &app.time_zone)?;
+    let range = q.range(now, &app.time_zone())?;
     let width = q.width.unwrap_or(1000).clamp(10, 4000);
     let points = crate::query_gate::run(&app, move |source, guard| {
         let matchers = [

@@ -60,7 +60,7 @@ pub(crate) async fn graph_page(
         q.from.as_deref(),
         q.to.as_deref(),
         now,
-        &app.time_zone,
+        &app.time_zone(),
     )
     .map_err(ApiError::BadRequest)?;
     let (mut rows, mut error, mut result_type) = (Vec::new(), String::new(), "");
@@ -92,8 +92,8 @@ pub(crate) async fn graph_page(
         error,
         rows,
         result_type,
-        zone: history::zone_name(&app.time_zone),
-        zone_offset_ms: history::zone_offset_ms(&app.time_zone, range.to_ms),
+        zone: history::zone_name(&app.time_zone()),
+        zone_offset_ms: history::zone_offset_ms(&app.time_zone(), range.to_ms),
     }
     .render()
     .map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -73,10 +73,61 @@ pub struct AppState {
     pub maintenance: Option<Arc<probewatch_alerting::maintenance::Windows>>,
     /// Inhibition rules (none: a tool without them).
     pub inhibitions: Option<Arc<probewatch_alerting::inhibit::Inhibitions>>,
+    /// The status page and the pages' time zone, replaced by a configuration reload.
+    pub pages: Arc<PageSettingsCell>,
+}
+
+impl AppState {
+    /// The zone pages show times in (UTC unless configured), as configured now.
+    pub fn time_zone(&self) -> jiff::tz::TimeZone {
+        self.pages.load().time_zone.clone()
+    }
+
+    /// The public status page as configured now (none: `/status` and the badges answer 404).
+    pub fn status_page(&self) -> Option<Arc<status_page::StatusPage>> {
+        self.pages.load().status_page.clone()
+    }
+}
+
+/// How pages present what they show: settings a reload may change while requests read them.
+#[derive(Debug, Clone)]
+pub struct PageSettings {
     /// The public status page (none: `/status` and the badges answer 404).
     pub status_page: Option<Arc<status_page::StatusPage>>,
     /// The zone pages show times in (UTC unless configured).
     pub time_zone: jiff::tz::TimeZone,
+}
+
+impl Default for PageSettings {
+    /// No status page; times in UTC.
+    fn default() -> Self {
+        PageSettings {
+            status_page: None,
+            time_zone: jiff::tz::TimeZone::UTC,
+        }
+    }
+}
+
+/// The page settings in use, shared by every request and replaced whole by a reload (a
+/// request sees the old settings or the new, never a mix).
+#[derive(Debug, Default)]
+pub struct PageSettingsCell(std::sync::RwLock<Arc<PageSettings>>);
+
+impl PageSettingsCell {
+    /// A cell holding `settings`.
+    pub fn new(settings: PageSettings) -> PageSettingsCell {
+        PageSettingsCell(std::sync::RwLock::new(Arc::new(settings)))
+    }
+
+    /// The settings now.
+    pub fn load(&self) -> Arc<PageSettings> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Takes a reloaded configuration's settings.
+    pub fn replace(&self, settings: PageSettings) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(settings);
+    }
 }
 
 /// Configuration reload, as the daemon offers it (SIGHUP does the same).

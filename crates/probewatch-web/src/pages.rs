@@ -805,7 +805,7 @@ pub(crate) async fn overview(
                 more_problems: plan.problem_rows.saturating_sub(plan.problems.len()),
                 all_problems_href: q.href(&[("status", "problem"), ("page", "")]),
                 filtered: plan.filtered,
-                groups: group_views(plan.rows, intervals, now, &state.time_zone),
+                groups: group_views(plan.rows, intervals, now, &state.time_zone()),
                 pager,
             }
             .render()
@@ -872,7 +872,7 @@ pub(crate) async fn overview(
         more_problems: plan.problem_rows.saturating_sub(plan.problems.len()),
         all_problems_href: q.href(&[("status", "problem"), ("page", "")]),
         filtered: plan.filtered,
-        groups: group_views(plan.rows, intervals, now, &state.time_zone),
+        groups: group_views(plan.rows, intervals, now, &state.time_zone()),
         pager,
     }
     .render()

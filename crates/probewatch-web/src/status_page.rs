@@ -132,7 +132,7 @@ fn group_state(
 async fn gather(
     state: &AppState,
 ) -> Result<Option<(std::sync::Arc<StatusPage>, Vec<Vec<CheckRow>>)>, ApiError> {
-    let Some(page) = state.status_page.clone() else {
+    let Some(page) = state.status_page() else {
         return Ok(None);
     };
     let rows = crate::read(state, |store| store.latest_checks()).await?;
@@ -151,7 +151,7 @@ pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiE
         return Err(ApiError::NotFound("no status page is configured".into()));
     };
     // Days as the pages' zone has them.
-    let tz = state.time_zone.clone();
+    let tz = state.time_zone();
     let day_start = |date: jiff::civil::Date| {
         date.to_datetime(jiff::civil::Time::midnight())
             .to_zoned_datetime(tz.clone())

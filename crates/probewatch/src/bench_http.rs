@@ -34,8 +34,7 @@ impl LoopbackServer {
             receivers: None,
             maintenance: None,
             inhibitions: None,
-            status_page: None,
-            time_zone: jiff::tz::TimeZone::UTC,
+            pages: Default::default(),
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)

@@ -188,11 +188,15 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         alerting.deliveries.clone(),
     );
     let info = Arc::new(server_info(&config, listen, settings.metadata.clone()));
+    let pages = Arc::new(probewatch_web::PageSettingsCell::new(page_settings(
+        &config,
+    )));
     let _ = reloader.set(Arc::new(Reloader::new(
         config.origin.clone(),
         config.clone(),
         alerting.clone(),
         info.clone(),
+        pages.clone(),
         &mut registry,
     )));
     let health = settings.health.clone();
@@ -250,8 +254,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
         receivers: Some(alerting.clone() as Arc<dyn probewatch_web::receivers_api::Receivers>),
         maintenance: Some(alerting.maintenance.clone()),
         inhibitions: Some(alerting.inhibitions.clone()),
-        status_page: config.status_page.clone().map(Arc::new),
-        time_zone: config.time_zone.clone(),
+        pages,
         status: Some(Arc::new(crate::health::DaemonState {
             ingest: health,
             watch: watch_counters,
@@ -563,4 +566,12 @@ fn spawn_retention(
             }
         })?;
     Ok(thread)
+}
+
+/// The status page and time zone pages use, from `config`.
+pub fn page_settings(config: &Config) -> probewatch_web::PageSettings {
+    probewatch_web::PageSettings {
+        status_page: config.status_page.clone().map(Arc::new),
+        time_zone: config.time_zone.clone(),
+    }
 }

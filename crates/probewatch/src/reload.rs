@@ -4,7 +4,7 @@
 //! `probewatch_config_last_reload_successful`, the /rules page).
 //!
 //! What a reload applies: rule files (globs expanded again), routes, receivers, the
-//! external URL and the `[[agent]]` tokens. Settings the running threads were built from (spools, listen address, data
+//! external URL, the `[[agent]]` tokens, the status page and the pages' time zone. Settings the running threads were built from (spools, listen address, data
 //! directory, limits) are compared, and a change to them is reported as needing a restart.
 
 use std::path::PathBuf;
@@ -36,6 +36,7 @@ pub struct Reloader {
     running: Mutex<Config>,
     alerting: Arc<Alerting>,
     info: Arc<ServerInfo>,
+    pages: Arc<probewatch_web::PageSettingsCell>,
     status: Mutex<ReloadStatus>,
     successful: Gauge,
     success_time: Gauge<f64, AtomicU64>,
@@ -51,6 +52,7 @@ impl Reloader {
         config: Config,
         alerting: Arc<Alerting>,
         info: Arc<ServerInfo>,
+        pages: Arc<probewatch_web::PageSettingsCell>,
         registry: &mut Registry,
     ) -> Reloader {
         let successful = Gauge::default();
@@ -73,6 +75,7 @@ impl Reloader {
             running: Mutex::new(config),
             alerting,
             info,
+            pages,
             status: Mutex::new(ReloadStatus {
                 successful: true,
                 last_success_ms: now,
@@ -147,6 +150,7 @@ impl Reloader {
         if let Some(remote) = self.remote.get() {
             remote.replace_agents(new.agents.clone());
         }
+        self.pages.replace(crate::daemon::page_settings(&new));
         let changed = restart_needed(running, &new);
         Ok((new, changed))
     }
@@ -154,7 +158,7 @@ impl Reloader {
 
 /// Settings that differ between `old` and `new` and that only a restart applies.
 fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
-    let fields: [(&'static str, String, String); 19] = [
+    let fields: [(&'static str, String, String); 17] = [
         ("data_dir", f(&old.data_dir), f(&new.data_dir)),
         ("listen", f(&old.listen), f(&new.listen)),
         ("retention", f(&old.retention), f(&new.retention)),
@@ -198,8 +202,6 @@ fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("spool", f(&old.spools), f(&new.spools)),
         ("api_token", f(&old.api_token), f(&new.api_token)),
         ("access", f(&old.access), f(&new.access)),
-        ("status_page", f(&old.status_page), f(&new.status_page)),
-        ("time_zone", f(&old.time_zone), f(&new.time_zone)),
         ("query", f(&old.query), f(&new.query)),
         (
             "agent_offline_after",

@@ -99,6 +99,53 @@ fn a_public_status_page_and_badges_show_their_groups_and_nothing_private() {
     daemon.stop();
 }
 
+/// The status page and the pages' time zone follow a configuration reload: no restart.
+#[test]
+fn the_status_page_and_time_zone_change_on_reload() {
+    let env = Env::new();
+    let spool = env.spool().display().to_string();
+    let daemon = env.start_with_config(&format!("[[spool]]\npath = {spool:?}\n"));
+    let status_of = |path: &str| {
+        reqwest::blocking::get(format!("{}{path}", daemon.base))
+            .expect("GET")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status_of("/status"), 404, "no status page configured yet");
+    assert!(
+        daemon
+            .get_text("/graph?expr=up")
+            .contains("data-zone=\"UTC\"")
+    );
+    std::fs::write(
+        env.dir.path().join("probewatch.toml"),
+        format!(
+            "time_zone = \"Asia/Tokyo\"\n[status_page]\ntitle = \"Reloaded services\"\n\
+             [[status_page.group]]\nname = \"Website\"\nmatchers = ['probe=\"web\"']\n\
+             [[spool]]\npath = {spool:?}\n"
+        ),
+    )
+    .expect("config");
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{}/-/reload", daemon.base))
+        .send()
+        .expect("reload");
+    assert_eq!(answer.status().as_u16(), 200, "{:?}", answer.text());
+    let page = daemon.get_text("/status");
+    assert!(
+        page.contains("Reloaded services") && page.contains("Website"),
+        "{page}"
+    );
+    assert_eq!(status_of("/badge/Website/status.svg"), 200);
+    assert!(
+        daemon
+            .get_text("/graph?expr=up")
+            .contains("data-zone=\"Asia/Tokyo\""),
+        "the pages' zone changed"
+    );
+    daemon.stop();
+}
+
 #[test]
 fn the_cli_reads_a_running_daemon_and_silences_through_it() {
     let env = Env::new();
