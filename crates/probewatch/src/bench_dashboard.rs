@@ -43,6 +43,11 @@ pub struct BenchDashboardArgs {
     /// made and dropped after).
     #[arg(long)]
     pub postgres: Option<String>,
+    /// Also measure in a real headless Chromium (Debian's chromium and chromium-driver):
+    /// how long the overview blocks the browser's main thread on load and on each live
+    /// refresh while results change.
+    #[arg(long)]
+    pub browser: bool,
 }
 
 /// Items per transaction while filling the store.
@@ -209,7 +214,7 @@ fn measure(
         loaded.elapsed().as_secs_f64()
     );
 
-    let server = crate::bench_http::LoopbackServer::start(store)?;
+    let server = crate::bench_http::LoopbackServer::start(store.clone())?;
     let mut out = Vec::new();
     let base = server.base.clone();
     let client = reqwest::blocking::Client::new();
@@ -266,6 +271,89 @@ fn measure(
         );
         out.push((label, ms));
     }
+    if args.browser && backend == "sqlite" {
+        in_browser(&*store, args, &server.base, now)?;
+    }
     drop(server);
     Ok(out)
+}
+
+/// The overview in a real browser: its load, then `--repeat` live refreshes, each after
+/// every probe reported a changed status (the worst case: every row is new).
+fn in_browser(
+    store: &dyn Store,
+    args: &BenchDashboardArgs,
+    base: &str,
+    now: i64,
+) -> anyhow::Result<()> {
+    let probes = args.checks.div_ceil(10);
+    let mut n = 1u64 << 40;
+    let mut change = |round: usize| -> anyhow::Result<()> {
+        let mut items = Vec::new();
+        for p in 0..probes {
+            let status = if round.is_multiple_of(2) {
+                Status::Critical
+            } else {
+                Status::Ok
+            };
+            let checks = (0..10)
+                .filter(|c| p * 10 + c < args.checks)
+                .map(|c| check(format!("check-{c}"), status, 0.1))
+                .collect();
+            n += 1;
+            items.push(item(
+                n,
+                result(
+                    &format!("probe-{p:03}"),
+                    &format!("host-{}", p % 17),
+                    now + (round as i64 + 1) * 1000,
+                    5 * 60_000,
+                    checks,
+                ),
+            ));
+        }
+        commit(store, items)
+    };
+    let (loads, refreshes) = crate::bench_browser::overview(
+        &crate::bench_browser::debian_paths(),
+        &format!("{base}/"),
+        args.repeat,
+        &mut change,
+    )?;
+    let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let mut ready: Vec<f64> = loads.iter().map(|l| l.wall_ms).collect();
+    let mut load_frames: Vec<f64> = loads.iter().map(|l| l.longest_frame_ms).collect();
+    let load_max = max(&load_frames);
+    println!(
+        "  browser: {} loads of the overview, {} rows: DOM ready median {:.1} ms after the \
+         response; longest animation frame median {:.1} ms (max {load_max:.1}); {} long \
+         tasks over 50 ms",
+        loads.len(),
+        loads.first().map_or(0, |l| l.rows),
+        crate::bench::median(&mut ready),
+        crate::bench::median(&mut load_frames),
+        loads.iter().map(|l| l.long_tasks.len()).sum::<usize>(),
+    );
+    let patched: Vec<&crate::bench_browser::MainThread> =
+        refreshes.iter().filter(|r| r.status == 200).collect();
+    if patched.is_empty() {
+        anyhow::bail!("no refresh brought new rows: the page's own timer fetched them first");
+    }
+    let mut blocks: Vec<f64> = patched.iter().map(|r| r.longest_block_ms).collect();
+    let mut frames: Vec<f64> = patched.iter().map(|r| r.longest_frame_ms).collect();
+    let mut walls: Vec<f64> = patched.iter().map(|r| r.wall_ms).collect();
+    let long_tasks: usize = patched.iter().map(|r| r.long_tasks.len()).sum();
+    let (max_block, max_frame) = (max(&blocks), max(&frames));
+    println!(
+        "  browser: {} live refreshes, every row changed ({} rows patched in): longest \
+         main-thread block median {:.1} ms (max {max_block:.1}); longest animation frame \
+         median {:.1} ms (max {max_frame:.1}); refresh median {:.1} ms; {long_tasks} long \
+         tasks over 50 ms",
+        patched.len(),
+        patched[0].rows,
+        crate::bench::median(&mut blocks),
+        crate::bench::median(&mut frames),
+        crate::bench::median(&mut walls),
+    );
+    Ok(())
 }

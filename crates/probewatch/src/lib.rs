@@ -8,6 +8,7 @@ pub mod alerting;
 pub mod bench;
 pub mod bench_agents;
 pub mod bench_alert;
+pub mod bench_browser;
 pub mod bench_dashboard;
 pub mod bench_formats;
 pub mod bench_http;
