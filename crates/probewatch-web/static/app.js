@@ -61,22 +61,38 @@
       });
     }
   }
-  function morph(html) {
+  // Gives the browser a turn (input, rendering) between two pieces of work, so a refresh of
+  // a long page never holds the main thread for long.
+  function yieldToMain() {
+    return new Promise(function (resolve) { setTimeout(resolve, 0); });
+  }
+  // Applies one change to the box; a link that had the focus and was replaced gets it back
+  // at once (the user may have moved it while an earlier part was patched).
+  function keepingFocus(apply) {
+    const focused = document.activeElement;
+    const href = focused && box.contains(focused) ? focused.getAttribute("href") : null;
+    apply();
+    if (href && !box.contains(focused)) {
+      const again = box.querySelector('a[href="' + CSS.escape(href) + '"]');
+      if (again) again.focus({ preventScroll: true });
+    }
+  }
+  async function morph(html) {
     const next = document.createElement("div");
     next.innerHTML = html;
     updateTimes(next, Date.now());
-    const focused = document.activeElement;
-    const focusHref = focused && box.contains(focused) ? focused.getAttribute("href") : null;
+    await yieldToMain();
     const oldKids = Array.from(box.children);
     const newKids = Array.from(next.children);
     if (oldKids.length !== newKids.length) {
-      box.replaceChildren.apply(box, newKids);
-    } else {
-      oldKids.forEach(function (child, i) { patch(child, newKids[i]); });
+      keepingFocus(function () { box.replaceChildren.apply(box, newKids); });
+      return;
     }
-    if (focusHref && !box.contains(focused)) {
-      const again = box.querySelector('a[href="' + CSS.escape(focusHref) + '"]');
-      if (again) again.focus({ preventScroll: true });
+    // One section at a time: the page stays responsive while a long one is patched.
+    for (let i = 0; i < oldKids.length; i++) {
+      if (oldKids[i].isEqualNode(newKids[i])) continue;
+      keepingFocus(function () { patch(oldKids[i], newKids[i]); });
+      await yieldToMain();
     }
   }
   // The table is fetched again only when it changed: the server answers 304 to the ETag
@@ -91,7 +107,7 @@
     try {
       const response = await fetch(url, { headers: headers, cache: "no-store" });
       if (response.status === 200) {
-        morph(await response.text());
+        await morph(await response.text());
         etag = response.headers.get("ETag");
       }
       if (response.status === 200 || response.status === 304) {
