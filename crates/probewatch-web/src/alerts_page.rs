@@ -9,7 +9,8 @@ use axum::response::{Html, IntoResponse, Response};
 use probewatch_store::SilenceRow;
 use serde::Deserialize;
 
-use crate::pages::{FailingReceiver, NOTIFICATIONS_SHOWN, ago, failing_receivers};
+use crate::check_state::ago;
+use crate::notifications_page::{FailingReceiver, NOTIFICATIONS_SHOWN, failing_receivers};
 use crate::{ApiError, AppState};
 
 /// An alert as the alerts page shows it.

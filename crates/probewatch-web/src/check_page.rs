@@ -13,8 +13,8 @@ use probewatch_promql::{Matcher, SeriesSource};
 use probewatch_store::{HistoryQuery, StatusInterval};
 use serde::Deserialize;
 
+use crate::check_state::ago;
 use crate::history::{self, Downsampled, TimeRange};
-use crate::pages::ago;
 use crate::status_word;
 use crate::{ApiError, AppState};
 
@@ -339,8 +339,8 @@ pub(crate) async fn check_page(
         ))
         .into());
     };
-    let context = crate::pages::StateContext::of(&app, now);
-    let (state_class, state_word) = crate::pages::shown_state(&row, now, &context);
+    let context = crate::check_state::StateContext::of(&app, now);
+    let (state_class, state_word) = crate::check_state::shown_state(&row, now, &context);
     let maintenance = context.maintenance_of(&row).map(|w| {
         if w.comment.is_empty() {
             w.name.clone()

@@ -23,19 +23,24 @@ pub mod agent_api;
 mod alerts_page;
 mod availability;
 mod check_page;
+mod check_state;
 mod graph_page;
 mod history;
-mod pages;
+mod ingest_page;
+mod notifications_page;
+mod overview_page;
 mod prom_api;
 pub mod query_gate;
 pub mod receivers_api;
 mod rules_api;
+mod rules_page;
 mod serve;
 pub mod silences_api;
+mod static_files;
 pub mod status_api;
 pub mod status_page;
 
-pub use pages::OVERVIEW_PAGE;
+pub use overview_page::OVERVIEW_PAGE;
 pub use serve::{ServeLimits, serve};
 
 /// What every handler can reach.
@@ -267,18 +272,18 @@ impl IntoResponse for PageError {
 /// The router with every endpoint.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(pages::overview))
+        .route("/", get(overview_page::overview))
         .route("/alerts", get(alerts_page::alerts))
-        .route("/rules", get(pages::rules))
-        .route("/ingest", get(pages::ingest))
-        .route("/agents", get(pages::agents))
-        .route("/notifications", get(pages::notifications))
+        .route("/rules", get(rules_page::rules))
+        .route("/ingest", get(ingest_page::ingest))
+        .route("/agents", get(ingest_page::agents))
+        .route("/notifications", get(notifications_page::notifications))
         .route("/status", get(status_page::page))
         .route("/badge/{group}/{kind}", get(status_page::badge_svg))
-        .route("/static/app.css", get(pages::css))
-        .route("/static/app.js", get(pages::js))
-        .route("/static/plotly.min.js", get(pages::plotly_js))
-        .route("/favicon.ico", get(pages::favicon))
+        .route("/static/app.css", get(static_files::css))
+        .route("/static/app.js", get(static_files::js))
+        .route("/static/plotly.min.js", get(static_files::plotly_js))
+        .route("/favicon.ico", get(static_files::favicon))
         .route("/check", get(check_page::check_page))
         .route("/graph", get(graph_page::graph_page))
         .route("/api/v1/checks/durations", get(check_page::durations))
@@ -583,23 +588,23 @@ async fn checks(
         )));
     }
     let now = now_ms();
-    let context = pages::StateContext::of(&state, now);
+    let context = check_state::StateContext::of(&state, now);
     let rows = read(&state, |store| store.latest_checks()).await?;
     let checks = rows
         .into_iter()
         .filter(|r| params.probe.as_ref().is_none_or(|p| *p == r.probe))
         .filter(|r| params.host.as_ref().is_none_or(|h| *h == r.host))
         .filter_map(|r| {
-            let (shown, _) = pages::shown_state(&r, now, &context);
+            let (shown, _) = check_state::shown_state(&r, now, &context);
             let keep = match wanted {
                 "" => true,
-                "problem" => pages::is_problem(shown),
+                "problem" => check_state::is_problem(shown),
                 s => s == shown,
             };
             if !keep {
                 return None;
             }
-            let since_ms = pages::since_ms(&r, shown);
+            let since_ms = check_state::since_ms(&r, shown);
             Some(CheckBody {
                 state: shown,
                 stale: matches!(shown, "stale" | "offline"),

@@ -106,11 +106,11 @@ fn uptime(intervals: &[Vec<StatusInterval>], from: i64, to: i64, now: i64) -> Op
 fn group_state(
     checks: &[&CheckRow],
     now: i64,
-    context: &crate::pages::StateContext,
+    context: &crate::check_state::StateContext,
 ) -> (&'static str, &'static str) {
     let states: Vec<&str> = checks
         .iter()
-        .map(|c| crate::pages::shown_state(c, now, context).0)
+        .map(|c| crate::check_state::shown_state(c, now, context).0)
         .collect();
     if states.is_empty() {
         ("unknown", "no data")
@@ -172,7 +172,7 @@ pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiE
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;
-    let context = crate::pages::StateContext::of(&state, now);
+    let context = crate::check_state::StateContext::of(&state, now);
     let mut worst = 0;
     let rank = |s: &str| match s {
         "critical" => 3,
@@ -302,7 +302,7 @@ pub(crate) async fn badge_svg(
     match kind.as_str() {
         "status.svg" => {
             let refs: Vec<&CheckRow> = checks.iter().collect();
-            let context = crate::pages::StateContext::of(&state, now);
+            let context = crate::check_state::StateContext::of(&state, now);
             let (s, word) = group_state(&refs, now, &context);
             let colour = match s {
                 "ok" => "#2e8540",
