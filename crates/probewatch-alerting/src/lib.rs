@@ -5,6 +5,7 @@
 //! ([`inhibit`]), and
 //! promtool-format rule unit tests ([`unittest`]).
 
+pub mod cron;
 pub mod engine;
 pub mod inhibit;
 pub mod maintenance;

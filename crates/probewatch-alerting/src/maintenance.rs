@@ -1,9 +1,10 @@
 //! Maintenance windows: planned time when matching checks and alerts are expected to be
 //! down. During a window an alert it matches is not notified (as if silenced), a check it
 //! matches shows as MAINTENANCE instead of its status, and availability leaves that time
-//! out. A window is one-off (`start`..`end`) or weekly (weekdays and a time of day range in
-//! a time zone; a range that ends before it starts runs past midnight). Windows come from
-//! the configuration and change with a reload.
+//! out. A window is one-off (`start`..`end`), weekly (weekdays and a time of day range in
+//! a time zone; a range that ends before it starts runs past midnight), or a cron pattern
+//! with a duration (`0 2 1 * *` for two hours: 02:00 on the first of each month, in a time
+//! zone). Windows come from the configuration and change with a reload.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -35,6 +36,37 @@ pub enum Schedule {
         /// The time zone the times are in.
         tz: TimeZone,
     },
+    /// From each local time the pattern gives, for `duration_ms`.
+    Cron {
+        /// When it starts.
+        pattern: crate::cron::CronPattern,
+        /// How long each time lasts.
+        duration_ms: i64,
+        /// The time zone the pattern's times are in.
+        tz: TimeZone,
+    },
+}
+
+/// When a window is on, as its configuration table says it: `start` and `end`; or `from`
+/// and `to` with optional `days`; or `cron` and `duration`; the last two in `time_zone`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct WhenSpec<'a> {
+    /// One-off: start (RFC 3339 or Unix seconds).
+    pub start: Option<&'a str>,
+    /// One-off: end.
+    pub end: Option<&'a str>,
+    /// Weekly: weekdays (`mon` … `sun`; every day when empty).
+    pub days: &'a [String],
+    /// Weekly: local start time, `HH:MM`.
+    pub from: Option<&'a str>,
+    /// Weekly: local end time, `HH:MM`.
+    pub to: Option<&'a str>,
+    /// Cron: a five-field pattern of start times.
+    pub cron: Option<&'a str>,
+    /// Cron: how long each time lasts (`2h`, `30m`).
+    pub duration: Option<&'a str>,
+    /// Weekly and cron: the IANA time zone (UTC when absent).
+    pub time_zone: Option<&'a str>,
 }
 
 /// One maintenance window.
@@ -60,27 +92,59 @@ fn weekday_index(d: Weekday) -> usize {
 }
 
 impl Window {
-    /// A window from its configuration: matchers (PromQL matcher texts), and either
-    /// `start`/`end` (RFC 3339 or Unix seconds) or `from`/`to` (`HH:MM`) with optional
-    /// `days` (`mon`…`sun`; all when empty) and `time_zone` (IANA name; UTC when absent).
-    #[allow(clippy::too_many_arguments)] // one per configuration field
+    /// A window from its configuration: matchers (PromQL matcher texts) and when.
     pub fn from_config(
         name: &str,
         matchers: &[String],
-        start: Option<&str>,
-        end: Option<&str>,
-        days: &[String],
-        from: Option<&str>,
-        to: Option<&str>,
-        time_zone: Option<&str>,
+        when: &WhenSpec<'_>,
         comment: &str,
     ) -> Result<Window, String> {
+        let WhenSpec {
+            start,
+            end,
+            days,
+            from,
+            to,
+            cron,
+            duration,
+            time_zone,
+        } = *when;
         let at = |what: &str| format!("maintenance window {name:?}: {what}");
         if matchers.is_empty() {
             return Err(at("needs at least one matcher (e.g. host=\"db-1\")"));
         }
         let compiled = crate::silence::parse_matchers(matchers).map_err(|e| at(&e))?;
+        let zone = || match time_zone {
+            None => Ok(TimeZone::UTC),
+            Some(n) => TimeZone::get(n)
+                .map_err(|_| at(&format!("time_zone = {n:?} is not a known time zone"))),
+        };
+        if cron.is_some() != duration.is_some() {
+            return Err(at("cron and duration go together"));
+        }
         let schedule = match (start, end, from, to) {
+            _ if let (Some(c), Some(d)) = (cron, duration) => {
+                if start.is_some() || end.is_some() || from.is_some() || to.is_some() {
+                    return Err(at(
+                        "give cron and duration, or start and end, or from and to",
+                    ));
+                }
+                if !days.is_empty() {
+                    return Err(at(
+                        "days go with from/to; put the weekdays in the cron pattern",
+                    ));
+                }
+                let pattern = crate::cron::CronPattern::parse(c).map_err(|e| at(&e))?;
+                let duration_ms = probewatch_promql::parse_duration_ms(d)
+                    .ok()
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| at(&format!("duration = {d:?} is not a duration like 2h")))?;
+                Schedule::Cron {
+                    pattern,
+                    duration_ms,
+                    tz: zone()?,
+                }
+            }
             (Some(s), Some(e), None, None) => {
                 let parse = |field: &str, text: &str| {
                     probewatch_core::parse_time_ms(text).ok_or_else(|| {
@@ -121,21 +185,17 @@ impl Window {
                     };
                     chosen[i] = true;
                 }
-                let tz = match time_zone {
-                    None => TimeZone::UTC,
-                    Some(n) => TimeZone::get(n)
-                        .map_err(|_| at(&format!("time_zone = {n:?} is not a known time zone")))?,
-                };
                 Schedule::Weekly {
                     days: chosen,
                     from,
                     to,
-                    tz,
+                    tz: zone()?,
                 }
             }
             _ => {
                 return Err(at(
-                    "give either start and end (one-off) or from and to (weekly)",
+                    "give either start and end (one-off), from and to (weekly), or cron and \
+                     duration",
                 ));
             }
         };
@@ -146,6 +206,50 @@ impl Window {
             schedule,
             comment: comment.to_string(),
         })
+    }
+
+    /// When it is on, in words: `once, 2026-12-01T02:00:00Z to …`, `sat 22:00-02:00
+    /// (Europe/Berlin)`, `cron "0 2 1 * *" for 3h (Asia/Tokyo)`.
+    pub fn describe(&self) -> String {
+        let zone = |tz: &TimeZone| tz.iana_name().unwrap_or("UTC").to_string();
+        match &self.schedule {
+            Schedule::Once { start_ms, end_ms } => {
+                let at = |ms: i64| {
+                    Timestamp::from_millisecond(ms)
+                        .map_or_else(|_| ms.to_string(), |t| t.to_string())
+                };
+                format!("once, {} to {}", at(*start_ms), at(*end_ms))
+            }
+            Schedule::Weekly { days, from, to, tz } => {
+                let chosen: Vec<&str> = DAY_NAMES
+                    .iter()
+                    .zip(days)
+                    .filter(|(_, on)| **on)
+                    .map(|(d, _)| *d)
+                    .collect();
+                let days = if chosen.len() == 7 {
+                    "daily".to_string()
+                } else {
+                    chosen.join(",")
+                };
+                format!(
+                    "{days} {}-{} ({})",
+                    from.strftime("%H:%M"),
+                    to.strftime("%H:%M"),
+                    zone(tz)
+                )
+            }
+            Schedule::Cron {
+                pattern,
+                duration_ms,
+                tz,
+            } => format!(
+                "cron {:?} for {} ({})",
+                pattern.text,
+                probewatch_promql::format_duration_ms(*duration_ms),
+                zone(tz)
+            ),
+        }
     }
 
     /// Whether the window covers something with `labels`.
@@ -212,6 +316,40 @@ impl Window {
                 }
                 out
             }
+            Schedule::Cron {
+                pattern,
+                duration_ms,
+                tz,
+            } => {
+                let (Ok(first), Ok(last)) = (
+                    Timestamp::from_millisecond(from_ms.saturating_sub(*duration_ms)),
+                    Timestamp::from_millisecond(to_ms),
+                ) else {
+                    return Vec::new();
+                };
+                let mut day = tz.to_datetime(first).date();
+                let last_day = tz.to_datetime(last).date();
+                let mut out: Vec<(i64, i64)> = Vec::new();
+                while day <= last_day {
+                    for local in pattern.times_on(day) {
+                        let Ok(start) = local.to_zoned_datetime(tz.clone()) else {
+                            continue;
+                        };
+                        let s = start.timestamp().as_millisecond();
+                        let e = s.saturating_add(*duration_ms);
+                        if e <= from_ms || s >= to_ms {
+                            continue;
+                        }
+                        // Overlapping times (every 5 minutes for 10) are one stretch.
+                        match out.last_mut() {
+                            Some(prev) if s <= prev.1 => prev.1 = prev.1.max(e.min(to_ms)),
+                            _ => out.push(clip(s, e)),
+                        }
+                    }
+                    day = day.saturating_add(1.day());
+                }
+                out
+            }
         }
     }
 
@@ -220,9 +358,9 @@ impl Window {
         !self.spans(now_ms, now_ms + 1).is_empty()
     }
 
-    /// When it is next on after `now_ms` (or now, if it is), within eight days; for pages.
+    /// When it is next on after `now_ms` (or now, if it is), within 32 days; for pages.
     pub fn next_start(&self, now_ms: i64) -> Option<i64> {
-        self.spans(now_ms, now_ms + 8 * 86_400_000)
+        self.spans(now_ms, now_ms + 32 * 86_400_000)
             .first()
             .map(|(s, _)| *s)
     }
@@ -274,15 +412,17 @@ mod tests {
     #[test]
     fn a_weekly_window_runs_in_its_time_zone_and_past_midnight() {
         // Saturdays 22:00 to Sunday 02:00, Berlin time (UTC+1 in winter).
+        let days = ["sat".to_string()];
         let w = Window::from_config(
             "backups",
             &["host=\"db-1\"".into()],
-            None,
-            None,
-            &["sat".into()],
-            Some("22:00"),
-            Some("02:00"),
-            Some("Europe/Berlin"),
+            &WhenSpec {
+                days: &days,
+                from: Some("22:00"),
+                to: Some("02:00"),
+                time_zone: Some("Europe/Berlin"),
+                ..WhenSpec::default()
+            },
             "",
         )
         .expect("window");
@@ -309,12 +449,11 @@ mod tests {
         let w = Window::from_config(
             "move",
             &["probe=~\"web|api\"".into()],
-            Some("2026-12-01T02:00:00Z"),
-            Some("2026-12-01T04:00:00Z"),
-            &[],
-            None,
-            None,
-            None,
+            &WhenSpec {
+                start: Some("2026-12-01T02:00:00Z"),
+                end: Some("2026-12-01T04:00:00Z"),
+                ..WhenSpec::default()
+            },
             "rack move",
         )
         .expect("window");
@@ -325,15 +464,17 @@ mod tests {
             Some(ms("2026-12-01T02:00:00Z"))
         );
         let bad = |days: &[&str], from: Option<&str>, tz: Option<&str>| {
+            let days: Vec<String> = days.iter().map(|d| d.to_string()).collect();
             Window::from_config(
                 "x",
                 &["host=\"a\"".into()],
-                None,
-                None,
-                &days.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-                from,
-                Some("04:00"),
-                tz,
+                &WhenSpec {
+                    days: &days,
+                    from,
+                    to: Some("04:00"),
+                    time_zone: tz,
+                    ..WhenSpec::default()
+                },
                 "",
             )
             .expect_err("refused")
@@ -342,5 +483,85 @@ mod tests {
         assert!(bad(&[], Some("2am"), None).contains("HH:MM"));
         assert!(bad(&[], Some("02:00"), Some("Mars/Base")).contains("Mars/Base"));
         assert!(bad(&[], None, None).contains("either start and end"));
+        let cron = |pattern: &str, duration: Option<&str>| {
+            Window::from_config(
+                "c",
+                &["host=\"a\"".into()],
+                &WhenSpec {
+                    cron: Some(pattern),
+                    duration,
+                    time_zone: Some("Asia/Tokyo"),
+                    ..WhenSpec::default()
+                },
+                "",
+            )
+        };
+        assert!(
+            cron("0 2 * *", Some("1h"))
+                .expect_err("4 fields")
+                .contains("five")
+        );
+        assert!(
+            cron("0 2 * * *", None)
+                .expect_err("no duration")
+                .contains("together")
+        );
+        assert!(
+            cron("0 2 * * *", Some("soon"))
+                .expect_err("bad")
+                .contains("soon")
+        );
+    }
+
+    #[test]
+    fn a_cron_window_recurs_in_its_time_zone_for_its_duration() {
+        // 02:00 Tokyo time (17:00 UTC the day before) on the 1st of each month, for 3 hours.
+        let w = Window::from_config(
+            "patching",
+            &["host=~\"db-.*\"".into()],
+            &WhenSpec {
+                cron: Some("0 2 1 * *"),
+                duration: Some("3h"),
+                time_zone: Some("Asia/Tokyo"),
+                ..WhenSpec::default()
+            },
+            "",
+        )
+        .expect("window");
+        assert_eq!(
+            w.spans(ms("2026-11-15T00:00:00Z"), ms("2027-01-15T00:00:00Z")),
+            [
+                (ms("2026-11-30T17:00:00Z"), ms("2026-11-30T20:00:00Z")),
+                (ms("2026-12-31T17:00:00Z"), ms("2026-12-31T20:00:00Z")),
+            ]
+        );
+        assert!(w.active_at(ms("2026-11-30T19:59:00Z")));
+        assert!(!w.active_at(ms("2026-11-30T20:00:00Z")));
+        assert_eq!(
+            w.next_start(ms("2026-12-02T00:00:00Z")),
+            Some(ms("2026-12-31T17:00:00Z")),
+            "a month ahead"
+        );
+        // A window already on at the start of the range is clipped to it; overlapping
+        // times are one stretch.
+        assert_eq!(
+            w.spans(ms("2026-11-30T18:00:00Z"), ms("2026-12-01T00:00:00Z")),
+            [(ms("2026-11-30T18:00:00Z"), ms("2026-11-30T20:00:00Z"))]
+        );
+        let often = Window::from_config(
+            "o",
+            &["host=\"a\"".into()],
+            &WhenSpec {
+                cron: Some("*/5 * * * *"),
+                duration: Some("10m"),
+                ..WhenSpec::default()
+            },
+            "",
+        )
+        .expect("window");
+        assert_eq!(
+            often.spans(ms("2026-11-30T00:00:00Z"), ms("2026-11-30T01:00:00Z")),
+            [(ms("2026-11-30T00:00:00Z"), ms("2026-11-30T01:00:00Z"))]
+        );
     }
 }

@@ -266,7 +266,7 @@ pub(crate) async fn acknowledge(
 }
 
 /// `GET /api/v1/maintenance`: the configured maintenance windows, whether each is on now,
-/// and when each next starts (within eight days).
+/// when it is on in words, and when each next starts (within 32 days).
 pub(crate) async fn maintenance(State(state): State<AppState>) -> Response {
     let now = crate::now_ms();
     let windows = state
@@ -281,6 +281,7 @@ pub(crate) async fn maintenance(State(state): State<AppState>) -> Response {
                 "name": w.name,
                 "matchers": w.matcher_texts,
                 "comment": w.comment,
+                "schedule": w.describe(),
                 "active": w.active_at(now),
                 "nextStart": w.next_start(now).map(crate::rfc3339),
             })

@@ -113,7 +113,11 @@ pub struct MaintenanceFile {
     pub from: Option<String>,
     /// Weekly: local end time, `HH:MM` (the next day when not after `from`).
     pub to: Option<String>,
-    /// Weekly: the IANA time zone of `from` and `to` (default UTC).
+    /// Cron: a five-field pattern of local start times (`0 2 1 * *`).
+    pub cron: Option<String>,
+    /// Cron: how long each time lasts (`2h`).
+    pub duration: Option<String>,
+    /// Weekly and cron: the IANA time zone of the times (default UTC).
     pub time_zone: Option<String>,
     /// Why, for people.
     #[serde(default)]
@@ -166,12 +170,16 @@ pub fn resolve_maintenance(
             probewatch_alerting::maintenance::Window::from_config(
                 &m.name,
                 &m.matchers,
-                m.start.as_deref(),
-                m.end.as_deref(),
-                &m.days,
-                m.from.as_deref(),
-                m.to.as_deref(),
-                m.time_zone.as_deref(),
+                &probewatch_alerting::maintenance::WhenSpec {
+                    start: m.start.as_deref(),
+                    end: m.end.as_deref(),
+                    days: &m.days,
+                    from: m.from.as_deref(),
+                    to: m.to.as_deref(),
+                    cron: m.cron.as_deref(),
+                    duration: m.duration.as_deref(),
+                    time_zone: m.time_zone.as_deref(),
+                },
                 &m.comment,
             )
             .map_err(anyhow::Error::msg)?,

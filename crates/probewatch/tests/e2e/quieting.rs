@@ -247,6 +247,8 @@ fn a_check_under_maintenance_shows_maintenance_is_not_notified_and_its_time_is_l
          start = \"{}\"\nend = \"{}\"\ncomment = \"kernel update\"\n\
          [[maintenance]]\nname = \"backups\"\nmatchers = ['probe=\"web\"']\n\
          days = [\"sun\"]\nfrom = \"03:00\"\nto = \"04:00\"\ntime_zone = \"Asia/Shanghai\"\n\
+         [[maintenance]]\nname = \"patching-monthly\"\nmatchers = ['probe=\"batch\"']\n\
+         cron = \"0 3 1 * *\"\nduration = \"2h\"\ntime_zone = \"Asia/Tokyo\"\n\
          [[receiver]]\nname = \"ops\"\nurl = {:?}\n\
          [[route]]\nreceiver = \"ops\"\ngroup_by = [\"host\"]\ngroup_wait = \"0s\"\n\
          [[spool]]\npath = {:?}\n",
@@ -322,6 +324,20 @@ fn a_check_under_maintenance_shows_maintenance_is_not_notified_and_its_time_is_l
             .as_str()
             .is_some_and(|t| t.ends_with("T19:00:00Z")),
         "03:00 in Shanghai is 19:00 UTC: {windows}"
+    );
+    assert_eq!(
+        windows["data"][1]["schedule"],
+        "sun 03:00-04:00 (Asia/Shanghai)"
+    );
+    assert_eq!(
+        windows["data"][2]["schedule"],
+        "cron \"0 3 1 * *\" for 2h (Asia/Tokyo)"
+    );
+    assert!(
+        windows["data"][2]["nextStart"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("T18:00:00Z")),
+        "03:00 in Tokyo on the 1st is 18:00 UTC the day before: {windows}"
     );
     daemon.stop();
 
