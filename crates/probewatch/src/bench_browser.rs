@@ -143,9 +143,12 @@ function watchMainThread(buffered) {
     list.getEntries().forEach(function (e) { longtasks.push(e.duration); });
   });
   observer.observe({ type: "longtask", buffered: buffered });
-  let frame = 0;
+  let frame = 0, blocking = 0;
   const frameObserver = new PerformanceObserver(function (list) {
-    list.getEntries().forEach(function (e) { frame = Math.max(frame, e.duration); });
+    list.getEntries().forEach(function (e) {
+      frame = Math.max(frame, e.duration);
+      blocking = Math.max(blocking, e.blockingDuration);
+    });
   });
   frameObserver.observe({ type: "long-animation-frame", buffered: buffered });
   let gap = 0, last = performance.now(), beating = true;
@@ -161,7 +164,7 @@ function watchMainThread(buffered) {
     beating = false;
     observer.disconnect();
     frameObserver.disconnect();
-    return { gap: gap, longtasks: longtasks, frame: frame };
+    return { gap: gap, longtasks: longtasks, frame: frame, blocking: blocking };
   };
 }
 "#;
@@ -174,6 +177,9 @@ pub struct MainThread {
     /// The longest animation frame over 50 ms (script, style, layout and paint together;
     /// 0 when none was that long), ms.
     pub longest_frame_ms: f64,
+    /// The most "blocking duration" of a long frame: how much of its tasks' time went past
+    /// 50 ms each, which is what delays a click or a key (0: no task in it was that long).
+    pub frame_blocking_ms: f64,
     /// Long tasks (over 50 ms) the browser reported, their durations in ms.
     pub long_tasks: Vec<f64>,
     /// How long the step took from start to its end (load: response end to DOM ready;
@@ -190,6 +196,7 @@ fn main_thread(v: &Value) -> MainThread {
     MainThread {
         longest_block_ms: v["gap"].as_f64().unwrap_or(0.0),
         longest_frame_ms: v["frame"].as_f64().unwrap_or(0.0),
+        frame_blocking_ms: v["blocking"].as_f64().unwrap_or(0.0),
         long_tasks: v["longtasks"]
             .as_array()
             .map(|a| a.iter().filter_map(Value::as_f64).collect())

@@ -324,10 +324,14 @@ fn in_browser(
     let mut ready: Vec<f64> = loads.iter().map(|l| l.wall_ms).collect();
     let mut load_frames: Vec<f64> = loads.iter().map(|l| l.longest_frame_ms).collect();
     let load_max = max(&load_frames);
+    let load_blocking = max(&loads
+        .iter()
+        .map(|l| l.frame_blocking_ms)
+        .collect::<Vec<_>>());
     println!(
         "  browser: {} loads of the overview, {} rows: DOM ready median {:.1} ms after the \
-         response; longest animation frame median {:.1} ms (max {load_max:.1}); {} long \
-         tasks over 50 ms",
+         response; longest animation frame median {:.1} ms (max {load_max:.1}, blocking \
+         {load_blocking:.1} ms); {} long tasks over 50 ms",
         loads.len(),
         loads.first().map_or(0, |l| l.rows),
         crate::bench::median(&mut ready),
