@@ -198,3 +198,57 @@ fn retention_returns_freed_space_to_the_file_system() {
         assert_eq!(times, want, "{}", s.labels);
     }
 }
+
+/// With the default head size, a head that grows past it starts a drain by itself. On
+/// PostgreSQL that decision reads the table's live-row statistic instead of counting
+/// (a scan of up to 131,072 rows a batch); it lags a little, so the test keeps asking as the
+/// ingest writer does between batches.
+#[test]
+fn a_head_past_its_default_size_drains() {
+    for backend in common::backends::backends("a_head_past_its_default_size_drains") {
+        let store = backend.open();
+        let per_series = 100u64;
+        let total = (sqlite::DEFAULT_HEAD_MAX_SAMPLES / per_series + 80) * per_series;
+        let mut file = 0u64;
+        let mut items = Vec::new();
+        for s in 0..total / per_series {
+            let samples = (0..per_series)
+                .map(|t| SeriesSample {
+                    metric: "m".into(),
+                    labels: format!("{{s=\"{s}\"}}"),
+                    time_ms: i64::try_from(t).expect("small") * 1000,
+                    value: 1.0,
+                })
+                .collect();
+            file += 1;
+            items.push(batch(file, samples));
+            if items.len() == 100 {
+                store.commit_batch(&items, false).expect("commit");
+                items.clear();
+            }
+        }
+        store.commit_batch(&items, false).expect("commit");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let started = loop {
+            let step = store.compact(50_000).expect("compact");
+            if step.more() {
+                break true;
+            }
+            if std::time::Instant::now() > deadline {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        };
+        assert!(
+            started,
+            "{}: the full head never started a drain",
+            backend.name()
+        );
+        while store.compact(50_000).expect("compact").more() {}
+        assert_eq!(store.stats().expect("stats").samples, total);
+        let one = store
+            .read_samples(&[1], 0, 1_000_000, usize::MAX)
+            .expect("read");
+        assert_eq!(one[0].len(), 100, "{}", backend.name());
+    }
+}

@@ -203,6 +203,8 @@ pub struct PgStore {
     head_max: u64,
     /// A drain is under way: compaction steps move the head until it is empty.
     draining: std::sync::atomic::AtomicBool,
+    /// Whether the server keeps per-table row statistics (`track_counts`, on by default).
+    track_counts: bool,
     /// The evaluator's lease this store last took (holder, epoch): alert-state writes check
     /// it is still current.
     fence: Mutex<Option<(String, i64)>>,
@@ -298,6 +300,10 @@ impl PgStore {
         }
         migrate(&mut client)?;
         partitions::ensure(&mut client, now_ms())?;
+        // Without it the live-row statistic stays 0 (see compaction's drain decision).
+        let track_counts = client
+            .query_one("SELECT current_setting('track_counts')::bool", &[])?
+            .get(0);
         let manager = Manager(PostgresConnectionManager::new(config, NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
@@ -314,6 +320,7 @@ impl PgStore {
             ids: Mutex::new(IdCaches::default()),
             head_max: crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
             draining: std::sync::atomic::AtomicBool::new(false),
+            track_counts,
             fence: Mutex::new(None),
             partitions_made_at: std::sync::atomic::AtomicI64::new(now_ms()),
             spans: spans::ChunkSpans::default(),
