@@ -105,8 +105,29 @@ pub struct EmailFile {
     pub password_file: Option<PathBuf>,
     /// Sender.
     pub from: String,
-    /// Recipients.
+    /// Recipients: a list, or one string with addresses separated by commas (as
+    /// Alertmanager's `to` is written).
+    #[serde(deserialize_with = "addresses")]
     pub to: Vec<String>,
+}
+
+/// `["a@x", "b@x"]` or `"a@x, b@x"`.
+fn addresses<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(String::from)
+            .collect(),
+        OneOrMany::Many(list) => list,
+    })
 }
 
 /// Slack, Teams, Discord, WeCom: a webhook URL and nothing else.
@@ -387,4 +408,44 @@ fn email_settings(name: &str, e: &EmailFile) -> anyhow::Result<notify::EmailSett
         from: e.from.clone(),
         to: e.to.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email(to: &str) -> Result<Vec<String>, String> {
+        let text = format!(
+            "name = \"m\"\ntype = \"email\"\nsmarthost = \"smtp:25\"\nfrom = \"a@x\"\nto = {to}\n"
+        );
+        let file: ReceiverFile = toml::from_str(&text).map_err(|e| e.to_string())?;
+        match file.settings {
+            ReceiverSettings::Email(e) => Ok(e.to),
+            other => Err(format!("{other:?}")),
+        }
+    }
+
+    #[test]
+    fn email_recipients_as_a_list_or_as_alertmanager_writes_them() {
+        assert_eq!(
+            email("[\"a@x\", \"b@x\"]"),
+            Ok(vec!["a@x".into(), "b@x".into()])
+        );
+        assert_eq!(email("\"a@x, b@x\""), Ok(vec!["a@x".into(), "b@x".into()]));
+        assert!(email("3").is_err());
+    }
+
+    #[test]
+    fn the_type_is_inferred_and_lark_is_feishu() {
+        let r: ReceiverFile = toml::from_str("name = \"c\"\ncommand = [\"/bin/true\"]").expect("c");
+        assert!(matches!(r.settings, ReceiverSettings::Command(_)));
+        let r: ReceiverFile = toml::from_str("name = \"w\"\nurl = \"http://x\"").expect("w");
+        assert!(matches!(r.settings, ReceiverSettings::Webhook(_)));
+        let r: ReceiverFile =
+            toml::from_str("name = \"l\"\ntype = \"lark\"\nurl = \"http://x\"").expect("l");
+        assert!(matches!(r.settings, ReceiverSettings::Feishu(_)));
+        let err =
+            toml::from_str::<ReceiverFile>("type = \"slack\"\nurl = \"u\"").expect_err("no name");
+        assert!(err.to_string().contains("has no name"), "{err}");
+    }
 }
