@@ -87,10 +87,9 @@ impl Field {
             if from > to {
                 return Err(format!("{} range {range:?} runs backwards", self.name));
             }
-            let mut v = from;
-            while v <= to {
+            // Values are at most 59, so a step past that simply ends the walk.
+            for v in (from..=to).step_by(usize::try_from(step).unwrap_or(usize::MAX)) {
                 bits |= 1u64 << v;
-                v += step;
             }
         }
         Ok((bits, restricted))
@@ -161,20 +160,29 @@ impl CronPattern {
         }
     }
 
-    /// The local times on `date` the pattern fires at, in order.
-    pub fn times_on(&self, date: Date) -> Vec<DateTime> {
+    /// The minutes of the day (0 = 00:00) the pattern fires at on `date`, in order.
+    pub fn minutes_on(&self, date: Date) -> Vec<u16> {
         if !self.matches_date(date) {
             return Vec::new();
         }
         let mut out = Vec::new();
-        for hour in (0..24i8).filter(|h| self.hours & (1 << h) != 0) {
-            for minute in (0..60i8).filter(|m| self.minutes & (1 << m) != 0) {
-                if let Ok(t) = Time::new(hour, minute, 0, 0) {
-                    out.push(date.to_datetime(t));
-                }
+        for hour in (0..24u16).filter(|h| self.hours & (1 << h) != 0) {
+            for minute in (0..60u16).filter(|m| self.minutes & (1 << m) != 0) {
+                out.push(hour * 60 + minute);
             }
         }
         out
+    }
+
+    /// The local times on `date` the pattern fires at, in order.
+    pub fn times_on(&self, date: Date) -> Vec<DateTime> {
+        self.minutes_on(date)
+            .into_iter()
+            .filter_map(|m| {
+                let t = Time::new(i8::try_from(m / 60).ok()?, i8::try_from(m % 60).ok()?, 0, 0);
+                Some(date.to_datetime(t.ok()?))
+            })
+            .collect()
     }
 }
 
@@ -243,6 +251,16 @@ mod tests {
         // Only one restricted: that one decides.
         let first = CronPattern::parse("0 3 1 * *").expect("parses");
         assert!(!first.matches_date(date(2026, 11, 30)));
+    }
+
+    #[test]
+    fn a_huge_step_ends_the_walk() {
+        let p = CronPattern::parse("59/4294967295 * * * *").expect("parses");
+        assert_eq!(
+            p.minutes_on(date(2026, 1, 1)).len(),
+            24,
+            "minute 59 of every hour"
+        );
     }
 
     #[test]

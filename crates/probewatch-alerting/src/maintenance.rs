@@ -331,11 +331,43 @@ impl Window {
                 let last_day = tz.to_datetime(last).date();
                 let mut out: Vec<(i64, i64)> = Vec::new();
                 while day <= last_day {
-                    for local in pattern.times_on(day) {
-                        let Ok(start) = local.to_zoned_datetime(tz.clone()) else {
-                            continue;
+                    let minutes = pattern.minutes_on(day);
+                    // A day without a change of offset: each time is its minute after
+                    // midnight (one zone lookup a day, not one a minute).
+                    let midnight = |d: jiff::civil::Date| {
+                        d.to_datetime(Time::midnight())
+                            .to_zoned_datetime(tz.clone())
+                            .ok()
+                    };
+                    let plain = match (midnight(day), midnight(day.saturating_add(1.day()))) {
+                        (Some(a), Some(b)) if !minutes.is_empty() => {
+                            let (a, b) = (
+                                a.timestamp().as_millisecond(),
+                                b.timestamp().as_millisecond(),
+                            );
+                            (b - a == 86_400_000).then_some(a)
+                        }
+                        _ => None,
+                    };
+                    for minute in minutes {
+                        let s = match plain {
+                            Some(midnight) => midnight + i64::from(minute) * 60_000,
+                            None => {
+                                let Ok(t) = Time::new(
+                                    i8::try_from(minute / 60).unwrap_or(0),
+                                    i8::try_from(minute % 60).unwrap_or(0),
+                                    0,
+                                    0,
+                                ) else {
+                                    continue;
+                                };
+                                let Ok(start) = day.to_datetime(t).to_zoned_datetime(tz.clone())
+                                else {
+                                    continue;
+                                };
+                                start.timestamp().as_millisecond()
+                            }
                         };
-                        let s = start.timestamp().as_millisecond();
                         let e = s.saturating_add(*duration_ms);
                         if e <= from_ms || s >= to_ms {
                             continue;
@@ -548,6 +580,42 @@ mod tests {
             w.spans(ms("2026-11-30T18:00:00Z"), ms("2026-12-01T00:00:00Z")),
             [(ms("2026-11-30T18:00:00Z"), ms("2026-11-30T20:00:00Z"))]
         );
+        // Across a change of offset (Berlin, last Sunday of March: 02:00 becomes 03:00),
+        // each time is read in the zone: 01:30 is 00:30 UTC, 03:30 is 01:30 UTC.
+        let spring = Window::from_config(
+            "s",
+            &["host=\"a\"".into()],
+            &WhenSpec {
+                cron: Some("30 1,3 * * *"),
+                duration: Some("10m"),
+                time_zone: Some("Europe/Berlin"),
+                ..WhenSpec::default()
+            },
+            "",
+        )
+        .expect("window");
+        assert_eq!(
+            spring.spans(ms("2026-03-29T00:00:00Z"), ms("2026-03-29T02:00:00Z")),
+            [
+                (ms("2026-03-29T00:30:00Z"), ms("2026-03-29T00:40:00Z")),
+                (ms("2026-03-29T01:30:00Z"), ms("2026-03-29T01:40:00Z")),
+            ]
+        );
+        // A 90-day range of a pattern that fires every minute is one stretch.
+        let every = Window::from_config(
+            "e",
+            &["host=\"a\"".into()],
+            &WhenSpec {
+                cron: Some("* * * * *"),
+                duration: Some("1m"),
+                time_zone: Some("Europe/Berlin"),
+                ..WhenSpec::default()
+            },
+            "",
+        )
+        .expect("window");
+        let (from, to) = (ms("2026-01-01T00:00:00Z"), ms("2026-04-01T00:00:00Z"));
+        assert_eq!(every.spans(from, to), [(from, to)]);
         let often = Window::from_config(
             "o",
             &["host=\"a\"".into()],

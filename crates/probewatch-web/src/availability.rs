@@ -150,12 +150,15 @@ pub(crate) async fn availability(
         .as_ref()
         .map(|w| w.load())
         .unwrap_or_default();
+    // Each window's times over the range, worked out once for all the checks it covers.
+    let window_spans: Vec<Vec<(i64, i64)>> = windows.iter().map(|w| w.spans(from, end)).collect();
     let mut groups: std::collections::BTreeMap<String, Tally> = Default::default();
     for (c, intervals) in rows.iter().zip(&intervals) {
         let spans: Vec<(i64, i64)> = windows
             .iter()
-            .filter(|w| w.covers_check(&c.probe, &c.host, &c.check))
-            .flat_map(|w| w.spans(from, end))
+            .zip(&window_spans)
+            .filter(|(w, _)| w.covers_check(&c.probe, &c.host, &c.check))
+            .flat_map(|(_, spans)| spans.iter().copied())
             .collect();
         let a = crate::history::availability(intervals, from, end.max(from), now, &spans);
         let key = if by_host {
