@@ -98,8 +98,19 @@
   // The table is fetched again only when it changed: the server answers 304 to the ETag
   // of what is shown, and the times are brought up to date here.
   let etag = null;
+  // One refresh at a time: a tab shown again while the timer's refresh is still patching
+  // waits for the next turn instead of patching the same rows twice.
+  let busy = false;
   async function refresh() {
-    if (document.hidden) return;
+    if (document.hidden || busy) return;
+    busy = true;
+    try {
+      await refreshNow();
+    } finally {
+      busy = false;
+    }
+  }
+  async function refreshNow() {
     const url = new URL(window.location.href);
     url.searchParams.set("fragment", "1");
     const headers = { "Accept": "text/html" };
