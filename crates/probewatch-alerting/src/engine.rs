@@ -261,6 +261,54 @@ struct Batch {
     group_interval_ms: i64,
 }
 
+/// What moves an alerting rule's alerts on in one evaluation.
+#[derive(Clone, Copy)]
+struct Lifecycle<'a> {
+    for_ms: i64,
+    keep_firing_for_ms: i64,
+    now_ms: i64,
+    silences: &'a [Silence],
+}
+
+/// What to save of a rule's alerts after an evaluation: every alert as it now is, the
+/// state changes as events, and the notifications.
+fn alert_update(
+    rule_key: &str,
+    current: &BTreeMap<String, ActiveAlert>,
+    events: Vec<(String, &'static str, f64)>,
+    notifications: Vec<NewNotification>,
+    now_ms: i64,
+) -> AlertUpdate {
+    AlertUpdate {
+        rule_key: rule_key.to_string(),
+        alerts: current
+            .iter()
+            .map(|(key, a)| AlertRow {
+                rule_key: rule_key.to_string(),
+                labels: key.clone(),
+                state: a.state,
+                active_at_ms: a.active_at_ms,
+                fired_at_ms: a.fired_at_ms,
+                keep_firing_since_ms: a.keep_firing_since_ms,
+                last_sent_ms: a.last_sent_ms,
+                value: a.value,
+                annotations: serde_json::to_string(&a.annotations).unwrap_or_default(),
+            })
+            .collect(),
+        events: events
+            .into_iter()
+            .map(|(key, event, value)| AlertEvent {
+                rule_key: rule_key.to_string(),
+                labels: key,
+                event: event.to_string(),
+                at_ms: now_ms,
+                value,
+            })
+            .collect(),
+        notifications,
+    }
+}
+
 /// Canonical text of a label map (`{a="b",c="d"}`), the key alerts are stored under.
 pub fn canonical(labels: &BTreeMap<String, String>) -> String {
     let mut out = String::from("{");
@@ -559,8 +607,9 @@ impl Engine {
     }
 
     /// Advances one alerting rule's alerts: what to save if anything changed, and the rule's
-    /// new state (not applied here).
-    #[allow(clippy::type_complexity)]
+    /// new state (not applied here). In three steps: the query's result becomes the alerts
+    /// it names, every alert moves on in its lifecycle, and what is due becomes
+    /// notifications.
     fn update_alerts(
         &self,
         rule: &crate::rulefile::Rule,
@@ -568,8 +617,6 @@ impl Engine {
         now_ms: i64,
         silences: &[Silence],
     ) -> Result<(Option<AlertUpdate>, BTreeMap<String, ActiveAlert>), String> {
-        let silenced =
-            |labels: &BTreeMap<String, String>| crate::silence::silenced(silences, labels);
         let RuleKind::Alert {
             for_ms,
             keep_firing_for_ms,
@@ -581,15 +628,63 @@ impl Engine {
         let before = self.active.get(&rule.key).cloned().unwrap_or_default();
         let mut current = before.clone();
         let mut events = Vec::new();
-        let mut firing_now: Vec<String> = Vec::new();
-        let mut resolved: Vec<ActiveAlert> = Vec::new();
+        let seen = self.take_result(
+            rule,
+            annotations,
+            *for_ms,
+            samples,
+            now_ms,
+            &mut current,
+            &mut events,
+        )?;
+        let lifecycle = Lifecycle {
+            for_ms: *for_ms,
+            keep_firing_for_ms: *keep_firing_for_ms,
+            now_ms,
+            silences,
+        };
+        let (firing_now, resolved) = self.advance(&lifecycle, &seen, &mut current, &mut events);
+        for key in &firing_now {
+            if let Some(alert) = current.get_mut(key) {
+                alert.last_sent_ms = Some(now_ms);
+            }
+        }
+        let firing: Vec<&ActiveAlert> = firing_now.iter().filter_map(|k| current.get(k)).collect();
+        let notifications = self.notifications(&firing, &resolved, now_ms);
+        let changed = current != before || !events.is_empty() || !notifications.is_empty();
+        // Values change every evaluation; only state changes are worth a write.
+        let strip = |m: &BTreeMap<String, ActiveAlert>| -> Vec<(String, AlertState, Option<i64>, Option<i64>)> {
+            m.iter()
+                .map(|(k, a)| (k.clone(), a.state, a.keep_firing_since_ms, a.last_sent_ms))
+                .collect()
+        };
+        let state_changed = strip(&current) != strip(&before);
+        let save = changed && (state_changed || !events.is_empty() || !notifications.is_empty());
+        let update = save.then(|| alert_update(&rule.key, &current, events, notifications, now_ms));
+        Ok((update, current))
+    }
+
+    /// The query's result as alerts: each series updates its alert's value and annotations,
+    /// or starts a new one (pending, with an event when the rule has a `for`). Returns the
+    /// keys seen; two series that end with the same labels are an error.
+    #[allow(clippy::too_many_arguments)] // the rule's parts and the two things it fills
+    fn take_result(
+        &self,
+        rule: &crate::rulefile::Rule,
+        annotations: &[(String, crate::template::Template)],
+        for_ms: i64,
+        samples: Vec<probewatch_promql::Sample>,
+        now_ms: i64,
+        current: &mut BTreeMap<String, ActiveAlert>,
+        events: &mut Vec<(String, &'static str, f64)>,
+    ) -> Result<std::collections::HashSet<String>, String> {
         let mut seen = std::collections::HashSet::new();
+        let env = &self.config.templates;
         for sample in samples {
             // Templates see the result's labels with its metric name, as in Prometheus; the
             // alert's labels drop the name after the rule's labels are applied.
             let sample_labels: BTreeMap<String, String> =
                 sample.labels.pairs().iter().cloned().collect();
-            let env = &self.config.templates;
             let mut labels = with_rule_labels(rule, &sample_labels, sample.v, Some((env, now_ms)));
             labels.remove(probewatch_promql::labels::METRIC_NAME);
             labels.insert("alertname".into(), rule.name.clone());
@@ -630,12 +725,37 @@ impl Engine {
                             annotations: rendered,
                         },
                     );
-                    if *for_ms > 0 {
-                        events.push((key.clone(), "pending", sample.v));
+                    if for_ms > 0 {
+                        events.push((key, "pending", sample.v));
                     }
                 }
             }
         }
+        Ok(seen)
+    }
+
+    /// Moves every alert on: an unseen pending alert goes, an unseen firing one resolves
+    /// once `keep_firing_for` has passed, a pending one fires after `for`. Returns the keys
+    /// of firing alerts due a notification (never sent, or past the route's repeat
+    /// interval, and not silenced) and the resolved alerts to announce (those announced
+    /// while firing and not silenced now).
+    fn advance(
+        &self,
+        lifecycle: &Lifecycle<'_>,
+        seen: &std::collections::HashSet<String>,
+        current: &mut BTreeMap<String, ActiveAlert>,
+        events: &mut Vec<(String, &'static str, f64)>,
+    ) -> (Vec<String>, Vec<ActiveAlert>) {
+        let Lifecycle {
+            for_ms,
+            keep_firing_for_ms,
+            now_ms,
+            silences,
+        } = *lifecycle;
+        let silenced =
+            |labels: &BTreeMap<String, String>| crate::silence::silenced(silences, labels);
+        let mut firing_now = Vec::new();
+        let mut resolved = Vec::new();
         let keys: Vec<String> = current.keys().cloned().collect();
         for key in keys {
             let Some(alert) = current.get_mut(&key) else {
@@ -648,7 +768,7 @@ impl Engine {
                     }
                     AlertState::Firing => {
                         let since = *alert.keep_firing_since_ms.get_or_insert(now_ms);
-                        if now_ms - since < *keep_firing_for_ms {
+                        if now_ms - since < keep_firing_for_ms {
                             continue;
                         }
                         events.push((key.clone(), "resolved", alert.value));
@@ -662,7 +782,7 @@ impl Engine {
                 }
                 continue;
             }
-            if alert.state == AlertState::Pending && now_ms - alert.active_at_ms >= *for_ms {
+            if alert.state == AlertState::Pending && now_ms - alert.active_at_ms >= for_ms {
                 alert.state = AlertState::Firing;
                 alert.fired_at_ms = Some(now_ms);
                 events.push((key.clone(), "firing", alert.value));
@@ -682,15 +802,19 @@ impl Engine {
                 }
             }
         }
-        // Notifications, one per receiver and group of labels.
-        let mut notifications = Vec::new();
+        (firing_now, resolved)
+    }
+
+    /// The notifications for the alerts due (firing) and resolved: one per receiver and
+    /// group of labels, each group per route (alerts of several rules with the same group
+    /// labels share it, and are delivered together when due together).
+    fn notifications(
+        &self,
+        firing: &[&ActiveAlert],
+        resolved: &[ActiveAlert],
+        now_ms: i64,
+    ) -> Vec<NewNotification> {
         let mut batches: BTreeMap<(String, String), Batch> = BTreeMap::new();
-        for key in &firing_now {
-            if let Some(alert) = current.get_mut(key) {
-                alert.last_sent_ms = Some(now_ms);
-            }
-        }
-        let firing: Vec<&ActiveAlert> = firing_now.iter().filter_map(|k| current.get(k)).collect();
         for (alert, is_firing) in firing
             .iter()
             .map(|a| (*a, true))
@@ -705,8 +829,6 @@ impl Engine {
                     .iter()
                     .filter_map(|n| alert.labels.get(n).map(|v| (n.clone(), v.clone())))
                     .collect();
-                // A group is per route: alerts of several rules with the same group labels
-                // share it (and are delivered together when due together).
                 let position = self
                     .config
                     .routes
@@ -740,71 +862,26 @@ impl Engine {
                 });
             }
         }
-        for ((receiver, group_key), batch) in batches {
-            let Batch {
-                group_labels,
-                alerts,
-                group_wait_ms,
-                group_interval_ms,
-            } = batch;
-            let payload = crate::payload::GroupPayload::new(
-                group_key.clone(),
-                receiver.clone(),
-                group_labels,
-                self.config.external_url.clone(),
-                alerts,
-            );
-            notifications.push(NewNotification {
-                receiver,
-                payload: serde_json::to_string(&payload).unwrap_or_default(),
-                created_at_ms: now_ms,
-                group_key,
-                group_wait_ms,
-                group_interval_ms,
-            });
-        }
-        let changed = current != before || !events.is_empty() || !notifications.is_empty();
-        let label_text = |key: &str| key.to_string();
-        let update = AlertUpdate {
-            rule_key: rule.key.clone(),
-            alerts: current
-                .iter()
-                .map(|(key, a)| AlertRow {
-                    rule_key: rule.key.clone(),
-                    labels: key.clone(),
-                    state: a.state,
-                    active_at_ms: a.active_at_ms,
-                    fired_at_ms: a.fired_at_ms,
-                    keep_firing_since_ms: a.keep_firing_since_ms,
-                    last_sent_ms: a.last_sent_ms,
-                    value: a.value,
-                    annotations: serde_json::to_string(&a.annotations).unwrap_or_default(),
-                })
-                .collect(),
-            events: events
-                .into_iter()
-                .map(|(key, event, value)| AlertEvent {
-                    rule_key: rule.key.clone(),
-                    labels: label_text(&key),
-                    event: event.to_string(),
-                    at_ms: now_ms,
-                    value,
-                })
-                .collect(),
-            notifications,
-        };
-        // Values change every evaluation; only state changes are worth a write.
-        let state_changed = {
-            let strip = |m: &BTreeMap<String, ActiveAlert>| -> Vec<(String, AlertState, Option<i64>, Option<i64>)> {
-                m.iter()
-                    .map(|(k, a)| (k.clone(), a.state, a.keep_firing_since_ms, a.last_sent_ms))
-                    .collect()
-            };
-            strip(&current) != strip(&before)
-        };
-        let save = changed
-            && (state_changed || !update.events.is_empty() || !update.notifications.is_empty());
-        Ok((save.then_some(update), current))
+        batches
+            .into_iter()
+            .map(|((receiver, group_key), batch)| {
+                let payload = crate::payload::GroupPayload::new(
+                    group_key.clone(),
+                    receiver.clone(),
+                    batch.group_labels,
+                    self.config.external_url.clone(),
+                    batch.alerts,
+                );
+                NewNotification {
+                    receiver,
+                    payload: serde_json::to_string(&payload).unwrap_or_default(),
+                    created_at_ms: now_ms,
+                    group_key,
+                    group_wait_ms: batch.group_wait_ms,
+                    group_interval_ms: batch.group_interval_ms,
+                }
+            })
+            .collect()
     }
 
     /// The routes an alert goes to.
