@@ -423,13 +423,18 @@ impl Windows {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(windows);
     }
 
-    /// The windows on at `now_ms`, as silences for the engine.
-    pub fn active_silences(&self, now_ms: i64) -> Vec<crate::silence::Silence> {
+    /// The windows on at `now_ms`.
+    pub fn active(&self, now_ms: i64) -> Vec<Window> {
         self.load()
             .iter()
             .filter(|w| w.active_at(now_ms))
-            .map(Window::as_silence)
+            .cloned()
             .collect()
+    }
+
+    /// The windows on at `now_ms`, as silences for the engine.
+    pub fn active_silences(&self, now_ms: i64) -> Vec<crate::silence::Silence> {
+        self.active(now_ms).iter().map(Window::as_silence).collect()
     }
 }
 

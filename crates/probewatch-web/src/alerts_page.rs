@@ -279,13 +279,7 @@ pub(crate) async fn alerts(
     let windows: Vec<probewatch_alerting::maintenance::Window> = state
         .maintenance
         .as_ref()
-        .map(|w| {
-            w.load()
-                .iter()
-                .filter(|w| w.active_at(now))
-                .cloned()
-                .collect()
-        })
+        .map(|w| w.active(now))
         .unwrap_or_default();
     let show_silenced = q
         .silenced

@@ -63,13 +63,7 @@ impl StateContext {
             maintenance: state
                 .maintenance
                 .as_ref()
-                .map(|w| {
-                    w.load()
-                        .iter()
-                        .filter(|w| w.active_at(now))
-                        .cloned()
-                        .collect()
-                })
+                .map(|w| w.active(now))
                 .unwrap_or_default(),
         }
     }
