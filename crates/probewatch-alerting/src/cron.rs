@@ -4,7 +4,7 @@
 //! crates work in chrono or in an older jiff than ours, and a window needs only "which local
 //! minutes match", not a scheduler.
 
-use jiff::civil::{Date, DateTime, Time};
+use jiff::civil::Date;
 
 /// A parsed pattern: one bit per allowed value of each field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,17 +173,6 @@ impl CronPattern {
         }
         out
     }
-
-    /// The local times on `date` the pattern fires at, in order.
-    pub fn times_on(&self, date: Date) -> Vec<DateTime> {
-        self.minutes_on(date)
-            .into_iter()
-            .filter_map(|m| {
-                let t = Time::new(i8::try_from(m / 60).ok()?, i8::try_from(m % 60).ok()?, 0, 0);
-                Some(date.to_datetime(t.ok()?))
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
@@ -196,22 +185,20 @@ mod tests {
         let p = CronPattern::parse("0,30 2-4 * * mon-fri").expect("parses");
         // 2026-11-27 is a Friday, the 28th a Saturday.
         let times: Vec<String> = p
-            .times_on(date(2026, 11, 27))
+            .minutes_on(date(2026, 11, 27))
             .iter()
-            .map(|t| t.time().to_string())
+            .map(|m| format!("{:02}:{:02}", m / 60, m % 60))
             .collect();
         assert_eq!(
             times,
-            [
-                "02:00:00", "02:30:00", "03:00:00", "03:30:00", "04:00:00", "04:30:00"
-            ]
+            ["02:00", "02:30", "03:00", "03:30", "04:00", "04:30"]
         );
-        assert!(p.times_on(date(2026, 11, 28)).is_empty());
+        assert!(p.minutes_on(date(2026, 11, 28)).is_empty());
         let every = CronPattern::parse("*/20 9 * * *").expect("parses");
-        assert_eq!(every.times_on(date(2026, 1, 1)).len(), 3);
+        assert_eq!(every.minutes_on(date(2026, 1, 1)).len(), 3);
         let from_five = CronPattern::parse("5/20 9 * * *").expect("parses");
         assert_eq!(
-            from_five.times_on(date(2026, 1, 1))[0].time().minute(),
+            from_five.minutes_on(date(2026, 1, 1))[0] % 60,
             5,
             "5/20: 5, 25, 45"
         );
