@@ -252,3 +252,66 @@ fn a_head_past_its_default_size_drains() {
         assert_eq!(one[0].len(), 100, "{}", backend.name());
     }
 }
+
+/// Two servers on one PostgreSQL database take turns compacting, each keeping its own
+/// memory of which series have chunks (it skips the previous-chunk lookup for the rest):
+/// the chunks one makes must be seen by the other, so no sample is lost or duplicated and
+/// no chunk overlaps another.
+#[test]
+fn two_servers_take_turns_compacting_one_database() {
+    for backend in common::backends::backends("two_servers_take_turns_compacting") {
+        let Some(url) = backend.postgres_url() else {
+            continue;
+        };
+        let open = || {
+            postgres::PgStore::open(url, None)
+                .expect("open")
+                .with_head_max_samples(40)
+        };
+        let (a, b) = (open(), open());
+        let series: Vec<String> = (0..9).map(|i| format!("{{s=\"{i}\"}}")).collect();
+        let mut model = Model::new();
+        let mut rng = Rng(0x7e4a);
+        for file in 0..120u64 {
+            let mut samples = Vec::new();
+            for _ in 0..1 + rng.below(12) {
+                let labels = series[rng.below(series.len() as u64) as usize].clone();
+                let ts = match rng.below(8) {
+                    0 => rng.below(30_000) as i64,
+                    _ => (file * 250 + rng.below(250)) as i64,
+                };
+                let value = rng.below(1000) as f64;
+                model.insert((labels.clone(), ts), value);
+                samples.push(SeriesSample {
+                    metric: "m".into(),
+                    labels,
+                    time_ms: ts,
+                    value,
+                });
+            }
+            let writer: &dyn Store = if file % 2 == 0 { &a } else { &b };
+            writer
+                .commit_batch(&[batch(file + 1, samples)], false)
+                .expect("commit");
+            let compactor: &dyn Store = if rng.below(2) == 0 { &a } else { &b };
+            for _ in 0..rng.below(3) {
+                compactor
+                    .compact(1 + rng.below(30) as usize)
+                    .expect("compact");
+            }
+        }
+        while a.compact(50).expect("compact").more() | b.compact(50).expect("compact").more() {}
+        check_reads(&a, &model, &series, &mut rng);
+        check_reads(&b, &model, &series, &mut rng);
+        let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
+        let overlaps: i64 = db
+            .query_one(
+                "SELECT count(*) FROM chunks x JOIN chunks y ON x.series_id = y.series_id
+                 AND x.id < y.id AND x.min_ts <= y.max_ts AND y.min_ts <= x.max_ts",
+                &[],
+            )
+            .expect("overlaps")
+            .get(0);
+        assert_eq!(overlaps, 0, "chunks of a series never overlap");
+    }
+}

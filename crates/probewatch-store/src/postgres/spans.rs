@@ -37,16 +37,12 @@ struct Loaded {
 }
 
 impl ChunkSpans {
-    /// Every series in `ids` (by position) whose samples may lie in `[from_ms, to_ms]`: a
-    /// head row there, or a chunk span overlapping it.
-    pub fn present(
-        &self,
+    /// Brings the table up to date: loaded again when missing or old, otherwise the chunks
+    /// made since it was last asked.
+    fn refresh(
+        guard: &mut Option<Loaded>,
         tx: &mut postgres::Transaction<'_>,
-        ids: &[i64],
-        from_ms: i64,
-        to_ms: i64,
-    ) -> Result<Vec<bool>, StoreError> {
-        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    ) -> Result<(), StoreError> {
         let reload = guard.as_ref().is_none_or(|l| l.at.elapsed() > RELOAD_AFTER);
         if reload {
             *guard = None;
@@ -75,6 +71,38 @@ impl ChunkSpans {
                 loaded.last_chunk = loaded.last_chunk.max(id);
             }
         }
+        Ok(())
+    }
+
+    /// For each of `ids`, whether it may have a chunk: false only for a series that has
+    /// never had one (compaction then need not look for its previous chunk). Chunks are
+    /// made only by compaction, under its lock, so after the refresh a series with a chunk
+    /// is known; one whose chunks retention dropped may still answer true.
+    pub fn may_have_chunks(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        ids: &[i64],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Self::refresh(&mut guard, tx)?;
+        let spans = guard.as_ref().map(|l| &l.spans);
+        Ok(ids
+            .iter()
+            .map(|id| spans.is_none_or(|s| s.contains_key(id)))
+            .collect())
+    }
+
+    /// Every series in `ids` (by position) whose samples may lie in `[from_ms, to_ms]`: a
+    /// head row there, or a chunk span overlapping it.
+    pub fn present(
+        &self,
+        tx: &mut postgres::Transaction<'_>,
+        ids: &[i64],
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Self::refresh(&mut guard, tx)?;
         let spans = guard.as_ref().map(|l| &l.spans);
         let mut present: Vec<bool> = ids
             .iter()
