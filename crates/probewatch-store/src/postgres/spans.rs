@@ -39,11 +39,15 @@ struct Loaded {
 impl ChunkSpans {
     /// Brings the table up to date: loaded again when missing or old, otherwise the chunks
     /// made since it was last asked.
+    /// `forget` also loads an old table again, to forget the spans retention removed.
     fn refresh(
         guard: &mut Option<Loaded>,
         tx: &mut postgres::Transaction<'_>,
+        forget: bool,
     ) -> Result<(), StoreError> {
-        let reload = guard.as_ref().is_none_or(|l| l.at.elapsed() > RELOAD_AFTER);
+        let reload = guard
+            .as_ref()
+            .is_none_or(|l| forget && l.at.elapsed() > RELOAD_AFTER);
         if reload {
             *guard = None;
             let mut loaded = Loaded {
@@ -77,14 +81,16 @@ impl ChunkSpans {
     /// For each of `ids`, whether it may have a chunk: false only for a series that has
     /// never had one (compaction then need not look for its previous chunk). Chunks are
     /// made only by compaction, under its lock, so after the refresh a series with a chunk
-    /// is known; one whose chunks retention dropped may still answer true.
+    /// is known; one whose chunks retention dropped may still answer true. The table is
+    /// loaded once and then only followed here: a reload reads every chunk row, which
+    /// compaction should not wait for, and a forgotten span changes nothing it decides.
     pub fn may_have_chunks(
         &self,
         tx: &mut postgres::Transaction<'_>,
         ids: &[i64],
     ) -> Result<Vec<bool>, StoreError> {
         let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        Self::refresh(&mut guard, tx)?;
+        Self::refresh(&mut guard, tx, false)?;
         let spans = guard.as_ref().map(|l| &l.spans);
         Ok(ids
             .iter()
@@ -102,7 +108,7 @@ impl ChunkSpans {
         to_ms: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let mut guard = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        Self::refresh(&mut guard, tx)?;
+        Self::refresh(&mut guard, tx, true)?;
         let spans = guard.as_ref().map(|l| &l.spans);
         let mut present: Vec<bool> = ids
             .iter()
