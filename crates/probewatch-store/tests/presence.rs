@@ -4,6 +4,7 @@
 //! or most of them (one pass over the head).
 
 use probewatch_core::SeriesSample;
+use probewatch_store::StoreError;
 
 mod common;
 
@@ -103,5 +104,54 @@ fn presence_of_many_series_from_chunks_and_the_head() {
                 &wrong[..wrong.len().min(10)]
             );
         }
+    }
+}
+
+/// Reading most of the store's series at once (a whole metric) gives each series exactly
+/// what reading it in small batches gives, from chunks and head, and nothing of the series
+/// not asked for — on PostgreSQL such a read takes the range whole and drops the rest.
+#[test]
+fn reading_most_series_at_once_matches_reading_them_in_small_batches() {
+    for backend in common::backends::backends("reading_most_series_at_once") {
+        let store = backend.open_with_head_max(1);
+        let series = 6_000i64;
+        let mut samples = Vec::new();
+        for i in 0..series {
+            samples.extend((0..4).map(|k| sample(i, k * 60_000 + i % 7)));
+        }
+        store.write_samples(&samples).expect("write");
+        while store.compact(100_000).expect("compact").more() {}
+        let store = backend.open();
+        let head: Vec<SeriesSample> = (0..series).step_by(2).map(|i| sample(i, 300_000)).collect();
+        store.write_samples(&head).expect("write");
+        let rows = store.series_after(0).expect("series");
+        assert_eq!(rows.len(), 6_000);
+        // Five of every six series, in a shuffled order with one asked twice.
+        let mut asked: Vec<i64> = rows
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| n % 6 != 0)
+            .map(|(_, r)| r.id)
+            .collect();
+        asked.reverse();
+        asked.push(asked[7]);
+        let (from, to) = (60_000, 300_000);
+        let whole = store
+            .read_samples(&asked, from, to, usize::MAX)
+            .expect("read whole");
+        let by_batches: Vec<Vec<(i64, f64)>> = asked
+            .chunks(100)
+            .flat_map(|c| store.read_samples(c, from, to, usize::MAX).expect("read"))
+            .collect();
+        assert_eq!(whole.len(), asked.len());
+        assert_eq!(whole, by_batches, "{}", backend.name());
+        assert!(whole.iter().all(|s| !s.is_empty()));
+        // The sample limit still counts only what was asked for.
+        let held: usize = whole.iter().map(Vec::len).sum();
+        assert!(store.read_samples(&asked, from, to, held).is_ok());
+        assert!(matches!(
+            store.read_samples(&asked, from, to, held - 1),
+            Err(StoreError::TooManySamples { .. })
+        ));
     }
 }

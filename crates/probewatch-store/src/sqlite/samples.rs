@@ -412,5 +412,17 @@ pub(super) fn read_many(
             series.reverse();
         }
     }
+    // An id asked for more than once gets its samples in every slot, as on PostgreSQL
+    // (they were read into its last slot only).
+    for (i, id) in ids.iter().enumerate() {
+        let read_into = position.get(id).copied().unwrap_or(i);
+        if read_into != i {
+            held += out[read_into].len();
+            if held > max_samples {
+                return Ok(None);
+            }
+            out[i] = out[read_into].clone();
+        }
+    }
     Ok(Some(out))
 }
