@@ -100,12 +100,8 @@ struct OverviewPage<'a> {
     total: usize,
     count_links: Vec<CountView>,
     problem_groups: Vec<ProblemGroupView>,
-    problems: Vec<ProblemView>,
-    more_problems: usize,
-    all_problems_href: String,
-    groups: Vec<GroupView>,
-    pager: PagerView,
-    filtered: bool,
+    /// The checks table (`checks_table.html`), rendered once for the page and the refresh.
+    table: String,
     /// Receivers whose notifications wait after failed attempts (a banner says so).
     failing: Vec<FailingReceiver>,
 }
@@ -643,8 +639,23 @@ pub(crate) async fn overview(
         }
     };
     let render_error = |e: askama::Error| ApiError::Internal(e.to_string());
-    if q.fragment.is_some() {
-        let etag = fragment_etag(&plan, &intervals, &q);
+    let etag = q
+        .fragment
+        .is_some()
+        .then(|| fragment_etag(&plan, &intervals, &q));
+    // The table the page shows and its live refresh fetches: one builder for both, run
+    // only when the table is sent (not for a refresh answered 304).
+    let time_zone = state.time_zone();
+    let table_q = q.clone();
+    let table = move || ChecksFragment {
+        problems: problem_views(&plan.problems, &table_q, now),
+        more_problems: plan.problem_rows.saturating_sub(plan.problems.len()),
+        all_problems_href: table_q.href(&[("status", "problem"), ("page", "")]),
+        filtered: plan.filtered,
+        groups: group_views(plan.rows, intervals, now, &time_zone),
+        pager,
+    };
+    if let Some(etag) = etag {
         let unchanged = headers
             .get(header::IF_NONE_MATCH)
             .and_then(|v| v.to_str().ok())
@@ -652,17 +663,7 @@ pub(crate) async fn overview(
         let mut response = if unchanged {
             axum::http::StatusCode::NOT_MODIFIED.into_response()
         } else {
-            let html = ChecksFragment {
-                problems: problem_views(&plan.problems, &q, now),
-                more_problems: plan.problem_rows.saturating_sub(plan.problems.len()),
-                all_problems_href: q.href(&[("status", "problem"), ("page", "")]),
-                filtered: plan.filtered,
-                groups: group_views(plan.rows, intervals, now, &state.time_zone()),
-                pager,
-            }
-            .render()
-            .map_err(render_error)?;
-            Html(html).into_response()
+            Html(table().render().map_err(render_error)?).into_response()
         };
         if let Ok(v) = HeaderValue::from_str(&counts) {
             response.headers_mut().insert("x-probewatch-summary", v);
@@ -720,12 +721,7 @@ pub(crate) async fn overview(
         total: plan.total,
         count_links,
         problem_groups,
-        problems: problem_views(&plan.problems, &q, now),
-        more_problems: plan.problem_rows.saturating_sub(plan.problems.len()),
-        all_problems_href: q.href(&[("status", "problem"), ("page", "")]),
-        filtered: plan.filtered,
-        groups: group_views(plan.rows, intervals, now, &state.time_zone()),
-        pager,
+        table: table().render().map_err(render_error)?,
     }
     .render()
     .map_err(render_error)?;
