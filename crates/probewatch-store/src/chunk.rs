@@ -38,7 +38,7 @@ pub const CHUNK_MAX_SAMPLES: usize = 512;
 /// A chunk that does not decode: the database was damaged or written by something else.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("corrupt sample chunk: {0}")]
-pub struct ChunkError(&'static str);
+pub struct ChunkError(pub(crate) &'static str);
 
 /// The first two bytes of a version 2 chunk.
 const V2_MAGIC: [u8; 2] = [0, 2];
@@ -370,7 +370,7 @@ fn decode_v1(data: &[u8], out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
     Ok(())
 }
 
-fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -382,9 +382,10 @@ fn put_ivarint(out: &mut Vec<u8>, v: i64) {
     put_uvarint(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
+/// A cursor over LEB128 varints and raw bytes.
+pub(crate) struct Reader<'a> {
+    pub(crate) data: &'a [u8],
+    pub(crate) pos: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -394,7 +395,7 @@ impl<'a> Reader<'a> {
         Ok(b)
     }
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8], ChunkError> {
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], ChunkError> {
         let end = self.pos.checked_add(n).ok_or(ChunkError("truncated"))?;
         let bytes = self
             .data
@@ -404,7 +405,7 @@ impl<'a> Reader<'a> {
         Ok(bytes)
     }
 
-    fn uvarint(&mut self) -> Result<u64, ChunkError> {
+    pub(crate) fn uvarint(&mut self) -> Result<u64, ChunkError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
             let b = self.byte()?;

@@ -7,6 +7,7 @@
 //! transaction and one fsync.
 
 pub mod chunk;
+mod head_block;
 mod id_cache;
 mod intervals;
 mod location;

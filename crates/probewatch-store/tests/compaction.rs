@@ -124,7 +124,7 @@ fn compaction(backend: &common::backends::Backend) {
     // The layout's own invariants, in each back end's tables: no head rows left, a series'
     // chunks never overlap in time and are never over-full.
     const HEAD_ROWS: [&str; 2] = [
-        "SELECT (SELECT count(*) FROM samples_head_0) + (SELECT count(*) FROM samples_head_1)",
+        "SELECT count(*) FROM head_blocks",
         "SELECT count(*) FROM samples_head",
     ];
     const OVERLAPS: &str =

@@ -215,6 +215,13 @@ fn a_database_from_before_intervals_gets_them_built_on_open() {
              ALTER TABLE check_results DROP COLUMN interval_ms;
              DROP INDEX notifications_lane; ALTER TABLE notifications DROP COLUMN failed_at_ms;
              ALTER TABLE silences DROP COLUMN acknowledgement;
+             DROP TABLE head_blocks; DROP TABLE head_frozen;
+             CREATE TABLE samples_head_0 (series_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
+                 value REAL, PRIMARY KEY (series_id, ts_ms)) WITHOUT ROWID;
+             CREATE TABLE samples_head_1 (series_id INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
+                 value REAL, PRIMARY KEY (series_id, ts_ms)) WITHOUT ROWID;
+             CREATE TABLE head_state (id INTEGER PRIMARY KEY, active INTEGER NOT NULL);
+             INSERT INTO head_state VALUES (1, 0);
              PRAGMA user_version = 6;",
         )
         .expect("downgrade");

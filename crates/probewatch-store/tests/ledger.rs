@@ -116,8 +116,14 @@ fn each_file_version_is_stored_exactly_once() {
         assert_eq!(stats.files_ingested, 2, "{name}");
         assert_eq!(stats.files_rejected, 1, "{name}");
         assert_eq!(stats.check_results, 2, "{name}");
-        // Samples 1..=3 then 1..=4 of the same series: 4 distinct (series, time) pairs.
-        assert_eq!(stats.samples, 4, "{name}");
+        // Samples 1..=3 then 1..=4 of the same series: 4 distinct (series, time) pairs. A
+        // rewritten pair may count twice until compaction merges it (SQLite's head does
+        // not look up what it appends); drained, the count is exact.
+        assert!((4..=7).contains(&stats.samples), "{name}: {stats:?}");
+        let drained = backend.open_with_head_max(1);
+        while drained.compact(50).expect("compact").more() {}
+        assert_eq!(drained.stats().expect("stats").samples, 4, "{name}");
+        drop(drained);
         assert_eq!(stats.series, 1, "{name}");
         assert_eq!(
             store.spool_counts().expect("spools"),

@@ -59,6 +59,11 @@ pub struct BenchArgs {
     /// Write every file before starting the daemon, then time the catch-up.
     #[arg(long)]
     pub backlog: bool,
+    /// With --backlog: first ingest one file per probe (every check and series is then
+    /// known) and stop, then time the backlog on that store: a restart of a fleet's server
+    /// rather than its first sight of every check.
+    #[arg(long, requires = "backlog")]
+    pub warm: bool,
     /// Delete files after ingest (durable commits before each delete).
     #[arg(long)]
     pub delete: bool,
@@ -291,6 +296,15 @@ pub(crate) fn result_file(n: u64, checks: u64) -> String {
 
 /// Writes the files; returns each file's name and the time (µs) it became complete.
 fn generate(spool: &Path, args: &BenchArgs) -> anyhow::Result<Vec<(String, i64)>> {
+    generate_range(spool, args, 0..args.files)
+}
+
+/// Writes files number `range.start` to `range.end` (exclusive), as [`generate`] does.
+fn generate_range(
+    spool: &Path,
+    args: &BenchArgs,
+    range: std::ops::Range<u64>,
+) -> anyhow::Result<Vec<(String, i64)>> {
     let writers = args.writers.max(1);
     let start = Instant::now();
     let results: Vec<anyhow::Result<Vec<(String, i64)>>> = std::thread::scope(|scope| {
@@ -298,10 +312,13 @@ fn generate(spool: &Path, args: &BenchArgs) -> anyhow::Result<Vec<(String, i64)>
             .map(|w| {
                 scope.spawn(move || -> anyhow::Result<Vec<(String, i64)>> {
                     let mut done = Vec::new();
-                    let mut n = w;
-                    while n < args.files {
+                    let mut n = range.start + w;
+                    while n < range.end {
                         if args.rate > 0 {
-                            let due = start + Duration::from_secs_f64(n as f64 / args.rate as f64);
+                            let due = start
+                                + Duration::from_secs_f64(
+                                    (n - range.start) as f64 / args.rate as f64,
+                                );
                             if let Some(wait) = due.checked_duration_since(Instant::now()) {
                                 std::thread::sleep(wait);
                             }
@@ -560,8 +577,27 @@ fn run_probewatch(base: &Path, args: &BenchArgs, query_load: usize) -> anyhow::R
     let spool = work.join("spool");
     let timeout = Duration::from_secs(600);
     let mut load = None;
+    let warm = if args.warm {
+        (args.checks / 2).max(1)
+    } else {
+        0
+    };
+    if warm > 0 {
+        let written = generate_range(&spool, args, 0..warm)?;
+        let daemon = Daemon::start(&work, args)?;
+        let done = wait_committed(
+            &probewatch_store::StoreLocation::Sqlite(work.join("data")),
+            warm,
+            timeout,
+        );
+        daemon.stop();
+        done?;
+        for (name, _) in written {
+            std::fs::remove_file(spool.join(name))?;
+        }
+    }
     let (closed, daemon, first_us) = if args.backlog {
-        let closed = generate(&spool, args)?;
+        let closed = generate_range(&spool, args, warm..warm + args.files)?;
         // From the moment the daemon is started: its startup and scan count too.
         let start = now_us();
         (closed, Daemon::start(&work, args)?, start)
@@ -575,7 +611,7 @@ fn run_probewatch(base: &Path, args: &BenchArgs, query_load: usize) -> anyhow::R
     };
     let committed = wait_committed(
         &probewatch_store::StoreLocation::Sqlite(work.join("data")),
-        args.files,
+        warm + args.files,
         timeout,
     );
     let (queries, query_errors) = load.map_or((0, 0), QueryLoad::finish);
@@ -788,7 +824,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         args.files,
         args.style,
         args.writers,
-        if args.backlog { ", backlog" } else { "" },
+        match (args.backlog, args.warm) {
+            (true, true) => ", backlog on a store that knows every check",
+            (true, false) => ", backlog",
+            _ => "",
+        },
         if args.delete {
             ", delete after ingest"
         } else {

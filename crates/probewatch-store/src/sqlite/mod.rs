@@ -13,6 +13,7 @@ use std::sync::Mutex;
 use probewatch_core::{ProbeResult, SeriesSample};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use crate::head_block;
 use crate::id_cache::{self, IdCache};
 use crate::model::*;
 use crate::prelude::*;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0009_notification_failures.sql"),
     include_str!("migrations/0010_series_name_hash.sql"),
     include_str!("migrations/0011_acknowledgements.sql"),
+    include_str!("migrations/0012_head_blocks.sql"),
 ];
 
 /// The migration after which every check's status intervals are built from its results.
@@ -47,9 +49,15 @@ const INTERVALS_MIGRATION: usize = 7;
 /// The migration after which every series' `name_hash` is computed and indexed.
 const SERIES_HASH_MIGRATION: usize = 10;
 
-/// Samples the active head may hold before the heads swap and it is compacted. The head's
-/// B-tree (~25 bytes a sample) stays well inside the writer's page cache.
-pub const DEFAULT_HEAD_MAX_SAMPLES: u64 = 131_072;
+/// The migration after which the sample head is blocks (the old head rows are moved).
+const HEAD_BLOCKS_MIGRATION: usize = 12;
+
+/// Samples the live head may hold before it is frozen and compacted. Appending to the head
+/// costs the same however large it is (a batch appends its blocks); compaction rewrites one
+/// chunk row per series it moves, so the more samples a series collects first, the fewer
+/// rows a sample costs (at 700,000 series, 131,072 samples meant one row per sample). A
+/// one-series read decodes its bucket's share of the head, ~16,000 samples at this size.
+pub const DEFAULT_HEAD_MAX_SAMPLES: u64 = 1_048_576;
 
 /// Ids per pruning transaction.
 const PRUNE_CHUNK: usize = 200;
@@ -155,8 +163,7 @@ impl SqliteStore {
             conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM batches", [], |r| {
                 r.get(0)
             })?;
-        let active = samples::active_head(&conn)?;
-        let active_rows: i64 = conn.query_row(samples::HEAD_COUNT[active], [], |r| r.get(0))?;
+        let active_rows = samples::live_samples(&conn)?;
         Ok(SqliteStore {
             path,
             identity,
@@ -238,6 +245,22 @@ impl SqliteStore {
             deleted += to_u64(n);
         }
         Ok(deleted)
+    }
+
+    /// Removes the head's samples older than `cutoff_ms`, in one transaction.
+    fn prune_head(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
+        let mut writer = self.writer();
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let n = samples::prune_head(&tx, cutoff_ms)?;
+        Delta {
+            samples: -n,
+            ..Delta::default()
+        }
+        .apply(&tx)?;
+        tx.commit()?;
+        Ok(to_u64(n))
     }
 
     /// Moves every sample of both heads into chunks, however few the active head holds: for
@@ -369,6 +392,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         }
         if index + 1 == SERIES_HASH_MIGRATION {
             hash_series_names(&tx)?;
+        }
+        if index + 1 == HEAD_BLOCKS_MIGRATION {
+            samples::rows_to_blocks(&tx)?;
         }
         tx.pragma_update(None, "user_version", to_i64(index as u64 + 1))?;
         tx.commit()?;
@@ -569,8 +595,6 @@ impl Writer {
 /// Writes the check results and samples of one transaction, with the writer's id caches.
 struct ResultWriter<'a, 'i> {
     tx: &'a Connection,
-    /// The active head (0 or 1) that samples go to.
-    head: usize,
     series: &'a mut IdCache,
     checks: &'a mut IdCache,
     /// Samples of this transaction, for [`ResultWriter::flush_samples`].
@@ -621,7 +645,7 @@ fn insert_or_update(
 }
 
 impl<'a> ResultWriter<'a, '_> {
-    /// A writer for transaction `tx`, samples going to the active head.
+    /// A writer for transaction `tx`, samples going to the head.
     fn new(
         tx: &'a Connection,
         series: &'a mut IdCache,
@@ -631,7 +655,6 @@ impl<'a> ResultWriter<'a, '_> {
         head_rows.clear();
         Ok(ResultWriter {
             tx,
-            head: samples::active_head(tx)?,
             series,
             checks,
             head_rows,
@@ -795,54 +818,16 @@ impl<'i> ResultWriter<'_, 'i> {
         Ok(())
     }
 
-    /// Writes the samples [`ResultWriter::sample`] collected into the active head, sorted by
-    /// key (so the B-tree is walked once, in order) and [`HEAD_ROWS_PER_INSERT`] rows a
-    /// statement. Where a statement inserted fewer rows than it was given, some keys existed
-    /// already: its rows are applied again one by one as updates, in file order, so the last
-    /// value written for a (series, time) wins, as with one row at a time.
+    /// Writes the samples [`ResultWriter::sample`] collected into the head: one block per
+    /// bucket of series, the last value given for a (series, time) winning. A repeat of a
+    /// (series, time) stored by an earlier batch is counted here and taken back when
+    /// compaction merges the two.
     fn flush_samples(&mut self) -> rusqlite::Result<()> {
-        // Stable: repeated keys keep their order, the later one last.
-        self.head_rows.sort_by_key(|&(series, ts, _)| (series, ts));
-        let rows: &[(i64, i64, f64)] = self.head_rows;
-        let many = samples::head_insert_many(self.head, HEAD_ROWS_PER_INSERT);
-        let mut groups = rows.chunks_exact(HEAD_ROWS_PER_INSERT);
-        for group in &mut groups {
-            let values: Vec<samples::HeadValue> =
-                group.iter().map(|r| samples::HeadValue(r.2)).collect();
-            let mut bound: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(group.len() * 3);
-            for (row, value) in group.iter().zip(&values) {
-                bound.extend([&row.0 as &dyn rusqlite::ToSql, &row.1, value]);
-            }
-            let inserted = self
-                .tx
-                .prepare_cached(&many)?
-                .execute(rusqlite::params_from_iter(bound))?;
-            self.delta.samples += to_i64(inserted as u64);
-            if inserted < group.len() {
-                for &(series, ts, value) in group {
-                    self.tx
-                        .prepare_cached(samples::HEAD_UPDATE[self.head])?
-                        .execute(params![series, ts, samples::HeadValue(value)])?;
-                }
-            }
-        }
-        for &(series, ts, value) in groups.remainder() {
-            let new = insert_or_update(
-                self.tx,
-                samples::HEAD_INSERT[self.head],
-                samples::HEAD_UPDATE[self.head],
-                params![series, ts, samples::HeadValue(value)],
-            )?;
-            if new {
-                self.delta.samples += 1;
-            }
-        }
+        head_block::sort_batch(self.head_rows);
+        self.delta.samples += samples::write_blocks(self.tx, self.head_rows)?;
         Ok(())
     }
 }
-
-/// Head rows per multi-row `INSERT` (3 parameters each, well under SQLite's limit).
-const HEAD_ROWS_PER_INSERT: usize = 64;
 
 impl LedgerStore for SqliteStore {
     fn check_files(&self) -> Result<(), StoreError> {
@@ -919,9 +904,6 @@ impl LedgerStore for SqliteStore {
                 while let Some(row) = rows.next()? {
                     n += row.get::<_, i64>(0)?;
                 }
-                for delete in samples::HEAD_PRUNE {
-                    n += to_i64(tx.prepare_cached(delete)?.execute(params![id, cutoff])? as u64);
-                }
                 Ok(n)
             },
             cutoff_ms,
@@ -929,7 +911,7 @@ impl LedgerStore for SqliteStore {
                 samples: -n,
                 ..Delta::default()
             },
-        )?;
+        )? + self.prune_head(cutoff_ms)?;
         let check_results = self.delete_old(
             "SELECT id FROM checks",
             |tx, id, cutoff| {
@@ -1160,9 +1142,9 @@ impl SampleStore for SqliteStore {
                 [],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )?;
-            for head in ["samples_head_0", "samples_head_1"] {
+            {
                 let (a, b): (Option<i64>, Option<i64>) = conn.query_row(
-                    &format!("SELECT min(ts_ms), max(ts_ms) FROM {head}"),
+                    "SELECT min(min_ts), max(max_ts) FROM head_blocks",
                     [],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;
@@ -1618,9 +1600,9 @@ mod tests {
         assert_eq!(indexed, 1);
     }
 
-    /// Head rows go in sorted, 64 to a statement: a (series, time) repeated in one batch,
-    /// within a statement's rows or across two, still ends with the last value written, and
-    /// is counted once.
+    /// A (series, time) repeated in one batch ends with the last value written and is
+    /// counted once; repeated by a later batch, its new value wins, and the count takes it
+    /// back when compaction merges the two.
     #[test]
     fn repeated_samples_in_one_batch_keep_the_last_value() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1647,13 +1629,17 @@ mod tests {
         batch.push(sample(1, 50, 3.0));
         let added = store.write_samples(&batch).expect("write");
         assert_eq!(added, 300);
-        // Again, in another batch: all updates.
+        // Again, in another batch.
         assert_eq!(
             store.write_samples(&[sample(2, 99, 4.0)]).expect("write"),
-            0
+            1
         );
         let read = store.samples("m", 0, 1_000).expect("read");
         assert_eq!(read.len(), 3);
+        let store = store.with_head_max_samples(1);
+        while store.compact(50).expect("compact").more() {}
+        let drained = store.samples("m", 0, 1_000).expect("read");
+        assert_eq!(drained, read);
         for (s, series) in read.iter().enumerate() {
             assert_eq!(series.samples.len(), 100);
             for &(t, v) in &series.samples {

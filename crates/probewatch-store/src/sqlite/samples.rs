@@ -1,34 +1,23 @@
-//! Sample storage: the two head tables, compaction into chunks, and reading a series back.
+//! Sample storage: the head of blocks, compaction into chunks, and reading series back.
 //!
-//! Ingest appends to the *active* head (`samples_head_N`, N from `head_state`), a table that
-//! compaction keeps small, so a batch dirties a few hundred cached pages however many series
-//! there are. When the active head holds enough samples and the other head is empty, the heads
-//! swap; the now *frozen* head is moved into `chunks` a few thousand samples per transaction
-//! (whole series at a time), so the writer lock is never held for long. Migration 0003
-//! describes the tables.
+//! Each ingest batch appends one `head_blocks` row per bucket of series it touches
+//! ([`head_block`]'s encoding), so a sample costs no B-tree entry of its own. When the live
+//! head holds enough samples and nothing is frozen, the head is frozen (`head_frozen.upto`,
+//! the last frozen block id); compaction then moves the frozen blocks into `chunks` a few
+//! buckets per transaction, so the writer lock is never held for long. A block written later
+//! wins over an earlier one and over chunks for the same (series, time). Migrations 0003 and
+//! 0012 describe the tables.
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::chunk::{self, CHUNK_MAX_SAMPLES, ChunkError};
+use crate::head_block;
 use crate::model::CompactStep;
 
-/// A sample value as the head tables hold it. SQLite turns a bound NaN into NULL, which loses
-/// the payload of Prometheus's stale marker; so a NaN other than the plain one is stored as
-/// its 8 bytes (a BLOB keeps them: REAL affinity converts only integers). NULL reads as NaN.
+/// A sample value as schema 11's head tables held it: NULL for a NaN, a BLOB of 8 bytes for a
+/// NaN with a payload (Prometheus's stale marker), otherwise a REAL.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct HeadValue(pub f64);
-
-impl rusqlite::ToSql for HeadValue {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, Value};
-        let v = self.0;
-        Ok(if v.is_nan() && v.to_bits() != f64::NAN.to_bits() {
-            ToSqlOutput::Owned(Value::Blob(v.to_bits().to_le_bytes().to_vec()))
-        } else {
-            ToSqlOutput::Owned(Value::Real(v))
-        })
-    }
-}
+struct HeadValue(f64);
 
 impl rusqlite::types::FromSql for HeadValue {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
@@ -48,121 +37,184 @@ impl rusqlite::types::FromSql for HeadValue {
     }
 }
 
-/// Upsert into head 0 or 1: insert, or on a repeated (series, timestamp) replace the value.
-pub(super) const HEAD_INSERT: [&str; 2] = [
-    "INSERT OR IGNORE INTO samples_head_0 (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
-    "INSERT OR IGNORE INTO samples_head_1 (series_id, ts_ms, value) VALUES (?1, ?2, ?3)",
-];
-pub(super) const HEAD_UPDATE: [&str; 2] = [
-    "UPDATE samples_head_0 SET value = ?3 WHERE series_id = ?1 AND ts_ms = ?2",
-    "UPDATE samples_head_1 SET value = ?3 WHERE series_id = ?1 AND ts_ms = ?2",
-];
-/// `INSERT OR IGNORE` of `rows` rows at once into head 0 or 1.
-pub(super) fn head_insert_many(head: usize, rows: usize) -> String {
-    let mut sql =
-        format!("INSERT OR IGNORE INTO samples_head_{head} (series_id, ts_ms, value) VALUES ");
-    for i in 0..rows {
-        if i > 0 {
-            sql.push(',');
-        }
-        sql.push_str("(?,?,?)");
+/// The last block id that is frozen: blocks up to it are compaction's, later ones ingest's.
+pub(super) fn frozen_upto(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("SELECT upto FROM head_frozen WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+}
+
+/// Samples in the live (not frozen) part of the head.
+pub(super) fn live_samples(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row(
+        "SELECT coalesce(sum(samples), 0) FROM head_blocks
+         WHERE id > (SELECT upto FROM head_frozen WHERE id = 1)",
+        [],
+        |r| r.get(0),
+    )
+}
+
+/// Writes one batch's samples into the head: `rows` sorted by [`head_block::sort_batch`],
+/// one block per bucket. Returns how many samples were written.
+pub(super) fn write_blocks(conn: &Connection, rows: &[(i64, i64, f64)]) -> rusqlite::Result<i64> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO head_blocks (bucket, min_ts, max_ts, samples, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for block in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
+        let min = block.iter().map(|r| r.1).min().unwrap_or(0);
+        let max = block.iter().map(|r| r.1).max().unwrap_or(0);
+        insert.execute(params![
+            head_block::bucket(block[0].0),
+            min,
+            max,
+            block.len() as i64,
+            head_block::encode(block)
+        ])?;
     }
-    sql
+    Ok(rows.len() as i64)
 }
 
-const HEAD_OLDEST: [&str; 2] = [
-    "SELECT series_id, ts_ms, value FROM samples_head_0 ORDER BY series_id, ts_ms LIMIT ?1",
-    "SELECT series_id, ts_ms, value FROM samples_head_1 ORDER BY series_id, ts_ms LIMIT ?1",
-];
-const HEAD_REST_OF_SERIES: [&str; 2] = [
-    "SELECT series_id, ts_ms, value FROM samples_head_0 WHERE series_id = ?1 AND ts_ms > ?2
-     ORDER BY ts_ms",
-    "SELECT series_id, ts_ms, value FROM samples_head_1 WHERE series_id = ?1 AND ts_ms > ?2
-     ORDER BY ts_ms",
-];
-const HEAD_DELETE_UPTO: [&str; 2] = [
-    "DELETE FROM samples_head_0 WHERE series_id <= ?1",
-    "DELETE FROM samples_head_1 WHERE series_id <= ?1",
-];
-const HEAD_RANGE: [&str; 2] = [
-    "SELECT ts_ms, value FROM samples_head_0 WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3
-     ORDER BY ts_ms",
-    "SELECT ts_ms, value FROM samples_head_1 WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3
-     ORDER BY ts_ms",
-];
-pub(super) const HEAD_PRUNE: [&str; 2] = [
-    "DELETE FROM samples_head_0 WHERE series_id = ?1 AND ts_ms < ?2",
-    "DELETE FROM samples_head_1 WHERE series_id = ?1 AND ts_ms < ?2",
-];
-pub(super) const HEAD_COUNT: [&str; 2] = [
-    "SELECT count(*) FROM samples_head_0",
-    "SELECT count(*) FROM samples_head_1",
-];
-
-/// Which head (0 or 1) ingest writes to.
-pub(super) fn active_head(conn: &Connection) -> rusqlite::Result<usize> {
-    let active: i64 = conn
-        .prepare_cached("SELECT active FROM head_state WHERE id = 1")?
-        .query_row([], |r| r.get(0))?;
-    Ok(usize::from(active == 1))
-}
-
-/// One compaction step in its own transaction: moves at least `max_samples` samples (or all
-/// that are left), always whole series, from the frozen head into chunks; or, when the
-/// frozen head is empty and the active one holds `head_max` samples or more, swaps the heads.
+/// One compaction step in its own transaction: moves the frozen blocks of whole buckets (at
+/// least `max_samples` samples, or all that are left) into chunks; or, when nothing is
+/// frozen and the live head holds `head_max` samples or more, freezes it.
 pub(super) fn compact_step(
     conn: &mut Connection,
-    active_rows: u64,
+    live_rows: u64,
     head_max: u64,
     max_samples: usize,
 ) -> rusqlite::Result<CompactStep> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let frozen = 1 - active_head(&tx)?;
-    let limit = i64::try_from(max_samples.max(1)).unwrap_or(i64::MAX);
-    let mut rows: Vec<(i64, i64, f64)> = tx
-        .prepare_cached(HEAD_OLDEST[frozen])?
-        .query_map(params![limit], head_row)?
+    let upto = frozen_upto(&tx)?;
+    let buckets: Vec<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT bucket, sum(samples) FROM head_blocks WHERE id <= ?1
+             GROUP BY bucket ORDER BY bucket",
+        )?
+        .query_map(params![upto], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let Some(&(last_series, last_ts, _)) = rows.last() else {
-        if active_rows < head_max {
+    if buckets.is_empty() {
+        if live_rows < head_max {
             return Ok(CompactStep::default());
         }
-        tx.prepare_cached("UPDATE head_state SET active = ?1 WHERE id = 1")?
-            .execute(params![frozen as i64])?;
+        tx.prepare_cached(
+            "UPDATE head_frozen SET upto = (SELECT coalesce(max(id), upto) FROM head_blocks)
+             WHERE id = 1",
+        )?
+        .execute([])?;
         tx.commit()?;
         return Ok(CompactStep {
             swapped: true,
             ..CompactStep::default()
         });
-    };
-    if rows.len() as i64 == limit {
-        let rest = tx
-            .prepare_cached(HEAD_REST_OF_SERIES[frozen])?
-            .query_map(params![last_series, last_ts], head_row)?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        rows.extend(rest);
     }
+    let mut taken = 0usize;
     let mut samples_delta = 0i64;
+    let mut rows = Vec::new();
     let mut new = Vec::new();
-    for series in rows.chunk_by(|a, b| a.0 == b.0) {
-        new.clear();
-        new.extend(series.iter().map(|&(_, ts, v)| (ts, v)));
-        samples_delta += merge_into_chunks(&tx, series[0].0, &new)?;
+    for (bucket, samples) in buckets {
+        if taken >= max_samples.max(1) {
+            break;
+        }
+        rows.clear();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT data FROM head_blocks WHERE bucket = ?1 AND id <= ?2 ORDER BY id",
+            )?;
+            let mut blocks = stmt.query(params![bucket, upto])?;
+            while let Some(block) = blocks.next()? {
+                head_block::decode(block.get_ref(0)?.as_blob()?, &mut rows).map_err(corrupt)?;
+            }
+        }
+        let written = rows.len() as i64;
+        head_block::sort_rows(&mut rows);
+        // Repeats inside the head were counted when written.
+        samples_delta += rows.len() as i64 - written;
+        for series in rows.chunk_by(|a, b| a.0 == b.0) {
+            new.clear();
+            new.extend(series.iter().map(|&(_, ts, v)| (ts, v)));
+            samples_delta += merge_into_chunks(&tx, series[0].0, &new)?;
+        }
+        tx.prepare_cached("DELETE FROM head_blocks WHERE bucket = ?1 AND id <= ?2")?
+            .execute(params![bucket, upto])?;
+        taken += usize::try_from(samples).unwrap_or(0);
     }
-    tx.prepare_cached(HEAD_DELETE_UPTO[frozen])?
-        .execute(params![last_series])?;
     tx.prepare_cached("UPDATE stats SET samples = samples + ?1 WHERE id = 1")?
         .execute(params![samples_delta])?;
     tx.commit()?;
     Ok(CompactStep {
-        moved: rows.len(),
+        moved: taken,
         swapped: false,
         samples_delta,
     })
 }
 
-fn head_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, f64)> {
-    Ok((r.get(0)?, r.get(1)?, r.get::<_, HeadValue>(2)?.0))
+/// Removes head samples older than `cutoff_ms`: blocks wholly older go, a block that
+/// straddles the cutoff is written again without them. Returns how many were removed.
+pub(super) fn prune_head(tx: &Connection, cutoff_ms: i64) -> rusqlite::Result<i64> {
+    let mut removed = 0i64;
+    let straddling: Vec<(i64, i64, Vec<u8>)> = tx
+        .prepare_cached(
+            "SELECT id, samples, data FROM head_blocks WHERE min_ts < ?1 AND max_ts >= ?1",
+        )?
+        .query_map(params![cutoff_ms], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut rows = Vec::new();
+    for (id, samples, data) in straddling {
+        rows.clear();
+        head_block::decode(&data, &mut rows).map_err(corrupt)?;
+        rows.retain(|r| r.1 >= cutoff_ms);
+        removed += samples - rows.len() as i64;
+        let (min, max) = rows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+            (lo.min(r.1), hi.max(r.1))
+        });
+        tx.prepare_cached(
+            "UPDATE head_blocks SET min_ts = ?2, max_ts = ?3, samples = ?4, data = ?5
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            id,
+            min,
+            max,
+            rows.len() as i64,
+            head_block::encode(&rows)
+        ])?;
+    }
+    let mut stmt =
+        tx.prepare_cached("DELETE FROM head_blocks WHERE max_ts < ?1 RETURNING samples")?;
+    let mut gone = stmt.query(params![cutoff_ms])?;
+    while let Some(row) = gone.next()? {
+        removed += row.get::<_, i64>(0)?;
+    }
+    Ok(removed)
+}
+
+/// Moves the head rows of schema 11 (two tables, a row per sample) into blocks: the frozen
+/// table's rows first, so that they stay frozen and the active table's rows stay later.
+pub(super) fn rows_to_blocks(tx: &Connection) -> rusqlite::Result<()> {
+    let active: i64 = tx.query_row("SELECT active FROM head_state WHERE id = 1", [], |r| {
+        r.get(0)
+    })?;
+    let active = usize::from(active == 1);
+    for (n, head) in [1 - active, active].into_iter().enumerate() {
+        let mut rows: Vec<(i64, i64, f64)> = tx
+            .prepare(&format!(
+                "SELECT series_id, ts_ms, value FROM samples_head_{head}"
+            ))?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, HeadValue>(2)?.0))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        head_block::sort_batch(&mut rows);
+        write_blocks(tx, &rows)?;
+        if n == 0 {
+            tx.execute(
+                "UPDATE head_frozen SET upto = (SELECT coalesce(max(id), 0) FROM head_blocks)",
+                [],
+            )?;
+        }
+    }
+    tx.execute_batch("DROP TABLE samples_head_0; DROP TABLE samples_head_1; DROP TABLE head_state;")
 }
 
 /// Merges `new` (sorted, unique timestamps) into the series' chunks: every chunk that
@@ -235,7 +287,7 @@ fn merge_into_chunks(
     Ok(merged.len() as i64 - old_count - new.len() as i64)
 }
 
-fn corrupt(err: ChunkError) -> rusqlite::Error {
+pub(super) fn corrupt(err: ChunkError) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Blob, Box::new(err))
 }
 
@@ -273,14 +325,14 @@ pub(super) fn read_series(
         }
     }
     let from_chunks = out.len();
-    let active = active_head(conn)?;
-    for head in [1 - active, active] {
-        let mut stmt = conn.prepare_cached(HEAD_RANGE[head])?;
-        let rows = stmt.query_map(params![series_id, from_ms, to_ms], |r| {
-            Ok((r.get(0)?, r.get::<_, HeadValue>(1)?.0))
-        })?;
-        for row in rows {
-            out.push(row?);
+    let mut stmt = conn.prepare_cached(
+        "SELECT data FROM head_blocks WHERE bucket = ?1 AND max_ts >= ?2 AND min_ts <= ?3
+         ORDER BY id",
+    )?;
+    let mut blocks = stmt.query(params![head_block::bucket(series_id), from_ms, to_ms])?;
+    while let Some(block) = blocks.next()? {
+        if let Some(run) = find_run(block.get_ref(0)?.as_blob()?, series_id)? {
+            run.decode_range(from_ms, to_ms, out).map_err(corrupt)?;
         }
     }
     if out.len() > from_chunks {
@@ -289,10 +341,19 @@ pub(super) fn read_series(
     Ok(())
 }
 
-const HEAD_ANY: [&str; 2] = [
-    "SELECT EXISTS (SELECT 1 FROM samples_head_0 WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3)",
-    "SELECT EXISTS (SELECT 1 FROM samples_head_1 WHERE series_id = ?1 AND ts_ms BETWEEN ?2 AND ?3)",
-];
+/// The run of `series_id` in a block, if the block has one.
+fn find_run(data: &[u8], series_id: i64) -> rusqlite::Result<Option<head_block::Run<'_>>> {
+    let mut series = head_block::BlockSeries::new(data).map_err(corrupt)?;
+    while let Some((id, run)) = series.next_series().map_err(corrupt)? {
+        if id == series_id {
+            return Ok(Some(run));
+        }
+        if id > series_id {
+            break;
+        }
+    }
+    Ok(None)
+}
 
 /// Whether the series has a sample in `[from_ms, to_ms]`, without reading them all: a
 /// chunk's first and last timestamps are samples, so only a chunk that spans the whole range
@@ -303,14 +364,21 @@ pub(super) fn has_samples(
     from_ms: i64,
     to_ms: i64,
 ) -> rusqlite::Result<bool> {
-    for head in HEAD_ANY {
-        if conn
-            .prepare_cached(head)?
-            .query_row(params![series_id, from_ms, to_ms], |r| r.get(0))?
-        {
-            return Ok(true);
+    let mut found = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT data FROM head_blocks WHERE bucket = ?1 AND max_ts >= ?2 AND min_ts <= ?3",
+    )?;
+    let mut blocks = stmt.query(params![head_block::bucket(series_id), from_ms, to_ms])?;
+    while let Some(block) = blocks.next()? {
+        if let Some(run) = find_run(block.get_ref(0)?.as_blob()?, series_id)? {
+            run.decode_range(from_ms, to_ms, &mut found)
+                .map_err(corrupt)?;
+            if !found.is_empty() {
+                return Ok(true);
+            }
         }
     }
+    drop(blocks);
     let mut stmt = conn.prepare_cached(
         "SELECT min_ts, max_ts, data FROM chunks WHERE series_id = ?1 AND max_ts >= ?2
          AND min_ts <= ?3",
@@ -331,18 +399,11 @@ pub(super) fn has_samples(
     Ok(false)
 }
 
-const HEAD_MANY: [&str; 2] = [
-    "SELECT series_id, ts_ms, value FROM samples_head_0 WHERE series_id IN rarray(?1)
-     AND ts_ms BETWEEN ?2 AND ?3 ORDER BY series_id, ts_ms",
-    "SELECT series_id, ts_ms, value FROM samples_head_1 WHERE series_id IN rarray(?1)
-     AND ts_ms BETWEEN ?2 AND ?3 ORDER BY series_id, ts_ms",
-];
-
 /// One series' samples, oldest first.
 type Points = Vec<(i64, f64)>;
 
-/// [`read_series`] for many series with three statements in all (chunks, frozen head,
-/// active head) instead of three per series: a rule evaluation cycle reads thousands of short
+/// [`read_series`] for many series with two statements in all (chunks, head blocks)
+/// instead of two per series: a rule evaluation cycle reads thousands of short
 /// series, and per-statement overhead was most of its time. `None` once more than
 /// `max_samples` would be held (counted as chunks are decoded, so memory stays bounded).
 pub(super) fn read_many(
@@ -390,17 +451,31 @@ pub(super) fn read_many(
         from_chunks[i] = series.len();
     }
     drop(rows);
-    let active = active_head(conn)?;
-    for head in [1 - active, active] {
-        let mut stmt = conn.prepare_cached(HEAD_MANY[head])?;
-        let mut rows = stmt.query(params![list.clone(), from_ms, to_ms])?;
-        while let Some(row) = rows.next()? {
-            if let Some(&i) = position.get(&row.get::<_, i64>(0)?) {
-                held += 1;
+    let buckets = std::rc::Rc::new(
+        ids.iter()
+            .map(|id| head_block::bucket(*id))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(rusqlite::types::Value::Integer)
+            .collect::<Vec<_>>(),
+    );
+    let mut stmt = conn.prepare_cached(
+        "SELECT data FROM head_blocks WHERE bucket IN rarray(?1) AND max_ts >= ?2
+         AND min_ts <= ?3 ORDER BY id",
+    )?;
+    let mut blocks = stmt.query(params![buckets, from_ms, to_ms])?;
+    while let Some(block) = blocks.next()? {
+        let mut series =
+            head_block::BlockSeries::new(block.get_ref(0)?.as_blob()?).map_err(corrupt)?;
+        while let Some((id, run)) = series.next_series().map_err(corrupt)? {
+            if let Some(&i) = position.get(&id) {
+                let before = out[i].len();
+                run.decode_range(from_ms, to_ms, &mut out[i])
+                    .map_err(corrupt)?;
+                held += out[i].len() - before;
                 if held > max_samples {
                     return Ok(None);
                 }
-                out[i].push((row.get(1)?, row.get::<_, HeadValue>(2)?.0));
             }
         }
     }

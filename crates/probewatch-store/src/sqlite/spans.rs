@@ -15,6 +15,9 @@ use std::sync::RwLock;
 
 use rusqlite::Connection;
 
+use super::samples::corrupt;
+use crate::head_block::BlockSeries;
+
 /// `(first, last)` sample time by series id; `EMPTY` for a series with no samples known.
 #[derive(Debug, Default)]
 pub(super) struct SpanTable(RwLock<Option<Vec<(i64, i64)>>>);
@@ -39,15 +42,20 @@ impl SpanTable {
             widen(&mut spans, row.get(0)?, i64::MIN, row.get(1)?);
         }
         drop(rows);
-        for head in ["samples_head_0", "samples_head_1"] {
-            let mut stmt = conn.prepare(&format!(
-                "SELECT series_id, min(ts_ms), max(ts_ms) FROM {head} GROUP BY series_id"
-            ))?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                widen(&mut spans, row.get(0)?, row.get(1)?, row.get(2)?);
+        let mut stmt = conn.prepare("SELECT data FROM head_blocks")?;
+        let mut blocks = stmt.query([])?;
+        let mut run = Vec::new();
+        while let Some(block) = blocks.next()? {
+            let mut series = BlockSeries::new(block.get_ref(0)?.as_blob()?).map_err(corrupt)?;
+            while let Some((id, samples)) = series.next_series().map_err(corrupt)? {
+                run.clear();
+                samples.decode(&mut run).map_err(corrupt)?;
+                if let (Some(first), Some(last)) = (run.first(), run.last()) {
+                    widen(&mut spans, id, first.0, last.0);
+                }
             }
         }
+        drop(blocks);
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(spans);
         Ok(())
     }

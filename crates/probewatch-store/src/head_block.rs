@@ -1,0 +1,207 @@
+//! The encoding of a *head block*: the samples of one ingest batch whose series fall in one
+//! bucket, stored as one row.
+//!
+//! A head row per sample cost ~1.3 µs of B-tree work in the writer, a fifth of a file's
+//! whole cost. A batch now writes one row per bucket it touches instead, and compaction
+//! decodes the rows of a bucket and merges them into each series' chunks. A read of a few
+//! series decodes only their buckets' blocks.
+//!
+//! Layout: a version byte (`1`), then per series, ascending by id: the id's difference from
+//! the previous one (the first from 0; LEB128), the byte length of its run (LEB128), then the
+//! run as a [`chunk`](crate::chunk) encodes it (sorted, one sample per timestamp). Values
+//! keep their exact bits, so a stale marker's NaN payload survives.
+
+use crate::chunk::{self, ChunkError, Reader};
+
+/// How many buckets the series are spread over (by id). More buckets make a one-series read
+/// decode less; fewer keep a small batch's rows fewer.
+pub const BUCKETS: i64 = 64;
+
+const VERSION: u8 = 1;
+
+/// The bucket of a series.
+pub fn bucket(series_id: i64) -> i64 {
+    series_id.rem_euclid(BUCKETS)
+}
+
+/// Encodes rows `(series, time, value)` sorted by series then time, with no repeated
+/// (series, time), into one block.
+pub fn encode(rows: &[(i64, i64, f64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + rows.len() * 4);
+    out.push(VERSION);
+    let mut previous = 0i64;
+    let mut run = Vec::new();
+    for series in rows.chunk_by(|a, b| a.0 == b.0) {
+        let id = series[0].0;
+        chunk::put_uvarint(&mut out, id.wrapping_sub(previous) as u64);
+        previous = id;
+        run.clear();
+        run.extend(series.iter().map(|&(_, ts, v)| (ts, v)));
+        let data = chunk::encode(&run);
+        chunk::put_uvarint(&mut out, data.len() as u64);
+        out.extend_from_slice(&data);
+    }
+    out
+}
+
+/// The series of a block in id order, each with its encoded run, without decoding the runs.
+pub struct BlockSeries<'a> {
+    reader: Reader<'a>,
+    previous: i64,
+}
+
+impl<'a> BlockSeries<'a> {
+    /// Reads a block's layout; fails on an unknown version.
+    pub fn new(data: &'a [u8]) -> Result<BlockSeries<'a>, ChunkError> {
+        match data.first() {
+            Some(&VERSION) => Ok(BlockSeries {
+                reader: Reader { data, pos: 1 },
+                previous: 0,
+            }),
+            _ => Err(ChunkError("unknown head block version")),
+        }
+    }
+
+    /// The next series id and its run, `None` at the end.
+    pub fn next_series(&mut self) -> Result<Option<(i64, Run<'a>)>, ChunkError> {
+        if self.reader.pos == self.reader.data.len() {
+            return Ok(None);
+        }
+        let delta = self.reader.uvarint()?;
+        let id = self.previous.wrapping_add(delta as i64);
+        self.previous = id;
+        let len = usize::try_from(self.reader.uvarint()?)
+            .map_err(|_| ChunkError("head block run length"))?;
+        Ok(Some((id, Run(self.reader.take(len)?))))
+    }
+}
+
+/// One series' encoded samples inside a block.
+#[derive(Clone, Copy)]
+pub struct Run<'a>(&'a [u8]);
+
+impl Run<'_> {
+    /// Appends the run's samples to `out`, oldest first.
+    pub fn decode(self, out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
+        chunk::decode(self.0, out)
+    }
+
+    /// Appends the run's samples within `[from_ms, to_ms]` to `out`.
+    pub fn decode_range(
+        self,
+        from_ms: i64,
+        to_ms: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<(), ChunkError> {
+        let before = out.len();
+        chunk::decode(self.0, out)?;
+        if out[before..].first().is_some_and(|s| s.0 < from_ms)
+            || out.last().is_some_and(|s| s.0 > to_ms)
+        {
+            let kept: Vec<(i64, f64)> = out
+                .drain(before..)
+                .filter(|s| (from_ms..=to_ms).contains(&s.0))
+                .collect();
+            out.extend(kept);
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a whole block into rows `(series, time, value)`, appended to `out`.
+pub fn decode(data: &[u8], out: &mut Vec<(i64, i64, f64)>) -> Result<(), ChunkError> {
+    let mut series = BlockSeries::new(data)?;
+    let mut run = Vec::new();
+    while let Some((id, samples)) = series.next_series()? {
+        run.clear();
+        samples.decode(&mut run)?;
+        out.extend(run.iter().map(|&(ts, v)| (id, ts, v)));
+    }
+    Ok(())
+}
+
+/// Sorts one batch's rows by (bucket, series, time) and keeps, for a repeated (series,
+/// time), the one pushed last: the order in which a batch's blocks are built.
+pub fn sort_batch(rows: &mut Vec<(i64, i64, f64)>) {
+    // Stable: a repeated key keeps its order, the later one last.
+    rows.sort_by_key(|&(series, ts, _)| (bucket(series), series, ts));
+    keep_last(rows);
+}
+
+/// Sorts rows by (series, time) and keeps the one pushed last of a repeated key: what
+/// compaction does with the blocks of a bucket, read oldest first.
+pub fn sort_rows(rows: &mut Vec<(i64, i64, f64)>) {
+    rows.sort_by_key(|&(series, ts, _)| (series, ts));
+    keep_last(rows);
+}
+
+fn keep_last(rows: &mut Vec<(i64, i64, f64)>) {
+    if rows
+        .windows(2)
+        .all(|w| (w[0].0, w[0].1) != (w[1].0, w[1].1))
+    {
+        return;
+    }
+    rows.reverse();
+    rows.dedup_by_key(|r| (r.0, r.1));
+    rows.reverse();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bits(rows: &[(i64, i64, f64)]) -> Vec<(i64, i64, u64)> {
+        rows.iter().map(|&(s, t, v)| (s, t, v.to_bits())).collect()
+    }
+
+    #[test]
+    fn a_block_round_trips_with_adversarial_values() {
+        let stale = f64::from_bits(0x7ff0_0000_0000_0002);
+        let mut rows = vec![
+            (3, -5, f64::NAN),
+            (3, 0, stale),
+            (3, i64::MAX, f64::INFINITY),
+            (64, i64::MIN, f64::NEG_INFINITY),
+            (64, 7, -0.0),
+            (1 << 40, 1, 1e300),
+        ];
+        rows.sort_by_key(|r| (r.0, r.1));
+        let data = encode(&rows);
+        let mut back = Vec::new();
+        decode(&data, &mut back).expect("decodes");
+        assert_eq!(bits(&back), bits(&rows));
+        let mut series = BlockSeries::new(&data).expect("layout");
+        let mut ids = Vec::new();
+        while let Some((id, _)) = series.next_series().expect("series") {
+            ids.push(id);
+        }
+        assert_eq!(ids, [3, 64, 1 << 40]);
+    }
+
+    #[test]
+    fn the_last_written_of_a_repeated_key_wins() {
+        let mut rows = vec![(65, 10, 1.0), (1, 10, 2.0), (65, 10, 3.0), (1, 5, 4.0)];
+        sort_batch(&mut rows);
+        // 1 and 65 share bucket 1; the later write of (65, 10) wins.
+        assert_eq!(
+            bits(&rows),
+            bits(&[(1, 5, 4.0), (1, 10, 2.0), (65, 10, 3.0)])
+        );
+    }
+
+    #[test]
+    fn damaged_blocks_are_errors_not_panics() {
+        let data = encode(&[(1, 1, 1.0), (2, 2, 2.0)]);
+        for cut in 0..data.len() {
+            let mut out = Vec::new();
+            let _ = decode(&data[..cut], &mut out);
+        }
+        let mut out = Vec::new();
+        assert!(decode(&[9, 1, 2], &mut out).is_err());
+        assert!(decode(&[], &mut out).is_err());
+        let mut long = data.clone();
+        long[2] = 0xff;
+        let _ = decode(&long, &mut out);
+    }
+}
