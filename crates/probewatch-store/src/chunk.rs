@@ -140,6 +140,28 @@ pub(crate) fn keep_last_written(out: &mut Vec<(i64, f64)>, start: usize) {
     out.extend(series);
 }
 
+/// Appends the samples of `data` (either version) within `[from_ms, to_ms]` to `out`.
+pub(crate) fn decode_range(
+    data: &[u8],
+    from_ms: i64,
+    to_ms: i64,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), ChunkError> {
+    let before = out.len();
+    decode(data, out)?;
+    // Most runs lie inside the range: filter only one that reaches outside it.
+    if out[before..].first().is_some_and(|s| s.0 < from_ms)
+        || out.last().is_some_and(|s| s.0 > to_ms)
+    {
+        let kept: Vec<(i64, f64)> = out
+            .drain(before..)
+            .filter(|s| (from_ms..=to_ms).contains(&s.0))
+            .collect();
+        out.extend(kept);
+    }
+    Ok(())
+}
+
 /// Appends the samples of `data` (either version) to `out`.
 pub fn decode(data: &[u8], out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
     match data {

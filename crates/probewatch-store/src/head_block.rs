@@ -93,18 +93,7 @@ impl Run<'_> {
         to_ms: i64,
         out: &mut Vec<(i64, f64)>,
     ) -> Result<(), ChunkError> {
-        let before = out.len();
-        chunk::decode(self.0, out)?;
-        if out[before..].first().is_some_and(|s| s.0 < from_ms)
-            || out.last().is_some_and(|s| s.0 > to_ms)
-        {
-            let kept: Vec<(i64, f64)> = out
-                .drain(before..)
-                .filter(|s| (from_ms..=to_ms).contains(&s.0))
-                .collect();
-            out.extend(kept);
-        }
-        Ok(())
+        chunk::decode_range(self.0, from_ms, to_ms, out)
     }
 }
 

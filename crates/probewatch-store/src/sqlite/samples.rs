@@ -310,19 +310,7 @@ pub(super) fn read_series(
     )?;
     let mut rows = stmt.query(params![series_id, from_ms, to_ms])?;
     while let Some(row) = rows.next()? {
-        let data = row.get_ref(0)?.as_blob()?;
-        let before = out.len();
-        chunk::decode(data, out).map_err(corrupt)?;
-        // Only the first and last chunk can reach outside the range.
-        if out[before..].first().is_some_and(|s| s.0 < from_ms)
-            || out.last().is_some_and(|s| s.0 > to_ms)
-        {
-            let kept: Vec<(i64, f64)> = out
-                .drain(before..)
-                .filter(|s| (from_ms..=to_ms).contains(&s.0))
-                .collect();
-            out.extend(kept);
-        }
+        chunk::decode_range(row.get_ref(0)?.as_blob()?, from_ms, to_ms, out).map_err(corrupt)?;
     }
     let from_chunks = out.len();
     let mut stmt = conn.prepare_cached(
@@ -434,16 +422,7 @@ pub(super) fn read_many(
         };
         let series = &mut out[i];
         let before = series.len();
-        chunk::decode(row.get_ref(1)?.as_blob()?, series).map_err(corrupt)?;
-        if series[before..].first().is_some_and(|s| s.0 < from_ms)
-            || series.last().is_some_and(|s| s.0 > to_ms)
-        {
-            let kept: Vec<(i64, f64)> = series
-                .drain(before..)
-                .filter(|s| (from_ms..=to_ms).contains(&s.0))
-                .collect();
-            series.extend(kept);
-        }
+        chunk::decode_range(row.get_ref(1)?.as_blob()?, from_ms, to_ms, series).map_err(corrupt)?;
         held += series.len() - before;
         if held > max_samples {
             return Ok(None);
