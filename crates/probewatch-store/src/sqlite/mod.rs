@@ -1684,6 +1684,46 @@ mod tests {
         assert_eq!(names, ["{a=\"2\"}", "{a=\"1\"}"]);
     }
 
+    /// A trickle of small batches (a block of one sample per bucket each) freezes the head
+    /// by its number of blocks, long before its samples would: a read then never has more
+    /// than a bounded number of blocks to go through. Reads stay exact throughout.
+    #[test]
+    fn a_trickle_of_small_batches_freezes_the_head_by_its_blocks() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        let sample = |s: i64, t: i64| probewatch_core::SeriesSample {
+            metric: "m".into(),
+            labels: format!("{{s=\"{s:02}\"}}"),
+            time_ms: t,
+            value: (s * 1_000_000 + t) as f64,
+        };
+        let head_blocks = |store: &SqliteStore| -> i64 {
+            store
+                .read(|c| c.query_row("SELECT count(*) FROM head_blocks", [], |r| r.get(0)))
+                .expect("count")
+        };
+        // 64 series, one in each bucket: every batch writes 64 blocks of one sample.
+        let batches = samples::HEAD_MAX_BLOCKS / 64 + 2;
+        let mut most = 0;
+        for b in 0..batches {
+            let batch: Vec<_> = (0..64).map(|s| sample(s, b * 1_000)).collect();
+            store.write_samples(&batch).expect("write");
+            // What the ingest writer does after each batch.
+            while store.compact(10_000).expect("compact").more() {}
+            most = most.max(head_blocks(&store));
+        }
+        assert!(most <= samples::HEAD_MAX_BLOCKS, "{most} blocks");
+        assert!(head_blocks(&store) < batches * 64, "nothing was frozen");
+        let read = store.samples("m", 0, i64::MAX).expect("read");
+        assert_eq!(read.len(), 64);
+        for (s, series) in read.iter().enumerate() {
+            let want: Vec<(i64, f64)> = (0..batches)
+                .map(|b| (b * 1_000, (s as i64 * 1_000_000 + b * 1_000) as f64))
+                .collect();
+            assert_eq!(series.samples, want, "series {s}");
+        }
+    }
+
     /// Prometheus's stale marker keeps its bits in the head (where SQLite would turn a NaN
     /// into NULL) and through compaction; a plain NaN stays a NaN.
     #[test]

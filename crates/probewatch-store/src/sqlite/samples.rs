@@ -73,9 +73,16 @@ pub(super) fn write_blocks(conn: &Connection, rows: &[(i64, i64, f64)]) -> rusql
     Ok(rows.len() as i64)
 }
 
+/// Live blocks past which the head is frozen whatever its samples. A trickle of small
+/// batches writes a block of a sample or two per bucket; a read decodes every block of its
+/// buckets that it cannot rule out by time, so their number, not only their samples, is
+/// bounded: at most this many live and this many frozen.
+pub(super) const HEAD_MAX_BLOCKS: i64 = 4_096;
+
 /// One compaction step in its own transaction: moves the frozen blocks of whole buckets (at
 /// least `max_samples` samples, or all that are left) into chunks; or, when nothing is
-/// frozen and the live head holds `head_max` samples or more, freezes it.
+/// frozen and the live head holds `head_max` samples or [`HEAD_MAX_BLOCKS`] blocks or more,
+/// freezes it.
 pub(super) fn compact_step(
     conn: &mut Connection,
     live_rows: u64,
@@ -92,7 +99,12 @@ pub(super) fn compact_step(
         .query_map(params![upto], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     if buckets.is_empty() {
-        if live_rows < head_max {
+        // Block ids are given in order and only the frozen ones are deleted (retention aside,
+        // which can only make this larger than the count).
+        let live_blocks: i64 = tx
+            .prepare_cached("SELECT coalesce(max(id), 0) FROM head_blocks")?
+            .query_row([], |r| r.get(0))?;
+        if live_rows < head_max && live_blocks - upto < HEAD_MAX_BLOCKS {
             return Ok(CompactStep::default());
         }
         tx.prepare_cached(
