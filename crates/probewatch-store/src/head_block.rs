@@ -97,6 +97,14 @@ impl Run<'_> {
     }
 }
 
+/// The first and last timestamp of rows `(series, time, value)`: what a block row records
+/// so that reads can pass it over by time. `(i64::MAX, i64::MIN)` for no rows.
+pub fn time_span(rows: &[(i64, i64, f64)]) -> (i64, i64) {
+    rows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
+        (lo.min(r.1), hi.max(r.1))
+    })
+}
+
 /// Decodes a whole block into rows `(series, time, value)`, appended to `out`.
 pub fn decode(data: &[u8], out: &mut Vec<(i64, i64, f64)>) -> Result<(), ChunkError> {
     let mut series = BlockSeries::new(data)?;

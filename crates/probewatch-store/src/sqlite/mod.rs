@@ -91,7 +91,7 @@ struct Writer {
     /// head at its end, then given to the span table once it commits.
     head_rows: Vec<(i64, i64, f64)>,
     next_batch_id: i64,
-    /// Samples in the active head (as far as this process knows), to decide when to swap.
+    /// Samples in the live head (as far as this process knows), to decide when to freeze it.
     active_rows: u64,
     head_max: u64,
 }
@@ -182,7 +182,7 @@ impl SqliteStore {
         })
     }
 
-    /// Sets how many samples the active head collects before it is frozen and compacted
+    /// Sets how many samples the live head collects before it is frozen and compacted
     /// (default [`DEFAULT_HEAD_MAX_SAMPLES`]); tests use small values to compact often.
     pub fn with_head_max_samples(self, samples: u64) -> SqliteStore {
         self.writer().head_max = samples.max(1);
@@ -263,8 +263,8 @@ impl SqliteStore {
         Ok(to_u64(n))
     }
 
-    /// Moves every sample of both heads into chunks, however few the active head holds: for
-    /// measuring what storage costs (`probewatch bench-promql`).
+    /// Moves every sample of the head into chunks, however few it holds: for measuring what
+    /// storage costs (`probewatch bench-promql`).
     pub fn compact_all(&self) -> Result<(), StoreError> {
         let mut swaps = 0;
         loop {
@@ -272,8 +272,8 @@ impl SqliteStore {
             let Writer {
                 conn, active_rows, ..
             } = &mut *writer;
-            // A head limit of 0 swaps whenever the frozen head is empty: by the second swap
-            // both heads have been frozen and emptied.
+            // A head limit of 0 freezes whenever nothing is frozen: the second freeze comes
+            // once all that the first one froze has been moved.
             let step = samples::compact_step(conn, 0, 0, 200_000)?;
             if step.swapped {
                 *active_rows = 0;

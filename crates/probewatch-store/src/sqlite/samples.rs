@@ -60,8 +60,7 @@ pub(super) fn write_blocks(conn: &Connection, rows: &[(i64, i64, f64)]) -> rusql
         "INSERT INTO head_blocks (bucket, min_ts, max_ts, samples, data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for block in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
-        let min = block.iter().map(|r| r.1).min().unwrap_or(0);
-        let max = block.iter().map(|r| r.1).max().unwrap_or(0);
+        let (min, max) = head_block::time_span(block);
         insert.execute(params![
             head_block::bucket(block[0].0),
             min,
@@ -91,20 +90,17 @@ pub(super) fn compact_step(
 ) -> rusqlite::Result<CompactStep> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let upto = frozen_upto(&tx)?;
-    let buckets: Vec<(i64, i64)> = tx
+    // Two lookups at the ends of the ids, not a scan: this runs after every batch.
+    let (first, last): (Option<i64>, Option<i64>) = tx
         .prepare_cached(
-            "SELECT bucket, sum(samples) FROM head_blocks WHERE id <= ?1
-             GROUP BY bucket ORDER BY bucket",
+            "SELECT (SELECT min(id) FROM head_blocks), (SELECT max(id) FROM head_blocks)",
         )?
-        .query_map(params![upto], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    if buckets.is_empty() {
-        // Block ids are given in order and only the frozen ones are deleted (retention aside,
-        // which can only make this larger than the count).
-        let live_blocks: i64 = tx
-            .prepare_cached("SELECT coalesce(max(id), 0) FROM head_blocks")?
-            .query_row([], |r| r.get(0))?;
-        if live_rows < head_max && live_blocks - upto < HEAD_MAX_BLOCKS {
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if first.is_none_or(|first| first > upto) {
+        // Nothing is frozen. Block ids are given in order and only frozen blocks are deleted
+        // (retention aside, which can only make this larger than the count).
+        let live_blocks = last.unwrap_or(upto) - upto;
+        if live_rows < head_max && live_blocks < HEAD_MAX_BLOCKS {
             return Ok(CompactStep::default());
         }
         tx.prepare_cached(
@@ -118,6 +114,13 @@ pub(super) fn compact_step(
             ..CompactStep::default()
         });
     }
+    let buckets: Vec<(i64, i64)> = tx
+        .prepare_cached(
+            "SELECT bucket, sum(samples) FROM head_blocks WHERE id <= ?1
+             GROUP BY bucket ORDER BY bucket",
+        )?
+        .query_map(params![upto], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
     let mut taken = 0usize;
     let mut samples_delta = 0i64;
     let mut rows = Vec::new();
@@ -177,9 +180,7 @@ pub(super) fn prune_head(tx: &Connection, cutoff_ms: i64) -> rusqlite::Result<i6
         head_block::decode(&data, &mut rows).map_err(corrupt)?;
         rows.retain(|r| r.1 >= cutoff_ms);
         removed += samples - rows.len() as i64;
-        let (min, max) = rows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), r| {
-            (lo.min(r.1), hi.max(r.1))
-        });
+        let (min, max) = head_block::time_span(&rows);
         tx.prepare_cached(
             "UPDATE head_blocks SET min_ts = ?2, max_ts = ?3, samples = ?4, data = ?5
              WHERE id = ?1",
