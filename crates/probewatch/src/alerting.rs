@@ -630,6 +630,7 @@ impl Rules {
     ) -> bool {
         let leading = self.leadership.is_leader();
         if leading && !self.leading {
+            self.stale.forget();
             match self.store.alerts() {
                 Ok(rows) => {
                     self.engine.restore(rows);
@@ -748,7 +749,7 @@ impl Rules {
                 continue;
             }
             // Silence first, so the rules below see it at most one sweep old.
-            self.stale.run_if_due(self.store.as_ref(), &self.index);
+            self.stale.run_if_due(self.store.as_ref());
             let now = Instant::now();
             let mut evaluated = false;
             for (i, due) in next_due.iter_mut().enumerate() {

@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// rather than its first sight of every check.
     #[arg(long, requires = "backlog")]
     pub warm: bool,
+    /// Seconds the daemon keeps running after the last file is committed before its CPU and
+    /// peak RSS are read: what a server holds once its rules thread and sweeps have run.
+    #[arg(long, default_value_t = 0)]
+    pub idle: u64,
     /// Delete files after ingest (durable commits before each delete).
     #[arg(long)]
     pub delete: bool,
@@ -623,6 +627,7 @@ fn run_probewatch(base: &Path, args: &BenchArgs, query_load: usize) -> anyhow::R
             bail!("{err}\n{log}");
         }
     };
+    std::thread::sleep(Duration::from_secs(args.idle));
     let (cpu_seconds, peak_rss_mib) = proc_usage(daemon.child.id());
     daemon.stop();
     let mut result = if args.backlog {

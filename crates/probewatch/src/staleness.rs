@@ -5,22 +5,26 @@
 //! probe name; the dashboard's "stale" is the same test ([`CheckRow::is_silent`]).
 //!
 //! Only the server that evaluates the rules writes it (one writer for a cluster on one
-//! store), from its rules thread ([`StaleSweep`]). Whether a check was silent before is read back from the series itself, so a
-//! restart or a change of evaluator never leaves a stale 1 behind.
+//! store), from its rules thread ([`StaleSweep`]). Whether a check was silent before is read
+//! back from the series itself at the first sweep after this server takes the lease (so a
+//! restart or a change of evaluator never leaves a stale 1 behind), then carried from one
+//! sweep to the next. The read goes to the store by metric name, not through PromQL's
+//! series index: that index holds every series in memory, which a server that runs no
+//! query should not pay for (700,000 series at 100,000 checks).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::Context;
 use probewatch_core::{Labels, SeriesSample};
-use probewatch_store::{CheckRow, SeriesIndex, Store};
+use probewatch_store::{CheckRow, Store};
 
 /// The series' name.
 pub const STALE_METRIC: &str = "probe_check_stale";
 
 /// How far back a 1 is looked for when deciding which checks recovered: well over one
 /// sweep, so a recovery is seen even after a missed sweep or a restart.
-const RECOVERY_LOOKBACK: &str = "15m";
+const RECOVERY_LOOKBACK_MS: i64 = 15 * 60_000;
 
 /// One check's identity as the series labels it.
 fn labels(row: &CheckRow) -> Option<Labels> {
@@ -61,47 +65,37 @@ pub fn sweep_samples(
     (samples, silent)
 }
 
-/// The checks whose newest `probe_check_stale` sample is 1 (canonical labels).
-fn silent_before(
-    store: &dyn Store,
-    index: &SeriesIndex,
-    now_ms: i64,
-) -> anyhow::Result<HashSet<String>> {
-    let source = probewatch_store::StoreSource::new(store, index);
-    let query = format!("last_over_time({STALE_METRIC}[{RECOVERY_LOOKBACK}]) == 1");
-    let value = probewatch_promql::Query::parse(&query)
-        .and_then(|q| q.instant(&source, now_ms, &probewatch_promql::QueryOptions::default()))
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let probewatch_promql::Value::Vector(samples) = value else {
-        return Ok(HashSet::new());
-    };
-    Ok(samples
-        .iter()
-        .filter_map(|s| {
-            let pairs: Vec<(&str, &str)> = s
-                .labels
-                .pairs()
-                .iter()
-                .filter(|(k, _)| k != "__name__")
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            Labels::from_pairs(pairs).ok().map(|l| l.canonical())
-        })
+/// The checks whose newest `probe_check_stale` sample in the lookback is 1 (canonical
+/// labels, as the series holds them).
+fn silent_before(store: &dyn Store, now_ms: i64) -> anyhow::Result<HashSet<String>> {
+    let series = store.samples(STALE_METRIC, now_ms - RECOVERY_LOOKBACK_MS, now_ms)?;
+    Ok(series
+        .into_iter()
+        .filter(|s| s.samples.last().is_some_and(|&(_, v)| v == 1.0))
+        .map(|s| s.labels)
         .collect())
 }
 
-/// One sweep; returns how many checks are silent.
-fn sweep(store: &dyn Store, index: &SeriesIndex) -> anyhow::Result<usize> {
+/// One sweep, from the checks silent at the last one (read from the store if unknown);
+/// returns the checks silent now.
+fn sweep(store: &dyn Store, was: Option<HashSet<String>>) -> anyhow::Result<HashSet<String>> {
     let now = crate::ingest::now_ms();
     let checks = store.latest_checks().context("reading the checks")?;
-    let was = silent_before(store, index, now).context("reading probe_check_stale")?;
-    let (samples, silent) = sweep_samples(&checks, &was, now);
+    let was = match was {
+        Some(was) => was,
+        None => silent_before(store, now).context("reading probe_check_stale")?,
+    };
+    let (samples, _) = sweep_samples(&checks, &was, now);
     if !samples.is_empty() {
         store
             .write_samples(&samples)
             .context("writing probe_check_stale")?;
     }
-    Ok(silent)
+    Ok(samples
+        .into_iter()
+        .filter(|s| s.value == 1.0)
+        .map(|s| s.labels)
+        .collect())
 }
 
 /// The sweep's schedule, run by the rules thread before it evaluates: so only the server
@@ -113,6 +107,9 @@ pub struct StaleSweep {
     every: Duration,
     last: Option<std::time::Instant>,
     failing: bool,
+    /// The checks the last sweep wrote as silent; `None` until a sweep succeeds after this
+    /// server took the lease.
+    silent: Option<HashSet<String>>,
 }
 
 impl StaleSweep {
@@ -123,21 +120,30 @@ impl StaleSweep {
             every: every.clamp(Duration::from_secs(1), Duration::from_secs(60)),
             last: None,
             failing: false,
+            silent: None,
         }
     }
 
+    /// Forgets what the last sweep wrote: another server may have swept since (this one
+    /// just took the lease), so the next sweep reads the series again.
+    pub fn forget(&mut self) {
+        self.silent = None;
+    }
+
     /// Sweeps if one is due; a failure is said once, and its end too.
-    pub fn run_if_due(&mut self, store: &dyn Store, index: &SeriesIndex) {
+    pub fn run_if_due(&mut self, store: &dyn Store) {
         if self.last.is_some_and(|t| t.elapsed() < self.every) {
             return;
         }
         self.last = Some(std::time::Instant::now());
-        match sweep(store, index) {
-            Ok(_) if self.failing => {
-                self.failing = false;
-                tracing::info!("probe_check_stale is written again");
+        match sweep(store, self.silent.take()) {
+            Ok(silent) => {
+                self.silent = Some(silent);
+                if self.failing {
+                    self.failing = false;
+                    tracing::info!("probe_check_stale is written again");
+                }
             }
-            Ok(_) => {}
             Err(err) if !self.failing => {
                 self.failing = true;
                 tracing::warn!(error = %format!("{err:#}"),
@@ -151,6 +157,7 @@ impl StaleSweep {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use probewatch_store::prelude::*;
 
     fn check(name: &str, host: &str, last_ms: i64, interval_ms: Option<i64>) -> CheckRow {
         CheckRow {
@@ -200,5 +207,35 @@ mod tests {
                 .iter()
                 .all(|s| s.metric == STALE_METRIC && s.time_ms == now)
         );
+    }
+
+    /// After a restart (or a change of evaluator) the checks written silent are read back
+    /// from the store: the newest sample in the lookback decides, so one that recovered
+    /// (a 0 after its 1) and one whose 1 is older than the lookback are not silent.
+    #[test]
+    fn the_checks_silent_before_are_read_back_from_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = probewatch_store::SqliteStore::open(dir.path()).expect("open");
+        let now = 10_000_000;
+        let sample = |labels: &str, t: i64, v: f64| SeriesSample {
+            metric: STALE_METRIC.into(),
+            labels: labels.into(),
+            time_ms: t,
+            value: v,
+        };
+        let still = "{check=\"a\",probe=\"web\"}";
+        let back = "{check=\"b\",probe=\"web\"}";
+        let long_ago = "{check=\"c\",probe=\"web\"}";
+        store
+            .write_samples(&[
+                sample(still, now - 120_000, 1.0),
+                sample(still, now - 60_000, 1.0),
+                sample(back, now - 120_000, 1.0),
+                sample(back, now - 60_000, 0.0),
+                sample(long_ago, now - RECOVERY_LOOKBACK_MS - 60_000, 1.0),
+            ])
+            .expect("write");
+        let silent = silent_before(&store, now).expect("read");
+        assert_eq!(silent, HashSet::from([still.to_string()]));
     }
 }
