@@ -8,7 +8,8 @@
 //! Watching is a hint, not the truth: the ingest ledger decides what is new. So every way of
 //! missing an event ends in a scan instead — the startup scan (after the watches exist), a
 //! scan of every new directory (after its watch exists), a full rescan when the kernel queue
-//! overflows or our own queue is full — and a file may be reported more than once.
+//! overflows or too many files wait for our own queue — and a file may be reported more than
+//! once.
 //!
 //! Threads: the inotify reader only reads events and hands them on with `try_send`, so it
 //! never waits for parsing or the database; the scanner walks directories, runs the settle
@@ -80,7 +81,14 @@ pub struct WatchConfig {
     /// limit had been reached (`None`: as many as the kernel allows). For hosts where other
     /// programs need the user's share of `fs.inotify.max_user_watches`.
     pub max_watches: Option<usize>,
+    /// Most files the inotify reader holds while the ingest queue is full (each path once,
+    /// about 100 bytes each); past it they are dropped and a full rescan reports them again.
+    pub max_waiting: usize,
 }
+
+/// The default [`WatchConfig::max_waiting`]: a burst of a quarter of a million files (about
+/// 25 MiB while it waits) needs no rescan.
+pub const DEFAULT_MAX_WAITING: usize = 262_144;
 
 /// Why a file is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -140,8 +148,11 @@ pub struct WatchCounters {
     pub events: AtomicU64,
     /// `IN_Q_OVERFLOW` events (the kernel dropped events).
     pub overflows: AtomicU64,
-    /// Events dropped because the ingest queue was full.
+    /// File events dropped because the ingest queue was full and
+    /// [`WatchConfig::max_waiting`] files were already waiting (a rescan follows).
     pub queue_full: AtomicU64,
+    /// Files waiting in the reader for room in the ingest queue, now.
+    pub queue_waiting: AtomicU64,
     /// Full rescans started.
     pub rescans: AtomicU64,
     /// Directories under watch.
@@ -207,6 +218,8 @@ pub(crate) struct Shared {
     pub polled: Vec<bool>,
     /// See [`WatchConfig::max_watches`].
     pub max_watches: Option<usize>,
+    /// See [`WatchConfig::max_waiting`].
+    pub max_waiting: usize,
     pub settle: Duration,
     pub counters: Arc<WatchCounters>,
     pub shutdown: AtomicBool,
@@ -318,6 +331,7 @@ impl Watcher {
             spools: config.spools,
             polled,
             max_watches: config.max_watches,
+            max_waiting: config.max_waiting.max(1),
             settle: config.settle,
             counters,
             shutdown: AtomicBool::new(false),

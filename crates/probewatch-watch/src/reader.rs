@@ -2,9 +2,12 @@
 //!
 //! At 30,000 files/s the kernel's default queue of 16,384 events fills in half a second, so
 //! this thread does nothing slow: no parsing, no database, no directory walks. A full ingest
-//! queue does not block it either: the event is dropped and a full rescan is asked for, just
-//! as on a kernel overflow.
+//! queue does not block it either: the file waits in the reader's own list (in arrival
+//! order, once per path) and is handed on as room frees up. A burst of any size up to
+//! [`crate::WatchConfig::max_waiting`] paths thus costs no rescan; past it the waiting list is
+//! dropped and a full rescan is asked for, just as on a kernel overflow.
 
+use std::collections::{HashSet, VecDeque};
 use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +24,14 @@ pub(crate) struct Reader {
     inotify: Inotify,
     ready: SyncSender<FileReady>,
     requests: Sender<ScanRequest>,
+    waiting: Waiting,
+}
+
+/// Files reported while the ingest queue was full, oldest first, each path once.
+#[derive(Default)]
+struct Waiting {
+    files: VecDeque<FileReady>,
+    paths: HashSet<PathBuf>,
 }
 
 /// What one event asks for.
@@ -45,23 +56,37 @@ impl Reader {
             inotify,
             ready,
             requests,
+            waiting: Waiting::default(),
         }
     }
 
     pub fn run(mut self) {
         // Large enough for thousands of events per read(2).
         let mut buffer = vec![0u8; 256 * 1024];
-        let timeout = rustix::event::Timespec {
+        let idle = rustix::event::Timespec {
             tv_sec: 0,
             tv_nsec: 200_000_000,
         };
+        // While files wait for room, look back soon: the queue drains at the writer's pace.
+        let busy = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 2_000_000,
+        };
         while !self.shared.shutdown.load(Ordering::Relaxed) {
+            if !self.hand_on_waiting() {
+                return;
+            }
+            let timeout = if self.waiting.files.is_empty() {
+                &idle
+            } else {
+                &busy
+            };
             let readable = {
                 let mut fds = [rustix::event::PollFd::new(
                     &self.inotify,
                     rustix::event::PollFlags::IN,
                 )];
-                rustix::event::poll(&mut fds, Some(&timeout))
+                rustix::event::poll(&mut fds, Some(timeout))
             };
             match readable {
                 Ok(0) => continue,
@@ -160,33 +185,96 @@ impl Reader {
         }
     }
 
+    /// Hands waiting files on while the queue has room; false when the ingest side has gone
+    /// away.
+    fn hand_on_waiting(&mut self) -> bool {
+        while let Some(ready) = self.waiting.files.pop_front() {
+            let path = ready.path.clone();
+            match self.ready.try_send(ready) {
+                Ok(()) => {
+                    self.waiting.paths.remove(&path);
+                    self.shared
+                        .counters
+                        .files_ready
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(ready)) => {
+                    self.waiting.files.push_front(ready);
+                    break;
+                }
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        self.shared
+            .counters
+            .queue_waiting
+            .store(self.waiting.files.len() as u64, Ordering::Relaxed);
+        true
+    }
+
+    /// Queues `ready` behind the files already waiting, or hands it on at once; false when
+    /// the ingest side has gone away. Past the waiting list's bound, everything waiting is
+    /// dropped and a rescan is asked for (it reports every file again).
+    fn hand_on(&mut self, ready: FileReady) -> bool {
+        if self.waiting.files.is_empty() {
+            match self.ready.try_send(ready) {
+                Ok(()) => {
+                    self.shared
+                        .counters
+                        .files_ready
+                        .fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(TrySendError::Full(ready)) => return self.wait(ready),
+                Err(TrySendError::Disconnected(_)) => return false,
+            }
+        }
+        self.wait(ready)
+    }
+
+    fn wait(&mut self, ready: FileReady) -> bool {
+        if self.waiting.paths.contains(&ready.path) {
+            // Already waiting: that one reads the file as it is when its turn comes.
+            return true;
+        }
+        if self.waiting.files.len() >= self.shared.max_waiting {
+            let dropped = self.waiting.files.len() as u64 + 1;
+            self.waiting = Waiting::default();
+            self.shared
+                .counters
+                .queue_full
+                .fetch_add(dropped, Ordering::Relaxed);
+            if !self.shared.rescan_pending.swap(true, Ordering::SeqCst) {
+                tracing::warn!(
+                    dropped,
+                    "ingest queue full and too many files waiting: dropped them, a rescan \
+                     will pick them up"
+                );
+            }
+            return true;
+        }
+        self.waiting.paths.insert(ready.path.clone());
+        self.waiting.files.push_back(ready);
+        true
+    }
+
     /// Carries out the actions; false when the ingest side has gone away.
-    fn apply(&self, actions: Vec<Action>) -> bool {
-        let shared = &self.shared;
+    fn apply(&mut self, actions: Vec<Action>) -> bool {
+        let shared = self.shared.clone();
         let now = Instant::now();
-        let mut lost = false;
+        let mut ready = Vec::new();
         // One lock for the whole read(2) batch rather than one per event.
         let mut settling = crate::lock(&shared.settling);
         for action in actions {
             match action {
                 Action::Ready(spool, path, cause) => {
                     settling.remove(&path);
-                    let ready = FileReady {
+                    ready.push(FileReady {
                         spool,
                         path,
                         cause,
                         seen_at: now,
-                    };
-                    match self.ready.try_send(ready) {
-                        Ok(()) => {
-                            shared.counters.files_ready.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(TrySendError::Full(_)) => {
-                            shared.counters.queue_full.fetch_add(1, Ordering::Relaxed);
-                            lost = true;
-                        }
-                        Err(TrySendError::Disconnected(_)) => return false,
-                    }
+                    });
                 }
                 Action::Settle(spool, path) => {
                     let check_at = now + shared.settle;
@@ -204,9 +292,15 @@ impl Reader {
             }
         }
         drop(settling);
-        if lost && !shared.rescan_pending.swap(true, Ordering::SeqCst) {
-            tracing::warn!("ingest queue full: events dropped, a rescan will pick the files up");
+        for file in ready {
+            if !self.hand_on(file) {
+                return false;
+            }
         }
+        shared
+            .counters
+            .queue_waiting
+            .store(self.waiting.files.len() as u64, Ordering::Relaxed);
         true
     }
 }

@@ -40,13 +40,19 @@ fn start_with(
         auto_poll_interval: Duration::from_millis(100),
         rescan_interval: None,
         max_watches: None,
+        max_waiting: DEFAULT_MAX_WAITING,
     };
     let mut config = config;
     adjust(&mut config);
-    let (tx, rx) = sync_channel(100_000);
+    let (tx, rx) = sync_channel(QUEUE.with(|q| q.get()));
     let counters = Arc::new(WatchCounters::default());
     let watcher = Watcher::start(config, tx, counters.clone()).expect("start");
     (watcher, rx, counters)
+}
+
+thread_local! {
+    /// The ingest queue's capacity for watchers this test thread starts.
+    static QUEUE: std::cell::Cell<usize> = const { std::cell::Cell::new(100_000) };
 }
 
 /// [`start_with`] on inotify with a 200 ms settle time; returns once the startup scan ended.
@@ -353,5 +359,70 @@ fn a_periodic_rescan_reports_a_change_no_event_announced() {
     let seen = collect(&rx, 1, Duration::from_secs(10));
     assert_eq!(seen.get(&file), Some(&vec![ReadyCause::Scan]));
     assert!(counters.rescans.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    watcher.stop();
+}
+
+/// Writes `n` files `f00000.xml`… into `dir`, each closed after writing (one close-write each).
+fn write_files(dir: &Path, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| {
+            let path = dir.join(format!("f{i:05}.xml"));
+            std::fs::write(&path, "<x/>").expect("write");
+            path
+        })
+        .collect()
+}
+
+#[test]
+fn a_burst_bigger_than_the_ingest_queue_waits_in_the_reader_without_a_rescan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("spool");
+    std::fs::create_dir(&root).expect("spool");
+    QUEUE.with(|q| q.set(8));
+    let (watcher, rx, counters) = start_scanned(&root, |_| {});
+    // Nobody reads the queue while the burst is written: 8 fit, the rest must wait.
+    let written = write_files(&root, 3_000);
+    eventually(
+        "files waiting in the reader",
+        Duration::from_secs(10),
+        || {
+            counters
+                .queue_waiting
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0
+        },
+    );
+    let seen = collect(&rx, written.len(), Duration::from_secs(30));
+    for path in &written {
+        assert!(seen.contains_key(path), "{} never reported", path.display());
+    }
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(load(&counters.queue_full), 0, "nothing dropped");
+    assert_eq!(load(&counters.rescans), 0, "no rescan needed");
+    assert_eq!(load(&counters.overflows), 0);
+    eventually("the waiting list drained", Duration::from_secs(5), || {
+        load(&counters.queue_waiting) == 0
+    });
+    watcher.stop();
+}
+
+#[test]
+fn past_the_waiting_bound_files_are_dropped_and_a_rescan_reports_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("spool");
+    std::fs::create_dir(&root).expect("spool");
+    QUEUE.with(|q| q.set(4));
+    let (watcher, rx, counters) = start_scanned(&root, |c| c.max_waiting = 16);
+    let written = write_files(&root, 500);
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::SeqCst);
+    eventually("files dropped", Duration::from_secs(10), || {
+        load(&counters.queue_full) > 0
+    });
+    // The rescan (and the files it reports) waits for room like everything else.
+    let seen = collect(&rx, written.len(), Duration::from_secs(30));
+    for path in &written {
+        assert!(seen.contains_key(path), "{} never reported", path.display());
+    }
+    assert!(load(&counters.rescans) >= 1, "a rescan followed the drop");
     watcher.stop();
 }

@@ -68,6 +68,7 @@ pub fn watch_config(config: &Config) -> WatchConfig {
         auto_poll_interval: config.poll_interval,
         rescan_interval: config.rescan_interval,
         max_watches: config.max_watched_dirs,
+        max_waiting: probewatch_watch::DEFAULT_MAX_WAITING,
     }
 }
 
@@ -123,7 +124,7 @@ pub fn run(config: Config, shutdown: Shutdown) -> anyhow::Result<()> {
     let counters = Arc::new(WatchCounters::default());
     let (metrics, mut registry) = Metrics::new(counters.clone());
     metrics.init_spools(config.spools.iter().map(|s| &*s.name));
-    // Room for bursts: the inotify reader never waits, so a full queue costs a rescan.
+    // Room for bursts; past it the inotify reader keeps files waiting in its own list.
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(16_384);
     let store_dyn: Arc<dyn Store> = store.clone();
     let index = Arc::new(probewatch_store::SeriesIndex::new());

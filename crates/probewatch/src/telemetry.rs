@@ -498,7 +498,8 @@ impl Collector for WatchCollector {
             ("rescans", "Full rescans of the spools", &c.rescans),
             (
                 "ingest_queue_full",
-                "File events dropped because the ingest queue was full (a rescan follows)",
+                "File events dropped because the ingest queue was full and too many files \
+                 were waiting for it (a rescan follows)",
                 &c.queue_full,
             ),
             ("inotify_events", "inotify events read", &c.events),
@@ -538,6 +539,16 @@ impl Collector for WatchCollector {
             unwatched.metric_type(),
         )?;
         unwatched.encode(metric)?;
+        let waiting = ConstGauge::new(
+            i64::try_from(c.queue_waiting.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        let metric = encoder.encode_descriptor(
+            "ingest_queue_waiting_files",
+            "Files the inotify reader holds until the ingest queue has room",
+            None,
+            waiting.metric_type(),
+        )?;
+        waiting.encode(metric)?;
         let problems = ConstGauge::new(i64::try_from(c.problems().len()).unwrap_or(i64::MAX));
         let metric = encoder.encode_descriptor(
             "spools_not_watched",
