@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_series_name_hash.sql"),
     include_str!("migrations/0011_acknowledgements.sql"),
     include_str!("migrations/0012_head_blocks.sql"),
+    include_str!("migrations/0013_head_bucket_runs.sql"),
 ];
 
 /// The migration after which every check's status intervals are built from its results.
@@ -51,6 +52,9 @@ const SERIES_HASH_MIGRATION: usize = 10;
 
 /// The migration after which the sample head is blocks (the old head rows are moved).
 const HEAD_BLOCKS_MIGRATION: usize = 12;
+
+/// The migration after which head blocks are bucketed by runs of series ids.
+const HEAD_BUCKET_RUNS_MIGRATION: usize = 13;
 
 /// Samples the live head may hold before it is frozen and compacted. Appending to the head
 /// costs the same however large it is (a batch appends its blocks); compaction rewrites one
@@ -91,8 +95,8 @@ struct Writer {
     /// head at its end, then given to the span table once it commits.
     head_rows: Vec<(i64, i64, f64)>,
     next_batch_id: i64,
-    /// Samples in the live head (as far as this process knows), to decide when to freeze it.
-    active_rows: u64,
+    /// What the live head holds (as far as this process knows), to decide when to freeze it.
+    live: samples::LiveHead,
     head_max: u64,
 }
 
@@ -163,7 +167,7 @@ impl SqliteStore {
             conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM batches", [], |r| {
                 r.get(0)
             })?;
-        let active_rows = samples::live_samples(&conn)?;
+        let live = samples::LiveHead::load(&conn)?;
         Ok(SqliteStore {
             path,
             identity,
@@ -173,7 +177,7 @@ impl SqliteStore {
                 checks: IdCache::default(),
                 head_rows: Vec::new(),
                 next_batch_id,
-                active_rows: to_u64(active_rows),
+                live,
                 head_max: DEFAULT_HEAD_MAX_SAMPLES,
             }),
             readers: Mutex::new(Vec::new()),
@@ -269,14 +273,12 @@ impl SqliteStore {
         let mut swaps = 0;
         loop {
             let mut writer = self.writer();
-            let Writer {
-                conn, active_rows, ..
-            } = &mut *writer;
+            let Writer { conn, live, .. } = &mut *writer;
             // A head limit of 0 freezes whenever nothing is frozen: the second freeze comes
             // once all that the first one froze has been moved.
-            let step = samples::compact_step(conn, 0, 0, 200_000)?;
+            let step = samples::compact_step(conn, live, 0, 200_000)?;
             if step.swapped {
-                *active_rows = 0;
+                *live = samples::LiveHead::default();
                 swaps += 1;
                 if swaps == 2 {
                     return Ok(());
@@ -396,6 +398,9 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         if index + 1 == HEAD_BLOCKS_MIGRATION {
             samples::rows_to_blocks(&tx)?;
         }
+        if index + 1 == HEAD_BUCKET_RUNS_MIGRATION {
+            samples::rebucket_blocks(&tx)?;
+        }
         tx.pragma_update(None, "user_version", to_i64(index as u64 + 1))?;
         tx.commit()?;
         tracing::info!(version = index + 1, "applied schema migration");
@@ -411,6 +416,8 @@ struct Delta {
     check_results: i64,
     samples: i64,
     series: i64,
+    /// Blocks and samples this transaction appended to the live head.
+    head: samples::LiveHead,
 }
 
 impl Delta {
@@ -578,11 +585,11 @@ impl Writer {
         writer.write_latest()?;
         writer.delta.apply(&tx)?;
         per_spool.apply(&tx)?;
-        let head_rows = to_u64(writer.delta.samples);
+        let head = std::mem::take(&mut writer.delta.head);
         drop(writer);
         tx.commit()?;
         self.next_batch_id += 1;
-        self.active_rows += head_rows;
+        self.live.add(&head);
         Ok(CommitSummary {
             batch_id,
             items: results,
@@ -824,7 +831,8 @@ impl<'i> ResultWriter<'_, 'i> {
     /// compaction merges the two.
     fn flush_samples(&mut self) -> rusqlite::Result<()> {
         head_block::sort_batch(self.head_rows);
-        self.delta.samples += samples::write_blocks(self.tx, self.head_rows)?;
+        samples::write_blocks(self.tx, self.head_rows, &mut self.delta.head)?;
+        self.delta.samples += self.head_rows.len() as i64;
         Ok(())
     }
 }
@@ -1124,13 +1132,13 @@ impl SampleStore for SqliteStore {
         let mut writer = self.writer();
         let Writer {
             conn,
-            active_rows,
+            live,
             head_max,
             ..
         } = &mut *writer;
-        let step = samples::compact_step(conn, *active_rows, *head_max, max_samples)?;
+        let step = samples::compact_step(conn, live, *head_max, max_samples)?;
         if step.swapped {
-            *active_rows = 0;
+            *live = samples::LiveHead::default();
         }
         Ok(step)
     }
@@ -1185,10 +1193,10 @@ impl SampleStore for SqliteStore {
             series,
             checks,
             head_rows,
-            active_rows,
+            live,
             ..
         } = &mut *guard;
-        let result = (|| -> rusqlite::Result<u64> {
+        let result = (|| -> rusqlite::Result<(u64, samples::LiveHead)> {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut writer = ResultWriter::new(&tx, series, checks, head_rows)?;
             for sample in samples {
@@ -1197,13 +1205,14 @@ impl SampleStore for SqliteStore {
             writer.flush_samples()?;
             writer.delta.apply(&tx)?;
             let added = to_u64(writer.delta.samples);
+            let head = std::mem::take(&mut writer.delta.head);
             drop(writer);
             tx.commit()?;
-            Ok(added)
+            Ok((added, head))
         })();
         match result {
-            Ok(added) => {
-                *active_rows += added;
+            Ok((added, head)) => {
+                live.add(&head);
                 self.spans.note(head_rows);
                 Ok(added)
             }
@@ -1529,6 +1538,100 @@ mod tests {
         conn.execute_batch(data).expect("old data");
     }
 
+    /// Head blocks bucketed by id mod 64 (schema 12) are split under today's buckets: reads
+    /// stay exact, a later block still wins, and frozen blocks stay frozen.
+    #[test]
+    fn head_blocks_of_schema_12_are_bucketed_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let names = [(1i64, "{a=\"1\"}"), (257, "{a=\"257\"}")];
+        let series: Vec<String> = names
+            .iter()
+            .map(|(id, labels)| {
+                format!(
+                    "({id}, 'm', '{labels}', {})",
+                    id_cache::name_hash("m", labels)
+                )
+            })
+            .collect();
+        database_at_schema(
+            dir.path(),
+            12,
+            &format!(
+                "INSERT INTO series (id, metric, labels, name_hash) VALUES {};
+                 UPDATE stats SET samples = 4, series = 2;
+                 UPDATE head_frozen SET upto = 1;",
+                series.join(", ")
+            ),
+        );
+        {
+            // Under the old rule ids 1 and 257 share bucket 1: one block holds both.
+            let conn = Connection::open(dir.path().join(DB_FILE)).expect("open");
+            let mut insert = conn
+                .prepare("INSERT INTO head_blocks (id, bucket, min_ts, max_ts, samples, data) VALUES (?1, 1, ?2, ?3, ?4, ?5)")
+                .expect("prepare");
+            let frozen = [(1, 1000, 1.0), (257, 1000, 7.0)];
+            let live = [(1, 1000, 5.0), (1, 2000, 2.0)];
+            for (id, rows) in [(1, &frozen[..]), (2, &live[..])] {
+                let (lo, hi) = head_block::time_span(rows);
+                insert
+                    .execute(params![
+                        id,
+                        lo,
+                        hi,
+                        rows.len() as i64,
+                        head_block::encode(rows)
+                    ])
+                    .expect("block");
+            }
+        }
+        let store = SqliteStore::open(dir.path()).expect("migrates");
+        let (frozen, wrong_bucket): (i64, i64) = store
+            .read(|c| {
+                let frozen = c.query_row(
+                    "SELECT count(*) FROM head_blocks
+                     WHERE id <= (SELECT upto FROM head_frozen WHERE id = 1)",
+                    [],
+                    |r| r.get(0),
+                )?;
+                let mut wrong = 0;
+                let mut stmt = c.prepare("SELECT bucket, data FROM head_blocks")?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let mut decoded = Vec::new();
+                    head_block::decode(row.get_ref(1)?.as_blob()?, &mut decoded)
+                        .map_err(samples::corrupt)?;
+                    let bucket: i64 = row.get(0)?;
+                    wrong += decoded
+                        .iter()
+                        .filter(|r| head_block::bucket(r.0) != bucket)
+                        .count() as i64;
+                }
+                Ok((frozen, wrong))
+            })
+            .expect("blocks");
+        assert_eq!(frozen, 2, "the frozen block, split in two, stays frozen");
+        assert_eq!(wrong_bucket, 0);
+        let read = |store: &SqliteStore| {
+            let got: Vec<(String, Vec<(i64, f64)>)> = store
+                .samples("m", 0, 10_000)
+                .expect("read")
+                .into_iter()
+                .map(|s| (s.labels, s.samples))
+                .collect();
+            assert_eq!(
+                got,
+                [
+                    ("{a=\"1\"}".to_string(), vec![(1000, 5.0), (2000, 2.0)]),
+                    ("{a=\"257\"}".to_string(), vec![(1000, 7.0)]),
+                ]
+            );
+        };
+        read(&store);
+        store.compact_all().expect("compact");
+        read(&store);
+        assert_eq!(store.stats().expect("stats").samples, 3);
+    }
+
     /// A database from before migration 0003 keeps its samples: they become the frozen head
     /// and compaction turns them into chunks.
     #[test]
@@ -1702,8 +1805,8 @@ mod tests {
                 .read(|c| c.query_row("SELECT count(*) FROM head_blocks", [], |r| r.get(0)))
                 .expect("count")
         };
-        // 64 series, one in each bucket: every batch writes 64 blocks of one sample.
-        let batches = samples::HEAD_MAX_BLOCKS / 64 + 2;
+        // 64 series, all in one bucket: every batch writes one block of 64 samples.
+        let batches = i64::from(samples::HEAD_MAX_BUCKET_BLOCKS) + 2;
         let mut most = 0;
         for b in 0..batches {
             let batch: Vec<_> = (0..64).map(|s| sample(s, b * 1_000)).collect();
@@ -1712,8 +1815,11 @@ mod tests {
             while store.compact(10_000).expect("compact").more() {}
             most = most.max(head_blocks(&store));
         }
-        assert!(most <= samples::HEAD_MAX_BLOCKS, "{most} blocks");
-        assert!(head_blocks(&store) < batches * 64, "nothing was frozen");
+        assert!(
+            most <= i64::from(samples::HEAD_MAX_BUCKET_BLOCKS),
+            "{most} blocks"
+        );
+        assert!(head_blocks(&store) < batches, "nothing was frozen");
         let read = store.samples("m", 0, i64::MAX).expect("read");
         assert_eq!(read.len(), 64);
         for (s, series) in read.iter().enumerate() {

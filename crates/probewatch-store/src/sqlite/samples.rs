@@ -43,64 +43,110 @@ pub(super) fn frozen_upto(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-/// Samples in the live (not frozen) part of the head.
-pub(super) fn live_samples(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row(
-        "SELECT coalesce(sum(samples), 0) FROM head_blocks
-         WHERE id > (SELECT upto FROM head_frozen WHERE id = 1)",
-        [],
-        |r| r.get(0),
-    )
+/// Live blocks of one bucket past which the head is frozen whatever its samples. A trickle of
+/// small batches writes a block of a sample or two per bucket; a read decodes every block of
+/// its buckets that it cannot rule out by time, so their number, not only their samples, is
+/// bounded: at most this many live and this many frozen per bucket.
+pub(super) const HEAD_MAX_BUCKET_BLOCKS: u32 = 64;
+
+/// What the live (not frozen) head holds, kept by the writer in memory so that the check
+/// after every batch needs no query: its samples, and its blocks per bucket.
+#[derive(Debug, Clone)]
+pub(super) struct LiveHead {
+    pub samples: u64,
+    blocks: Vec<u32>,
+}
+
+impl Default for LiveHead {
+    fn default() -> Self {
+        LiveHead {
+            samples: 0,
+            blocks: vec![0; head_block::BUCKETS as usize],
+        }
+    }
+}
+
+impl LiveHead {
+    /// Counts what the database's live head holds (at open).
+    pub fn load(conn: &Connection) -> rusqlite::Result<LiveHead> {
+        let mut live = LiveHead::default();
+        let mut stmt = conn.prepare(
+            "SELECT bucket, count(*), coalesce(sum(samples), 0) FROM head_blocks
+             WHERE id > (SELECT upto FROM head_frozen WHERE id = 1) GROUP BY bucket",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            live.note(row.get(0)?, row.get(1)?, row.get(2)?);
+        }
+        Ok(live)
+    }
+
+    fn note(&mut self, bucket: i64, blocks: i64, samples: i64) {
+        let slot = usize::try_from(bucket.rem_euclid(head_block::BUCKETS)).unwrap_or(0);
+        self.blocks[slot] = self.blocks[slot].saturating_add(u32::try_from(blocks).unwrap_or(0));
+        self.samples = self
+            .samples
+            .saturating_add(u64::try_from(samples).unwrap_or(0));
+    }
+
+    /// Adds what a committed transaction wrote.
+    pub fn add(&mut self, other: &LiveHead) {
+        self.samples = self.samples.saturating_add(other.samples);
+        for (mine, theirs) in self.blocks.iter_mut().zip(&other.blocks) {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    /// True when the head is due to be frozen.
+    fn full(&self, head_max: u64) -> bool {
+        self.samples >= head_max || self.blocks.iter().any(|&n| n >= HEAD_MAX_BUCKET_BLOCKS)
+    }
 }
 
 /// Writes one batch's samples into the head: `rows` sorted by [`head_block::sort_batch`],
-/// one block per bucket. Returns how many samples were written.
-pub(super) fn write_blocks(conn: &Connection, rows: &[(i64, i64, f64)]) -> rusqlite::Result<i64> {
+/// one block per bucket, and counts them into `live`.
+pub(super) fn write_blocks(
+    conn: &Connection,
+    rows: &[(i64, i64, f64)],
+    live: &mut LiveHead,
+) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO head_blocks (bucket, min_ts, max_ts, samples, data) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?;
     for block in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
         let (min, max) = head_block::time_span(block);
+        let bucket = head_block::bucket(block[0].0);
         insert.execute(params![
-            head_block::bucket(block[0].0),
+            bucket,
             min,
             max,
             block.len() as i64,
             head_block::encode(block)
         ])?;
+        live.note(bucket, 1, block.len() as i64);
     }
-    Ok(rows.len() as i64)
+    Ok(())
 }
-
-/// Live blocks past which the head is frozen whatever its samples. A trickle of small
-/// batches writes a block of a sample or two per bucket; a read decodes every block of its
-/// buckets that it cannot rule out by time, so their number, not only their samples, is
-/// bounded: at most this many live and this many frozen.
-pub(super) const HEAD_MAX_BLOCKS: i64 = 4_096;
 
 /// One compaction step in its own transaction: moves the frozen blocks of whole buckets (at
 /// least `max_samples` samples, or all that are left) into chunks; or, when nothing is
-/// frozen and the live head holds `head_max` samples or [`HEAD_MAX_BLOCKS`] blocks or more,
-/// freezes it.
+/// frozen and the live head holds `head_max` samples, or [`HEAD_MAX_BUCKET_BLOCKS`] blocks
+/// in a bucket, freezes it.
 pub(super) fn compact_step(
     conn: &mut Connection,
-    live_rows: u64,
+    live: &LiveHead,
     head_max: u64,
     max_samples: usize,
 ) -> rusqlite::Result<CompactStep> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let upto = frozen_upto(&tx)?;
-    // Two lookups at the ends of the ids, not a scan: this runs after every batch.
-    let (first, last): (Option<i64>, Option<i64>) = tx
-        .prepare_cached(
-            "SELECT (SELECT min(id) FROM head_blocks), (SELECT max(id) FROM head_blocks)",
-        )?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    // A lookup at the start of the ids, not a scan: this runs after every batch.
+    let first: Option<i64> = tx
+        .prepare_cached("SELECT min(id) FROM head_blocks")?
+        .query_row([], |r| r.get(0))?;
     if first.is_none_or(|first| first > upto) {
-        // Nothing is frozen. Block ids are given in order and only frozen blocks are deleted
-        // (retention aside, which can only make this larger than the count).
-        let live_blocks = last.unwrap_or(upto) - upto;
-        if live_rows < head_max && live_blocks < HEAD_MAX_BLOCKS {
+        // Nothing is frozen.
+        if !live.full(head_max) {
             return Ok(CompactStep::default());
         }
         tx.prepare_cached(
@@ -219,7 +265,7 @@ pub(super) fn rows_to_blocks(tx: &Connection) -> rusqlite::Result<()> {
             })?
             .collect::<rusqlite::Result<_>>()?;
         head_block::sort_batch(&mut rows);
-        write_blocks(tx, &rows)?;
+        write_blocks(tx, &rows, &mut LiveHead::default())?;
         if n == 0 {
             tx.execute(
                 "UPDATE head_frozen SET upto = (SELECT coalesce(max(id), 0) FROM head_blocks)",
@@ -228,6 +274,37 @@ pub(super) fn rows_to_blocks(tx: &Connection) -> rusqlite::Result<()> {
         }
     }
     tx.execute_batch("DROP TABLE samples_head_0; DROP TABLE samples_head_1; DROP TABLE head_state;")
+}
+
+/// Splits the blocks of `head_blocks_by_id` (bucketed by id mod 64, schema 12) into
+/// `head_blocks` under today's [`head_block::bucket`], oldest first, so a later block still
+/// wins; a block frozen before stays frozen. Drops the old table.
+pub(super) fn rebucket_blocks(tx: &Connection) -> rusqlite::Result<()> {
+    let upto = frozen_upto(tx)?;
+    let mut new_upto = 0i64;
+    let mut rows = Vec::new();
+    {
+        let mut stmt = tx.prepare("SELECT id, data FROM head_blocks_by_id ORDER BY id")?;
+        let mut blocks = stmt.query([])?;
+        while let Some(block) = blocks.next()? {
+            let id: i64 = block.get(0)?;
+            rows.clear();
+            head_block::decode(block.get_ref(1)?.as_blob()?, &mut rows).map_err(corrupt)?;
+            head_block::sort_batch(&mut rows);
+            write_blocks(tx, &rows, &mut LiveHead::default())?;
+            if id <= upto {
+                new_upto =
+                    tx.query_row("SELECT coalesce(max(id), 0) FROM head_blocks", [], |r| {
+                        r.get(0)
+                    })?;
+            }
+        }
+    }
+    tx.execute(
+        "UPDATE head_frozen SET upto = ?1 WHERE id = 1",
+        params![new_upto],
+    )?;
+    tx.execute_batch("DROP TABLE head_blocks_by_id")
 }
 
 /// Merges `new` (sorted, unique timestamps) into the series' chunks: every chunk that
