@@ -43,10 +43,12 @@ pub(super) fn frozen_upto(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-/// Live blocks of one bucket past which the head is frozen whatever its samples. A trickle of
-/// small batches writes a block of a sample or two per bucket; a read decodes every block of
-/// its buckets that it cannot rule out by time, so their number, not only their samples, is
-/// bounded: at most this many live and this many frozen per bucket.
+/// Live blocks of one bucket past which they are consolidated into one. Every batch writes a
+/// block per bucket it touches, and a read goes through every block of its buckets that it
+/// cannot rule out by time, so their number, not only their samples, is bounded: at most
+/// this many live and this many frozen per bucket. Consolidating costs a rewrite of the
+/// bucket's live samples; freezing instead (as before) meant moving the head into chunks
+/// every 64 batches, a chunk row rewritten per sample or two when series are many.
 pub(super) const HEAD_MAX_BUCKET_BLOCKS: u32 = 64;
 
 /// What the live (not frozen) head holds, kept by the writer in memory so that the check
@@ -97,10 +99,97 @@ impl LiveHead {
         }
     }
 
-    /// True when the head is due to be frozen.
-    fn full(&self, head_max: u64) -> bool {
-        self.samples >= head_max || self.blocks.iter().any(|&n| n >= HEAD_MAX_BUCKET_BLOCKS)
+    /// Notes that the live blocks of `buckets` were consolidated into so many pieces each,
+    /// `delta` samples (repeats) dropping out.
+    fn consolidated(&mut self, buckets: &[(i64, usize)], delta: i64) {
+        for (bucket, pieces) in buckets {
+            let slot = usize::try_from(bucket.rem_euclid(head_block::BUCKETS)).unwrap_or(0);
+            self.blocks[slot] = u32::try_from(*pieces).unwrap_or(u32::MAX);
+        }
+        self.samples = self
+            .samples
+            .saturating_sub(u64::try_from(-delta).unwrap_or(0));
     }
+
+    /// Buckets holding [`HEAD_MAX_BUCKET_BLOCKS`] live blocks or more.
+    fn crowded(&self) -> Vec<i64> {
+        (0..head_block::BUCKETS)
+            .zip(&self.blocks)
+            .filter(|(_, n)| **n >= HEAD_MAX_BUCKET_BLOCKS)
+            .map(|(bucket, _)| bucket)
+            .collect()
+    }
+}
+
+/// Samples a consolidated piece aims at: a read of one series goes through one piece of
+/// its bucket (a few KiB) rather than the whole bucket's share of the head.
+const PIECE_SAMPLES: usize = 4_096;
+
+/// Most pieces a bucket's live blocks are consolidated into; the pieces count against
+/// [`HEAD_MAX_BUCKET_BLOCKS`], so this many fewer batches fit before the next consolidation.
+const MAX_PIECES: usize = 16;
+
+/// Replaces the live blocks of `bucket` (ids above `upto`) by a few blocks ("pieces", each
+/// a range of series) holding what they hold, a later block's value winning for a repeated
+/// (series, time). The pieces take the ids of the newest blocks they replace, so they stay
+/// after every block they replace and before any written later; pieces hold different
+/// series, so their order among themselves does not matter (and only blocks of the same
+/// bucket can share a series). Returns the change in samples (repeats dropped: zero or
+/// negative) and the number of pieces.
+fn consolidate(tx: &Connection, bucket: i64, upto: i64) -> rusqlite::Result<(i64, usize)> {
+    let mut rows = Vec::new();
+    let mut ids = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, data FROM head_blocks WHERE bucket = ?1 AND id > ?2 ORDER BY id",
+        )?;
+        let mut blocks = stmt.query(params![bucket, upto])?;
+        while let Some(block) = blocks.next()? {
+            ids.push(block.get::<_, i64>(0)?);
+            head_block::decode(block.get_ref(1)?.as_blob()?, &mut rows).map_err(corrupt)?;
+        }
+    }
+    if ids.is_empty() {
+        return Ok((0, 0));
+    }
+    let written = rows.len() as i64;
+    head_block::sort_rows(&mut rows);
+    tx.prepare_cached("DELETE FROM head_blocks WHERE bucket = ?1 AND id > ?2")?
+        .execute(params![bucket, upto])?;
+    let most = MAX_PIECES.min(ids.len());
+    let target = PIECE_SAMPLES.max(rows.len().div_ceil(most));
+    let mut pieces: Vec<&[(i64, i64, f64)]> = Vec::new();
+    let mut rest = &rows[..];
+    while !rest.is_empty() {
+        // Cut at the first series boundary at or after `target` samples.
+        let mut cut = target.min(rest.len());
+        while cut < rest.len() && rest[cut].0 == rest[cut - 1].0 {
+            cut += 1;
+        }
+        if pieces.len() + 1 == most {
+            cut = rest.len();
+        }
+        pieces.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO head_blocks (id, bucket, first_series, last_series, min_ts, max_ts,
+         samples, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for (piece, id) in pieces.iter().zip(&ids[ids.len() - pieces.len()..]) {
+        let (min, max) = head_block::time_span(piece);
+        insert.execute(params![
+            id,
+            bucket,
+            piece[0].0,
+            piece[piece.len() - 1].0,
+            min,
+            max,
+            piece.len() as i64,
+            head_block::encode(piece)
+        ])?;
+    }
+    Ok((rows.len() as i64 - written, pieces.len()))
 }
 
 /// Writes one batch's samples into the head: `rows` sorted by [`head_block::sort_batch`],
@@ -111,13 +200,16 @@ pub(super) fn write_blocks(
     live: &mut LiveHead,
 ) -> rusqlite::Result<()> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO head_blocks (bucket, min_ts, max_ts, samples, data) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO head_blocks (bucket, first_series, last_series, min_ts, max_ts, samples, data)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     for block in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
         let (min, max) = head_block::time_span(block);
         let bucket = head_block::bucket(block[0].0);
         insert.execute(params![
             bucket,
+            block[0].0,
+            block[block.len() - 1].0,
             min,
             max,
             block.len() as i64,
@@ -128,35 +220,54 @@ pub(super) fn write_blocks(
     Ok(())
 }
 
-/// One compaction step in its own transaction: moves the frozen blocks of whole buckets (at
-/// least `max_samples` samples, or all that are left) into chunks; or, when nothing is
-/// frozen and the live head holds `head_max` samples, or [`HEAD_MAX_BUCKET_BLOCKS`] blocks
-/// in a bucket, freezes it.
+/// One compaction step in its own transaction. First, the live blocks of any bucket holding
+/// [`HEAD_MAX_BUCKET_BLOCKS`] are consolidated into one. Then it moves the frozen blocks of
+/// whole buckets (at least `max_samples` samples, or all that are left) into chunks; or,
+/// when nothing is frozen and the live head holds `head_max` samples, freezes it. `live` is
+/// kept up to date once the transaction commits.
 pub(super) fn compact_step(
     conn: &mut Connection,
-    live: &LiveHead,
+    live: &mut LiveHead,
     head_max: u64,
     max_samples: usize,
 ) -> rusqlite::Result<CompactStep> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let upto = frozen_upto(&tx)?;
+    let mut crowded = Vec::new();
+    let mut consolidated = 0i64;
+    for bucket in live.crowded() {
+        let (delta, pieces) = consolidate(&tx, bucket, upto)?;
+        consolidated += delta;
+        crowded.push((bucket, pieces));
+    }
     // A lookup at the start of the ids, not a scan: this runs after every batch.
     let first: Option<i64> = tx
         .prepare_cached("SELECT min(id) FROM head_blocks")?
         .query_row([], |r| r.get(0))?;
     if first.is_none_or(|first| first > upto) {
         // Nothing is frozen.
-        if !live.full(head_max) {
-            return Ok(CompactStep::default());
+        let freeze = live.samples >= head_max;
+        if freeze {
+            tx.prepare_cached(
+                "UPDATE head_frozen SET upto = (SELECT coalesce(max(id), upto) FROM head_blocks)
+                 WHERE id = 1",
+            )?
+            .execute([])?;
         }
-        tx.prepare_cached(
-            "UPDATE head_frozen SET upto = (SELECT coalesce(max(id), upto) FROM head_blocks)
-             WHERE id = 1",
-        )?
-        .execute([])?;
-        tx.commit()?;
+        if consolidated != 0 {
+            tx.prepare_cached("UPDATE stats SET samples = samples + ?1 WHERE id = 1")?
+                .execute(params![consolidated])?;
+        }
+        if freeze || !crowded.is_empty() {
+            tx.commit()?;
+        }
+        live.consolidated(&crowded, consolidated);
+        if freeze {
+            *live = LiveHead::default();
+        }
         return Ok(CompactStep {
-            swapped: true,
+            swapped: freeze,
+            samples_delta: consolidated,
             ..CompactStep::default()
         });
     }
@@ -168,7 +279,7 @@ pub(super) fn compact_step(
         .query_map(params![upto], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
     let mut taken = 0usize;
-    let mut samples_delta = 0i64;
+    let mut samples_delta = consolidated;
     let mut rows = Vec::new();
     let mut new = Vec::new();
     for (bucket, samples) in buckets {
@@ -201,6 +312,7 @@ pub(super) fn compact_step(
     tx.prepare_cached("UPDATE stats SET samples = samples + ?1 WHERE id = 1")?
         .execute(params![samples_delta])?;
     tx.commit()?;
+    live.consolidated(&crowded, consolidated);
     Ok(CompactStep {
         moved: taken,
         swapped: false,
@@ -265,7 +377,22 @@ pub(super) fn rows_to_blocks(tx: &Connection) -> rusqlite::Result<()> {
             })?
             .collect::<rusqlite::Result<_>>()?;
         head_block::sort_batch(&mut rows);
-        write_blocks(tx, &rows, &mut LiveHead::default())?;
+        // Schema 12's table, without the series range: migration 13 splits these blocks
+        // again under its own buckets.
+        let mut insert = tx.prepare(
+            "INSERT INTO head_blocks (bucket, min_ts, max_ts, samples, data)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for block in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
+            let (min, max) = head_block::time_span(block);
+            insert.execute(params![
+                head_block::bucket(block[0].0),
+                min,
+                max,
+                block.len() as i64,
+                head_block::encode(block)
+            ])?;
+        }
         if n == 0 {
             tx.execute(
                 "UPDATE head_frozen SET upto = (SELECT coalesce(max(id), 0) FROM head_blocks)",
@@ -405,9 +532,14 @@ pub(super) fn read_series(
     let from_chunks = out.len();
     let mut stmt = conn.prepare_cached(
         "SELECT data FROM head_blocks WHERE bucket = ?1 AND max_ts >= ?2 AND min_ts <= ?3
-         ORDER BY id",
+         AND first_series <= ?4 AND last_series >= ?4 ORDER BY id",
     )?;
-    let mut blocks = stmt.query(params![head_block::bucket(series_id), from_ms, to_ms])?;
+    let mut blocks = stmt.query(params![
+        head_block::bucket(series_id),
+        from_ms,
+        to_ms,
+        series_id
+    ])?;
     while let Some(block) = blocks.next()? {
         if let Some(run) = find_run(block.get_ref(0)?.as_blob()?, series_id)? {
             run.decode_range(from_ms, to_ms, out).map_err(corrupt)?;
@@ -444,9 +576,15 @@ pub(super) fn has_samples(
 ) -> rusqlite::Result<bool> {
     let mut found = Vec::new();
     let mut stmt = conn.prepare_cached(
-        "SELECT data FROM head_blocks WHERE bucket = ?1 AND max_ts >= ?2 AND min_ts <= ?3",
+        "SELECT data FROM head_blocks WHERE bucket = ?1 AND max_ts >= ?2 AND min_ts <= ?3
+         AND first_series <= ?4 AND last_series >= ?4",
     )?;
-    let mut blocks = stmt.query(params![head_block::bucket(series_id), from_ms, to_ms])?;
+    let mut blocks = stmt.query(params![
+        head_block::bucket(series_id),
+        from_ms,
+        to_ms,
+        series_id
+    ])?;
     while let Some(block) = blocks.next()? {
         if let Some(run) = find_run(block.get_ref(0)?.as_blob()?, series_id)? {
             run.decode_range(from_ms, to_ms, &mut found)
@@ -528,14 +666,23 @@ pub(super) fn read_many(
             .map(rusqlite::types::Value::Integer)
             .collect::<Vec<_>>(),
     );
+    let mut wanted = ids.to_vec();
+    wanted.sort_unstable();
     let mut stmt = conn.prepare_cached(
-        "SELECT data FROM head_blocks WHERE bucket IN rarray(?1) AND max_ts >= ?2
-         AND min_ts <= ?3 ORDER BY id",
+        "SELECT first_series, last_series, data FROM head_blocks WHERE bucket IN rarray(?1)
+         AND max_ts >= ?2 AND min_ts <= ?3 ORDER BY id",
     )?;
     let mut blocks = stmt.query(params![buckets, from_ms, to_ms])?;
     while let Some(block) = blocks.next()? {
+        // A block none of whose series are wanted is passed over without reading its data
+        // (SQLite reads a column's overflow pages only when it is asked for).
+        let (first, last): (i64, i64) = (block.get(0)?, block.get(1)?);
+        let at = wanted.partition_point(|id| *id < first);
+        if wanted.get(at).is_none_or(|id| *id > last) {
+            continue;
+        }
         let mut series =
-            head_block::BlockSeries::new(block.get_ref(0)?.as_blob()?).map_err(corrupt)?;
+            head_block::BlockSeries::new(block.get_ref(2)?.as_blob()?).map_err(corrupt)?;
         while let Some((id, run)) = series.next_series().map_err(corrupt)? {
             if let Some(&i) = position.get(&id) {
                 let before = out[i].len();
