@@ -1,34 +1,30 @@
 //! The writer's caches of series and check ids, keyed by a 128-bit hash of the name.
 //!
 //! At a million series, a map keyed by the series text (`metric{labels}`, ~80 bytes) held
-//! ~120 bytes per series: over 100 MiB. A 128-bit XXH3 of the text, seeded per process so
-//! that probe authors cannot aim at a collision, takes 16; two names of a million sharing a
-//! hash has a probability of about 10^-27. The map is also capped: past
-//! [`IdCache::CAPACITY`] entries it starts over, and misses go to the database's unique index.
+//! ~120 bytes per series: over 100 MiB. A 128-bit XXH3 of the text is taken, seeded per
+//! process so that probe authors cannot aim at a collision, and an entry keeps 96 bits of it
+//! beside a 32-bit id: 16 bytes an entry (4 more bits pick its shard). Two names of a million
+//! sharing those 100 bits has a probability of about 10^-18. The map is also capped: past [`IdCache::CAPACITY`] entries it
+//! starts over, and misses (and ids past 32 bits, never cached) go to the database.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
 /// Name hash → id, for the writer only. Split in [`SHARDS`] maps, so that growing one
-/// moves a sixteenth of the entries and never holds two whole tables at once.
+/// moves a sixteenth of the entries and never holds two whole tables at once. An entry is the
+/// hash's low 64 bits as the map's key, then 32 more bits of it and the id as the value
+/// (a 128-bit key and an `i64` made 24-byte entries).
 #[derive(Debug)]
-pub(crate) struct IdCache(Vec<HashMap<Key, i64, PassThrough>>);
+pub(crate) struct IdCache(Vec<HashMap<u64, (u32, u32), PassThrough>>);
 
 const SHARDS: usize = 16;
 
-/// A 128-bit name hash as two words: 8-byte alignment keeps an entry at 24 bytes (a `u128`
-/// key would pad it to 32).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A 128-bit name hash as two words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct Key {
     lo: u64,
     hi: u64,
-}
-
-impl std::hash::Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.lo);
-    }
 }
 
 impl Default for IdCache {
@@ -45,17 +41,29 @@ impl IdCache {
         (key.hi % SHARDS as u64) as usize
     }
 
+    /// The bits kept beside the map's key: the 32 above the shard's (the low four of `hi`,
+    /// the same for every entry of a shard). With the key's 64, 100 bits of the hash decide.
+    fn check(key: Key) -> u32 {
+        (key.hi >> 4) as u32
+    }
+
     pub fn get(&self, key: Key) -> Option<i64> {
-        self.0[self.shard(key)].get(&key).copied()
+        match self.0[self.shard(key)].get(&key.lo) {
+            Some(&(check, id)) if check == Self::check(key) => Some(i64::from(id)),
+            _ => None,
+        }
     }
 
     pub fn insert(&mut self, key: Key, id: i64) {
+        let Ok(id) = u32::try_from(id) else {
+            return; // not cached: looked up in the database each time
+        };
         let shard = self.shard(key);
         let map = &mut self.0[shard];
         if map.len() >= Self::CAPACITY / SHARDS {
             *map = HashMap::default();
         }
-        map.insert(key, id);
+        map.insert(key.lo, (Self::check(key), id));
     }
 
     pub fn clear(&mut self) {
@@ -149,14 +157,36 @@ mod tests {
         for i in 0..per_shard {
             cache.insert(key(i, 0), i as i64);
         }
-        cache.insert(key(7, 1), -7);
+        cache.insert(key(7, 1), 70);
         assert_eq!(cache.len() as u64, per_shard + 1);
         assert_eq!(cache.get(key(7, 0)), Some(7));
         assert_eq!(cache.get(key(7, 16)), None, "same shard, other key");
-        cache.insert(key(u64::MAX, 0), -1);
+        assert_eq!(
+            cache.get(key(7, 1 << 32)),
+            None,
+            "same low bits, other high bits"
+        );
+        cache.insert(key(u64::MAX, 0), 1);
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.get(key(7, 0)), None);
-        assert_eq!(cache.get(key(u64::MAX, 0)), Some(-1));
-        assert_eq!(cache.get(key(7, 1)), Some(-7));
+        assert_eq!(cache.get(key(u64::MAX, 0)), Some(1));
+        assert_eq!(cache.get(key(7, 1)), Some(70));
+    }
+
+    #[test]
+    fn ids_past_32_bits_and_negative_ones_are_not_cached() {
+        let mut cache = IdCache::default();
+        let key = |lo: u64| Key { lo, hi: 0 };
+        cache.insert(key(1), i64::from(u32::MAX));
+        cache.insert(key(2), i64::from(u32::MAX) + 1);
+        cache.insert(key(3), -1);
+        assert_eq!(cache.get(key(1)), Some(i64::from(u32::MAX)));
+        assert_eq!(cache.get(key(2)), None);
+        assert_eq!(cache.get(key(3)), None);
+    }
+
+    #[test]
+    fn an_entry_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<(u64, (u32, u32))>(), 16);
     }
 }
