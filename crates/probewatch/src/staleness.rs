@@ -26,6 +26,23 @@ pub const STALE_METRIC: &str = "probe_check_stale";
 /// sweep, so a recovery is seen even after a missed sweep or a restart.
 const RECOVERY_LOOKBACK_MS: i64 = 15 * 60_000;
 
+/// Checks a sweep handles per write: at 100,000 checks a sweep built every sample (and its
+/// label text) before writing any, ~20 MiB at once.
+const CHECKS_PER_WRITE: usize = 8_192;
+
+/// The checks silent at the last sweep, by a hash of their canonical labels (8 bytes a check
+/// instead of the text). Two checks sharing a hash cost at most one needless 0 sample for
+/// the one that was not silent.
+pub type SilentSet = HashSet<u64>;
+
+/// A check's key in a [`SilentSet`]: a hash of its canonical labels, seeded per process.
+pub fn silent_key(canonical: &str) -> u64 {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    SEED.get_or_init(std::hash::RandomState::new)
+        .hash_one(canonical)
+}
+
 /// One check's identity as the series labels it.
 fn labels(row: &CheckRow) -> Option<Labels> {
     let mut pairs = vec![("probe", row.probe.as_str()), ("check", row.check.as_str())];
@@ -36,10 +53,10 @@ fn labels(row: &CheckRow) -> Option<Labels> {
 }
 
 /// The samples of one sweep at `now_ms`: 1 for every silent check, 0 for every check in
-/// `was_silent` (canonical labels) that reports again. Returns them and how many are 1.
+/// `was_silent` that reports again. Returns them and how many are 1.
 pub fn sweep_samples(
     checks: &[CheckRow],
-    was_silent: &HashSet<String>,
+    was_silent: &SilentSet,
     now_ms: i64,
 ) -> (Vec<SeriesSample>, usize) {
     let mut samples = Vec::new();
@@ -50,7 +67,7 @@ pub fn sweep_samples(
         let value = if row.is_silent(now_ms) {
             silent += 1;
             1.0
-        } else if was_silent.contains(&canonical) {
+        } else if was_silent.contains(&silent_key(&canonical)) {
             0.0
         } else {
             continue;
@@ -65,37 +82,41 @@ pub fn sweep_samples(
     (samples, silent)
 }
 
-/// The checks whose newest `probe_check_stale` sample in the lookback is 1 (canonical
-/// labels, as the series holds them).
-fn silent_before(store: &dyn Store, now_ms: i64) -> anyhow::Result<HashSet<String>> {
+/// The checks whose newest `probe_check_stale` sample in the lookback is 1.
+fn silent_before(store: &dyn Store, now_ms: i64) -> anyhow::Result<SilentSet> {
     let series = store.samples(STALE_METRIC, now_ms - RECOVERY_LOOKBACK_MS, now_ms)?;
     Ok(series
         .into_iter()
         .filter(|s| s.samples.last().is_some_and(|&(_, v)| v == 1.0))
-        .map(|s| s.labels)
+        .map(|s| silent_key(&s.labels))
         .collect())
 }
 
 /// One sweep, from the checks silent at the last one (read from the store if unknown);
 /// returns the checks silent now.
-fn sweep(store: &dyn Store, was: Option<HashSet<String>>) -> anyhow::Result<HashSet<String>> {
+fn sweep(store: &dyn Store, was: Option<SilentSet>) -> anyhow::Result<SilentSet> {
     let now = crate::ingest::now_ms();
     let checks = store.latest_checks().context("reading the checks")?;
     let was = match was {
         Some(was) => was,
         None => silent_before(store, now).context("reading probe_check_stale")?,
     };
-    let (samples, _) = sweep_samples(&checks, &was, now);
-    if !samples.is_empty() {
-        store
-            .write_samples(&samples)
-            .context("writing probe_check_stale")?;
+    let mut silent = SilentSet::new();
+    for part in checks.chunks(CHECKS_PER_WRITE) {
+        let (samples, _) = sweep_samples(part, &was, now);
+        if !samples.is_empty() {
+            store
+                .write_samples(&samples)
+                .context("writing probe_check_stale")?;
+        }
+        silent.extend(
+            samples
+                .iter()
+                .filter(|s| s.value == 1.0)
+                .map(|s| silent_key(&s.labels)),
+        );
     }
-    Ok(samples
-        .into_iter()
-        .filter(|s| s.value == 1.0)
-        .map(|s| s.labels)
-        .collect())
+    Ok(silent)
 }
 
 /// The sweep's schedule, run by the rules thread before it evaluates: so only the server
@@ -109,7 +130,7 @@ pub struct StaleSweep {
     failing: bool,
     /// The checks the last sweep wrote as silent; `None` until a sweep succeeds after this
     /// server took the lease.
-    silent: Option<HashSet<String>>,
+    silent: Option<SilentSet>,
 }
 
 impl StaleSweep {
@@ -188,7 +209,7 @@ mod tests {
             // Was silent, reports again.
             check("pay", "h2", now - 1_000, Some(10_000)),
         ];
-        let was: HashSet<String> = [labels(&checks[3]).expect("labels").canonical()].into();
+        let was: SilentSet = [silent_key(&labels(&checks[3]).expect("labels").canonical())].into();
         let (samples, silent) = sweep_samples(&checks, &was, now);
         assert_eq!(silent, 1);
         let got: Vec<(&str, f64)> = samples
@@ -236,6 +257,6 @@ mod tests {
             ])
             .expect("write");
         let silent = silent_before(&store, now).expect("read");
-        assert_eq!(silent, HashSet::from([still.to_string()]));
+        assert_eq!(silent, SilentSet::from([silent_key(still)]));
     }
 }
