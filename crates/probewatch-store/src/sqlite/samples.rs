@@ -530,6 +530,25 @@ pub(super) fn read_series(
         chunk::decode_range(row.get_ref(0)?.as_blob()?, from_ms, to_ms, out).map_err(corrupt)?;
     }
     let from_chunks = out.len();
+    head_runs(conn, series_id, from_ms, to_ms, |run| {
+        run.decode_range(from_ms, to_ms, out).map_err(corrupt)?;
+        Ok(true)
+    })?;
+    if out.len() > from_chunks {
+        chunk::keep_last_written(out, start);
+    }
+    Ok(())
+}
+
+/// Calls `each` with the run of `series_id` in every head block that may hold its samples in
+/// `[from_ms, to_ms]`, in write order, until `each` returns false.
+fn head_runs(
+    conn: &Connection,
+    series_id: i64,
+    from_ms: i64,
+    to_ms: i64,
+    mut each: impl FnMut(head_block::Run<'_>) -> rusqlite::Result<bool>,
+) -> rusqlite::Result<()> {
     let mut stmt = conn.prepare_cached(
         "SELECT data FROM head_blocks WHERE bucket = ?1 AND max_ts >= ?2 AND min_ts <= ?3
          AND first_series <= ?4 AND last_series >= ?4 ORDER BY id",
@@ -541,12 +560,11 @@ pub(super) fn read_series(
         series_id
     ])?;
     while let Some(block) = blocks.next()? {
-        if let Some(run) = find_run(block.get_ref(0)?.as_blob()?, series_id)? {
-            run.decode_range(from_ms, to_ms, out).map_err(corrupt)?;
+        if let Some(run) = find_run(block.get_ref(0)?.as_blob()?, series_id)?
+            && !each(run)?
+        {
+            break;
         }
-    }
-    if out.len() > from_chunks {
-        chunk::keep_last_written(out, start);
     }
     Ok(())
 }
@@ -575,26 +593,14 @@ pub(super) fn has_samples(
     to_ms: i64,
 ) -> rusqlite::Result<bool> {
     let mut found = Vec::new();
-    let mut stmt = conn.prepare_cached(
-        "SELECT data FROM head_blocks WHERE bucket = ?1 AND max_ts >= ?2 AND min_ts <= ?3
-         AND first_series <= ?4 AND last_series >= ?4",
-    )?;
-    let mut blocks = stmt.query(params![
-        head_block::bucket(series_id),
-        from_ms,
-        to_ms,
-        series_id
-    ])?;
-    while let Some(block) = blocks.next()? {
-        if let Some(run) = find_run(block.get_ref(0)?.as_blob()?, series_id)? {
-            run.decode_range(from_ms, to_ms, &mut found)
-                .map_err(corrupt)?;
-            if !found.is_empty() {
-                return Ok(true);
-            }
-        }
+    head_runs(conn, series_id, from_ms, to_ms, |run| {
+        run.decode_range(from_ms, to_ms, &mut found)
+            .map_err(corrupt)?;
+        Ok(found.is_empty())
+    })?;
+    if !found.is_empty() {
+        return Ok(true);
     }
-    drop(blocks);
     let mut stmt = conn.prepare_cached(
         "SELECT min_ts, max_ts, data FROM chunks WHERE series_id = ?1 AND max_ts >= ?2
          AND min_ts <= ?3",
