@@ -1871,6 +1871,42 @@ mod tests {
         );
     }
 
+    /// A few series all fall in one bucket; the head is frozen once that bucket holds a
+    /// sixteenth of the head's limit, so a merge never decodes a whole large head at once.
+    #[test]
+    fn one_crowded_bucket_freezes_the_head_before_its_total() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path())
+            .expect("open")
+            .with_head_max_samples(1_600);
+        let samples = |from: i64, to: i64| -> Vec<probewatch_core::SeriesSample> {
+            (from..to)
+                .map(|t| probewatch_core::SeriesSample {
+                    metric: "m".into(),
+                    labels: "{a=\"b\"}".into(),
+                    time_ms: t * 1_000,
+                    value: t as f64,
+                })
+                .collect()
+        };
+        store.write_samples(&samples(0, 99)).expect("write");
+        assert!(
+            !store.compact(10_000).expect("compact").swapped,
+            "99 of 100"
+        );
+        store.write_samples(&samples(99, 100)).expect("write");
+        assert!(
+            store.compact(10_000).expect("compact").swapped,
+            "100 of 100"
+        );
+        while store.compact(10_000).expect("compact").more() {}
+        let read = store.samples("m", 0, i64::MAX).expect("read");
+        assert_eq!(
+            read[0].samples,
+            (0..100).map(|t| (t * 1_000, t as f64)).collect::<Vec<_>>()
+        );
+    }
+
     /// Prometheus's stale marker keeps its bits in the head (where SQLite would turn a NaN
     /// into NULL) and through compaction; a plain NaN stays a NaN.
     #[test]

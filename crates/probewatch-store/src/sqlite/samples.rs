@@ -57,13 +57,22 @@ pub(super) const HEAD_MAX_BUCKET_BLOCKS: u32 = 64;
 pub(super) struct LiveHead {
     pub samples: u64,
     blocks: Vec<u32>,
+    /// Samples per bucket (repeats dropped by a consolidation still counted: an upper bound).
+    bucket_samples: Vec<u64>,
 }
+
+/// The share of the head's samples one bucket may hold before the head is frozen anyway.
+/// A consolidation or a merge decodes a bucket's samples in memory (24 bytes each); on a
+/// server with a few hundred series, all in one bucket, a 4M-sample head would have meant
+/// ~100 MiB at once.
+const BUCKET_SHARE: u64 = 16;
 
 impl Default for LiveHead {
     fn default() -> Self {
         LiveHead {
             samples: 0,
             blocks: vec![0; head_block::BUCKETS as usize],
+            bucket_samples: vec![0; head_block::BUCKETS as usize],
         }
     }
 }
@@ -86,9 +95,9 @@ impl LiveHead {
     fn note(&mut self, bucket: i64, blocks: i64, samples: i64) {
         let slot = usize::try_from(bucket.rem_euclid(head_block::BUCKETS)).unwrap_or(0);
         self.blocks[slot] = self.blocks[slot].saturating_add(u32::try_from(blocks).unwrap_or(0));
-        self.samples = self
-            .samples
-            .saturating_add(u64::try_from(samples).unwrap_or(0));
+        let samples = u64::try_from(samples).unwrap_or(0);
+        self.bucket_samples[slot] = self.bucket_samples[slot].saturating_add(samples);
+        self.samples = self.samples.saturating_add(samples);
     }
 
     /// Adds what a committed transaction wrote.
@@ -97,6 +106,19 @@ impl LiveHead {
         for (mine, theirs) in self.blocks.iter_mut().zip(&other.blocks) {
             *mine = mine.saturating_add(*theirs);
         }
+        for (mine, theirs) in self.bucket_samples.iter_mut().zip(&other.bucket_samples) {
+            *mine = mine.saturating_add(*theirs);
+        }
+    }
+
+    /// True when the head is due to be frozen: it holds `head_max` samples, or one bucket
+    /// holds its [`BUCKET_SHARE`] of them.
+    fn full(&self, head_max: u64) -> bool {
+        self.samples >= head_max
+            || self
+                .bucket_samples
+                .iter()
+                .any(|&n| n >= (head_max / BUCKET_SHARE).max(1))
     }
 
     /// Notes that the live blocks of `buckets` were consolidated into so many pieces each,
@@ -246,7 +268,7 @@ pub(super) fn compact_step(
         .query_row([], |r| r.get(0))?;
     if first.is_none_or(|first| first > upto) {
         // Nothing is frozen.
-        let freeze = live.samples >= head_max;
+        let freeze = live.full(head_max);
         if freeze {
             tx.prepare_cached(
                 "UPDATE head_frozen SET upto = (SELECT coalesce(max(id), upto) FROM head_blocks)
