@@ -194,24 +194,36 @@ fn consolidate(tx: &Connection, bucket: i64, upto: i64) -> rusqlite::Result<(i64
         pieces.push(&rest[..cut]);
         rest = &rest[cut..];
     }
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO head_blocks (id, bucket, first_series, last_series, min_ts, max_ts,
-         samples, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?;
     for (piece, id) in pieces.iter().zip(&ids[ids.len() - pieces.len()..]) {
-        let (min, max) = head_block::time_span(piece);
-        insert.execute(params![
-            id,
-            bucket,
-            piece[0].0,
-            piece[piece.len() - 1].0,
-            min,
-            max,
-            piece.len() as i64,
-            head_block::encode(piece)
-        ])?;
+        insert_block(tx, Some(*id), bucket, piece)?;
     }
     Ok((rows.len() as i64 - written, pieces.len()))
+}
+
+/// Inserts one head block of `rows` (sorted by series, all of `bucket`), with the given id
+/// or, with `None`, the next rowid.
+fn insert_block(
+    conn: &Connection,
+    id: Option<i64>,
+    bucket: i64,
+    rows: &[(i64, i64, f64)],
+) -> rusqlite::Result<()> {
+    let (min, max) = head_block::time_span(rows);
+    conn.prepare_cached(
+        "INSERT INTO head_blocks (id, bucket, first_series, last_series, min_ts, max_ts,
+         samples, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        id,
+        bucket,
+        rows[0].0,
+        rows[rows.len() - 1].0,
+        min,
+        max,
+        rows.len() as i64,
+        head_block::encode(rows)
+    ])?;
+    Ok(())
 }
 
 /// Writes one batch's samples into the head: `rows` sorted by [`head_block::sort_batch`],
@@ -221,22 +233,9 @@ pub(super) fn write_blocks(
     rows: &[(i64, i64, f64)],
     live: &mut LiveHead,
 ) -> rusqlite::Result<()> {
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO head_blocks (bucket, first_series, last_series, min_ts, max_ts, samples, data)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
     for block in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
-        let (min, max) = head_block::time_span(block);
         let bucket = head_block::bucket(block[0].0);
-        insert.execute(params![
-            bucket,
-            block[0].0,
-            block[block.len() - 1].0,
-            min,
-            max,
-            block.len() as i64,
-            head_block::encode(block)
-        ])?;
+        insert_block(conn, None, bucket, block)?;
         live.note(bucket, 1, block.len() as i64);
     }
     Ok(())
