@@ -220,6 +220,17 @@ pub trait SampleStore: Send + Sync {
     /// Writes samples that come from no file (recording rules), in one transaction.
     fn write_samples(&self, samples: &[probewatch_core::SeriesSample]) -> Result<u64, StoreError>;
 
+    /// Calls `visit` with the labels and the newest value of every series of `metric` that
+    /// has a sample in `[from_ms, to_ms]`, holding a page of series at a time rather than
+    /// all of them with all their samples.
+    fn last_values(
+        &self,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&str, f64),
+    ) -> Result<(), StoreError>;
+
     /// Samples of every series of `metric` in `[from_ms, to_ms]`.
     fn samples(
         &self,
@@ -233,6 +244,11 @@ pub trait SampleStore: Send + Sync {
 pub trait CheckStore: Send + Sync {
     /// The newest result of every check.
     fn latest_checks(&self) -> Result<Vec<CheckRow>, StoreError>;
+
+    /// The newest result of at most `limit` checks whose id is above `after_id`, by id: a
+    /// walk over every check that holds one page of rows at a time (at 100,000 checks all
+    /// rows at once are ~24 MiB).
+    fn checks_after(&self, after_id: i64, limit: usize) -> Result<Vec<CheckRow>, StoreError>;
 
     /// One check's newest result, by its key.
     fn find_check(

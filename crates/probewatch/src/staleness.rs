@@ -26,8 +26,9 @@ pub const STALE_METRIC: &str = "probe_check_stale";
 /// sweep, so a recovery is seen even after a missed sweep or a restart.
 const RECOVERY_LOOKBACK_MS: i64 = 15 * 60_000;
 
-/// Checks a sweep handles per write: at 100,000 checks a sweep built every sample (and its
-/// label text) before writing any, ~20 MiB at once.
+/// Checks a sweep reads and handles per write: at 100,000 checks, reading every check row
+/// at once held ~24 MiB, and building every sample (and its label text) before writing
+/// any ~20 MiB more.
 const CHECKS_PER_WRITE: usize = 8_192;
 
 /// The checks silent at the last sweep, by a hash of their canonical labels (8 bytes a check
@@ -84,26 +85,37 @@ pub fn sweep_samples(
 
 /// The checks whose newest `probe_check_stale` sample in the lookback is 1.
 fn silent_before(store: &dyn Store, now_ms: i64) -> anyhow::Result<SilentSet> {
-    let series = store.samples(STALE_METRIC, now_ms - RECOVERY_LOOKBACK_MS, now_ms)?;
-    Ok(series
-        .into_iter()
-        .filter(|s| s.samples.last().is_some_and(|&(_, v)| v == 1.0))
-        .map(|s| silent_key(&s.labels))
-        .collect())
+    let mut silent = SilentSet::new();
+    store.last_values(
+        STALE_METRIC,
+        now_ms - RECOVERY_LOOKBACK_MS,
+        now_ms,
+        &mut |labels, value| {
+            if value == 1.0 {
+                silent.insert(silent_key(labels));
+            }
+        },
+    )?;
+    Ok(silent)
 }
 
 /// One sweep, from the checks silent at the last one (read from the store if unknown);
 /// returns the checks silent now.
 fn sweep(store: &dyn Store, was: Option<SilentSet>) -> anyhow::Result<SilentSet> {
     let now = crate::ingest::now_ms();
-    let checks = store.latest_checks().context("reading the checks")?;
     let was = match was {
         Some(was) => was,
         None => silent_before(store, now).context("reading probe_check_stale")?,
     };
     let mut silent = SilentSet::new();
-    for part in checks.chunks(CHECKS_PER_WRITE) {
-        let (samples, _) = sweep_samples(part, &was, now);
+    let mut after = i64::MIN;
+    loop {
+        let part = store
+            .checks_after(after, CHECKS_PER_WRITE)
+            .context("reading the checks")?;
+        let Some(last) = part.last() else { break };
+        after = last.id;
+        let (samples, _) = sweep_samples(&part, &was, now);
         if !samples.is_empty() {
             store
                 .write_samples(&samples)

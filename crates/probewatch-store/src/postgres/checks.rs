@@ -48,6 +48,19 @@ impl CheckStore for PgStore {
         Ok(rows)
     }
 
+    fn checks_after(&self, after_id: i64, limit: usize) -> Result<Vec<CheckRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .client()?
+            .query(
+                &format!("SELECT {CHECK_COLUMNS} FROM checks WHERE id > $1 ORDER BY id LIMIT $2"),
+                &[&after_id, &limit],
+            )?
+            .iter()
+            .map(map_check)
+            .collect())
+    }
+
     fn find_check(
         &self,
         probe: &str,

@@ -255,7 +255,45 @@ impl SampleStore for PgStore {
             })
             .collect())
     }
+
+    fn last_values(
+        &self,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&str, f64),
+    ) -> Result<(), StoreError> {
+        let mut client = self.client()?;
+        let mut tx = read_snapshot(&mut client)?;
+        // Pages of series in the order of the (metric, labels) unique index.
+        let mut after = String::new();
+        loop {
+            let page: Vec<(i64, String)> = tx
+                .query(
+                    "SELECT id, labels FROM series WHERE metric = $1 AND labels > $2
+                     ORDER BY labels LIMIT $3",
+                    &[&metric, &after, &LAST_VALUES_PAGE],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect();
+            let Some((_, last)) = page.last() else { break };
+            after = last.clone();
+            let ids: Vec<i64> = page.iter().map(|s| s.0).collect();
+            let samples = read_many(&mut tx, &ids, from_ms, to_ms, usize::MAX)?.unwrap_or_default();
+            for ((_, labels), samples) in page.iter().zip(samples) {
+                if let Some(&(_, value)) = samples.last() {
+                    visit(labels, value);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
 }
+
+/// Series a page of [`SampleStore::last_values`] reads on PostgreSQL.
+const LAST_VALUES_PAGE: i64 = 4_096;
 
 /// Past this many series, presence comes from the chunk spans kept in memory
 /// ([`super::spans`]) and the head, instead of a lookup per series (an index descent each).

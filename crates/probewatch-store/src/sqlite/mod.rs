@@ -1290,6 +1290,30 @@ impl SampleStore for SqliteStore {
             Ok(out)
         })
     }
+
+    fn last_values(
+        &self,
+        metric: &str,
+        from_ms: i64,
+        to_ms: i64,
+        visit: &mut dyn FnMut(&str, f64),
+    ) -> Result<(), StoreError> {
+        self.read(|conn| {
+            // One read transaction, the series streamed as their samples are read.
+            let tx = conn.unchecked_transaction()?;
+            let mut stmt = tx.prepare_cached("SELECT id, labels FROM series WHERE metric = ?1")?;
+            let mut series = stmt.query(params![metric])?;
+            let mut samples = Vec::new();
+            while let Some(row) = series.next()? {
+                samples.clear();
+                samples::read_series(&tx, row.get(0)?, from_ms, to_ms, &mut samples)?;
+                if let Some(&(_, value)) = samples.last() {
+                    visit(row.get_ref(1)?.as_str()?, value);
+                }
+            }
+            Ok(())
+        })
+    }
 }
 
 impl CheckStore for SqliteStore {
@@ -1299,6 +1323,16 @@ impl CheckStore for SqliteStore {
                 "SELECT {CHECK_COLUMNS} FROM checks ORDER BY probe, host, name"
             ))?
             .query_map([], map_check)?
+            .collect()
+        })
+    }
+
+    fn checks_after(&self, after_id: i64, limit: usize) -> Result<Vec<CheckRow>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {CHECK_COLUMNS} FROM checks WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ))?
+            .query_map(params![after_id, to_i64(limit as u64)], map_check)?
             .collect()
         })
     }
