@@ -549,7 +549,13 @@ fn spawn_retention(
                     use std::os::unix::ffi::OsStrExt;
                     std::fs::symlink_metadata(std::ffi::OsStr::from_bytes(path)).is_ok()
                 };
-                match store.prune(cutoff, &exists) {
+                let started = std::time::Instant::now();
+                let pruned = store.prune(cutoff, &exists);
+                tracing::debug!(
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "retention pass done"
+                );
+                match pruned {
                     Ok(s) if s.samples + s.check_results + s.files > 0 => tracing::info!(
                         samples = s.samples,
                         check_results = s.check_results,
