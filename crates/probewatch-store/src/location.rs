@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::postgres::{PgStore, redact_url};
-use crate::sqlite::{DEFAULT_HEAD_MAX_SAMPLES, SqliteStore};
+use crate::sqlite::SqliteStore;
 use crate::{Store, StoreError};
 
 /// Where the store lives: SQLite in a data directory (one host, the default), or a
@@ -63,10 +63,12 @@ impl StoreLocation {
 }
 
 /// How to open a store, whichever the back end.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct StoreOptions {
-    /// Head samples before compaction (see [`SqliteStore::with_head_max_samples`]).
-    pub head_max_samples: u64,
+    /// Head samples before compaction (see [`SqliteStore::with_head_max_samples`]); `None`:
+    /// the back end's default ([`crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES`],
+    /// [`crate::postgres::DEFAULT_HEAD_MAX_SAMPLES`]).
+    pub head_max_samples: Option<u64>,
     /// The PostgreSQL password, when it does not come in the URL (from a file or the
     /// environment). Never shown.
     pub password: Option<String>,
@@ -81,27 +83,25 @@ impl std::fmt::Debug for StoreOptions {
     }
 }
 
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            head_max_samples: DEFAULT_HEAD_MAX_SAMPLES,
-            password: None,
-        }
-    }
-}
-
 /// Opens the store at `location`, creating or migrating it as needed.
 pub fn open_store(
     location: &StoreLocation,
     options: &StoreOptions,
 ) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match location {
-        StoreLocation::Sqlite(dir) => {
-            Arc::new(SqliteStore::open(dir)?.with_head_max_samples(options.head_max_samples))
-        }
+        StoreLocation::Sqlite(dir) => Arc::new(
+            SqliteStore::open(dir)?.with_head_max_samples(
+                options
+                    .head_max_samples
+                    .unwrap_or(crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES),
+            ),
+        ),
         StoreLocation::Postgres(url) => Arc::new(
-            PgStore::open(url, options.password.as_deref())?
-                .with_head_max_samples(options.head_max_samples),
+            PgStore::open(url, options.password.as_deref())?.with_head_max_samples(
+                options
+                    .head_max_samples
+                    .unwrap_or(crate::postgres::DEFAULT_HEAD_MAX_SAMPLES),
+            ),
         ),
     })
 }

@@ -45,7 +45,7 @@ pub fn run(args: &BenchQueryArgs) -> anyhow::Result<std::process::ExitCode> {
     let dir = crate::bench::temp_work_dir(args.dir.as_deref())?;
     let options = StoreOptions {
         // Every sample into chunks as soon as it is written.
-        head_max_samples: 1,
+        head_max_samples: Some(1),
         ..StoreOptions::default()
     };
     let sqlite = open_store(&StoreLocation::Sqlite(dir.path().to_path_buf()), &options)?;

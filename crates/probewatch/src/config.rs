@@ -517,8 +517,9 @@ pub struct Config {
     pub max_watched_dirs: Option<usize>,
     /// Most files per transaction.
     pub batch_max_files: usize,
-    /// Samples in the store's ingest head before compaction.
-    pub head_samples: u64,
+    /// Samples in the store's ingest head before compaction (`None`: the back end's own
+    /// default).
+    pub head_samples: Option<u64>,
     /// Which store, SQLite (default) or PostgreSQL.
     pub store: probewatch_store::StoreLocation,
     /// The rule evaluator's lease.
@@ -695,8 +696,7 @@ impl Config {
         }
         let head_samples = match file.head_samples {
             Some(0) => bail!("head_samples must be at least 1"),
-            Some(n) => n,
-            None => probewatch_store::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
+            other => other,
         };
         let store_setting = overrides.store.clone().or(file.store.clone());
         let store = probewatch_store::StoreLocation::parse(

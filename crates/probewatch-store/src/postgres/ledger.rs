@@ -11,6 +11,7 @@ use postgres::types::{ToSql, Type};
 use probewatch_core::{ProbeResult, SeriesSample};
 
 use super::{IdCaches, PgStore, to_i64, to_u64};
+use crate::head_block;
 use crate::id_cache;
 use crate::intervals;
 use crate::model::*;
@@ -18,16 +19,6 @@ use crate::{LedgerStore, StoreError, now_us};
 
 /// Ledger rows deleted per transaction by [`LedgerStore::prune`].
 const PRUNE_CHUNK: i64 = 5_000;
-
-/// The value columns of a head row: the value, and its bits when it is a NaN other than the
-/// plain one (a float8 keeps no NaN payload reliably; Prometheus's stale marker has one).
-pub(super) fn value_columns(v: f64) -> (f64, Option<i64>) {
-    if v.is_nan() && v.to_bits() != f64::NAN.to_bits() {
-        (f64::NAN, Some(v.to_bits() as i64))
-    } else {
-        (v, None)
-    }
-}
 
 impl LedgerStore for PgStore {
     fn check_files(&self) -> Result<(), StoreError> {
@@ -135,21 +126,25 @@ impl LedgerStore for PgStore {
                 &[&cutoff_ms, &PRUNE_CHUNK],
             )?;
             let (rows, samples): (i64, i64) = (row.get(0), row.get(1));
-            let head = tx.execute(
-                "DELETE FROM samples_head WHERE ctid = ANY (ARRAY(
-                    SELECT ctid FROM samples_head WHERE ts_ms < $1 LIMIT $2))",
-                &[&cutoff_ms, &PRUNE_CHUNK],
+            tx.execute(
+                "UPDATE stats SET samples = samples - $1 WHERE id = 1",
+                &[&samples],
             )?;
-            let n = samples + to_i64(head);
+            tx.commit()?;
+            summary.samples += to_u64(samples);
+            if rows < PRUNE_CHUNK {
+                break;
+            }
+        }
+        {
+            let mut tx = client.transaction()?;
+            let n = super::samples::prune_head(&mut tx, cutoff_ms)?;
             tx.execute(
                 "UPDATE stats SET samples = samples - $1 WHERE id = 1",
                 &[&n],
             )?;
             tx.commit()?;
             summary.samples += to_u64(n);
-            if rows < PRUNE_CHUNK && to_i64(head) < PRUNE_CHUNK {
-                break;
-            }
         }
         loop {
             let mut tx = client.transaction()?;
@@ -917,8 +912,7 @@ pub(super) fn write_samples(
             resolve(&rows, cache, &mut series_ids);
         }
     }
-    // Last write wins within the batch: keep the last sample per (series, time).
-    let mut last: HashMap<(i64, i64), f64> = HashMap::with_capacity(samples.len());
+    let mut rows: Vec<(i64, i64, f64)> = Vec::with_capacity(samples.len());
     for (s, id) in samples.iter().zip(&series_ids) {
         let Some(id) = id else {
             return Err(StoreError::Database(
@@ -929,56 +923,13 @@ pub(super) fn write_samples(
                 .into(),
             ));
         };
-        last.insert((*id, s.time_ms), s.value);
+        rows.push((*id, s.time_ms, s.value));
     }
-    let mut rows: Vec<(i64, i64, f64)> = last.into_iter().map(|((s, t), v)| (s, t, v)).collect();
-    rows.sort_by_key(|r| (r.0, r.1));
-    let ids = column(&rows, |r| r.0);
-    let ts = column(&rows, |r| r.1);
-    let vs = column(&rows, |r| value_columns(r.2).0);
-    let bits = column(&rows, |r| value_columns(r.2).1);
-    // New samples are the usual case: one binary COPY; a rewritten result falls back.
-    let copied = copy_new(
-        tx,
-        "COPY samples_head (series_id, ts_ms, value, bits) FROM STDIN BINARY",
-        &[Type::INT8, Type::INT8, Type::FLOAT8, Type::INT8],
-        ids.len(),
-        |i| [&ids[i], &ts[i], &vs[i], &bits[i]],
-    )?;
-    let stored = match copied {
-        Some(copied) => copied,
-        None => insert_then_rewrite_samples(tx, (&ids, &ts, &vs, &bits))?,
-    };
+    // Last write wins within the batch: the last sample pushed per (series, time) stays.
+    head_block::sort_batch(&mut rows);
+    let stored = super::samples::write_head_blocks(tx, &rows)?;
     delta.samples += to_i64(stored);
     Ok(())
-}
-
-/// The columns of a batch's head rows: series, time, value, NaN bits.
-type HeadColumns<'c> = (&'c [i64], &'c [i64], &'c [f64], &'c [Option<i64>]);
-
-/// Inserts the head samples that are new and rewrites the values of those already there;
-/// returns how many were new.
-fn insert_then_rewrite_samples(
-    tx: &mut Transaction<'_>,
-    (ids, ts, vs, bits): HeadColumns<'_>,
-) -> Result<u64, StoreError> {
-    let new = tx.execute(
-        "INSERT INTO samples_head (series_id, ts_ms, value, bits)
-         SELECT * FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[])
-         ON CONFLICT (series_id, ts_ms) DO NOTHING",
-        &[&ids, &ts, &vs, &bits],
-    )?;
-    if (new as usize) < ids.len() {
-        tx.execute(
-            "UPDATE samples_head h SET value = u.value, bits = u.bits
-             FROM unnest($1::int8[], $2::int8[], $3::float8[], $4::int8[])
-                AS u(series_id, ts_ms, value, bits)
-             WHERE h.series_id = u.series_id AND h.ts_ms = u.ts_ms
-               AND (h.value, h.bits) IS DISTINCT FROM (u.value, u.bits)",
-            &[&ids, &ts, &vs, &bits],
-        )?;
-    }
-    Ok(new)
 }
 
 /// Appends `rows` rows (the `i`th given by `row(i)`) with one binary COPY under a

@@ -38,7 +38,15 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_checks_autovacuum.sql"),
     include_str!("migrations/0003_acknowledgements.sql"),
+    include_str!("migrations/0004_head_blocks.sql"),
 ];
+
+/// The migration after which the rows of the old per-sample head are moved into blocks.
+const HEAD_BLOCKS_MIGRATION: usize = 4;
+
+/// Head samples that start a compaction drain. Smaller than SQLite's: several servers
+/// share the head, and a read of many series decodes every block of their buckets.
+pub const DEFAULT_HEAD_MAX_SAMPLES: u64 = 131_072;
 
 /// The advisory lock key that serializes migrations between servers starting together
 /// ("probewatch" folded into 63 bits).
@@ -201,10 +209,9 @@ pub struct PgStore {
     ids: Mutex<IdCaches>,
     /// Head samples that start a compaction drain.
     head_max: u64,
-    /// A drain is under way: compaction steps move the head until it is empty.
-    draining: std::sync::atomic::AtomicBool,
-    /// Whether the server keeps per-table row statistics (`track_counts`, on by default).
-    track_counts: bool,
+    /// While a drain is under way, the newest head block it moves (compaction steps move
+    /// the blocks up to it, bucket by bucket); 0 when none is.
+    drain_upto: std::sync::atomic::AtomicI64,
     /// The evaluator's lease this store last took (holder, epoch): alert-state writes check
     /// it is still current.
     fence: Mutex<Option<(String, i64)>>,
@@ -300,10 +307,6 @@ impl PgStore {
         }
         migrate(&mut client)?;
         partitions::ensure(&mut client, now_ms())?;
-        // Without it the live-row statistic stays 0 (see compaction's drain decision).
-        let track_counts = client
-            .query_one("SELECT current_setting('track_counts')::bool", &[])?
-            .get(0);
         let manager = Manager(PostgresConnectionManager::new(config, NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
@@ -318,9 +321,8 @@ impl PgStore {
             pool: Some(pool),
             shown,
             ids: Mutex::new(IdCaches::default()),
-            head_max: crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES,
-            draining: std::sync::atomic::AtomicBool::new(false),
-            track_counts,
+            head_max: DEFAULT_HEAD_MAX_SAMPLES,
+            drain_upto: std::sync::atomic::AtomicI64::new(0),
             fence: Mutex::new(None),
             partitions_made_at: std::sync::atomic::AtomicI64::new(now_ms()),
             spans: spans::ChunkSpans::default(),
@@ -328,7 +330,7 @@ impl PgStore {
     }
 
     /// Sets how many head samples start a compaction drain (default
-    /// [`crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES`]); tests use small values to compact often.
+    /// [`DEFAULT_HEAD_MAX_SAMPLES`]); tests use small values to compact often.
     pub fn with_head_max_samples(mut self, samples: u64) -> PgStore {
         self.head_max = samples.max(1);
         self
@@ -427,6 +429,9 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .skip(usize::try_from(current).unwrap_or(0))
     {
         tx.batch_execute(sql)?;
+        if i + 1 == HEAD_BLOCKS_MIGRATION {
+            samples::move_head_rows_into_blocks(&mut tx)?;
+        }
         let version = i32::try_from(i + 1).unwrap_or(i32::MAX);
         tx.execute(
             "INSERT INTO probewatch_schema (version) VALUES ($1)",

@@ -1,11 +1,15 @@
-//! Samples on PostgreSQL: the head table, compaction into the same compressed chunks as
-//! SQLite's (`store::chunk`), and reads of many series in two statements.
+//! Samples on PostgreSQL: the head as blocks (`store::head_block`, one row per batch and
+//! bucket of series), compaction into the same compressed chunks as SQLite's
+//! (`store::chunk`), and reads of many series in one statement.
 //!
 //! Several servers may ingest at once, so compaction cannot freeze a head as SQLite's single
-//! writer does. It locks the head rows it moves (`FOR UPDATE`): a batch rewriting one of them
-//! waits, then inserts it again into the head, where reads prefer it to the chunk's copy and
-//! the next compaction merges it with the newer value winning. One server compacts at a time
-//! (an advisory lock); the others skip.
+//! writer does. A drain moves the blocks up to the newest one when it started, a few
+//! buckets a step, each step deleting its blocks and writing their series' chunks in one
+//! transaction. Blocks written meanwhile stay in the head, where reads apply them after the
+//! chunks (so their values win) and the next drain takes them. Among head blocks the higher
+//! id wins a repeated (series, time): the later batch of one server; two servers writing the
+//! same (series, time) at the same moment may see the earlier commit win. One server
+//! compacts at a time (an advisory lock); the others skip.
 
 use std::collections::HashMap;
 
@@ -16,23 +20,12 @@ use probewatch_core::SeriesSample;
 use super::ledger::{Delta, write_samples};
 use super::{PgStore, to_u64};
 use crate::chunk::{self, CHUNK_MAX_SAMPLES};
+use crate::head_block;
 use crate::model::*;
 use crate::{SampleStore, StoreError};
 
-/// Up to this many head rows the drain decision counts them; past it, the statistics'
-/// estimate is close enough and costs nothing.
-const HEAD_COUNT_EXACT_MAX: u64 = 16_384;
-
 /// The advisory lock that lets one server compact at a time.
 const COMPACT_LOCK: i64 = 0x7077_636f_6d70_6163;
-
-/// A head row's value: the exact bits where they were kept apart (NaN payloads).
-fn head_value(r: &postgres::Row, value: usize) -> f64 {
-    match r.get::<_, Option<i64>>(value + 1) {
-        Some(bits) => f64::from_bits(bits as u64),
-        None => r.get(value),
-    }
-}
 
 fn corrupt(err: chunk::ChunkError) -> StoreError {
     StoreError::Database(Box::new(err))
@@ -40,37 +33,23 @@ fn corrupt(err: chunk::ChunkError) -> StoreError {
 
 impl SampleStore for PgStore {
     fn compact(&self, max_samples: usize) -> Result<CompactStep, StoreError> {
-        let head_max = self.head_max;
+        use std::sync::atomic::Ordering;
         let mut client = self.client()?;
         self.keep_partitions_ahead(&mut client)?;
-        let draining = self.draining.load(std::sync::atomic::Ordering::Relaxed);
-        if !draining {
-            // Start a drain when the head holds enough samples to be worth it. Counting
-            // them took 9 ms a batch at the default size (a scan of up to 131,072 rows);
-            // past HEAD_COUNT_EXACT_MAX the table's live-row statistic decides (kept by
-            // every server's inserts and deletes, at most a second or so behind).
-            let limit = i64::try_from(head_max).unwrap_or(i64::MAX);
-            let rows: i64 = if head_max > HEAD_COUNT_EXACT_MAX && self.track_counts {
-                client
-                    .query_one(
-                        "SELECT coalesce(sum(n_live_tup), 0)::int8 FROM pg_stat_user_tables
-                          WHERE relid = 'samples_head'::regclass",
-                        &[],
-                    )?
-                    .get(0)
-            } else {
-                client
-                    .query_one(
-                        "SELECT count(*) FROM (SELECT 1 FROM samples_head LIMIT $1) h",
-                        &[&limit],
-                    )?
-                    .get(0)
-            };
-            if to_u64(rows) < head_max {
+        let upto = self.drain_upto.load(Ordering::Relaxed);
+        if upto == 0 {
+            // A drain starts when the head holds enough samples to be worth it; it then
+            // moves the blocks up to the newest one now, so that it ends however fast the
+            // servers go on ingesting.
+            let row = client.query_one(
+                "SELECT coalesce(sum(samples), 0)::int8, coalesce(max(id), 0) FROM head_blocks",
+                &[],
+            )?;
+            let (samples, newest): (i64, i64) = (row.get(0), row.get(1));
+            if to_u64(samples) < self.head_max || newest == 0 {
                 return Ok(CompactStep::default());
             }
-            self.draining
-                .store(true, std::sync::atomic::Ordering::Relaxed);
+            self.drain_upto.store(newest, Ordering::Relaxed);
             return Ok(CompactStep {
                 swapped: true,
                 ..CompactStep::default()
@@ -83,28 +62,46 @@ impl SampleStore for PgStore {
         if !mine {
             return Ok(CompactStep::default());
         }
-        let limit = i64::try_from(max_samples.max(1)).unwrap_or(i64::MAX);
-        // One statement takes the step's rows out of the head: whole series, the first
-        // ones holding about `limit` samples. Rows written meanwhile stay for the next step
-        // (a rewrite of a row being taken waits, and the newest value is the one taken).
-        let mut rows: Vec<(i64, i64, f64)> = tx
-            .query(
-                "DELETE FROM samples_head
-                  WHERE series_id <= (SELECT max(series_id) FROM
-                          (SELECT series_id FROM samples_head ORDER BY series_id LIMIT $1) f)
-                  RETURNING series_id, ts_ms, value, bits",
-                &[&limit],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), head_value(r, 2)))
-            .collect();
-        if rows.is_empty() {
-            self.draining
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+        // Whole buckets (a bucket holds all of its series' head samples), the first ones
+        // holding about `max_samples`. Blocks written meanwhile stay for the next drain and
+        // are read after the chunks, so their values win.
+        let mut buckets = Vec::new();
+        let mut taken = 0i64;
+        for r in tx.query(
+            "SELECT bucket, sum(samples)::int8 FROM head_blocks WHERE id <= $1
+              GROUP BY bucket ORDER BY bucket",
+            &[&upto],
+        )? {
+            if taken >= i64::try_from(max_samples.max(1)).unwrap_or(i64::MAX) {
+                break;
+            }
+            buckets.push(r.get::<_, i64>(0));
+            taken += r.get::<_, i64>(1);
+        }
+        if buckets.is_empty() {
+            self.drain_upto.store(0, Ordering::Relaxed);
             return Ok(CompactStep::default());
         }
-        rows.sort_unstable_by_key(|r| (r.0, r.1));
-        let samples_delta = merge_into_chunks(&mut tx, &rows, &self.spans)?;
+        let mut blocks: Vec<(i64, i64, Vec<u8>)> = tx
+            .query(
+                "DELETE FROM head_blocks WHERE bucket = ANY($1) AND id <= $2
+                 RETURNING id, samples, data",
+                &[&buckets, &upto],
+            )?
+            .into_iter()
+            .map(|r| (r.get(0), i64::from(r.get::<_, i32>(1)), r.get(2)))
+            .collect();
+        blocks.sort_unstable_by_key(|b| b.0);
+        let mut rows = Vec::new();
+        let mut written = 0i64;
+        for (_, samples, data) in &blocks {
+            head_block::decode(data, &mut rows).map_err(corrupt)?;
+            written += samples;
+        }
+        // Oldest block first: a repeated (series, time) keeps the newest block's value.
+        head_block::sort_rows(&mut rows);
+        let samples_delta =
+            merge_into_chunks(&mut tx, &rows, &self.spans)? - (written - rows.len() as i64);
         tx.execute(
             "UPDATE stats SET samples = samples + $1 WHERE id = 1",
             &[&samples_delta],
@@ -120,8 +117,8 @@ impl SampleStore for PgStore {
     fn sample_span(&self) -> Result<SampleSpan, StoreError> {
         let r = self.client()?.query_one(
             "SELECT (SELECT count(*) FROM chunks),
-                least((SELECT min(min_ts) FROM chunks), (SELECT min(ts_ms) FROM samples_head)),
-                greatest((SELECT max(max_ts) FROM chunks), (SELECT max(ts_ms) FROM samples_head))",
+                least((SELECT min(min_ts) FROM chunks), (SELECT min(min_ts) FROM head_blocks)),
+                greatest((SELECT max(max_ts) FROM chunks), (SELECT max(max_ts) FROM head_blocks))",
             &[],
         )?;
         let (lo, hi): (Option<i64>, Option<i64>) = (r.get(1), r.get(2));
@@ -160,15 +157,7 @@ impl SampleStore for PgStore {
             tx.commit()?;
             return Ok(present);
         }
-        let mut found: std::collections::HashSet<i64> = tx
-            .query(
-                "SELECT DISTINCT series_id FROM samples_head
-                 WHERE series_id = ANY($1) AND ts_ms BETWEEN $2 AND $3",
-                &[&ids, &from_ms, &to_ms],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let mut found = head_presence(&mut tx, Some(ids), from_ms, to_ms)?;
         let mut decoded = Vec::new();
         for r in tx.query(
             "SELECT series_id, min_ts, max_ts, data FROM chunks
@@ -350,83 +339,286 @@ fn read_many(
             .saturating_mul(2)
             >= total
     };
+    // Each chunk a row (series, newest time, data), then each head block that may hold
+    // samples of these series a row (no series, block id, data, first and last series).
     let rows = if whole {
         tx.query_typed(
-            "SELECT series_id, max_ts AS ts, data, NULL::float8 AS value, NULL::int8 AS bits
+            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8
                FROM chunks WHERE max_ts >= $1 AND min_ts <= $2
              UNION ALL
-             SELECT series_id, ts_ms, NULL::bytea, value, bits
-               FROM samples_head WHERE ts_ms BETWEEN $1 AND $2",
+             SELECT NULL, id, data, first_series, last_series
+               FROM head_blocks WHERE max_ts >= $1 AND min_ts <= $2",
             &[(&from_ms, Type::INT8), (&to_ms, Type::INT8)],
         )?
     } else {
+        let buckets = buckets_of(ids);
         tx.query_typed(
-            "SELECT series_id, max_ts AS ts, data, NULL::float8 AS value, NULL::int8 AS bits
+            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8
                FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
              UNION ALL
-             SELECT series_id, ts_ms, NULL::bytea, value, bits
-               FROM samples_head WHERE series_id = ANY($1) AND ts_ms BETWEEN $2 AND $3",
+             SELECT NULL, id, data, first_series, last_series
+               FROM head_blocks WHERE bucket = ANY($4) AND max_ts >= $2 AND min_ts <= $3",
             &[
                 (&ids, Type::INT8_ARRAY),
                 (&from_ms, Type::INT8),
                 (&to_ms, Type::INT8),
+                (&buckets, Type::INT8_ARRAY),
             ],
         )?
     };
     // Per slot: its chunks' samples by the chunk's newest time, then its head samples.
     let mut chunked: Vec<Vec<(i64, Samples)>> = vec![Vec::new(); ids.len()];
     let mut head: Vec<Samples> = vec![Vec::new(); ids.len()];
+    let mut blocks: Vec<&postgres::Row> = Vec::new();
     for r in &rows {
-        let Some(slots) = at.get(&r.get::<_, i64>(0)) else {
+        let Some(series) = r.get::<_, Option<i64>>(0) else {
+            blocks.push(r);
             continue;
         };
-        let taken = match r.get::<_, Option<&[u8]>>(2) {
-            Some(data) => {
-                let mut decoded = Vec::new();
-                chunk::decode(data, &mut decoded).map_err(corrupt)?;
-                decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
-                let taken = decoded.len();
-                let max_ts: i64 = r.get(1);
-                // An id asked for more than once gets a copy per slot; usually there is one.
-                if let Some((&last, others)) = slots.split_last() {
-                    for &slot in others {
-                        chunked[slot].push((max_ts, decoded.clone()));
-                    }
-                    chunked[last].push((max_ts, decoded));
-                }
-                taken
-            }
-            None => {
-                let sample = (r.get(1), head_value(r, 3));
-                for &slot in slots {
-                    head[slot].push(sample);
-                }
-                1
-            }
+        let Some(slots) = at.get(&series) else {
+            continue;
         };
+        let mut decoded = Vec::new();
+        chunk::decode(r.get(2), &mut decoded).map_err(corrupt)?;
+        decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
+        let taken = decoded.len();
+        let max_ts: i64 = r.get(1);
+        // An id asked for more than once gets a copy per slot; usually there is one.
+        if let Some((&last, others)) = slots.split_last() {
+            for &slot in others {
+                chunked[slot].push((max_ts, decoded.clone()));
+            }
+            chunked[last].push((max_ts, decoded));
+        }
         held += taken * slots.len();
         if held > max_samples {
             return Ok(None);
         }
     }
-    for ((series, mut chunks), mut head) in out.iter_mut().zip(chunked).zip(head) {
-        // A series' chunks are disjoint, so their newest times order them; its head rows
-        // have one time each.
+    // Head blocks in write order, each series' runs appended oldest first.
+    blocks.sort_unstable_by_key(|r| r.get::<_, i64>(1));
+    let mut wanted: Vec<i64> = ids.to_vec();
+    wanted.sort_unstable();
+    let mut run = Vec::new();
+    for r in blocks {
+        if !any_within(&wanted, r.get(3), r.get(4)) {
+            continue;
+        }
+        let mut series = head_block::BlockSeries::new(r.get(2)).map_err(corrupt)?;
+        while let Some((id, samples)) = series.next_series().map_err(corrupt)? {
+            let Some(slots) = at.get(&id) else { continue };
+            run.clear();
+            samples
+                .decode_range(from_ms, to_ms, &mut run)
+                .map_err(corrupt)?;
+            for &slot in slots {
+                head[slot].extend_from_slice(&run);
+            }
+            held += run.len() * slots.len();
+            if held > max_samples {
+                return Ok(None);
+            }
+        }
+    }
+    for ((series, mut chunks), head) in out.iter_mut().zip(chunked).zip(head) {
+        // A series' chunks are disjoint, so their newest times order them; its head runs
+        // follow, oldest block first, so a repeated time keeps the newest value.
         chunks.sort_unstable_by_key(|c| c.0);
-        head.sort_unstable_by_key(|s| s.0);
         for (_, samples) in chunks {
             series.extend(samples);
         }
         let from_chunks = series.len();
         series.extend(head);
-        if series.len() > from_chunks && from_chunks > 0 {
+        if series.len() > from_chunks {
             chunk::keep_last_written(series, 0);
         }
     }
     Ok(Some(out))
 }
 
-/// Merges head rows (sorted by series and time, whole series) into their series' chunks in
+/// The buckets of `ids`, each once.
+fn buckets_of(ids: &[i64]) -> Vec<i64> {
+    let mut buckets: Vec<i64> = ids.iter().map(|&id| head_block::bucket(id)).collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    buckets
+}
+
+/// Whether sorted `ids` hold one in `[first, last]`.
+fn any_within(ids: &[i64], first: i64, last: i64) -> bool {
+    let i = ids.partition_point(|&id| id < first);
+    ids.get(i).is_some_and(|&id| id <= last)
+}
+
+/// The series among `ids` (every series, with `None`) with a head sample in `[from_ms,
+/// to_ms]`.
+pub(super) fn head_presence(
+    tx: &mut impl GenericClient,
+    ids: Option<&[i64]>,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<std::collections::HashSet<i64>, StoreError> {
+    let wanted: Option<Vec<i64>> = ids.map(|ids| {
+        let mut wanted = ids.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        wanted
+    });
+    let rows = match &wanted {
+        Some(wanted) => tx.query_typed(
+            "SELECT first_series, last_series, data FROM head_blocks
+              WHERE bucket = ANY($1) AND max_ts >= $2 AND min_ts <= $3",
+            &[
+                (&buckets_of(wanted), Type::INT8_ARRAY),
+                (&from_ms, Type::INT8),
+                (&to_ms, Type::INT8),
+            ],
+        )?,
+        None => tx.query_typed(
+            "SELECT first_series, last_series, data FROM head_blocks
+              WHERE max_ts >= $1 AND min_ts <= $2",
+            &[(&from_ms, Type::INT8), (&to_ms, Type::INT8)],
+        )?,
+    };
+    let mut found = std::collections::HashSet::new();
+    let mut run = Vec::new();
+    for r in &rows {
+        if wanted
+            .as_ref()
+            .is_some_and(|w| !any_within(w, r.get(0), r.get(1)))
+        {
+            continue;
+        }
+        let mut series = head_block::BlockSeries::new(r.get(2)).map_err(corrupt)?;
+        while let Some((id, samples)) = series.next_series().map_err(corrupt)? {
+            if found.contains(&id)
+                || wanted
+                    .as_ref()
+                    .is_some_and(|w| w.binary_search(&id).is_err())
+            {
+                continue;
+            }
+            run.clear();
+            samples
+                .decode_range(from_ms, to_ms, &mut run)
+                .map_err(corrupt)?;
+            if !run.is_empty() {
+                found.insert(id);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Writes one batch's samples into the head, `rows` sorted by [`head_block::sort_batch`]:
+/// one block per bucket, in one statement. Returns the samples written.
+pub(super) fn write_head_blocks(
+    tx: &mut impl GenericClient,
+    rows: &[(i64, i64, f64)],
+) -> Result<u64, StoreError> {
+    let (mut buckets, mut firsts, mut lasts, mut mins, mut maxs, mut counts, mut data) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for block in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
+        let (min, max) = head_block::time_span(block);
+        buckets.push(head_block::bucket(block[0].0));
+        firsts.push(block[0].0);
+        lasts.push(block[block.len() - 1].0);
+        mins.push(min);
+        maxs.push(max);
+        counts.push(i32::try_from(block.len()).unwrap_or(i32::MAX));
+        data.push(head_block::encode(block));
+    }
+    if buckets.is_empty() {
+        return Ok(0);
+    }
+    // The blocks' ids follow the order of the arrays: bucket order, within one batch.
+    tx.execute(
+        "INSERT INTO head_blocks (bucket, first_series, last_series, min_ts, max_ts, samples, data)
+         SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
+                              $6::int4[], $7::bytea[])",
+        &[&buckets, &firsts, &lasts, &mins, &maxs, &counts, &data],
+    )?;
+    Ok(rows.len() as u64)
+}
+
+/// Removes the head samples older than `cutoff_ms`: blocks wholly older go, blocks that
+/// straddle it are written again without them. Returns the samples removed.
+pub(super) fn prune_head(
+    tx: &mut postgres::Transaction<'_>,
+    cutoff_ms: i64,
+) -> Result<i64, StoreError> {
+    let mut removed: i64 = tx
+        .query_one(
+            "WITH gone AS (DELETE FROM head_blocks WHERE max_ts < $1 RETURNING samples)
+             SELECT coalesce(sum(samples), 0)::int8 FROM gone",
+            &[&cutoff_ms],
+        )?
+        .get(0);
+    let straddling = tx.query(
+        "SELECT id, samples, data FROM head_blocks WHERE min_ts < $1 FOR UPDATE",
+        &[&cutoff_ms],
+    )?;
+    let mut rows = Vec::new();
+    for r in &straddling {
+        rows.clear();
+        head_block::decode(r.get(2), &mut rows).map_err(corrupt)?;
+        rows.retain(|s| s.1 >= cutoff_ms);
+        let id: i64 = r.get(0);
+        removed += i64::from(r.get::<_, i32>(1)) - rows.len() as i64;
+        // Not empty: the block's newest sample is at or after the cutoff.
+        let (min, max) = head_block::time_span(&rows);
+        tx.execute(
+            "UPDATE head_blocks SET first_series = $2, last_series = $3, min_ts = $4,
+                    max_ts = $5, samples = $6, data = $7 WHERE id = $1",
+            &[
+                &id,
+                &rows.first().map_or(0, |r| r.0),
+                &rows.last().map_or(0, |r| r.0),
+                &min,
+                &max,
+                &i32::try_from(rows.len()).unwrap_or(i32::MAX),
+                &head_block::encode(&rows),
+            ],
+        )?;
+    }
+    Ok(removed)
+}
+
+/// Moves the rows of the per-sample head of schema 3 into blocks and drops its table (part
+/// of migration 4, in its transaction).
+pub(super) fn move_head_rows_into_blocks(
+    tx: &mut postgres::Transaction<'_>,
+) -> Result<(), StoreError> {
+    let mut rows: Vec<(i64, i64, f64)> = tx
+        .query(
+            "SELECT series_id, ts_ms, value, bits FROM samples_head",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            let value = match r.get::<_, Option<i64>>(3) {
+                Some(bits) => f64::from_bits(bits as u64),
+                None => r.get(2),
+            };
+            (r.get(0), r.get(1), value)
+        })
+        .collect();
+    head_block::sort_batch(&mut rows);
+    for part in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
+        write_head_blocks(tx, part)?;
+    }
+    tx.batch_execute("DROP TABLE samples_head")?;
+    Ok(())
+}
+
+/// Merges head samples (sorted by series and time, whole series) into their series' chunks in
 /// a fixed number of statements however many series there are: as the SQLite back end
 /// does per series, the chunks each series' new samples overlap, and the chunk just before
 /// them when it has room, are decoded, merged (new values win) and written again. Returns

@@ -99,7 +99,7 @@ impl ChunkSpans {
     }
 
     /// Every series in `ids` (by position) whose samples may lie in `[from_ms, to_ms]`: a
-    /// head row there, or a chunk span overlapping it.
+    /// head sample there, or a chunk span overlapping it.
     pub fn present(
         &self,
         tx: &mut postgres::Transaction<'_>,
@@ -130,23 +130,12 @@ impl ChunkSpans {
         if missing.is_empty() {
             return Ok(present);
         }
-        let rows = if missing.len() <= HEAD_BY_ID_MAX {
-            tx.query_typed(
-                "SELECT DISTINCT series_id FROM samples_head
-                  WHERE series_id = ANY($1) AND ts_ms BETWEEN $2 AND $3",
-                &[
-                    (&missing, Type::INT8_ARRAY),
-                    (&from_ms, Type::INT8),
-                    (&to_ms, Type::INT8),
-                ],
-            )?
-        } else {
-            tx.query_typed(
-                "SELECT DISTINCT series_id FROM samples_head WHERE ts_ms BETWEEN $1 AND $2",
-                &[(&from_ms, Type::INT8), (&to_ms, Type::INT8)],
-            )?
-        };
-        let head: std::collections::HashSet<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let head = super::samples::head_presence(
+            tx,
+            (missing.len() <= HEAD_BY_ID_MAX).then_some(&missing[..]),
+            from_ms,
+            to_ms,
+        )?;
         for (id, p) in ids.iter().zip(present.iter_mut()) {
             *p = *p || head.contains(id);
         }
