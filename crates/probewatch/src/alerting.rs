@@ -647,7 +647,11 @@ impl Rules {
                 }
             }
         } else if !leading && self.leading {
-            tracing::warn!("not evaluating rules: another server holds the lease");
+            if self.leadership.released() {
+                tracing::info!("rule evaluation stops: this server is shutting down");
+            } else {
+                tracing::warn!("not evaluating rules: another server holds the lease");
+            }
         }
         self.leading = leading;
         if !leading && last_refresh.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {

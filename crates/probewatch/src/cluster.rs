@@ -8,7 +8,7 @@
 //! that. The store fences alert-state writes by the lease's epoch besides, so a server that
 //! was paused past its lease (and does not know it yet) writes nothing.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,8 @@ pub struct Leadership {
     until: Mutex<Option<Instant>>,
     /// The epoch of the lease held, or 0.
     epoch: AtomicI64,
+    /// This server gave the lease up because it is stopping (not lost it to another).
+    released: AtomicBool,
 }
 
 impl Leadership {
@@ -36,7 +38,13 @@ impl Leadership {
                 Instant::now() + Duration::from_secs(100 * 365 * 86_400),
             )),
             epoch: AtomicI64::new(1),
+            released: AtomicBool::new(false),
         })
+    }
+
+    /// Whether this server gave the lease up because it is stopping.
+    pub fn released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
     }
 
     /// Whether this process holds the lease now.
@@ -76,6 +84,7 @@ pub fn start(
         id: beat.id.clone(),
         until: Mutex::new(None),
         epoch: AtomicI64::new(0),
+        released: AtomicBool::new(false),
     });
     let shared = leadership.clone();
     let period = (lease / 3).max(Duration::from_millis(100));
@@ -123,6 +132,7 @@ pub fn start(
                 shutdown.sleep(period);
             }
             if shared.is_leader() {
+                shared.released.store(true, Ordering::SeqCst);
                 *shared.until.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 if let Err(err) = store.release_lease(&beat.id) {
                     tracing::warn!(error = %err, "giving the lease up failed; it lapses");
