@@ -217,6 +217,36 @@ pub trait SampleStore: Send + Sync {
         max_samples: usize,
     ) -> Result<Vec<Vec<(i64, f64)>>, StoreError>;
 
+    /// The samples of each `(series, from_ms, to_ms)` of `wanted` (by position), oldest
+    /// first; fails with [`StoreError::TooManySamples`] past `max_samples`. A rule group's
+    /// read-ahead: its selectors' windows differ, and a back end a round trip away reads
+    /// them in one statement. By default, one [`SampleStore::read_samples`] per distinct
+    /// range.
+    fn read_ranges(
+        &self,
+        wanted: &[(i64, i64, i64)],
+        max_samples: usize,
+    ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
+        let mut by_range: std::collections::BTreeMap<(i64, i64), Vec<usize>> =
+            std::collections::BTreeMap::new();
+        for (slot, &(_, from, to)) in wanted.iter().enumerate() {
+            by_range.entry((from, to)).or_default().push(slot);
+        }
+        let mut out = vec![Vec::new(); wanted.len()];
+        let mut budget = max_samples;
+        for ((from, to), slots) in by_range {
+            let ids: Vec<i64> = slots.iter().map(|&slot| wanted[slot].0).collect();
+            for (slot, samples) in slots
+                .into_iter()
+                .zip(self.read_samples(&ids, from, to, budget)?)
+            {
+                budget = budget.saturating_sub(samples.len());
+                out[slot] = samples;
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes samples that come from no file (recording rules), in one transaction.
     fn write_samples(&self, samples: &[probewatch_core::SeriesSample]) -> Result<u64, StoreError>;
 

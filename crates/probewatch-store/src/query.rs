@@ -415,8 +415,8 @@ impl SeriesSource for StoreSource<'_> {
             tracing::debug!(error = %err, "prefetch skipped");
             return;
         }
-        // Each series' widest range over the selections that pick it, then one read per
-        // distinct range (a group's rules use a handful of windows).
+        // Each series' widest range over the selections that pick it, all read at once
+        // (`read_ranges`: a group's rules use a handful of windows).
         let mut wanted: HashMap<i64, (i64, i64)> = HashMap::new();
         {
             let index = self.index.inner.read().unwrap_or_else(|e| e.into_inner());
@@ -433,34 +433,29 @@ impl SeriesSource for StoreSource<'_> {
                 }
             }
         }
-        let mut by_range: BTreeMap<(i64, i64), Vec<i64>> = BTreeMap::new();
-        for (id, range) in wanted {
-            by_range.entry(range).or_default().push(id);
-        }
-        let mut budget = PREFETCH_MAX_SAMPLES;
-        for ((from_ms, to_ms), mut ids) in by_range {
-            ids.sort_unstable();
-            match self.store.read_samples(&ids, from_ms, to_ms, budget) {
-                Ok(read) => {
-                    for (id, points) in ids.into_iter().zip(read) {
-                        budget = budget.saturating_sub(points.len());
-                        cache.insert(
-                            id,
-                            Prefetched {
-                                from_ms,
-                                to_ms,
-                                points,
-                            },
-                        );
-                    }
+        let mut wanted: Vec<(i64, i64, i64)> = wanted
+            .into_iter()
+            .map(|(id, (from, to))| (id, from, to))
+            .collect();
+        wanted.sort_unstable();
+        match self.store.read_ranges(&wanted, PREFETCH_MAX_SAMPLES) {
+            Ok(read) => {
+                for ((id, from_ms, to_ms), points) in wanted.into_iter().zip(read) {
+                    cache.insert(
+                        id,
+                        Prefetched {
+                            from_ms,
+                            to_ms,
+                            points,
+                        },
+                    );
                 }
-                Err(err) => {
-                    // Too much to hold, or the store failed: the selects read as usual and
-                    // report what they meet.
-                    tracing::debug!(error = %err, "prefetch abandoned");
-                    cache.clear();
-                    return;
-                }
+            }
+            Err(err) => {
+                // Too much to hold, or the store failed: the selects read as usual and
+                // report what they meet.
+                tracing::debug!(error = %err, "prefetch abandoned");
+                cache.clear();
             }
         }
     }

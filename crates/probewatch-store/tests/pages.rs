@@ -1,10 +1,12 @@
 //! Walks that hold a page at a time instead of everything at once, on every back end:
 //! `checks_after` visits every check exactly once, and `last_values` gives each series'
-//! newest value in a range, as the whole read (`samples`) does.
+//! newest value in a range, as the whole read (`samples`) does; and `read_ranges`, many
+//! series each with its own range at once, answers as one read per range would.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use probewatch_core::{CheckResult, ProbeResult, SeriesSample, Status, TimeSource};
+use probewatch_store::StoreError;
 
 mod common;
 
@@ -116,5 +118,61 @@ fn last_values_match_the_whole_read() {
                 assert_eq!(visited.get("{i=\"4\"}"), Some(&-1.0));
             }
         }
+    }
+}
+
+#[test]
+fn read_ranges_match_one_read_per_range() {
+    for backend in common::backends::backends("read_ranges") {
+        // 300 series, a sample every 10 s over 20 min; half compacted into chunks, then
+        // a rewrite of some in the head that must win.
+        let store = backend.open_with_head_max(5_000);
+        let sample = |i: i64, t: i64, v: f64| SeriesSample {
+            metric: "m".into(),
+            labels: format!("{{i=\"{i}\"}}"),
+            time_ms: t,
+            value: v,
+        };
+        let mut samples = Vec::new();
+        for t in (0..1_200_000).step_by(10_000) {
+            samples.extend((0..300).map(|i| sample(i, t, (i * 1_000 + t / 1_000) as f64)));
+        }
+        store.write_samples(&samples).expect("write");
+        while store.compact(20_000).expect("compact").more() {}
+        let rewrite: Vec<SeriesSample> = (0..300)
+            .step_by(7)
+            .map(|i| sample(i, 600_000, -2.0))
+            .collect();
+        store.write_samples(&rewrite).expect("rewrite");
+        let ids: Vec<i64> = store
+            .series_after(0)
+            .expect("series")
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        let mut rng = common::Rng(0x9e37_79b9_7f4a_7c15);
+        let mut wanted = Vec::new();
+        for _ in 0..500 {
+            let id = ids[rng.below(ids.len() as u64) as usize];
+            let from = rng.below(1_300_000) as i64 - 50_000;
+            let to = from + rng.below(700_000) as i64;
+            wanted.push((id, from, to));
+        }
+        let read = store.read_ranges(&wanted, usize::MAX).expect("ranges");
+        assert_eq!(read.len(), wanted.len());
+        let mut nonempty = 0;
+        for (&(id, from, to), got) in wanted.iter().zip(&read) {
+            let want = store
+                .read_samples(&[id], from, to, usize::MAX)
+                .expect("read")
+                .remove(0);
+            assert_eq!(got, &want, "{} {id} [{from}, {to}]", backend.name());
+            nonempty += usize::from(!got.is_empty());
+        }
+        assert!(nonempty > 400, "{nonempty}");
+        assert!(matches!(
+            store.read_ranges(&wanted, 10),
+            Err(StoreError::TooManySamples { .. })
+        ));
     }
 }

@@ -199,6 +199,41 @@ impl SampleStore for PgStore {
             .ok_or(StoreError::TooManySamples { limit: max_samples })
     }
 
+    fn read_ranges(
+        &self,
+        wanted: &[(i64, i64, i64)],
+        max_samples: usize,
+    ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
+        // One statement over the widest range (a chunk usually covers every window of a
+        // group anyway), each series then cut to its own: ~120 statements a cycle of 1,000
+        // rules in 20 groups became 20.
+        let (Some(from_ms), Some(to_ms)) = (
+            wanted.iter().map(|w| w.1).min(),
+            wanted.iter().map(|w| w.2).max(),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let mut ids: Vec<i64> = wanted.iter().map(|w| w.0).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let mut client = self.client()?;
+        let read = read_many(&mut **client, &ids, from_ms, to_ms, max_samples)?
+            .ok_or(StoreError::TooManySamples { limit: max_samples })?;
+        Ok(wanted
+            .iter()
+            .map(|&(id, from, to)| {
+                let samples = ids
+                    .binary_search(&id)
+                    .ok()
+                    .and_then(|i| read.get(i))
+                    .map_or(&[][..], |s| &s[..]);
+                let start = samples.partition_point(|s| s.0 < from);
+                let end = samples.partition_point(|s| s.0 <= to);
+                samples[start..end.max(start)].to_vec()
+            })
+            .collect())
+    }
+
     fn write_samples(&self, samples: &[SeriesSample]) -> Result<u64, StoreError> {
         let mut client = self.client()?;
         let mut tx = client.transaction()?;
