@@ -734,21 +734,21 @@ impl<'a, 'i> ResultWriter<'a, 'i> {
         for (check_id, mut pending) in self.pending.drain() {
             crate::intervals::update(&mut SqliteRuns(self.tx), check_id, &mut pending)?;
         }
+        // One statement for every check of the batch, not one from the cache each.
+        let mut update = self.tx.prepare_cached(
+            "UPDATE checks SET last_ts_ms = ?2, last_status = ?3, last_duration = ?4,
+                last_message = ?5, interval_ms = coalesce(?6, interval_ms)
+             WHERE id = ?1 AND last_ts_ms <= ?2",
+        )?;
         for (check_id, (result, check)) in self.latest.drain() {
-            self.tx
-                .prepare_cached(
-                    "UPDATE checks SET last_ts_ms = ?2, last_status = ?3, last_duration = ?4,
-                        last_message = ?5, interval_ms = coalesce(?6, interval_ms)
-                     WHERE id = ?1 AND last_ts_ms <= ?2",
-                )?
-                .execute(params![
-                    check_id,
-                    result.time_ms,
-                    check.status.code(),
-                    check.duration_seconds,
-                    check.message,
-                    result.interval_ms
-                ])?;
+            update.execute(params![
+                check_id,
+                result.time_ms,
+                check.status.code(),
+                check.duration_seconds,
+                check.message,
+                result.interval_ms
+            ])?;
         }
         Ok(())
     }
