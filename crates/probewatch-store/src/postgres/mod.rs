@@ -219,6 +219,8 @@ pub struct PgStore {
     partitions_made_at: std::sync::atomic::AtomicI64,
     /// Each series' chunk span, for presence questions over many series.
     spans: spans::ChunkSpans,
+    /// The head blocks this process has read.
+    head_cache: samples::HeadCache,
 }
 
 #[derive(Default)]
@@ -326,6 +328,7 @@ impl PgStore {
             fence: Mutex::new(None),
             partitions_made_at: std::sync::atomic::AtomicI64::new(now_ms()),
             spans: spans::ChunkSpans::default(),
+            head_cache: samples::HeadCache::default(),
         })
     }
 
