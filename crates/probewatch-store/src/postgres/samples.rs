@@ -397,36 +397,36 @@ fn read_many(
     // samples of these series a row (no series, block id, data, first and last series).
     // Head blocks never change once written: the data of those this process holds already
     // is not sent again (a rule group's read sent the whole head, ~1.6 MB at 10,000 series).
-    let cached = head_cache.snapshot();
+    let buckets = (!whole).then(|| buckets_of(ids));
+    let cached = head_cache.snapshot(buckets.as_deref());
     let known: Vec<i64> = cached.keys().copied().collect();
-    let rows = if whole {
+    let rows = if let Some(buckets) = &buckets {
         tx.query_typed(
-            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8
-               FROM chunks WHERE max_ts >= $1 AND min_ts <= $2
-             UNION ALL
-             SELECT NULL, id, CASE WHEN id = ANY($3) THEN NULL ELSE data END,
-                    first_series, last_series
-               FROM head_blocks WHERE max_ts >= $1 AND min_ts <= $2",
-            &[
-                (&from_ms, Type::INT8),
-                (&to_ms, Type::INT8),
-                (&known, Type::INT8_ARRAY),
-            ],
-        )?
-    } else {
-        let buckets = buckets_of(ids);
-        tx.query_typed(
-            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8
+            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
                FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
              UNION ALL
              SELECT NULL, id, CASE WHEN id = ANY($5) THEN NULL ELSE data END,
-                    first_series, last_series
+                    first_series, last_series, bucket
                FROM head_blocks WHERE bucket = ANY($4) AND max_ts >= $2 AND min_ts <= $3",
             &[
                 (&ids, Type::INT8_ARRAY),
                 (&from_ms, Type::INT8),
                 (&to_ms, Type::INT8),
-                (&buckets, Type::INT8_ARRAY),
+                (buckets, Type::INT8_ARRAY),
+                (&known, Type::INT8_ARRAY),
+            ],
+        )?
+    } else {
+        tx.query_typed(
+            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
+               FROM chunks WHERE max_ts >= $1 AND min_ts <= $2
+             UNION ALL
+             SELECT NULL, id, CASE WHEN id = ANY($3) THEN NULL ELSE data END,
+                    first_series, last_series, bucket
+               FROM head_blocks WHERE max_ts >= $1 AND min_ts <= $2",
+            &[
+                (&from_ms, Type::INT8),
+                (&to_ms, Type::INT8),
                 (&known, Type::INT8_ARRAY),
             ],
         )?
@@ -471,11 +471,11 @@ fn read_many(
         let data: std::sync::Arc<[u8]> = match r.get::<_, Option<&[u8]>>(2) {
             Some(data) => {
                 let data: std::sync::Arc<[u8]> = data.into();
-                fetched.push((id, data.clone()));
+                fetched.push((id, r.get::<_, i64>(5), data.clone()));
                 data
             }
             None => match cached.get(&id) {
-                Some(data) => data.clone(),
+                Some((_, data)) => data.clone(),
                 None => {
                     return Err(corrupt(chunk::ChunkError(
                         "head block missing from the cache",
@@ -528,7 +528,8 @@ pub(super) struct HeadCache(std::sync::Mutex<HeadCacheInner>);
 
 #[derive(Default)]
 struct HeadCacheInner {
-    blocks: HashMap<i64, std::sync::Arc<[u8]>>,
+    /// Block id → its bucket and data.
+    blocks: HashMap<i64, (i64, std::sync::Arc<[u8]>)>,
     bytes: usize,
 }
 
@@ -540,16 +541,26 @@ impl HeadCache {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The blocks held now (shared data, not copied).
-    fn snapshot(&self) -> HashMap<i64, std::sync::Arc<[u8]>> {
-        self.lock().blocks.clone()
+    /// The blocks held now of `buckets` (all with `None`), the data shared, not copied: a
+    /// read names only those it may meet.
+    fn snapshot(&self, buckets: Option<&[i64]>) -> HashMap<i64, (i64, std::sync::Arc<[u8]>)> {
+        let inner = self.lock();
+        match buckets {
+            None => inner.blocks.clone(),
+            Some(buckets) => inner
+                .blocks
+                .iter()
+                .filter(|(_, (bucket, _))| buckets.binary_search(bucket).is_ok())
+                .map(|(&id, block)| (id, block.clone()))
+                .collect(),
+        }
     }
 
-    fn add(&self, blocks: Vec<(i64, std::sync::Arc<[u8]>)>) {
+    fn add(&self, blocks: Vec<(i64, i64, std::sync::Arc<[u8]>)>) {
         let mut inner = self.lock();
-        for (id, data) in blocks {
+        for (id, bucket, data) in blocks {
             let len = data.len();
-            if inner.blocks.insert(id, data).is_none() {
+            if inner.blocks.insert(id, (bucket, data)).is_none() {
                 inner.bytes += len;
             }
         }
@@ -562,7 +573,7 @@ impl HeadCache {
     pub(super) fn forget_below(&self, oldest: i64) {
         let mut inner = self.lock();
         let mut freed = 0;
-        inner.blocks.retain(|&id, data| {
+        inner.blocks.retain(|&id, (_, data)| {
             let keep = id >= oldest;
             if !keep {
                 freed += data.len();
