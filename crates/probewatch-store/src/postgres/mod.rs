@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_checks_autovacuum.sql"),
     include_str!("migrations/0003_acknowledgements.sql"),
     include_str!("migrations/0004_head_blocks.sql"),
+    include_str!("migrations/0005_names_in_byte_order.sql"),
 ];
 
 /// The migration after which the rows of the old per-sample head are moved into blocks.
