@@ -224,6 +224,21 @@ impl SqliteStore {
         Ok(result?)
     }
 
+    /// Runs `f` in one write transaction (IMMEDIATE: the write lock is taken at its start,
+    /// so it never fails half-way for want of it) and commits it.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut writer = self.writer();
+        let tx = writer
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// Runs `delete` (with an id and the cutoff; returns what it deleted) for every id
     /// `ids_sql` lists, in transactions of [`PRUNE_CHUNK`] ids, so the writer lock is never
     /// held for long; returns the total deleted.
@@ -238,16 +253,14 @@ impl SqliteStore {
             self.read(|c| c.prepare(ids_sql)?.query_map([], |r| r.get(0))?.collect())?;
         let mut deleted = 0u64;
         for chunk in ids.chunks(PRUNE_CHUNK) {
-            let mut writer = self.writer();
-            let tx = writer
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut n = 0;
-            for id in chunk {
-                n += delete(&tx, *id, cutoff_ms)?;
-            }
-            delta(n).apply(&tx)?;
-            tx.commit()?;
+            let n = self.write(|tx| {
+                let mut n = 0;
+                for id in chunk {
+                    n += delete(tx, *id, cutoff_ms)?;
+                }
+                delta(n).apply(tx)?;
+                Ok(n)
+            })?;
             deleted += to_u64(n);
         }
         Ok(deleted)
@@ -255,17 +268,15 @@ impl SqliteStore {
 
     /// Removes the head's samples older than `cutoff_ms`, in one transaction.
     fn prune_head(&self, cutoff_ms: i64) -> Result<u64, StoreError> {
-        let mut writer = self.writer();
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let n = samples::prune_head(&tx, cutoff_ms)?;
-        Delta {
-            samples: -n,
-            ..Delta::default()
-        }
-        .apply(&tx)?;
-        tx.commit()?;
+        let n = self.write(|tx| {
+            let n = samples::prune_head(tx, cutoff_ms)?;
+            Delta {
+                samples: -n,
+                ..Delta::default()
+            }
+            .apply(tx)?;
+            Ok(n)
+        })?;
         Ok(to_u64(n))
     }
 
@@ -982,27 +993,24 @@ impl LedgerStore for SqliteStore {
             .filter(|(_, path, _, _)| !file_exists(path))
             .collect();
         for chunk in gone.chunks(PRUNE_CHUNK) {
-            let mut writer = self.writer();
-            let tx = writer
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let mut delta = Delta::default();
-            let mut per_spool = SpoolDelta::default();
-            for (id, _, outcome, spool) in chunk {
-                tx.prepare_cached("DELETE FROM files WHERE id = ?1")?
-                    .execute(params![id])?;
-                tx.prepare_cached("DELETE FROM file_heads WHERE file_id = ?1")?
-                    .execute(params![id])?;
-                let outcome = Outcome::from_code(*outcome);
-                match outcome {
-                    Outcome::Ingested => delta.files_ingested -= 1,
-                    Outcome::Rejected => delta.files_rejected -= 1,
+            self.write(|tx| {
+                let mut delta = Delta::default();
+                let mut per_spool = SpoolDelta::default();
+                for (id, _, outcome, spool) in chunk {
+                    tx.prepare_cached("DELETE FROM files WHERE id = ?1")?
+                        .execute(params![id])?;
+                    tx.prepare_cached("DELETE FROM file_heads WHERE file_id = ?1")?
+                        .execute(params![id])?;
+                    let outcome = Outcome::from_code(*outcome);
+                    match outcome {
+                        Outcome::Ingested => delta.files_ingested -= 1,
+                        Outcome::Rejected => delta.files_rejected -= 1,
+                    }
+                    per_spool.add(spool, outcome, -1);
                 }
-                per_spool.add(spool, outcome, -1);
-            }
-            delta.apply(&tx)?;
-            per_spool.apply(&tx)?;
-            tx.commit()?;
+                delta.apply(tx)?;
+                per_spool.apply(tx)
+            })?;
             summary.files += chunk.len() as u64;
         }
         if summary.samples > 0 {
@@ -1379,12 +1387,7 @@ impl CheckStore for SqliteStore {
             let wanted: std::collections::HashSet<i64> = check_ids.iter().copied().collect();
             let repair: Vec<i64> = dirty.into_iter().filter(|id| wanted.contains(id)).collect();
             if !repair.is_empty() {
-                let mut writer = self.writer();
-                let tx = writer
-                    .conn
-                    .transaction_with_behavior(TransactionBehavior::Immediate)?;
-                crate::intervals::repair_dirty(&mut SqliteRuns(&tx), &repair)?;
-                tx.commit()?;
+                self.write(|tx| crate::intervals::repair_dirty(&mut SqliteRuns(tx), &repair))?;
             }
         }
         self.read(|conn| {
@@ -1456,13 +1459,7 @@ impl AlertStore for SqliteStore {
         if updates.is_empty() {
             return Ok(());
         }
-        let mut writer = self.writer();
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        alerting::save_alerts(&tx, updates)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| alerting::save_alerts(tx, updates))
     }
 
     fn due_notifications(
@@ -1481,13 +1478,7 @@ impl AlertStore for SqliteStore {
         detail: &str,
         outcome: AttemptOutcome,
     ) -> Result<(), StoreError> {
-        let mut writer = self.writer();
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        alerting::record_attempt(&tx, id, at_ms, detail, outcome)?;
-        tx.commit()?;
-        Ok(())
+        self.write(|tx| alerting::record_attempt(tx, id, at_ms, detail, outcome))
     }
 
     fn notifications(&self, limit: usize) -> Result<Vec<NotificationRow>, StoreError> {
@@ -1543,23 +1534,11 @@ impl ClusterStore for SqliteStore {
 
 impl SilenceStore for SqliteStore {
     fn add_silence(&self, silence: &SilenceRow) -> Result<i64, StoreError> {
-        let mut writer = self.writer();
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let id = alerting::add_silence(&tx, silence)?;
-        tx.commit()?;
-        Ok(id)
+        self.write(|tx| alerting::add_silence(tx, silence))
     }
 
     fn expire_silence(&self, id: i64, at_ms: i64, actor: &str) -> Result<bool, StoreError> {
-        let mut writer = self.writer();
-        let tx = writer
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let expired = alerting::expire_silence(&tx, id, at_ms, actor)?;
-        tx.commit()?;
-        Ok(expired)
+        self.write(|tx| alerting::expire_silence(tx, id, at_ms, actor))
     }
 
     fn silences(&self) -> Result<Vec<SilenceRow>, StoreError> {
