@@ -130,11 +130,7 @@ pub fn backoff(attempts: u32) -> Duration {
     Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300))
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+use probewatch_core::now_ms;
 
 /// The key a receiver deduplicates a notification by: the same for every attempt, from
 /// any server, at least once each (the `Idempotency-Key` header, `idempotencyKey` in a

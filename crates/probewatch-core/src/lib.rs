@@ -14,4 +14,4 @@ pub use format::{Format, ParseLimits, parse};
 pub use labels::{Labels, LabelsError};
 pub use model::{CheckResult, Metric, ProbeResult, SeriesSample, Status, TimeSource};
 pub use reject::{Reject, RejectKind};
-pub use time::parse_time_ms;
+pub use time::{now_ms, now_us, parse_time_ms};

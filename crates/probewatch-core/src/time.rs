@@ -1,4 +1,5 @@
-//! Timestamps as probes and API clients write them.
+//! Timestamps as probes and API clients write them, and the wall clock in the units the
+//! store keeps.
 
 /// Latest accepted time, 9999-12-31T23:59:59.999Z, in ms.
 const MAX_MS: i64 = 253_402_300_799_999;
@@ -20,6 +21,18 @@ pub fn parse_time_ms(text: &str) -> Option<i64> {
         ts.as_millisecond()
     };
     (0..=MAX_MS).contains(&ms).then_some(ms)
+}
+
+/// Wall-clock milliseconds since the epoch (0 before 1970, saturating far after).
+pub fn now_ms() -> i64 {
+    now_us() / 1000
+}
+
+/// Wall-clock microseconds since the epoch (0 before 1970, saturating far after).
+pub fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

@@ -21,12 +21,8 @@ pub use model::*;
 pub use query::{Cardinality, SeriesIndex, StoreSource};
 pub use sqlite::SqliteStore;
 
-/// Microseconds since the Unix epoch: commit times in the ledger, for both back ends.
-pub(crate) fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
+// Microseconds since the Unix epoch: commit times in the ledger, for both back ends.
+pub(crate) use probewatch_core::now_us;
 
 /// The SQL ordering of a check-history read over `check_results r` joined to `checks c`:
 /// the direction of time, and the full ORDER BY (by host too when several hosts' checks are

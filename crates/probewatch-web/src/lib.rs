@@ -491,12 +491,7 @@ pub(crate) fn rfc3339(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map_or_else(|_| ms.to_string(), |t| t.to_string())
 }
 
-/// The current time in ms since the epoch.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
+pub(crate) use probewatch_core::now_ms;
 
 /// A status code's name (`ok` … `unknown`), which is also its CSS class.
 pub(crate) fn status_word(code: u8) -> &'static str {

@@ -200,7 +200,7 @@ pub struct CheckArgs {
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// Largest accepted file in bytes.
-    #[arg(long, default_value_t = 8 * 1024 * 1024)]
+    #[arg(long, default_value_t = crate::config::DEFAULT_MAX_FILE_BYTES)]
     pub max_file_bytes: u64,
     /// xml, json, prometheus, nagios or auto (default: by the file's extension, then by its
     /// content).

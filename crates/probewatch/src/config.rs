@@ -17,6 +17,9 @@ use serde::Deserialize;
 /// An example configuration with every setting, printed by `probewatch config example`.
 pub const EXAMPLE: &str = include_str!("../../../examples/probewatch.toml");
 
+/// The largest result file accepted unless `max_file_bytes` says otherwise (`run`, `check`).
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 8 * 1024 * 1024;
+
 /// The config file, as written. Durations are humantime strings ("90d", "5ms").
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -730,7 +733,7 @@ impl Config {
                 "1h",
                 Duration::from_secs(1),
             )?,
-            max_file_bytes: file.max_file_bytes.unwrap_or(8 * 1024 * 1024),
+            max_file_bytes: file.max_file_bytes.unwrap_or(DEFAULT_MAX_FILE_BYTES),
             settle: duration(
                 "settle",
                 file.settle.as_deref(),

@@ -446,9 +446,7 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn now_ms() -> i64 {
-    crate::now_us() / 1000
-}
+use probewatch_core::now_ms;
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
