@@ -251,9 +251,10 @@ fn a_head_past_its_default_size_drains() {
 }
 
 /// Two servers on one PostgreSQL database take turns compacting, each keeping its own
-/// memory of which series have chunks (it skips the previous-chunk lookup for the rest):
-/// the chunks one makes must be seen by the other, so no sample is lost or duplicated and
-/// no chunk overlaps another.
+/// memory of which series have chunks (it skips the previous-chunk lookup for the rest)
+/// and of the head blocks it has read: the chunks one makes must be seen by the other, so
+/// no sample is lost or duplicated and no chunk overlaps another, and reads along the way
+/// agree with the model.
 #[test]
 fn two_servers_take_turns_compacting_one_database() {
     for backend in common::backends::backends("two_servers_take_turns_compacting") {
@@ -295,6 +296,12 @@ fn two_servers_take_turns_compacting_one_database() {
                 compactor
                     .compact(1 + rng.below(30) as usize)
                     .expect("compact");
+            }
+            // Both read as they go: each keeps the head blocks it has read, while the other
+            // writes new ones and drains old ones into chunks.
+            if file % 10 == 9 {
+                check_reads(&a, &model, &series, &mut rng);
+                check_reads(&b, &model, &series, &mut rng);
             }
         }
         while a.compact(50).expect("compact").more() | b.compact(50).expect("compact").more() {}
