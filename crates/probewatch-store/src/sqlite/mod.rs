@@ -277,6 +277,12 @@ impl SqliteStore {
             .apply(tx)?;
             Ok(n)
         })?;
+        if n > 0 {
+            // The writer's counts of the live head come from what it wrote; read them again
+            // from what is left, or they run high and freeze the head early.
+            let mut writer = self.writer();
+            writer.live = samples::LiveHead::load(&writer.conn)?;
+        }
         Ok(to_u64(n))
     }
 
@@ -1932,6 +1938,37 @@ mod tests {
             read[0].samples,
             (0..100).map(|t| (t * 1_000, t as f64)).collect::<Vec<_>>()
         );
+    }
+
+    /// Retention that empties the live head leaves the writer's counts of it right: the
+    /// samples written after do not freeze it as if the pruned ones were still there.
+    #[test]
+    fn retention_of_the_live_head_does_not_freeze_it_early() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path())
+            .expect("open")
+            .with_head_max_samples(1_600);
+        let samples = |from: i64, to: i64| -> Vec<probewatch_core::SeriesSample> {
+            (from..to)
+                .map(|t| probewatch_core::SeriesSample {
+                    metric: "m".into(),
+                    labels: "{a=\"b\"}".into(),
+                    time_ms: t * 1_000,
+                    value: t as f64,
+                })
+                .collect()
+        };
+        // 99 of the bucket's 100, all pruned; then 99 newer ones: still 99 of 100.
+        store.write_samples(&samples(0, 99)).expect("write");
+        let pruned = store.prune(1_000_000, &|_: &[u8]| true).expect("prune");
+        assert_eq!(pruned.samples, 99);
+        store.write_samples(&samples(1_000, 1_099)).expect("write");
+        assert!(
+            !store.compact(10_000).expect("compact").swapped,
+            "99 live samples of 100 do not freeze the head"
+        );
+        store.write_samples(&samples(1_099, 1_100)).expect("write");
+        assert!(store.compact(10_000).expect("compact").swapped, "100 do");
     }
 
     /// Prometheus's stale marker keeps its bits in the head (where SQLite would turn a NaN
