@@ -1904,6 +1904,18 @@ mod tests {
         );
     }
 
+    /// One series, `m{a="b"}`, valued t at every second t in `[from, to)`.
+    fn one_series(from: i64, to: i64) -> Vec<probewatch_core::SeriesSample> {
+        (from..to)
+            .map(|t| probewatch_core::SeriesSample {
+                metric: "m".into(),
+                labels: "{a=\"b\"}".into(),
+                time_ms: t * 1_000,
+                value: t as f64,
+            })
+            .collect()
+    }
+
     /// A few series all fall in one bucket; the head is frozen once that bucket holds a
     /// sixteenth of the head's limit, so a merge never decodes a whole large head at once.
     #[test]
@@ -1912,22 +1924,12 @@ mod tests {
         let store = SqliteStore::open(dir.path())
             .expect("open")
             .with_head_max_samples(1_600);
-        let samples = |from: i64, to: i64| -> Vec<probewatch_core::SeriesSample> {
-            (from..to)
-                .map(|t| probewatch_core::SeriesSample {
-                    metric: "m".into(),
-                    labels: "{a=\"b\"}".into(),
-                    time_ms: t * 1_000,
-                    value: t as f64,
-                })
-                .collect()
-        };
-        store.write_samples(&samples(0, 99)).expect("write");
+        store.write_samples(&one_series(0, 99)).expect("write");
         assert!(
             !store.compact(10_000).expect("compact").swapped,
             "99 of 100"
         );
-        store.write_samples(&samples(99, 100)).expect("write");
+        store.write_samples(&one_series(99, 100)).expect("write");
         assert!(
             store.compact(10_000).expect("compact").swapped,
             "100 of 100"
@@ -1948,26 +1950,20 @@ mod tests {
         let store = SqliteStore::open(dir.path())
             .expect("open")
             .with_head_max_samples(1_600);
-        let samples = |from: i64, to: i64| -> Vec<probewatch_core::SeriesSample> {
-            (from..to)
-                .map(|t| probewatch_core::SeriesSample {
-                    metric: "m".into(),
-                    labels: "{a=\"b\"}".into(),
-                    time_ms: t * 1_000,
-                    value: t as f64,
-                })
-                .collect()
-        };
         // 99 of the bucket's 100, all pruned; then 99 newer ones: still 99 of 100.
-        store.write_samples(&samples(0, 99)).expect("write");
+        store.write_samples(&one_series(0, 99)).expect("write");
         let pruned = store.prune(1_000_000, &|_: &[u8]| true).expect("prune");
         assert_eq!(pruned.samples, 99);
-        store.write_samples(&samples(1_000, 1_099)).expect("write");
+        store
+            .write_samples(&one_series(1_000, 1_099))
+            .expect("write");
         assert!(
             !store.compact(10_000).expect("compact").swapped,
             "99 live samples of 100 do not freeze the head"
         );
-        store.write_samples(&samples(1_099, 1_100)).expect("write");
+        store
+            .write_samples(&one_series(1_099, 1_100))
+            .expect("write");
         assert!(store.compact(10_000).expect("compact").swapped, "100 do");
     }
 
