@@ -653,7 +653,13 @@ fn write_checks(
     }
     let mut locked: Vec<i64> = latest.keys().copied().collect();
     locked.sort_unstable();
-    super::checks::lock_checks(tx, &locked)?;
+    // The checks' rows are read and locked at once, in id order (as every server locks
+    // them), before anything of the batch is written for them.
+    let states = tx.query(
+        "SELECT id, interval_ms, usual_interval_ms, run_start_ms, run_end_ms, run_status,
+            run_results FROM checks WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&locked],
+    )?;
     let mut rows: Vec<_> = rows.into_iter().collect();
     rows.sort_unstable_by_key(|(key, _)| *key);
     let c = column(&rows, |((id, _), _)| *id);
@@ -686,7 +692,7 @@ fn write_checks(
         None => insert_then_rewrite_results(tx, (&c, &ts, &st, &du, &me, &fi, &iv))?,
     };
     delta.check_results += to_i64(stored);
-    advance_checks(tx, &mut pending, &latest)?;
+    advance_checks(tx, &states, &mut pending, &latest)?;
     Ok(written)
 }
 
@@ -732,23 +738,19 @@ fn insert_then_rewrite_results(
 /// The newest result of each check in a batch.
 type Latest<'i> = HashMap<i64, (&'i ProbeResult, &'i probewatch_core::CheckResult)>;
 
-/// Brings the batch's checks up to date in four statements whatever their number: their
-/// states read at once, [`intervals::advance`] for each; then one UPDATE of every check row
-/// (open run, usual interval, and the latest state unless a newer result is stored already:
-/// results may arrive late), the closed runs and the dirty spans, each written as arrays.
+/// Brings the batch's checks up to date from their `states` (read and locked by the caller,
+/// in id order), [`intervals::advance`] for each, in three statements whatever their number:
+/// one UPDATE of every check row (open run, usual interval, and the latest state unless a
+/// newer result is stored already: results may arrive late), the closed runs and the dirty
+/// spans, each written as arrays.
 fn advance_checks(
     tx: &mut Transaction<'_>,
+    states: &[postgres::Row],
     pending: &mut HashMap<i64, intervals::Pending>,
     latest: &Latest<'_>,
 ) -> Result<(), StoreError> {
-    let ids: Vec<i64> = pending.keys().copied().collect();
-    let states = tx.query(
-        "SELECT id, interval_ms, usual_interval_ms, run_start_ms, run_end_ms, run_status,
-            run_results FROM checks WHERE id = ANY($1) ORDER BY id",
-        &[&ids],
-    )?;
     let mut advanced: Vec<(i64, intervals::Advance)> = Vec::with_capacity(states.len());
-    for r in &states {
+    for r in states {
         let id: i64 = r.get(0);
         if let Some(pending) = pending.get_mut(&id) {
             let state = super::intervals::check_state(r, 1);
@@ -813,20 +815,22 @@ fn advance_checks(
         )?;
     }
     tx.execute(
-        "UPDATE checks SET run_start_ms = u.s, run_end_ms = u.e, run_status = u.st,
-            run_results = u.n, usual_interval_ms = u.usual,
-            last_ts_ms = CASE WHEN u.newer THEN u.ts ELSE checks.last_ts_ms END,
-            last_status = CASE WHEN u.newer THEN u.status ELSE checks.last_status END,
-            last_duration = CASE WHEN u.newer THEN u.duration ELSE checks.last_duration END,
-            last_message = CASE WHEN u.newer THEN u.message ELSE checks.last_message END,
-            interval_ms = CASE WHEN u.newer THEN coalesce(u.interval_ms, checks.interval_ms)
-                ELSE checks.interval_ms END
-         FROM (SELECT v.*, v.ts IS NOT NULL AND v.ts >= c.last_ts_ms AS newer
-               FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int2[], $5::int8[],
-                    $6::int8[], $7::int8[], $8::int2[], $9::float8[], $10::text[], $11::int8[])
-                  AS v(id, s, e, st, n, usual, ts, status, duration, message, interval_ms)
-               JOIN checks c ON c.id = v.id) AS u
-         WHERE checks.id = u.id",
+        "UPDATE checks SET run_start_ms = v.s, run_end_ms = v.e, run_status = v.st,
+            run_results = v.n, usual_interval_ms = v.usual,
+            last_ts_ms = CASE WHEN v.ts >= checks.last_ts_ms THEN v.ts
+                ELSE checks.last_ts_ms END,
+            last_status = CASE WHEN v.ts >= checks.last_ts_ms THEN v.status
+                ELSE checks.last_status END,
+            last_duration = CASE WHEN v.ts >= checks.last_ts_ms THEN v.duration
+                ELSE checks.last_duration END,
+            last_message = CASE WHEN v.ts >= checks.last_ts_ms THEN v.message
+                ELSE checks.last_message END,
+            interval_ms = CASE WHEN v.ts >= checks.last_ts_ms
+                THEN coalesce(v.interval_ms, checks.interval_ms) ELSE checks.interval_ms END
+         FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int2[], $5::int8[], $6::int8[],
+                $7::int8[], $8::int2[], $9::float8[], $10::text[], $11::int8[])
+              AS v(id, s, e, st, n, usual, ts, status, duration, message, interval_ms)
+         WHERE checks.id = v.id",
         &[
             &open_ids, &o_start, &o_end, &o_status, &o_count, &o_usual, &lts, &lst, &ldu, &lme,
             &liv,

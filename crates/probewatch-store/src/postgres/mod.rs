@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_acknowledgements.sql"),
     include_str!("migrations/0004_head_blocks.sql"),
     include_str!("migrations/0005_names_in_byte_order.sql"),
+    include_str!("migrations/0006_checks_room_to_update.sql"),
 ];
 
 /// The migration after which the rows of the old per-sample head are moved into blocks.
