@@ -145,6 +145,34 @@ fn reading_most_series_at_once_matches_reading_them_in_small_batches() {
             .collect();
         assert_eq!(whole.len(), asked.len());
         assert_eq!(whole, by_batches, "{}", backend.name());
+        // A small read (by bucket on PostgreSQL) with a series asked twice, one with a head
+        // sample: each slot gets the series whole.
+        let in_head = rows
+            .iter()
+            .map(|r| r.id)
+            .find(|&id| {
+                let read = store
+                    .read_samples(&[id], from, to, usize::MAX)
+                    .expect("read");
+                read[0].iter().any(|s| s.0 == 300_000)
+            })
+            .expect("a series with a head sample");
+        let other = rows[rows.len() / 2].id;
+        let small = store
+            .read_samples(&[in_head, other, in_head], from, to, usize::MAX)
+            .expect("read small");
+        let one = |id| {
+            store
+                .read_samples(&[id], from, to, usize::MAX)
+                .expect("read")[0]
+                .clone()
+        };
+        assert_eq!(
+            small,
+            vec![one(in_head), one(other), one(in_head)],
+            "{}",
+            backend.name()
+        );
         assert!(whole.iter().all(|s| !s.is_empty()));
         // The sample limit still counts only what was asked for.
         let held: usize = whole.iter().map(Vec::len).sum();

@@ -371,10 +371,11 @@ fn read_many(
     max_samples: usize,
 ) -> Result<Option<PerSeries>, StoreError> {
     let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
-    let mut at: HashMap<i64, Vec<usize>> = HashMap::with_capacity(ids.len());
-    for (i, id) in ids.iter().enumerate() {
-        at.entry(*id).or_default().push(i);
-    }
+    // (series, slot) in id order. Head blocks list their series in id order too, so one walk
+    // finds a block's wanted series: a hash lookup per series of every block met was 40 % of
+    // the client's time in a rule cycle.
+    let mut wanted: Vec<(i64, usize)> = ids.iter().copied().zip(0..).collect();
+    wanted.sort_unstable();
     let mut held = 0usize;
     // One statement, so one snapshot and one round trip (typed parameters: no prepare):
     // each chunk a row, then each head sample a row. Unordered: sorting a large read made
@@ -440,17 +441,18 @@ fn read_many(
             blocks.push(r);
             continue;
         };
-        let Some(slots) = at.get(&series) else {
+        let slots = slots_of(&wanted, series);
+        if slots.is_empty() {
             continue;
-        };
+        }
         let mut decoded = Vec::new();
         chunk::decode(r.get(2), &mut decoded).map_err(corrupt)?;
         decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
         let taken = decoded.len();
         let max_ts: i64 = r.get(1);
         // An id asked for more than once gets a copy per slot; usually there is one.
-        if let Some((&last, others)) = slots.split_last() {
-            for &slot in others {
+        if let Some((&(_, last), others)) = slots.split_last() {
+            for &(_, slot) in others {
                 chunked[slot].push((max_ts, decoded.clone()));
             }
             chunked[last].push((max_ts, decoded));
@@ -462,8 +464,7 @@ fn read_many(
     }
     // Head blocks in write order, each series' runs appended oldest first.
     blocks.sort_unstable_by_key(|r| r.get::<_, i64>(1));
-    let mut wanted: Vec<i64> = ids.to_vec();
-    wanted.sort_unstable();
+    let wanted_ids: Vec<i64> = wanted.iter().map(|w| w.0).collect();
     let mut run = Vec::new();
     let mut fetched = Vec::new();
     for r in blocks {
@@ -483,17 +484,30 @@ fn read_many(
                 }
             },
         };
-        if !any_within(&wanted, r.get(3), r.get(4)) {
+        let (first, last): (i64, i64) = (r.get(3), r.get(4));
+        if !any_within(&wanted_ids, first, last) {
             continue;
         }
         let mut series = head_block::BlockSeries::new(&data).map_err(corrupt)?;
+        let mut rest = &wanted[wanted.partition_point(|w| w.0 < first)..];
         while let Some((id, samples)) = series.next_series().map_err(corrupt)? {
-            let Some(slots) = at.get(&id) else { continue };
+            // Both ascend: step past the wanted ids below this one (a binary search per
+            // block series cost more than the walk).
+            while rest.first().is_some_and(|w| w.0 < id) {
+                rest = &rest[1..];
+            }
+            let Some(&(next, _)) = rest.first() else {
+                break; // past the last series wanted
+            };
+            if next != id {
+                continue;
+            }
+            let slots = slots_of(rest, id);
             run.clear();
             samples
                 .decode_range(from_ms, to_ms, &mut run)
                 .map_err(corrupt)?;
-            for &slot in slots {
+            for &(_, slot) in slots {
                 head[slot].extend_from_slice(&run);
             }
             held += run.len() * slots.len();
@@ -517,6 +531,14 @@ fn read_many(
         }
     }
     Ok(Some(out))
+}
+
+/// The entries of `wanted` (sorted by series id) for series `id`: usually one, more when a
+/// read asked for a series twice.
+fn slots_of(wanted: &[(i64, usize)], id: i64) -> &[(i64, usize)] {
+    let start = wanted.partition_point(|w| w.0 < id);
+    let len = wanted[start..].partition_point(|w| w.0 == id);
+    &wanted[start..start + len]
 }
 
 /// The head blocks a process has read, by id: a block is never changed once written (a
