@@ -96,13 +96,15 @@ pub fn open_store(
                     .unwrap_or(crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES),
             ),
         ),
-        StoreLocation::Postgres(url) => Arc::new(
-            PgStore::open(url, options.password.as_deref())?.with_head_max_samples(
-                options
-                    .head_max_samples
-                    .unwrap_or(crate::postgres::DEFAULT_HEAD_MAX_SAMPLES),
-            ),
-        ),
+        StoreLocation::Postgres(url) => {
+            let store = PgStore::open(url, options.password.as_deref())?;
+            // Unset, the head also grows with the number of series (see
+            // `postgres::HEAD_SAMPLES_PER_SERIES`).
+            Arc::new(match options.head_max_samples {
+                Some(samples) => store.with_head_max_samples(samples),
+                None => store,
+            })
+        }
     })
 }
 

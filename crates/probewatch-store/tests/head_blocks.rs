@@ -175,3 +175,63 @@ fn postgres_head_rows_of_schema_3_move_into_blocks() {
         assert_eq!(store.stats().expect("stats").samples, total as u64);
     }
 }
+
+/// On PostgreSQL the default head also waits for [`HEAD_SAMPLES_PER_SERIES`] samples a
+/// series before a drain, so that a drain does not rewrite a chunk per sample or two when
+/// there are many series; a size set explicitly is taken as it is.
+///
+/// [`HEAD_SAMPLES_PER_SERIES`]: probewatch_store::postgres::HEAD_SAMPLES_PER_SERIES
+#[test]
+fn postgres_head_grows_with_the_series_unless_set() {
+    use probewatch_store::postgres::{DEFAULT_HEAD_MAX_SAMPLES, HEAD_SAMPLES_PER_SERIES};
+    for backend in common::backends::backends("head_per_series") {
+        let Some(url) = backend.postgres_url() else {
+            continue;
+        };
+        // Enough series that their share outgrows the fixed size: 20,000 × 8 = 160,000.
+        let series = 20_000i64;
+        let threshold = u64::try_from(series).expect("positive") * HEAD_SAMPLES_PER_SERIES;
+        assert!(threshold > DEFAULT_HEAD_MAX_SAMPLES);
+        let round = |t: i64| -> Vec<SeriesSample> {
+            (0..series)
+                .map(|i| sample(i, t * 1_000, t as f64))
+                .collect()
+        };
+        let default = open_store(
+            &StoreLocation::Postgres(url.to_string()),
+            &StoreOptions::default(),
+        )
+        .expect("open");
+        // 7 samples a series: past the fixed size, short of 8 a series.
+        for t in 0..7 {
+            default.write_samples(&round(t)).expect("write");
+        }
+        assert!(7 * series as u64 > DEFAULT_HEAD_MAX_SAMPLES);
+        assert!(
+            !default.compact(1_000_000).expect("compact").swapped,
+            "drained early"
+        );
+        // The same database with the size set explicitly drains now.
+        let explicit = PgStore::open(url, None)
+            .expect("open")
+            .with_head_max_samples(DEFAULT_HEAD_MAX_SAMPLES);
+        assert!(explicit.compact(1_000_000).expect("compact").swapped);
+        while explicit.compact(1_000_000).expect("compact").more() {}
+        // The default one drains once the series have 8 samples each in the head.
+        for t in 7..14 {
+            default.write_samples(&round(t)).expect("write");
+        }
+        assert!(!default.compact(1_000_000).expect("compact").swapped);
+        default.write_samples(&round(14)).expect("write");
+        assert!(default.compact(1_000_000).expect("compact").swapped);
+        while default.compact(1_000_000).expect("compact").more() {}
+        assert_eq!(
+            default.stats().expect("stats").samples,
+            15 * series as u64,
+            "every sample kept"
+        );
+        let read = default.samples("m", 0, i64::MAX).expect("read");
+        assert_eq!(read.len(), series as usize);
+        assert!(read.iter().all(|s| s.samples.len() == 15));
+    }
+}

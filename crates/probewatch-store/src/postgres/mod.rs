@@ -50,6 +50,12 @@ const HEAD_BLOCKS_MIGRATION: usize = 4;
 /// share the head, and a read of many series decodes every block of their buckets.
 pub const DEFAULT_HEAD_MAX_SAMPLES: u64 = 131_072;
 
+/// With the default head size, a drain also waits for this many head samples per stored
+/// series. A drain rewrites the newest chunk of every series it moves samples of; with
+/// 700,000 series, 131,072 samples meant a chunk rewritten for every sample or two, and
+/// compaction took most of the server's time at 100,000 checks.
+pub const HEAD_SAMPLES_PER_SERIES: u64 = 8;
+
 /// The advisory lock key that serializes migrations between servers starting together
 /// ("probewatch" folded into 63 bits).
 const MIGRATION_LOCK: i64 = 0x7072_6f62_6577_6174;
@@ -211,6 +217,9 @@ pub struct PgStore {
     ids: Mutex<IdCaches>,
     /// Head samples that start a compaction drain.
     head_max: u64,
+    /// Head samples per stored series that a drain also waits for (0 when the size was set
+    /// explicitly).
+    head_per_series: u64,
     /// While a drain is under way, the newest head block it moves (compaction steps move
     /// the blocks up to it, bucket by bucket); 0 when none is.
     drain_upto: std::sync::atomic::AtomicI64,
@@ -326,6 +335,7 @@ impl PgStore {
             shown,
             ids: Mutex::new(IdCaches::default()),
             head_max: DEFAULT_HEAD_MAX_SAMPLES,
+            head_per_series: HEAD_SAMPLES_PER_SERIES,
             drain_upto: std::sync::atomic::AtomicI64::new(0),
             fence: Mutex::new(None),
             partitions_made_at: std::sync::atomic::AtomicI64::new(now_ms()),
@@ -334,10 +344,12 @@ impl PgStore {
         })
     }
 
-    /// Sets how many head samples start a compaction drain (default
-    /// [`DEFAULT_HEAD_MAX_SAMPLES`]); tests use small values to compact often.
+    /// Sets how many head samples start a compaction drain, whatever the number of series
+    /// (by default [`DEFAULT_HEAD_MAX_SAMPLES`], or [`HEAD_SAMPLES_PER_SERIES`] per series
+    /// when that is more); tests use small values to compact often.
     pub fn with_head_max_samples(mut self, samples: u64) -> PgStore {
         self.head_max = samples.max(1);
+        self.head_per_series = 0;
         self
     }
 

@@ -43,12 +43,18 @@ impl SampleStore for PgStore {
             // servers go on ingesting.
             let row = client.query_one(
                 "SELECT coalesce(sum(samples), 0)::int8, coalesce(max(id), 0),
-                        coalesce(min(id), 9223372036854775807) FROM head_blocks",
+                        coalesce(min(id), 9223372036854775807),
+                        (SELECT series FROM stats WHERE id = 1)
+                 FROM head_blocks",
                 &[],
             )?;
             let (samples, newest): (i64, i64) = (row.get(0), row.get(1));
             self.head_cache.forget_below(row.get(2));
-            if to_u64(samples) < self.head_max || newest == 0 {
+            let series = to_u64(row.get::<_, Option<i64>>(3).unwrap_or(0));
+            let threshold = self
+                .head_max
+                .max(series.saturating_mul(self.head_per_series));
+            if to_u64(samples) < threshold || newest == 0 {
                 return Ok(CompactStep::default());
             }
             self.drain_upto.store(newest, Ordering::Relaxed);
