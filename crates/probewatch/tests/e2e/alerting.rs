@@ -29,20 +29,13 @@ groups:
         expr: count(probe_check_status{check="login"} == 2)
 "#;
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 fn result(probe: &str, login: &str, search: &str) -> String {
     format!(
         r#"<probe name="{probe}" host="h1" time="{}">
   <check name="login" status="{login}">login</check>
   <check name="search" status="{search}">search</check>
 </probe>"#,
-        now_secs()
+        epoch_secs()
     )
 }
 
@@ -394,7 +387,7 @@ groups:
         env.spool().display().to_string()
     );
     // It reports once (stamped with the current second), then falls silent.
-    let stamped = now_secs();
+    let stamped = epoch_secs();
     std::fs::write(env.spool().join("a.xml"), result("gone", "ok", "ok")).expect("write");
     let daemon = env.start_with_config(&cfg);
     let got = hook.wait_for(1, Duration::from_secs(15));

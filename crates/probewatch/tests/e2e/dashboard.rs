@@ -3,24 +3,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::util::*;
 
 const XSS: &str = "<script>alert(1)</script>";
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// A spool with a check named like an XSS attempt, a failing check, and a probe that
 /// declared a 60 s interval but last reported ten minutes ago.
 fn dashboard_env() -> (Env, Daemon) {
     let env = Env::new();
-    let now = now_secs();
+    let now = epoch_secs();
     std::fs::write(
         env.spool().join("web.xml"),
         format!(
@@ -214,7 +207,7 @@ fn alerts_and_rules_pages_over_http_and_in_the_browser() {
         env.spool().join("a.xml"),
         format!(
             r#"<probe name="web" host="h1" time="{}"><check name="login" status="critical">down</check></probe>"#,
-            now_secs()
+            epoch_secs()
         ),
     )
     .expect("write");
@@ -393,7 +386,7 @@ fn probe_text_with_bidi_controls_cannot_reorder_the_page() {
             r#"<probe name="web" host="h1" time="{}">
   <check name="gol&#x202E;in" status="critical">&#x202E;ti detaerc</check>
 </probe>"#,
-            now_secs()
+            epoch_secs()
         ),
     )
     .expect("write");
@@ -442,7 +435,7 @@ fn probe_text_with_bidi_controls_cannot_reorder_the_page() {
 #[test]
 fn the_overview_pages_problems_first_and_refreshes_only_what_changed() {
     let env = Env::new();
-    let now = now_secs();
+    let now = epoch_secs();
     let checks: String = (0..250)
         .map(|i| {
             let status = if i == 137 { "critical" } else { "ok" };

@@ -3,22 +3,15 @@
 //! the ingest page's rate and latency — over HTTP, and in headless Chromium driven by
 //! WebDriver (clicks, typing, dragging; console errors fail the test).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::util::*;
 use crate::webdriver::Browser;
 
-fn now_secs() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 /// 180 results of web/login on h1, one a minute for the last three hours: ok, except
 /// critical for the 30 results 90 to 60 minutes ago; durations 0.1 s with one 9 s spike.
 fn three_hours(env: &Env) -> i64 {
-    let now = now_secs();
+    let now = epoch_secs();
     let first = now - 180 * 60;
     let mut xml = String::from("<results>\n");
     for i in 0..180i64 {
@@ -80,7 +73,7 @@ fn check_page_shows_availability_changes_and_results_for_the_range() {
     let hour = daemon.get_text(&format!("{CHECK}&range=1h"));
     assert!(hour.contains(">100.000 %</strong>"), "{hour}");
     // A custom range inside the critical stretch.
-    let now = now_secs();
+    let now = epoch_secs();
     let custom = daemon.get_text(&format!(
         "{CHECK}&from={}&to={}",
         (now - 85 * 60) * 1000,

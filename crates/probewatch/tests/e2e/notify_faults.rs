@@ -7,7 +7,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -54,12 +54,6 @@ fn huge_error_receiver() -> (String, Arc<AtomicU64>) {
         }
     });
     (url, sent)
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 const RULES: &str = r#"
@@ -132,7 +126,7 @@ path = {spool:?}
             env.spool().join(format!("p{i}.xml")),
             format!(
                 r#"<probe name="p{i}" host="h" time="{}"><check name="login" status="critical"/></probe>"#,
-                now_secs()
+                epoch_secs()
             ),
         )
         .expect("write");
