@@ -470,7 +470,6 @@ fn read_many(
     }
     // Head blocks in write order, each series' runs appended oldest first.
     blocks.sort_unstable_by_key(|r| r.get::<_, i64>(1));
-    let wanted_ids: Vec<i64> = wanted.iter().map(|w| w.0).collect();
     let mut run = Vec::new();
     let mut fetched = Vec::new();
     for r in blocks {
@@ -490,12 +489,13 @@ fn read_many(
                 }
             },
         };
+        // The wanted series from the block's first on; none up to its last: skip it.
         let (first, last): (i64, i64) = (r.get(3), r.get(4));
-        if !any_within(&wanted_ids, first, last) {
+        let mut rest = &wanted[wanted.partition_point(|w| w.0 < first)..];
+        if rest.first().is_none_or(|w| w.0 > last) {
             continue;
         }
         let mut series = head_block::BlockSeries::new(&data).map_err(corrupt)?;
-        let mut rest = &wanted[wanted.partition_point(|w| w.0 < first)..];
         while let Some((id, samples)) = series.next_series().map_err(corrupt)? {
             // Both ascend: step past the wanted ids below this one (a binary search per
             // block series cost more than the walk).
