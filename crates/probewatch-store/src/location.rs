@@ -89,17 +89,17 @@ pub fn open_store(
     options: &StoreOptions,
 ) -> Result<Arc<dyn Store>, StoreError> {
     Ok(match location {
-        StoreLocation::Sqlite(dir) => Arc::new(
-            SqliteStore::open(dir)?.with_head_max_samples(
-                options
-                    .head_max_samples
-                    .unwrap_or(crate::sqlite::DEFAULT_HEAD_MAX_SAMPLES),
-            ),
-        ),
+        // A head size only when one is set: each back end has its own default (PostgreSQL's
+        // also grows with the number of series, `postgres::HEAD_SAMPLES_PER_SERIES`).
+        StoreLocation::Sqlite(dir) => {
+            let store = SqliteStore::open(dir)?;
+            Arc::new(match options.head_max_samples {
+                Some(samples) => store.with_head_max_samples(samples),
+                None => store,
+            })
+        }
         StoreLocation::Postgres(url) => {
             let store = PgStore::open(url, options.password.as_deref())?;
-            // Unset, the head also grows with the number of series (see
-            // `postgres::HEAD_SAMPLES_PER_SERIES`).
             Arc::new(match options.head_max_samples {
                 Some(samples) => store.with_head_max_samples(samples),
                 None => store,
