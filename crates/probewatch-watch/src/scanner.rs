@@ -264,6 +264,9 @@ impl Scanner {
     fn check_root(&mut self, spool: SpoolId, startup: bool) {
         use std::os::unix::fs::MetadataExt;
         let root = self.shared.spools[spool].root.clone();
+        // Scanned only once the problem is cleared, so that no file of the spool is
+        // reported while it still reads as not watched.
+        let mut rescan = false;
         let problem = match std::fs::symlink_metadata(&root) {
             Ok(meta) if meta.file_type().is_dir() => {
                 let identity = (meta.dev(), meta.ino());
@@ -285,7 +288,7 @@ impl Scanner {
                         );
                     }
                     self.roots[spool] = Some(identity);
-                    self.scan(spool, &root, ReadyCause::Scan);
+                    rescan = true;
                 }
                 None
             }
@@ -312,6 +315,9 @@ impl Scanner {
                 Some(problem) => tracing::error!("{problem}"),
                 None => tracing::info!(spool = %root.display(), "spool directory is watched again"),
             }
+        }
+        if rescan {
+            self.scan(spool, &root, ReadyCause::Scan);
         }
     }
 
