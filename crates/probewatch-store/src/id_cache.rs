@@ -1,22 +1,29 @@
-//! The writer's caches of series and check ids, keyed by a 128-bit hash of the name.
+//! The writers' maps of series and check ids, keyed by a 128-bit hash of the name.
 //!
 //! At a million series, a map keyed by the series text (`metric{labels}`, ~80 bytes) held
 //! ~120 bytes per series: over 100 MiB. A 128-bit XXH3 of the text is taken, seeded per
 //! process so that probe authors cannot aim at a collision, and an entry keeps 96 bits of it
 //! beside a 32-bit id: 16 bytes an entry (4 more bits pick its shard). Two names of a million
-//! sharing those 100 bits has a probability of about 10^-18. The map is also capped: past [`IdCache::CAPACITY`] entries it
-//! starts over, and misses (and ids past 32 bits, never cached) go to the database.
+//! sharing those 100 bits has a probability of about 10^-18.
+//!
+//! A map is either a cache, capped at [`IdCache::CAPACITY`] entries (past it, a shard starts
+//! over and misses go to the database), or complete: SQLite's writer holds every series in
+//! one ([`crate::sqlite`]'s series directory) and looks nothing up by name in the database.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::OnceLock;
 
-/// Name hash → id, for the writer only. Split in [`SHARDS`] maps, so that growing one
-/// moves a sixteenth of the entries and never holds two whole tables at once. An entry is the
-/// hash's low 64 bits as the map's key, then 32 more bits of it and the id as the value
-/// (a 128-bit key and an `i64` made 24-byte entries).
+/// Name hash → id. Split in [`SHARDS`] maps, so that growing one moves a sixteenth of the
+/// entries and never holds two whole tables at once. An entry is the hash's low 64 bits as
+/// the map's key, then 32 more bits of it and the id as the value (a 128-bit key and an
+/// `i64` made 24-byte entries); the rare id past 32 bits goes to a map of its own.
 #[derive(Debug)]
-pub(crate) struct IdCache(Vec<HashMap<u64, (u32, u32), PassThrough>>);
+pub(crate) struct IdCache {
+    shards: Vec<HashMap<u64, (u32, u32), PassThrough>>,
+    wide: HashMap<Key, i64>,
+    capped: bool,
+}
 
 const SHARDS: usize = 16;
 
@@ -28,14 +35,27 @@ pub(crate) struct Key {
 }
 
 impl Default for IdCache {
+    /// A cache, capped at [`IdCache::CAPACITY`].
     fn default() -> Self {
-        IdCache((0..SHARDS).map(|_| HashMap::default()).collect())
+        IdCache {
+            shards: (0..SHARDS).map(|_| HashMap::default()).collect(),
+            wide: HashMap::new(),
+            capped: true,
+        }
     }
 }
 
 impl IdCache {
-    /// Most entries kept (about 24 MiB of tables at most).
+    /// Most entries a cache keeps (about 24 MiB of tables at most).
     pub const CAPACITY: usize = 1 << 20;
+
+    /// A map with no cap, for a writer that keeps every name it knows.
+    pub fn complete() -> Self {
+        IdCache {
+            capped: false,
+            ..IdCache::default()
+        }
+    }
 
     fn shard(&self, key: Key) -> usize {
         (key.hi % SHARDS as u64) as usize
@@ -48,31 +68,39 @@ impl IdCache {
     }
 
     pub fn get(&self, key: Key) -> Option<i64> {
-        match self.0[self.shard(key)].get(&key.lo) {
+        match self.shards[self.shard(key)].get(&key.lo) {
             Some(&(check, id)) if check == Self::check(key) => Some(i64::from(id)),
-            _ => None,
+            _ if self.wide.is_empty() => None,
+            _ => self.wide.get(&key).copied(),
         }
     }
 
     pub fn insert(&mut self, key: Key, id: i64) {
-        let Ok(id) = u32::try_from(id) else {
-            return; // not cached: looked up in the database each time
+        let limit = Self::CAPACITY / SHARDS;
+        let Ok(small) = u32::try_from(id) else {
+            if self.capped && self.wide.len() >= limit {
+                self.wide.clear();
+            }
+            self.wide.insert(key, id);
+            return;
         };
         let shard = self.shard(key);
-        let map = &mut self.0[shard];
-        if map.len() >= Self::CAPACITY / SHARDS {
+        let map = &mut self.shards[shard];
+        if self.capped && map.len() >= limit {
             *map = HashMap::default();
         }
-        map.insert(key.lo, (Self::check(key), id));
+        map.insert(key.lo, (Self::check(key), small));
     }
 
     pub fn clear(&mut self) {
-        *self = IdCache::default();
+        *self = IdCache {
+            capped: self.capped,
+            ..IdCache::default()
+        };
     }
 
-    #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.0.iter().map(HashMap::len).sum()
+        self.shards.iter().map(HashMap::len).sum::<usize>() + self.wide.len()
     }
 }
 
@@ -83,13 +111,6 @@ pub(crate) fn key(parts: &[&str]) -> Key {
         lo: hash as u64,
         hi: (hash >> 64) as u64,
     }
-}
-
-/// The hash of a series name stored in `series.name_hash`: seed 0 (it must be the same in
-/// every process), 64 bits as SQLite's signed integer. Only narrows a lookup; the text
-/// decides.
-pub(crate) fn name_hash(metric: &str, labels: &str) -> i64 {
-    digest(0, &[metric, labels]) as u64 as i64
 }
 
 /// XXH3-128 of the parts, each followed by a 0 byte so that no two different part lists
@@ -174,15 +195,35 @@ mod tests {
     }
 
     #[test]
-    fn ids_past_32_bits_and_negative_ones_are_not_cached() {
+    fn ids_past_32_bits_are_kept_beside() {
         let mut cache = IdCache::default();
         let key = |lo: u64| Key { lo, hi: 0 };
         cache.insert(key(1), i64::from(u32::MAX));
         cache.insert(key(2), i64::from(u32::MAX) + 1);
         cache.insert(key(3), -1);
         assert_eq!(cache.get(key(1)), Some(i64::from(u32::MAX)));
+        assert_eq!(cache.get(key(2)), Some(i64::from(u32::MAX) + 1));
+        assert_eq!(cache.get(key(3)), Some(-1));
+        assert_eq!(cache.get(key(4)), None);
+        cache.clear();
         assert_eq!(cache.get(key(2)), None);
-        assert_eq!(cache.get(key(3)), None);
+    }
+
+    #[test]
+    fn a_complete_map_keeps_every_entry() {
+        let mut map = IdCache::complete();
+        let key = |lo: u64| Key { lo, hi: 0 };
+        let per_shard = (IdCache::CAPACITY / SHARDS) as u64;
+        for i in 0..=per_shard {
+            map.insert(key(i), i as i64);
+        }
+        assert_eq!(map.len() as u64, per_shard + 1);
+        assert_eq!(map.get(key(0)), Some(0));
+        map.clear();
+        for i in 0..=per_shard {
+            map.insert(key(i), i as i64);
+        }
+        assert_eq!(map.get(key(0)), Some(0), "still complete after a clear");
     }
 
     #[test]

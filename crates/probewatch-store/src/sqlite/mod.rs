@@ -25,7 +25,9 @@ mod intervals;
 use intervals as sqlite_intervals;
 use sqlite_intervals::SqliteRuns;
 mod samples;
+mod series_directory;
 mod spans;
+use series_directory::SeriesDirectory;
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -42,13 +44,11 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_acknowledgements.sql"),
     include_str!("migrations/0012_head_blocks.sql"),
     include_str!("migrations/0013_head_bucket_runs.sql"),
+    include_str!("migrations/0014_series_without_name_index.sql"),
 ];
 
 /// The migration after which every check's status intervals are built from its results.
 const INTERVALS_MIGRATION: usize = 7;
-
-/// The migration after which every series' `name_hash` is computed and indexed.
-const SERIES_HASH_MIGRATION: usize = 10;
 
 /// The migration after which the sample head is blocks (the old head rows are moved).
 const HEAD_BLOCKS_MIGRATION: usize = 12;
@@ -89,8 +89,8 @@ pub struct SqliteStore {
 /// The write connection and the id caches that only the writer may touch.
 struct Writer {
     conn: Connection,
-    /// `metric` + canonical labels → series id.
-    series: IdCache,
+    /// `metric` + canonical labels → series id, for every stored series.
+    series: SeriesDirectory,
     /// (probe, host, check) → check id.
     checks: IdCache,
     /// (series id, time, value) of every sample of the current transaction: written to the
@@ -175,7 +175,7 @@ impl SqliteStore {
             identity,
             writer: Mutex::new(Writer {
                 conn,
-                series: IdCache::default(),
+                series: SeriesDirectory::default(),
                 checks: IdCache::default(),
                 head_rows: Vec::new(),
                 next_batch_id,
@@ -377,20 +377,6 @@ impl SqliteStore {
     }
 }
 
-/// Fills `series.name_hash` for every row and indexes it (migration 10).
-fn hash_series_names(tx: &Connection) -> rusqlite::Result<()> {
-    let rows: Vec<(i64, String, String)> = tx
-        .prepare("SELECT id, metric, labels FROM series")?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut update = tx.prepare("UPDATE series SET name_hash = ?2 WHERE id = ?1")?;
-    for (id, metric, labels) in rows {
-        update.execute(params![id, id_cache::name_hash(&metric, &labels)])?;
-    }
-    tx.execute_batch("CREATE INDEX series_name_hash ON series (name_hash)")?;
-    Ok(())
-}
-
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
@@ -409,9 +395,6 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.execute_batch(sql)?;
         if index + 1 == INTERVALS_MIGRATION {
             sqlite_intervals::rebuild_all(&tx)?;
-        }
-        if index + 1 == SERIES_HASH_MIGRATION {
-            hash_series_names(&tx)?;
         }
         if index + 1 == HEAD_BLOCKS_MIGRATION {
             samples::rows_to_blocks(&tx)?;
@@ -606,6 +589,7 @@ impl Writer {
         let head = std::mem::take(&mut writer.delta.head);
         drop(writer);
         tx.commit()?;
+        series.committed();
         self.next_batch_id += 1;
         self.live.add(&head);
         Ok(CommitSummary {
@@ -620,7 +604,7 @@ impl Writer {
 /// Writes the check results and samples of one transaction, with the writer's id caches.
 struct ResultWriter<'a, 'i> {
     tx: &'a Connection,
-    series: &'a mut IdCache,
+    series: &'a mut SeriesDirectory,
     checks: &'a mut IdCache,
     /// Samples of this transaction, for [`ResultWriter::flush_samples`].
     head_rows: &'a mut Vec<(i64, i64, f64)>,
@@ -630,16 +614,10 @@ struct ResultWriter<'a, 'i> {
     latest: HashMap<i64, (&'i ProbeResult, &'i probewatch_core::CheckResult)>,
     /// Each check's results in this batch, for its status intervals.
     pending: HashMap<i64, crate::intervals::Pending>,
-    /// The series lookup and insert, held for the batch once a new series needs them: at
-    /// first sight every sample is a new series, and taking them from the statement cache
-    /// (hashing the SQL, resetting on return) was ~8 % of the daemon's CPU.
-    series_statements: Option<SeriesStatements<'a>>,
-}
-
-/// The statements that find a series by its name hash and create it.
-struct SeriesStatements<'a> {
-    find: rusqlite::CachedStatement<'a>,
-    insert: rusqlite::CachedStatement<'a>,
+    /// The series insert, held for the batch once a new series needs it: at first sight
+    /// every sample is a new series, and taking it from the statement cache (hashing the
+    /// SQL, resetting on return) was ~8 % of the daemon's CPU.
+    insert_series: Option<rusqlite::CachedStatement<'a>>,
 }
 
 /// The columns [`map_check`] reads, in its order.
@@ -680,14 +658,16 @@ fn insert_or_update(
 }
 
 impl<'a> ResultWriter<'a, '_> {
-    /// A writer for transaction `tx`, samples going to the head.
+    /// A writer for transaction `tx`, samples going to the head. Call
+    /// [`SeriesDirectory::committed`] once `tx` commits.
     fn new(
         tx: &'a Connection,
-        series: &'a mut IdCache,
+        series: &'a mut SeriesDirectory,
         checks: &'a mut IdCache,
         head_rows: &'a mut Vec<(i64, i64, f64)>,
     ) -> rusqlite::Result<Self> {
         head_rows.clear();
+        series.begin(tx)?;
         Ok(ResultWriter {
             tx,
             series,
@@ -696,7 +676,7 @@ impl<'a> ResultWriter<'a, '_> {
             delta: Delta::default(),
             latest: HashMap::new(),
             pending: HashMap::new(),
-            series_statements: None,
+            insert_series: None,
         })
     }
 }
@@ -820,36 +800,18 @@ impl<'a, 'i> ResultWriter<'a, 'i> {
         let series_id = match self.series.get(key) {
             Some(id) => id,
             None => {
-                let hash = id_cache::name_hash(metric, labels);
-                let statements = match &mut self.series_statements {
-                    Some(statements) => statements,
-                    None => self.series_statements.insert(SeriesStatements {
-                        find: self.tx.prepare_cached(
-                            "SELECT id, metric, labels FROM series WHERE name_hash = ?1",
-                        )?,
-                        insert: self.tx.prepare_cached(
-                            "INSERT INTO series (metric, labels, name_hash) VALUES (?1, ?2, ?3)",
-                        )?,
-                    }),
-                };
-                let mut existing = None;
-                let mut rows = statements.find.query(params![hash])?;
-                while let Some(row) = rows.next()? {
-                    if row.get_ref(1)?.as_str()? == metric && row.get_ref(2)?.as_str()? == labels {
-                        existing = Some(row.get(0)?);
-                        break;
-                    }
-                }
-                drop(rows);
-                let id = match existing {
-                    Some(id) => id,
-                    None => {
-                        statements.insert.execute(params![metric, labels, hash])?;
-                        self.delta.series += 1;
-                        self.tx.last_insert_rowid()
-                    }
-                };
-                self.series.insert(key, id);
+                // The directory knows every stored series: a name it lacks is new.
+                let insert =
+                    match &mut self.insert_series {
+                        Some(insert) => insert,
+                        None => self.insert_series.insert(self.tx.prepare_cached(
+                            "INSERT INTO series (metric, labels) VALUES (?1, ?2)",
+                        )?),
+                    };
+                insert.execute(params![metric, labels])?;
+                let id = self.tx.last_insert_rowid();
+                self.delta.series += 1;
+                self.series.created(key, id);
                 id
             }
         };
@@ -916,8 +878,8 @@ impl LedgerStore for SqliteStore {
         match &result {
             Ok(_) => self.spans.note(&writer.head_rows),
             Err(_) => {
-                // The transaction rolled back: ids cached during it may not exist.
-                writer.series.clear();
+                // The transaction rolled back: ids cached during it may not exist (the
+                // series directory reads itself afresh at the next transaction).
                 writer.checks.clear();
             }
         }
@@ -1233,19 +1195,14 @@ impl SampleStore for SqliteStore {
             let head = std::mem::take(&mut writer.delta.head);
             drop(writer);
             tx.commit()?;
+            series.committed();
             Ok((added, head))
         })();
-        match result {
-            Ok((added, head)) => {
-                live.add(&head);
-                self.spans.note(head_rows);
-                Ok(added)
-            }
-            Err(err) => {
-                series.clear();
-                Err(err.into())
-            }
-        }
+        // On an error the series directory reads itself afresh at the next transaction.
+        let (added, head) = result?;
+        live.add(&head);
+        self.spans.note(head_rows);
+        Ok(added)
     }
 
     fn series_with_samples(
@@ -1576,12 +1533,7 @@ mod tests {
         let names = [(1i64, "{a=\"1\"}"), (257, "{a=\"257\"}")];
         let series: Vec<String> = names
             .iter()
-            .map(|(id, labels)| {
-                format!(
-                    "({id}, 'm', '{labels}', {})",
-                    id_cache::name_hash("m", labels)
-                )
-            })
+            .map(|(id, labels)| format!("({id}, 'm', '{labels}', 0)"))
             .collect();
         database_at_schema(
             dir.path(),
@@ -1690,10 +1642,11 @@ mod tests {
         assert_eq!(store.stats().expect("stats").samples, 3);
     }
 
-    /// Series from before migration 0010 are found by their new name hash: a sample for an
-    /// existing name joins its series instead of creating a second one.
+    /// Series from before migrations 0010 and 0014 are found by the series directory: a
+    /// sample for an existing name joins its series instead of creating a second one, and
+    /// the name index and hash are gone.
     #[test]
-    fn series_from_schema_9_are_found_by_name_hash() {
+    fn series_from_schema_9_are_found_after_migrating() {
         let dir = tempfile::tempdir().expect("tempdir");
         database_at_schema(
             dir.path(),
@@ -1721,16 +1674,18 @@ mod tests {
         );
         let b = store.samples("m", 0, 10_000).expect("read");
         assert_eq!(b[0].samples, [(1000, 1.5), (2000, 2.0)]);
-        let indexed: i64 = store
+        let left: (i64, i64) = store
             .read(|c| {
                 c.query_row(
-                    "SELECT count(*) FROM series INDEXED BY series_name_hash WHERE name_hash = ?1",
-                    params![id_cache::name_hash("m", "{a=\"c\"}")],
-                    |r| r.get(0),
+                    "SELECT (SELECT count(*) FROM pragma_index_list('series')),
+                        (SELECT count(*) FROM pragma_table_info('series')
+                         WHERE name = 'name_hash')",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
             })
-            .expect("count");
-        assert_eq!(indexed, 1);
+            .expect("schema");
+        assert_eq!(left, (0, 0));
     }
 
     /// A (series, time) repeated in one batch ends with the last value written and is
@@ -1788,33 +1743,98 @@ mod tests {
         assert_eq!(store.stats().expect("stats").samples, 300);
     }
 
-    /// Two names that share a name hash stay two series: the text decides.
-    #[test]
-    fn a_name_hash_collision_keeps_series_apart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(dir.path()).expect("open");
-        let sample = |labels: &str| probewatch_core::SeriesSample {
+    fn sample_of(labels: &str, time_ms: i64, value: f64) -> probewatch_core::SeriesSample {
+        probewatch_core::SeriesSample {
             metric: "m".into(),
             labels: labels.into(),
-            time_ms: 1000,
-            value: 1.0,
-        };
-        store.write_samples(&[sample("{a=\"2\"}")]).expect("write");
-        // Series a=2 now carries the hash of a=1, as a collision would.
-        store
-            .writer()
-            .conn
-            .execute(
-                "UPDATE series SET name_hash = ?1",
-                params![id_cache::name_hash("m", "{a=\"1\"}")],
-            )
-            .expect("forge");
-        drop(store);
-        let store = SqliteStore::open(dir.path()).expect("reopen (empty id caches)");
-        store.write_samples(&[sample("{a=\"1\"}")]).expect("write");
+            time_ms,
+            value,
+        }
+    }
+
+    /// (id, labels) of every stored series, by id.
+    fn series_names(store: &SqliteStore) -> Vec<(i64, String)> {
         let rows = store.series_after(0).expect("series");
-        let names: Vec<&str> = rows.iter().map(|r| r.labels.as_str()).collect();
-        assert_eq!(names, ["{a=\"2\"}", "{a=\"1\"}"]);
+        rows.into_iter().map(|r| (r.id, r.labels)).collect()
+    }
+
+    /// A series another process created (here a second store on the same file, as
+    /// `probewatch ingest` beside a stopped daemon) is found by this writer's directory at
+    /// its next transaction, not created again.
+    #[test]
+    fn series_another_writer_created_are_found_not_doubled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let one = SqliteStore::open(dir.path()).expect("open");
+        one.write_samples(&[sample_of("{a=\"1\"}", 1000, 1.0)])
+            .expect("write");
+        let two = SqliteStore::open(dir.path()).expect("open again");
+        two.write_samples(&[sample_of("{a=\"2\"}", 1000, 2.0)])
+            .expect("write");
+        one.write_samples(&[
+            sample_of("{a=\"2\"}", 2000, 3.0),
+            sample_of("{a=\"3\"}", 2000, 4.0),
+        ])
+        .expect("write");
+        assert_eq!(
+            series_names(&one),
+            [
+                (1, "{a=\"1\"}".to_string()),
+                (2, "{a=\"2\"}".to_string()),
+                (3, "{a=\"3\"}".to_string())
+            ]
+        );
+        let read = one.samples("m", 0, 10_000).expect("read");
+        assert_eq!(read[1].samples, [(1000, 2.0), (2000, 3.0)]);
+        assert_eq!(one.stats().expect("stats").series, 3);
+    }
+
+    /// A transaction that fails after creating a series leaves no trace in the directory:
+    /// SQLite gives the rolled-back id to the next new series, and the failed name, written
+    /// again, gets an id of its own instead of sharing that one.
+    #[test]
+    fn a_failed_transaction_leaves_no_series_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(dir.path()).expect("open");
+        store
+            .write_samples(&[sample_of("{a=\"1\"}", 1000, 1.0)])
+            .expect("write");
+        let side = Connection::open(dir.path().join(DB_FILE)).expect("open");
+        side.execute_batch(
+            "CREATE TRIGGER fail_totals BEFORE UPDATE ON stats
+             BEGIN SELECT RAISE(ABORT, 'disk trouble'); END;",
+        )
+        .expect("trigger");
+        let failed = store.write_samples(&[sample_of("{a=\"2\"}", 1000, 2.0)]);
+        assert!(failed.is_err(), "{failed:?}");
+        side.execute_batch("DROP TRIGGER fail_totals")
+            .expect("drop");
+        store
+            .write_samples(&[sample_of("{a=\"3\"}", 1000, 3.0)])
+            .expect("write");
+        store
+            .write_samples(&[sample_of("{a=\"2\"}", 2000, 4.0)])
+            .expect("write");
+        assert_eq!(
+            series_names(&store),
+            [
+                (1, "{a=\"1\"}".to_string()),
+                (2, "{a=\"3\"}".to_string()),
+                (3, "{a=\"2\"}".to_string())
+            ]
+        );
+        let read = store.samples("m", 0, 10_000).expect("read");
+        let by_labels: Vec<(&str, &[(i64, f64)])> = read
+            .iter()
+            .map(|s| (s.labels.as_str(), s.samples.as_slice()))
+            .collect();
+        assert_eq!(
+            by_labels,
+            [
+                ("{a=\"1\"}", &[(1000, 1.0)][..]),
+                ("{a=\"2\"}", &[(2000, 4.0)][..]),
+                ("{a=\"3\"}", &[(1000, 3.0)][..])
+            ]
+        );
     }
 
     /// A trickle of small batches writes a block per batch and bucket; the head consolidates
