@@ -235,3 +235,45 @@ fn postgres_head_grows_with_the_series_unless_set() {
         assert!(read.iter().all(|s| s.samples.len() == 15));
     }
 }
+
+/// Once a drain ends, the chunks and head blocks it left dead row versions in are vacuumed
+/// (on a thread of the store's own), so reads do not walk them until autovacuum comes.
+#[test]
+fn postgres_vacuums_after_a_drain() {
+    for backend in common::backends::backends("vacuum_after_drain") {
+        let Some(url) = backend.postgres_url() else {
+            continue;
+        };
+        let store = PgStore::open(url, None)
+            .expect("open")
+            .with_head_max_samples(100);
+        let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
+        let vacuums = |db: &mut ::postgres::Client| -> i64 {
+            db.query_one(
+                "SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = 'head_blocks'",
+                &[],
+            )
+            .expect("stats")
+            .get(0)
+        };
+        assert_eq!(vacuums(&mut db), 0, "a new database");
+        // Two drains: the second rewrites the chunks the first wrote.
+        for t in 0..2 {
+            let round: Vec<SeriesSample> = (0..1_000).map(|i| sample(i, t * 1_000, 1.0)).collect();
+            store.write_samples(&round).expect("write");
+            assert!(store.compact(1_000_000).expect("compact").swapped);
+            while store.compact(1_000_000).expect("compact").more() {}
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while vacuums(&mut db) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no vacuum after the drains"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let read = store.samples("m", 0, i64::MAX).expect("read");
+        assert_eq!(read.len(), 1_000);
+        assert!(read.iter().all(|s| s.samples.len() == 2));
+    }
+}

@@ -88,6 +88,8 @@ impl SampleStore for PgStore {
         }
         if buckets.is_empty() {
             self.drain_upto.store(0, Ordering::Relaxed);
+            drop(tx);
+            self.vacuum_after_drain();
             return Ok(CompactStep::default());
         }
         let mut blocks: Vec<(i64, i64, Vec<u8>)> = tx
