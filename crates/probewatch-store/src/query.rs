@@ -29,6 +29,27 @@ struct Index {
     postings: HashMap<String, BTreeMap<String, Vec<usize>>>,
 }
 
+impl Index {
+    /// Adds series `id` (past every id held) with its labels, `__name__` included.
+    fn add(&mut self, id: i64, labels: Labels) {
+        let position = self.series.len();
+        for (name, value) in labels.pairs() {
+            let values = match self.postings.get_mut(name.as_str()) {
+                Some(values) => values,
+                None => self.postings.entry(name.clone()).or_default(),
+            };
+            match values.get_mut(value.as_str()) {
+                Some(positions) => positions.push(position),
+                None => {
+                    values.insert(value.clone(), vec![position]);
+                }
+            }
+        }
+        self.series.push((id, labels));
+        self.max_id = id;
+    }
+}
+
 impl SeriesIndex {
     /// An empty index; the first query loads it.
     pub fn new() -> SeriesIndex {
@@ -54,21 +75,7 @@ impl SeriesIndex {
             };
             let mut labels = Labels::from_pairs(pairs);
             labels.set(METRIC_NAME, row.metric.clone());
-            let position = index.series.len();
-            for (name, value) in labels.pairs() {
-                let values = match index.postings.get_mut(name.as_str()) {
-                    Some(values) => values,
-                    None => index.postings.entry(name.clone()).or_default(),
-                };
-                match values.get_mut(value.as_str()) {
-                    Some(positions) => positions.push(position),
-                    None => {
-                        values.insert(value.clone(), vec![position]);
-                    }
-                }
-            }
-            index.series.push((row.id, labels));
-            index.max_id = row.id;
+            index.add(row.id, labels);
         }
         Ok(())
     }
@@ -137,26 +144,34 @@ impl SeriesIndex {
 
 /// Positions in `index.series` of the series all `matchers` select, ascending.
 fn positions(index: &Index, matchers: &[Matcher]) -> Vec<usize> {
-    let selects = |p: &usize| {
-        matchers
-            .iter()
-            .all(|m| m.matches_labels(&index.series[*p].1))
-    };
-    // The shortest posting list of the equality matchers bounds the candidates.
-    let mut narrowest: Option<&Vec<usize>> = None;
+    // The equality matchers' posting lists, shortest first: candidates come from the
+    // shortest, and stay when every other list holds them (a binary search in an array of
+    // positions). Only the other matchers read a candidate's labels. Reading every
+    // candidate's labels for every matcher missed the cache at each step when a selector's
+    // series lay far apart in the index (on PostgreSQL, series are created sorted by name, so
+    // a probe's series are spread over its batch): 5x the time of the same work on
+    // neighbouring series, a third of a rule cycle.
+    let mut lists: Vec<&Vec<usize>> = Vec::new();
+    let mut others: Vec<&Matcher> = Vec::new();
     for m in matchers {
-        if !matches!(m.op, MatchOp::Equal) || m.value.is_empty() {
-            continue;
-        }
-        let Some(list) = index.postings.get(&m.name).and_then(|v| v.get(&m.value)) else {
-            return Vec::new();
-        };
-        if narrowest.is_none_or(|n| list.len() < n.len()) {
-            narrowest = Some(list);
+        if matches!(m.op, MatchOp::Equal) && !m.value.is_empty() {
+            match index.postings.get(&m.name).and_then(|v| v.get(&m.value)) {
+                Some(list) => lists.push(list),
+                None => return Vec::new(),
+            }
+        } else {
+            others.push(m);
         }
     }
-    match narrowest {
-        Some(list) => list.iter().copied().filter(selects).collect(),
+    lists.sort_unstable_by_key(|list| list.len());
+    let selects = |p: &usize| others.iter().all(|m| m.matches_labels(&index.series[*p].1));
+    match lists.split_first() {
+        Some((shortest, rest)) => shortest
+            .iter()
+            .copied()
+            .filter(|p| rest.iter().all(|list| list.binary_search(p).is_ok()))
+            .filter(selects)
+            .collect(),
         None if matchers.is_empty() => (0..index.series.len()).collect(),
         None => (0..index.series.len()).filter(selects).collect(),
     }
@@ -490,5 +505,66 @@ impl SeriesSource for StoreSource<'_> {
                 drop_name: false,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The series a selector picks through the postings are exactly those whose labels every
+    /// matcher accepts, for equality (including `=""`, a missing label), inequality and
+    /// regex matchers, alone and together.
+    #[test]
+    fn positions_agree_with_reading_every_series() {
+        let mut index = Index::default();
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for id in 1..=400 {
+            let mut pairs = vec![(METRIC_NAME.to_string(), format!("m{}", next(3)))];
+            for (name, values) in [("a", 5), ("b", 3), ("c", 40)] {
+                // Each label missing now and then.
+                let value = next(values + 1);
+                if value < values {
+                    pairs.push((name.to_string(), format!("{name}{value}")));
+                }
+            }
+            index.add(id, Labels::from_pairs(pairs));
+        }
+        let all = [
+            ("__name__", "=", "m1"),
+            ("a", "=", "a2"),
+            ("a", "=", ""),
+            ("b", "!=", "b1"),
+            ("b", "=", "b0"),
+            ("c", "=~", "c1.*"),
+            ("c", "!~", "c3"),
+            ("c", "=", "c7"),
+            ("a", "=", "nowhere"),
+        ];
+        let mut checked = 0;
+        for mask in 0u32..(1 << all.len()) {
+            let matchers: Vec<Matcher> = all
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| mask & (1 << i) != 0)
+                .map(|(_, (n, op, v))| Matcher::new(n, op, v).expect("matcher"))
+                .collect();
+            let want: Vec<usize> = (0..index.series.len())
+                .filter(|&p| {
+                    matchers
+                        .iter()
+                        .all(|m| m.matches_labels(&index.series[p].1))
+                })
+                .collect();
+            assert_eq!(positions(&index, &matchers), want, "{matchers:?}");
+            checked += usize::from(!want.is_empty());
+        }
+        assert!(checked > 50, "most selections pick something: {checked}");
     }
 }
