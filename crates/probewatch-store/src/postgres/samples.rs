@@ -139,11 +139,13 @@ impl SampleStore for PgStore {
     }
 
     fn series_after(&self, after_id: i64) -> Result<Vec<SeriesRow>, StoreError> {
+        // Typed parameters: one round trip, no prepare. Every rule group's read asks this
+        // first (usually for nothing new), and a prepared `query` took two.
         Ok(self
             .client()?
-            .query(
+            .query_typed(
                 "SELECT id, metric, labels FROM series WHERE id > $1 ORDER BY id",
-                &[&after_id],
+                &[(&after_id, Type::INT8)],
             )?
             .iter()
             .map(|r| SeriesRow {
