@@ -301,6 +301,19 @@ pub fn run(args: &BenchPromqlArgs) -> anyhow::Result<std::process::ExitCode> {
                 enc("bench_metric{group=\"g07\"}")
             ),
         ),
+        // Without a time range: every series ever stored (Prometheus: its whole retention).
+        (
+            "label values of instance, no time range".into(),
+            "/api/v1/label/instance/values".into(),
+        ),
+        ("label names, no time range".into(), "/api/v1/labels".into()),
+        (
+            "series of one group, no time range".into(),
+            format!(
+                "/api/v1/series?match%5B%5D={}",
+                enc("bench_metric{group=\"g07\"}")
+            ),
+        ),
     ];
     println!(
         "  {:<48} {:>14} {:>14} {:>8}",
