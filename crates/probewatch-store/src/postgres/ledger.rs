@@ -874,7 +874,7 @@ pub(super) fn write_samples(
     }
     if !missing.is_empty() {
         let mut keys: Vec<&(&str, &str)> = missing.keys().collect();
-        keys.sort_unstable();
+        keys.sort_by_cached_key(|k| creation_order(k.0, k.1));
         let metrics: Vec<&str> = keys.iter().map(|k| k.0).collect();
         let labels: Vec<&str> = keys.iter().map(|k| k.1).collect();
         // Create what is missing; the rows that existed already (another server made them,
@@ -936,6 +936,21 @@ pub(super) fn write_samples(
     Ok(())
 }
 
+/// The order new series are created in: a probe's series on a host together (by their
+/// `probe` and `host` labels), then by name. A pure function of the name, so every server
+/// inserts shared new names in the same order (no deadlock between two batches' inserts).
+fn creation_order<'s>(metric: &'s str, labels: &'s str) -> (String, String, &'s str, &'s str) {
+    let (mut probe, mut host) = (String::new(), String::new());
+    for (name, value) in probewatch_core::labels::parse_canonical(labels).unwrap_or_default() {
+        match name.as_str() {
+            "probe" => probe = value,
+            "host" => host = value,
+            _ => {}
+        }
+    }
+    (probe, host, metric, labels)
+}
+
 /// Appends `rows` rows (the `i`th given by `row(i)`) with one binary COPY under a
 /// savepoint: `Some(count)`, or `None` when some row's key exists already — then the COPY
 /// fails as a whole, the savepoint takes it back, and the caller inserts what is new and
@@ -971,3 +986,36 @@ fn copy_new<'r, const N: usize>(
 }
 
 use crate::id_cache::IdCache;
+
+#[cfg(test)]
+mod tests {
+    use super::creation_order;
+
+    /// New series are created a probe and host at a time, whatever their metric or other
+    /// labels, so that a rule reading one probe's series finds them side by side.
+    #[test]
+    fn new_series_are_created_a_probe_and_host_at_a_time() {
+        let mut names = vec![
+            ("status", r#"{check="c1",host="h1",probe="p2"}"#),
+            ("duration", r#"{check="c0",host="h1",probe="p1"}"#),
+            ("status", r#"{check="c0",host="h1",probe="p1"}"#),
+            ("status", r#"{check="c0",host="h2",probe="p1"}"#),
+            ("up", r#"{job="node"}"#),
+            ("duration", r#"{check="c1",host="h1",probe="p2"}"#),
+            ("status", r#"{check="c1",host="h1",probe="p1"}"#),
+        ];
+        names.sort_by_cached_key(|(m, l)| creation_order(m, l));
+        assert_eq!(
+            names,
+            [
+                ("up", r#"{job="node"}"#),
+                ("duration", r#"{check="c0",host="h1",probe="p1"}"#),
+                ("status", r#"{check="c0",host="h1",probe="p1"}"#),
+                ("status", r#"{check="c1",host="h1",probe="p1"}"#),
+                ("status", r#"{check="c0",host="h2",probe="p1"}"#),
+                ("duration", r#"{check="c1",host="h1",probe="p2"}"#),
+                ("status", r#"{check="c1",host="h1",probe="p2"}"#),
+            ]
+        );
+    }
+}
