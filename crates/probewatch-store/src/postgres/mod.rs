@@ -22,6 +22,7 @@ mod partitions;
 mod samples;
 mod spans;
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -160,10 +161,29 @@ fn retryable(err: &StoreError) -> bool {
 #[derive(Debug)]
 struct Manager(PostgresConnectionManager<NoTls>);
 
-/// A pooled connection and when it was last given back.
+/// A pooled connection, when it was last given back, and the statements prepared on it.
 pub(super) struct Conn {
     client: Client,
     returned: std::time::Instant,
+    statements: HashMap<&'static str, postgres::Statement>,
+}
+
+impl Conn {
+    /// `sql` prepared once on this connection, so that the server keeps its plan: an
+    /// unnamed statement is planned again at every execution (0.23 ms for a rule group's
+    /// read, 20 times a cycle).
+    pub(super) fn prepared(
+        &mut self,
+        sql: &'static str,
+        types: &[postgres::types::Type],
+    ) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare_typed(sql, types)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
 }
 
 impl std::ops::Deref for Conn {
@@ -190,6 +210,7 @@ impl r2d2::ManageConnection for Manager {
         Ok(Conn {
             client: self.0.connect()?,
             returned: std::time::Instant::now(),
+            statements: HashMap::new(),
         })
     }
 

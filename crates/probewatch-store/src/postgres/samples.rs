@@ -207,9 +207,11 @@ impl SampleStore for PgStore {
     ) -> Result<Vec<Vec<(i64, f64)>>, StoreError> {
         // One statement: one snapshot without a transaction around it.
         let mut client = self.client()?;
+        let by_ids = client.prepared(READ_BY_IDS, &READ_BY_IDS_TYPES)?;
         read_many(
             &mut **client,
             &self.head_cache,
+            &by_ids,
             ids,
             from_ms,
             to_ms,
@@ -236,9 +238,11 @@ impl SampleStore for PgStore {
         ids.sort_unstable();
         ids.dedup();
         let mut client = self.client()?;
+        let by_ids = client.prepared(READ_BY_IDS, &READ_BY_IDS_TYPES)?;
         let read = read_many(
             &mut **client,
             &self.head_cache,
+            &by_ids,
             &ids,
             from_ms,
             to_ms,
@@ -283,6 +287,7 @@ impl SampleStore for PgStore {
         to_ms: i64,
     ) -> Result<Vec<SeriesSamples>, StoreError> {
         let mut client = self.client()?;
+        let by_ids = client.prepared(READ_BY_IDS, &READ_BY_IDS_TYPES)?;
         let mut tx = read_snapshot(&mut client)?;
         let series: Vec<(i64, String)> = tx
             .query(
@@ -293,8 +298,16 @@ impl SampleStore for PgStore {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         let ids: Vec<i64> = series.iter().map(|s| s.0).collect();
-        let samples = read_many(&mut tx, &self.head_cache, &ids, from_ms, to_ms, usize::MAX)?
-            .unwrap_or_default();
+        let samples = read_many(
+            &mut tx,
+            &self.head_cache,
+            &by_ids,
+            &ids,
+            from_ms,
+            to_ms,
+            usize::MAX,
+        )?
+        .unwrap_or_default();
         tx.commit()?;
         Ok(series
             .into_iter()
@@ -315,6 +328,7 @@ impl SampleStore for PgStore {
         visit: &mut dyn FnMut(&str, f64),
     ) -> Result<(), StoreError> {
         let mut client = self.client()?;
+        let by_ids = client.prepared(READ_BY_IDS, &READ_BY_IDS_TYPES)?;
         let mut tx = read_snapshot(&mut client)?;
         // Pages of series in the order of the (metric, labels) unique index.
         let mut after = String::new();
@@ -331,8 +345,16 @@ impl SampleStore for PgStore {
             let Some((_, last)) = page.last() else { break };
             after = last.clone();
             let ids: Vec<i64> = page.iter().map(|s| s.0).collect();
-            let samples = read_many(&mut tx, &self.head_cache, &ids, from_ms, to_ms, usize::MAX)?
-                .unwrap_or_default();
+            let samples = read_many(
+                &mut tx,
+                &self.head_cache,
+                &by_ids,
+                &ids,
+                from_ms,
+                to_ms,
+                usize::MAX,
+            )?
+            .unwrap_or_default();
             for ((_, labels), samples) in page.iter().zip(samples) {
                 if let Some(&(_, value)) = samples.last() {
                     visit(labels, value);
@@ -370,11 +392,33 @@ type Samples = Vec<(i64, f64)>;
 /// Each series' samples, in the order of the ids asked for.
 type PerSeries = Vec<Samples>;
 
+/// [`read_many`]'s statement for a read of some series: each chunk a row (series, newest
+/// time, data), then each head block of their buckets a row (no series, block id, data
+/// unless the process holds it (`$5`), first and last series, bucket). Prepared on each
+/// connection ([`super::Conn::prepared`]).
+const READ_BY_IDS: &str = "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
+       FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
+     UNION ALL
+     SELECT NULL, id, CASE WHEN id = ANY($5) THEN NULL ELSE data END,
+            first_series, last_series, bucket
+       FROM head_blocks WHERE bucket = ANY($4) AND max_ts >= $2 AND min_ts <= $3";
+
+/// The parameter types of [`READ_BY_IDS`].
+const READ_BY_IDS_TYPES: [Type; 5] = [
+    Type::INT8_ARRAY,
+    Type::INT8,
+    Type::INT8,
+    Type::INT8_ARRAY,
+    Type::INT8_ARRAY,
+];
+
 /// The samples of each of `ids` in `[from_ms, to_ms]`, chunks then head (the head winning on
-/// equal timestamps), or `None` past `max_samples` in all.
+/// equal timestamps), or `None` past `max_samples` in all. `by_ids` is [`READ_BY_IDS`]
+/// prepared on the connection of `tx`.
 fn read_many(
     tx: &mut impl GenericClient,
     head_cache: &HeadCache,
+    by_ids: &postgres::Statement,
     ids: &[i64],
     from_ms: i64,
     to_ms: i64,
@@ -387,8 +431,9 @@ fn read_many(
     let mut wanted: Vec<(i64, usize)> = ids.iter().copied().zip(0..).collect();
     wanted.sort_unstable();
     let mut held = 0usize;
-    // One statement, so one snapshot and one round trip (typed parameters: no prepare):
-    // each chunk a row, then each head sample a row. Unordered: sorting a large read made
+    // One statement, so one snapshot and one round trip (a read of some series: prepared
+    // once per connection; a whole metric: typed parameters, no prepare): each chunk a row,
+    // then each head block a row. Unordered: sorting a large read made
     // the server spill to disk, and the client orders each series' few rows cheaply.
     //
     // A read of most of the store's series (a whole metric) takes every row in the range
@@ -412,21 +457,7 @@ fn read_many(
     let cached = head_cache.snapshot(buckets.as_deref());
     let known: Vec<i64> = cached.keys().copied().collect();
     let rows = if let Some(buckets) = &buckets {
-        tx.query_typed(
-            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
-               FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
-             UNION ALL
-             SELECT NULL, id, CASE WHEN id = ANY($5) THEN NULL ELSE data END,
-                    first_series, last_series, bucket
-               FROM head_blocks WHERE bucket = ANY($4) AND max_ts >= $2 AND min_ts <= $3",
-            &[
-                (&ids, Type::INT8_ARRAY),
-                (&from_ms, Type::INT8),
-                (&to_ms, Type::INT8),
-                (buckets, Type::INT8_ARRAY),
-                (&known, Type::INT8_ARRAY),
-            ],
-        )?
+        tx.query(by_ids, &[&ids, &from_ms, &to_ms, buckets, &known])?
     } else {
         tx.query_typed(
             "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
