@@ -298,16 +298,7 @@ impl SampleStore for PgStore {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         let ids: Vec<i64> = series.iter().map(|s| s.0).collect();
-        let samples = read_many(
-            &mut tx,
-            &self.head_cache,
-            &by_ids,
-            &ids,
-            from_ms,
-            to_ms,
-            usize::MAX,
-        )?
-        .unwrap_or_default();
+        let samples = read_whole(&mut tx, &self.head_cache, &by_ids, &ids, from_ms, to_ms)?;
         tx.commit()?;
         Ok(series
             .into_iter()
@@ -345,16 +336,7 @@ impl SampleStore for PgStore {
             let Some((_, last)) = page.last() else { break };
             after = last.clone();
             let ids: Vec<i64> = page.iter().map(|s| s.0).collect();
-            let samples = read_many(
-                &mut tx,
-                &self.head_cache,
-                &by_ids,
-                &ids,
-                from_ms,
-                to_ms,
-                usize::MAX,
-            )?
-            .unwrap_or_default();
+            let samples = read_whole(&mut tx, &self.head_cache, &by_ids, &ids, from_ms, to_ms)?;
             for ((_, labels), samples) in page.iter().zip(samples) {
                 if let Some(&(_, value)) = samples.last() {
                     visit(labels, value);
@@ -384,6 +366,18 @@ fn read_snapshot(client: &mut postgres::Client) -> Result<postgres::Transaction<
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()?)
+}
+
+/// [`read_many`] with no limit on the samples held (tools and sweeps that read by pages).
+fn read_whole(
+    tx: &mut impl GenericClient,
+    head_cache: &HeadCache,
+    by_ids: &postgres::Statement,
+    ids: &[i64],
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<PerSeries, StoreError> {
+    Ok(read_many(tx, head_cache, by_ids, ids, from_ms, to_ms, usize::MAX)?.unwrap_or_default())
 }
 
 /// One series' samples, oldest first.
