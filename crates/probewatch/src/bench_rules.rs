@@ -3,8 +3,10 @@
 //!
 //! It stores `--series` check-status and duration series (probes × checks, a sample every
 //! 10 s for the last 30 minutes), generates `--rules` alert rules of five shapes in groups of
-//! 50, and times full cycles (every group evaluated once), `--repeat` times. The baseline,
-//! measured in the same invocation, is reading the last 5 minutes of every series once.
+//! 50, and times full cycles (every group evaluated once), `--repeat` times, each after the
+//! next 10-second step of samples is stored (untimed), as probes go on writing between
+//! cycles (`--idle`: nothing is written, the cycles 60 s apart). The baseline, measured in
+//! the same invocation, is reading the last 5 minutes of every series once.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,6 +31,10 @@ pub struct BenchRulesArgs {
     /// Where to make the temporary store (default: the system temp directory).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Write nothing between cycles (the store as the load left it, cycles 60 s apart):
+    /// the cost of rules over a store that is not ingesting.
+    #[arg(long)]
+    pub idle: bool,
     /// Also measure on PostgreSQL: a URL whose user may create databases (a fresh one is
     /// made and dropped after).
     #[arg(long)]
@@ -86,6 +92,31 @@ pub fn run(args: &BenchRulesArgs) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// Stores one time step of every series at `t`: check statuses (a few flipping to 2 for
+/// 10 steps in 20) and durations.
+fn store_step(store: &dyn Store, probes: u64, step: i64, t: i64) -> anyhow::Result<()> {
+    let mut samples = Vec::new();
+    for p in 0..probes {
+        for c in 0..CHECKS {
+            let labels = format!(r#"{{check="c{c}",host="h1",probe="p{p}"}}"#);
+            let flip = (p + c) % 17 == 0 && step % 20 < 10;
+            samples.push(SeriesSample {
+                metric: "probe_check_status".into(),
+                labels: labels.clone(),
+                time_ms: t,
+                value: if flip { 2.0 } else { 0.0 },
+            });
+            samples.push(SeriesSample {
+                metric: "probe_check_duration_seconds".into(),
+                labels,
+                time_ms: t,
+                value: 0.1 + ((p * 7 + c) % 13) as f64 / 10.0,
+            });
+        }
+    }
+    crate::bench::store_samples(store, u64::try_from(step).unwrap_or(0), samples, 100_000)
+}
+
 /// Loads the series into `store`, then times the baseline and full cycles; returns both
 /// medians (ms).
 fn measure(
@@ -100,26 +131,7 @@ fn measure(
     // 30 minutes of samples every 10 s, one transaction per time step.
     for step in 0..180i64 {
         let t = now - (179 - step) * 10_000;
-        let mut samples = Vec::new();
-        for p in 0..probes {
-            for c in 0..CHECKS {
-                let labels = format!(r#"{{check="c{c}",host="h1",probe="p{p}"}}"#);
-                let flip = (p + c) % 17 == 0 && step % 20 < 10;
-                samples.push(SeriesSample {
-                    metric: "probe_check_status".into(),
-                    labels: labels.clone(),
-                    time_ms: t,
-                    value: if flip { 2.0 } else { 0.0 },
-                });
-                samples.push(SeriesSample {
-                    metric: "probe_check_duration_seconds".into(),
-                    labels,
-                    time_ms: t,
-                    value: 0.1 + ((p * 7 + c) % 13) as f64 / 10.0,
-                });
-            }
-        }
-        crate::bench::store_samples(store, u64::try_from(step).unwrap_or(0), samples, 100_000)?;
+        store_step(store, probes, step, t)?;
     }
     let rules_path = dir.join("rules.yml");
     std::fs::write(&rules_path, rules_yaml(args.rules, probes))?;
@@ -150,8 +162,18 @@ fn measure(
     let mut cycles = Vec::new();
     let mut firing = 0;
     for run in 0..args.repeat {
+        // As in production, the probes go on writing between cycles: each cycle first
+        // stores the next step (untimed), then evaluates at its time, so that every cycle
+        // reads the same 30 minutes and the freshest head, however many cycles are timed.
+        let run = i64::try_from(run).unwrap_or(0);
+        let at = if args.idle {
+            now + run * 60_000
+        } else {
+            let at = now + (run + 1) * 10_000;
+            store_step(store, probes, 180 + run, at)?;
+            at
+        };
         let t = Instant::now();
-        let at = now + i64::try_from(run).unwrap_or(0) * 60_000;
         for g in 0..group_count {
             let outcome = engine.evaluate(g, at, &source, &[]);
             engine.apply(outcome.staged, at);
