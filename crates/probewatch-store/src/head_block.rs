@@ -84,6 +84,51 @@ impl<'a> BlockSeries<'a> {
     }
 }
 
+/// The series of a block that a read wants, in id order: a merge of the block's ids with
+/// the read's, both ascending, so that no series is looked up by hash (a hash lookup per
+/// series of every block met was 30-40 % of a rule cycle's reading on both back ends).
+pub struct WantedSeries<'a, 'w> {
+    series: BlockSeries<'a>,
+    rest: &'w [(i64, usize)],
+}
+
+impl<'a, 'w> WantedSeries<'a, 'w> {
+    /// `wanted` is (series id, slot) sorted by id; an id may come more than once.
+    pub fn new(
+        data: &'a [u8],
+        wanted: &'w [(i64, usize)],
+    ) -> Result<WantedSeries<'a, 'w>, ChunkError> {
+        Ok(WantedSeries {
+            series: BlockSeries::new(data)?,
+            rest: wanted,
+        })
+    }
+
+    /// The next wanted series of the block: the (id, slot) entries that want it and its
+    /// run; `None` past the block's end or the last wanted id.
+    #[allow(clippy::type_complexity)]
+    pub fn next_wanted(&mut self) -> Result<Option<(&'w [(i64, usize)], Run<'a>)>, ChunkError> {
+        while let Some((id, run)) = self.series.next_series()? {
+            // Step past the wanted ids below this one (a binary search per block series
+            // cost more than the walk).
+            while self.rest.first().is_some_and(|w| w.0 < id) {
+                self.rest = &self.rest[1..];
+            }
+            match self.rest.first() {
+                None => return Ok(None),
+                Some(w) if w.0 != id => continue,
+                Some(_) => {
+                    let n = self.rest.iter().take_while(|w| w.0 == id).count();
+                    let (slots, rest) = self.rest.split_at(n);
+                    self.rest = rest;
+                    return Ok(Some((slots, run)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// One series' encoded samples inside a block.
 #[derive(Clone, Copy)]
 pub struct Run<'a>(&'a [u8]);
@@ -182,6 +227,33 @@ mod tests {
             ids.push(id);
         }
         assert_eq!(ids, [3, 64, 1 << 40]);
+    }
+
+    #[test]
+    fn a_walk_yields_the_wanted_series_with_every_slot() {
+        let rows: Vec<(i64, i64, f64)> = [1, 3, 5, 8, 9]
+            .iter()
+            .map(|&id| (id, id * 10, id as f64))
+            .collect();
+        let data = encode(&rows);
+        // 3 twice, 4 and 7 absent from the block, 9 past the block's last wanted.
+        let wanted = [(0, 0), (3, 1), (3, 2), (4, 3), (7, 4), (8, 5), (12, 6)];
+        let mut walk = WantedSeries::new(&data, &wanted).expect("layout");
+        let mut seen = Vec::new();
+        while let Some((slots, run)) = walk.next_wanted().expect("walk") {
+            let mut samples = Vec::new();
+            run.decode(&mut samples).expect("run");
+            seen.push((slots.to_vec(), samples));
+        }
+        assert_eq!(
+            seen,
+            [
+                (vec![(3, 1), (3, 2)], vec![(30, 3.0)]),
+                (vec![(8, 5)], vec![(80, 8.0)]),
+            ]
+        );
+        let mut none = WantedSeries::new(&data, &[]).expect("layout");
+        assert!(none.next_wanted().expect("walk").is_none());
     }
 
     #[test]

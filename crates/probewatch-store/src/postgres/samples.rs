@@ -520,24 +520,12 @@ fn read_many(
         };
         // The wanted series from the block's first on; none up to its last: skip it.
         let (first, last): (i64, i64) = (r.get(3), r.get(4));
-        let mut rest = &wanted[wanted.partition_point(|w| w.0 < first)..];
+        let rest = &wanted[wanted.partition_point(|w| w.0 < first)..];
         if rest.first().is_none_or(|w| w.0 > last) {
             continue;
         }
-        let mut series = head_block::BlockSeries::new(&data).map_err(corrupt)?;
-        while let Some((id, samples)) = series.next_series().map_err(corrupt)? {
-            // Both ascend: step past the wanted ids below this one (a binary search per
-            // block series cost more than the walk).
-            while rest.first().is_some_and(|w| w.0 < id) {
-                rest = &rest[1..];
-            }
-            let Some(&(next, _)) = rest.first() else {
-                break; // past the last series wanted
-            };
-            if next != id {
-                continue;
-            }
-            let slots = slots_of(rest, id);
+        let mut series = head_block::WantedSeries::new(&data, rest).map_err(corrupt)?;
+        while let Some((slots, samples)) = series.next_wanted().map_err(corrupt)? {
             run.clear();
             samples
                 .decode_range(from_ms, to_ms, &mut run)

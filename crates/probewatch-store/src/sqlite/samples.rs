@@ -693,7 +693,8 @@ pub(super) fn read_many(
             .map(rusqlite::types::Value::Integer)
             .collect::<Vec<_>>(),
     );
-    let mut wanted = ids.to_vec();
+    // (id, the slot it is read into), by id: blocks list their series in id order.
+    let mut wanted: Vec<(i64, usize)> = position.iter().map(|(&id, &i)| (id, i)).collect();
     wanted.sort_unstable();
     let mut stmt = conn.prepare_cached(
         "SELECT first_series, last_series, data FROM head_blocks WHERE bucket IN rarray(?1)
@@ -704,14 +705,14 @@ pub(super) fn read_many(
         // A block none of whose series are wanted is passed over without reading its data
         // (SQLite reads a column's overflow pages only when it is asked for).
         let (first, last): (i64, i64) = (block.get(0)?, block.get(1)?);
-        let at = wanted.partition_point(|id| *id < first);
-        if wanted.get(at).is_none_or(|id| *id > last) {
+        let rest = &wanted[wanted.partition_point(|w| w.0 < first)..];
+        if rest.first().is_none_or(|w| w.0 > last) {
             continue;
         }
         let mut series =
-            head_block::BlockSeries::new(block.get_ref(2)?.as_blob()?).map_err(corrupt)?;
-        while let Some((id, run)) = series.next_series().map_err(corrupt)? {
-            if let Some(&i) = position.get(&id) {
+            head_block::WantedSeries::new(block.get_ref(2)?.as_blob()?, rest).map_err(corrupt)?;
+        while let Some((slots, run)) = series.next_wanted().map_err(corrupt)? {
+            for &(_, i) in slots {
                 let before = out[i].len();
                 run.decode_range(from_ms, to_ms, &mut out[i])
                     .map_err(corrupt)?;
