@@ -147,6 +147,11 @@ pub(crate) fn decode_range(
     to_ms: i64,
     out: &mut Vec<(i64, f64)>,
 ) -> Result<(), ChunkError> {
+    if let [0, 2, rest @ ..] = data {
+        // Samples outside the range are decoded (each depends on the one before) but not
+        // kept: a rule's 5-minute window of a 512-sample chunk keeps a few.
+        return decode_v2(rest, from_ms, to_ms, out);
+    }
     let before = out.len();
     decode(data, out)?;
     // Most runs lie inside the range: filter only one that reaches outside it.
@@ -166,13 +171,21 @@ pub(crate) fn decode_range(
 pub fn decode(data: &[u8], out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
     match data {
         // A version 1 chunk starts with its sample count, never 0 in a stored chunk.
-        [0, 2, rest @ ..] => decode_v2(rest, out),
+        [0, 2, rest @ ..] => decode_v2(rest, i64::MIN, i64::MAX, out),
         [0, ..] => Err(ChunkError("unknown chunk version")),
         _ => decode_v1(data, out),
     }
 }
 
-fn decode_v2(data: &[u8], out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
+/// Appends the samples of a version 2 chunk (after its version bytes) within `[from_ms,
+/// to_ms]` to `out`; the whole chunk is checked either way.
+fn decode_v2(
+    data: &[u8],
+    from_ms: i64,
+    to_ms: i64,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), ChunkError> {
+    let keep = |ts: i64| from_ms <= ts && ts <= to_ms;
     let mut r = Reader { data, pos: 0 };
     let n = usize::try_from(r.uvarint()?).map_err(|_| ChunkError("sample count"))?;
     if n == 0 {
@@ -187,10 +200,14 @@ fn decode_v2(data: &[u8], out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
         // reserve memory it names.
         return Err(ChunkError("sample count exceeds data"));
     }
-    out.reserve(n);
+    if from_ms == i64::MIN && to_ms == i64::MAX {
+        out.reserve(n);
+    }
     let mut ts = r.ivarint()?;
     let mut bits = u64::from_le_bytes(r.take(8)?.try_into().map_err(|_| ChunkError("value"))?);
-    out.push((ts, f64::from_bits(bits)));
+    if keep(ts) {
+        out.push((ts, f64::from_bits(bits)));
+    }
     let mut b = BitReader::new(&data[r.pos..]);
     let mut delta = 0i64;
     let (mut lead, mut sig) = (0u32, 0u32);
@@ -223,7 +240,9 @@ fn decode_v2(data: &[u8], out: &mut Vec<(i64, f64)>) -> Result<(), ChunkError> {
             }
             bits ^= b.bits(sig)? << (64 - lead - sig);
         }
-        out.push((ts, f64::from_bits(bits)));
+        if keep(ts) {
+            out.push((ts, f64::from_bits(bits)));
+        }
     }
     b.finish()
 }
@@ -588,6 +607,34 @@ mod tests {
             proptest::prop_assert_eq!(back.len(), samples.len());
             for (a, b) in samples.iter().zip(&back) {
                 proptest::prop_assert_eq!((a.0, a.1.to_bits()), (b.0, b.1.to_bits()));
+            }
+        }
+
+        /// A range read keeps exactly the samples of a whole read within the range, for
+        /// both chunk versions.
+        #[test]
+        fn a_range_keeps_what_a_whole_read_has_in_it(
+            times in proptest::collection::vec(0i64..1_000, 1..200),
+            from in -10i64..1_010,
+            len in 0i64..1_100,
+        ) {
+            let mut times = times;
+            times.sort_unstable();
+            times.dedup();
+            let samples: Vec<(i64, f64)> =
+                times.iter().map(|&t| (t, (t % 7) as f64 * 0.5)).collect();
+            let to = from.saturating_add(len);
+            let expected: Vec<(i64, u64)> = samples
+                .iter()
+                .filter(|s| (from..=to).contains(&s.0))
+                .map(|s| (s.0, s.1.to_bits()))
+                .collect();
+            for data in [encode(&samples), encode_v1(&samples)] {
+                let mut got = vec![(-1, 9.0)];
+                decode_range(&data, from, to, &mut got).expect("decodes");
+                let got: Vec<(i64, u64)> =
+                    got[1..].iter().map(|s| (s.0, s.1.to_bits())).collect();
+                proptest::prop_assert_eq!(&got, &expected);
             }
         }
 
