@@ -139,14 +139,15 @@ impl SampleStore for PgStore {
     }
 
     fn series_after(&self, after_id: i64) -> Result<Vec<SeriesRow>, StoreError> {
-        // Typed parameters: one round trip, no prepare. Every rule group's read asks this
-        // first (usually for nothing new), and a prepared `query` took two.
-        Ok(self
-            .client()?
-            .query_typed(
-                "SELECT id, metric, labels FROM series WHERE id > $1 ORDER BY id",
-                &[(&after_id, Type::INT8)],
-            )?
+        // Prepared once per connection: every rule group's read asks this first (usually
+        // for nothing new); unprepared, the statement was parsed and planned each time.
+        let mut client = self.client()?;
+        let statement = client.prepared(
+            "SELECT id, metric, labels FROM series WHERE id > $1 ORDER BY id",
+            &[Type::INT8],
+        )?;
+        Ok(client
+            .query(&statement, &[&after_id])?
             .iter()
             .map(|r| SeriesRow {
                 id: r.get(0),
@@ -481,8 +482,7 @@ fn read_many(
             continue;
         }
         let mut decoded = Vec::new();
-        chunk::decode(r.get(2), &mut decoded).map_err(corrupt)?;
-        decoded.retain(|s| (from_ms..=to_ms).contains(&s.0));
+        chunk::decode_range(r.get(2), from_ms, to_ms, &mut decoded).map_err(corrupt)?;
         let taken = decoded.len();
         let max_ts: i64 = r.get(1);
         // An id asked for more than once gets a copy per slot; usually there is one.
@@ -545,7 +545,11 @@ fn read_many(
         // follow, oldest block first, so a repeated time keeps the newest value.
         chunks.sort_unstable_by_key(|c| c.0);
         for (_, samples) in chunks {
-            series.extend(samples);
+            if series.is_empty() {
+                *series = samples; // usually a series' only chunk: no copy
+            } else {
+                series.extend(samples);
+            }
         }
         let from_chunks = series.len();
         series.extend(head);
