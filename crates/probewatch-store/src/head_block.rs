@@ -90,6 +90,10 @@ impl<'a> BlockSeries<'a> {
 pub struct WantedSeries<'a, 'w> {
     series: BlockSeries<'a>,
     rest: &'w [(i64, usize)],
+    /// Of an [`IndexedBlock`]: the places a walk may jump to.
+    marks: &'a [Mark],
+    /// The length of `rest` when the marks were last looked at.
+    marks_checked: usize,
 }
 
 impl<'a, 'w> WantedSeries<'a, 'w> {
@@ -101,6 +105,8 @@ impl<'a, 'w> WantedSeries<'a, 'w> {
         Ok(WantedSeries {
             series: BlockSeries::new(data)?,
             rest: wanted,
+            marks: &[],
+            marks_checked: usize::MAX,
         })
     }
 
@@ -108,7 +114,23 @@ impl<'a, 'w> WantedSeries<'a, 'w> {
     /// run; `None` past the block's end or the last wanted id.
     #[allow(clippy::type_complexity)]
     pub fn next_wanted(&mut self) -> Result<Option<(&'w [(i64, usize)], Run<'a>)>, ChunkError> {
-        while let Some((id, run)) = self.series.next_series()? {
+        loop {
+            // Once per wanted id: jump to the last mark at or below it, when that lies ahead.
+            if self.marks_checked != self.rest.len()
+                && let Some(&(want, _)) = self.rest.first()
+            {
+                self.marks_checked = self.rest.len();
+                let at = self.marks.partition_point(|m| m.id <= want);
+                if let Some(mark) = at.checked_sub(1).map(|i| self.marks[i])
+                    && mark.pos > self.series.reader.pos
+                {
+                    self.series.reader.pos = mark.pos;
+                    self.series.previous = mark.previous;
+                }
+            }
+            let Some((id, run)) = self.series.next_series()? else {
+                break;
+            };
             // Step past the wanted ids below this one (a binary search per block series
             // cost more than the walk).
             while self.rest.first().is_some_and(|w| w.0 < id) {
@@ -126,6 +148,73 @@ impl<'a, 'w> WantedSeries<'a, 'w> {
             }
         }
         Ok(None)
+    }
+}
+
+/// A block with a mark every [`MARK_EVERY`] series, so that a read of a few of its series
+/// jumps near each one instead of stepping through every series before it. Blocks never
+/// change, so a process that keeps a block (PostgreSQL's head cache) marks it once: at
+/// 100,000 series a rule group's read met ~170 blocks of ~1,600 series each for the ~13 of
+/// each it wanted, and stepping through them was most of the read's client time. The marks
+/// cost ~1 byte a series; a full index (16 bytes a series) tripled the cache's bytes, which
+/// then overflowed and was refilled at every read (147 ms cycles against 59 at 100,000).
+pub struct IndexedBlock {
+    data: std::sync::Arc<[u8]>,
+    marks: Vec<Mark>,
+}
+
+/// Series between two marks of an [`IndexedBlock`].
+const MARK_EVERY: usize = 32;
+
+/// Where a walk can start: a series' id, the position of its entry, and the id before it
+/// (its entry holds the difference).
+#[derive(Clone, Copy)]
+struct Mark {
+    id: i64,
+    pos: usize,
+    previous: i64,
+}
+
+impl IndexedBlock {
+    /// Reads the layout of `data` once; fails as [`BlockSeries`] does on a damaged block.
+    pub fn new(data: std::sync::Arc<[u8]>) -> Result<IndexedBlock, ChunkError> {
+        let mut marks = Vec::new();
+        {
+            let mut series = BlockSeries::new(&data)?;
+            let mut n = 0usize;
+            loop {
+                let (pos, previous) = (series.reader.pos, series.previous);
+                let Some((id, _)) = series.next_series()? else {
+                    break;
+                };
+                if n.is_multiple_of(MARK_EVERY) {
+                    marks.push(Mark { id, pos, previous });
+                }
+                n += 1;
+            }
+        }
+        Ok(IndexedBlock { data, marks })
+    }
+
+    /// Bytes held: the data and its marks.
+    pub fn bytes(&self) -> usize {
+        self.data.len() + self.marks.len() * std::mem::size_of::<Mark>()
+    }
+
+    /// The series of the block among `wanted`, as [`WantedSeries`] finds them.
+    pub fn wanted<'s, 'w>(&'s self, wanted: &'w [(i64, usize)]) -> WantedSeries<'s, 'w> {
+        WantedSeries {
+            series: BlockSeries {
+                reader: Reader {
+                    data: &self.data,
+                    pos: 1,
+                },
+                previous: 0,
+            },
+            rest: wanted,
+            marks: &self.marks,
+            marks_checked: usize::MAX,
+        }
     }
 }
 
@@ -254,6 +343,52 @@ mod tests {
         );
         let mut none = WantedSeries::new(&data, &[]).expect("layout");
         assert!(none.next_wanted().expect("walk").is_none());
+    }
+
+    /// The index finds exactly what the walk finds, for any wanted ids (repeated, absent,
+    /// below and past the block's).
+    #[test]
+    fn an_indexed_block_finds_what_a_walk_finds() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        for _ in 0..200 {
+            let mut rows = Vec::new();
+            for id in 0..next(400) as i64 {
+                if next(3) == 0 {
+                    for t in 0..1 + next(3) as i64 {
+                        rows.push((id * 3, t * 10, (id + t) as f64));
+                    }
+                }
+            }
+            let data = encode(&rows);
+            let block = IndexedBlock::new(data.clone().into()).expect("layout");
+            let mut wanted: Vec<(i64, usize)> = (0..next(40))
+                .map(|slot| (next(1300) as i64 - 5, slot as usize))
+                .collect();
+            wanted.sort_unstable();
+            let mut walked = Vec::new();
+            let mut walk = WantedSeries::new(&data, &wanted).expect("layout");
+            while let Some((slots, run)) = walk.next_wanted().expect("walk") {
+                let mut samples = Vec::new();
+                run.decode(&mut samples).expect("run");
+                walked.push((slots.to_vec(), samples));
+            }
+            let mut indexed = Vec::new();
+            let mut jumps = block.wanted(&wanted);
+            while let Some((slots, run)) = jumps.next_wanted().expect("jumps") {
+                let mut samples = Vec::new();
+                run.decode(&mut samples).expect("run");
+                indexed.push((slots.to_vec(), samples));
+            }
+            assert_eq!(indexed, walked, "{rows:?} {wanted:?}");
+        }
+        let damaged = encode(&[(1, 1, 1.0), (2, 2, 2.0)]);
+        assert!(IndexedBlock::new(damaged[..damaged.len() - 1].into()).is_err());
     }
 
     #[test]

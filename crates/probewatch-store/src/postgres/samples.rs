@@ -12,6 +12,7 @@
 //! compacts at a time (an advisory lock); the others skip.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use postgres::GenericClient;
 use postgres::types::Type;
@@ -503,14 +504,14 @@ fn read_many(
     let mut fetched = Vec::new();
     for r in blocks {
         let id: i64 = r.get(1);
-        let data: std::sync::Arc<[u8]> = match r.get::<_, Option<&[u8]>>(2) {
+        let block: Arc<head_block::IndexedBlock> = match r.get::<_, Option<&[u8]>>(2) {
             Some(data) => {
-                let data: std::sync::Arc<[u8]> = data.into();
-                fetched.push((id, r.get::<_, i64>(5), data.clone()));
-                data
+                let block = Arc::new(head_block::IndexedBlock::new(data.into()).map_err(corrupt)?);
+                fetched.push((id, r.get::<_, i64>(5), block.clone()));
+                block
             }
             None => match cached.get(&id) {
-                Some((_, data)) => data.clone(),
+                Some((_, block)) => block.clone(),
                 None => {
                     return Err(corrupt(chunk::ChunkError(
                         "head block missing from the cache",
@@ -524,7 +525,7 @@ fn read_many(
         if rest.first().is_none_or(|w| w.0 > last) {
             continue;
         }
-        let mut series = head_block::WantedSeries::new(&data, rest).map_err(corrupt)?;
+        let mut series = block.wanted(rest);
         while let Some((slots, samples)) = series.next_wanted().map_err(corrupt)? {
             run.clear();
             samples
@@ -578,11 +579,11 @@ pub(super) struct HeadCache(std::sync::Mutex<HeadCacheInner>);
 #[derive(Default)]
 struct HeadCacheInner {
     /// Block id → its bucket and data.
-    blocks: HashMap<i64, (i64, std::sync::Arc<[u8]>)>,
+    blocks: HashMap<i64, (i64, Arc<head_block::IndexedBlock>)>,
     bytes: usize,
 }
 
-/// Most bytes of block data a [`HeadCache`] holds.
+/// Most bytes of block data (with their indexes) a [`HeadCache`] holds.
 const HEAD_CACHE_MAX_BYTES: usize = 16 << 20;
 
 impl HeadCache {
@@ -592,7 +593,10 @@ impl HeadCache {
 
     /// The blocks held now of `buckets` (all with `None`), the data shared, not copied: a
     /// read names only those it may meet.
-    fn snapshot(&self, buckets: Option<&[i64]>) -> HashMap<i64, (i64, std::sync::Arc<[u8]>)> {
+    fn snapshot(
+        &self,
+        buckets: Option<&[i64]>,
+    ) -> HashMap<i64, (i64, Arc<head_block::IndexedBlock>)> {
         let inner = self.lock();
         match buckets {
             None => inner.blocks.clone(),
@@ -605,11 +609,11 @@ impl HeadCache {
         }
     }
 
-    fn add(&self, blocks: Vec<(i64, i64, std::sync::Arc<[u8]>)>) {
+    fn add(&self, blocks: Vec<(i64, i64, Arc<head_block::IndexedBlock>)>) {
         let mut inner = self.lock();
-        for (id, bucket, data) in blocks {
-            let len = data.len();
-            if inner.blocks.insert(id, (bucket, data)).is_none() {
+        for (id, bucket, block) in blocks {
+            let len = block.bytes();
+            if inner.blocks.insert(id, (bucket, block)).is_none() {
                 inner.bytes += len;
             }
         }
@@ -622,10 +626,10 @@ impl HeadCache {
     pub(super) fn forget_below(&self, oldest: i64) {
         let mut inner = self.lock();
         let mut freed = 0;
-        inner.blocks.retain(|&id, (_, data)| {
+        inner.blocks.retain(|&id, (_, block)| {
             let keep = id >= oldest;
             if !keep {
-                freed += data.len();
+                freed += block.bytes();
             }
             keep
         });
