@@ -262,3 +262,76 @@ fn retention_keeps_the_ledger_row_of_a_file_still_on_disk() {
         );
     }
 }
+
+/// Samples of `names` (metric "m", one label) at `time_ms`, each value its index.
+fn named_samples(names: &[String], time_ms: i64) -> Vec<SeriesSample> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| SeriesSample {
+            metric: "m".into(),
+            labels: format!(r#"{{n="{name}"}}"#),
+            time_ms,
+            value: i as f64,
+        })
+        .collect()
+}
+
+/// A store that did not create a series finds it, whether another store instance made it
+/// before or makes it at the same moment: every name has one id, and its samples from both
+/// writers are read under it. (PostgreSQL creates a batch's new names with one COPY and
+/// takes it back when one exists already; this is that path.)
+#[test]
+fn series_other_writers_created_are_found_not_doubled() {
+    for backend in backends("series_found") {
+        let name = backend.name();
+        let (a, b) = (backend.open(), backend.open());
+        let names: Vec<String> = (0..300).map(|i| format!("s{i}")).collect();
+        // `a` creates the first 100; `b` then writes those and 100 new ones in one batch.
+        a.write_samples(&named_samples(&names[..100], 1_000))
+            .expect("a writes");
+        b.write_samples(&named_samples(&names[..200], 2_000))
+            .expect("b writes");
+        assert_eq!(b.series_after(0).expect("series").len(), 200, "{name}");
+        // Both create the last 100 at once, in batches of 10 in opposite orders.
+        let (a, b): (Arc<dyn Store>, Arc<dyn Store>) = (a.into(), b.into());
+        let race = |store: Arc<dyn Store>, mut mine: Vec<String>, reverse: bool, at: i64| {
+            std::thread::spawn(move || {
+                if reverse {
+                    mine.reverse();
+                }
+                for batch in mine.chunks(10) {
+                    store
+                        .write_samples(&named_samples(batch, at))
+                        .expect("racing write");
+                }
+            })
+        };
+        let last: Vec<String> = names[200..].to_vec();
+        let (ha, hb) = (
+            race(a.clone(), last.clone(), false, 3_000),
+            race(b.clone(), last, true, 4_000),
+        );
+        ha.join().expect("a");
+        hb.join().expect("b");
+        let series = a.series_after(0).expect("series");
+        assert_eq!(series.len(), 300, "{name}: each name once");
+        let mut labels: Vec<&str> = series.iter().map(|s| s.labels.as_str()).collect();
+        labels.sort_unstable();
+        labels.dedup();
+        assert_eq!(labels.len(), 300, "{name}");
+        assert_eq!(a.stats().expect("stats").series, 300, "{name}");
+        let ids: Vec<i64> = series.iter().map(|s| s.id).collect();
+        let read = b.read_samples(&ids, 0, 10_000, usize::MAX).expect("read");
+        for (s, samples) in series.iter().zip(&read) {
+            let times: Vec<i64> = samples.iter().map(|p| p.0).collect();
+            let n: usize = s.labels[5..s.labels.len() - 2].parse().expect("number");
+            let expected: &[i64] = match n {
+                0..100 => &[1_000, 2_000],
+                100..200 => &[2_000],
+                _ => &[3_000, 4_000],
+            };
+            assert_eq!(times, expected, "{name}: {}", s.labels);
+        }
+    }
+}

@@ -877,8 +877,39 @@ pub(super) fn write_samples(
         keys.sort_by_cached_key(|k| creation_order(k.0, k.1));
         let metrics: Vec<&str> = keys.iter().map(|k| k.0).collect();
         let labels: Vec<&str> = keys.iter().map(|k| k.1).collect();
-        // Create what is missing; the rows that existed already (another server made them,
-        // or they fell out of the cache) are read after, and only those.
+        // Usually every name the cache lacks is new: ids from the sequence and one COPY,
+        // about half the server time of `INSERT … ON CONFLICT` (speculative insertion cost
+        // as much as the unique index itself). When some name exists already (another
+        // server made it, or it fell out of the cache) the COPY is taken back whole.
+        let ids: Vec<i64> = tx
+            .query(
+                "SELECT nextval('series_id_seq') FROM generate_series(1, $1::int8)",
+                &[&to_i64(keys.len() as u64)],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if ids.len() == keys.len()
+            && copy_new(
+                tx,
+                "COPY series (id, metric, labels) FROM STDIN BINARY",
+                &[Type::INT8, Type::TEXT, Type::TEXT],
+                keys.len(),
+                |i| [&ids[i], &metrics[i], &labels[i]],
+            )?
+            .is_some()
+        {
+            delta.series += to_i64(keys.len() as u64);
+            for (key, id) in keys.iter().zip(&ids) {
+                cache.insert(id_cache::key(&[key.0, key.1]), *id);
+                for &i in &missing[*key] {
+                    series_ids[i] = Some(*id);
+                }
+            }
+            return write_rows(tx, samples, &series_ids, delta);
+        }
+        // Create what is missing; the rows that existed already are read after, and only
+        // those.
         let created = tx.query(
             "INSERT INTO series (metric, labels)
              SELECT * FROM unnest($1::text[], $2::text[])
@@ -916,8 +947,18 @@ pub(super) fn write_samples(
             resolve(&rows, cache, &mut series_ids);
         }
     }
+    write_rows(tx, samples, &series_ids, delta)
+}
+
+/// Writes `samples` into head blocks, each with its series id (`series_ids`, in order).
+fn write_rows(
+    tx: &mut Transaction<'_>,
+    samples: &[&SeriesSample],
+    series_ids: &[Option<i64>],
+    delta: &mut Delta,
+) -> Result<(), StoreError> {
     let mut rows: Vec<(i64, i64, f64)> = Vec::with_capacity(samples.len());
-    for (s, id) in samples.iter().zip(&series_ids) {
+    for (s, id) in samples.iter().zip(series_ids) {
         let Some(id) = id else {
             return Err(StoreError::Database(
                 format!(
