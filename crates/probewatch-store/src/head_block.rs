@@ -349,13 +349,7 @@ mod tests {
     /// below and past the block's).
     #[test]
     fn an_indexed_block_finds_what_a_walk_finds() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = crate::test_numbers(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..200 {
             let mut rows = Vec::new();
             for id in 0..next(400) as i64 {

@@ -16,6 +16,19 @@ pub mod postgres;
 pub mod query;
 pub mod sqlite;
 
+/// A small deterministic generator for unit tests' random cases: each call `next(n)` gives
+/// a number in `0..n` (xorshift from `seed`).
+#[cfg(test)]
+pub(crate) fn test_numbers(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut state = seed;
+    move |n| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state % n
+    }
+}
+
 pub use location::{StoreLocation, StoreOptions, open_store};
 pub use model::*;
 pub use query::{Cardinality, SeriesIndex, StoreSource};

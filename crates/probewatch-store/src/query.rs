@@ -518,13 +518,7 @@ mod tests {
     #[test]
     fn positions_agree_with_reading_every_series() {
         let mut index = Index::default();
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |n: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % n
-        };
+        let mut next = crate::test_numbers(0x2545_f491_4f6c_dd1du64);
         for id in 1..=400 {
             let mut pairs = vec![(METRIC_NAME.to_string(), format!("m{}", next(3)))];
             for (name, values) in [("a", 5), ("b", 3), ("c", 40)] {
