@@ -335,3 +335,41 @@ fn series_other_writers_created_are_found_not_doubled() {
         }
     }
 }
+
+/// A check that a store did not create itself (another server made it, or the same one
+/// before a restart) is found, not created twice, when a batch brings it beside a new one
+/// (PostgreSQL's COPY of new checks is taken back then).
+#[test]
+fn checks_another_writer_created_are_found_not_doubled() {
+    for backend in backends("checks_found") {
+        let name = backend.name();
+        let a = backend.open();
+        a.commit_batch(&[parsed("/s/a.xml", 1, 1_000, 0)], false)
+            .expect("a commits");
+        // SQLite has one writer at a time by design: the second store opens after.
+        drop(a);
+        let (a, b) = (backend.open(), backend.open());
+        let mut both = parsed("/s/b.xml", 2, 2_000, 0);
+        if let ItemContent::Parsed { results, .. } = &mut both.content {
+            let mut second = results[0].checks[0].clone();
+            second.name = "logout".into();
+            results[0].checks.push(second);
+        }
+        b.commit_batch(&[both], false).expect("b commits");
+        let mut checks = a.latest_checks().expect("checks");
+        checks.sort_by(|x, y| x.check.cmp(&y.check));
+        let seen: Vec<(&str, i64, &str)> = checks
+            .iter()
+            .map(|c| (c.check.as_str(), c.time_ms, c.message.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("login", 2_000, "version 2"),
+                ("logout", 2_000, "version 2")
+            ],
+            "{name}"
+        );
+        assert_eq!(b.stats().expect("stats").check_results, 3, "{name}");
+    }
+}

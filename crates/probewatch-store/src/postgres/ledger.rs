@@ -592,26 +592,60 @@ fn write_checks(
         let st = column(&keys, |(_, c)| i16::from(c.status.code()));
         let du = column(&keys, |(_, c)| c.duration_seconds);
         let me = column(&keys, |(_, c)| c.message.as_str());
-        tx.execute(
-            "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
-                last_duration, last_message)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[],
-                $6::int2[], $7::float8[], $8::text[])
-             ON CONFLICT (probe, host, name) DO NOTHING",
-            &[&p, &h, &n, &iv, &ts, &st, &du, &me],
-        )?;
-        let rows = tx.query(
-            "SELECT c.id, c.probe, c.host, c.name FROM checks c
-             JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(probe, host, name)
-               ON c.probe = u.probe AND c.host = u.host AND c.name = u.name",
-            &[&p, &h, &n],
-        )?;
-        for row in &rows {
-            let (probe, host, name): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
-            let id: i64 = row.get(0);
-            let key = id_cache::key(&[probe, host, name]);
-            cache.insert(key, id);
-            keyed.insert(key, id);
+        // Usually all new: ids from the sequence and one COPY, as for series.
+        let ids = next_ids(tx, "checks_id_seq", keys.len())?;
+        if copy_new(
+            tx,
+            "COPY checks (id, probe, host, name, interval_ms, last_ts_ms, last_status,
+                last_duration, last_message) FROM STDIN BINARY",
+            &[
+                Type::INT8,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::INT8,
+                Type::INT2,
+                Type::FLOAT8,
+                Type::TEXT,
+            ],
+            keys.len(),
+            |i| {
+                [
+                    &ids[i], &p[i], &h[i], &n[i], &iv[i], &ts[i], &st[i], &du[i], &me[i],
+                ]
+            },
+        )?
+        .is_some()
+        {
+            for (i, &id) in ids.iter().enumerate() {
+                let key = id_cache::key(&[p[i], h[i], n[i]]);
+                cache.insert(key, id);
+                keyed.insert(key, id);
+            }
+        } else {
+            // Some existed (another server made them, or they fell out of the cache).
+            tx.execute(
+                "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
+                    last_duration, last_message)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
+                    $5::int8[], $6::int2[], $7::float8[], $8::text[])
+                 ON CONFLICT (probe, host, name) DO NOTHING",
+                &[&p, &h, &n, &iv, &ts, &st, &du, &me],
+            )?;
+            let rows = tx.query(
+                "SELECT c.id, c.probe, c.host, c.name FROM checks c
+                 JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(probe, host, name)
+                   ON c.probe = u.probe AND c.host = u.host AND c.name = u.name",
+                &[&p, &h, &n],
+            )?;
+            for row in &rows {
+                let (probe, host, name): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
+                let id: i64 = row.get(0);
+                let key = id_cache::key(&[probe, host, name]);
+                cache.insert(key, id);
+                keyed.insert(key, id);
+            }
         }
     }
 
@@ -881,23 +915,15 @@ pub(super) fn write_samples(
         // about half the server time of `INSERT … ON CONFLICT` (speculative insertion cost
         // as much as the unique index itself). When some name exists already (another
         // server made it, or it fell out of the cache) the COPY is taken back whole.
-        let ids: Vec<i64> = tx
-            .query(
-                "SELECT nextval('series_id_seq') FROM generate_series(1, $1::int8)",
-                &[&to_i64(keys.len() as u64)],
-            )?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        if ids.len() == keys.len()
-            && copy_new(
-                tx,
-                "COPY series (id, metric, labels) FROM STDIN BINARY",
-                &[Type::INT8, Type::TEXT, Type::TEXT],
-                keys.len(),
-                |i| [&ids[i], &metrics[i], &labels[i]],
-            )?
-            .is_some()
+        let ids = next_ids(tx, "series_id_seq", keys.len())?;
+        if copy_new(
+            tx,
+            "COPY series (id, metric, labels) FROM STDIN BINARY",
+            &[Type::INT8, Type::TEXT, Type::TEXT],
+            keys.len(),
+            |i| [&ids[i], &metrics[i], &labels[i]],
+        )?
+        .is_some()
         {
             delta.series += to_i64(keys.len() as u64);
             for (key, id) in keys.iter().zip(&ids) {
@@ -990,6 +1016,29 @@ fn creation_order<'s>(metric: &'s str, labels: &'s str) -> (String, String, &'s 
         }
     }
     (probe, host, metric, labels)
+}
+
+/// `n` new ids from `sequence` (one of the schema's, never from input), for rows that a
+/// COPY then writes with their ids ([`copy_new`]); values of a COPY taken back are skipped.
+fn next_ids(
+    tx: &mut Transaction<'_>,
+    sequence: &'static str,
+    n: usize,
+) -> Result<Vec<i64>, StoreError> {
+    let ids: Vec<i64> = tx
+        .query(
+            &format!("SELECT nextval('{sequence}') FROM generate_series(1, $1::int8)"),
+            &[&to_i64(n as u64)],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if ids.len() != n {
+        return Err(StoreError::Database(
+            format!("{sequence} gave {} ids for {n} rows", ids.len()).into(),
+        ));
+    }
+    Ok(ids)
 }
 
 /// Appends `rows` rows (the `i`th given by `row(i)`) with one binary COPY under a
