@@ -336,19 +336,17 @@ fn series_other_writers_created_are_found_not_doubled() {
     }
 }
 
-/// A check that a store did not create itself (another server made it, or the same one
-/// before a restart) is found, not created twice, when a batch brings it beside a new one
-/// (PostgreSQL's COPY of new checks is taken back then).
+/// A check that a store did not create itself (another store instance on the same data
+/// made it) is found, not created twice, when a batch brings it beside a new one
+/// (PostgreSQL's COPY of new checks is taken back then); and two stores on one SQLite file
+/// both commit batches (each took its next batch id once at open, and the second failed).
 #[test]
 fn checks_another_writer_created_are_found_not_doubled() {
     for backend in backends("checks_found") {
         let name = backend.name();
-        let a = backend.open();
+        let (a, b) = (backend.open(), backend.open());
         a.commit_batch(&[parsed("/s/a.xml", 1, 1_000, 0)], false)
             .expect("a commits");
-        // SQLite has one writer at a time by design: the second store opens after.
-        drop(a);
-        let (a, b) = (backend.open(), backend.open());
         let mut both = parsed("/s/b.xml", 2, 2_000, 0);
         if let ItemContent::Parsed { results, .. } = &mut both.content {
             let mut second = results[0].checks[0].clone();
@@ -371,5 +369,8 @@ fn checks_another_writer_created_are_found_not_doubled() {
             "{name}"
         );
         assert_eq!(b.stats().expect("stats").check_results, 3, "{name}");
+        a.commit_batch(&[parsed("/s/c.xml", 3, 3_000, 0)], false)
+            .expect("a commits again");
+        assert_eq!(a.stats().expect("stats").files_ingested, 3, "{name}");
     }
 }

@@ -96,7 +96,6 @@ struct Writer {
     /// (series id, time, value) of every sample of the current transaction: written to the
     /// head at its end, then given to the span table once it commits.
     head_rows: Vec<(i64, i64, f64)>,
-    next_batch_id: i64,
     /// What the live head holds (as far as this process knows), to decide when to freeze it.
     live: samples::LiveHead,
     head_max: u64,
@@ -165,10 +164,6 @@ impl SqliteStore {
             context: format!("reading {}", path.display()),
             source,
         })?;
-        let next_batch_id: i64 =
-            conn.query_row("SELECT coalesce(max(id), 0) + 1 FROM batches", [], |r| {
-                r.get(0)
-            })?;
         let live = samples::LiveHead::load(&conn)?;
         Ok(SqliteStore {
             path,
@@ -178,7 +173,6 @@ impl SqliteStore {
                 series: SeriesDirectory::default(),
                 checks: IdCache::default(),
                 head_rows: Vec::new(),
-                next_batch_id,
                 live,
                 head_max: DEFAULT_HEAD_MAX_SAMPLES,
             }),
@@ -470,7 +464,6 @@ impl SpoolDelta {
 
 impl Writer {
     fn commit_batch(&mut self, items: &[IngestItem]) -> rusqlite::Result<CommitSummary> {
-        let batch_id = self.next_batch_id;
         let Writer {
             conn,
             series,
@@ -479,6 +472,12 @@ impl Writer {
             ..
         } = self;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        // Read under the write lock, not kept from the last batch: another process may have
+        // committed batches on this file since (two stores each counting their own ids
+        // failed on `batches.id`).
+        let batch_id: i64 = tx
+            .prepare_cached("SELECT coalesce(max(id), 0) + 1 FROM batches")?
+            .query_row([], |r| r.get(0))?;
         let mut writer = ResultWriter::new(&tx, series, checks, head_rows)?;
         let mut results = Vec::with_capacity(items.len());
         let mut samples_written = 0u64;
@@ -590,7 +589,6 @@ impl Writer {
         drop(writer);
         tx.commit()?;
         series.committed();
-        self.next_batch_id += 1;
         self.live.add(&head);
         Ok(CommitSummary {
             batch_id,
