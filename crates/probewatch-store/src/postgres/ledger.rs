@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 
-use postgres::Transaction;
 use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 use probewatch_core::{ProbeResult, SeriesSample};
 
-use super::{IdCaches, PgStore, to_i64, to_u64};
+use super::{IdCaches, PgStore, PreparedTx, to_i64, to_u64};
 use crate::head_block;
 use crate::id_cache;
 use crate::intervals;
@@ -66,6 +65,7 @@ impl LedgerStore for PgStore {
         durable: bool,
     ) -> Result<CommitSummary, StoreError> {
         let mut client = self.client()?;
+        let (client, statements) = client.parts();
         let mut attempt = 0;
         loop {
             let mut tx = client.transaction()?;
@@ -76,10 +76,11 @@ impl LedgerStore for PgStore {
                 tx.batch_execute("SET LOCAL synchronous_commit = off")?;
             }
             let mut ids = self.ids();
-            let result = commit(&mut tx, &mut ids, items).and_then(|summary| {
-                tx.commit()?;
-                Ok(summary)
-            });
+            let result = commit(&mut PreparedTx::new(&mut tx, statements), &mut ids, items)
+                .and_then(|summary| {
+                    tx.commit()?;
+                    Ok(summary)
+                });
             match result {
                 Ok(summary) => return Ok(summary),
                 Err(err) => {
@@ -335,7 +336,7 @@ fn column<T, U>(rows: &[T], f: impl Fn(&T) -> U) -> Vec<U> {
 
 /// The body of one batch's transaction.
 fn commit(
-    tx: &mut Transaction<'_>,
+    tx: &mut PreparedTx<'_, '_>,
     ids: &mut IdCaches,
     items: &[IngestItem],
 ) -> Result<CommitSummary, StoreError> {
@@ -392,33 +393,87 @@ fn commit(
             }
         }
     }
-    let inserted = tx.query(
-        "INSERT INTO files (spool, path, version_hash, size, mtime_ns, inode, outcome,
+    // Usually every version is new: ids from the sequence and one COPY (a fraction of
+    // `INSERT … ON CONFLICT`'s server time, see `copy_new`). When one is stored already (a
+    // file offered again, by this server or another, or twice in this batch) the COPY is
+    // taken back whole and the insert skips what exists.
+    let file_ids = next_ids(tx, Sequence::Files, order.len())?;
+    let copied = copy_new(
+        tx,
+        "COPY files (id, spool, path, version_hash, size, mtime_ns, inode, outcome,
             reject_kind, error, probes, samples, clock_skew, batch_id, ingested_at_ms)
-         SELECT u.*, $13::int8, $14::int8 FROM unnest($1::text[], $2::bytea[], $3::bytea[],
-            $4::int8[], $5::int8[], $6::int8[], $7::int2[], $8::text[], $9::text[],
-            $10::int4[], $11::int4[], $12::bool[]) AS u
-         ON CONFLICT (path, version_hash) DO NOTHING
-         RETURNING id, path, version_hash",
+         FROM STDIN BINARY",
         &[
-            &spools, &paths, &hashes, &sizes, &mtimes, &inodes, &outcomes, &kinds, &errors,
-            &probes, &n_samples, &skews, &batch_id, &now_ms,
+            Type::INT8,
+            Type::TEXT,
+            Type::BYTEA,
+            Type::BYTEA,
+            Type::INT8,
+            Type::INT8,
+            Type::INT8,
+            Type::INT2,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT4,
+            Type::INT4,
+            Type::BOOL,
+            Type::INT8,
+            Type::INT8,
         ],
+        order.len(),
+        |i| {
+            [
+                &file_ids[i],
+                &spools[i],
+                &paths[i],
+                &hashes[i],
+                &sizes[i],
+                &mtimes[i],
+                &inodes[i],
+                &outcomes[i],
+                &kinds[i],
+                &errors[i],
+                &probes[i],
+                &n_samples[i],
+                &skews[i],
+                &batch_id,
+                &now_ms,
+            ]
+        },
     )?;
-    let mut new_ids: HashMap<(&[u8], &[u8]), i64> = HashMap::with_capacity(inserted.len());
-    for row in &inserted {
-        let (path, hash): (&[u8], &[u8]) = (row.get(1), row.get(2));
-        // Keys borrow from the items (found in `order`, sorted by this key), which outlive
-        // the rows.
-        if let Ok(at) = order
-            .binary_search_by(|i| (&i.file.path[..], &i.file.version_hash[..]).cmp(&(path, hash)))
-        {
-            let file = &order[at].file;
-            new_ids.insert((&file.path, &file.version_hash[..]), row.get(0));
+    let mut new_ids: HashMap<(&[u8], &[u8]), i64> = HashMap::with_capacity(order.len());
+    if copied.is_some() {
+        for (item, id) in order.iter().zip(&file_ids) {
+            new_ids.insert((&item.file.path, &item.file.version_hash[..]), *id);
+        }
+    } else {
+        let inserted = tx.query(
+            "INSERT INTO files (spool, path, version_hash, size, mtime_ns, inode, outcome,
+                reject_kind, error, probes, samples, clock_skew, batch_id, ingested_at_ms)
+             SELECT u.*, $13::int8, $14::int8 FROM unnest($1::text[], $2::bytea[],
+                $3::bytea[], $4::int8[], $5::int8[], $6::int8[], $7::int2[], $8::text[],
+                $9::text[], $10::int4[], $11::int4[], $12::bool[]) AS u
+             ON CONFLICT (path, version_hash) DO NOTHING
+             RETURNING id, path, version_hash",
+            &[
+                &spools, &paths, &hashes, &sizes, &mtimes, &inodes, &outcomes, &kinds, &errors,
+                &probes, &n_samples, &skews, &batch_id, &now_ms,
+            ],
+        )?;
+        for row in &inserted {
+            let (path, hash): (&[u8], &[u8]) = (row.get(1), row.get(2));
+            // Keys borrow from the items (found in `order`, sorted by this key), which
+            // outlive the rows.
+            if let Ok(at) = order.binary_search_by(|i| {
+                (&i.file.path[..], &i.file.version_hash[..]).cmp(&(path, hash))
+            }) {
+                let file = &order[at].file;
+                new_ids.insert((&file.path, &file.version_hash[..]), row.get(0));
+            }
         }
     }
     let mut results = Vec::with_capacity(items.len());
-    let mut stored: Vec<(&IngestItem, i64)> = Vec::with_capacity(inserted.len());
+    let mut stored: Vec<(&IngestItem, i64)> = Vec::with_capacity(new_ids.len());
     for item in items {
         // A version offered twice in one batch is stored once: the first takes the id.
         match new_ids.remove(&(&item.file.path[..], &item.file.version_hash[..])) {
@@ -532,7 +587,7 @@ pub(super) struct Delta {
 }
 
 impl Delta {
-    pub fn apply(&self, tx: &mut Transaction<'_>) -> Result<(), StoreError> {
+    pub fn apply(&self, tx: &mut PreparedTx<'_, '_>) -> Result<(), StoreError> {
         tx.execute(
             "UPDATE stats SET files_ingested = files_ingested + $1,
                 files_rejected = files_rejected + $2, check_results = check_results + $3,
@@ -553,7 +608,7 @@ impl Delta {
 /// each check's latest state forward, and marks its status intervals for repair. Returns the
 /// number of check results (rewrites included, as the SQLite back end counts them).
 fn write_checks(
-    tx: &mut Transaction<'_>,
+    tx: &mut PreparedTx<'_, '_>,
     cache: &mut IdCache,
     results: &[(&ProbeResult, i64)],
     delta: &mut Delta,
@@ -593,7 +648,7 @@ fn write_checks(
         let du = column(&keys, |(_, c)| c.duration_seconds);
         let me = column(&keys, |(_, c)| c.message.as_str());
         // Usually all new: ids from the sequence and one COPY, as for series.
-        let ids = next_ids(tx, "checks_id_seq", keys.len())?;
+        let ids = next_ids(tx, Sequence::Checks, keys.len())?;
         if copy_new(
             tx,
             "COPY checks (id, probe, host, name, interval_ms, last_ts_ms, last_status,
@@ -744,7 +799,7 @@ type ResultColumns<'c> = (
 /// Inserts the results that are new and rewrites those delivered again with other content;
 /// returns how many were new.
 fn insert_then_rewrite_results(
-    tx: &mut Transaction<'_>,
+    tx: &mut PreparedTx<'_, '_>,
     (c, ts, st, du, me, fi, iv): ResultColumns<'_>,
 ) -> Result<u64, StoreError> {
     let new = tx.execute(
@@ -778,7 +833,7 @@ type Latest<'i> = HashMap<i64, (&'i ProbeResult, &'i probewatch_core::CheckResul
 /// newer result is stored already: results may arrive late), the closed runs and the dirty
 /// spans, each written as arrays.
 fn advance_checks(
-    tx: &mut Transaction<'_>,
+    tx: &mut PreparedTx<'_, '_>,
     states: &[postgres::Row],
     pending: &mut HashMap<i64, intervals::Pending>,
     latest: &Latest<'_>,
@@ -886,7 +941,7 @@ fn advance_checks(
 /// Writes the batch's samples into the head, creating series seen for the first time; the
 /// last value written for the same (series, time) wins.
 pub(super) fn write_samples(
-    tx: &mut Transaction<'_>,
+    tx: &mut PreparedTx<'_, '_>,
     cache: &mut IdCache,
     samples: &[&SeriesSample],
     delta: &mut Delta,
@@ -915,7 +970,7 @@ pub(super) fn write_samples(
         // about half the server time of `INSERT … ON CONFLICT` (speculative insertion cost
         // as much as the unique index itself). When some name exists already (another
         // server made it, or it fell out of the cache) the COPY is taken back whole.
-        let ids = next_ids(tx, "series_id_seq", keys.len())?;
+        let ids = next_ids(tx, Sequence::Series, keys.len())?;
         if copy_new(
             tx,
             "COPY series (id, metric, labels) FROM STDIN BINARY",
@@ -978,7 +1033,7 @@ pub(super) fn write_samples(
 
 /// Writes `samples` into head blocks, each with its series id (`series_ids`, in order).
 fn write_rows(
-    tx: &mut Transaction<'_>,
+    tx: &mut PreparedTx<'_, '_>,
     samples: &[&SeriesSample],
     series_ids: &[Option<i64>],
     delta: &mut Delta,
@@ -1018,24 +1073,34 @@ fn creation_order<'s>(metric: &'s str, labels: &'s str) -> (String, String, &'s 
     (probe, host, metric, labels)
 }
 
-/// `n` new ids from `sequence` (one of the schema's, never from input), for rows that a
+/// The sequences [`next_ids`] takes ids from.
+#[derive(Debug, Clone, Copy)]
+enum Sequence {
+    Files,
+    Series,
+    Checks,
+}
+
+/// `n` new ids from `sequence`, for rows that a
 /// COPY then writes with their ids ([`copy_new`]); values of a COPY taken back are skipped.
 fn next_ids(
-    tx: &mut Transaction<'_>,
-    sequence: &'static str,
+    tx: &mut PreparedTx<'_, '_>,
+    sequence: Sequence,
     n: usize,
 ) -> Result<Vec<i64>, StoreError> {
+    let sql = match sequence {
+        Sequence::Files => "SELECT nextval('files_id_seq') FROM generate_series(1, $1::int8)",
+        Sequence::Series => "SELECT nextval('series_id_seq') FROM generate_series(1, $1::int8)",
+        Sequence::Checks => "SELECT nextval('checks_id_seq') FROM generate_series(1, $1::int8)",
+    };
     let ids: Vec<i64> = tx
-        .query(
-            &format!("SELECT nextval('{sequence}') FROM generate_series(1, $1::int8)"),
-            &[&to_i64(n as u64)],
-        )?
+        .query(sql, &[&to_i64(n as u64)])?
         .iter()
         .map(|r| r.get(0))
         .collect();
     if ids.len() != n {
         return Err(StoreError::Database(
-            format!("{sequence} gave {} ids for {n} rows", ids.len()).into(),
+            format!("{sequence:?} gave {} ids for {n} rows", ids.len()).into(),
         ));
     }
     Ok(ids)
@@ -1047,15 +1112,16 @@ fn next_ids(
 /// rewrites the rest. New rows are the usual case, and a COPY costs about half an
 /// `INSERT … ON CONFLICT` (speculative insertion).
 fn copy_new<'r, const N: usize>(
-    tx: &mut Transaction<'_>,
-    copy: &str,
+    tx: &mut PreparedTx<'_, '_>,
+    copy: &'static str,
     types: &[Type; N],
     rows: usize,
     row: impl Fn(usize) -> [&'r (dyn ToSql + Sync); N],
 ) -> Result<Option<u64>, StoreError> {
+    let copy = tx.statement(copy)?;
     let mut attempt = tx.savepoint("copy_new")?;
     let copied = (|| {
-        let sink = attempt.copy_in(copy)?;
+        let sink = attempt.copy_in(&copy)?;
         let mut writer = BinaryCopyInWriter::new(sink, types);
         for i in 0..rows {
             writer.write(&row(i))?;

@@ -3,15 +3,13 @@
 //! The same promises as the SQLite back end, kept by PostgreSQL's transactions instead of a
 //! single writer: a file version's ledger row (`UNIQUE (path, version_hash)`) commits in the
 //! same transaction as its results, so two servers offered the same file store it once.
-//! Series and checks are created with `ON CONFLICT DO NOTHING`, so servers ingesting at once
-//! never make one twice.
+//! Ledger rows, series and checks are written by COPY under a savepoint, falling back to
+//! `INSERT … ON CONFLICT DO NOTHING` when one exists, so servers ingesting at once never
+//! make one twice.
 //!
 //! The store's traits are synchronous, as the writer, the rule evaluator and the HTTP
 //! handlers (through `spawn_blocking`) call them from ordinary threads; so this back end uses
 //! the synchronous `postgres` client with an r2d2 pool rather than async tokio-postgres.
-//!
-//! Status: the ledger ([`crate::LedgerStore`]) is implemented; the other traits follow, and
-//! until they do `PgStore` is not a [`crate::Store`] and the configuration does not offer it.
 
 mod alerting;
 mod checks;
@@ -144,15 +142,19 @@ fn is_connection_error(err: &postgres::Error) -> bool {
 /// Whether a failed transaction is worth running again as it was: a deadlock with, or a
 /// serialization failure against, another server's transaction.
 fn retryable(err: &StoreError) -> bool {
+    sql_state(err).is_some_and(|code| {
+        *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
+    })
+}
+
+/// The SQLSTATE the server gave for a failed statement, if it got that far.
+fn sql_state(err: &StoreError) -> Option<&SqlState> {
     let StoreError::Database(source) = err else {
-        return false;
+        return None;
     };
     source
         .downcast_ref::<PgError>()
         .and_then(|e| e.source.code())
-        .is_some_and(|code| {
-            *code == SqlState::T_R_DEADLOCK_DETECTED || *code == SqlState::T_R_SERIALIZATION_FAILURE
-        })
 }
 
 /// The pool's connection manager: rust-postgres's, but a connection is checked (one empty
@@ -183,6 +185,90 @@ impl Conn {
         let statement = self.client.prepare_typed(sql, types)?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
+    }
+}
+
+impl Conn {
+    /// The client and the statements prepared on it, borrowed apart: a transaction of the
+    /// one uses the other ([`PreparedTx`]).
+    pub(super) fn parts(&mut self) -> (&mut Client, &mut Statements) {
+        (&mut self.client, &mut self.statements)
+    }
+}
+
+/// Statements prepared on one connection, by their text.
+pub(super) type Statements = HashMap<&'static str, postgres::Statement>;
+
+/// A transaction whose statements are prepared once per connection. An unnamed statement
+/// costs a round trip of its own (parse and describe) before it runs, and is planned again
+/// each time: an ingest batch ran a dozen of them. Its `execute`, `query`, `query_one` and
+/// `copy_in` take the statement's text, as the transaction's own do; everything else is the
+/// transaction's (through `Deref`).
+pub(super) struct PreparedTx<'a, 't> {
+    tx: &'a mut postgres::Transaction<'t>,
+    statements: &'a mut Statements,
+}
+
+impl<'a, 't> PreparedTx<'a, 't> {
+    pub(super) fn new(
+        tx: &'a mut postgres::Transaction<'t>,
+        statements: &'a mut Statements,
+    ) -> Self {
+        PreparedTx { tx, statements }
+    }
+
+    /// `sql`, prepared on this connection the first time it is asked for.
+    pub(super) fn statement(
+        &mut self,
+        sql: &'static str,
+    ) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        // Prepared statements outlive the transaction, even one that rolls back.
+        let statement = self.tx.prepare(sql)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
+    }
+
+    pub(super) fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.tx.execute(&statement, params)
+    }
+
+    pub(super) fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.tx.query(&statement, params)
+    }
+
+    pub(super) fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<postgres::Row, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.tx.query_one(&statement, params)
+    }
+}
+
+impl<'t> std::ops::Deref for PreparedTx<'_, 't> {
+    type Target = postgres::Transaction<'t>;
+    fn deref(&self) -> &Self::Target {
+        self.tx
+    }
+}
+
+impl std::ops::DerefMut for PreparedTx<'_, '_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.tx
     }
 }
 

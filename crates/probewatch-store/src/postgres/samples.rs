@@ -19,7 +19,7 @@ use postgres::types::Type;
 use probewatch_core::SeriesSample;
 
 use super::ledger::{Delta, write_samples};
-use super::{PgStore, to_u64};
+use super::{PgStore, PreparedTx, to_u64};
 use crate::chunk::{self, CHUNK_MAX_SAMPLES};
 use crate::head_block;
 use crate::model::*;
@@ -268,13 +268,17 @@ impl SampleStore for PgStore {
 
     fn write_samples(&self, samples: &[SeriesSample]) -> Result<u64, StoreError> {
         let mut client = self.client()?;
+        let (client, statements) = client.parts();
         let mut tx = client.transaction()?;
         let mut delta = Delta::default();
         let refs: Vec<&SeriesSample> = samples.iter().collect();
         let mut ids = self.ids();
-        let written = write_samples(&mut tx, &mut ids.series, &refs, &mut delta)
-            .and_then(|()| delta.apply(&mut tx))
-            .and_then(|()| Ok(tx.commit()?));
+        let written = {
+            let mut tx = PreparedTx::new(&mut tx, statements);
+            write_samples(&mut tx, &mut ids.series, &refs, &mut delta)
+                .and_then(|()| delta.apply(&mut tx))
+        }
+        .and_then(|()| Ok(tx.commit()?));
         if let Err(err) = written {
             ids.series.clear();
             return Err(err);
@@ -714,7 +718,7 @@ pub(super) fn head_presence(
 /// Writes one batch's samples into the head, `rows` sorted by [`head_block::sort_batch`]:
 /// one block per bucket, in one statement. Returns the samples written.
 pub(super) fn write_head_blocks(
-    tx: &mut impl GenericClient,
+    tx: &mut PreparedTx<'_, '_>,
     rows: &[(i64, i64, f64)],
 ) -> Result<u64, StoreError> {
     let (mut buckets, mut firsts, mut lasts, mut mins, mut maxs, mut counts, mut data) = (
@@ -785,8 +789,10 @@ pub(super) fn move_head_rows_into_blocks(
         })
         .collect();
     head_block::sort_batch(&mut rows);
+    let mut statements = super::Statements::new();
+    let mut tx = PreparedTx::new(tx, &mut statements);
     for part in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
-        write_head_blocks(tx, part)?;
+        write_head_blocks(&mut tx, part)?;
     }
     tx.batch_execute("DROP TABLE samples_head")?;
     Ok(())
