@@ -103,31 +103,40 @@ impl CheckStore for PgStore {
         }
         // Every check's runs in one statement (one snapshot, one round trip): the closed runs
         // overlapping the range (disjoint per check, so overlap is these two bounds), then
-        // each check's open run from its row.
+        // each check's open run from its row. Unordered: the server's sort of the ~7,000
+        // runs of an overview page (200 checks, 24 h) took 2 of its 5 ms; each check's few
+        // runs are put in order here.
         let rows = client.query_typed(
             "SELECT 0 AS open, check_id, start_ms, end_ms, status, results FROM status_intervals
               WHERE check_id = ANY($1) AND start_ms <= $3 AND end_ms >= $2
              UNION ALL
              SELECT 1, id, run_start_ms, run_end_ms, run_status, run_results FROM checks
-              WHERE id = ANY($1) AND run_start_ms <= $3 AND run_end_ms >= $2
-             ORDER BY 2, 1, 3",
+              WHERE id = ANY($1) AND run_start_ms <= $3 AND run_end_ms >= $2",
             &[
                 (&check_ids, Type::INT8_ARRAY),
                 (&from_ms, Type::INT8),
                 (&to_ms, Type::INT8),
             ],
         )?;
-        let mut by_check: std::collections::HashMap<i64, Vec<StatusInterval>> =
+        let mut by_check: std::collections::HashMap<i64, Vec<(i32, StatusInterval)>> =
             std::collections::HashMap::new();
         for r in &rows {
             by_check
                 .entry(r.get(1))
                 .or_default()
-                .push(StatusInterval::from(run(r, 2)));
+                .push((r.get(0), StatusInterval::from(run(r, 2))));
         }
         Ok(check_ids
             .iter()
-            .map(|id| by_check.get(id).cloned().unwrap_or_default())
+            .map(|id| {
+                let Some(runs) = by_check.get(id) else {
+                    return Vec::new();
+                };
+                let mut runs = runs.clone();
+                // Closed runs by start, then the open one.
+                runs.sort_unstable_by_key(|(open, run)| (*open, run.start_ms));
+                runs.into_iter().map(|(_, run)| run).collect()
+            })
             .collect())
     }
 
