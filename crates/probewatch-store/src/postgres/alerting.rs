@@ -18,8 +18,14 @@ fn state_from(code: i16) -> AlertState {
 /// How long a lane's claim on a notification lasts before another server may send it.
 const CLAIM_MS: i64 = 60_000;
 
-const NOTIFICATION_COLUMNS: &str = "id, receiver, payload, created_at_ms, attempts,
-    delivered_at_ms, last_error, group_key, failed_at_ms";
+/// The columns [`notification`] reads, in its order (a macro, so that statements built
+/// with it are text the connection can keep prepared).
+macro_rules! notification_columns {
+    () => {
+        "id, receiver, payload, created_at_ms, attempts, delivered_at_ms, last_error, \
+         group_key, failed_at_ms"
+    };
+}
 
 fn notification(r: &postgres::Row) -> NotificationRow {
     NotificationRow {
@@ -156,7 +162,7 @@ impl AlertStore for PgStore {
             // before recording the attempt; delivery is at least once.
             Some(receiver) => client
                 .query(
-                    &format!(
+                    concat!(
                         "UPDATE notifications SET claimed_until_ms = $4
                          WHERE id IN (
                             SELECT id FROM notifications
@@ -165,7 +171,9 @@ impl AlertStore for PgStore {
                               AND (claimed_until_ms IS NULL OR claimed_until_ms <= $1)
                             ORDER BY next_attempt_ms, id LIMIT $2
                             FOR UPDATE SKIP LOCKED)
-                         RETURNING {NOTIFICATION_COLUMNS}, next_attempt_ms"
+                         RETURNING ",
+                        notification_columns!(),
+                        ", next_attempt_ms"
                     ),
                     &[
                         &now_ms,
@@ -180,8 +188,10 @@ impl AlertStore for PgStore {
             // Without a receiver: a look, not a claim.
             None => client
                 .query(
-                    &format!(
-                        "SELECT {NOTIFICATION_COLUMNS}, next_attempt_ms FROM notifications
+                    concat!(
+                        "SELECT ",
+                        notification_columns!(),
+                        ", next_attempt_ms FROM notifications
                          WHERE delivered_at_ms IS NULL AND failed_at_ms IS NULL
                            AND next_attempt_ms <= $1
                          ORDER BY next_attempt_ms, id LIMIT $2"
@@ -237,8 +247,10 @@ impl AlertStore for PgStore {
         Ok(self
             .client()?
             .query(
-                &format!(
-                    "SELECT {NOTIFICATION_COLUMNS} FROM notifications ORDER BY id DESC LIMIT $1"
+                concat!(
+                    "SELECT ",
+                    notification_columns!(),
+                    " FROM notifications ORDER BY id DESC LIMIT $1"
                 ),
                 &[&limit(max)],
             )?

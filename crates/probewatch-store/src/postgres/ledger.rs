@@ -271,18 +271,28 @@ impl LedgerStore for PgStore {
 
     fn files(&self, outcome: Option<Outcome>, limit: usize) -> Result<Vec<FileRow>, StoreError> {
         let limit = to_i64(limit as u64);
-        let columns = "spool, path, outcome, reject_kind, error, ingested_at_ms, size, samples,
-            clock_skew";
+        macro_rules! columns {
+            () => {
+                "spool, path, outcome, reject_kind, error, ingested_at_ms, size, samples, \
+                 clock_skew"
+            };
+        }
         let mut client = self.client()?;
         let rows = match outcome {
             Some(outcome) => client.query(
-                &format!(
-                    "SELECT {columns} FROM files WHERE outcome = $1 ORDER BY id DESC LIMIT $2"
+                concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM files WHERE outcome = $1 ORDER BY id DESC LIMIT $2"
                 ),
                 &[&(outcome as i16), &limit],
             )?,
             None => client.query(
-                &format!("SELECT {columns} FROM files ORDER BY id DESC LIMIT $1"),
+                concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM files ORDER BY id DESC LIMIT $1"
+                ),
                 &[&limit],
             )?,
         };

@@ -189,6 +189,49 @@ impl Conn {
 }
 
 impl Conn {
+    /// `sql` run with `params` as a statement prepared once on this connection (see
+    /// [`Conn::prepared`]): one round trip, where the client's own `query` with a text
+    /// first prepares an unnamed statement (a round trip of its own) and the server plans
+    /// it again each time. Every read a page makes goes through here or `query_typed`.
+    pub(super) fn query(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<postgres::Row>, postgres::Error> {
+        let statement = self.prepared(sql, &[])?;
+        self.client.query(&statement, params)
+    }
+
+    /// [`Conn::query`] for exactly one row.
+    pub(super) fn query_one(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<postgres::Row, postgres::Error> {
+        let statement = self.prepared(sql, &[])?;
+        self.client.query_one(&statement, params)
+    }
+
+    /// [`Conn::query`] for at most one row.
+    pub(super) fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<postgres::Row>, postgres::Error> {
+        let statement = self.prepared(sql, &[])?;
+        self.client.query_opt(&statement, params)
+    }
+
+    /// [`Conn::query`] for a statement that returns no rows: the rows it changed.
+    pub(super) fn execute(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<u64, postgres::Error> {
+        let statement = self.prepared(sql, &[])?;
+        self.client.execute(&statement, params)
+    }
+
     /// The client and the statements prepared on it, borrowed apart: a transaction of the
     /// one uses the other ([`PreparedTx`]).
     pub(super) fn parts(&mut self) -> (&mut Client, &mut Statements) {

@@ -142,13 +142,12 @@ impl SampleStore for PgStore {
     fn series_after(&self, after_id: i64) -> Result<Vec<SeriesRow>, StoreError> {
         // Prepared once per connection: every rule group's read asks this first (usually
         // for nothing new); unprepared, the statement was parsed and planned each time.
-        let mut client = self.client()?;
-        let statement = client.prepared(
-            "SELECT id, metric, labels FROM series WHERE id > $1 ORDER BY id",
-            &[Type::INT8],
-        )?;
-        Ok(client
-            .query(&statement, &[&after_id])?
+        Ok(self
+            .client()?
+            .query(
+                "SELECT id, metric, labels FROM series WHERE id > $1 ORDER BY id",
+                &[&after_id],
+            )?
             .iter()
             .map(|r| SeriesRow {
                 id: r.get(0),
