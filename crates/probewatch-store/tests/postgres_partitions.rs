@@ -117,3 +117,73 @@ fn rows_land_in_their_day_and_retention_drops_whole_days() {
         assert_eq!(samples, [vec![(now, 1.0)]]);
     }
 }
+
+/// A backfill (10,000 results for days before yesterday, which land in the default
+/// partition) is analyzed at the next compaction step, so that the planner knows those rows
+/// at once rather than after autovacuum's next round; fewer are left to autovacuum.
+#[test]
+fn a_backfill_is_analyzed_at_the_next_compaction_step() {
+    for backend in common::backends::backends("backfill") {
+        let Some(url) = backend.postgres_url() else {
+            continue;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .expect("clock");
+        let store = PgStore::open(url, None).expect("open");
+        // 50 files of 100 checks each, a minute apart, starting 30 days ago.
+        let backfill = |first: u64| -> Vec<IngestItem> {
+            (first..first + 50)
+                .map(|file| {
+                    let result = ProbeResult {
+                        probe: "web".into(),
+                        host: "h1".into(),
+                        time_ms: now - 30 * DAY + file as i64 * 60_000,
+                        time_source: TimeSource::Declared,
+                        interval_ms: Some(60_000),
+                        checks: (0..100)
+                            .map(|c| CheckResult {
+                                name: format!("c{c}"),
+                                status: Status::Ok,
+                                duration_seconds: None,
+                                message: String::new(),
+                            })
+                            .collect(),
+                        metrics: Vec::new(),
+                    };
+                    common::item(file, vec![result], Vec::new())
+                })
+                .collect()
+        };
+        let analyzed = || -> bool {
+            let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
+            db.query_one(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
+                  WHERE relname = 'check_results_default'",
+                &[],
+            )
+            .expect("stats")
+            .get(0)
+        };
+        store.commit_batch(&backfill(0), false).expect("commit");
+        store.compact(1_000).expect("compact");
+        std::thread::sleep(std::time::Duration::from_millis(1_500));
+        assert!(
+            !analyzed(),
+            "5,000 backfilled results are left to autovacuum"
+        );
+
+        store.commit_batch(&backfill(50), false).expect("commit");
+        store.compact(1_000).expect("compact");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !analyzed() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the default partition was not analyzed after 10,000 backfilled results"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(store.stats().expect("stats").check_results, 10_000);
+    }
+}

@@ -77,12 +77,16 @@ impl LedgerStore for PgStore {
             }
             let mut ids = self.ids();
             let result = commit(&mut PreparedTx::new(&mut tx, statements), &mut ids, items)
-                .and_then(|summary| {
+                .and_then(|(summary, backfilled)| {
                     tx.commit()?;
-                    Ok(summary)
+                    Ok((summary, backfilled))
                 });
             match result {
-                Ok(summary) => return Ok(summary),
+                Ok((summary, backfilled)) => {
+                    self.backfilled
+                        .fetch_add(backfilled, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(summary);
+                }
                 Err(err) => {
                     // Ids cached during a transaction that rolled back may not exist.
                     ids.series.clear();
@@ -345,11 +349,13 @@ fn column<T, U>(rows: &[T], f: impl Fn(&T) -> U) -> Vec<U> {
 }
 
 /// The body of one batch's transaction.
+/// One batch in `tx`: its summary, and how many of its check results are for days before
+/// yesterday (a backfill's, see `PgStore::analyze_after_backfill`).
 fn commit(
     tx: &mut PreparedTx<'_, '_>,
     ids: &mut IdCaches,
     items: &[IngestItem],
-) -> Result<CommitSummary, StoreError> {
+) -> Result<(CommitSummary, u64), StoreError> {
     let batch_id: i64 = tx
         .query_one(
             "SELECT nextval(pg_get_serial_sequence('batches', 'id'))",
@@ -554,6 +560,15 @@ fn commit(
             }
         }
     }
+    // Results for days before yesterday are a backfill's: they land in the default
+    // partition (unless this server made that day's partition back then), whose statistics
+    // they make stale.
+    let yesterday = (now_ms.div_euclid(super::partitions::DAY_MS) - 1) * super::partitions::DAY_MS;
+    let backfilled: u64 = probe_results
+        .iter()
+        .filter(|(r, _)| r.time_ms < yesterday)
+        .map(|(r, _)| r.checks.len() as u64)
+        .sum();
     let check_results = write_checks(tx, &mut ids.checks, &probe_results, &mut delta)?;
     let samples_written = samples.len() as u64;
     write_samples(tx, &mut ids.series, &samples, &mut delta)?;
@@ -578,12 +593,15 @@ fn commit(
             &i32::try_from(stored.len()).unwrap_or(i32::MAX),
         ],
     )?;
-    Ok(CommitSummary {
-        batch_id,
-        items: results,
-        samples: samples_written,
-        check_results,
-    })
+    Ok((
+        CommitSummary {
+            batch_id,
+            items: results,
+            samples: samples_written,
+            check_results,
+        },
+        backfilled,
+    ))
 }
 
 /// Running totals changed by one transaction.

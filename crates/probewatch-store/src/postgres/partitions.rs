@@ -15,7 +15,7 @@ use crate::StoreError;
 const TABLES: [&str; 2] = ["chunks", "check_results"];
 
 /// One day in ms.
-const DAY_MS: i64 = 86_400_000;
+pub(super) const DAY_MS: i64 = 86_400_000;
 
 /// Days made ahead of (and behind) today.
 const AHEAD: i64 = 2;

@@ -37,6 +37,7 @@ impl SampleStore for PgStore {
         use std::sync::atomic::Ordering;
         let mut client = self.client()?;
         self.keep_partitions_ahead(&mut client)?;
+        self.analyze_after_backfill(&mut client)?;
         let upto = self.drain_upto.load(Ordering::Relaxed);
         if upto == 0 {
             // A drain starts when the head holds enough samples to be worth it; it then
