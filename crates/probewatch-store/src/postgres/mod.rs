@@ -190,9 +190,7 @@ impl Conn {
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
-}
 
-impl Conn {
     /// `sql` run with `params` as a statement prepared once on this connection (see
     /// [`Conn::prepared`]): one round trip, where the client's own `query` with a text
     /// first prepares an unnamed statement (a round trip of its own) and the server plans
@@ -248,9 +246,9 @@ pub(super) type Statements = HashMap<&'static str, postgres::Statement>;
 
 /// A transaction whose statements are prepared once per connection. An unnamed statement
 /// costs a round trip of its own (parse and describe) before it runs, and is planned again
-/// each time: an ingest batch ran a dozen of them. Its `execute`, `query`, `query_one` and
-/// `copy_in` take the statement's text, as the transaction's own do; everything else is the
-/// transaction's (through `Deref`).
+/// each time: an ingest batch ran a dozen of them. Its `execute`, `query` and `query_one`
+/// take the statement's text, as the transaction's own do, and `statement` gives the
+/// prepared statement (for a COPY); everything else is the transaction's (through `Deref`).
 pub(super) struct PreparedTx<'a, 't> {
     tx: &'a mut postgres::Transaction<'t>,
     statements: &'a mut Statements,
