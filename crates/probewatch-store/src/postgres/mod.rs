@@ -49,6 +49,9 @@ const HEAD_BLOCKS_MIGRATION: usize = 4;
 /// analyzed ([`PgStore::analyze_after_backfill`]).
 const BACKFILL_ANALYZE_ROWS: u64 = 10_000;
 
+/// Least time between two such analyses by one process (ms).
+const BACKFILL_ANALYZE_EVERY_MS: i64 = 600_000;
+
 /// Head samples that start a compaction drain. Smaller than SQLite's: several servers
 /// share the head, and a read of many series decodes every block of their buckets.
 pub const DEFAULT_HEAD_MAX_SAMPLES: u64 = 131_072;
@@ -389,6 +392,8 @@ pub struct PgStore {
     /// Check results this process wrote for days before yesterday since the default
     /// partition was last analyzed (see [`PgStore::analyze_after_backfill`]).
     backfilled: std::sync::atomic::AtomicU64,
+    /// When this process last analyzed it (ms; 0: never).
+    backfill_analyzed_at: std::sync::atomic::AtomicI64,
 }
 
 #[derive(Default)]
@@ -500,6 +505,7 @@ impl PgStore {
             head_cache: samples::HeadCache::default(),
             vacuuming: Default::default(),
             backfilled: Default::default(),
+            backfill_analyzed_at: Default::default(),
         })
     }
 
@@ -527,7 +533,11 @@ impl PgStore {
 
     /// Analyzes the default partition of `check_results` once this process has written
     /// [`BACKFILL_ANALYZE_ROWS`] results for days before yesterday (a backfill: days that
-    /// have no partition land there).
+    /// have no partition land there), at most every [`BACKFILL_ANALYZE_EVERY_MS`]: results
+    /// that keep arriving with old times (a probe's clock days behind, the ingest bench's
+    /// fixed 2023 times) would otherwise analyze it every few seconds. One analysis early in
+    /// a backfill is enough: the planner scales the frequencies it records by the
+    /// partition's size when it plans.
     ///
     /// Right after a 30-day backfill of one check, the partition's statistics were those of
     /// before it: the planner expected 6 of that check's rows and sorted all 259,200 to show
@@ -539,6 +549,12 @@ impl PgStore {
         if rows < BACKFILL_ANALYZE_ROWS {
             return Ok(());
         }
+        let now = now_ms();
+        let last = self.backfill_analyzed_at.load(Ordering::Relaxed);
+        if last != 0 && now - last < BACKFILL_ANALYZE_EVERY_MS {
+            return Ok(());
+        }
+        self.backfill_analyzed_at.store(now, Ordering::Relaxed);
         self.backfilled.fetch_sub(rows, Ordering::Relaxed);
         let started = std::time::Instant::now();
         client.batch_execute("ANALYZE check_results_default")?;
