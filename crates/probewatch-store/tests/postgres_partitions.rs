@@ -10,21 +10,36 @@ use probewatch_store::*;
 
 const DAY: i64 = 86_400_000;
 
-fn item(file: u64, time_ms: i64) -> IngestItem {
-    let result = ProbeResult {
+/// Probe `web` on `h1` at `time_ms` with the given checks, all OK.
+fn result(time_ms: i64, checks: impl IntoIterator<Item = String>) -> ProbeResult {
+    ProbeResult {
         probe: "web".into(),
         host: "h1".into(),
         time_ms,
         time_source: TimeSource::Declared,
         interval_ms: Some(60_000),
-        checks: vec![CheckResult {
-            name: "login".into(),
-            status: Status::Ok,
-            duration_seconds: None,
-            message: String::new(),
-        }],
+        checks: checks
+            .into_iter()
+            .map(|name| CheckResult {
+                name,
+                status: Status::Ok,
+                duration_seconds: None,
+                message: String::new(),
+            })
+            .collect(),
         metrics: Vec::new(),
-    };
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .expect("clock")
+}
+
+fn item(file: u64, time_ms: i64) -> IngestItem {
+    let result = result(time_ms, ["login".to_string()]);
     let sample = SeriesSample {
         metric: "m".into(),
         // A series per file: a chunk's day is its newest sample's.
@@ -53,10 +68,7 @@ fn rows_land_in_their_day_and_retention_drops_whole_days() {
         let Some(url) = backend.postgres_url() else {
             continue;
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .expect("clock");
+        let now = now_ms();
         let today = now.div_euclid(DAY);
         let store = PgStore::open(url, None)
             .expect("open")
@@ -128,32 +140,15 @@ fn a_backfill_is_analyzed_at_the_next_compaction_step() {
         let Some(url) = backend.postgres_url() else {
             continue;
         };
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .expect("clock");
+        let now = now_ms();
         let store = PgStore::open(url, None).expect("open");
         // 50 files of 100 checks each, a minute apart, starting 30 days ago.
         let backfill = |first: u64| -> Vec<IngestItem> {
             (first..first + 50)
                 .map(|file| {
-                    let result = ProbeResult {
-                        probe: "web".into(),
-                        host: "h1".into(),
-                        time_ms: now - 30 * DAY + file as i64 * 60_000,
-                        time_source: TimeSource::Declared,
-                        interval_ms: Some(60_000),
-                        checks: (0..100)
-                            .map(|c| CheckResult {
-                                name: format!("c{c}"),
-                                status: Status::Ok,
-                                duration_seconds: None,
-                                message: String::new(),
-                            })
-                            .collect(),
-                        metrics: Vec::new(),
-                    };
-                    common::item(file, vec![result], Vec::new())
+                    let time = now - 30 * DAY + file as i64 * 60_000;
+                    let checks = (0..100).map(|c| format!("c{c}"));
+                    common::item(file, vec![result(time, checks)], Vec::new())
                 })
                 .collect()
         };
