@@ -212,10 +212,14 @@ pub(crate) fn bench_file(format: &str, n: u64, checks: u64) -> (&'static str, St
     }
 }
 
+/// How many probes the bench files take turns among: each reports two checks.
+pub(crate) fn probes_of(checks: u64) -> u64 {
+    (checks / 2).max(1)
+}
+
 /// [`result_file`] as result JSON.
 pub(crate) fn json_file(n: u64, checks: u64) -> String {
-    let probes = (checks / 2).max(1);
-    let probe = n % probes;
+    let probe = n % probes_of(checks);
     let metrics: Vec<String> = (0..10)
         .map(|m| {
             format!(
@@ -247,8 +251,7 @@ pub(crate) fn json_file(n: u64, checks: u64) -> String {
 /// sample carries the probe (a common `probe` label names the file's probe) and the host,
 /// so the files take turns among the same probes and series as the XML ones.
 pub(crate) fn prometheus_file(n: u64, checks: u64) -> String {
-    let probes = (checks / 2).max(1);
-    let probe = n % probes;
+    let probe = n % probes_of(checks);
     let who = format!("probe=\"bench-{}\",host=\"host-{}\"", probe / 7, probe % 7);
     let at = (1_700_000_000 + n) * 1000;
     let mut text = String::from("# TYPE bench_check_status gauge\n");
@@ -269,8 +272,7 @@ pub(crate) fn prometheus_file(n: u64, checks: u64) -> String {
 /// The result file for number `n`: 2 checks and 10 metrics, unique time. Files take turns
 /// among `checks / 2` probes (a probe is a name and a host).
 pub(crate) fn result_file(n: u64, checks: u64) -> String {
-    let probes = (checks / 2).max(1);
-    let probe = n % probes;
+    let probe = n % probes_of(checks);
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<probe name=\"bench-{}\" host=\"host-{}\" time=\"{}\" interval=\"60s\">\n",
         probe / 7,

@@ -40,12 +40,17 @@ pub struct BenchStoreArgs {
     /// Where to make the temporary SQLite stores (default: the system temp directory).
     #[arg(long)]
     pub dir: Option<std::path::PathBuf>,
+    /// First commit one file of every probe, untimed, so that the timed files find their
+    /// checks and series stored: a running server's steady state. Without it each check's
+    /// first file is timed too, which at `--checks 100000` is every file of a 20,000-file run.
+    #[arg(long)]
+    pub warm: bool,
 }
 
-/// The files, parsed as the ingest pipeline would hand them to the store.
-fn items(args: &BenchStoreArgs) -> anyhow::Result<Vec<IngestItem>> {
+/// Files number `range`, parsed as the ingest pipeline would hand them to the store.
+fn items(args: &BenchStoreArgs, range: std::ops::Range<u64>) -> anyhow::Result<Vec<IngestItem>> {
     let extra = Labels::default();
-    (0..args.files)
+    range
         .map(|n| {
             let xml = crate::bench::result_file(n, args.checks);
             let results = probewatch_core::parse(
@@ -68,16 +73,44 @@ fn items(args: &BenchStoreArgs) -> anyhow::Result<Vec<IngestItem>> {
         .collect()
 }
 
-/// Commits every batch as the ingest writer does (with a compaction step after each);
-/// returns files per second.
-fn through_store(store: &dyn Store, items: &[IngestItem], batch: usize) -> anyhow::Result<f64> {
-    let start = Instant::now();
+/// The parsed files: those committed untimed first (empty without `--warm`: one file of
+/// every probe, numbered before the timed ones so that the timed results are the newest),
+/// and the timed ones.
+struct Workload {
+    warm: Vec<IngestItem>,
+    timed: Vec<IngestItem>,
+}
+
+impl Workload {
+    fn new(args: &BenchStoreArgs) -> anyhow::Result<Self> {
+        let warm = if args.warm {
+            crate::bench::probes_of(args.checks)
+        } else {
+            0
+        };
+        Ok(Workload {
+            warm: items(args, 0..warm)?,
+            timed: items(args, warm..warm + args.files)?,
+        })
+    }
+
+    /// Commits the warm-up files, then times the others; returns files per second.
+    fn through_store(&self, store: &dyn Store, batch: usize) -> anyhow::Result<f64> {
+        commit_all(store, &self.warm, batch)?;
+        let start = Instant::now();
+        commit_all(store, &self.timed, batch)?;
+        Ok(self.timed.len() as f64 / start.elapsed().as_secs_f64())
+    }
+}
+
+/// Commits every batch as the ingest writer does, with a compaction step after each.
+fn commit_all(store: &dyn Store, items: &[IngestItem], batch: usize) -> anyhow::Result<()> {
     for chunk in items.chunks(batch) {
         let summary = store.commit_batch(chunk, false)?;
         let samples = usize::try_from(summary.samples).unwrap_or(usize::MAX);
         store.compact(samples.saturating_mul(2).max(1_000))?;
     }
-    Ok(items.len() as f64 / start.elapsed().as_secs_f64())
+    Ok(())
 }
 
 /// A fresh database on the server `admin` points at (dropped first if a run left it);
@@ -249,10 +282,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Runs the bench and prints one line per run and the medians.
 pub fn run(args: &BenchStoreArgs) -> anyhow::Result<std::process::ExitCode> {
-    let items = items(args)?;
+    let work = Workload::new(args)?;
     println!(
-        "bench-store: {} files ({} checks), {} files a transaction, {} run(s)",
-        args.files, args.checks, args.batch, args.repeat
+        "bench-store: {} files ({} checks), {} files a transaction, {} run(s){}",
+        args.files,
+        args.checks,
+        args.batch,
+        args.repeat,
+        if args.warm {
+            format!(
+                ", after {} untimed files that store every check and series",
+                work.warm.len()
+            )
+        } else {
+            String::new()
+        }
     );
     let (mut sqlite, mut pg, mut copy) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..args.repeat {
@@ -261,18 +305,18 @@ pub fn run(args: &BenchStoreArgs) -> anyhow::Result<std::process::ExitCode> {
             &StoreLocation::Sqlite(dir.path().to_path_buf()),
             &StoreOptions::default(),
         )?;
-        let s = through_store(&*store, &items, args.batch)?;
+        let s = work.through_store(&*store, args.batch)?;
         drop(store);
 
         let p = on_fresh_postgres(
             &args.postgres,
             &format!("bench_store_{run}"),
             &StoreOptions::default(),
-            |store| through_store(&*store, &items, args.batch),
+            |store| work.through_store(&*store, args.batch),
         )?;
         let name = format!("probewatch_bench_copy_{}_{run}", std::process::id());
         let c = in_fresh_database(&args.postgres, &name, |url| {
-            bare_copy(url, &items, args.batch)
+            bare_copy(url, &work.timed, args.batch)
         })?;
         println!(
             "  run {run}: sqlite {s:>8.0} files/s   postgresql {p:>8.0} files/s   bare COPY {c:>8.0} files/s"
