@@ -453,9 +453,18 @@ async fn healthz(State(state): State<AppState>) -> Result<&'static str, ApiError
 }
 
 async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let mut body = String::new();
-    prometheus_client::encoding::text::encode(&mut body, &state.registry)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Some collectors read the store (the outbox's counts), and a store's client may block
+    // on its own runtime (PostgreSQL's): encode off the server's threads, as every other
+    // store read here is. Encoded on this thread, the first scrape of a server on
+    // PostgreSQL aborted the process ("Cannot start a runtime from within a runtime").
+    let registry = state.registry.clone();
+    let body = tokio::task::spawn_blocking(move || {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &registry).map(|()| body)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("encoding the metrics: {e}")))?
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
     Ok((
         [(
             header::CONTENT_TYPE,

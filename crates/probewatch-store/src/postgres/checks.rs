@@ -106,8 +106,9 @@ impl CheckStore for PgStore {
         // put in order here.
         let mut repaired = false;
         let rows = loop {
+            // The first column says what a row is: see `WAITING_FOR_REPAIR`.
             let rows = client.query_typed(
-                "SELECT 2 AS open, check_id, 0::int8, 0::int8, 0::int2, 0::int8
+                "SELECT 2 AS kind, check_id, 0::int8, 0::int8, 0::int2, 0::int8
                    FROM intervals_dirty WHERE check_id = ANY($1)
                  UNION ALL
                  SELECT 0, check_id, start_ms, end_ms, status, results FROM status_intervals
@@ -123,7 +124,7 @@ impl CheckStore for PgStore {
             )?;
             let mut waiting: Vec<i64> = rows
                 .iter()
-                .filter(|r| r.get::<_, i32>(0) == 2)
+                .filter(|r| r.get::<_, i32>(0) == WAITING_FOR_REPAIR)
                 .map(|r| r.get(1))
                 .collect();
             if waiting.is_empty() || repaired {
@@ -139,26 +140,27 @@ impl CheckStore for PgStore {
         let mut by_check: std::collections::HashMap<i64, Vec<(i32, StatusInterval)>> =
             std::collections::HashMap::new();
         for r in &rows {
-            let open: i32 = r.get(0);
+            let kind: i32 = r.get(0);
             // Marked for repair again since (another server's late results): shown as read.
-            if open == 2 {
+            if kind == WAITING_FOR_REPAIR {
                 continue;
             }
             by_check
                 .entry(r.get(1))
                 .or_default()
-                .push((open, StatusInterval::from(run(r, 2))));
+                .push((kind, StatusInterval::from(run(r, 2))));
+        }
+        // Closed runs (0) by start, then the open one (1).
+        for runs in by_check.values_mut() {
+            runs.sort_unstable_by_key(|(kind, run)| (*kind, run.start_ms));
         }
         Ok(check_ids
             .iter()
             .map(|id| {
-                let Some(runs) = by_check.get(id) else {
-                    return Vec::new();
-                };
-                let mut runs = runs.clone();
-                // Closed runs by start, then the open one.
-                runs.sort_unstable_by_key(|(open, run)| (*open, run.start_ms));
-                runs.into_iter().map(|(_, run)| run).collect()
+                by_check
+                    .get(id)
+                    .map(|runs| runs.iter().map(|(_, run)| *run).collect())
+                    .unwrap_or_default()
             })
             .collect())
     }
@@ -232,3 +234,9 @@ pub(super) fn lock_checks(
     )?;
     Ok(())
 }
+
+/// The first column of `check_intervals`' runs statement for a check whose runs wait for a
+/// repair after late results (a row of `intervals_dirty`). Its other rows are runs: 0 for a
+/// closed one (`status_intervals`), 1 for a check's open one (its `checks` row), which sorts
+/// after its closed ones.
+const WAITING_FOR_REPAIR: i32 = 2;

@@ -323,6 +323,7 @@ fn a_silence_suppresses_and_needs_the_token() {
     let out = std::process::Command::new(BIN)
         .args(["silence", "add", "--data"])
         .arg(env.data())
+        .args(env.store_args(&[]))
         .args([
             "-m",
             "check=\"login\"",
@@ -343,6 +344,7 @@ fn a_silence_suppresses_and_needs_the_token() {
     let out = std::process::Command::new(BIN)
         .args(["silence", "list", "--data"])
         .arg(env.data())
+        .args(env.store_args(&[]))
         .output()
         .expect("run");
     let listing = String::from_utf8_lossy(&out.stdout);

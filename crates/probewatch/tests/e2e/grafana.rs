@@ -152,7 +152,12 @@ fn now() -> u64 {
 }
 
 fn start_probewatch(env: &Env) -> Daemon {
-    let daemon = env.start(&[]);
+    start_probewatch_on(env, &[])
+}
+
+/// [`start_probewatch`] with more command-line arguments (a store).
+fn start_probewatch_on(env: &Env, args: &[&str]) -> Daemon {
+    let daemon = env.start(args);
     for (probe, status) in [("web", "ok"), ("shop", "critical")] {
         std::fs::write(
             env.spool().join(format!("{probe}.xml")),
@@ -172,8 +177,23 @@ fn start_probewatch(env: &Env) -> Daemon {
 
 #[test]
 fn grafanas_request_sequence_gets_prometheus_shaped_answers() {
+    grafanas_request_sequence(&[]);
+}
+
+/// The same sequence against a server on PostgreSQL: the series index, label values and
+/// status pages come from the other back end, and Grafana must not tell.
+#[test]
+fn grafanas_request_sequence_gets_the_same_answers_from_postgresql() {
+    let Some(pg) = probewatch_testpg::TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("probewatch");
+    grafanas_request_sequence(&["--store", &url]);
+}
+
+fn grafanas_request_sequence(args: &[&str]) {
     let env = Env::new();
-    let daemon = start_probewatch(&env);
+    let daemon = start_probewatch_on(&env, args);
     let prometheus = RealPrometheus::start(env.dir.path());
     let (end, start) = (now() + 60, now() - 3600);
     let range = || vec![("start", start.to_string()), ("end", end.to_string())];

@@ -49,6 +49,15 @@ fn a_server_on_postgresql_survives_the_database_restarting_under_ingest() {
         "{up}"
     );
 
+    // A scrape reads the outbox from the store (the first one aborted the process when its
+    // collectors ran on the HTTP server's threads: the PostgreSQL client blocks on a runtime).
+    let scrape = daemon.get_text("/metrics");
+    assert!(
+        scrape.contains("# TYPE probewatch_notifications_queued gauge"),
+        "{scrape}"
+    );
+    assert!(daemon.get("/api/v1/checks").to_string().contains("login"));
+
     // The database goes away; probes keep writing.
     pg.stop();
     for n in 100..200u64 {

@@ -36,16 +36,47 @@ pub fn result_xml(n: u64) -> String {
 /// Samples per [`result_xml`] file: status + duration + two metrics.
 pub const SAMPLES_PER_FILE: u64 = 4;
 
-/// A temporary directory with `spool/` and `data/`.
+/// A temporary directory with `spool/` and `data/`; with `PROBEWATCH_TEST_STORE=postgres`
+/// also a PostgreSQL server of its own, which every daemon it starts uses as its store (as
+/// the store's behaviour suite does), so that the daemon's tests can be run on either back
+/// end.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    postgres: Option<(probewatch_testpg::TestPostgres, String)>,
 }
 
 impl Env {
     pub fn new() -> Env {
+        let on_postgres = std::env::var("PROBEWATCH_TEST_STORE").is_ok_and(|s| s == "postgres");
+        Env::with_postgres(on_postgres)
+    }
+
+    /// An env on SQLite whatever `PROBEWATCH_TEST_STORE` says: for tests of SQLite's own
+    /// faults (its database file deleted or locked by another process).
+    pub fn on_sqlite() -> Env {
+        Env::with_postgres(false)
+    }
+
+    fn with_postgres(on_postgres: bool) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::create_dir_all(dir.path().join("spool")).expect("spool");
-        Env { dir }
+        let postgres = on_postgres
+            .then(probewatch_testpg::TestPostgres::start)
+            .flatten()
+            .map(|pg| {
+                let url = pg.create_database("probewatch");
+                (pg, url)
+            });
+        Env { dir, postgres }
+    }
+
+    /// The arguments that select this env's store (none for the default SQLite one), unless
+    /// `extra` names a store itself: for the daemon and the commands that open the store.
+    pub fn store_args(&self, extra: &[&str]) -> Vec<String> {
+        match &self.postgres {
+            Some((_, url)) if !extra.contains(&"--store") => vec!["--store".into(), url.clone()],
+            _ => Vec::new(),
+        }
     }
 
     pub fn spool(&self) -> PathBuf {
@@ -68,6 +99,7 @@ impl Env {
             "127.0.0.1:0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(self.store_args(extra));
         Daemon::spawn(&args)
     }
 
@@ -75,7 +107,15 @@ impl Env {
     pub fn start_with_config(&self, config: &str) -> Daemon {
         let path = self.dir.path().join("probewatch.toml");
         std::fs::write(&path, config).expect("write config");
-        Daemon::run_config(&path, &self.data(), "127.0.0.1:0", None)
+        // A config that names its store (a fleet's shared database) keeps it.
+        let names_store = config
+            .lines()
+            .any(|l| l.split('=').next().is_some_and(|key| key.trim() == "store"));
+        let store = match &self.postgres {
+            Some((_, url)) if !names_store => Some(url.as_str()),
+            _ => None,
+        };
+        Daemon::run_config(&path, &self.data(), "127.0.0.1:0", store)
     }
 
     /// Starts `run` on one spool (this env's) read as `format` (`json`, `nagios`, …).
@@ -89,11 +129,12 @@ impl Env {
     /// Opens the daemon's store through the store's own API (as a second reader beside a
     /// running daemon, or after it stopped), for counts the HTTP API does not expose.
     pub fn store(&self) -> std::sync::Arc<dyn probewatch_store::Store> {
-        probewatch_store::open_store(
-            &probewatch_store::StoreLocation::Sqlite(self.data()),
-            &probewatch_store::StoreOptions::default(),
-        )
-        .expect("open the store")
+        let location = match &self.postgres {
+            Some((_, url)) => probewatch_store::StoreLocation::Postgres(url.clone()),
+            None => probewatch_store::StoreLocation::Sqlite(self.data()),
+        };
+        probewatch_store::open_store(&location, &probewatch_store::StoreOptions::default())
+            .expect("open the store")
     }
 }
 
