@@ -116,7 +116,7 @@ impl TestPostgres {
         }
     }
 
-    /// The port the server listens on (127.0.0.1).
+    /// The port the server listens on (127.0.0.1 and 127.0.0.2).
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -124,6 +124,12 @@ impl TestPostgres {
     /// A connection URL for `database` as the superuser `postgres`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// [`TestPostgres::url`] through the server's second address, 127.0.0.2 (a loopback
+    /// address too), which a test may cut off from the network without touching 127.0.0.1.
+    pub fn url_via_second_address(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.2:{}/{database}", self.port)
     }
 
     /// Creates an empty database and returns its URL.
@@ -236,7 +242,7 @@ impl TestPostgres {
 
     fn pg_ctl_start(&self) -> bool {
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off \
+            "-c listen_addresses=127.0.0.1,127.0.0.2 -p {} -k {} -c fsync=off -c full_page_writes=off \
              -c max_connections=200",
             self.port,
             path_str(self.dir.path())

@@ -649,6 +649,11 @@ impl Rules {
         } else if !leading && self.leading {
             if self.leadership.released() {
                 tracing::info!("rule evaluation stops: this server is shutting down");
+            } else if self.leadership.lapsed() {
+                tracing::warn!(
+                    "not evaluating rules: this server's lease ran out before the store \
+                     confirmed a renewal (another server may take over)"
+                );
             } else {
                 tracing::warn!("not evaluating rules: another server holds the lease");
             }

@@ -55,6 +55,15 @@ impl Leadership {
             .is_some_and(|until| Instant::now() < until)
     }
 
+    /// Whether this process's term ran out without a renewal it could confirm (the store
+    /// did not answer in time), as opposed to another server holding the lease.
+    pub fn lapsed(&self) -> bool {
+        self.until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| Instant::now() >= until)
+    }
+
     /// The epoch of the lease held (0 when none).
     pub fn epoch(&self) -> i64 {
         self.epoch.load(Ordering::SeqCst)

@@ -66,6 +66,24 @@ pub const HEAD_SAMPLES_PER_SERIES: u64 = 8;
 /// ("probewatch" folded into 63 bits).
 const MIGRATION_LOCK: i64 = 0x7072_6f62_6577_6174;
 
+/// What a URL that leaves the TCP settings unset gets (the driver's defaults are the
+/// kernel's): a database that vanishes from the network without closing its connections (a
+/// failed primary's host, a cut link) is noticed within about a minute, where the kernel's
+/// retransmissions would hold a commit for ~15 minutes, ingest stalled on a connection to
+/// a host that is gone while a promoted standby waits. Sent data unacknowledged for
+/// `TCP_USER_TIMEOUT` fails the connection; an idle one is probed after `KEEPALIVES_IDLE`.
+/// A live server acknowledges both however long its statement runs.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVES_INTERVAL: Duration = Duration::from_secs(10);
+const KEEPALIVES_RETRIES: u32 = 3;
+/// The driver's default keepalive idle time, which a URL without `keepalives_idle` has.
+const DRIVER_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
+
+/// How often the pool's failures to open a connection are logged at most: while the
+/// database is away each of its threads fails several times a second.
+const CONNECT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// Connections the pool keeps at most: the writer, the rule evaluator, the notifier lanes
 /// and the HTTP readers.
 const POOL_SIZE: u32 = 16;
@@ -466,6 +484,7 @@ impl PgStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
+        detect_vanished_server(&mut config);
         // Which process a session belongs to, for pg_stat_activity (and an operator who must
         // end one server's sessions).
         config.application_name(&format!("probewatch/{}", std::process::id()));
@@ -482,6 +501,7 @@ impl PgStore {
         }
         migrate(&mut client)?;
         partitions::ensure(&mut client, now_ms())?;
+        let connect_errors = ConnectErrorLog::new(&shown, &config);
         let manager = Manager(PostgresConnectionManager::new(config, NoTls));
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
@@ -491,6 +511,7 @@ impl PgStore {
             // A connection idle for a while (perhaps broken by a database restart) is checked
             // before it is handed out, not by the request that would fail on it.
             .test_on_check_out(true)
+            .error_handler(Box::new(connect_errors))
             .build_unchecked(manager);
         Ok(PgStore {
             pool: Some(pool),
@@ -626,6 +647,86 @@ impl PgStore {
     }
 }
 
+/// Sets the TCP timeouts a URL left to the kernel (see [`TCP_USER_TIMEOUT`]). A URL's own
+/// `tcp_user_timeout`, `keepalives_idle`, `keepalives_interval` and `keepalives_retries`
+/// (seconds, as the driver reads them) are kept.
+fn detect_vanished_server(config: &mut postgres::Config) {
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_keepalives_idle() == DRIVER_KEEPALIVES_IDLE {
+        config.keepalives_idle(KEEPALIVES_IDLE);
+    }
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(KEEPALIVES_INTERVAL);
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(KEEPALIVES_RETRIES);
+    }
+}
+
+/// The pool's failures to open a connection, logged as one sentence naming the server (its
+/// password hidden) at most every [`CONNECT_ERROR_LOG_EVERY`], with how many were not
+/// logged since; r2d2's own handler logs "error connecting to server" for every attempt.
+struct ConnectErrorLog {
+    shown: String,
+    config: postgres::Config,
+    /// When a failure was last logged, and the failures since.
+    last: Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl ConnectErrorLog {
+    fn new(shown: &str, config: &postgres::Config) -> ConnectErrorLog {
+        ConnectErrorLog {
+            shown: shown.to_string(),
+            config: config.clone(),
+            last: Mutex::new((None, 0)),
+        }
+    }
+}
+
+impl std::fmt::Debug for ConnectErrorLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectErrorLog")
+            .field("server", &self.shown)
+            .finish_non_exhaustive()
+    }
+}
+
+impl r2d2::HandleError<postgres::Error> for ConnectErrorLog {
+    fn handle_error(&self, err: postgres::Error) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if last
+            .0
+            .is_some_and(|at| now.duration_since(at) < CONNECT_ERROR_LOG_EVERY)
+        {
+            last.1 += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut last.1);
+        last.0 = Some(now);
+        drop(last);
+        // What the server said, in connect_error's words; or why it was not reached, with
+        // every cause (the driver's own message is only "error connecting to server").
+        let sentence = match connect_error(&self.shown, &self.config, &err) {
+            StoreError::Refused(s) => s,
+            _ if err.as_db_error().is_none() => {
+                format!(
+                    "cannot reach PostgreSQL at {}: {}",
+                    self.shown,
+                    describe(&err)
+                )
+            }
+            other => other.to_string(),
+        };
+        tracing::warn!(
+            suppressed,
+            "cannot open a connection to the store: {sentence}"
+        );
+    }
+}
+
 /// One sentence for a failed connection: what PostgreSQL said, or that it was not reached.
 fn connect_error(shown: &str, config: &postgres::Config, err: &postgres::Error) -> StoreError {
     let user = config.get_user().unwrap_or("");
@@ -710,4 +811,31 @@ fn to_i64(n: u64) -> i64 {
 
 fn to_u64(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_without_tcp_settings_gets_timeouts_and_its_own_are_kept() {
+        let mut plain = postgres::Config::from_str("postgres://u@db:5432/probewatch")
+            .expect("url without settings");
+        detect_vanished_server(&mut plain);
+        assert_eq!(plain.get_tcp_user_timeout(), Some(&TCP_USER_TIMEOUT));
+        assert_eq!(plain.get_keepalives_idle(), KEEPALIVES_IDLE);
+        assert_eq!(plain.get_keepalives_interval(), Some(KEEPALIVES_INTERVAL));
+        assert_eq!(plain.get_keepalives_retries(), Some(KEEPALIVES_RETRIES));
+
+        let mut own = postgres::Config::from_str(
+            "postgres://u@db/probewatch?tcp_user_timeout=5&keepalives_idle=7\
+             &keepalives_interval=2&keepalives_retries=9",
+        )
+        .expect("url with settings");
+        detect_vanished_server(&mut own);
+        assert_eq!(own.get_tcp_user_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(own.get_keepalives_idle(), Duration::from_secs(7));
+        assert_eq!(own.get_keepalives_interval(), Some(Duration::from_secs(2)));
+        assert_eq!(own.get_keepalives_retries(), Some(9));
+    }
 }

@@ -202,6 +202,104 @@ impl Fleet {
     }
 }
 
+/// A route that silently drops every packet this host sends to 127.0.0.2 while it lives:
+/// a database host gone from the network without closing its connections (a failed
+/// primary's machine, a cut link), which neither a stopped server nor a killed one is.
+struct Blackhole;
+
+impl Blackhole {
+    const ROUTE: [&'static str; 4] = ["blackhole", "127.0.0.2/32", "table", "local"];
+
+    fn ip_route(verb: &str) -> bool {
+        std::process::Command::new("ip")
+            .args(["route", verb])
+            .args(Self::ROUTE)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    /// None (and the test says SKIPPED) where routes cannot be changed (no `ip`, no
+    /// CAP_NET_ADMIN).
+    fn start() -> Option<Blackhole> {
+        if Self::ip_route("add") {
+            Some(Blackhole)
+        } else {
+            eprintln!("SKIPPED: cannot add a blackhole route (needs `ip` and CAP_NET_ADMIN)");
+            None
+        }
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        Self::ip_route("del");
+    }
+}
+
+#[test]
+fn a_database_gone_from_the_network_is_noticed_by_the_writer_and_nothing_is_lost() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    pg.create_database("probewatch");
+    // No TCP settings in the URL: the store's own defaults are what is tested.
+    let url = pg.url_via_second_address("probewatch");
+    let env = Env::new();
+    let daemon = env.start(&["--store", &url]);
+    for n in 0..20u64 {
+        std::fs::write(env.spool().join(format!("a{n:04}.xml")), result_xml(n)).expect("write");
+    }
+    daemon.wait_files(20, Duration::from_secs(60));
+
+    let Some(cut) = Blackhole::start() else {
+        return;
+    };
+    let since = Instant::now();
+    for n in 20..40u64 {
+        std::fs::write(env.spool().join(format!("b{n:04}.xml")), result_xml(n)).expect("write");
+    }
+    // The writer's commit waits on a connection whose packets go nowhere. With the kernel's
+    // defaults it would wait ~15 minutes (readiness saying only "stalled" after one);
+    // the store's TCP timeouts fail it within about a minute, and the writer says so.
+    daemon.wait_until(
+        "the writer to see its commit fail",
+        Duration::from_secs(75),
+        |d| {
+            let body = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .and_then(|c| c.get(format!("{}/-/ready", d.base)).send())
+                .and_then(|r| r.text())
+                .unwrap_or_default();
+            body.contains("commits fail")
+        },
+    );
+    eprintln!("the writer saw the cut after {:?}", since.elapsed());
+    drop(cut);
+    daemon.wait_until(
+        "40 files once the route is back",
+        Duration::from_secs(90),
+        |d| {
+            d.try_stats()
+                .is_some_and(|s| s["files_ingested"].as_u64() >= Some(40))
+        },
+    );
+    let log = daemon.stop();
+    assert!(
+        log.contains("cannot open a connection to the store") && log.contains("127.0.0.2"),
+        "the pool's failures are logged with the server they concern:\n{log}"
+    );
+    // The only server: its lease ran out, nobody else holds it.
+    assert!(
+        log.contains("lease ran out") && !log.contains("another server holds the lease"),
+        "{log}"
+    );
+    assert_eq!(
+        ledger_of(&*pg_store(&pg.url("probewatch"))),
+        (40, 40, 40 * SAMPLES_PER_FILE)
+    );
+}
+
 /// The instance that holds the lease, as `daemon` reports the cluster.
 fn leader_address(daemon: &Daemon) -> Option<String> {
     let status = daemon.get("/api/v1/status/cluster");
