@@ -131,7 +131,9 @@ pub mod prelude {
 /// The ingest ledger and what it counts: files, batches, per-spool totals, retention.
 pub trait LedgerStore: Send + Sync {
     /// Fails with [`StoreError::Replaced`] when the files the store writes are not the ones
-    /// at its path any more. Called before files leave the spool, and periodically.
+    /// at its path any more. Called before files leave the spool, and periodically; any
+    /// failure stops ingest until a restart, so a store with no files of its own (a database
+    /// server, which may only be away for a while: commits retry that) answers `Ok`.
     fn check_files(&self) -> Result<(), StoreError>;
 
     /// What the ledger knows about the newest version of `path`, for the restart fast path

@@ -40,7 +40,9 @@ fn each_fault_gets_its_own_sentence() {
     )
     .expect("the separate password is used");
     assert!(!format!("{store:?}").contains("secret"));
-    store.check_files().expect("reachable");
+    store
+        .stats()
+        .expect("reachable with the password given apart");
     drop(store);
 
     // No such database.

@@ -217,6 +217,13 @@ impl TestPostgres {
         standby
     }
 
+    /// Promotes a standby ([`TestPostgres::start_standby`]) to a primary, waiting until it
+    /// accepts writes: what a failover manager (Patroni) does when the primary is lost.
+    pub fn promote(&self) {
+        let out = self.run("pg_ctl", &["-D", path_str(&self.data), "-w", "promote"]);
+        assert!(out.status.success(), "pg_ctl promote: {}", text(&out));
+    }
+
     /// The server's log file.
     pub fn log(&self) -> PathBuf {
         self.dir.path().join("server.log")

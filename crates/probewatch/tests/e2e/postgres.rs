@@ -300,6 +300,71 @@ fn a_database_gone_from_the_network_is_noticed_by_the_writer_and_nothing_is_lost
     );
 }
 
+#[test]
+fn a_promoted_standby_takes_over_and_every_acknowledged_file_is_on_it() {
+    let Some(primary) = TestPostgres::start() else {
+        return;
+    };
+    primary.create_database("probewatch");
+    let standby = primary.start_standby();
+    // A commit waits for the standby (docs/scaling.md): a batch whose files were deleted is
+    // on both servers.
+    primary.psql(
+        "postgres",
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+    );
+    primary.psql("postgres", "SELECT pg_reload_conf()");
+    // Both servers, the writable one wanted: the driver tries them in order.
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/probewatch?target_session_attrs=read-write",
+        primary.port(),
+        standby.port()
+    );
+    let env = Env::new();
+    let daemon = env.start_with_config(&format!(
+        "store = {url:?}\n[[spool]]\npath = {:?}\nafter_ingest = \"delete\"\n",
+        env.spool().display().to_string()
+    ));
+    let spool_empty = |env: &Env| {
+        std::fs::read_dir(env.spool()).is_ok_and(|mut entries| entries.next().is_none())
+    };
+    for n in 0..50u64 {
+        std::fs::write(env.spool().join(format!("a{n:04}.xml")), result_xml(n)).expect("write");
+    }
+    daemon.wait_files(50, Duration::from_secs(60));
+    daemon.wait_until("the first files deleted", Duration::from_secs(30), |_| {
+        spool_empty(&env)
+    });
+
+    // The primary is lost; probes keep writing; the standby is promoted a moment later.
+    primary.stop();
+    for n in 50..100u64 {
+        std::fs::write(env.spool().join(format!("b{n:04}.xml")), result_xml(n)).expect("write");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !spool_empty(&env),
+        "nothing is acknowledged while no server takes writes"
+    );
+    standby.promote();
+    daemon.wait_until(
+        "100 files on the promoted standby",
+        Duration::from_secs(90),
+        |d| {
+            d.try_stats()
+                .is_some_and(|s| s["files_ingested"].as_u64() >= Some(100))
+        },
+    );
+    daemon.wait_until("every file deleted", Duration::from_secs(30), |_| {
+        spool_empty(&env)
+    });
+    daemon.stop();
+    assert_eq!(
+        ledger_of(&*pg_store(&standby.url("probewatch"))),
+        (100, 100, 100 * SAMPLES_PER_FILE)
+    );
+}
+
 /// The instance that holds the lease, as `daemon` reports the cluster.
 fn leader_address(daemon: &Daemon) -> Option<String> {
     let status = daemon.get("/api/v1/status/cluster");
