@@ -145,30 +145,47 @@ impl TestPostgres {
 
     /// Runs SQL as the superuser on `database` with `psql`, failing the test on an error.
     pub fn psql(&self, database: &str, sql: &str) -> String {
-        let port = self.port.to_string();
-        let out = self.run(
-            "psql",
-            &[
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-X",
-                "-q",
-                "-t",
-                "-A",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                sql,
-            ],
-        );
+        let out = self
+            .psql_command(database, &[sql])
+            .output()
+            .unwrap_or_else(|e| panic!("run psql: {e}"));
         assert!(out.status.success(), "psql {sql}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Starts `psql` running `commands` one after the other in one session (a `BEGIN`
+    /// spans the ones after it) and returns at once: a session that holds locks for as long
+    /// as its last command runs, or until the child is killed.
+    pub fn psql_in_background(&self, database: &str, commands: &[&str]) -> std::process::Child {
+        self.psql_command(database, commands)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start psql: {e}"))
+    }
+
+    fn psql_command(&self, database: &str, commands: &[&str]) -> Command {
+        let port = self.port.to_string();
+        let mut args = vec![
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-X",
+            "-q",
+            "-t",
+            "-A",
+            "-v",
+            "ON_ERROR_STOP=1",
+        ];
+        for sql in commands {
+            args.extend(["-c", sql]);
+        }
+        self.command("psql", &args)
     }
 
     /// Makes a login role that must give `password` over TCP (scram-sha-256), where every
@@ -285,6 +302,13 @@ impl TestPostgres {
 
     /// Runs one of the server's programs, as the server's user when this process is root.
     fn run(&self, program: &str, args: &[&str]) -> Output {
+        self.command(program, args)
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"))
+    }
+
+    /// One of the server's programs with `args`, as the user the server runs as.
+    fn command(&self, program: &str, args: &[&str]) -> Command {
         let program = self.bin.join(program);
         let mut cmd = match &self.run_as {
             Some(user) => {
@@ -298,9 +322,8 @@ impl TestPostgres {
             // The server's programs must not inherit a password or service from the caller.
             .env_remove("PGPASSWORD")
             .env_remove("PGSERVICE")
-            .current_dir(self.dir.path())
-            .output()
-            .unwrap_or_else(|e| panic!("run {}: {e}", program.display()))
+            .current_dir(self.dir.path());
+        cmd
     }
 }
 

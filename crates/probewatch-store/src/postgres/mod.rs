@@ -80,6 +80,14 @@ const KEEPALIVES_RETRIES: u32 = 3;
 /// The driver's default keepalive idle time, which a URL without `keepalives_idle` has.
 const DRIVER_KEEPALIVES_IDLE: Duration = Duration::from_secs(2 * 60 * 60);
 
+/// How long a statement waits for a lock another session holds before it fails (the
+/// server's `lock_timeout`, set for this store's sessions unless the URL's `options` set
+/// it). probewatch's own lock waits last a batch at most; a session that holds a table for
+/// minutes (a `LOCK TABLE`, a `VACUUM FULL`, a stuck transaction) would otherwise hold
+/// ingest with it, and readiness could only say that ingest stalled, not why. The commit
+/// then fails with "canceling statement due to lock timeout", says so, and is retried.
+const LOCK_TIMEOUT: &str = "20s";
+
 /// How often the pool's failures to open a connection are logged at most: while the
 /// database is away each of its threads fails several times a second.
 const CONNECT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -485,6 +493,7 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(10));
         }
         detect_vanished_server(&mut config);
+        bound_lock_waits(&mut config);
         // Which process a session belongs to, for pg_stat_activity (and an operator who must
         // end one server's sessions).
         config.application_name(&format!("probewatch/{}", std::process::id()));
@@ -665,6 +674,16 @@ fn detect_vanished_server(config: &mut postgres::Config) {
     }
 }
 
+/// Sets [`LOCK_TIMEOUT`] in the sessions' options, unless the URL's options set a
+/// `lock_timeout` of their own.
+fn bound_lock_waits(config: &mut postgres::Config) {
+    let options = config.get_options().unwrap_or("");
+    if !options.contains("lock_timeout") {
+        let joined = format!("{options} -c lock_timeout={LOCK_TIMEOUT}");
+        config.options(joined.trim_start());
+    }
+}
+
 /// The pool's failures to open a connection, logged as one sentence naming the server (its
 /// password hidden) at most every [`CONNECT_ERROR_LOG_EVERY`], with how many were not
 /// logged since; r2d2's own handler logs "error connecting to server" for every attempt.
@@ -764,6 +783,8 @@ fn connect_error(shown: &str, config: &postgres::Config, err: &postgres::Error) 
 /// servers starting together apply each once; refuses a schema newer than this build.
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction()?;
+    // A server starting beside one that migrates waits for it however long it takes.
+    tx.batch_execute("SET LOCAL lock_timeout = 0")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS probewatch_schema (
@@ -837,5 +858,29 @@ mod tests {
         assert_eq!(own.get_keepalives_idle(), Duration::from_secs(7));
         assert_eq!(own.get_keepalives_interval(), Some(Duration::from_secs(2)));
         assert_eq!(own.get_keepalives_retries(), Some(9));
+    }
+
+    #[test]
+    fn sessions_get_a_lock_timeout_unless_the_url_sets_one() {
+        let mut plain =
+            postgres::Config::from_str("postgres://u@db/probewatch").expect("plain url");
+        bound_lock_waits(&mut plain);
+        assert_eq!(plain.get_options(), Some("-c lock_timeout=20s"));
+
+        let mut other =
+            postgres::Config::from_str("postgres://u@db/probewatch?options=-c%20search_path%3Dpw")
+                .expect("url with options");
+        bound_lock_waits(&mut other);
+        assert_eq!(
+            other.get_options(),
+            Some("-c search_path=pw -c lock_timeout=20s")
+        );
+
+        let mut own = postgres::Config::from_str(
+            "postgres://u@db/probewatch?options=-c%20lock_timeout%3D5min",
+        )
+        .expect("url with its own lock timeout");
+        bound_lock_waits(&mut own);
+        assert_eq!(own.get_options(), Some("-c lock_timeout=5min"));
     }
 }

@@ -365,6 +365,63 @@ fn a_promoted_standby_takes_over_and_every_acknowledged_file_is_on_it() {
     );
 }
 
+#[test]
+fn a_table_locked_by_another_session_is_named_as_why_commits_fail_and_ingest_resumes() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let url = pg.create_database("probewatch");
+    let env = Env::new();
+    let daemon = env.start(&["--store", &url]);
+    for n in 0..10u64 {
+        std::fs::write(env.spool().join(format!("a{n:04}.xml")), result_xml(n)).expect("write");
+    }
+    daemon.wait_files(10, Duration::from_secs(60));
+
+    // Another session holds the check states' table (a LOCK TABLE, a VACUUM FULL).
+    let mut holder = pg.psql_in_background(
+        "probewatch",
+        &[
+            "BEGIN",
+            "LOCK TABLE checks IN ACCESS EXCLUSIVE MODE",
+            "SELECT pg_sleep(600)",
+        ],
+    );
+    let locked = "SELECT count(*) FROM pg_locks WHERE relation = 'checks'::regclass \
+                  AND mode = 'AccessExclusiveLock' AND granted";
+    let since = Instant::now();
+    while pg.psql("probewatch", locked) != "1" {
+        assert!(
+            since.elapsed() < Duration::from_secs(30),
+            "the lock was not taken"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for n in 10..20u64 {
+        std::fs::write(env.spool().join(format!("b{n:04}.xml")), result_xml(n)).expect("write");
+    }
+    // Readiness says why: the commit waited for a lock past the store's lock_timeout (20 s),
+    // rather than "stalled" after a minute with no reason.
+    daemon.wait_until("readiness to name the lock", Duration::from_secs(60), |d| {
+        reqwest::blocking::get(format!("{}/-/ready", d.base))
+            .and_then(|r| r.text())
+            .is_ok_and(|body| body.contains("commits fail") && body.contains("lock timeout"))
+    });
+    pg.psql(
+        "postgres",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE query LIKE 'SELECT pg_sleep(600)%'",
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+    daemon.wait_files(20, Duration::from_secs(60));
+    daemon.wait_until("readiness", Duration::from_secs(30), |d| {
+        reqwest::blocking::get(format!("{}/-/ready", d.base)).is_ok_and(|r| r.status() == 200)
+    });
+    daemon.stop();
+    assert_eq!(ledger_of(&*pg_store(&url)), (20, 20, 20 * SAMPLES_PER_FILE));
+}
+
 /// The instance that holds the lease, as `daemon` reports the cluster.
 fn leader_address(daemon: &Daemon) -> Option<String> {
     let status = daemon.get("/api/v1/status/cluster");
