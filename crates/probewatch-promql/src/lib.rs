@@ -42,6 +42,9 @@ pub enum QueryError {
     /// Reading samples failed (`internal`).
     #[error("storage: {0}")]
     Storage(String),
+    /// The store cannot be reached now; worth trying again shortly (`unavailable`).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// The query is too large or too deeply nested to evaluate safely (`bad_data`).
     #[error("query too complex: {0}")]
     TooComplex(String),

@@ -58,9 +58,7 @@ impl SeriesIndex {
 
     fn refresh(&self, store: &dyn Store) -> Result<(), QueryError> {
         let after = self.inner.read().map_or(0, |i| i.max_id);
-        let rows = store
-            .series_after(after)
-            .map_err(|e| QueryError::Storage(e.to_string()))?;
+        let rows = store.series_after(after).map_err(query_error)?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -299,13 +297,12 @@ impl StoreSource<'_> {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Presence, QueryError> {
-        let storage = |e: crate::StoreError| QueryError::Storage(e.to_string());
         if alternatives.iter().any(Vec::is_empty) {
             let ids: Vec<i64> = index.series.iter().map(|(id, _)| *id).collect();
             let present = self
                 .store
                 .series_with_samples(&ids, from_ms, to_ms)
-                .map_err(storage)?;
+                .map_err(query_error)?;
             return Ok(Presence::All(present));
         }
         let mut selected: Vec<usize> = alternatives
@@ -320,7 +317,7 @@ impl StoreSource<'_> {
         let present = self
             .store
             .series_with_samples(&ids, from_ms, to_ms)
-            .map_err(storage)?;
+            .map_err(query_error)?;
         Ok(Presence::Some(
             selected
                 .into_iter()
@@ -491,10 +488,7 @@ impl SeriesSource for StoreSource<'_> {
         let samples = self
             .store
             .read_samples(&ids, from_ms, to_ms, max_samples)
-            .map_err(|e| match e {
-                crate::StoreError::TooManySamples { .. } => QueryError::TooManySamples,
-                other => QueryError::Storage(other.to_string()),
-            })?;
+            .map_err(query_error)?;
         Ok(selected
             .into_iter()
             .zip(samples)
@@ -505,6 +499,17 @@ impl SeriesSource for StoreSource<'_> {
                 drop_name: false,
             })
             .collect())
+    }
+}
+
+/// A store failure as the query engine reports it: a store that cannot be reached now is
+/// `unavailable` (HTTP 503: worth trying again shortly), too many samples is the engine's
+/// own limit, anything else `internal`.
+pub fn query_error(err: crate::StoreError) -> QueryError {
+    match err {
+        crate::StoreError::TooManySamples { .. } => QueryError::TooManySamples,
+        crate::StoreError::Unreachable(reason) => QueryError::Unavailable(reason),
+        other => QueryError::Storage(other.to_string()),
     }
 }
 

@@ -251,7 +251,7 @@ impl AlertsQuery {
 pub(crate) async fn alerts(
     State(state): State<AppState>,
     Query(q): Query<AlertsQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let (silence_rows, events, notifications) = crate::read(&state, |store| {
         Ok((

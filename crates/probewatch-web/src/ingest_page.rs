@@ -123,7 +123,7 @@ fn latency_summary(mut values: Vec<i64>) -> Vec<(&'static str, String)> {
 
 /// `GET /ingest`: files ingested and rejected per spool, and the rejected files with their
 /// exact error.
-pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let hour_ago = now - 3_600_000;
     let (spools, rejected, activity, cluster) = crate::read(&state, move |store| {
@@ -220,7 +220,7 @@ pub(crate) async fn ingest(State(state): State<AppState>) -> Result<Response, Ap
 }
 
 /// `GET /agents`: every configured agent, its state and what this server saw of it.
-pub(crate) async fn agents(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn agents(State(state): State<AppState>) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let agents = state
         .remote

@@ -248,19 +248,44 @@ struct ErrorPage<'a> {
     page: &'static str,
     title: &'a str,
     message: &'a str,
+    /// Reload the page after this many seconds (a condition that passes by itself).
+    reload_after: Option<u32>,
 }
 
 impl IntoResponse for PageError {
     fn into_response(self) -> Response {
-        let (status, title, message) = match self.0 {
-            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m),
-            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m),
-            other => return other.into_response(),
+        let (status, title, message, reload_after) = match self.0 {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "Bad request", m, None),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "Not found", m, None),
+            ApiError::Store(StoreError::Unreachable(reason)) => {
+                tracing::warn!(error = %reason, "the store is unreachable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "The store is unreachable",
+                    format!(
+                        "probewatch cannot reach its store now ({reason}). It keeps trying by \
+                         itself, and result files wait in the spool until their results are \
+                         stored; this page reloads every 10 seconds."
+                    ),
+                    Some(10),
+                )
+            }
+            other => {
+                // Logged by ApiError's own response; the page says where to look.
+                let status = other.into_response().status();
+                (
+                    status,
+                    "Something went wrong",
+                    "This page could not be made; the server's log says why.".to_string(),
+                    None,
+                )
+            }
         };
         let page = ErrorPage {
             page: "",
             title,
             message: &message,
+            reload_after,
         };
         match askama::Template::render(&page) {
             Ok(html) => (status, axum::response::Html(html)).into_response(),
@@ -409,7 +434,11 @@ async fn ready(State(state): State<AppState>) -> Response {
         None => Vec::new(),
     };
     if let Err(err) = read(&state, |store| store.stats()).await {
-        problems.push(format!("store: cannot read: {err:?}"));
+        let why = match err {
+            ApiError::Store(err) => err.to_string(),
+            other => format!("{other:?}"),
+        };
+        problems.push(format!("store: cannot read: {why}"));
     }
     if problems.is_empty() {
         (StatusCode::OK, "probewatch is Ready.\n").into_response()

@@ -88,7 +88,9 @@ struct NotificationsPage {
 
 /// `GET /notifications`: per receiver what was delivered, what waits and why, and the
 /// newest notifications with their attempts and last error.
-pub(crate) async fn notifications(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn notifications(
+    State(state): State<AppState>,
+) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let rows = crate::read(&state, |store| store.notifications(NOTIFICATIONS_SHOWN)).await?;
     let summary = |receiver: &str| ReceiverSummary {

@@ -607,7 +607,7 @@ pub(crate) async fn overview(
     State(state): State<AppState>,
     Query(q): Query<OverviewQuery>,
     headers: axum::http::HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let q = std::sync::Arc::new(q);
     let context = StateContext::of(&state, now);

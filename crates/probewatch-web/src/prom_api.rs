@@ -72,9 +72,12 @@ impl From<QueryError> for PromError {
             QueryError::Timeout => "timeout",
             QueryError::Canceled => "canceled",
             QueryError::Storage(_) => "internal",
+            QueryError::Unavailable(_) => "unavailable",
         };
-        if kind == "internal" {
-            tracing::error!(error = %err, "query failed reading the store");
+        match kind {
+            "internal" => tracing::error!(error = %err, "query failed reading the store"),
+            "unavailable" => tracing::warn!(error = %err, "query found the store unreachable"),
+            _ => {}
         }
         PromError {
             kind,
@@ -89,7 +92,7 @@ impl IntoResponse for PromError {
         let status = match self.kind {
             "bad_data" => StatusCode::BAD_REQUEST,
             "execution" => StatusCode::UNPROCESSABLE_ENTITY,
-            "timeout" => StatusCode::SERVICE_UNAVAILABLE,
+            "timeout" | "unavailable" => StatusCode::SERVICE_UNAVAILABLE,
             "canceled" => StatusCode::from_u16(499).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };

@@ -38,7 +38,7 @@ struct RulesPage {
 }
 
 /// `GET /rules`: groups, rules, state, last evaluation, its duration and error.
-pub(crate) async fn rules(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn rules(State(state): State<AppState>) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let mut groups = Vec::new();
     if let Some(engine) = &state.alerting {

@@ -281,7 +281,7 @@ pub(crate) async fn tsdb(
             let span = source
                 .store()
                 .sample_span()
-                .map_err(|e| probewatch_promql::QueryError::Storage(e.to_string()))?;
+                .map_err(probewatch_store::query::query_error)?;
             Ok((cardinality, span))
         })
         .await?;

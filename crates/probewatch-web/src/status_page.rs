@@ -145,10 +145,10 @@ async fn gather(
 }
 
 /// `GET /status`: the public status page (404 when none is configured).
-pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, ApiError> {
+pub(crate) async fn page(State(state): State<AppState>) -> Result<Response, crate::PageError> {
     let now = crate::now_ms();
     let Some((page, per_group)) = gather(&state).await? else {
-        return Err(ApiError::NotFound("no status page is configured".into()));
+        return Err(ApiError::NotFound("no status page is configured".into()).into());
     };
     // Days as the pages' zone has them.
     let tz = state.time_zone();

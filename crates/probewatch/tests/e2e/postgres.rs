@@ -76,6 +76,26 @@ fn a_server_on_postgresql_survives_the_database_restarting_under_ingest() {
         .unwrap_or_default();
     assert!(body.contains("PostgreSQL"), "{body}");
     assert!(!body.contains("password"), "{body}");
+    assert!(
+        !body.contains("Unreachable("),
+        "a sentence, not a debug dump: {body}"
+    );
+    // A page says so in HTML (and reloads itself); the query API as Prometheus would.
+    let page = reqwest::blocking::get(format!("{}/", daemon.base)).expect("overview");
+    assert_eq!(page.status(), 503);
+    let html = page.text().unwrap_or_default();
+    assert!(
+        html.contains("The store is unreachable") && html.contains("http-equiv=\"refresh\""),
+        "{html}"
+    );
+    let query = reqwest::blocking::get(format!(
+        "{}/api/v1/query?query=probe_check_status",
+        daemon.base
+    ))
+    .expect("query");
+    assert_eq!(query.status(), 503);
+    let answer: serde_json::Value = query.json().expect("json");
+    assert_eq!(answer["errorType"], "unavailable", "{answer}");
 
     // It comes back: everything written meanwhile is stored, once. (The first requests may
     // still find no connection while the pool reconnects: the daemon recovers by itself.)
