@@ -92,6 +92,10 @@ const LOCK_TIMEOUT: &str = "20s";
 /// database is away each of its threads fails several times a second.
 const CONNECT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a caller waits for a pooled connection: short, so that a reader (a page,
+/// `/-/ready`) learns soon that the database is away.
+const CONNECTION_WAIT: Duration = Duration::from_secs(3);
+
 /// Connections the pool keeps at most: the writer, the rule evaluator, the notifier lanes
 /// and the HTTP readers.
 const POOL_SIZE: u32 = 16;
@@ -515,8 +519,7 @@ impl PgStore {
         let pool = r2d2::Pool::builder()
             .max_size(POOL_SIZE)
             .min_idle(Some(1))
-            // Short: a reader (a page, /-/ready) learns soon that the database is away.
-            .connection_timeout(Duration::from_secs(3))
+            .connection_timeout(CONNECTION_WAIT)
             // A connection idle for a while (perhaps broken by a database restart) is checked
             // before it is handed out, not by the request that would fail on it.
             .test_on_check_out(true)
@@ -646,7 +649,13 @@ impl PgStore {
 
     fn client(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
         match &self.pool {
-            Some(pool) => Ok(pool.get()?),
+            Some(pool) => pool.get().map_err(|err| {
+                StoreError::Unreachable(format!(
+                    "no connection to PostgreSQL at {} within {} s: {err}",
+                    self.shown,
+                    CONNECTION_WAIT.as_secs()
+                ))
+            }),
             None => Err(StoreError::Unreachable("the store is closing".into())),
         }
     }
