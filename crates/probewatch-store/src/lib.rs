@@ -3,7 +3,7 @@
 //! This is the only crate that knows SQL. Its central promise is the ingest ledger: a file
 //! version (path + content hash) counts as ingested if and only if its ledger row committed in
 //! the same transaction as its data, so a crash at any moment loses nothing and repeats
-//! nothing. The API is batch-shaped ([`Store::commit_batch`]) so many files share one
+//! nothing. The API is batch-shaped ([`LedgerStore::commit_batch`]) so many files share one
 //! transaction and one fsync.
 
 pub mod chunk;
@@ -99,7 +99,7 @@ pub enum StoreError {
 }
 
 /// Storage back end. Implementations are shared between threads (`Arc<dyn Store>`): one
-/// writer thread calls [`Store::commit_batch`]; the API and the fast-path lookups read
+/// writer thread calls [`LedgerStore::commit_batch`]; the API and the fast-path lookups read
 /// concurrently.
 ///
 /// Kept narrow on purpose so a PostgreSQL implementation can follow without touching the

@@ -110,7 +110,7 @@ pub enum ItemResult {
     Duplicate,
 }
 
-/// Result of [`crate::Store::commit_batch`].
+/// Result of [`crate::LedgerStore::commit_batch`].
 #[derive(Debug, Clone)]
 pub struct CommitSummary {
     /// The batch's id in the `batches` table.
@@ -123,7 +123,7 @@ pub struct CommitSummary {
     pub check_results: u64,
 }
 
-/// Result of [`crate::Store::prune`].
+/// Result of [`crate::LedgerStore::prune`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PruneSummary {
     /// Samples deleted.
@@ -162,7 +162,7 @@ pub struct Stats {
     pub series: u64,
 }
 
-/// Where the samples are (see [`crate::Store::sample_span`]).
+/// Where the samples are (see [`crate::SampleStore::sample_span`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SampleSpan {
     /// Compacted chunks.
@@ -192,7 +192,7 @@ pub struct CheckRow {
     pub interval_ms: Option<i64>,
     /// How often the check has usually reported, learnt from its results.
     pub usual_interval_ms: Option<i64>,
-    /// The check's id in the store, for [`crate::Store::check_intervals`].
+    /// The check's id in the store, for [`crate::CheckStore::check_intervals`].
     pub id: i64,
     /// When the check's current status began: the start of its latest run of results of
     /// that status, none reporting more than three intervals after the one before (None
