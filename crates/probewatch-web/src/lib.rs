@@ -399,22 +399,31 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Runs a store read on the blocking pool. A read that found the database unreachable is
-/// tried once more at once: a connection that broke when the database restarted fails the
-/// first use, and the next one is fresh.
+/// Runs a store read on the blocking pool. A read that found the database unreachable at
+/// once is tried once more: a connection that broke when the database restarted fails its
+/// first use, and the next one is fresh. One that took a while (no connection came while
+/// the database is away) is not: it would only take as long again before saying so.
 async fn read<T: Send + 'static>(
     state: &AppState,
     f: impl Fn(&dyn Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let store = state.store.clone();
-    tokio::task::spawn_blocking(move || match f(store.as_ref()) {
-        Err(StoreError::Unreachable(_)) => f(store.as_ref()),
-        done => done,
+    tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        match f(store.as_ref()) {
+            Err(StoreError::Unreachable(_)) if started.elapsed() < RETRY_ONLY_FAILURES_WITHIN => {
+                f(store.as_ref())
+            }
+            done => done,
+        }
     })
     .await
     .map_err(|e| ApiError::Internal(e.to_string()))?
     .map_err(ApiError::Store)
 }
+
+/// How soon a read must have failed for [`read`] to try it again.
+const RETRY_ONLY_FAILURES_WITHIN: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Liveness, as Prometheus answers it: the process serves HTTP.
 async fn healthy() -> &'static str {

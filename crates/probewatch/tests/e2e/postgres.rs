@@ -80,9 +80,16 @@ fn a_server_on_postgresql_survives_the_database_restarting_under_ingest() {
         !body.contains("Unreachable("),
         "a sentence, not a debug dump: {body}"
     );
-    // A page says so in HTML (and reloads itself); the query API as Prometheus would.
+    // A page says so in HTML (and reloads itself) after one wait for a connection (3 s),
+    // not two; the query API as Prometheus would.
+    let asked = Instant::now();
     let page = reqwest::blocking::get(format!("{}/", daemon.base)).expect("overview");
     assert_eq!(page.status(), 503);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
     let html = page.text().unwrap_or_default();
     assert!(
         html.contains("The store is unreachable") && html.contains("http-equiv=\"refresh\""),
