@@ -248,6 +248,8 @@ impl Blackhole {
     /// None (and the test says SKIPPED) where routes cannot be changed (no `ip`, no
     /// CAP_NET_ADMIN).
     fn start() -> Option<Blackhole> {
+        // A run killed before its Drop left the route: take it away first.
+        Self::ip_route("del");
         if Self::ip_route("add") {
             Some(Blackhole)
         } else {
