@@ -219,6 +219,8 @@ impl std::ops::DerefMut for Conn {
 
 /// Idle time after which a connection is checked before use.
 const CHECK_IDLE_AFTER: Duration = Duration::from_millis(500);
+/// How long that check waits for the server's answer.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Conn;
@@ -236,7 +238,10 @@ impl r2d2::ManageConnection for Manager {
         if conn.returned.elapsed() < CHECK_IDLE_AFTER {
             return Ok(());
         }
-        self.0.is_valid(&mut conn.client)
+        // Bounded: a connection to a server gone from the network would otherwise hold the
+        // caller (a page, `/-/ready`) until TCP gives up on it (`TCP_USER_TIMEOUT`). A check
+        // that times out drops the connection, its empty query unanswered.
+        conn.client.is_valid(CHECK_TIMEOUT)
     }
 
     fn has_broken(&self, conn: &mut Conn) -> bool {

@@ -15,6 +15,19 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_probewatch");
 
 /// A result file with one check and two metrics, unique per `n` (its time differs).
 pub fn result_xml(n: u64) -> String {
+    result_xml_from(n, 1_700_000_000)
+}
+
+/// [`result_xml`] stamped from an hour before the test run's start instead of 2023: for
+/// tests that run long enough for the daemon's first retention pass (a minute after it
+/// starts), which deletes samples older than 90 days.
+pub fn recent_result_xml(n: u64) -> String {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| u64::try_from(epoch_secs()).unwrap_or(0) - 3600);
+    result_xml_from(n, base)
+}
+
+fn result_xml_from(n: u64, base: u64) -> String {
     format!(
         r#"<?xml version="1.0" encoding="utf-8"?>
 <probe name="p{probe}" host="h1" time="{time}">
@@ -24,7 +37,7 @@ pub fn result_xml(n: u64) -> String {
 </probe>
 "#,
         probe = n % 7,
-        time = 1_700_000_000 + n,
+        time = base + n,
         status = if n.is_multiple_of(5) {
             "critical"
         } else {
