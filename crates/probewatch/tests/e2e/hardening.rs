@@ -234,7 +234,7 @@ fn a_second_daemon_on_the_same_data_directory_refuses_to_start() {
 
 #[test]
 fn a_deleted_database_stops_ingest_and_no_spool_file_is_deleted() {
-    let env = Env::on_sqlite();
+    let env = Env::without_postgres();
     let daemon = env.start_with_config(&config_with(&env, "after_ingest = \"delete\""));
     let first = env.spool().join("first.xml");
     std::fs::write(&first, result_xml(1)).expect("write");
@@ -267,7 +267,7 @@ fn a_deleted_database_stops_ingest_and_no_spool_file_is_deleted() {
 
 #[test]
 fn a_locked_store_fails_readiness_and_the_stop_stays_bounded() {
-    let env = Env::on_sqlite();
+    let env = Env::without_postgres();
     let daemon = env.start(&[]);
     // Another writer holds the database's write lock: every commit times out.
     let blocker = rusqlite::Connection::open(env.data().join("probewatch.db")).expect("open");
@@ -357,7 +357,7 @@ fn a_newline_in_a_file_name_cannot_forge_a_log_line() {
 
 #[test]
 fn an_alert_whose_save_failed_still_notifies_once_the_store_recovers() {
-    let env = Env::on_sqlite();
+    let env = Env::without_postgres();
     let hook = Webhook::start(0);
     let rules = env.dir.path().join("rules.yml");
     std::fs::write(

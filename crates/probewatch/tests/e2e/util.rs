@@ -64,9 +64,10 @@ impl Env {
         Env::with_postgres(on_postgres)
     }
 
-    /// An env on SQLite whatever `PROBEWATCH_TEST_STORE` says: for tests of SQLite's own
-    /// faults (its database file deleted or locked by another process).
-    pub fn on_sqlite() -> Env {
+    /// An env with no PostgreSQL server of its own whatever `PROBEWATCH_TEST_STORE` says:
+    /// for tests of SQLite's own faults (its database file deleted or locked by another
+    /// process), and for tests whose daemons name a store of the test's making.
+    pub fn without_postgres() -> Env {
         Env::with_postgres(false)
     }
 
