@@ -229,6 +229,17 @@ impl Fleet {
     }
 }
 
+/// Writes files `{prefix}{n:04}.xml` of [`recent_result_xml`] for every `n` of `range`.
+fn write_recent_results(env: &Env, prefix: &str, range: std::ops::Range<u64>) {
+    for n in range {
+        std::fs::write(
+            env.spool().join(format!("{prefix}{n:04}.xml")),
+            recent_result_xml(n),
+        )
+        .expect("write");
+    }
+}
+
 /// A route that silently drops every packet this host sends to 127.0.0.2 while it lives:
 /// a database host gone from the network without closing its connections (a failed
 /// primary's machine, a cut link), which neither a stopped server nor a killed one is.
@@ -275,26 +286,14 @@ fn a_database_gone_from_the_network_is_noticed_by_the_writer_and_nothing_is_lost
     let url = pg.url_via_second_address("probewatch");
     let env = Env::without_postgres();
     let daemon = env.start(&["--store", &url]);
-    for n in 0..20u64 {
-        std::fs::write(
-            env.spool().join(format!("a{n:04}.xml")),
-            recent_result_xml(n),
-        )
-        .expect("write");
-    }
+    write_recent_results(&env, "a", 0..20);
     daemon.wait_files(20, Duration::from_secs(60));
 
     let Some(cut) = Blackhole::start() else {
         return;
     };
     let since = Instant::now();
-    for n in 20..40u64 {
-        std::fs::write(
-            env.spool().join(format!("b{n:04}.xml")),
-            recent_result_xml(n),
-        )
-        .expect("write");
-    }
+    write_recent_results(&env, "b", 20..40);
     // The writer's commit waits on a connection whose packets go nowhere. With the kernel's
     // defaults it would wait ~15 minutes (readiness saying only "stalled" after one);
     // the store's TCP timeouts fail it within about a minute, and the writer says so.
@@ -367,13 +366,7 @@ fn a_promoted_standby_takes_over_and_every_acknowledged_file_is_on_it() {
     let spool_empty = |env: &Env| {
         std::fs::read_dir(env.spool()).is_ok_and(|mut entries| entries.next().is_none())
     };
-    for n in 0..50u64 {
-        std::fs::write(
-            env.spool().join(format!("a{n:04}.xml")),
-            recent_result_xml(n),
-        )
-        .expect("write");
-    }
+    write_recent_results(&env, "a", 0..50);
     daemon.wait_files(50, Duration::from_secs(60));
     daemon.wait_until("the first files deleted", Duration::from_secs(30), |_| {
         spool_empty(&env)
@@ -381,13 +374,7 @@ fn a_promoted_standby_takes_over_and_every_acknowledged_file_is_on_it() {
 
     // The primary is lost; probes keep writing; the standby is promoted a moment later.
     primary.stop();
-    for n in 50..100u64 {
-        std::fs::write(
-            env.spool().join(format!("b{n:04}.xml")),
-            recent_result_xml(n),
-        )
-        .expect("write");
-    }
+    write_recent_results(&env, "b", 50..100);
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         !spool_empty(&env),
@@ -420,13 +407,7 @@ fn a_table_locked_by_another_session_is_named_as_why_commits_fail_and_ingest_res
     let url = pg.create_database("probewatch");
     let env = Env::without_postgres();
     let daemon = env.start(&["--store", &url]);
-    for n in 0..10u64 {
-        std::fs::write(
-            env.spool().join(format!("a{n:04}.xml")),
-            recent_result_xml(n),
-        )
-        .expect("write");
-    }
+    write_recent_results(&env, "a", 0..10);
     daemon.wait_files(10, Duration::from_secs(60));
 
     // Another session holds the check states' table (a LOCK TABLE, a VACUUM FULL).
@@ -448,13 +429,7 @@ fn a_table_locked_by_another_session_is_named_as_why_commits_fail_and_ingest_res
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    for n in 10..20u64 {
-        std::fs::write(
-            env.spool().join(format!("b{n:04}.xml")),
-            recent_result_xml(n),
-        )
-        .expect("write");
-    }
+    write_recent_results(&env, "b", 10..20);
     // Readiness says why: the commit waited for a lock past the store's lock_timeout (20 s),
     // rather than "stalled" after a minute with no reason.
     daemon.wait_until("readiness to name the lock", Duration::from_secs(60), |d| {
