@@ -319,3 +319,91 @@ fn two_servers_take_turns_compacting_one_database() {
         assert_eq!(overlaps, 0, "chunks of a series never overlap");
     }
 }
+
+/// A server keeps the chunks it has read (PostgreSQL's chunk cache): reads over other
+/// ranges, and after another server rewrote the chunks (late samples merged in, new ones
+/// appended), still agree with the model. Each series spans several chunks, and the first
+/// read takes only the newest, so the wider read meets older chunks it does not hold.
+#[test]
+fn reads_follow_chunks_rewritten_since_they_were_read() {
+    for backend in common::backends::backends("reads_follow_rewritten_chunks") {
+        let reader = backend.open_with_head_max(1);
+        let other = backend.postgres_url().map(|url| {
+            postgres::PgStore::open(url, None)
+                .expect("open")
+                .with_head_max_samples(1)
+        });
+        let writer: &dyn Store = match &other {
+            Some(store) => store,
+            None => &*reader,
+        };
+        let series: Vec<String> = (0..6).map(|i| format!("{{s=\"{i}\"}}")).collect();
+        let mut model = Model::new();
+        let write =
+            |model: &mut Model, file: u64, times: &mut dyn Iterator<Item = i64>, value: f64| {
+                let mut samples = Vec::new();
+                for ts in times {
+                    for labels in &series {
+                        model.insert((labels.clone(), ts), value);
+                        samples.push(SeriesSample {
+                            metric: "m".into(),
+                            labels: labels.clone(),
+                            time_ms: ts,
+                            value,
+                        });
+                    }
+                }
+                writer
+                    .commit_batch(&[batch(file, samples)], false)
+                    .expect("commit");
+                while writer.compact(10_000).expect("compact").more() {}
+            };
+        // 1,300 samples a series: three chunks each.
+        write(&mut model, 1, &mut (0..1_300).map(|i| i * 1_000), 1.0);
+        let ids: Vec<i64> = reader
+            .series_after(0)
+            .expect("series")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let expect = |model: &Model, from: i64, to: i64| -> Vec<Vec<(i64, f64)>> {
+            series
+                .iter()
+                .map(|labels| {
+                    model
+                        .range((labels.clone(), from)..=(labels.clone(), to))
+                        .map(|((_, ts), v)| (*ts, *v))
+                        .collect()
+                })
+                .collect()
+        };
+        let read = |from: i64, to: i64| {
+            reader
+                .read_samples(&ids, from, to, usize::MAX)
+                .expect("read")
+        };
+        // Series ids follow the labels' order here (made in that order).
+        for (from, to) in [(1_250_000, 1_300_000), (0, 1_300_000), (400_000, 700_000)] {
+            assert_eq!(read(from, to), expect(&model, from, to), "[{from}, {to}]");
+            assert_eq!(
+                read(from, to),
+                expect(&model, from, to),
+                "again [{from}, {to}]"
+            );
+        }
+        // Another server replaces a sample in the middle chunk and appends to the last.
+        write(&mut model, 2, &mut [600_000].into_iter(), 7.0);
+        write(&mut model, 3, &mut (1_300..1_400).map(|i| i * 1_000), 2.0);
+        for (from, to) in [(0, 1_400_000), (500_000, 700_000), (1_250_000, 1_400_000)] {
+            assert_eq!(
+                read(from, to),
+                expect(&model, from, to),
+                "after [{from}, {to}]"
+            );
+        }
+        // read_ranges, the rule groups' read, agrees too.
+        let wanted: Vec<(i64, i64, i64)> = ids.iter().map(|&id| (id, 590_000, 610_000)).collect();
+        let ranges = reader.read_ranges(&wanted, usize::MAX).expect("ranges");
+        assert_eq!(ranges, expect(&model, 590_000, 610_000));
+    }
+}
