@@ -42,7 +42,15 @@ const CONNECT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// How long a caller waits for a pooled connection: short, so that a reader (a page,
 /// `/-/ready`) learns soon that the database is away.
-pub(super) const CONNECTION_WAIT: Duration = Duration::from_secs(3);
+const CONNECTION_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a caller waits for a connection once the server is known to be unreachable
+/// (the last attempt to connect failed without an answer from it): long enough to take one
+/// the pool's retries have just opened, short enough that a page says at once that the
+/// store is away instead of after [`CONNECTION_WAIT`]. A pool that is merely busy (every
+/// connection in use, the server answering) still waits the whole [`CONNECTION_WAIT`]: its
+/// attempts to connect succeed, or fail with the server's answer (too many connections).
+const UNREACHABLE_WAIT: Duration = Duration::from_millis(100);
 
 /// Connections the pool keeps at most: the writer, the rule evaluator, the notifier lanes
 /// and the HTTP readers.
@@ -50,9 +58,56 @@ const POOL_SIZE: u32 = 16;
 
 /// The pool's connection manager: rust-postgres's, but a connection is checked (one empty
 /// query) only when it has been idle a while, not at every checkout — a connection broken by
-/// a database restart is found before it is handed out, and a busy server pays nothing.
+/// a database restart is found before it is handed out, and a busy server pays nothing. It
+/// also remembers since when the server has been unreachable ([`checkout`]).
 #[derive(Debug)]
-pub(super) struct Manager(PostgresConnectionManager<NoTls>);
+pub(super) struct Manager {
+    connections: PostgresConnectionManager<NoTls>,
+    unreachable_since: Unreachable,
+}
+
+/// Since when every attempt to connect has failed without an answer from the server
+/// (refused, timed out, no route); `None` once one succeeds.
+type Unreachable = std::sync::Arc<Mutex<Option<std::time::Instant>>>;
+
+fn since(unreachable: &Unreachable) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+    unreachable.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The store's connections: the pool, and whether its last attempt to connect reached the
+/// server.
+#[derive(Clone)]
+pub(super) struct Pool {
+    pool: r2d2::Pool<Manager>,
+    unreachable_since: Unreachable,
+}
+
+impl Pool {
+    /// A connection to the server shown as `shown`, waiting [`CONNECTION_WAIT`] at most, or
+    /// [`UNREACHABLE_WAIT`] while the server is unreachable (the pool's own attempts go on
+    /// in the background, and the next caller gets the connection they open). An idle
+    /// connection that passes its check is handed out either way.
+    pub(super) fn get(&self, shown: &str) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+        let away = *since(&self.unreachable_since);
+        let wait = if away.is_some() {
+            UNREACHABLE_WAIT
+        } else {
+            CONNECTION_WAIT
+        };
+        self.pool.get_timeout(wait).map_err(|err| {
+            StoreError::Unreachable(match away {
+                Some(since) => format!(
+                    "no connection to PostgreSQL at {shown}: unreachable for {} s ({err})",
+                    since.elapsed().as_secs()
+                ),
+                None => format!(
+                    "no connection to PostgreSQL at {shown} within {} s: {err}",
+                    CONNECTION_WAIT.as_secs()
+                ),
+            })
+        })
+    }
+}
 
 /// A pooled connection, when it was last given back, and the statements prepared on it.
 pub(super) struct Conn {
@@ -227,11 +282,24 @@ impl r2d2::ManageConnection for Manager {
     type Error = postgres::Error;
 
     fn connect(&self) -> Result<Conn, postgres::Error> {
-        Ok(Conn {
-            client: self.0.connect()?,
-            returned: std::time::Instant::now(),
-            statements: HashMap::new(),
-        })
+        match self.connections.connect() {
+            Ok(client) => {
+                *since(&self.unreachable_since) = None;
+                Ok(Conn {
+                    client,
+                    returned: std::time::Instant::now(),
+                    statements: HashMap::new(),
+                })
+            }
+            Err(err) => {
+                // The server answered (a wrong password, too many connections): it is
+                // there, and a caller may get a connection another gives back.
+                if err.as_db_error().is_none() {
+                    since(&self.unreachable_since).get_or_insert_with(std::time::Instant::now);
+                }
+                Err(err)
+            }
+        }
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), postgres::Error> {
@@ -252,9 +320,10 @@ impl r2d2::ManageConnection for Manager {
 
 /// The pool every store operation takes its connection from, logging its failures to
 /// connect as [`ConnectErrorLog`] does.
-pub(super) fn pool(config: postgres::Config, shown: &str) -> r2d2::Pool<Manager> {
+pub(super) fn pool(config: postgres::Config, shown: &str) -> Pool {
     let connect_errors = ConnectErrorLog::new(shown, &config);
-    r2d2::Pool::builder()
+    let unreachable_since = Unreachable::default();
+    let pool = r2d2::Pool::builder()
         .max_size(POOL_SIZE)
         .min_idle(Some(1))
         .connection_timeout(CONNECTION_WAIT)
@@ -262,7 +331,14 @@ pub(super) fn pool(config: postgres::Config, shown: &str) -> r2d2::Pool<Manager>
         // before it is handed out, not by the request that would fail on it.
         .test_on_check_out(true)
         .error_handler(Box::new(connect_errors))
-        .build_unchecked(Manager(PostgresConnectionManager::new(config, NoTls)))
+        .build_unchecked(Manager {
+            connections: PostgresConnectionManager::new(config, NoTls),
+            unreachable_since: unreachable_since.clone(),
+        });
+    Pool {
+        pool,
+        unreachable_since,
+    }
 }
 
 /// `url` as it may be shown: `postgres://user@host:port/database`, never the password.

@@ -33,8 +33,7 @@ use crate::StoreError;
 use crate::id_cache::IdCache;
 pub use connection::redact_url;
 use connection::{
-    CONNECTION_WAIT, Manager, PreparedTx, Statements, bound_lock_waits, detect_vanished_server,
-    shown,
+    Manager, PreparedTx, Statements, bound_lock_waits, detect_vanished_server, shown,
 };
 use errors::{connect_error, retryable};
 
@@ -75,7 +74,7 @@ const MIGRATION_LOCK: i64 = 0x7072_6f62_6577_6174;
 /// A PostgreSQL store. Cheap to share: connections come from a pool.
 pub struct PgStore {
     /// `None` only while the store is dropped (see `Drop`).
-    pool: Option<r2d2::Pool<Manager>>,
+    pool: Option<connection::Pool>,
     /// The URL with its password hidden, for messages.
     shown: String,
     /// This process's caches of series and check ids; a miss asks the database, so several
@@ -264,11 +263,12 @@ impl PgStore {
             return; // the last one is still running
         }
         let running = self.vacuuming.clone();
+        let shown = self.shown.clone();
         let spawned = std::thread::Builder::new()
             .name("pw-pg-vacuum".into())
             .spawn(move || {
                 let started = std::time::Instant::now();
-                let done = pool.get().map_err(StoreError::from).and_then(|mut client| {
+                let done = pool.get(&shown).and_then(|mut client| {
                     client
                         .batch_execute("VACUUM (SKIP_LOCKED) chunks, head_blocks")
                         .map_err(StoreError::from)
@@ -297,13 +297,7 @@ impl PgStore {
 
     fn client(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
         match &self.pool {
-            Some(pool) => pool.get().map_err(|err| {
-                StoreError::Unreachable(format!(
-                    "no connection to PostgreSQL at {} within {} s: {err}",
-                    self.shown,
-                    CONNECTION_WAIT.as_secs()
-                ))
-            }),
+            Some(pool) => pool.get(&self.shown),
             None => Err(StoreError::Unreachable("the store is closing".into())),
         }
     }
