@@ -320,10 +320,9 @@ fn two_servers_take_turns_compacting_one_database() {
     }
 }
 
-/// A server keeps the chunks it has read (PostgreSQL's chunk cache): reads over other
-/// ranges, and after another server rewrote the chunks (late samples merged in, new ones
-/// appended), still agree with the model. Each series spans several chunks, and the first
-/// read takes only the newest, so the wider read meets older chunks it does not hold.
+/// Reads over several chunks a series, narrow and wide, agree with the model, also after
+/// another server rewrote the chunks (a late sample merged in, new ones appended) between
+/// one server's reads (whose head blocks it keeps).
 #[test]
 fn reads_follow_chunks_rewritten_since_they_were_read() {
     for backend in common::backends::backends("reads_follow_rewritten_chunks") {

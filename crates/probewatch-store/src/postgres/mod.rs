@@ -13,7 +13,6 @@
 
 mod alerting;
 mod checks;
-mod chunk_cache;
 mod cluster;
 mod connection;
 mod errors;
@@ -97,8 +96,6 @@ pub struct PgStore {
     spans: spans::ChunkSpans,
     /// The head blocks this process has read.
     head_cache: samples::HeadCache,
-    /// The chunks this process has read, decoded.
-    chunk_cache: chunk_cache::ChunkCache,
     /// A vacuum after a drain is running (see [`PgStore::vacuum_after_drain`]).
     vacuuming: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Check results this process wrote for days before yesterday since the default
@@ -182,7 +179,6 @@ impl PgStore {
             partitions_made_at: std::sync::atomic::AtomicI64::new(now_ms()),
             spans: spans::ChunkSpans::default(),
             head_cache: samples::HeadCache::default(),
-            chunk_cache: chunk_cache::ChunkCache::default(),
             vacuuming: Default::default(),
             backfilled: Default::default(),
             backfill_analyzed_at: Default::default(),

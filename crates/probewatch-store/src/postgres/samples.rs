@@ -18,7 +18,6 @@ use postgres::GenericClient;
 use postgres::types::Type;
 use probewatch_core::SeriesSample;
 
-use super::chunk_cache::{ChunkCache, Decoded};
 use super::ledger::{Delta, write_samples};
 use super::{PgStore, PreparedTx, to_u64};
 use crate::chunk::{self, CHUNK_MAX_SAMPLES};
@@ -31,15 +30,6 @@ const COMPACT_LOCK: i64 = 0x7077_636f_6d70_6163;
 
 fn corrupt(err: chunk::ChunkError) -> StoreError {
     StoreError::Database(Box::new(err))
-}
-
-impl PgStore {
-    fn read_caches(&self) -> ReadCaches<'_> {
-        ReadCaches {
-            head: &self.head_cache,
-            chunks: &self.chunk_cache,
-        }
-    }
 }
 
 impl SampleStore for PgStore {
@@ -222,7 +212,7 @@ impl SampleStore for PgStore {
         let by_ids = client.prepared(READ_BY_IDS, &READ_BY_IDS_TYPES)?;
         read_many(
             &mut **client,
-            self.read_caches(),
+            &self.head_cache,
             &by_ids,
             ids,
             from_ms,
@@ -253,7 +243,7 @@ impl SampleStore for PgStore {
         let by_ids = client.prepared(READ_BY_IDS, &READ_BY_IDS_TYPES)?;
         let read = read_many(
             &mut **client,
-            self.read_caches(),
+            &self.head_cache,
             &by_ids,
             &ids,
             from_ms,
@@ -314,7 +304,7 @@ impl SampleStore for PgStore {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         let ids: Vec<i64> = series.iter().map(|s| s.0).collect();
-        let samples = read_whole(&mut tx, self.read_caches(), &by_ids, &ids, from_ms, to_ms)?;
+        let samples = read_whole(&mut tx, &self.head_cache, &by_ids, &ids, from_ms, to_ms)?;
         tx.commit()?;
         Ok(series
             .into_iter()
@@ -352,7 +342,7 @@ impl SampleStore for PgStore {
             let Some((_, last)) = page.last() else { break };
             after = last.clone();
             let ids: Vec<i64> = page.iter().map(|s| s.0).collect();
-            let samples = read_whole(&mut tx, self.read_caches(), &by_ids, &ids, from_ms, to_ms)?;
+            let samples = read_whole(&mut tx, &self.head_cache, &by_ids, &ids, from_ms, to_ms)?;
             for ((_, labels), samples) in page.iter().zip(samples) {
                 if let Some(&(_, value)) = samples.last() {
                     visit(labels, value);
@@ -387,13 +377,13 @@ fn read_snapshot(client: &mut postgres::Client) -> Result<postgres::Transaction<
 /// [`read_many`] with no limit on the samples held (tools and sweeps that read by pages).
 fn read_whole(
     tx: &mut impl GenericClient,
-    caches: ReadCaches<'_>,
+    head_cache: &HeadCache,
     by_ids: &postgres::Statement,
     ids: &[i64],
     from_ms: i64,
     to_ms: i64,
 ) -> Result<PerSeries, StoreError> {
-    Ok(read_many(tx, caches, by_ids, ids, from_ms, to_ms, usize::MAX)?.unwrap_or_default())
+    Ok(read_many(tx, head_cache, by_ids, ids, from_ms, to_ms, usize::MAX)?.unwrap_or_default())
 }
 
 /// One series' samples, oldest first.
@@ -403,11 +393,10 @@ type Samples = Vec<(i64, f64)>;
 type PerSeries = Vec<Samples>;
 
 /// [`read_many`]'s statement for a read of some series: each chunk a row (series, newest
-/// time, data unless its id is at most `$6` (see [`ChunkCache`]), id), then each head block
-/// of their buckets a row (no series, block id, data unless the process holds it (`$5`),
-/// first and last series, bucket). Prepared on each connection ([`super::Conn::prepared`]).
-const READ_BY_IDS: &str = "SELECT series_id, max_ts, CASE WHEN id <= $6 THEN NULL ELSE data END,
-            id, NULL::int8, NULL::int8
+/// time, data), then each head block of their buckets a row (no series, block id, data
+/// unless the process holds it (`$5`), first and last series, bucket). Prepared on each
+/// connection ([`super::Conn::prepared`]).
+const READ_BY_IDS: &str = "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
        FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
      UNION ALL
      SELECT NULL, id, CASE WHEN id = ANY($5) THEN NULL ELSE data END,
@@ -415,28 +404,20 @@ const READ_BY_IDS: &str = "SELECT series_id, max_ts, CASE WHEN id <= $6 THEN NUL
        FROM head_blocks WHERE bucket = ANY($4) AND max_ts >= $2 AND min_ts <= $3";
 
 /// The parameter types of [`READ_BY_IDS`].
-const READ_BY_IDS_TYPES: [Type; 6] = [
+const READ_BY_IDS_TYPES: [Type; 5] = [
     Type::INT8_ARRAY,
     Type::INT8,
     Type::INT8,
     Type::INT8_ARRAY,
     Type::INT8_ARRAY,
-    Type::INT8,
 ];
-
-/// The caches a read uses: head blocks and decoded chunks this process holds.
-#[derive(Clone, Copy)]
-pub(super) struct ReadCaches<'a> {
-    pub(super) head: &'a HeadCache,
-    pub(super) chunks: &'a ChunkCache,
-}
 
 /// The samples of each of `ids` in `[from_ms, to_ms]`, chunks then head (the head winning on
 /// equal timestamps), or `None` past `max_samples` in all. `by_ids` is [`READ_BY_IDS`]
 /// prepared on the connection of `tx`.
 fn read_many(
     tx: &mut impl GenericClient,
-    caches: ReadCaches<'_>,
+    head_cache: &HeadCache,
     by_ids: &postgres::Statement,
     ids: &[i64],
     from_ms: i64,
@@ -449,7 +430,7 @@ fn read_many(
     // the client's time in a rule cycle.
     let mut wanted: Vec<(i64, usize)> = ids.iter().copied().zip(0..).collect();
     wanted.sort_unstable();
-    let mut held: usize;
+    let mut held = 0usize;
     // One statement, so one snapshot and one round trip (a read of some series: prepared
     // once per connection; a whole metric: typed parameters, no prepare): each chunk a row,
     // then each head block a row. Unordered: sorting a large read made
@@ -473,116 +454,55 @@ fn read_many(
     // Head blocks never change once written: the data of those this process holds already
     // is not sent again (a rule group's read sent the whole head, ~1.6 MB at 10,000 series).
     let buckets = (!whole).then(|| buckets_of(ids));
-    let cached = caches.head.snapshot(buckets.as_deref());
+    let cached = head_cache.snapshot(buckets.as_deref());
     let known: Vec<i64> = cached.keys().copied().collect();
-    // Chunks never change once written either (a rewrite is a new row with a new id): the
-    // data of the chunks above the highest id held of these series is sent, and the few
-    // at or below it that the cache lacks (read over another range, or dropped) are fetched
-    // by id. A rule group's read of 500 series sent and decoded ~700 chunks at every cycle.
-    let mut newest_held = match buckets {
-        Some(_) => caches.chunks.newest_of(ids),
-        None => -1,
+    let rows = if let Some(buckets) = &buckets {
+        tx.query(by_ids, &[&ids, &from_ms, &to_ms, buckets, &known])?
+    } else {
+        tx.query_typed(
+            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
+               FROM chunks WHERE max_ts >= $1 AND min_ts <= $2
+             UNION ALL
+             SELECT NULL, id, CASE WHEN id = ANY($3) THEN NULL ELSE data END,
+                    first_series, last_series, bucket
+               FROM head_blocks WHERE max_ts >= $1 AND min_ts <= $2",
+            &[
+                (&from_ms, Type::INT8),
+                (&to_ms, Type::INT8),
+                (&known, Type::INT8_ARRAY),
+            ],
+        )?
     };
-    let mut fetched_chunks: Vec<(i64, i64, Decoded)> = Vec::new();
-    let (rows, chunked) = loop {
-        let rows = if let Some(buckets) = &buckets {
-            tx.query(
-                by_ids,
-                &[&ids, &from_ms, &to_ms, buckets, &known, &newest_held],
-            )?
-        } else {
-            tx.query_typed(
-                "SELECT series_id, max_ts, data, id, NULL::int8, NULL::int8
-                   FROM chunks WHERE max_ts >= $1 AND min_ts <= $2
-                 UNION ALL
-                 SELECT NULL, id, CASE WHEN id = ANY($3) THEN NULL ELSE data END,
-                        first_series, last_series, bucket
-                   FROM head_blocks WHERE max_ts >= $1 AND min_ts <= $2",
-                &[
-                    (&from_ms, Type::INT8),
-                    (&to_ms, Type::INT8),
-                    (&known, Type::INT8_ARRAY),
-                ],
-            )?
-        };
-        // Per slot: its chunks' samples by the chunk's newest time (then its head samples).
-        let mut chunked: Vec<Vec<(i64, Samples)>> = vec![Vec::new(); ids.len()];
-        // Chunks sent without data: (id, series, newest time).
-        let mut lacking: Vec<(i64, i64, i64)> = Vec::new();
-        fetched_chunks.clear();
-        held = 0;
-        for r in &rows {
-            let Some(series) = r.get::<_, Option<i64>>(0) else {
-                continue;
-            };
-            let slots = slots_of(&wanted, series);
-            if slots.is_empty() {
-                continue;
-            }
-            let (max_ts, id): (i64, i64) = (r.get(1), r.get(3));
-            let mut decoded = Vec::new();
-            match r.get::<_, Option<&[u8]>>(2) {
-                Some(data) if buckets.is_some() => {
-                    chunk::decode(data, &mut decoded).map_err(corrupt)?;
-                    let whole: Decoded = decoded.into();
-                    decoded = in_range(&whole, from_ms, to_ms).to_vec();
-                    fetched_chunks.push((id, series, whole));
-                }
-                Some(data) => {
-                    chunk::decode_range(data, from_ms, to_ms, &mut decoded).map_err(corrupt)?;
-                }
-                None => {
-                    lacking.push((id, series, max_ts));
-                    continue;
-                }
-            }
-            held += decoded.len() * slots.len();
-            if held > max_samples {
-                return Ok(None);
-            }
-            put_chunk(&mut chunked, slots, max_ts, decoded);
-        }
-        if !lacking.is_empty() {
-            let ids_lacking: Vec<i64> = lacking.iter().map(|l| l.0).collect();
-            let mut found = caches.chunks.get_many(&ids_lacking);
-            let missing: Vec<usize> = (0..found.len()).filter(|&i| found[i].is_none()).collect();
-            if !missing.is_empty() {
-                let fetched = fetch_chunks(tx, missing.iter().map(|&i| lacking[i]))?;
-                if fetched.len() < missing.len() {
-                    // Gone since the read's statement (a drain rewrote it): read again,
-                    // every chunk's data sent.
-                    newest_held = -1;
-                    continue;
-                }
-                for &i in &missing {
-                    let (id, series, _) = lacking[i];
-                    if let Some(samples) = fetched.get(&id) {
-                        fetched_chunks.push((id, series, samples.clone()));
-                        found[i] = Some(samples.clone());
-                    }
-                }
-            }
-            for ((_, series, max_ts), samples) in lacking.into_iter().zip(found) {
-                let Some(samples) = samples else { continue };
-                let slots = slots_of(&wanted, series);
-                let decoded = in_range(&samples, from_ms, to_ms).to_vec();
-                held += decoded.len() * slots.len();
-                if held > max_samples {
-                    return Ok(None);
-                }
-                put_chunk(&mut chunked, slots, max_ts, decoded);
-            }
-        }
-        break (rows, chunked);
-    };
-    caches.chunks.add(fetched_chunks);
+    // Per slot: its chunks' samples by the chunk's newest time, then its head samples.
+    let mut chunked: Vec<Vec<(i64, Samples)>> = vec![Vec::new(); ids.len()];
     let mut head: Vec<Samples> = vec![Vec::new(); ids.len()];
-    let blocks: Vec<&postgres::Row> = rows
-        .iter()
-        .filter(|r| r.get::<_, Option<i64>>(0).is_none())
-        .collect();
+    let mut blocks: Vec<&postgres::Row> = Vec::new();
+    for r in &rows {
+        let Some(series) = r.get::<_, Option<i64>>(0) else {
+            blocks.push(r);
+            continue;
+        };
+        let slots = slots_of(&wanted, series);
+        if slots.is_empty() {
+            continue;
+        }
+        let mut decoded = Vec::new();
+        chunk::decode_range(r.get(2), from_ms, to_ms, &mut decoded).map_err(corrupt)?;
+        let taken = decoded.len();
+        let max_ts: i64 = r.get(1);
+        // An id asked for more than once gets a copy per slot; usually there is one.
+        if let Some((&(_, last), others)) = slots.split_last() {
+            for &(_, slot) in others {
+                chunked[slot].push((max_ts, decoded.clone()));
+            }
+            chunked[last].push((max_ts, decoded));
+        }
+        held += taken * slots.len();
+        if held > max_samples {
+            return Ok(None);
+        }
+    }
     // Head blocks in write order, each series' runs appended oldest first.
-    let mut blocks = blocks;
     blocks.sort_unstable_by_key(|r| r.get::<_, i64>(1));
     let mut run = Vec::new();
     let mut fetched = Vec::new();
@@ -624,7 +544,7 @@ fn read_many(
             }
         }
     }
-    caches.head.add(fetched);
+    head_cache.add(fetched);
     for ((series, mut chunks), head) in out.iter_mut().zip(chunked).zip(head) {
         // A series' chunks are disjoint, so their newest times order them; its head runs
         // follow, oldest block first, so a repeated time keeps the newest value.
@@ -643,60 +563,6 @@ fn read_many(
         }
     }
     Ok(Some(out))
-}
-
-/// Gives a chunk's samples in a read's range to the slots of its series (an id asked for more
-/// than once gets a copy per slot; usually there is one).
-fn put_chunk(
-    chunked: &mut [Vec<(i64, Samples)>],
-    slots: &[(i64, usize)],
-    max_ts: i64,
-    samples: Samples,
-) {
-    if let Some((&(_, last), others)) = slots.split_last() {
-        for &(_, slot) in others {
-            chunked[slot].push((max_ts, samples.clone()));
-        }
-        chunked[last].push((max_ts, samples));
-    }
-}
-
-/// The samples of `samples` (oldest first) in `[from_ms, to_ms]`.
-fn in_range(samples: &[(i64, f64)], from_ms: i64, to_ms: i64) -> &[(i64, f64)] {
-    let start = samples.partition_point(|s| s.0 < from_ms);
-    let end = samples.partition_point(|s| s.0 <= to_ms);
-    &samples[start..end.max(start)]
-}
-
-/// The chunks `wanted` (id, series, newest time) decoded, by id: those gone from the table
-/// since are missing from the answer.
-fn fetch_chunks(
-    tx: &mut impl GenericClient,
-    wanted: impl Iterator<Item = (i64, i64, i64)>,
-) -> Result<HashMap<i64, Decoded>, StoreError> {
-    let (mut ids, mut series, mut max_ts) = (Vec::new(), Vec::new(), Vec::new());
-    for (id, s, max) in wanted {
-        ids.push(id);
-        series.push(s);
-        max_ts.push(max);
-    }
-    let mut out = HashMap::with_capacity(ids.len());
-    // By the (series, newest time) index, each partition of one newest time; the id picks
-    // the row.
-    for r in tx.query_typed(
-        "SELECT id, data FROM chunks
-          WHERE series_id = ANY($1) AND max_ts = ANY($2) AND id = ANY($3)",
-        &[
-            (&series, Type::INT8_ARRAY),
-            (&max_ts, Type::INT8_ARRAY),
-            (&ids, Type::INT8_ARRAY),
-        ],
-    )? {
-        let mut decoded = Vec::new();
-        chunk::decode(r.get(1), &mut decoded).map_err(corrupt)?;
-        out.insert(r.get::<_, i64>(0), Decoded::from(decoded));
-    }
-    Ok(out)
 }
 
 /// The entries of `wanted` (sorted by series id) for series `id`: usually one, more when a
