@@ -89,6 +89,10 @@ pub struct BenchArgs {
     /// cost ingest latency.
     #[arg(long, default_value_t = 0)]
     pub query_load: usize,
+    /// Run the daemon on PostgreSQL instead of SQLite: a URL whose user may create
+    /// databases (each run gets a fresh one, dropped after).
+    #[arg(long)]
+    pub postgres: Option<String>,
 }
 
 /// One run's figures.
@@ -444,13 +448,16 @@ pub(crate) struct Daemon {
 }
 
 impl Daemon {
-    fn start(work: &Path, args: &BenchArgs) -> anyhow::Result<Daemon> {
+    /// Starts the daemon on `work`'s spool, its store on `postgres` (a URL) or SQLite in
+    /// `work`.
+    fn start(work: &Path, args: &BenchArgs, postgres: Option<&str>) -> anyhow::Result<Daemon> {
         let after = if args.delete { "delete" } else { "keep" };
+        let store = postgres.map_or(String::new(), |url| format!("store = {url:?}\n"));
         Daemon::start_binary(
             args.daemon.as_deref(),
             work,
             &format!(
-                "[[spool]]\npath = {:?}\nafter_ingest = \"{after}\"\nformat = {:?}\n",
+                "{store}[[spool]]\npath = {:?}\nafter_ingest = \"{after}\"\nformat = {:?}\n",
                 work.join("spool").display().to_string(),
                 args.format
             ),
@@ -578,8 +585,29 @@ fn fresh_dir(base: &Path, label: &str) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// One run of the daemon, on a fresh PostgreSQL database with `--postgres`.
 fn run_probewatch(base: &Path, args: &BenchArgs, query_load: usize) -> anyhow::Result<RunResult> {
+    match &args.postgres {
+        Some(admin) => crate::bench_store::in_fresh_database(
+            admin,
+            &format!("probewatch_bench_{}", std::process::id()),
+            |url| run_probewatch_on(base, args, query_load, Some(url)),
+        ),
+        None => run_probewatch_on(base, args, query_load, None),
+    }
+}
+
+fn run_probewatch_on(
+    base: &Path,
+    args: &BenchArgs,
+    query_load: usize,
+    postgres: Option<&str>,
+) -> anyhow::Result<RunResult> {
     let work = fresh_dir(base, "probewatch")?;
+    let location = match postgres {
+        Some(url) => probewatch_store::StoreLocation::Postgres(url.to_string()),
+        None => probewatch_store::StoreLocation::Sqlite(work.join("data")),
+    };
     let spool = work.join("spool");
     let timeout = Duration::from_secs(600);
     let mut load = None;
@@ -590,12 +618,8 @@ fn run_probewatch(base: &Path, args: &BenchArgs, query_load: usize) -> anyhow::R
     };
     if warm > 0 {
         let written = generate_range(&spool, args, 0..warm)?;
-        let daemon = Daemon::start(&work, args)?;
-        let done = wait_committed(
-            &probewatch_store::StoreLocation::Sqlite(work.join("data")),
-            warm,
-            timeout,
-        );
+        let daemon = Daemon::start(&work, args, postgres)?;
+        let done = wait_committed(&location, warm, timeout);
         daemon.stop();
         done?;
         for (name, _) in written {
@@ -606,20 +630,16 @@ fn run_probewatch(base: &Path, args: &BenchArgs, query_load: usize) -> anyhow::R
         let closed = generate_range(&spool, args, warm..warm + args.files)?;
         // From the moment the daemon is started: its startup and scan count too.
         let start = now_us();
-        (closed, Daemon::start(&work, args)?, start)
+        (closed, Daemon::start(&work, args, postgres)?, start)
     } else {
-        let daemon = Daemon::start(&work, args)?;
+        let daemon = Daemon::start(&work, args, postgres)?;
         // Started before the files, so queries overlap the whole live run; their data grows
         // as the files arrive.
         load = (query_load > 0).then(|| QueryLoad::start(&daemon.base, query_load, args.files));
         let start = now_us();
         (generate(&spool, args)?, daemon, start)
     };
-    let committed = wait_committed(
-        &probewatch_store::StoreLocation::Sqlite(work.join("data")),
-        warm + args.files,
-        timeout,
-    );
+    let committed = wait_committed(&location, warm + args.files, timeout);
     let (queries, query_errors) = load.map_or((0, 0), QueryLoad::finish);
     let committed = match committed {
         Ok(committed) => committed,
@@ -827,7 +847,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         format!("{}/s", args.rate)
     };
     println!(
-        "bench: {} files, {rate}, style {:?}, {} writer(s){}{}, {} run(s)",
+        "bench: {} files, {rate}, style {:?}, {} writer(s){}{}, {} run(s), store {}",
         args.files,
         args.style,
         args.writers,
@@ -841,7 +861,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         } else {
             ""
         },
-        args.repeat
+        args.repeat,
+        args.postgres.as_deref().map_or("SQLite".to_string(), |url| format!(
+            "PostgreSQL at {}",
+            probewatch_store::postgres::redact_url(url)
+        ))
     );
     let mut ours = Vec::new();
     let mut bare = Vec::new();

@@ -41,9 +41,15 @@ impl LedgerStore for PgStore {
     }
 
     fn file_heads(&self, paths: &[&[u8]]) -> Result<Vec<Option<FileHead>>, StoreError> {
-        let rows = self.client()?.query(
+        // Planned at every call, not prepared: a fresh database's startup scan asks this
+        // while the writer fills the table, and a plan made while it was empty (a scan of
+        // the table per call, comparing every row with every path asked) stayed until
+        // autovacuum analyzed it a minute later — 23 ms a call, 9 of a 100,000-file
+        // backlog's 17 s of statements, and the daemon at 1,700-7,700 files/s instead of
+        // 12,000-16,000.
+        let rows = self.client()?.query_typed(
             "SELECT path, size, mtime_ns, inode, outcome FROM file_heads WHERE path = ANY($1)",
-            &[&paths],
+            &[(&paths, Type::BYTEA_ARRAY)],
         )?;
         let mut found: HashMap<&[u8], FileHead> = HashMap::with_capacity(rows.len());
         for r in &rows {
