@@ -333,6 +333,31 @@ fn series_other_writers_created_are_found_not_doubled() {
             };
             assert_eq!(times, expected, "{name}: {}", s.labels);
         }
+        // A restarted writer (no ids cached) meets the 300 names again with 50 new ones
+        // among them, in batches of 70: it looks names up first once a COPY met existing
+        // ones (PostgreSQL), and goes back to creating by COPY when a batch is all new.
+        let restarted = backend.open();
+        let mut again: Vec<String> = names.clone();
+        again.extend((300..350).map(|i| format!("s{i}")));
+        for batch in again.chunks(70) {
+            restarted
+                .write_samples(&named_samples(batch, 5_000))
+                .expect("restarted writes");
+        }
+        let fresh: Vec<String> = (350..420).map(|i| format!("s{i}")).collect();
+        restarted
+            .write_samples(&named_samples(&fresh, 5_000))
+            .expect("all new");
+        let series = restarted.series_after(0).expect("series");
+        assert_eq!(series.len(), 420, "{name}: each name once");
+        assert_eq!(restarted.stats().expect("stats").series, 420, "{name}");
+        let ids: Vec<i64> = series.iter().map(|s| s.id).collect();
+        let read = restarted
+            .read_samples(&ids, 5_000, 5_000, usize::MAX)
+            .expect("read");
+        for (s, samples) in series.iter().zip(&read) {
+            assert_eq!(samples.len(), 1, "{name}: {} at 5,000", s.labels);
+        }
     }
 }
 
@@ -372,5 +397,30 @@ fn checks_another_writer_created_are_found_not_doubled() {
         a.commit_batch(&[parsed("/s/c.xml", 3, 3_000, 0)], false)
             .expect("a commits again");
         assert_eq!(a.stats().expect("stats").files_ingested, 3, "{name}");
+        // `b` met an existing check and now looks names up first; a batch that brings it
+        // the known two and a new one, then one with only new ones, still makes each once.
+        let mut three = parsed("/s/d.xml", 4, 4_000, 0);
+        if let ItemContent::Parsed { results, .. } = &mut three.content {
+            for extra in ["logout", "reset"] {
+                let mut check = results[0].checks[0].clone();
+                check.name = extra.into();
+                results[0].checks.push(check);
+            }
+        }
+        b.commit_batch(&[three], false).expect("b commits three");
+        let mut new_only = parsed("/s/e.xml", 5, 5_000, 0);
+        if let ItemContent::Parsed { results, .. } = &mut new_only.content {
+            results[0].checks[0].name = "signup".into();
+        }
+        b.commit_batch(&[new_only], false)
+            .expect("b commits a new one");
+        let mut names: Vec<String> = a
+            .latest_checks()
+            .expect("checks")
+            .into_iter()
+            .map(|c| c.check)
+            .collect();
+        names.sort_unstable();
+        assert_eq!(names, ["login", "logout", "reset", "signup"], "{name}");
     }
 }

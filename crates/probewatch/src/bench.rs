@@ -862,10 +862,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<std::process::ExitCode> {
             ""
         },
         args.repeat,
-        args.postgres.as_deref().map_or("SQLite".to_string(), |url| format!(
-            "PostgreSQL at {}",
-            probewatch_store::postgres::redact_url(url)
-        ))
+        args.postgres
+            .as_deref()
+            .map_or("SQLite".to_string(), |url| format!(
+                "PostgreSQL at {}",
+                probewatch_store::postgres::redact_url(url)
+            ))
     );
     let mut ours = Vec::new();
     let mut bare = Vec::new();

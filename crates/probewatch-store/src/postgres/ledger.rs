@@ -639,12 +639,126 @@ impl Delta {
     }
 }
 
+/// Finds or makes the checks at `missing` (result, check) in `results`, recording each id
+/// in `keyed` and the writer's cache: one COPY when they are new, a lookup first when the
+/// writer has met existing names lately ([`Names`]).
+fn create_checks(
+    tx: &mut PreparedTx<'_, '_>,
+    names: &mut Names,
+    results: &[(&ProbeResult, i64)],
+    missing: &[(usize, usize)],
+    keyed: &mut HashMap<id_cache::Key, i64>,
+) -> Result<(), StoreError> {
+    let mut keys: Vec<(&ProbeResult, &probewatch_core::CheckResult)> = missing
+        .iter()
+        .map(|&(ri, ci)| (results[ri].0, &results[ri].0.checks[ci]))
+        .collect();
+    keys.sort_by(|a, b| {
+        (&a.0.probe, &a.0.host, &a.1.name).cmp(&(&b.0.probe, &b.0.host, &b.1.name))
+    });
+    keys.dedup_by(|a, b| (&a.0.probe, &a.0.host, &a.1.name) == (&b.0.probe, &b.0.host, &b.1.name));
+    // Each row read back (id, probe, host, name) names its check's id.
+    let record =
+        |rows: &[postgres::Row], names: &mut Names, keyed: &mut HashMap<id_cache::Key, i64>| {
+            for row in rows {
+                let (probe, host, name): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
+                let key = id_cache::key(&[probe, host, name]);
+                names.ids.insert(key, row.get(0));
+                keyed.insert(key, row.get(0));
+            }
+        };
+    let is_known = |keyed: &HashMap<id_cache::Key, i64>,
+                    (r, c): &(&ProbeResult, &probewatch_core::CheckResult)| {
+        keyed.contains_key(&id_cache::key(&[&r.probe, &r.host, &c.name]))
+    };
+    if names.look_up_first {
+        let found = look_up_checks(tx, &keys)?;
+        record(&found, names, keyed);
+        names.look_up_first = !found.is_empty();
+        keys.retain(|k| !is_known(keyed, k));
+        if keys.is_empty() {
+            return Ok(());
+        }
+    }
+    let p = column(&keys, |(r, _)| r.probe.as_str());
+    let h = column(&keys, |(r, _)| r.host.as_str());
+    let n = column(&keys, |(_, c)| c.name.as_str());
+    let iv = column(&keys, |(r, _)| r.interval_ms);
+    let ts = column(&keys, |(r, _)| r.time_ms);
+    let st = column(&keys, |(_, c)| i16::from(c.status.code()));
+    let du = column(&keys, |(_, c)| c.duration_seconds);
+    let me = column(&keys, |(_, c)| c.message.as_str());
+    // Usually all new: ids from the sequence and one COPY, as for series.
+    let ids = next_ids(tx, Sequence::Checks, keys.len())?;
+    if copy_new(
+        tx,
+        "COPY checks (id, probe, host, name, interval_ms, last_ts_ms, last_status,
+            last_duration, last_message) FROM STDIN BINARY",
+        &[
+            Type::INT8,
+            Type::TEXT,
+            Type::TEXT,
+            Type::TEXT,
+            Type::INT8,
+            Type::INT8,
+            Type::INT2,
+            Type::FLOAT8,
+            Type::TEXT,
+        ],
+        keys.len(),
+        |i| {
+            [
+                &ids[i], &p[i], &h[i], &n[i], &iv[i], &ts[i], &st[i], &du[i], &me[i],
+            ]
+        },
+    )?
+    .is_some()
+    {
+        for (i, &id) in ids.iter().enumerate() {
+            let key = id_cache::key(&[p[i], h[i], n[i]]);
+            names.ids.insert(key, id);
+            keyed.insert(key, id);
+        }
+        return Ok(());
+    }
+    // Some existed (another server made them, or they fell out of the cache): the next
+    // batches look theirs up first.
+    names.look_up_first = true;
+    tx.execute(
+        "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
+            last_duration, last_message)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
+            $5::int8[], $6::int2[], $7::float8[], $8::text[])
+         ON CONFLICT (probe, host, name) DO NOTHING",
+        &[&p, &h, &n, &iv, &ts, &st, &du, &me],
+    )?;
+    let rows = look_up_checks(tx, &keys)?;
+    record(&rows, names, keyed);
+    Ok(())
+}
+
+/// The rows (id, probe, host, name) of the checks among `keys` that exist.
+fn look_up_checks(
+    tx: &mut PreparedTx<'_, '_>,
+    keys: &[(&ProbeResult, &probewatch_core::CheckResult)],
+) -> Result<Vec<postgres::Row>, StoreError> {
+    let p = column(keys, |(r, _)| r.probe.as_str());
+    let h = column(keys, |(r, _)| r.host.as_str());
+    let n = column(keys, |(_, c)| c.name.as_str());
+    Ok(tx.query(
+        "SELECT c.id, c.probe, c.host, c.name FROM checks c
+         JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(probe, host, name)
+           ON c.probe = u.probe AND c.host = u.host AND c.name = u.name",
+        &[&p, &h, &n],
+    )?)
+}
+
 /// Writes the check results of the batch, creates checks seen for the first time, moves
 /// each check's latest state forward, and marks its status intervals for repair. Returns the
 /// number of check results (rewrites included, as the SQLite back end counts them).
 fn write_checks(
     tx: &mut PreparedTx<'_, '_>,
-    cache: &mut IdCache,
+    names: &mut Names,
     results: &[(&ProbeResult, i64)],
     delta: &mut Delta,
 ) -> Result<u64, StoreError> {
@@ -655,7 +769,7 @@ fn write_checks(
     for (ri, (result, _)) in results.iter().enumerate() {
         for (ci, check) in result.checks.iter().enumerate() {
             let key = id_cache::key(&[&result.probe, &result.host, &check.name]);
-            match cache.get(key) {
+            match names.ids.get(key) {
                 Some(id) => {
                     keyed.insert(key, id);
                 }
@@ -664,79 +778,7 @@ fn write_checks(
         }
     }
     if !missing.is_empty() {
-        let mut keys: Vec<(&ProbeResult, &probewatch_core::CheckResult)> = missing
-            .iter()
-            .map(|&(ri, ci)| (results[ri].0, &results[ri].0.checks[ci]))
-            .collect();
-        keys.sort_by(|a, b| {
-            (&a.0.probe, &a.0.host, &a.1.name).cmp(&(&b.0.probe, &b.0.host, &b.1.name))
-        });
-        keys.dedup_by(|a, b| {
-            (&a.0.probe, &a.0.host, &a.1.name) == (&b.0.probe, &b.0.host, &b.1.name)
-        });
-        let p = column(&keys, |(r, _)| r.probe.as_str());
-        let h = column(&keys, |(r, _)| r.host.as_str());
-        let n = column(&keys, |(_, c)| c.name.as_str());
-        let iv = column(&keys, |(r, _)| r.interval_ms);
-        let ts = column(&keys, |(r, _)| r.time_ms);
-        let st = column(&keys, |(_, c)| i16::from(c.status.code()));
-        let du = column(&keys, |(_, c)| c.duration_seconds);
-        let me = column(&keys, |(_, c)| c.message.as_str());
-        // Usually all new: ids from the sequence and one COPY, as for series.
-        let ids = next_ids(tx, Sequence::Checks, keys.len())?;
-        if copy_new(
-            tx,
-            "COPY checks (id, probe, host, name, interval_ms, last_ts_ms, last_status,
-                last_duration, last_message) FROM STDIN BINARY",
-            &[
-                Type::INT8,
-                Type::TEXT,
-                Type::TEXT,
-                Type::TEXT,
-                Type::INT8,
-                Type::INT8,
-                Type::INT2,
-                Type::FLOAT8,
-                Type::TEXT,
-            ],
-            keys.len(),
-            |i| {
-                [
-                    &ids[i], &p[i], &h[i], &n[i], &iv[i], &ts[i], &st[i], &du[i], &me[i],
-                ]
-            },
-        )?
-        .is_some()
-        {
-            for (i, &id) in ids.iter().enumerate() {
-                let key = id_cache::key(&[p[i], h[i], n[i]]);
-                cache.insert(key, id);
-                keyed.insert(key, id);
-            }
-        } else {
-            // Some existed (another server made them, or they fell out of the cache).
-            tx.execute(
-                "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
-                    last_duration, last_message)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[],
-                    $5::int8[], $6::int2[], $7::float8[], $8::text[])
-                 ON CONFLICT (probe, host, name) DO NOTHING",
-                &[&p, &h, &n, &iv, &ts, &st, &du, &me],
-            )?;
-            let rows = tx.query(
-                "SELECT c.id, c.probe, c.host, c.name FROM checks c
-                 JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(probe, host, name)
-                   ON c.probe = u.probe AND c.host = u.host AND c.name = u.name",
-                &[&p, &h, &n],
-            )?;
-            for row in &rows {
-                let (probe, host, name): (&str, &str, &str) = (row.get(1), row.get(2), row.get(3));
-                let id: i64 = row.get(0);
-                let key = id_cache::key(&[probe, host, name]);
-                cache.insert(key, id);
-                keyed.insert(key, id);
-            }
-        }
+        create_checks(tx, names, results, &missing, &mut keyed)?;
     }
 
     // Results, the last one written winning for the same (check, time).
@@ -977,7 +1019,7 @@ fn advance_checks(
 /// last value written for the same (series, time) wins.
 pub(super) fn write_samples(
     tx: &mut PreparedTx<'_, '_>,
-    cache: &mut IdCache,
+    names: &mut Names,
     samples: &[&SeriesSample],
     delta: &mut Delta,
 ) -> Result<(), StoreError> {
@@ -987,7 +1029,7 @@ pub(super) fn write_samples(
     let mut series_ids: Vec<Option<i64>> = Vec::with_capacity(samples.len());
     let mut missing: HashMap<(&str, &str), Vec<usize>> = HashMap::new();
     for (i, s) in samples.iter().enumerate() {
-        let id = cache.get(id_cache::key(&[&s.metric, &s.labels]));
+        let id = names.ids.get(id_cache::key(&[&s.metric, &s.labels]));
         if id.is_none() {
             missing
                 .entry((s.metric.as_str(), s.labels.as_str()))
@@ -996,46 +1038,14 @@ pub(super) fn write_samples(
         }
         series_ids.push(id);
     }
-    if !missing.is_empty() {
-        let mut keys: Vec<&(&str, &str)> = missing.keys().collect();
-        keys.sort_by_cached_key(|k| creation_order(k.0, k.1));
-        let metrics: Vec<&str> = keys.iter().map(|k| k.0).collect();
-        let labels: Vec<&str> = keys.iter().map(|k| k.1).collect();
-        // Usually every name the cache lacks is new: ids from the sequence and one COPY,
-        // about half the server time of `INSERT … ON CONFLICT` (speculative insertion cost
-        // as much as the unique index itself). When some name exists already (another
-        // server made it, or it fell out of the cache) the COPY is taken back whole.
-        let ids = next_ids(tx, Sequence::Series, keys.len())?;
-        if copy_new(
-            tx,
-            "COPY series (id, metric, labels) FROM STDIN BINARY",
-            &[Type::INT8, Type::TEXT, Type::TEXT],
-            keys.len(),
-            |i| [&ids[i], &metrics[i], &labels[i]],
-        )?
-        .is_some()
-        {
-            delta.series += to_i64(keys.len() as u64);
-            for (key, id) in keys.iter().zip(&ids) {
-                cache.insert(id_cache::key(&[key.0, key.1]), *id);
-                for &i in &missing[*key] {
-                    series_ids[i] = Some(*id);
-                }
-            }
-            return write_rows(tx, samples, &series_ids, delta);
-        }
-        // Create what is missing; the rows that existed already are read after, and only
-        // those.
-        let created = tx.query(
-            "INSERT INTO series (metric, labels)
-             SELECT * FROM unnest($1::text[], $2::text[])
-             ON CONFLICT (metric, labels) DO NOTHING RETURNING id, metric, labels",
-            &[&metrics, &labels],
-        )?;
-        delta.series += to_i64(created.len() as u64);
-        let resolve = |rows: &[postgres::Row],
-                       cache: &mut IdCache,
-                       series_ids: &mut Vec<Option<i64>>| {
+    if missing.is_empty() {
+        return write_rows(tx, samples, &series_ids, delta);
+    }
+    let mut keys: Vec<&(&str, &str)> = missing.keys().collect();
+    keys.sort_by_cached_key(|k| creation_order(k.0, k.1));
+    // Each row read back (id, metric, labels) names its series' id.
+    let resolve =
+        |rows: &[postgres::Row], cache: &mut IdCache, series_ids: &mut Vec<Option<i64>>| {
             for row in rows {
                 let (id, metric, labels): (i64, &str, &str) = (row.get(0), row.get(1), row.get(2));
                 cache.insert(id_cache::key(&[metric, labels]), id);
@@ -1046,24 +1056,94 @@ pub(super) fn write_samples(
                 }
             }
         };
-        resolve(&created, cache, &mut series_ids);
-        let existing: Vec<&(&str, &str)> = keys
-            .into_iter()
-            .filter(|k| missing.get(*k).is_some_and(|i| series_ids[i[0]].is_none()))
-            .collect();
-        if !existing.is_empty() {
-            let metrics: Vec<&str> = existing.iter().map(|k| k.0).collect();
-            let labels: Vec<&str> = existing.iter().map(|k| k.1).collect();
-            let rows = tx.query(
-                "SELECT s.id, s.metric, s.labels FROM series s
-                 JOIN unnest($1::text[], $2::text[]) AS u(metric, labels)
-                   ON s.metric = u.metric AND s.labels = u.labels",
-                &[&metrics, &labels],
-            )?;
-            resolve(&rows, cache, &mut series_ids);
+    if names.look_up_first {
+        let found = look_up_series(tx, &keys)?;
+        resolve(&found, &mut names.ids, &mut series_ids);
+        names.look_up_first = !found.is_empty();
+        keys.retain(|k| missing.get(*k).is_some_and(|i| series_ids[i[0]].is_none()));
+        if keys.is_empty() {
+            return write_rows(tx, samples, &series_ids, delta);
         }
     }
+    let metrics: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let labels: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    // Usually every name the cache lacks is new: ids from the sequence and one COPY,
+    // about half the server time of `INSERT … ON CONFLICT` (speculative insertion cost
+    // as much as the unique index itself). When some name exists already (another
+    // server made it, or it fell out of the cache) the COPY is taken back whole.
+    let ids = next_ids(tx, Sequence::Series, keys.len())?;
+    if copy_new(
+        tx,
+        "COPY series (id, metric, labels) FROM STDIN BINARY",
+        &[Type::INT8, Type::TEXT, Type::TEXT],
+        keys.len(),
+        |i| [&ids[i], &metrics[i], &labels[i]],
+    )?
+    .is_some()
+    {
+        delta.series += to_i64(keys.len() as u64);
+        for (key, id) in keys.iter().zip(&ids) {
+            names.ids.insert(id_cache::key(&[key.0, key.1]), *id);
+            for &i in &missing[*key] {
+                series_ids[i] = Some(*id);
+            }
+        }
+        return write_rows(tx, samples, &series_ids, delta);
+    }
+    // Names that exist: the next batches look theirs up first.
+    names.look_up_first = true;
+    // Create what is missing; the rows that existed already are read after, and only
+    // those.
+    let created = tx.query(
+        "INSERT INTO series (metric, labels)
+         SELECT * FROM unnest($1::text[], $2::text[])
+         ON CONFLICT (metric, labels) DO NOTHING RETURNING id, metric, labels",
+        &[&metrics, &labels],
+    )?;
+    delta.series += to_i64(created.len() as u64);
+    resolve(&created, &mut names.ids, &mut series_ids);
+    keys.retain(|k| missing.get(*k).is_some_and(|i| series_ids[i[0]].is_none()));
+    if !keys.is_empty() {
+        let rows = look_up_series(tx, &keys)?;
+        resolve(&rows, &mut names.ids, &mut series_ids);
+    }
     write_rows(tx, samples, &series_ids, delta)
+}
+
+/// The rows (id, metric, labels) of the series among `keys` (metric, labels) that exist.
+fn look_up_series(
+    tx: &mut PreparedTx<'_, '_>,
+    keys: &[&(&str, &str)],
+) -> Result<Vec<postgres::Row>, StoreError> {
+    let metrics: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let labels: Vec<&str> = keys.iter().map(|k| k.1).collect();
+    Ok(tx.query(
+        "SELECT s.id, s.metric, s.labels FROM series s
+         JOIN unnest($1::text[], $2::text[]) AS u(metric, labels)
+           ON s.metric = u.metric AND s.labels = u.labels",
+        &[&metrics, &labels],
+    )?)
+}
+
+/// A writer's ids of names (series, or checks), and how it makes those it lacks.
+///
+/// Usually they are new (a fleet's first minutes, a new probe): ids from the sequence and
+/// one COPY. When they exist already — this server restarted, or another one made them —
+/// the COPY fails on the first, is taken back, and `INSERT … ON CONFLICT` and a lookup
+/// follow: three statements where a lookup would do (a restarted server at 100,000 checks
+/// spent ~100 ms a batch on them). So a COPY that meets an existing name makes the writer
+/// look names up first, creating only those not found, until a lookup finds none.
+#[derive(Default)]
+pub(super) struct Names {
+    pub(super) ids: IdCache,
+    look_up_first: bool,
+}
+
+impl Names {
+    /// Forgets every id (after a failed transaction, whose new ids may not exist).
+    pub(super) fn clear(&mut self) {
+        self.ids.clear();
+    }
 }
 
 /// Writes `samples` into head blocks, each with its series id (`series_ids`, in order).

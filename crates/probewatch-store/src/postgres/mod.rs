@@ -29,7 +29,6 @@ use std::time::Duration;
 use postgres::{Client, NoTls};
 
 use crate::StoreError;
-use crate::id_cache::IdCache;
 pub use connection::redact_url;
 use connection::{
     Manager, PreparedTx, Statements, bound_lock_waits, detect_vanished_server, shown,
@@ -107,8 +106,8 @@ pub struct PgStore {
 
 #[derive(Default)]
 struct IdCaches {
-    series: IdCache,
-    checks: IdCache,
+    series: ledger::Names,
+    checks: ledger::Names,
 }
 
 /// Closing a connection blocks on its socket, which panics on a thread that drives async
