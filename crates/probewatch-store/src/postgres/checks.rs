@@ -1,7 +1,7 @@
 //! Checks on PostgreSQL: latest state, status intervals and history.
 
-use super::PgStore;
 use super::intervals::{PgRuns, dirty, run};
+use super::{PgStore, PreparedTx};
 use crate::model::*;
 use crate::{CheckStore, StoreError, intervals};
 use postgres::types::Type;
@@ -131,9 +131,13 @@ impl CheckStore for PgStore {
                 break rows;
             }
             waiting.sort_unstable();
-            let mut tx = client.transaction()?;
+            let (conn, statements) = client.parts();
+            let mut tx = conn.transaction()?;
             lock_checks(&mut tx, &waiting)?;
-            intervals::repair_dirty(&mut PgRuns(&mut tx), &waiting)?;
+            intervals::repair_dirty(
+                &mut PgRuns(&mut PreparedTx::new(&mut tx, statements)),
+                &waiting,
+            )?;
             tx.commit()?;
             repaired = true;
         };
@@ -171,13 +175,14 @@ impl CheckStore for PgStore {
         if dirty(&mut **client, 1)?.is_empty() {
             return Ok(false);
         }
-        let mut tx = client.transaction()?;
+        let (conn, statements) = client.parts();
+        let mut tx = conn.transaction()?;
         let ids = dirty(
             &mut tx,
             i64::try_from(max_checks.max(1)).unwrap_or(i64::MAX),
         )?;
         lock_checks(&mut tx, &ids)?;
-        intervals::repair_dirty(&mut PgRuns(&mut tx), &ids)?;
+        intervals::repair_dirty(&mut PgRuns(&mut PreparedTx::new(&mut tx, statements)), &ids)?;
         let more = !dirty(&mut tx, 1)?.is_empty();
         tx.commit()?;
         Ok(more)

@@ -244,6 +244,15 @@ impl<'a, 't> PreparedTx<'a, 't> {
         let statement = self.statement(sql)?;
         self.tx.query_one(&statement, params)
     }
+
+    pub(super) fn query_opt(
+        &mut self,
+        sql: &'static str,
+        params: &[&(dyn postgres::types::ToSql + Sync)],
+    ) -> Result<Option<postgres::Row>, postgres::Error> {
+        let statement = self.statement(sql)?;
+        self.tx.query_opt(&statement, params)
+    }
 }
 
 impl<'t> std::ops::Deref for PreparedTx<'_, 't> {

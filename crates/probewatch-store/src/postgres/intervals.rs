@@ -1,13 +1,17 @@
 //! Status intervals on PostgreSQL: [`crate::intervals`]'s row operations on this back end's
-//! tables, through the caller's transaction or connection.
+//! tables, through the caller's transaction.
 
 use postgres::GenericClient;
 
+use super::PreparedTx;
 use crate::StoreError;
 use crate::intervals::{CheckState, Run, RunTable};
 
-/// The run tables seen through one transaction (or a connection, for reads).
-pub(super) struct PgRuns<'a, C: GenericClient>(pub &'a mut C);
+/// The run tables seen through one transaction, its statements prepared once per
+/// connection: a repair runs several for each check it rebuilds, and unprepared each was
+/// parsed and planned again, each a round trip of its own before it ran (a backlog's
+/// repair of 6,656 checks parsed ~60,000 statements: 1.1 s of server time in parse alone).
+pub(super) struct PgRuns<'a, 'b, 't>(pub &'a mut PreparedTx<'b, 't>);
 
 /// A check's settings and open run from six columns of its row, starting at `at`:
 /// interval_ms, usual_interval_ms, run_start_ms, run_end_ms, run_status, run_results.
@@ -35,7 +39,7 @@ pub(super) fn run(r: &postgres::Row, at: usize) -> Run {
     }
 }
 
-impl<C: GenericClient> RunTable for PgRuns<'_, C> {
+impl RunTable for PgRuns<'_, '_, '_> {
     type Error = StoreError;
 
     fn check_state(&mut self, check_id: i64) -> Result<CheckState, StoreError> {
