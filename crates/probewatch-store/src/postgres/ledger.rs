@@ -737,7 +737,8 @@ fn create_checks(
     Ok(())
 }
 
-/// The rows (id, probe, host, name) of the checks among `keys` that exist.
+/// The rows (id, probe, host, name) of the checks among `keys` that exist. Planned at
+/// every call, as [`look_up_series`].
 fn look_up_checks(
     tx: &mut PreparedTx<'_, '_>,
     keys: &[(&ProbeResult, &probewatch_core::CheckResult)],
@@ -745,11 +746,15 @@ fn look_up_checks(
     let p = column(keys, |(r, _)| r.probe.as_str());
     let h = column(keys, |(r, _)| r.host.as_str());
     let n = column(keys, |(_, c)| c.name.as_str());
-    Ok(tx.query(
+    Ok(tx.query_typed(
         "SELECT c.id, c.probe, c.host, c.name FROM checks c
          JOIN unnest($1::text[], $2::text[], $3::text[]) AS u(probe, host, name)
            ON c.probe = u.probe AND c.host = u.host AND c.name = u.name",
-        &[&p, &h, &n],
+        &[
+            (&p, Type::TEXT_ARRAY),
+            (&h, Type::TEXT_ARRAY),
+            (&n, Type::TEXT_ARRAY),
+        ],
     )?)
 }
 
@@ -1111,17 +1116,21 @@ pub(super) fn write_samples(
 }
 
 /// The rows (id, metric, labels) of the series among `keys` (metric, labels) that exist.
+///
+/// Planned at every call, not prepared: a plan kept from when the table was small (servers
+/// starting together on a fresh database) could be a hash join over a scan of the whole
+/// table, as happened to the startup scan's ledger lookup ([`LedgerStore::file_heads`]).
 fn look_up_series(
     tx: &mut PreparedTx<'_, '_>,
     keys: &[&(&str, &str)],
 ) -> Result<Vec<postgres::Row>, StoreError> {
     let metrics: Vec<&str> = keys.iter().map(|k| k.0).collect();
     let labels: Vec<&str> = keys.iter().map(|k| k.1).collect();
-    Ok(tx.query(
+    Ok(tx.query_typed(
         "SELECT s.id, s.metric, s.labels FROM series s
          JOIN unnest($1::text[], $2::text[]) AS u(metric, labels)
            ON s.metric = u.metric AND s.labels = u.labels",
-        &[&metrics, &labels],
+        &[(&metrics, Type::TEXT_ARRAY), (&labels, Type::TEXT_ARRAY)],
     )?)
 }
 
