@@ -8,7 +8,7 @@
 //!
 //! Layout: a version byte (`1`), then per series, ascending by id: the id's difference from
 //! the previous one (the first from 0; LEB128), the byte length of its run (LEB128), then the
-//! run as a [`chunk`](crate::chunk) encodes it (sorted, one sample per timestamp). Values
+//! run as a [`chunk`] encodes it (sorted, one sample per timestamp). Values
 //! keep their exact bits, so a stale marker's NaN payload survives.
 
 use crate::chunk::{self, ChunkError, Reader};

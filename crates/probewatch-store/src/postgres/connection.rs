@@ -59,7 +59,7 @@ const POOL_SIZE: u32 = 16;
 /// The pool's connection manager: rust-postgres's, but a connection is checked (one empty
 /// query) only when it has been idle a while, not at every checkout — a connection broken by
 /// a database restart is found before it is handed out, and a busy server pays nothing. It
-/// also remembers since when the server has been unreachable ([`checkout`]).
+/// also remembers since when the server has been unreachable ([`Pool::get`]).
 #[derive(Debug)]
 pub(super) struct Manager {
     connections: PostgresConnectionManager<NoTls>,

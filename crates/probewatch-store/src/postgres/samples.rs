@@ -395,7 +395,7 @@ type PerSeries = Vec<Samples>;
 /// [`read_many`]'s statement for a read of some series: each chunk a row (series, newest
 /// time, data), then each head block of their buckets a row (no series, block id, data
 /// unless the process holds it (`$5`), first and last series, bucket). Prepared on each
-/// connection ([`super::Conn::prepared`]).
+/// connection ([`super::connection::Conn::prepared`]).
 const READ_BY_IDS: &str = "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
        FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
      UNION ALL

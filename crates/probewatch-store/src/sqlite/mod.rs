@@ -75,7 +75,7 @@ pub const DB_FILE: &str = "probewatch.db";
 pub struct SqliteStore {
     path: PathBuf,
     /// Device and inode of the database file as opened: commits go into that file even if
-    /// the path is later unlinked or replaced, so [`Store::check_files`] compares.
+    /// the path is later unlinked or replaced, so [`LedgerStore::check_files`] compares.
     identity: (u64, u64),
     writer: Mutex<Writer>,
     readers: Mutex<Vec<Connection>>,
