@@ -117,33 +117,31 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    /// `sql` prepared once on this connection, so that the server keeps its plan: an
-    /// unnamed statement is planned again at every execution (0.23 ms for a rule group's
-    /// read, 20 times a cycle).
+    /// This connection's client with its prepared statements.
+    fn prepared_client(&mut self) -> Prepared<'_, Client> {
+        Prepared::new(&mut self.client, &mut self.statements)
+    }
+
+    /// `sql` prepared once on this connection, with the parameter types given (see
+    /// [`Prepared::statement_typed`]).
     pub(super) fn prepared(
         &mut self,
         sql: &'static str,
         types: &[postgres::types::Type],
     ) -> Result<postgres::Statement, postgres::Error> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.client.prepare_typed(sql, types)?;
-        self.statements.insert(sql, statement.clone());
-        Ok(statement)
+        self.prepared_client().statement_typed(sql, types)
     }
 
-    /// `sql` run with `params` as a statement prepared once on this connection (see
-    /// [`Conn::prepared`]): one round trip, where the client's own `query` with a text
-    /// first prepares an unnamed statement (a round trip of its own) and the server plans
-    /// it again each time. Every read a page makes goes through here or `query_typed`.
+    /// `sql` run with `params` as a statement prepared once on this connection: one round
+    /// trip, where the client's own `query` with a text first prepares an unnamed statement
+    /// (a round trip of its own) and the server plans it again each time. Every read a page
+    /// makes goes through here or `query_typed`.
     pub(super) fn query(
         &mut self,
         sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>, postgres::Error> {
-        let statement = self.prepared(sql, &[])?;
-        self.client.query(&statement, params)
+        self.prepared_client().query(sql, params)
     }
 
     /// [`Conn::query`] for exactly one row.
@@ -152,8 +150,7 @@ impl Conn {
         sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<postgres::Row, postgres::Error> {
-        let statement = self.prepared(sql, &[])?;
-        self.client.query_one(&statement, params)
+        self.prepared_client().query_one(sql, params)
     }
 
     /// [`Conn::query`] for at most one row.
@@ -162,8 +159,7 @@ impl Conn {
         sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Option<postgres::Row>, postgres::Error> {
-        let statement = self.prepared(sql, &[])?;
-        self.client.query_opt(&statement, params)
+        self.prepared_client().query_opt(sql, params)
     }
 
     /// [`Conn::query`] for a statement that returns no rows: the rows it changed.
@@ -172,8 +168,7 @@ impl Conn {
         sql: &'static str,
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<u64, postgres::Error> {
-        let statement = self.prepared(sql, &[])?;
-        self.client.execute(&statement, params)
+        self.prepared_client().execute(sql, params)
     }
 
     /// The client and the statements prepared on it, borrowed apart: a transaction of the
@@ -186,22 +181,39 @@ impl Conn {
 /// Statements prepared on one connection, by their text.
 pub(super) type Statements = HashMap<&'static str, postgres::Statement>;
 
-/// A transaction whose statements are prepared once per connection. An unnamed statement
-/// costs a round trip of its own (parse and describe) before it runs, and is planned again
-/// each time: an ingest batch ran a dozen of them. Its `execute`, `query` and `query_one`
-/// take the statement's text, as the transaction's own do, and `statement` gives the
-/// prepared statement (for a COPY); everything else is the transaction's (through `Deref`).
-pub(super) struct PreparedTx<'a, 't> {
-    tx: &'a mut postgres::Transaction<'t>,
+/// A client — a pooled connection, or a transaction on it — whose statements are prepared
+/// once per connection. An unnamed statement costs a round trip of its own (parse and
+/// describe) before it runs, and is planned again each time: an ingest batch ran a dozen of
+/// them. Its `execute`, `query`, `query_one` and `query_opt` take the statement's text, as
+/// the client's own do, and `statement` gives the prepared statement (for a COPY);
+/// everything else is the client's (through `Deref`).
+pub(super) struct Prepared<'a, C> {
+    client: &'a mut C,
     statements: &'a mut Statements,
 }
 
-impl<'a, 't> PreparedTx<'a, 't> {
-    pub(super) fn new(
-        tx: &'a mut postgres::Transaction<'t>,
-        statements: &'a mut Statements,
-    ) -> Self {
-        PreparedTx { tx, statements }
+/// A transaction whose statements are prepared once per connection.
+pub(super) type PreparedTx<'a, 't> = Prepared<'a, postgres::Transaction<'t>>;
+
+impl<'a, C: postgres::GenericClient> Prepared<'a, C> {
+    pub(super) fn new(client: &'a mut C, statements: &'a mut Statements) -> Self {
+        Prepared { client, statements }
+    }
+
+    /// `sql` with its parameters of `types` (inferred where empty), prepared on this
+    /// connection the first time it is asked for; the server keeps its plan.
+    pub(super) fn statement_typed(
+        &mut self,
+        sql: &'static str,
+        types: &[postgres::types::Type],
+    ) -> Result<postgres::Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        // Prepared statements outlive a transaction, even one that rolls back.
+        let statement = self.client.prepare_typed(sql, types)?;
+        self.statements.insert(sql, statement.clone());
+        Ok(statement)
     }
 
     /// `sql`, prepared on this connection the first time it is asked for.
@@ -209,13 +221,7 @@ impl<'a, 't> PreparedTx<'a, 't> {
         &mut self,
         sql: &'static str,
     ) -> Result<postgres::Statement, postgres::Error> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        // Prepared statements outlive the transaction, even one that rolls back.
-        let statement = self.tx.prepare(sql)?;
-        self.statements.insert(sql, statement.clone());
-        Ok(statement)
+        self.statement_typed(sql, &[])
     }
 
     pub(super) fn execute(
@@ -224,7 +230,7 @@ impl<'a, 't> PreparedTx<'a, 't> {
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<u64, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.tx.execute(&statement, params)
+        self.client.execute(&statement, params)
     }
 
     pub(super) fn query(
@@ -233,7 +239,7 @@ impl<'a, 't> PreparedTx<'a, 't> {
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Vec<postgres::Row>, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.tx.query(&statement, params)
+        self.client.query(&statement, params)
     }
 
     pub(super) fn query_one(
@@ -242,7 +248,7 @@ impl<'a, 't> PreparedTx<'a, 't> {
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<postgres::Row, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.tx.query_one(&statement, params)
+        self.client.query_one(&statement, params)
     }
 
     pub(super) fn query_opt(
@@ -251,20 +257,20 @@ impl<'a, 't> PreparedTx<'a, 't> {
         params: &[&(dyn postgres::types::ToSql + Sync)],
     ) -> Result<Option<postgres::Row>, postgres::Error> {
         let statement = self.statement(sql)?;
-        self.tx.query_opt(&statement, params)
+        self.client.query_opt(&statement, params)
     }
 }
 
-impl<'t> std::ops::Deref for PreparedTx<'_, 't> {
-    type Target = postgres::Transaction<'t>;
-    fn deref(&self) -> &Self::Target {
-        self.tx
+impl<C> std::ops::Deref for Prepared<'_, C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        self.client
     }
 }
 
-impl std::ops::DerefMut for PreparedTx<'_, '_> {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        self.tx
+impl<C> std::ops::DerefMut for Prepared<'_, C> {
+    fn deref_mut(&mut self) -> &mut C {
+        self.client
     }
 }
 
