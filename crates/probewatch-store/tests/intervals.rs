@@ -281,3 +281,53 @@ fn pace(store: &dyn Store) {
         ]
     );
 }
+
+#[test]
+fn a_late_result_early_in_a_long_stretch_of_one_status_is_repaired() {
+    for backend in common::backends::backends("long_stretch") {
+        long_stretch(&*backend.open());
+    }
+}
+
+/// A late result changes the status early in a run of 3,000 results: repairing it reads the
+/// whole run, more than a batched repair holds for one check on PostgreSQL (that check is
+/// repaired through the database, by pages), beside a check with a short stretch (repaired
+/// in the batch).
+fn long_stretch(store: &dyn Store) {
+    let mut model: BTreeMap<&str, BTreeMap<i64, u8>> = BTreeMap::new();
+    let mut items = Vec::new();
+    for k in 0..3_000i64 {
+        let ts = 1_000_000 + k * INTERVAL_MS;
+        let status = if k % 100 == 99 {
+            Status::Critical
+        } else {
+            Status::Ok
+        };
+        for check in ["long", "short"] {
+            let status = if check == "long" { Status::Ok } else { status };
+            model.entry(check).or_default().insert(ts, status.code());
+            items.push(item(items.len() as u64, vec![result(check, ts, status)]));
+        }
+    }
+    store.commit_batch(&items, false).expect("commit");
+    let late = 1_000_000 + 10 * INTERVAL_MS + INTERVAL_MS / 2;
+    let mut items = Vec::new();
+    for check in ["long", "short"] {
+        model
+            .entry(check)
+            .or_default()
+            .insert(late, Status::Critical.code());
+        items.push(item(
+            10_000 + items.len() as u64,
+            vec![result(check, late, Status::Critical)],
+        ));
+    }
+    store.commit_batch(&items, false).expect("commit late");
+    assert!(store.repair_intervals(64).is_ok_and(|more| !more));
+    for check in ["long", "short"] {
+        let (_, runs) = stored(store, check);
+        assert_eq!(runs, expected(&model[check]), "check {check}");
+    }
+    let (_, runs) = stored(store, "long");
+    assert_eq!(runs.len(), 3, "ok, the late critical result, ok again");
+}

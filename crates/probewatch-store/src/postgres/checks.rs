@@ -1,9 +1,9 @@
 //! Checks on PostgreSQL: latest state, status intervals and history.
 
-use super::intervals::{PgRuns, dirty, run};
+use super::intervals::{dirty, repair_dirty, run};
 use super::{PgStore, PreparedTx};
 use crate::model::*;
-use crate::{CheckStore, StoreError, intervals};
+use crate::{CheckStore, StoreError};
 use postgres::types::Type;
 
 /// The columns [`map_check`] reads, in its order (a macro, so that statements built with it
@@ -134,10 +134,7 @@ impl CheckStore for PgStore {
             let (conn, statements) = client.parts();
             let mut tx = conn.transaction()?;
             lock_checks(&mut tx, &waiting)?;
-            intervals::repair_dirty(
-                &mut PgRuns(&mut PreparedTx::new(&mut tx, statements)),
-                &waiting,
-            )?;
+            repair_dirty(&mut PreparedTx::new(&mut tx, statements), &waiting)?;
             tx.commit()?;
             repaired = true;
         };
@@ -182,7 +179,7 @@ impl CheckStore for PgStore {
             i64::try_from(max_checks.max(1)).unwrap_or(i64::MAX),
         )?;
         lock_checks(&mut tx, &ids)?;
-        intervals::repair_dirty(&mut PgRuns(&mut PreparedTx::new(&mut tx, statements)), &ids)?;
+        repair_dirty(&mut PreparedTx::new(&mut tx, statements), &ids)?;
         let more = !dirty(&mut tx, 1)?.is_empty();
         tx.commit()?;
         Ok(more)

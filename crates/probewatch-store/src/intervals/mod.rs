@@ -12,6 +12,8 @@
 
 use crate::model::StatusInterval;
 
+pub(crate) mod window;
+
 /// A silence longer than this many intervals ends a run; the time after it is "no data".
 pub(crate) const GAP_INTERVALS: i64 = 3;
 
@@ -64,11 +66,14 @@ pub(crate) struct CheckState {
     pub open: Option<Run>,
 }
 
+/// A stored result as the runs see it: (time, status, the interval it declared).
+pub(crate) type RunResult = (i64, u8, Option<i64>);
+
 /// One check's results written by the current batch: (time, status, declared interval),
 /// in batch order.
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
-    pub results: Vec<(i64, u8, Option<i64>)>,
+    pub results: Vec<RunResult>,
 }
 
 /// The row operations the algorithm needs, on one back end's tables, inside the caller's
@@ -230,22 +235,32 @@ pub(crate) fn update<T: RunTable>(
 /// each, with the open run taken into the table for the repair and out again after it.
 pub(crate) fn repair_dirty<T: RunTable>(table: &mut T, check_ids: &[i64]) -> Result<(), T::Error> {
     for &check_id in check_ids {
-        let Some((lo, hi)) = table.take_dirty(check_id)? else {
-            continue;
-        };
-        let state = table.check_state(check_id)?;
-        if let Some(o) = state.open {
-            table.write_runs(check_id, &[o])?;
+        if let Some((lo, hi)) = table.take_dirty(check_id)? {
+            repair_check(table, check_id, lo, hi)?;
         }
-        repair(table, check_id, lo, hi, &state)?;
-        // The newest run becomes the open run again.
-        let open = table.run_at_or_before(check_id, i64::MAX)?;
-        if let Some(l) = open {
-            table.delete_runs(check_id, l.start, l.start.saturating_add(1))?;
-        }
-        table.set_open(check_id, open, state.usual)?;
     }
     Ok(())
+}
+
+/// Repairs one check's runs around its late results in `[lo, hi]` (its dirty span, already
+/// taken).
+pub(crate) fn repair_check<T: RunTable>(
+    table: &mut T,
+    check_id: i64,
+    lo: i64,
+    hi: i64,
+) -> Result<(), T::Error> {
+    let state = table.check_state(check_id)?;
+    if let Some(o) = state.open {
+        table.write_runs(check_id, &[o])?;
+    }
+    repair(table, check_id, lo, hi, &state)?;
+    // The newest run becomes the open run again.
+    let open = table.run_at_or_before(check_id, i64::MAX)?;
+    if let Some(l) = open {
+        table.delete_runs(check_id, l.start, l.start.saturating_add(1))?;
+    }
+    table.set_open(check_id, open, state.usual)
 }
 
 /// Recomputes the runs of the stretch that late results in `[lo, hi]` can change: from the
