@@ -528,12 +528,9 @@ impl Engine {
         // Rules run in order at one timestamp, each seeing what the ones before recorded.
         let mut overlay = probewatch_promql::Overlay::new(source);
         // Tell the source everything the group reads, so a remote store can fetch it in a
-        // few statements instead of one round trip per selector.
-        let selections: Vec<_> = rules
-            .iter()
-            .flat_map(|rule| rule.query.selections(now_ms, &options))
-            .collect();
-        overlay.prefetch(&selections);
+        // few statements instead of one round trip per selector (a source that holds it
+        // already, from a hint for several groups, reads nothing).
+        overlay.prefetch(&self.selections(index, now_ms));
         for rule in &rules {
             let started = Instant::now();
             let result = rule.query.instant(&overlay, now_ms, &options);
@@ -602,8 +599,24 @@ impl Engine {
                 },
             );
         }
-        overlay.prefetch(&[]);
         outcome
+    }
+
+    /// Everything the rules of group `index` read when evaluated at `now_ms`: a hint for a
+    /// source ([`SeriesSource::prefetch`]), for one group or for all those due together.
+    pub fn selections(&self, index: usize, now_ms: i64) -> Vec<probewatch_promql::Selection> {
+        let Some(group) = self.groups.get(index) else {
+            return Vec::new();
+        };
+        let options = QueryOptions {
+            subquery_step_ms: group.interval_ms,
+            ..self.options
+        };
+        group
+            .rules
+            .iter()
+            .flat_map(|rule| rule.query.selections(now_ms, &options))
+            .collect()
     }
 
     /// Advances one alerting rule's alerts: what to save if anything changed, and the rule's

@@ -336,8 +336,9 @@ enum Presence {
     Some(Vec<usize>),
 }
 
-/// A [`SeriesSource`] over a store. Make one per evaluation (a query, a rule group): what a
-/// [`SeriesSource::prefetch`] hint read is kept until the next hint.
+/// A [`SeriesSource`] over a store. Make one per evaluation (a query, the rule groups due at
+/// one time): what a [`SeriesSource::prefetch`] hint read is kept until a hint it does not
+/// cover, [`StoreSource::forget_prefetched`] or the source's end.
 pub struct StoreSource<'a> {
     store: &'a dyn Store,
     index: &'a SeriesIndex,
@@ -374,6 +375,31 @@ impl<'a> StoreSource<'a> {
     /// The series index used.
     pub fn index(&self) -> &'a SeriesIndex {
         self.index
+    }
+
+    /// Drops what the last hint read: the store has changed under it (a rule group wrote
+    /// samples that the next group may read).
+    pub fn forget_prefetched(&self) {
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// Whether `cache` holds every series `selections` pick (as the index stands, not
+    /// refreshed: the hint that filled it refreshed it) over each one's range.
+    fn holds(&self, cache: &HashMap<i64, Prefetched>, selections: &[Selection]) -> bool {
+        if cache.is_empty() {
+            return false;
+        }
+        let index = self.index.inner.read().unwrap_or_else(|e| e.into_inner());
+        selections.iter().all(|selection| {
+            positions(&index, &selection.matchers).into_iter().all(|p| {
+                cache.get(&index.series[p].0).is_some_and(|held| {
+                    held.from_ms <= selection.from_ms && held.to_ms >= selection.to_ms
+                })
+            })
+        })
     }
 
     /// The selected series, served from what the last hint read when it holds every one of
@@ -419,6 +445,11 @@ impl<'a> StoreSource<'a> {
 impl SeriesSource for StoreSource<'_> {
     fn prefetch(&self, selections: &[Selection]) {
         let mut cache = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        // A hint for several rule groups due together already read what each group's own
+        // hint names: keep it (one read a cycle instead of one a group).
+        if !selections.is_empty() && self.holds(&cache, selections) {
+            return;
+        }
         cache.clear();
         if selections.is_empty() {
             return;

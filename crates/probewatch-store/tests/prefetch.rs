@@ -120,4 +120,33 @@ fn prefetch(store: &dyn Store) {
     let after = select(&ahead, r#"m{job="a"}"#, 300_000, 600_000);
     assert!(values(&after).iter().all(|v| *v == 2.0));
     assert_eq!(values(&after).len(), 5 * 31);
+
+    // A hint for several rule groups at once: a later hint that it covers (one group's)
+    // reads nothing and keeps its moment; one it does not cover reads the store.
+    let hint = |text: &str, from_ms, to_ms| Selection {
+        matchers: matchers(text),
+        from_ms,
+        to_ms,
+    };
+    ahead.prefetch(&[
+        hint(r#"m{job="a"}"#, 0, 600_000),
+        hint(r#"m{job="b"}"#, 0, 600_000),
+    ]);
+    store
+        .write_samples(&samples(0, 600_000, 3.0))
+        .expect("rewrite");
+    ahead.prefetch(&[hint(r#"m{job="b", i="2"}"#, 100_000, 600_000)]);
+    let held = select(&ahead, r#"m{job="a"}"#, 0, 600_000);
+    assert!(values(&held).iter().all(|v| *v == 2.0), "{held:?}");
+    ahead.prefetch(&[hint(r#"m{job="a"}"#, 0, 700_000)]);
+    let read = select(&ahead, r#"m{job="a"}"#, 0, 600_000);
+    assert!(values(&read).iter().all(|v| *v == 3.0), "{read:?}");
+    // Forgetting it (a group wrote what the next reads) makes the next selects read.
+    ahead.prefetch(&[hint(r#"m{job="b"}"#, 0, 600_000)]);
+    store
+        .write_samples(&samples(0, 600_000, 4.0))
+        .expect("rewrite");
+    ahead.forget_prefetched();
+    let fresh = select(&ahead, r#"m{job="b"}"#, 0, 600_000);
+    assert!(values(&fresh).iter().all(|v| *v == 4.0), "{fresh:?}");
 }

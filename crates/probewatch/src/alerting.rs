@@ -760,15 +760,14 @@ impl Rules {
             // Silence first, so the rules below see it at most one sweep old.
             self.stale.run_if_due(self.store.as_ref());
             let now = Instant::now();
-            let mut evaluated = false;
-            for (i, due) in next_due.iter_mut().enumerate() {
-                if *due <= now || triggered.contains(&i) {
-                    self.evaluate(i);
-                    *due = Instant::now() + intervals[i];
-                    evaluated = true;
+            let due: Vec<usize> = (0..next_due.len())
+                .filter(|i| next_due[*i] <= now || triggered.contains(i))
+                .collect();
+            if !due.is_empty() {
+                self.evaluate_due(&due);
+                for &i in &due {
+                    next_due[i] = Instant::now() + intervals[i];
                 }
-            }
-            if evaluated {
                 self.end_resolved_acknowledgements();
             }
         }
@@ -806,27 +805,17 @@ impl Rules {
         }
     }
 
-    /// Evaluates one group; its new alert state is applied only once the store saved it.
-    fn evaluate(&mut self, group: usize) {
-        let source = StoreSource::new(self.store.as_ref(), &self.index);
+    /// Evaluates the groups due now, in order, at one time: the silences are read once, and
+    /// one hint reads what all of them need (on PostgreSQL, two round trips a cycle instead
+    /// of two a group). A group that records samples makes the groups after it read the
+    /// store again, so a rule over another group's recorded series sees this cycle's value,
+    /// as when each group read for itself.
+    fn evaluate_due(&mut self, groups: &[usize]) {
         let now = crate::ingest::now_ms();
-        let silences = match self.store.silences() {
+        let stored = match self.store.silences() {
             Ok(rows) => {
                 let mut silences = probewatch_alerting::silence::active_silences(&rows, now);
                 silences.extend(self.maintenance.active_silences(now));
-                let rules = self.inhibitions.load();
-                if !rules.is_empty() {
-                    let firing: Vec<&std::collections::BTreeMap<String, String>> = self
-                        .engine
-                        .groups()
-                        .iter()
-                        .flat_map(|g| g.rules.iter())
-                        .flat_map(|r| self.engine.alerts(&r.key))
-                        .filter(|a| a.state == probewatch_store::AlertState::Firing)
-                        .map(|a| &a.labels)
-                        .collect();
-                    silences.extend(probewatch_alerting::inhibit::silences(&rules, &firing));
-                }
                 silences
             }
             Err(err) => {
@@ -836,9 +825,66 @@ impl Rules {
                 return;
             }
         };
+        let (store, index) = (self.store.clone(), self.index.clone());
+        let source = StoreSource::new(store.as_ref(), &index);
+        if groups.len() > 1 {
+            let hint: Vec<_> = groups
+                .iter()
+                .flat_map(|&g| self.engine.selections(g, now))
+                .collect();
+            probewatch_promql::SeriesSource::prefetch(&source, &hint);
+        }
+        for (n, &group) in groups.iter().enumerate() {
+            // Inhibitions follow what fires, which the groups before may have changed.
+            let mut silences = stored.clone();
+            silences.extend(self.inhibiting());
+            let written = self.evaluate(group, now, &source, &silences);
+            // What this group wrote (recorded series, ALERTS) and a later group reads must
+            // be read again.
+            let read_later = groups[n + 1..].iter().any(|&g| {
+                self.engine.groups().get(g).is_some_and(|g| {
+                    g.reads
+                        .as_ref()
+                        .is_none_or(|reads| reads.iter().any(|m| written.contains(m)))
+                })
+            });
+            if !written.is_empty() && read_later {
+                source.forget_prefetched();
+            }
+        }
+    }
+
+    /// Silences for the alerts that the inhibition rules mute, given what fires now.
+    fn inhibiting(&self) -> Vec<probewatch_alerting::silence::Silence> {
+        let rules = self.inhibitions.load();
+        if rules.is_empty() {
+            return Vec::new();
+        }
+        let firing: Vec<&std::collections::BTreeMap<String, String>> = self
+            .engine
+            .groups()
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .flat_map(|r| self.engine.alerts(&r.key))
+            .filter(|a| a.state == probewatch_store::AlertState::Firing)
+            .map(|a| &a.labels)
+            .collect();
+        probewatch_alerting::inhibit::silences(&rules, &firing)
+    }
+
+    /// Evaluates one group at `now`; its new alert state is applied only once the store
+    /// saved it. Returns the names of the metrics it wrote.
+    fn evaluate(
+        &mut self,
+        group: usize,
+        now: i64,
+        source: &StoreSource<'_>,
+        silences: &[probewatch_alerting::silence::Silence],
+    ) -> HashSet<String> {
         let started = std::time::Instant::now();
-        let outcome = self.engine.evaluate(group, now, &source, &silences);
+        let outcome = self.engine.evaluate(group, now, source, silences);
         let took = started.elapsed().as_secs_f64();
+        let written: HashSet<String> = outcome.recorded.iter().map(|s| s.metric.clone()).collect();
         if !outcome.recorded.is_empty()
             && let Err(err) = self.store.write_samples(&outcome.recorded)
         {
@@ -883,5 +929,6 @@ impl Rules {
                 .set(now as f64 / 1000.0);
         }
         self.snapshots.publish(snapshot);
+        written
     }
 }

@@ -14,6 +14,7 @@ use std::time::Instant;
 use clap::Args;
 use probewatch_alerting::{Engine, EngineConfig};
 use probewatch_core::SeriesSample;
+use probewatch_promql::SeriesSource;
 use probewatch_store::{SeriesIndex, Store, StoreLocation, StoreOptions, StoreSource, open_store};
 
 /// `probewatch bench-rules` options.
@@ -174,6 +175,11 @@ fn measure(
             at
         };
         let t = Instant::now();
+        // As the daemon does: one hint for every group due, then each group in turn.
+        let hint: Vec<_> = (0..group_count)
+            .flat_map(|g| engine.selections(g, at))
+            .collect();
+        source.prefetch(&hint);
         for g in 0..group_count {
             let outcome = engine.evaluate(g, at, &source, &[]);
             engine.apply(outcome.staged, at);
