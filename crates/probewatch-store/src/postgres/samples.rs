@@ -215,8 +215,7 @@ impl SampleStore for PgStore {
             &self.head_cache,
             &by_ids,
             ids,
-            from_ms,
-            to_ms,
+            &Ranges::all(from_ms, to_ms),
             max_samples,
         )?
         .ok_or(StoreError::TooManySamples { limit: max_samples })
@@ -239,29 +238,40 @@ impl SampleStore for PgStore {
         let mut ids: Vec<i64> = wanted.iter().map(|w| w.0).collect();
         ids.sort_unstable();
         ids.dedup();
+        // Each series decoded over its own range only (the union of the windows asked for
+        // it): over the widest of the group's, a rule cycle decoded and copied six times
+        // the samples of its 5-minute windows to serve one 30-minute one.
+        let mut own = vec![(i64::MAX, i64::MIN); ids.len()];
+        let mut uses = vec![0usize; ids.len()];
+        for &(id, from, to) in wanted {
+            if let Ok(i) = ids.binary_search(&id) {
+                own[i] = (own[i].0.min(from), own[i].1.max(to));
+                uses[i] += 1;
+            }
+        }
         let mut client = self.client()?;
         let by_ids = client.prepared(READ_BY_IDS, &READ_BY_IDS_TYPES)?;
-        let read = read_many(
+        let ranges = Ranges {
+            from_ms,
+            to_ms,
+            own: Some(&own),
+        };
+        let mut read = read_many(
             &mut **client,
             &self.head_cache,
             &by_ids,
             &ids,
-            from_ms,
-            to_ms,
+            &ranges,
             max_samples,
         )?
         .ok_or(StoreError::TooManySamples { limit: max_samples })?;
         Ok(wanted
             .iter()
-            .map(|&(id, from, to)| {
-                let samples = ids
-                    .binary_search(&id)
-                    .ok()
-                    .and_then(|i| read.get(i))
-                    .map_or(&[][..], |s| &s[..]);
-                let start = samples.partition_point(|s| s.0 < from);
-                let end = samples.partition_point(|s| s.0 <= to);
-                samples[start..end.max(start)].to_vec()
+            .map(|&(id, from, to)| match ids.binary_search(&id) {
+                // Asked for once: read over exactly its range.
+                Ok(i) if uses[i] == 1 => std::mem::take(&mut read[i]),
+                Ok(i) => within(&read[i], (from, to)).to_vec(),
+                Err(_) => Vec::new(),
             })
             .collect())
     }
@@ -383,7 +393,8 @@ fn read_whole(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<PerSeries, StoreError> {
-    Ok(read_many(tx, head_cache, by_ids, ids, from_ms, to_ms, usize::MAX)?.unwrap_or_default())
+    let ranges = Ranges::all(from_ms, to_ms);
+    Ok(read_many(tx, head_cache, by_ids, ids, &ranges, usize::MAX)?.unwrap_or_default())
 }
 
 /// One series' samples, oldest first.
@@ -412,18 +423,61 @@ const READ_BY_IDS_TYPES: [Type; 5] = [
     Type::INT8_ARRAY,
 ];
 
-/// The samples of each of `ids` in `[from_ms, to_ms]`, chunks then head (the head winning on
-/// equal timestamps), or `None` past `max_samples` in all. `by_ids` is [`READ_BY_IDS`]
+/// The time ranges a read wants: `[from_ms, to_ms]` for every series, or each series (by
+/// its slot in the ids read) its own range within it.
+struct Ranges<'a> {
+    from_ms: i64,
+    to_ms: i64,
+    own: Option<&'a [(i64, i64)]>,
+}
+
+impl Ranges<'_> {
+    /// The same range for every series.
+    fn all(from_ms: i64, to_ms: i64) -> Ranges<'static> {
+        Ranges {
+            from_ms,
+            to_ms,
+            own: None,
+        }
+    }
+
+    /// The range of the series in `slot`.
+    fn of(&self, slot: usize) -> (i64, i64) {
+        self.own
+            .and_then(|own| own.get(slot).copied())
+            .unwrap_or((self.from_ms, self.to_ms))
+    }
+
+    /// The smallest range holding those of `slots` (series, slot).
+    fn covering(&self, slots: &[(i64, usize)]) -> (i64, i64) {
+        slots
+            .iter()
+            .fold((i64::MAX, i64::MIN), |(lo, hi), &(_, slot)| {
+                let (from, to) = self.of(slot);
+                (lo.min(from), hi.max(to))
+            })
+    }
+}
+
+/// The samples of `samples` (oldest first) in `[from, to]`.
+fn within(samples: &[(i64, f64)], (from, to): (i64, i64)) -> &[(i64, f64)] {
+    let start = samples.partition_point(|s| s.0 < from);
+    let end = samples.partition_point(|s| s.0 <= to);
+    &samples[start..end.max(start)]
+}
+
+/// The samples of each of `ids` in its range of `ranges`, chunks then head (the head winning
+/// on equal timestamps), or `None` past `max_samples` in all. `by_ids` is [`READ_BY_IDS`]
 /// prepared on the connection of `tx`.
 fn read_many(
     tx: &mut impl GenericClient,
     head_cache: &HeadCache,
     by_ids: &postgres::Statement,
     ids: &[i64],
-    from_ms: i64,
-    to_ms: i64,
+    ranges: &Ranges<'_>,
     max_samples: usize,
 ) -> Result<Option<PerSeries>, StoreError> {
+    let (from_ms, to_ms) = (ranges.from_ms, ranges.to_ms);
     let mut out: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ids.len()];
     // (series, slot) in id order. Head blocks list their series in id order too, so one walk
     // finds a block's wanted series: a hash lookup per series of every block met was 40 % of
@@ -487,13 +541,17 @@ fn read_many(
             continue;
         }
         let mut decoded = Vec::new();
-        chunk::decode_range(r.get(2), from_ms, to_ms, &mut decoded).map_err(corrupt)?;
+        let covering = ranges.covering(slots);
+        chunk::decode_range(r.get(2), covering.0, covering.1, &mut decoded).map_err(corrupt)?;
         let taken = decoded.len();
         let max_ts: i64 = r.get(1);
         // An id asked for more than once gets a copy per slot; usually there is one.
         if let Some((&(_, last), others)) = slots.split_last() {
             for &(_, slot) in others {
-                chunked[slot].push((max_ts, decoded.clone()));
+                chunked[slot].push((max_ts, within(&decoded, ranges.of(slot)).to_vec()));
+            }
+            if ranges.of(last) != covering {
+                decoded = within(&decoded, ranges.of(last)).to_vec();
             }
             chunked[last].push((max_ts, decoded));
         }
@@ -532,11 +590,12 @@ fn read_many(
         let mut series = block.wanted(rest);
         while let Some((slots, samples)) = series.next_wanted().map_err(corrupt)? {
             run.clear();
+            let covering = ranges.covering(slots);
             samples
-                .decode_range(from_ms, to_ms, &mut run)
+                .decode_range(covering.0, covering.1, &mut run)
                 .map_err(corrupt)?;
             for &(_, slot) in slots {
-                head[slot].extend_from_slice(&run);
+                head[slot].extend_from_slice(within(&run, ranges.of(slot)));
             }
             held += run.len() * slots.len();
             if held > max_samples {
