@@ -461,6 +461,18 @@ impl Engine {
             .unwrap_or_default()
     }
 
+    /// The labels of every rule's active alerts, in rule order (only the firing ones with
+    /// `firing_only`).
+    pub fn active_labels(&self, firing_only: bool) -> Vec<&BTreeMap<String, String>> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.rules.iter())
+            .flat_map(|r| self.alerts(&r.key))
+            .filter(|a| !firing_only || a.state == AlertState::Firing)
+            .map(|a| &a.labels)
+            .collect()
+    }
+
     /// How a rule's last evaluation went.
     pub fn health(&self, rule_key: &str) -> RuleHealth {
         self.health.get(rule_key).cloned().unwrap_or_default()
@@ -529,8 +541,12 @@ impl Engine {
         let mut overlay = probewatch_promql::Overlay::new(source);
         // Tell the source everything the group reads, so a remote store can fetch it in a
         // few statements instead of one round trip per selector (a source that holds it
-        // already, from a hint for several groups, reads nothing).
-        overlay.prefetch(&self.selections(index, now_ms));
+        // already, from a hint for several groups, reads nothing). A group that reads
+        // nothing gives no hint: an empty one would end the hint for the groups after it.
+        let selections = self.selections(index, now_ms);
+        if !selections.is_empty() {
+            overlay.prefetch(&selections);
+        }
         for rule in &rules {
             let started = Instant::now();
             let result = rule.query.instant(&overlay, now_ms, &options);

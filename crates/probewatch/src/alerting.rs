@@ -788,14 +788,7 @@ impl Rules {
         if !rows.iter().any(|r| r.acknowledgement && r.active_at(now)) {
             return;
         }
-        let active: Vec<&std::collections::BTreeMap<String, String>> = self
-            .engine
-            .groups()
-            .iter()
-            .flat_map(|g| g.rules.iter())
-            .flat_map(|r| self.engine.alerts(&r.key))
-            .map(|a| &a.labels)
-            .collect();
+        let active = self.engine.active_labels(false);
         for id in probewatch_alerting::silence::acknowledgements_to_end(&rows, &active, now) {
             match self.store.expire_silence(id, now, "resolved") {
                 Ok(_) => tracing::info!(id, "acknowledgement ended: its alert resolved"),
@@ -860,16 +853,7 @@ impl Rules {
         if rules.is_empty() {
             return Vec::new();
         }
-        let firing: Vec<&std::collections::BTreeMap<String, String>> = self
-            .engine
-            .groups()
-            .iter()
-            .flat_map(|g| g.rules.iter())
-            .flat_map(|r| self.engine.alerts(&r.key))
-            .filter(|a| a.state == probewatch_store::AlertState::Firing)
-            .map(|a| &a.labels)
-            .collect();
-        probewatch_alerting::inhibit::silences(&rules, &firing)
+        probewatch_alerting::inhibit::silences(&rules, &self.engine.active_labels(true))
     }
 
     /// Evaluates one group at `now`; its new alert state is applied only once the store

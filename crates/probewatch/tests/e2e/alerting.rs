@@ -1548,3 +1548,40 @@ groups:
     assert!(page.contains("status-warning\">retrying"), "{page}");
     daemon.stop();
 }
+
+/// Groups due together are read from the store once, but a group that reads what an
+/// earlier group wrote in the same round reads again: a rule over another group's recorded
+/// `time()` sees this round's value, never the round before's.
+#[test]
+fn a_rule_on_another_groups_recording_sees_the_same_round() {
+    let env = Env::new();
+    let hook = Webhook::start(0);
+    let rules = env.dir.path().join("chain.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n  - name: record\n    rules:\n      - record: t\n        expr: time()\n  \
+         - name: alert\n    rules:\n      - alert: Behind\n        expr: time() - t > 0.5\n",
+    )
+    .expect("rules");
+    let daemon = start_with_rules(&env, &hook, &rules, "");
+    // Rounds a second apart: wait for five recorded values.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let recorded = daemon.get("/api/v1/query?query=t%5B1h%5D");
+        let values = recorded["data"]["result"][0]["values"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if values >= 5 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rounds did not run: {recorded}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let behind = daemon.get("/api/v1/query?query=ALERTS%7Balertname%3D%22Behind%22%7D%5B1h%5D");
+    assert_eq!(
+        behind["data"]["result"].as_array().map(Vec::len),
+        Some(0),
+        "the alert group read a recorded value from an earlier round: {behind}"
+    );
+    daemon.stop();
+}
