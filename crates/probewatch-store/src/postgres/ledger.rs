@@ -721,9 +721,32 @@ fn create_checks(
         }
         return Ok(());
     }
-    // Some existed (another server made them, or they fell out of the cache): the next
-    // batches look theirs up first.
-    names.look_up_first = true;
+    // Some existed (this server restarted, another one made them, or they fell out of the
+    // cache): all read once, as for series; past that, the next batches look theirs up
+    // first.
+    if !names.preloaded {
+        names.look_up_first = !preload(tx, names, Table::Checks)?;
+        for (r, c) in &keys {
+            let key = id_cache::key(&[&r.probe, &r.host, &c.name]);
+            if let Some(id) = names.ids.get(key) {
+                keyed.insert(key, id);
+            }
+        }
+        keys.retain(|k| !is_known(keyed, k));
+        if keys.is_empty() {
+            return Ok(());
+        }
+    } else {
+        names.look_up_first = true;
+    }
+    let p = column(&keys, |(r, _)| r.probe.as_str());
+    let h = column(&keys, |(r, _)| r.host.as_str());
+    let n = column(&keys, |(_, c)| c.name.as_str());
+    let iv = column(&keys, |(r, _)| r.interval_ms);
+    let ts = column(&keys, |(r, _)| r.time_ms);
+    let st = column(&keys, |(_, c)| i16::from(c.status.code()));
+    let du = column(&keys, |(_, c)| c.duration_seconds);
+    let me = column(&keys, |(_, c)| c.message.as_str());
     tx.execute(
         "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
             last_duration, last_message)
@@ -1095,8 +1118,26 @@ pub(super) fn write_samples(
         }
         return write_rows(tx, samples, &series_ids, delta);
     }
-    // Names that exist: the next batches look theirs up first.
-    names.look_up_first = true;
+    // Names that exist: a restarted writer (or one joining a fleet) reads them all once;
+    // past what its cache holds, the next batches look theirs up first.
+    if !names.preloaded {
+        names.look_up_first = !preload(tx, names, Table::Series)?;
+        for key in &keys {
+            if let Some(id) = names.ids.get(id_cache::key(&[key.0, key.1])) {
+                for &i in &missing[*key] {
+                    series_ids[i] = Some(id);
+                }
+            }
+        }
+        keys.retain(|k| missing.get(*k).is_some_and(|i| series_ids[i[0]].is_none()));
+        if keys.is_empty() {
+            return write_rows(tx, samples, &series_ids, delta);
+        }
+    } else {
+        names.look_up_first = true;
+    }
+    let metrics: Vec<&str> = keys.iter().map(|k| k.0).collect();
+    let labels: Vec<&str> = keys.iter().map(|k| k.1).collect();
     // Create what is missing; the rows that existed already are read after, and only
     // those.
     let created = tx.query(
@@ -1146,13 +1187,54 @@ fn look_up_series(
 pub(super) struct Names {
     pub(super) ids: IdCache,
     look_up_first: bool,
+    /// The table was read whole into `ids` once ([`preload`]).
+    preloaded: bool,
 }
 
 impl Names {
     /// Forgets every id (after a failed transaction, whose new ids may not exist).
     pub(super) fn clear(&mut self) {
         self.ids.clear();
+        self.preloaded = false;
     }
+}
+
+/// A table of names.
+#[derive(Clone, Copy)]
+enum Table {
+    Series,
+    Checks,
+}
+
+/// Reads every name of `table` into the writer's cache, once: the first time a COPY meets
+/// an existing name (a restarted server: at 100,000 checks, looking up each batch's 13,000
+/// series names cost it ~42 ms a batch, 2.3 s of a 100,000-file backlog). Streamed, at
+/// most the cache's capacity; true when that was the whole table.
+fn preload(
+    tx: &mut PreparedTx<'_, '_>,
+    names: &mut Names,
+    table: Table,
+) -> Result<bool, StoreError> {
+    use postgres::fallible_iterator::FallibleIterator;
+    names.preloaded = true;
+    let limit = i64::try_from(IdCache::CAPACITY).unwrap_or(i64::MAX);
+    let sql = match table {
+        Table::Series => "SELECT id, metric, labels, NULL::text FROM series LIMIT $1",
+        Table::Checks => "SELECT id, probe, host, name FROM checks LIMIT $1",
+    };
+    let above = limit + 1;
+    let mut rows = tx.query_raw(sql, [&above as &(dyn ToSql + Sync)])?;
+    let mut read = 0i64;
+    while let Some(row) = rows.next()? {
+        read += 1;
+        let (a, b): (&str, &str) = (row.get(1), row.get(2));
+        let key = match table {
+            Table::Series => id_cache::key(&[a, b]),
+            Table::Checks => id_cache::key(&[a, b, row.get::<_, &str>(3)]),
+        };
+        names.ids.insert(key, row.get(0));
+    }
+    Ok(read <= limit)
 }
 
 /// Writes `samples` into head blocks, each with its series id (`series_ids`, in order).
