@@ -739,14 +739,8 @@ fn create_checks(
     } else {
         names.look_up_first = true;
     }
-    let p = column(&keys, |(r, _)| r.probe.as_str());
-    let h = column(&keys, |(r, _)| r.host.as_str());
-    let n = column(&keys, |(_, c)| c.name.as_str());
-    let iv = column(&keys, |(r, _)| r.interval_ms);
-    let ts = column(&keys, |(r, _)| r.time_ms);
-    let st = column(&keys, |(_, c)| i16::from(c.status.code()));
-    let du = column(&keys, |(_, c)| c.duration_seconds);
-    let me = column(&keys, |(_, c)| c.message.as_str());
+    // The rows of every name the COPY held (those found since are skipped by the
+    // conflict); then the ids of the rest.
     tx.execute(
         "INSERT INTO checks (probe, host, name, interval_ms, last_ts_ms, last_status,
             last_duration, last_message)
