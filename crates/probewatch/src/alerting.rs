@@ -800,9 +800,10 @@ impl Rules {
 
     /// Evaluates the groups due now, in order, at one time: the silences are read once, and
     /// one hint reads what all of them need (on PostgreSQL, two round trips a cycle instead
-    /// of two a group). A group that records samples makes the groups after it read the
-    /// store again, so a rule over another group's recorded series sees this cycle's value,
-    /// as when each group read for itself.
+    /// of two a group). A group that writes samples (recorded series, `ALERTS`) that a
+    /// group after it reads makes the groups after it read the store again, so a rule over
+    /// another group's recorded series sees this round's value, as when each group read for
+    /// itself.
     fn evaluate_due(&mut self, groups: &[usize]) {
         let now = crate::ingest::now_ms();
         let stored = match self.store.silences() {
