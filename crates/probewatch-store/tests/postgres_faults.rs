@@ -95,3 +95,42 @@ fn urls_are_shown_without_their_password() {
     );
     assert!(!redact_url("postgres://pw:s3cret@[::1/").contains("s3cret"));
 }
+
+/// A reader that asks first after the server went away learns it within a moment, not
+/// after the pool's whole wait for a connection (3 s: it began waiting while the server
+/// was thought to be there); later readers learn it at once; and the store comes back by
+/// itself when the server does.
+#[test]
+fn the_first_read_after_the_database_stops_fails_within_a_moment() {
+    let Some(pg) = TestPostgres::start() else {
+        return;
+    };
+    let store = PgStore::open(&pg.url("postgres"), None).expect("open");
+    store.stats().expect("reachable");
+    pg.stop();
+    // Past the idle time after which a pooled connection is checked before use.
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    for asked in ["first", "second"] {
+        let started = std::time::Instant::now();
+        match store.stats() {
+            Err(StoreError::Unreachable(msg)) => {
+                assert!(msg.contains(&format!("127.0.0.1:{}", pg.port())), "{msg}")
+            }
+            other => panic!("expected Unreachable, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1_500),
+            "the {asked} read waited {:?}",
+            started.elapsed()
+        );
+    }
+    pg.restart();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while store.stats().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store did not come back"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

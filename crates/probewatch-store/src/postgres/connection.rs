@@ -66,8 +66,8 @@ pub(super) struct Manager {
     unreachable_since: Unreachable,
 }
 
-/// Since when every attempt to connect has failed without an answer from the server
-/// (refused, timed out, no route); `None` once one succeeds.
+/// Since when every attempt to connect has failed with nothing to wait for (no answer
+/// from the server, or one that is not "too many connections"); `None` once one succeeds.
 type Unreachable = std::sync::Arc<Mutex<Option<std::time::Instant>>>;
 
 fn since(unreachable: &Unreachable) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
@@ -84,28 +84,35 @@ pub(super) struct Pool {
 
 impl Pool {
     /// A connection to the server shown as `shown`, waiting [`CONNECTION_WAIT`] at most, or
-    /// [`UNREACHABLE_WAIT`] while the server is unreachable (the pool's own attempts go on
-    /// in the background, and the next caller gets the connection they open). An idle
+    /// [`UNREACHABLE_WAIT`] once the server is unreachable (the pool's own attempts go on in
+    /// the background, and the next caller gets the connection they open). The wait is
+    /// taken in slices of [`UNREACHABLE_WAIT`], so that a caller who began waiting while the
+    /// server was thought to be there (the first after it went away) stops as soon as an
+    /// attempt to connect finds it gone, not at the end of its [`CONNECTION_WAIT`]. An idle
     /// connection that passes its check is handed out either way.
     pub(super) fn get(&self, shown: &str) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
-        let away = *since(&self.unreachable_since);
-        let wait = if away.is_some() {
-            UNREACHABLE_WAIT
-        } else {
-            CONNECTION_WAIT
-        };
-        self.pool.get_timeout(wait).map_err(|err| {
-            StoreError::Unreachable(match away {
-                Some(since) => format!(
+        let deadline = std::time::Instant::now() + CONNECTION_WAIT;
+        loop {
+            let slice =
+                UNREACHABLE_WAIT.min(deadline.saturating_duration_since(std::time::Instant::now()));
+            let err = match self.pool.get_timeout(slice) {
+                Ok(conn) => return Ok(conn),
+                Err(err) => err,
+            };
+            let away = *since(&self.unreachable_since);
+            if let Some(since) = away {
+                return Err(StoreError::Unreachable(format!(
                     "no connection to PostgreSQL at {shown}: unreachable for {} s ({err})",
                     since.elapsed().as_secs()
-                ),
-                None => format!(
+                )));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(StoreError::Unreachable(format!(
                     "no connection to PostgreSQL at {shown} within {} s: {err}",
                     CONNECTION_WAIT.as_secs()
-                ),
-            })
-        })
+                )));
+            }
+        }
     }
 }
 
@@ -307,9 +314,15 @@ impl r2d2::ManageConnection for Manager {
                 })
             }
             Err(err) => {
-                // The server answered (a wrong password, too many connections): it is
-                // there, and a caller may get a connection another gives back.
-                if err.as_db_error().is_none() {
+                // Only a server that answered "too many connections" (or another lack of
+                // resources) is there for a caller, who may get a connection another gives
+                // back. Not answering (refused, timed out, no route), or answering that it
+                // is shutting down or starting up (`57P03`, what a stopping server says
+                // until its port closes) or that it refuses us, leaves nothing to wait for.
+                let busy = err
+                    .as_db_error()
+                    .is_some_and(|db| db.code().code().starts_with("53"));
+                if !busy {
                     since(&self.unreachable_since).get_or_insert_with(std::time::Instant::now);
                 }
                 Err(err)

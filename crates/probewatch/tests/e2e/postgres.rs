@@ -82,14 +82,14 @@ fn a_server_on_postgresql_survives_the_database_restarting_under_ingest() {
     );
     // A page says so in HTML (and reloads itself) at once: the pool knows the server is
     // unreachable and holds no connection, so it does not wait its 3 s for one (it waited
-    // 3 s, and 6 s before that); the query API as Prometheus would. (Under the whole
-    // suite on 2 cores one run in six took over 2 s, so the bound is 2.5 s: still short of
-    // the 3 s wait it rules out.)
+    // 3 s, and 6 s before that; and 3 s again in one run in six under the whole suite,
+    // while the pool's attempts had met only a server shutting down, which it counted as
+    // busy); the query API as Prometheus would.
     let asked = Instant::now();
     let page = reqwest::blocking::get(format!("{}/", daemon.base)).expect("overview");
     assert_eq!(page.status(), 503);
     assert!(
-        asked.elapsed() < Duration::from_millis(2_500),
+        asked.elapsed() < Duration::from_secs(2),
         "{:?}",
         asked.elapsed()
     );
