@@ -114,13 +114,13 @@ struct RunResult {
 }
 
 /// Heavy queries over everything the bench writes (its results are stamped from
-/// 1,700,000,000 s on, one second apart): a range query over all series at a 5 s step (wider
-/// past 50,000 files), an
-/// instant query over an hour of every series, and a subquery.
-fn heavy_queries(files: u64) -> Vec<String> {
-    let (start, end) = (1_700_000_000u64, 1_700_000_000 + files.max(60));
-    // 5 s, or wider where that would pass Prometheus's 11,000 points per series.
-    let step = (files.max(60) / 10_000).max(5);
+/// 1,700,000,000 s on, [`file_time_s`]): a range query over all series at a 5 s step (wider
+/// where that would pass Prometheus's 11,000 points per series), an instant query over an
+/// hour of every series, and a subquery.
+fn heavy_queries(files: u64, checks: u64) -> Vec<String> {
+    let start = file_time_s(0, checks);
+    let end = file_time_s(files, checks).max(start + 60);
+    let step = ((end - start) / 10_000).max(5);
     let enc = |q: &str| -> String { form_urlencoded::byte_serialize(q.as_bytes()).collect() };
     vec![
         format!(
@@ -145,12 +145,12 @@ struct QueryLoad {
 }
 
 impl QueryLoad {
-    fn start(base: &str, n: usize, files: u64) -> QueryLoad {
+    fn start(base: &str, n: usize, files: u64, checks: u64) -> QueryLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let threads = (0..n)
             .map(|i| {
                 let (stop, base) = (stop.clone(), base.to_string());
-                let queries = heavy_queries(files);
+                let queries = heavy_queries(files, checks);
                 std::thread::spawn(move || {
                     let client = reqwest::blocking::Client::new();
                     let (mut ok, mut failed, mut first_error) = (0, 0, None);
@@ -221,6 +221,24 @@ pub(crate) fn probes_of(checks: u64) -> u64 {
     (checks / 2).max(1)
 }
 
+/// The time (seconds) of file `n`: each probe reports every 60 s, its declared interval,
+/// the probes of one round spread over the minute, so every file has a time of its own.
+/// (Until 2026-11-28 file `n` was at second `n`: a probe's results came `checks / 2`
+/// seconds apart, over three of its 60 s intervals from 360 checks up, so every result
+/// followed a silence and ended its check's run — each a status interval row, a cost no
+/// probe keeping to its interval makes.)
+pub(crate) fn file_time_s(n: u64, checks: u64) -> u64 {
+    let probes = probes_of(checks);
+    1_700_000_000 + (n / probes) * 60 + (n % probes) * 60 / probes
+}
+
+/// Whether file `n`'s `login` check is critical: one round in ten for each probe, the
+/// probes taking turns, so that statuses change (and runs end) as a flapping service's do.
+fn login_critical(n: u64, checks: u64) -> bool {
+    let probes = probes_of(checks);
+    (n / probes + n % probes).is_multiple_of(10)
+}
+
 /// [`result_file`] as result JSON.
 pub(crate) fn json_file(n: u64, checks: u64) -> String {
     let probe = n % probes_of(checks);
@@ -240,8 +258,8 @@ pub(crate) fn json_file(n: u64, checks: u64) -> String {
  "metrics": [{}]}}"#,
         probe / 7,
         probe % 7,
-        1_700_000_000 + n,
-        if n.is_multiple_of(10) {
+        file_time_s(n, checks),
+        if login_critical(n, checks) {
             "critical"
         } else {
             "ok"
@@ -257,11 +275,11 @@ pub(crate) fn json_file(n: u64, checks: u64) -> String {
 pub(crate) fn prometheus_file(n: u64, checks: u64) -> String {
     let probe = n % probes_of(checks);
     let who = format!("probe=\"bench-{}\",host=\"host-{}\"", probe / 7, probe % 7);
-    let at = (1_700_000_000 + n) * 1000;
+    let at = file_time_s(n, checks) * 1000;
     let mut text = String::from("# TYPE bench_check_status gauge\n");
     text.push_str(&format!(
         "bench_check_status{{{who},check=\"login\"}} {} {at}\nbench_check_status{{{who},check=\"search\"}} 0 {at}\n",
-        if n.is_multiple_of(10) { 2 } else { 0 },
+        if login_critical(n, checks) { 2 } else { 0 },
     ));
     for m in 0..10 {
         text.push_str(&format!(
@@ -273,19 +291,19 @@ pub(crate) fn prometheus_file(n: u64, checks: u64) -> String {
     text
 }
 
-/// The result file for number `n`: 2 checks and 10 metrics, unique time. Files take turns
-/// among `checks / 2` probes (a probe is a name and a host).
+/// The result file for number `n`: 2 checks and 10 metrics, at [`file_time_s`]. Files take
+/// turns among `checks / 2` probes (a probe is a name and a host).
 pub(crate) fn result_file(n: u64, checks: u64) -> String {
     let probe = n % probes_of(checks);
     let mut xml = format!(
         "<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<probe name=\"bench-{}\" host=\"host-{}\" time=\"{}\" interval=\"60s\">\n",
         probe / 7,
         probe % 7,
-        1_700_000_000 + n
+        file_time_s(n, checks)
     );
     xml.push_str(&format!(
         "  <check name=\"login\" status=\"{}\" duration=\"0.0{}\">logged in</check>\n",
-        if n.is_multiple_of(10) {
+        if login_critical(n, checks) {
             "critical"
         } else {
             "ok"
@@ -635,7 +653,8 @@ fn run_probewatch_on(
         let daemon = Daemon::start(&work, args, postgres)?;
         // Started before the files, so queries overlap the whole live run; their data grows
         // as the files arrive.
-        load = (query_load > 0).then(|| QueryLoad::start(&daemon.base, query_load, args.files));
+        load = (query_load > 0)
+            .then(|| QueryLoad::start(&daemon.base, query_load, args.files, args.checks));
         let start = now_us();
         (generate(&spool, args)?, daemon, start)
     };
@@ -997,4 +1016,36 @@ pub(crate) fn store_samples(
     store.commit_batch(&[synthetic_item(n, Vec::new(), samples)], false)?;
     while store.compact(step)?.more() {}
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{file_time_s, login_critical, probes_of};
+
+    /// The bench's probes keep to their declared 60 s interval (no result follows a silence,
+    /// which would end its check's run), and their `login` check changes status now and then.
+    #[test]
+    fn bench_probes_report_at_their_interval() {
+        for checks in [2, 1_000, 100_000] {
+            let probes = probes_of(checks);
+            for n in [0, 1, probes / 2, probes * 3 + 7] {
+                assert_eq!(
+                    file_time_s(n + probes, checks) - file_time_s(n, checks),
+                    60,
+                    "{checks} checks, file {n}"
+                );
+            }
+            let statuses: Vec<bool> = (0..20)
+                .map(|round| login_critical(round * probes, checks))
+                .collect();
+            assert_eq!(
+                statuses.iter().filter(|c| **c).count(),
+                2,
+                "{checks} checks"
+            );
+        }
+        // Files of one round are spread over the minute, in order.
+        assert!(file_time_s(499, 1_000) > file_time_s(0, 1_000));
+        assert!(file_time_s(499, 1_000) < file_time_s(500, 1_000));
+    }
 }

@@ -4,9 +4,10 @@
 //! The files are the ingest bench's (`probewatch bench`: 2 checks and 10 metrics each,
 //! taking turns among `--checks` checks), parsed once up front; what is timed is only the
 //! store: `commit_batch` of `--batch` files at a time plus the compaction step the ingest
-//! writer runs after each batch. The baseline writes the same ledger rows, check results
-//! and samples with three binary COPYs per batch into plain tables without indexes or
-//! constraints: the floor for getting those bytes into PostgreSQL.
+//! writer runs after each batch (each run also shows a batch's mean time in each). The
+//! baseline writes the same ledger rows, check results and samples with three binary COPYs
+//! per batch into plain tables without indexes or constraints: the floor for getting those
+//! bytes into PostgreSQL.
 
 use std::time::Instant;
 
@@ -94,23 +95,52 @@ impl Workload {
         })
     }
 
-    /// Commits the warm-up files, then times the others; returns files per second.
-    fn through_store(&self, store: &dyn Store, batch: usize) -> anyhow::Result<f64> {
+    /// Commits the warm-up files, then times the others.
+    fn through_store(&self, store: &dyn Store, batch: usize) -> anyhow::Result<Timed> {
         commit_all(store, &self.warm, batch)?;
         let start = Instant::now();
-        commit_all(store, &self.timed, batch)?;
-        Ok(self.timed.len() as f64 / start.elapsed().as_secs_f64())
+        let (committing, compacting) = commit_all(store, &self.timed, batch)?;
+        let batches = self.timed.len().div_ceil(batch).max(1) as f64;
+        Ok(Timed {
+            files_per_sec: self.timed.len() as f64 / start.elapsed().as_secs_f64(),
+            commit_ms: committing * 1e3 / batches,
+            compact_ms: compacting * 1e3 / batches,
+        })
     }
 }
 
-/// Commits every batch as the ingest writer does, with a compaction step after each.
-fn commit_all(store: &dyn Store, items: &[IngestItem], batch: usize) -> anyhow::Result<()> {
+/// One store's timed run: files per second, and a batch's mean time in `commit_batch` and
+/// in the compaction step after it.
+struct Timed {
+    files_per_sec: f64,
+    commit_ms: f64,
+    compact_ms: f64,
+}
+
+impl std::fmt::Display for Timed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>8.0} files/s ({:.1} + {:.1} ms a batch)",
+            self.files_per_sec, self.commit_ms, self.compact_ms
+        )
+    }
+}
+
+/// Commits every batch as the ingest writer does, with a compaction step after each;
+/// returns the seconds spent committing and compacting.
+fn commit_all(store: &dyn Store, items: &[IngestItem], batch: usize) -> anyhow::Result<(f64, f64)> {
+    let (mut committing, mut compacting) = (0.0, 0.0);
     for chunk in items.chunks(batch) {
+        let started = Instant::now();
         let summary = store.commit_batch(chunk, false)?;
+        let committed = Instant::now();
         let samples = usize::try_from(summary.samples).unwrap_or(usize::MAX);
         store.compact(samples.saturating_mul(2).max(1_000))?;
+        committing += (committed - started).as_secs_f64();
+        compacting += committed.elapsed().as_secs_f64();
     }
-    Ok(())
+    Ok((committing, compacting))
 }
 
 /// A fresh database on the server `admin` points at (dropped first if a run left it);
@@ -318,11 +348,9 @@ pub fn run(args: &BenchStoreArgs) -> anyhow::Result<std::process::ExitCode> {
         let c = in_fresh_database(&args.postgres, &name, |url| {
             bare_copy(url, &work.timed, args.batch)
         })?;
-        println!(
-            "  run {run}: sqlite {s:>8.0} files/s   postgresql {p:>8.0} files/s   bare COPY {c:>8.0} files/s"
-        );
-        sqlite.push(s);
-        pg.push(p);
+        println!("  run {run}: sqlite {s}   postgresql {p}   bare COPY {c:>8.0} files/s");
+        sqlite.push(s.files_per_sec);
+        pg.push(p.files_per_sec);
         copy.push(c);
     }
     let (s, p, c) = (median(sqlite), median(pg), median(copy));
