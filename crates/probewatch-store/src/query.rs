@@ -342,8 +342,70 @@ enum Presence {
 pub struct StoreSource<'a> {
     store: &'a dyn Store,
     index: &'a SeriesIndex,
-    /// Series read ahead for the current hint, by store id.
-    prefetched: Mutex<HashMap<i64, Prefetched>>,
+    /// What the current hint read.
+    prefetched: Mutex<Held>,
+}
+
+/// What a [`SeriesSource::prefetch`] hint read: each series' samples, and which series each
+/// of its selectors picked, so that neither the check that a later hint is covered nor a
+/// select served from it matches the index again (three matchings of every selector a rule
+/// round, a third of its time at 100,000 series).
+#[derive(Default)]
+struct Held {
+    /// Samples by store id.
+    series: HashMap<i64, Prefetched>,
+    /// Each selector's series and the range they were read over.
+    selectors: HashMap<MatchersKey, HeldSelector>,
+    /// Series in the index when the selectors were matched: positions stay valid as series
+    /// are only added, but a selector may pick one added since.
+    index_len: usize,
+}
+
+/// One selector of a hint: its series' positions in the index, and the widest range any
+/// selection of it asked for (each of its series was read over at least that).
+struct HeldSelector {
+    positions: Vec<usize>,
+    from_ms: i64,
+    to_ms: i64,
+}
+
+/// A selector's matchers, as a map key.
+type MatchersKey = Vec<(String, u8, String)>;
+
+fn matchers_key(matchers: &[Matcher]) -> MatchersKey {
+    matchers
+        .iter()
+        .map(|m| {
+            let op = match m.op {
+                MatchOp::Equal => 0,
+                MatchOp::NotEqual => 1,
+                MatchOp::Re(_) => 2,
+                MatchOp::NotRe(_) => 3,
+            };
+            (m.name.clone(), op, m.value.clone())
+        })
+        .collect()
+}
+
+impl Held {
+    /// Whether every one of `selections` was read, over its range at least: a selector of
+    /// the hint itself (what a rule group's own hint repeats of its round's) by its key,
+    /// another by the series it picks in `index` (not refreshed: the hint refreshed it).
+    fn covers(&self, index: &Index, selections: &[Selection]) -> bool {
+        !self.series.is_empty()
+            && selections.iter().all(|selection| {
+                match self.selectors.get(&matchers_key(&selection.matchers)) {
+                    Some(held) => {
+                        held.from_ms <= selection.from_ms && held.to_ms >= selection.to_ms
+                    }
+                    None => positions(index, &selection.matchers).into_iter().all(|p| {
+                        self.series.get(&index.series[p].0).is_some_and(|held| {
+                            held.from_ms <= selection.from_ms && held.to_ms >= selection.to_ms
+                        })
+                    }),
+                }
+            })
+    }
 }
 
 /// One series' samples read ahead, and the time range they cover.
@@ -363,7 +425,7 @@ impl<'a> StoreSource<'a> {
         StoreSource {
             store,
             index,
-            prefetched: Mutex::new(HashMap::new()),
+            prefetched: Mutex::new(Held::default()),
         }
     }
 
@@ -380,26 +442,7 @@ impl<'a> StoreSource<'a> {
     /// Drops what the last hint read: the store has changed under it (a rule group wrote
     /// samples that the next group may read).
     pub fn forget_prefetched(&self) {
-        self.prefetched
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-    }
-
-    /// Whether `cache` holds every series `selections` pick (as the index stands, not
-    /// refreshed: the hint that filled it refreshed it) over each one's range.
-    fn holds(&self, cache: &HashMap<i64, Prefetched>, selections: &[Selection]) -> bool {
-        if cache.is_empty() {
-            return false;
-        }
-        let index = self.index.inner.read().unwrap_or_else(|e| e.into_inner());
-        selections.iter().all(|selection| {
-            positions(&index, &selection.matchers).into_iter().all(|p| {
-                cache.get(&index.series[p].0).is_some_and(|held| {
-                    held.from_ms <= selection.from_ms && held.to_ms >= selection.to_ms
-                })
-            })
-        })
+        *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) = Held::default();
     }
 
     /// The selected series, served from what the last hint read when it holds every one of
@@ -411,16 +454,25 @@ impl<'a> StoreSource<'a> {
         to_ms: i64,
         max_samples: usize,
     ) -> Option<Result<Vec<Series>, QueryError>> {
-        let cache = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.is_empty() {
+        let held = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        if held.series.is_empty() {
             return None;
         }
         // No index refresh: the hint refreshed it, and the evaluation sees that moment.
-        let selected = self.index.matching(matchers);
+        let index = self.index.inner.read().unwrap_or_else(|e| e.into_inner());
+        let matched;
+        let selected: &[usize] = match held.selectors.get(&matchers_key(matchers)) {
+            Some(selector) if index.series.len() == held.index_len => &selector.positions,
+            _ => {
+                matched = positions(&index, matchers);
+                &matched
+            }
+        };
         let mut out = Vec::with_capacity(selected.len());
-        let mut held = 0usize;
-        for (id, labels) in selected {
-            let entry = cache.get(&id)?;
+        let mut samples = 0usize;
+        for &position in selected {
+            let (id, labels) = &index.series[position];
+            let entry = held.series.get(id)?;
             if entry.from_ms > from_ms || entry.to_ms < to_ms {
                 return None;
             }
@@ -428,12 +480,12 @@ impl<'a> StoreSource<'a> {
             if points.is_empty() {
                 continue;
             }
-            held += points.len();
-            if held > max_samples {
+            samples += points.len();
+            if samples > max_samples {
                 return Some(Err(QueryError::TooManySamples));
             }
             out.push(Series {
-                labels,
+                labels: labels.clone(),
                 points: points.to_vec(),
                 drop_name: false,
             });
@@ -444,13 +496,18 @@ impl<'a> StoreSource<'a> {
 
 impl SeriesSource for StoreSource<'_> {
     fn prefetch(&self, selections: &[Selection]) {
-        let mut cache = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        let mut held = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
         // A hint for several rule groups due together already read what each group's own
         // hint names: keep it (one read a cycle instead of one a group).
-        if !selections.is_empty() && self.holds(&cache, selections) {
+        if !selections.is_empty()
+            && held.covers(
+                &self.index.inner.read().unwrap_or_else(|e| e.into_inner()),
+                selections,
+            )
+        {
             return;
         }
-        cache.clear();
+        *held = Held::default();
         if selections.is_empty() {
             return;
         }
@@ -458,24 +515,45 @@ impl SeriesSource for StoreSource<'_> {
             tracing::debug!(error = %err, "prefetch skipped");
             return;
         }
-        // Each series' widest range over the selections that pick it, all read at once
-        // (`read_ranges`: a group's rules use a handful of windows).
+        // Each selector matched once, over the widest range its selections ask for (a
+        // group's rules use a handful of windows); each series read over the widest range
+        // of the selectors that pick it, all at once (`read_ranges`).
+        let mut ranges: HashMap<MatchersKey, (&[Matcher], i64, i64)> = HashMap::new();
+        for selection in selections {
+            ranges
+                .entry(matchers_key(&selection.matchers))
+                .and_modify(|(_, from, to)| {
+                    *from = (*from).min(selection.from_ms);
+                    *to = (*to).max(selection.to_ms);
+                })
+                .or_insert((&selection.matchers, selection.from_ms, selection.to_ms));
+        }
         let mut wanted: HashMap<i64, (i64, i64)> = HashMap::new();
-        {
+        let mut selectors = HashMap::with_capacity(ranges.len());
+        let index_len = {
             let index = self.index.inner.read().unwrap_or_else(|e| e.into_inner());
-            for selection in selections {
-                for p in positions(&index, &selection.matchers) {
-                    let range = (selection.from_ms, selection.to_ms);
+            for (key, (matchers, from_ms, to_ms)) in ranges {
+                let picked = positions(&index, matchers);
+                for &p in &picked {
                     wanted
                         .entry(index.series[p].0)
                         .and_modify(|(a, b)| {
-                            *a = (*a).min(range.0);
-                            *b = (*b).max(range.1);
+                            *a = (*a).min(from_ms);
+                            *b = (*b).max(to_ms);
                         })
-                        .or_insert(range);
+                        .or_insert((from_ms, to_ms));
                 }
+                selectors.insert(
+                    key,
+                    HeldSelector {
+                        positions: picked,
+                        from_ms,
+                        to_ms,
+                    },
+                );
             }
-        }
+            index.series.len()
+        };
         let mut wanted: Vec<(i64, i64, i64)> = wanted
             .into_iter()
             .map(|(id, (from, to))| (id, from, to))
@@ -483,8 +561,9 @@ impl SeriesSource for StoreSource<'_> {
         wanted.sort_unstable();
         match self.store.read_ranges(&wanted, PREFETCH_MAX_SAMPLES) {
             Ok(read) => {
+                held.series.reserve(wanted.len());
                 for ((id, from_ms, to_ms), points) in wanted.into_iter().zip(read) {
-                    cache.insert(
+                    held.series.insert(
                         id,
                         Prefetched {
                             from_ms,
@@ -493,12 +572,14 @@ impl SeriesSource for StoreSource<'_> {
                         },
                     );
                 }
+                held.selectors = selectors;
+                held.index_len = index_len;
             }
             Err(err) => {
                 // Too much to hold, or the store failed: the selects read as usual and
                 // report what they meet.
                 tracing::debug!(error = %err, "prefetch abandoned");
-                cache.clear();
+                *held = Held::default();
             }
         }
     }

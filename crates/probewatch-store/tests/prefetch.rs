@@ -149,4 +149,20 @@ fn prefetch(store: &dyn Store) {
     ahead.forget_prefetched();
     let fresh = select(&ahead, r#"m{job="b"}"#, 0, 600_000);
     assert!(values(&fresh).iter().all(|v| *v == 4.0), "{fresh:?}");
+
+    // A series added after the hint matched its selectors, and put in the shared index by
+    // another source's select, is not hidden by what the hint matched: the select reads.
+    ahead.prefetch(&[hint(r#"m{job="a"}"#, 0, 600_000)]);
+    assert_eq!(select(&ahead, r#"m{job="a"}"#, 0, 600_000).len(), 5);
+    store
+        .write_samples(&[SeriesSample {
+            metric: "m".into(),
+            labels: r#"{i="9",job="a"}"#.into(),
+            time_ms: 300_000,
+            value: 5.0,
+        }])
+        .expect("a new series");
+    assert_eq!(select(&plain, r#"m{job="a", i="9"}"#, 0, 600_000).len(), 1);
+    let grown = select(&ahead, r#"m{job="a"}"#, 0, 600_000);
+    assert_eq!(grown.len(), 6, "{grown:?}");
 }
