@@ -392,16 +392,17 @@ impl Held {
     /// the hint itself (what a rule group's own hint repeats of its round's) by its key,
     /// another by the series it picks in `index` (not refreshed: the hint refreshed it).
     fn covers(&self, index: &Index, selections: &[Selection]) -> bool {
+        let spans = |from_ms: i64, to_ms: i64, selection: &Selection| {
+            from_ms <= selection.from_ms && to_ms >= selection.to_ms
+        };
         !self.series.is_empty()
             && selections.iter().all(|selection| {
                 match self.selectors.get(&matchers_key(&selection.matchers)) {
-                    Some(held) => {
-                        held.from_ms <= selection.from_ms && held.to_ms >= selection.to_ms
-                    }
+                    Some(held) => spans(held.from_ms, held.to_ms, selection),
                     None => positions(index, &selection.matchers).into_iter().all(|p| {
-                        self.series.get(&index.series[p].0).is_some_and(|held| {
-                            held.from_ms <= selection.from_ms && held.to_ms >= selection.to_ms
-                        })
+                        self.series
+                            .get(&index.series[p].0)
+                            .is_some_and(|held| spans(held.from_ms, held.to_ms, selection))
                     }),
                 }
             })

@@ -45,7 +45,8 @@ const CONNECT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
 const CONNECTION_WAIT: Duration = Duration::from_secs(3);
 
 /// How long a caller waits for a connection once the server is known to be unreachable
-/// (the last attempt to connect failed without an answer from it): long enough to take one
+/// (the last attempt to connect failed with nothing to wait for: no answer, or one that is
+/// not "too many connections"; see [`Manager`]): long enough to take one
 /// the pool's retries have just opened, short enough that a page says at once that the
 /// store is away instead of after [`CONNECTION_WAIT`]. A pool that is merely busy (every
 /// connection in use, the server answering) still waits the whole [`CONNECTION_WAIT`]: its
