@@ -179,6 +179,48 @@ fn each_file_version_is_stored_exactly_once() {
     }
 }
 
+/// Each path's head is its newest version whether the batches bring new paths (files named
+/// anew each time), paths stored already (one file rewritten), or both, in any order: the
+/// way the head is written changes with what the batches bring, the heads must not.
+#[test]
+fn the_head_of_each_path_follows_new_rewritten_and_mixed_batches() {
+    for backend in backends("heads") {
+        let name = backend.name();
+        let store = open(&backend);
+        let batches: [&[(&str, u8)]; 6] = [
+            &[("/s/a.xml", 1), ("/s/b.xml", 1)],
+            &[("/s/a.xml", 2), ("/s/b.xml", 2)],
+            &[("/s/c.xml", 1), ("/s/d.xml", 1)],
+            &[("/s/e.xml", 1)],
+            &[("/s/f.xml", 1), ("/s/a.xml", 3), ("/s/g.xml", 1)],
+            &[("/s/h.xml", 1), ("/s/b.xml", 3)],
+        ];
+        let mut newest = std::collections::BTreeMap::new();
+        for (n, batch) in batches.iter().enumerate() {
+            let items: Vec<IngestItem> = batch
+                .iter()
+                .map(|&(path, version)| parsed(path, version, 1_000 * n as i64, 0))
+                .collect();
+            let summary = store.commit_batch(&items, true).expect("commit");
+            assert!(stored(&summary).iter().all(|s| *s), "{name}: batch {n}");
+            for &(path, version) in *batch {
+                newest.insert(path, version);
+            }
+            let paths: Vec<&[u8]> = newest.keys().map(|p| p.as_bytes()).collect();
+            let heads = store.file_heads(&paths).expect("heads");
+            for ((path, version), head) in newest.iter().zip(heads) {
+                let head = head.unwrap_or_else(|| panic!("{name}: batch {n}: no head of {path}"));
+                assert_eq!(
+                    (head.size, head.mtime_ns),
+                    (100 + u64::from(*version), 1_000 * i64::from(*version)),
+                    "{name}: batch {n}: head of {path}"
+                );
+            }
+        }
+        assert_eq!(store.stats().expect("stats").files_ingested, 12, "{name}");
+    }
+}
+
 #[test]
 fn two_servers_offered_the_same_files_store_each_once() {
     for backend in backends("two_servers") {

@@ -363,12 +363,6 @@ fn commit(
     ids: &mut IdCaches,
     items: &[IngestItem],
 ) -> Result<(CommitSummary, u64), StoreError> {
-    let batch_id: i64 = tx
-        .query_one(
-            "SELECT nextval(pg_get_serial_sequence('batches', 'id'))",
-            &[],
-        )?
-        .get(0);
     let now_ms = now_us() / 1000;
 
     // 1. Ledger rows, all at once; the unique (path, version_hash) skips versions already
@@ -420,7 +414,9 @@ fn commit(
     // `INSERT … ON CONFLICT`'s server time, see `copy_new`). When one is stored already (a
     // file offered again, by this server or another, or twice in this batch) the COPY is
     // taken back whole and the insert skips what exists.
-    let file_ids = next_ids(tx, Sequence::Files, order.len())?;
+    // The batch's id and its files' ids, in one round trip.
+    let mut file_ids = next_ids(tx, Sequence::BatchThenFiles, order.len() + 1)?;
+    let batch_id = file_ids.remove(0);
     let copied = copy_new(
         tx,
         "COPY files (id, spool, path, version_hash, size, mtime_ns, inode, outcome,
@@ -525,21 +521,17 @@ fn commit(
             ItemContent::Parsed { .. } => Outcome::Ingested as i16,
             ItemContent::Rejected(_) => Outcome::Rejected as i16,
         });
-        tx.execute(
-            "INSERT INTO file_heads (path, file_id, size, mtime_ns, inode, outcome)
-             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
-                $6::int2[])
-             ON CONFLICT (path) DO UPDATE SET file_id = excluded.file_id,
-                size = excluded.size, mtime_ns = excluded.mtime_ns, inode = excluded.inode,
-                outcome = excluded.outcome",
-            &[
+        write_heads(
+            tx,
+            &mut ids.heads,
+            (
                 &h_paths,
                 &h_ids,
                 &h_sizes,
                 &h_mtimes,
                 &h_inodes,
                 &h_outcomes,
-            ],
+            ),
         )?;
     }
 
@@ -580,21 +572,34 @@ fn commit(
     let samples_written = samples.len() as u64;
     write_samples(tx, &mut ids.series, &samples, &mut delta)?;
 
-    // 4. Totals, per-spool counts and the batch row.
-    delta.apply(tx)?;
+    // 4. Totals, per-spool counts and the batch row, in one statement (three round trips
+    //    and one a spool before).
     let mut per_spool: Vec<_> = per_spool.into_iter().collect();
     per_spool.sort_unstable();
-    for (spool, (ingested, rejected)) in &per_spool {
-        tx.execute(
-            "INSERT INTO spool_stats (spool, ingested, rejected) VALUES ($1, $2, $3)
-             ON CONFLICT (spool) DO UPDATE SET ingested = spool_stats.ingested + excluded.ingested,
-                rejected = spool_stats.rejected + excluded.rejected",
-            &[spool, ingested, rejected],
-        )?;
-    }
+    let spools = column(&per_spool, |(spool, _)| *spool);
+    let ingested = column(&per_spool, |(_, (i, _))| *i);
+    let rejected = column(&per_spool, |(_, (_, r))| *r);
     tx.execute(
-        "INSERT INTO batches (id, committed_at_us, files) VALUES ($1, $2, $3)",
+        "WITH totals AS (
+            UPDATE stats SET files_ingested = files_ingested + $1,
+                files_rejected = files_rejected + $2, check_results = check_results + $3,
+                samples = samples + $4, series = series + $5 WHERE id = 1),
+         spools AS (
+            INSERT INTO spool_stats (spool, ingested, rejected)
+            SELECT * FROM unnest($6::text[], $7::int8[], $8::int8[])
+            ON CONFLICT (spool) DO UPDATE SET
+                ingested = spool_stats.ingested + excluded.ingested,
+                rejected = spool_stats.rejected + excluded.rejected)
+         INSERT INTO batches (id, committed_at_us, files) VALUES ($9, $10, $11)",
         &[
+            &delta.files_ingested,
+            &delta.files_rejected,
+            &delta.check_results,
+            &delta.samples,
+            &delta.series,
+            &spools,
+            &ingested,
+            &rejected,
             &batch_id,
             &now_us(),
             &i32::try_from(stored.len()).unwrap_or(i32::MAX),
@@ -609,6 +614,85 @@ fn commit(
         },
         backfilled,
     ))
+}
+
+/// How the batch writer puts each path's newest version into `file_heads`.
+///
+/// A probe that names each result file anew (a timestamp in the name) brings a new path
+/// every time; one that writes the same file over and over brings a path stored already.
+/// New paths go in with one binary COPY, about a third of the server time of
+/// `INSERT … ON CONFLICT DO UPDATE` (4.2 ms of a 1,000-file batch at the old way). When the
+/// COPY meets a stored path it is taken back and the upsert writes the batch; the writer then
+/// upserts until a batch's upsert finds every path new again, so a spool of rewritten files
+/// costs one failed COPY, not one a batch.
+#[derive(Default)]
+pub(super) struct HeadsWrite {
+    /// The last batch met a stored path: upsert first.
+    upsert_first: bool,
+}
+
+/// The columns of a batch's `file_heads` rows: path, file id, size, mtime, inode, outcome.
+type HeadColumns<'c> = (
+    &'c [&'c [u8]],
+    &'c [i64],
+    &'c [i64],
+    &'c [i64],
+    &'c [i64],
+    &'c [i16],
+);
+
+/// Makes each of the batch's paths (each once) point at its newest version, as
+/// [`HeadsWrite`] says.
+fn write_heads(
+    tx: &mut PreparedTx<'_, '_>,
+    mode: &mut HeadsWrite,
+    (paths, ids, sizes, mtimes, inodes, outcomes): HeadColumns<'_>,
+) -> Result<(), StoreError> {
+    if !mode.upsert_first
+        && copy_new(
+            tx,
+            "COPY file_heads (path, file_id, size, mtime_ns, inode, outcome) FROM STDIN BINARY",
+            &[
+                Type::BYTEA,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT8,
+                Type::INT2,
+            ],
+            paths.len(),
+            |i| {
+                [
+                    &paths[i],
+                    &ids[i],
+                    &sizes[i],
+                    &mtimes[i],
+                    &inodes[i],
+                    &outcomes[i],
+                ]
+            },
+        )?
+        .is_some()
+    {
+        return Ok(());
+    }
+    // `xmax = 0` marks a row the statement inserted rather than updated.
+    let inserted: i64 = tx
+        .query_one(
+            "WITH up AS (
+                INSERT INTO file_heads (path, file_id, size, mtime_ns, inode, outcome)
+                SELECT * FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[],
+                    $5::int8[], $6::int2[])
+                ON CONFLICT (path) DO UPDATE SET file_id = excluded.file_id,
+                    size = excluded.size, mtime_ns = excluded.mtime_ns,
+                    inode = excluded.inode, outcome = excluded.outcome
+                RETURNING xmax = 0 AS inserted)
+             SELECT count(*) FILTER (WHERE inserted) FROM up",
+            &[&paths, &ids, &sizes, &mtimes, &inodes, &outcomes],
+        )?
+        .get(0);
+    mode.upsert_first = usize::try_from(inserted).unwrap_or(0) < paths.len();
+    Ok(())
 }
 
 /// Running totals changed by one transaction.
@@ -1276,7 +1360,7 @@ fn creation_order<'s>(metric: &'s str, labels: &'s str) -> (String, String, &'s 
 /// The sequences [`next_ids`] takes ids from.
 #[derive(Debug, Clone, Copy)]
 enum Sequence {
-    Files,
+    BatchThenFiles,
     Series,
     Checks,
 }
@@ -1289,7 +1373,11 @@ fn next_ids(
     n: usize,
 ) -> Result<Vec<i64>, StoreError> {
     let sql = match sequence {
-        Sequence::Files => "SELECT nextval('files_id_seq') FROM generate_series(1, $1::int8)",
+        // The batch's id first, then `n - 1` files' ids.
+        Sequence::BatchThenFiles => {
+            "SELECT CASE WHEN i = 1 THEN nextval('batches_id_seq') ELSE nextval('files_id_seq') END
+             FROM generate_series(1, $1::int8) AS i ORDER BY i"
+        }
         Sequence::Series => "SELECT nextval('series_id_seq') FROM generate_series(1, $1::int8)",
         Sequence::Checks => "SELECT nextval('checks_id_seq') FROM generate_series(1, $1::int8)",
     };

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_head_blocks.sql"),
     include_str!("migrations/0005_names_in_byte_order.sql"),
     include_str!("migrations/0006_checks_room_to_update.sql"),
+    include_str!("migrations/0007_files_ingested_at_brin.sql"),
 ];
 
 /// The migration after which the rows of the old per-sample head are moved into blocks.
@@ -104,10 +105,13 @@ pub struct PgStore {
     backfill_analyzed_at: std::sync::atomic::AtomicI64,
 }
 
+/// What the batch writer keeps between batches: the ids of names it has met, and how it
+/// writes the newest version of each path.
 #[derive(Default)]
 struct IdCaches {
     series: ledger::Names,
     checks: ledger::Names,
+    heads: ledger::HeadsWrite,
 }
 
 /// Closing a connection blocks on its socket, which panics on a thread that drives async
