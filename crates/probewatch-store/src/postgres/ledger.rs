@@ -197,15 +197,16 @@ impl LedgerStore for PgStore {
             "SELECT id, path, outcome, spool FROM files WHERE ingested_at_ms < $1",
             &[&cutoff_ms],
         )?;
-        let gone: Vec<(i64, i16, String)> = old
+        let gone: Vec<(i64, i16, String, &[u8])> = old
             .iter()
             .filter(|r| !file_exists(r.get::<_, &[u8]>(1)))
-            .map(|r| (r.get(0), r.get(2), r.get(3)))
+            .map(|r| (r.get(0), r.get(2), r.get(3), r.get(1)))
             .collect();
         for chunk in gone.chunks(usize::try_from(PRUNE_CHUNK).unwrap_or(5_000)) {
             let ids: Vec<i64> = chunk.iter().map(|g| g.0).collect();
+            let paths: Vec<&[u8]> = chunk.iter().map(|g| g.3).collect();
             let mut per_spool: HashMap<&str, (i64, i64)> = HashMap::new();
-            for (_, outcome, spool) in chunk {
+            for (_, outcome, spool, _) in chunk {
                 let entry = per_spool.entry(spool).or_default();
                 match Outcome::from_code(i64::from(*outcome)) {
                     Outcome::Ingested => entry.0 -= 1,
@@ -214,7 +215,13 @@ impl LedgerStore for PgStore {
             }
             let mut tx = client.transaction()?;
             tx.execute("DELETE FROM files WHERE id = ANY($1)", &[&ids])?;
-            tx.execute("DELETE FROM file_heads WHERE file_id = ANY($1)", &[&ids])?;
+            // By path (the key): `file_id` has no index, and a scan of every head for each
+            // chunk made a large prune quadratic. A head that names a newer version stays.
+            tx.execute(
+                "DELETE FROM file_heads h USING unnest($1::bytea[], $2::int8[]) AS g(path, id)
+                 WHERE h.path = g.path AND h.file_id = g.id",
+                &[&paths, &ids],
+            )?;
             let (ingested, rejected) = per_spool
                 .values()
                 .fold((0, 0), |acc, v| (acc.0 + v.0, acc.1 + v.1));
