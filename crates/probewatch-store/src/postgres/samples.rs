@@ -567,11 +567,19 @@ fn read_many(
         if slots.is_empty() {
             continue;
         }
-        let mut decoded = Vec::new();
         let covering = ranges.covering(slots);
+        let max_ts: i64 = r.get(1);
+        // The statement asks for the widest range of the read; a series wanted over a
+        // narrower one has chunks that end before it (a rule's 5-minute window beside a
+        // group's 30-minute one, over series gone quiet): nothing of those is wanted, and
+        // decoding them (every sample of a chunk depends on the one before) was most of a
+        // rule cycle's decoding over idle series.
+        if max_ts < covering.0 {
+            continue;
+        }
+        let mut decoded = Vec::new();
         chunk::decode_range(r.get(2), covering.0, covering.1, &mut decoded).map_err(corrupt)?;
         let taken = decoded.len();
-        let max_ts: i64 = r.get(1);
         // An id asked for more than once gets a copy per slot; usually there is one.
         if let Some((&(_, last), others)) = slots.split_last() {
             for &(_, slot) in others {
