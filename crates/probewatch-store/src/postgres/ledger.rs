@@ -362,6 +362,16 @@ fn column<T, U>(rows: &[T], f: impl Fn(&T) -> U) -> Vec<U> {
     rows.iter().map(f).collect()
 }
 
+/// The statement that adds a [`Delta`] to the totals, its fields `$1` to `$5`
+/// ([`Delta::params`]): alone, or the first part of a batch's closing statement.
+macro_rules! add_delta {
+    () => {
+        "UPDATE stats SET files_ingested = files_ingested + $1,
+            files_rejected = files_rejected + $2, check_results = check_results + $3,
+            samples = samples + $4, series = series + $5 WHERE id = 1"
+    };
+}
+
 /// The body of one batch's transaction.
 /// One batch in `tx`: its summary, and how many of its check results are for days before
 /// yesterday (a backfill's, see `PgStore::analyze_after_backfill`).
@@ -586,31 +596,31 @@ fn commit(
     let spools = column(&per_spool, |(spool, _)| *spool);
     let ingested = column(&per_spool, |(_, (i, _))| *i);
     let rejected = column(&per_spool, |(_, (_, r))| *r);
+    let files = i32::try_from(stored.len()).unwrap_or(i32::MAX);
+    let committed_at_us = now_us();
+    let mut params = delta.params().to_vec();
+    params.extend_from_slice(&[
+        &spools,
+        &ingested,
+        &rejected,
+        &batch_id,
+        &committed_at_us,
+        &files,
+    ]);
     tx.execute(
-        "WITH totals AS (
-            UPDATE stats SET files_ingested = files_ingested + $1,
-                files_rejected = files_rejected + $2, check_results = check_results + $3,
-                samples = samples + $4, series = series + $5 WHERE id = 1),
-         spools AS (
-            INSERT INTO spool_stats (spool, ingested, rejected)
-            SELECT * FROM unnest($6::text[], $7::int8[], $8::int8[])
-            ON CONFLICT (spool) DO UPDATE SET
-                ingested = spool_stats.ingested + excluded.ingested,
-                rejected = spool_stats.rejected + excluded.rejected)
-         INSERT INTO batches (id, committed_at_us, files) VALUES ($9, $10, $11)",
-        &[
-            &delta.files_ingested,
-            &delta.files_rejected,
-            &delta.check_results,
-            &delta.samples,
-            &delta.series,
-            &spools,
-            &ingested,
-            &rejected,
-            &batch_id,
-            &now_us(),
-            &i32::try_from(stored.len()).unwrap_or(i32::MAX),
-        ],
+        concat!(
+            "WITH totals AS (",
+            add_delta!(),
+            "),
+             spools AS (
+                INSERT INTO spool_stats (spool, ingested, rejected)
+                SELECT * FROM unnest($6::text[], $7::int8[], $8::int8[])
+                ON CONFLICT (spool) DO UPDATE SET
+                    ingested = spool_stats.ingested + excluded.ingested,
+                    rejected = spool_stats.rejected + excluded.rejected)
+             INSERT INTO batches (id, committed_at_us, files) VALUES ($9, $10, $11)"
+        ),
+        &params,
     )?;
     Ok((
         CommitSummary {
@@ -714,19 +724,19 @@ pub(super) struct Delta {
 
 impl Delta {
     pub fn apply(&self, tx: &mut PreparedTx<'_, '_>) -> Result<(), StoreError> {
-        tx.execute(
-            "UPDATE stats SET files_ingested = files_ingested + $1,
-                files_rejected = files_rejected + $2, check_results = check_results + $3,
-                samples = samples + $4, series = series + $5 WHERE id = 1",
-            &[
-                &self.files_ingested,
-                &self.files_rejected,
-                &self.check_results,
-                &self.samples,
-                &self.series,
-            ],
-        )?;
+        tx.execute(add_delta!(), &self.params())?;
         Ok(())
+    }
+
+    /// The parameters of [`add_delta`], in its order.
+    fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            &self.files_ingested,
+            &self.files_rejected,
+            &self.check_results,
+            &self.samples,
+            &self.series,
+        ]
     }
 }
 
