@@ -3,8 +3,8 @@
 //! The same promises as the SQLite back end, kept by PostgreSQL's transactions instead of a
 //! single writer: a file version's ledger row (`UNIQUE (path, version_hash)`) commits in the
 //! same transaction as its results, so two servers offered the same file store it once.
-//! Ledger rows, series and checks are written by COPY under a savepoint, falling back to
-//! `INSERT … ON CONFLICT DO NOTHING` when one exists, so servers ingesting at once never
+//! Ledger rows, series, checks and each path's head are written by COPY under a savepoint,
+//! falling back to `INSERT … ON CONFLICT` when one exists, so servers ingesting at once never
 //! make one twice.
 //!
 //! The store's traits are synchronous, as the writer, the rule evaluator and the HTTP
