@@ -406,3 +406,84 @@ fn reads_follow_chunks_rewritten_since_they_were_read() {
         assert_eq!(ranges, expect(&model, 590_000, 610_000));
     }
 }
+
+/// Readers of one server, in threads, while another server writes and compacts: each read
+/// sees every series as one unbroken run of the samples written (value = time), at least as
+/// far as was written before it began. A read served from chunks it kept, not following a
+/// chunk merged or moved out of the head since, would show a gap or lose the run's end.
+#[test]
+fn reads_in_threads_keep_up_with_another_servers_compaction() {
+    for backend in common::backends::backends("reads_keep_up_with_compaction") {
+        let Some(url) = backend.postgres_url() else {
+            continue;
+        };
+        let writer = postgres::PgStore::open(url, None)
+            .expect("open")
+            .with_head_max_samples(30);
+        let reader = postgres::PgStore::open(url, None).expect("open");
+        let series: Vec<String> = (0..5).map(|i| format!("{{s=\"{i}\"}}")).collect();
+        let sample = |labels: &str, ts: i64| SeriesSample {
+            metric: "m".into(),
+            labels: labels.to_string(),
+            time_ms: ts,
+            value: ts as f64,
+        };
+        writer
+            .commit_batch(
+                &[batch(1, series.iter().map(|s| sample(s, 0)).collect())],
+                false,
+            )
+            .expect("commit");
+        let ids: Vec<i64> = reader
+            .series_after(0)
+            .expect("series")
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let written = std::sync::atomic::AtomicI64::new(0);
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            for thread in 0..2i64 {
+                let (reader, ids, written, done) = (&reader, &ids, &written, &done);
+                scope.spawn(move || {
+                    let mut reads = 0;
+                    while !done.load(std::sync::atomic::Ordering::SeqCst) || reads < 5 {
+                        let least = written.load(std::sync::atomic::Ordering::SeqCst);
+                        // Rule-like windows at the end, and the whole run.
+                        let from = if reads % 2 == thread {
+                            0
+                        } else {
+                            (least - 40).max(0)
+                        };
+                        let got = reader
+                            .read_samples(ids, from * 1000, 1_000_000, usize::MAX)
+                            .expect("read");
+                        for samples in got {
+                            let times: Vec<i64> = samples.iter().map(|s| s.0 / 1000).collect();
+                            let want: Vec<i64> = (from..=from + times.len() as i64 - 1).collect();
+                            assert_eq!(times, want, "one unbroken run from {from}");
+                            assert!(
+                                samples.iter().all(|s| s.1 == (s.0) as f64),
+                                "values are their times"
+                            );
+                            assert!(
+                                times.last().copied().unwrap_or(-1) >= least,
+                                "a read sees what was written before it began ({least})"
+                            );
+                        }
+                        reads += 1;
+                    }
+                });
+            }
+            for ts in 1..400i64 {
+                let samples = series.iter().map(|s| sample(s, ts * 1000)).collect();
+                writer
+                    .commit_batch(&[batch(ts as u64 + 1, samples)], false)
+                    .expect("commit");
+                written.store(ts, std::sync::atomic::Ordering::SeqCst);
+                while writer.compact(17).expect("compact").more() {}
+            }
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+}

@@ -148,6 +148,8 @@ impl LedgerStore for PgStore {
                 break;
             }
         }
+        // Reads of this process no longer meet the chunks dropped and deleted.
+        self.read_caches.chunks.clear();
         {
             let mut tx = client.transaction()?;
             let n = super::samples::prune_head(&mut tx, cutoff_ms)?;

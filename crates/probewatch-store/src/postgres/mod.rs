@@ -13,6 +13,7 @@
 
 mod alerting;
 mod checks;
+mod chunk_cache;
 mod cluster;
 mod connection;
 mod errors;
@@ -94,8 +95,8 @@ pub struct PgStore {
     partitions_made_at: std::sync::atomic::AtomicI64,
     /// Each series' chunk span, for presence questions over many series.
     spans: spans::ChunkSpans,
-    /// The head blocks this process has read.
-    head_cache: samples::HeadCache,
+    /// The chunks and head blocks this process has read.
+    read_caches: samples::ReadCaches,
     /// A vacuum after a drain is running (see [`PgStore::vacuum_after_drain`]).
     vacuuming: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Check results this process wrote for days before yesterday since the default
@@ -181,7 +182,7 @@ impl PgStore {
             fence: Mutex::new(None),
             partitions_made_at: std::sync::atomic::AtomicI64::new(now_ms()),
             spans: spans::ChunkSpans::default(),
-            head_cache: samples::HeadCache::default(),
+            read_caches: samples::ReadCaches::default(),
             vacuuming: Default::default(),
             backfilled: Default::default(),
             backfill_analyzed_at: Default::default(),

@@ -18,6 +18,7 @@ use postgres::GenericClient;
 use postgres::types::Type;
 use probewatch_core::SeriesSample;
 
+use super::chunk_cache::{self, ChunkCache};
 use super::ledger::{Delta, write_samples};
 use super::{PgStore, PreparedTx, to_u64};
 use crate::chunk::{self, CHUNK_MAX_SAMPLES};
@@ -51,7 +52,7 @@ impl SampleStore for PgStore {
                 &[],
             )?;
             let (samples, newest): (i64, i64) = (row.get(0), row.get(1));
-            self.head_cache.forget_below(row.get(2));
+            self.read_caches.head.forget_below(row.get(2));
             let series = to_u64(row.get::<_, Option<i64>>(3).unwrap_or(0));
             let threshold = self
                 .head_max
@@ -212,7 +213,7 @@ impl SampleStore for PgStore {
         let by_ids = client.prepared(READ_BY_IDS, &READ_BY_IDS_TYPES)?;
         read_many(
             &mut **client,
-            &self.head_cache,
+            &self.read_caches,
             &by_ids,
             ids,
             &Ranges::all(from_ms, to_ms),
@@ -258,7 +259,7 @@ impl SampleStore for PgStore {
         };
         let mut read = read_many(
             &mut **client,
-            &self.head_cache,
+            &self.read_caches,
             &by_ids,
             &ids,
             &ranges,
@@ -314,7 +315,7 @@ impl SampleStore for PgStore {
             .map(|r| (r.get(0), r.get(1)))
             .collect();
         let ids: Vec<i64> = series.iter().map(|s| s.0).collect();
-        let samples = read_whole(&mut tx, &self.head_cache, &by_ids, &ids, from_ms, to_ms)?;
+        let samples = read_whole(&mut tx, &self.read_caches, &by_ids, &ids, from_ms, to_ms)?;
         tx.commit()?;
         Ok(series
             .into_iter()
@@ -352,7 +353,7 @@ impl SampleStore for PgStore {
             let Some((_, last)) = page.last() else { break };
             after = last.clone();
             let ids: Vec<i64> = page.iter().map(|s| s.0).collect();
-            let samples = read_whole(&mut tx, &self.head_cache, &by_ids, &ids, from_ms, to_ms)?;
+            let samples = read_whole(&mut tx, &self.read_caches, &by_ids, &ids, from_ms, to_ms)?;
             for ((_, labels), samples) in page.iter().zip(samples) {
                 if let Some(&(_, value)) = samples.last() {
                     visit(labels, value);
@@ -387,14 +388,14 @@ fn read_snapshot(client: &mut postgres::Client) -> Result<postgres::Transaction<
 /// [`read_many`] with no limit on the samples held (tools and sweeps that read by pages).
 fn read_whole(
     tx: &mut impl GenericClient,
-    head_cache: &HeadCache,
+    caches: &ReadCaches,
     by_ids: &postgres::Statement,
     ids: &[i64],
     from_ms: i64,
     to_ms: i64,
 ) -> Result<PerSeries, StoreError> {
     let ranges = Ranges::all(from_ms, to_ms);
-    Ok(read_many(tx, head_cache, by_ids, ids, &ranges, usize::MAX)?.unwrap_or_default())
+    Ok(read_many(tx, caches, by_ids, ids, &ranges, usize::MAX)?.unwrap_or_default())
 }
 
 /// One series' samples, oldest first.
@@ -403,24 +404,32 @@ type Samples = Vec<(i64, f64)>;
 /// Each series' samples, in the order of the ids asked for.
 type PerSeries = Vec<Samples>;
 
-/// [`read_many`]'s statement for a read of some series: each chunk a row (series, newest
-/// time, data), then each head block of their buckets a row (no series, block id, data
-/// unless the process holds it (`$5`), first and last series, bucket). Prepared on each
-/// connection ([`super::connection::Conn::prepared`]).
-const READ_BY_IDS: &str = "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
-       FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2 AND min_ts <= $3
+/// [`read_many`]'s statement for a read of some series. Each chunk a row: those of the
+/// series not held in the process's [`ChunkCache`] (`$1`) ending at or after the range's
+/// start, then every chunk made since the newest one the cache has followed (`$6`, marked
+/// `new`). Then each head block of the series' buckets a row (no series, block id, data
+/// unless the process holds it (`$5`), first and last series, bucket). Columns: series,
+/// newest time (a block's id), data, first and last series, bucket, oldest time, chunk id,
+/// new. Prepared on each connection ([`super::connection::Conn::prepared`]).
+const READ_BY_IDS: &str = "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8,
+            min_ts, id, false
+       FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2
+     UNION ALL
+     SELECT series_id, max_ts, data, NULL, NULL, NULL, min_ts, id, true
+       FROM chunks WHERE id > $6
      UNION ALL
      SELECT NULL, id, CASE WHEN id = ANY($5) THEN NULL ELSE data END,
-            first_series, last_series, bucket
+            first_series, last_series, bucket, NULL, NULL, NULL
        FROM head_blocks WHERE bucket = ANY($4) AND max_ts >= $2 AND min_ts <= $3";
 
 /// The parameter types of [`READ_BY_IDS`].
-const READ_BY_IDS_TYPES: [Type; 5] = [
+const READ_BY_IDS_TYPES: [Type; 6] = [
     Type::INT8_ARRAY,
     Type::INT8,
     Type::INT8,
     Type::INT8_ARRAY,
     Type::INT8_ARRAY,
+    Type::INT8,
 ];
 
 /// Runs `read` (one execution of [`READ_BY_IDS`]) under the plan the server made once for
@@ -496,7 +505,7 @@ fn within(samples: &[(i64, f64)], (from, to): (i64, i64)) -> &[(i64, f64)] {
 /// prepared on the connection of `tx`.
 fn read_many(
     tx: &mut impl GenericClient,
-    head_cache: &HeadCache,
+    caches: &ReadCaches,
     by_ids: &postgres::Statement,
     ids: &[i64],
     ranges: &Ranges<'_>,
@@ -509,7 +518,6 @@ fn read_many(
     // the client's time in a rule cycle.
     let mut wanted: Vec<(i64, usize)> = ids.iter().copied().zip(0..).collect();
     wanted.sort_unstable();
-    let mut held = 0usize;
     // One statement, so one snapshot and one round trip (a read of some series: prepared
     // once per connection; a whole metric: typed parameters, no prepare): each chunk a row,
     // then each head block a row. Unordered: sorting a large read made
@@ -528,73 +536,137 @@ fn read_many(
             .saturating_mul(2)
             >= total
     };
-    // Each chunk a row (series, newest time, data), then each head block that may hold
-    // samples of these series a row (no series, block id, data, first and last series).
+    // Each series once, with the earliest time wanted of it.
+    let series: Vec<(i64, i64)> = wanted
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|slots| (slots[0].0, ranges.covering(slots).0))
+        .collect();
+    // A read by id takes the chunks of the series the process holds from its cache, and
+    // asks only for those made since ([`ChunkCache`]); a whole read asks for everything.
+    let view = (!whole).then(|| caches.chunks.view(&series));
+    let fill = !whole && to_ms.saturating_sub(from_ms) <= chunk_cache::FILL_MAX_SPAN_MS;
+    // Each head block that may hold samples of these series a row.
     // Head blocks never change once written: the data of those this process holds already
     // is not sent again (a rule group's read sent the whole head, ~1.6 MB at 10,000 series).
     let buckets = (!whole).then(|| buckets_of(ids));
-    let cached = head_cache.snapshot(buckets.as_deref());
+    let cached = caches.head.snapshot(buckets.as_deref());
     let known: Vec<i64> = cached.keys().copied().collect();
-    let rows = if let Some(buckets) = &buckets {
-        generic_plan(tx, |tx| {
-            tx.query(by_ids, &[&ids, &from_ms, &to_ms, buckets, &known])
-        })?
+    let (rows, followed) = if let (Some(buckets), Some(view)) = (&buckets, &view) {
+        let missing: Vec<i64> = series
+            .iter()
+            .zip(&view.held)
+            .filter(|(_, held)| held.is_none())
+            .map(|((id, _), _)| *id)
+            .collect();
+        // The first read follows chunks from the newest one now.
+        let followed = match view.followed {
+            Some(followed) => followed,
+            None => tx
+                .query_typed("SELECT coalesce(max(id), 0) FROM chunks", &[])?
+                .first()
+                .map_or(0, |r| r.get(0)),
+        };
+        let rows = generic_plan(tx, |tx| {
+            tx.query(
+                by_ids,
+                &[&missing, &from_ms, &to_ms, buckets, &known, &followed],
+            )
+        })?;
+        (rows, followed)
     } else {
-        tx.query_typed(
-            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8
+        let rows = tx.query_typed(
+            "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8,
+                    min_ts, id, false
                FROM chunks WHERE max_ts >= $1 AND min_ts <= $2
              UNION ALL
              SELECT NULL, id, CASE WHEN id = ANY($3) THEN NULL ELSE data END,
-                    first_series, last_series, bucket
+                    first_series, last_series, bucket, NULL, NULL, NULL
                FROM head_blocks WHERE max_ts >= $1 AND min_ts <= $2",
             &[
                 (&from_ms, Type::INT8),
                 (&to_ms, Type::INT8),
                 (&known, Type::INT8_ARRAY),
             ],
-        )?
+        )?;
+        (rows, 0)
     };
     // Per slot: its chunks' samples by the chunk's newest time, then its head samples.
     let mut chunked: Vec<Vec<(i64, Samples)>> = vec![Vec::new(); ids.len()];
     let mut head: Vec<Samples> = vec![Vec::new(); ids.len()];
+    let mut taken = Taken {
+        wanted: &wanted,
+        ranges,
+        chunked: &mut chunked,
+        held: 0,
+        max_samples,
+    };
     let mut blocks: Vec<&postgres::Row> = Vec::new();
+    // Chunks made since the cache last followed the table, by series.
+    let mut new: Vec<(i64, chunk_cache::Chunk)> = Vec::new();
+    let mut filled: HashMap<i64, Vec<chunk_cache::Chunk>> = HashMap::new();
     for r in &rows {
         let Some(series) = r.get::<_, Option<i64>>(0) else {
             blocks.push(r);
             continue;
         };
-        let slots = slots_of(&wanted, series);
-        if slots.is_empty() {
+        let chunk = || chunk_cache::Chunk {
+            id: r.get(7),
+            min_ts: r.get(6),
+            max_ts: r.get(1),
+            data: r.get::<_, &[u8]>(2).into(),
+        };
+        if r.get::<_, bool>(8) {
+            new.push((series, chunk()));
             continue;
         }
-        let covering = ranges.covering(slots);
-        let max_ts: i64 = r.get(1);
-        // The statement asks for the widest range of the read; a series wanted over a
-        // narrower one has chunks that end before it (a rule's 5-minute window beside a
-        // group's 30-minute one, over series gone quiet): nothing of those is wanted, and
-        // decoding them (every sample of a chunk depends on the one before) was most of a
-        // rule cycle's decoding over idle series.
-        if max_ts < covering.0 {
-            continue;
+        if fill {
+            filled.entry(series).or_default().push(chunk());
         }
-        let mut decoded = Vec::new();
-        chunk::decode_range(r.get(2), covering.0, covering.1, &mut decoded).map_err(corrupt)?;
-        let taken = decoded.len();
-        // An id asked for more than once gets a copy per slot; usually there is one.
-        if let Some((&(_, last), others)) = slots.split_last() {
-            for &(_, slot) in others {
-                chunked[slot].push((max_ts, within(&decoded, ranges.of(slot)).to_vec()));
-            }
-            if ranges.of(last) != covering {
-                decoded = within(&decoded, ranges.of(last)).to_vec();
-            }
-            chunked[last].push((max_ts, decoded));
-        }
-        held += taken * slots.len();
-        if held > max_samples {
+        if !taken.chunk(series, r.get(1), r.get(2))? {
             return Ok(None);
         }
     }
+    if let Some(view) = view {
+        // The held series' chunks, brought up to date with those made since.
+        new.sort_by_key(|(series, _)| *series);
+        for ((id, _), held) in series.iter().zip(&view.held) {
+            let Some(held) = held else { continue };
+            let start = new.partition_point(|(s, _)| s < id);
+            let since = new[start..].iter().take_while(|(s, _)| s == id);
+            let mut now: Vec<chunk_cache::Chunk> = Vec::new();
+            let chunks: &[chunk_cache::Chunk] = if since.clone().next().is_some() {
+                now.extend(held.iter().cloned());
+                for (_, c) in since {
+                    chunk_cache::place(&mut now, c.clone());
+                }
+                &now
+            } else {
+                held
+            };
+            for c in chunks {
+                if !taken.chunk(*id, c.max_ts, &c.data)? {
+                    return Ok(None);
+                }
+            }
+        }
+        let filled = if fill {
+            series
+                .iter()
+                .zip(&view.held)
+                .filter(|(_, held)| held.is_none())
+                .map(|((id, _), _)| (*id, from_ms, filled.remove(id).unwrap_or_default()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        caches.chunks.update(chunk_cache::Update {
+            view,
+            followed,
+            new,
+            filled,
+        });
+    }
+    let mut held = taken.held;
     // Head blocks in write order, each series' runs appended oldest first.
     blocks.sort_unstable_by_key(|r| r.get::<_, i64>(1));
     let mut run = Vec::new();
@@ -638,7 +710,7 @@ fn read_many(
             }
         }
     }
-    head_cache.add(fetched);
+    caches.head.add(fetched);
     for ((series, mut chunks), head) in out.iter_mut().zip(chunked).zip(head) {
         // A series' chunks are disjoint, so their newest times order them; its head runs
         // follow, oldest block first, so a repeated time keeps the newest value.
@@ -665,6 +737,63 @@ fn slots_of(wanted: &[(i64, usize)], id: i64) -> &[(i64, usize)] {
     let start = wanted.partition_point(|w| w.0 < id);
     let len = wanted[start..].partition_point(|w| w.0 == id);
     &wanted[start..start + len]
+}
+
+/// Where a read puts the samples of each chunk it meets, and how many it holds.
+struct Taken<'r, 'a> {
+    /// (series, slot) in id order.
+    wanted: &'r [(i64, usize)],
+    ranges: &'r Ranges<'a>,
+    /// Per slot: its chunks' samples by the chunk's newest time.
+    chunked: &'r mut Vec<Vec<(i64, Samples)>>,
+    held: usize,
+    max_samples: usize,
+}
+
+impl Taken<'_, '_> {
+    /// Decodes the samples of a chunk of `series` ending at `max_ts` that its slots want;
+    /// false once the read holds more than its limit.
+    fn chunk(&mut self, series: i64, max_ts: i64, data: &[u8]) -> Result<bool, StoreError> {
+        let slots = slots_of(self.wanted, series);
+        if slots.is_empty() {
+            return Ok(true);
+        }
+        let ranges = self.ranges;
+        let covering = ranges.covering(slots);
+        // The statement asks for the widest range of the read; a series wanted over a
+        // narrower one has chunks that end before it (a rule's 5-minute window beside a
+        // group's 30-minute one, over series gone quiet): nothing of those is wanted, and
+        // decoding them (every sample of a chunk depends on the one before) was most of a
+        // rule cycle's decoding over idle series.
+        if max_ts < covering.0 {
+            return Ok(true);
+        }
+        let mut decoded = Vec::new();
+        chunk::decode_range(data, covering.0, covering.1, &mut decoded).map_err(corrupt)?;
+        if decoded.is_empty() {
+            return Ok(true);
+        }
+        let taken = decoded.len();
+        // An id asked for more than once gets a copy per slot; usually there is one.
+        if let Some((&(_, last), others)) = slots.split_last() {
+            for &(_, slot) in others {
+                self.chunked[slot].push((max_ts, within(&decoded, ranges.of(slot)).to_vec()));
+            }
+            if ranges.of(last) != covering {
+                decoded = within(&decoded, ranges.of(last)).to_vec();
+            }
+            self.chunked[last].push((max_ts, decoded));
+        }
+        self.held += taken * slots.len();
+        Ok(self.held <= self.max_samples)
+    }
+}
+
+/// What a process keeps of what it read: chunks by series, and head blocks.
+#[derive(Default)]
+pub(super) struct ReadCaches {
+    pub head: HeadCache,
+    pub chunks: ChunkCache,
 }
 
 /// The head blocks a process has read, by id: a block is never changed once written (a
