@@ -407,7 +407,9 @@ type PerSeries = Vec<Samples>;
 /// [`read_many`]'s statement for a read of some series. Each chunk a row: those of the
 /// series not held in the process's [`ChunkCache`] (`$1`) ending at or after the range's
 /// start, then every chunk made since the newest one the cache has followed (`$6`, marked
-/// `new`). Then each head block of the series' buckets a row (no series, block id, data
+/// `new`; `$7` is the largest id: a range with both ends is what makes the plan for any
+/// values look the ids up in the primary key, where `id > $6` alone read every chunk, 5.8
+/// ms a cycle at 100,000 series). Then each head block of the series' buckets a row (no series, block id, data
 /// unless the process holds it (`$5`), first and last series, bucket). Columns: series,
 /// newest time (a block's id), data, first and last series, bucket, oldest time, chunk id,
 /// new. Prepared on each connection ([`super::connection::Conn::prepared`]).
@@ -416,19 +418,20 @@ const READ_BY_IDS: &str = "SELECT series_id, max_ts, data, NULL::int8, NULL::int
        FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2
      UNION ALL
      SELECT series_id, max_ts, data, NULL, NULL, NULL, min_ts, id, true
-       FROM chunks WHERE id > $6
+       FROM chunks WHERE id > $6 AND id <= $7
      UNION ALL
      SELECT NULL, id, CASE WHEN id = ANY($5) THEN NULL ELSE data END,
             first_series, last_series, bucket, NULL, NULL, NULL
        FROM head_blocks WHERE bucket = ANY($4) AND max_ts >= $2 AND min_ts <= $3";
 
 /// The parameter types of [`READ_BY_IDS`].
-const READ_BY_IDS_TYPES: [Type; 6] = [
+const READ_BY_IDS_TYPES: [Type; 7] = [
     Type::INT8_ARRAY,
     Type::INT8,
     Type::INT8,
     Type::INT8_ARRAY,
     Type::INT8_ARRAY,
+    Type::INT8,
     Type::INT8,
 ];
 
@@ -569,7 +572,15 @@ fn read_many(
         let rows = generic_plan(tx, |tx| {
             tx.query(
                 by_ids,
-                &[&missing, &from_ms, &to_ms, buckets, &known, &followed],
+                &[
+                    &missing,
+                    &from_ms,
+                    &to_ms,
+                    buckets,
+                    &known,
+                    &followed,
+                    &i64::MAX,
+                ],
             )
         })?;
         (rows, followed)
