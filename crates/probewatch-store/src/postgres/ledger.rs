@@ -9,6 +9,7 @@ use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 use probewatch_core::{ProbeResult, SeriesSample};
 
+use super::samples::HeadBlocks;
 use super::{IdCaches, PgStore, PreparedTx, to_i64, to_u64};
 use crate::head_block;
 use crate::id_cache;
@@ -382,6 +383,37 @@ fn commit(
     ids: &mut IdCaches,
     items: &[IngestItem],
 ) -> Result<(CommitSummary, u64), StoreError> {
+    let mut samples: Vec<&SeriesSample> = Vec::new();
+    for item in items {
+        if let ItemContent::Parsed { samples: s, .. } = &item.content {
+            samples.extend(s);
+        }
+    }
+    // The series ids go to the thread that makes the head blocks, and come back with them.
+    let series_ids = std::mem::take(&mut ids.series.ids);
+    let samples = &samples;
+    std::thread::scope(|scope| {
+        let blocks = scope.spawn(move || {
+            let blocks = (!samples.is_empty())
+                .then(|| prepare_head_blocks(&series_ids, samples))
+                .flatten();
+            (series_ids, blocks)
+        });
+        commit_with(tx, ids, items, blocks)
+    })
+}
+
+/// What [`prepare_head_blocks`]' thread gives back: the series ids it was lent, and the
+/// blocks unless some series was new.
+type PreparedBlocks<'s> = std::thread::ScopedJoinHandle<'s, (IdCache, Option<HeadBlocks>)>;
+
+/// [`commit`], with the batch's head blocks being made meanwhile by `blocks`.
+fn commit_with(
+    tx: &mut PreparedTx<'_, '_>,
+    ids: &mut IdCaches,
+    items: &[IngestItem],
+    blocks: PreparedBlocks<'_>,
+) -> Result<(CommitSummary, u64), StoreError> {
     let now_ms = now_us() / 1000;
 
     // 1. Ledger rows, all at once; the unique (path, version_hash) skips versions already
@@ -589,7 +621,16 @@ fn commit(
         .sum();
     let check_results = write_checks(tx, &mut ids.checks, &probe_results, &mut delta)?;
     let samples_written = samples.len() as u64;
-    write_samples(tx, &mut ids.series, &samples, &mut delta)?;
+    let (series_ids, blocks) = blocks
+        .join()
+        .map_err(|_| StoreError::Database("the thread making head blocks panicked".into()))?;
+    ids.series.ids = series_ids;
+    match blocks {
+        // Every file of the batch was new (one COPY took them all), so the blocks made of
+        // all its samples are those of the files stored.
+        Some(blocks) if copied.is_some() => delta.samples += to_i64(blocks.insert(tx)?),
+        _ => write_samples(tx, &mut ids.series, &samples, &mut delta)?,
+    }
 
     // 4. Totals, per-spool counts and the batch row, in one statement (three round trips
     //    and one a spool before).
@@ -1354,11 +1395,33 @@ fn write_rows(
         };
         rows.push((*id, s.time_ms, s.value));
     }
-    // Last write wins within the batch: the last sample pushed per (series, time) stays.
-    head_block::sort_batch(&mut rows);
-    let stored = super::samples::write_head_blocks(tx, &rows)?;
+    let stored = head_blocks(rows).insert(tx)?;
     delta.samples += to_i64(stored);
     Ok(())
+}
+
+/// The head blocks of a batch's `rows` (series, time, value) in the order written.
+fn head_blocks(mut rows: Vec<(i64, i64, f64)>) -> HeadBlocks {
+    // Last write wins within the batch: the last sample pushed per (series, time) stays.
+    head_block::sort_batch(&mut rows);
+    HeadBlocks::encode(&rows)
+}
+
+/// The head blocks of `samples` when the writer knows every series' id: work for the
+/// client alone, done on a thread of its own while the server writes the batch's ledger
+/// rows and check results (~3 ms of a 1,000-file batch, a tenth of it). `None` when some
+/// series is new to the cache; the batch then writes its samples after the rest, creating
+/// them.
+fn prepare_head_blocks(ids: &IdCache, samples: &[&SeriesSample]) -> Option<HeadBlocks> {
+    let mut rows = Vec::with_capacity(samples.len());
+    for s in samples {
+        rows.push((
+            ids.get(id_cache::key(&[&s.metric, &s.labels]))?,
+            s.time_ms,
+            s.value,
+        ));
+    }
+    Some(head_blocks(rows))
 }
 
 /// The order new series are created in: a probe's series on a host together (by their

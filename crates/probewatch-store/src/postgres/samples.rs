@@ -949,42 +949,65 @@ pub(super) fn head_presence(
     Ok(found)
 }
 
-/// Writes one batch's samples into the head, `rows` sorted by [`head_block::sort_batch`]:
-/// one block per bucket, in one statement. Returns the samples written.
-pub(super) fn write_head_blocks(
-    tx: &mut PreparedTx<'_, '_>,
-    rows: &[(i64, i64, f64)],
-) -> Result<u64, StoreError> {
-    let (mut buckets, mut firsts, mut lasts, mut mins, mut maxs, mut counts, mut data) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
-    for block in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
-        let (min, max) = head_block::time_span(block);
-        buckets.push(head_block::bucket(block[0].0));
-        firsts.push(block[0].0);
-        lasts.push(block[block.len() - 1].0);
-        mins.push(min);
-        maxs.push(max);
-        counts.push(i32::try_from(block.len()).unwrap_or(i32::MAX));
-        data.push(head_block::encode(block));
+/// A batch's head blocks, encoded and ready to insert: one a bucket of series.
+#[derive(Default)]
+pub(super) struct HeadBlocks {
+    buckets: Vec<i64>,
+    firsts: Vec<i64>,
+    lasts: Vec<i64>,
+    mins: Vec<i64>,
+    maxs: Vec<i64>,
+    counts: Vec<i32>,
+    data: Vec<Vec<u8>>,
+    /// Samples in all.
+    pub samples: u64,
+}
+
+impl HeadBlocks {
+    /// Encodes `rows` (series, time, value), sorted as [`head_block::sort_batch`] leaves
+    /// them, a block a bucket.
+    pub fn encode(rows: &[(i64, i64, f64)]) -> HeadBlocks {
+        let mut blocks = HeadBlocks {
+            samples: rows.len() as u64,
+            ..HeadBlocks::default()
+        };
+        for block in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
+            let (min, max) = head_block::time_span(block);
+            blocks.buckets.push(head_block::bucket(block[0].0));
+            blocks.firsts.push(block[0].0);
+            blocks.lasts.push(block[block.len() - 1].0);
+            blocks.mins.push(min);
+            blocks.maxs.push(max);
+            blocks
+                .counts
+                .push(i32::try_from(block.len()).unwrap_or(i32::MAX));
+            blocks.data.push(head_block::encode(block));
+        }
+        blocks
     }
-    if buckets.is_empty() {
-        return Ok(0);
+
+    /// Inserts the blocks; returns the samples they hold.
+    pub fn insert(&self, tx: &mut PreparedTx<'_, '_>) -> Result<u64, StoreError> {
+        if self.buckets.is_empty() {
+            return Ok(0);
+        }
+        // The blocks' ids follow the order of the arrays: bucket order, within one batch.
+        tx.execute(
+            "INSERT INTO head_blocks (bucket, first_series, last_series, min_ts, max_ts, samples, data)
+             SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
+                                  $6::int4[], $7::bytea[])",
+            &[
+                &self.buckets,
+                &self.firsts,
+                &self.lasts,
+                &self.mins,
+                &self.maxs,
+                &self.counts,
+                &self.data,
+            ],
+        )?;
+        Ok(self.samples)
     }
-    // The blocks' ids follow the order of the arrays: bucket order, within one batch.
-    tx.execute(
-        "INSERT INTO head_blocks (bucket, first_series, last_series, min_ts, max_ts, samples, data)
-         SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[],
-                              $6::int4[], $7::bytea[])",
-        &[&buckets, &firsts, &lasts, &mins, &maxs, &counts, &data],
-    )?;
-    Ok(rows.len() as u64)
 }
 
 /// Removes the head blocks wholly older than `cutoff_ms`, as retention does with chunks: a
@@ -1026,7 +1049,7 @@ pub(super) fn move_head_rows_into_blocks(
     let mut statements = super::Statements::new();
     let mut tx = PreparedTx::new(tx, &mut statements);
     for part in rows.chunk_by(|a, b| head_block::bucket(a.0) == head_block::bucket(b.0)) {
-        write_head_blocks(&mut tx, part)?;
+        HeadBlocks::encode(part).insert(&mut tx)?;
     }
     tx.batch_execute("DROP TABLE samples_head")?;
     Ok(())
