@@ -201,3 +201,79 @@ fn a_backfill_is_analyzed_at_the_next_compaction_step() {
         assert_eq!(store.stats().expect("stats").check_results, 20_000);
     }
 }
+
+/// Samples of a backfill compacted into chunks of days before yesterday (the chunks'
+/// default partition) get that partition analyzed at a compaction step once there are
+/// 100,000 of them; fewer are left to autovacuum.
+#[test]
+fn a_backfill_of_samples_is_analyzed_once_compacted() {
+    for backend in common::backends::backends("backfill_chunks") {
+        let Some(url) = backend.postgres_url() else {
+            continue;
+        };
+        let now = now_ms();
+        let store = PgStore::open(url, None)
+            .expect("open")
+            .with_head_max_samples(1_000);
+        // Files of 100 series' samples a minute apart, starting 30 days ago.
+        let backfill = |first: u64, files: u64| -> Vec<IngestItem> {
+            (first..first + files)
+                .map(|file| {
+                    let time_ms = now - 30 * DAY + file as i64 * 60_000;
+                    let samples = (0..100)
+                        .map(|s| SeriesSample {
+                            metric: "m".into(),
+                            labels: format!("{{s=\"{s}\"}}"),
+                            time_ms,
+                            value: file as f64,
+                        })
+                        .collect();
+                    common::item(file, Vec::new(), samples)
+                })
+                .collect()
+        };
+        let analyzed = || -> bool {
+            let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
+            db.query_one(
+                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
+                  WHERE relname = 'chunks_default'",
+                &[],
+            )
+            .expect("stats")
+            .get(0)
+        };
+        let drain = || {
+            while store.compact(10_000).expect("compact").more() {}
+            store.compact(10_000).expect("compact");
+        };
+        // 50,000 samples.
+        for first in (0..500).step_by(100) {
+            store
+                .commit_batch(&backfill(first, 100), false)
+                .expect("commit");
+        }
+        drain();
+        std::thread::sleep(std::time::Duration::from_millis(1_500));
+        assert!(
+            !analyzed(),
+            "50,000 backfilled samples are left to autovacuum"
+        );
+        // 60,000 more.
+        for first in (500..1_100).step_by(100) {
+            store
+                .commit_batch(&backfill(first, 100), false)
+                .expect("commit");
+        }
+        drain();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !analyzed() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the chunks' default partition was not analyzed after 110,000 backfilled samples"
+            );
+            store.compact(10_000).expect("compact");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        assert_eq!(store.stats().expect("stats").samples, 110_000);
+    }
+}

@@ -91,8 +91,7 @@ impl LedgerStore for PgStore {
                 });
             match result {
                 Ok((summary, backfilled)) => {
-                    self.backfilled
-                        .fetch_add(backfilled, std::sync::atomic::Ordering::Relaxed);
+                    self.backfilled.add(backfilled);
                     return Ok(summary);
                 }
                 Err(err) => {

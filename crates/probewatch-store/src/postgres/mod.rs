@@ -54,6 +54,10 @@ const HEAD_BLOCKS_MIGRATION: usize = 4;
 /// analyzed ([`PgStore::analyze_after_backfill`]).
 const BACKFILL_ANALYZE_ROWS: u64 = 10_000;
 
+/// Samples compacted into chunks of days before yesterday after which the chunks' default
+/// partition is analyzed: a few hundred chunks.
+const BACKFILL_ANALYZE_SAMPLES: u64 = 100_000;
+
 /// Least time between two such analyses by one process (ms).
 const BACKFILL_ANALYZE_EVERY_MS: i64 = 600_000;
 
@@ -101,9 +105,25 @@ pub struct PgStore {
     vacuuming: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// Check results this process wrote for days before yesterday since the default
     /// partition was last analyzed (see [`PgStore::analyze_after_backfill`]).
-    backfilled: std::sync::atomic::AtomicU64,
-    /// When this process last analyzed it (ms; 0: never).
-    backfill_analyzed_at: std::sync::atomic::AtomicI64,
+    backfilled: Backfill,
+    /// Samples this process compacted into chunks of days before yesterday, likewise.
+    backfilled_chunks: Backfill,
+}
+
+/// Rows a process wrote for days before yesterday into one table since it last analyzed
+/// that table's default partition, and when it did.
+#[derive(Default)]
+struct Backfill {
+    rows: std::sync::atomic::AtomicU64,
+    /// ms; 0: never.
+    analyzed_at: std::sync::atomic::AtomicI64,
+}
+
+impl Backfill {
+    fn add(&self, rows: u64) {
+        self.rows
+            .fetch_add(rows, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What the batch writer keeps between batches: the ids of names it has met, and how it
@@ -184,8 +204,8 @@ impl PgStore {
             spans: spans::ChunkSpans::default(),
             read_caches: samples::ReadCaches::default(),
             vacuuming: Default::default(),
-            backfilled: Default::default(),
-            backfill_analyzed_at: Default::default(),
+            backfilled: Backfill::default(),
+            backfilled_chunks: Backfill::default(),
         })
     }
 
@@ -213,36 +233,32 @@ impl PgStore {
 
     /// Analyzes the default partition of `check_results` once this process has written
     /// [`BACKFILL_ANALYZE_ROWS`] results for days before yesterday (a backfill: days that
-    /// have no partition land there), at most every [`BACKFILL_ANALYZE_EVERY_MS`]: results
-    /// that keep arriving with old times (a probe's clock days behind, the ingest bench's
-    /// fixed 2023 times) would otherwise analyze it every few seconds. One analysis early in
-    /// a backfill is enough: the planner scales the frequencies it records by the
-    /// partition's size when it plans.
+    /// have no partition land there), and that of `chunks` once it has compacted
+    /// [`BACKFILL_ANALYZE_SAMPLES`] samples of such days, each at most every
+    /// [`BACKFILL_ANALYZE_EVERY_MS`]: results that keep arriving with old times (a probe's
+    /// clock days behind, the ingest bench's fixed 2023 times) would otherwise analyze it
+    /// every few seconds. One analysis early in a backfill is enough: the planner scales the
+    /// frequencies it records by the partition's size when it plans.
     ///
     /// Right after a 30-day backfill of one check, the partition's statistics were those of
     /// before it: the planner expected 6 of that check's rows and sorted all 259,200 to show
     /// its newest 100 (48–99 ms for the check's page instead of ~2). Autovacuum analyzes
     /// within about a minute; this does it at the next compaction step.
     fn analyze_after_backfill(&self, client: &mut postgres::Client) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
-        let rows = self.backfilled.load(Ordering::Relaxed);
-        if rows < BACKFILL_ANALYZE_ROWS {
-            return Ok(());
+        for (backfill, threshold, table) in [
+            (
+                &self.backfilled,
+                BACKFILL_ANALYZE_ROWS,
+                "check_results_default",
+            ),
+            (
+                &self.backfilled_chunks,
+                BACKFILL_ANALYZE_SAMPLES,
+                "chunks_default",
+            ),
+        ] {
+            analyze_after(client, backfill, threshold, table)?;
         }
-        let now = now_ms();
-        let last = self.backfill_analyzed_at.load(Ordering::Relaxed);
-        if last != 0 && now - last < BACKFILL_ANALYZE_EVERY_MS {
-            return Ok(());
-        }
-        self.backfill_analyzed_at.store(now, Ordering::Relaxed);
-        self.backfilled.fetch_sub(rows, Ordering::Relaxed);
-        let started = std::time::Instant::now();
-        client.batch_execute("ANALYZE check_results_default")?;
-        tracing::info!(
-            rows,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "analyzed the check results of days before the partitions, after a backfill"
-        );
         Ok(())
     }
 
@@ -305,6 +321,37 @@ impl PgStore {
     fn ids(&self) -> std::sync::MutexGuard<'_, IdCaches> {
         self.ids.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Analyzes `table` when `backfill` counts `threshold` rows and it was not analyzed by this
+/// process in the last [`BACKFILL_ANALYZE_EVERY_MS`].
+fn analyze_after(
+    client: &mut postgres::Client,
+    backfill: &Backfill,
+    threshold: u64,
+    table: &str,
+) -> Result<(), StoreError> {
+    use std::sync::atomic::Ordering;
+    let rows = backfill.rows.load(Ordering::Relaxed);
+    if rows < threshold {
+        return Ok(());
+    }
+    let now = now_ms();
+    let last = backfill.analyzed_at.load(Ordering::Relaxed);
+    if last != 0 && now - last < BACKFILL_ANALYZE_EVERY_MS {
+        return Ok(());
+    }
+    backfill.analyzed_at.store(now, Ordering::Relaxed);
+    backfill.rows.fetch_sub(rows, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    client.batch_execute(&format!("ANALYZE {table}"))?;
+    tracing::info!(
+        table,
+        rows,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "analyzed the partition of days before the partitions, after a backfill"
+    );
+    Ok(())
 }
 
 /// Applies the migrations this database has not had, under an advisory lock so that

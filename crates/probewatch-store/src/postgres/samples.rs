@@ -120,6 +120,14 @@ impl SampleStore for PgStore {
             &[&samples_delta],
         )?;
         tx.commit()?;
+        // Samples of days before yesterday went into chunks of the default partition
+        // (unless a server made their day's partition back then): a backfill's, whose
+        // statistics they make stale.
+        let yesterday = (crate::now_us() / 1000).div_euclid(super::partitions::DAY_MS)
+            * super::partitions::DAY_MS
+            - super::partitions::DAY_MS;
+        self.backfilled_chunks
+            .add(rows.iter().filter(|r| r.1 < yesterday).count() as u64);
         Ok(CompactStep {
             moved: rows.len(),
             swapped: false,
