@@ -349,7 +349,7 @@ fn analyze_after(
         table,
         rows,
         elapsed_ms = started.elapsed().as_millis() as u64,
-        "analyzed the partition of days before the partitions, after a backfill"
+        "analyzed a default partition after a backfill"
     );
     Ok(())
 }
