@@ -16,6 +16,16 @@ fn batch(file: u64, samples: Vec<SeriesSample>) -> IngestItem {
     common::item(file, Vec::new(), samples)
 }
 
+/// The ids of every series, in id order.
+fn series_ids(store: &dyn Store) -> Vec<i64> {
+    store
+        .series_after(0)
+        .expect("series")
+        .iter()
+        .map(|r| r.id)
+        .collect()
+}
+
 fn check_reads(store: &dyn Store, model: &Model, series: &[String], rng: &mut Rng) {
     for _ in 0..6 {
         let (a, b) = (rng.below(40_000) as i64, rng.below(40_000) as i64);
@@ -359,12 +369,7 @@ fn reads_follow_chunks_rewritten_since_they_were_read() {
             };
         // 1,300 samples a series: three chunks each.
         write(&mut model, 1, &mut (0..1_300).map(|i| i * 1_000), 1.0);
-        let ids: Vec<i64> = reader
-            .series_after(0)
-            .expect("series")
-            .iter()
-            .map(|r| r.id)
-            .collect();
+        let ids = series_ids(&*reader);
         let expect = |model: &Model, from: i64, to: i64| -> Vec<Vec<(i64, f64)>> {
             series
                 .iter()
@@ -434,12 +439,7 @@ fn reads_in_threads_keep_up_with_another_servers_compaction() {
                 false,
             )
             .expect("commit");
-        let ids: Vec<i64> = reader
-            .series_after(0)
-            .expect("series")
-            .iter()
-            .map(|r| r.id)
-            .collect();
+        let ids = series_ids(&reader);
         let written = std::sync::atomic::AtomicI64::new(0);
         let done = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {

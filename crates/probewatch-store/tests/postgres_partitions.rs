@@ -152,16 +152,7 @@ fn a_backfill_is_analyzed_at_the_next_compaction_step() {
                 })
                 .collect()
         };
-        let analyzed = || -> bool {
-            let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
-            db.query_one(
-                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
-                  WHERE relname = 'check_results_default'",
-                &[],
-            )
-            .expect("stats")
-            .get(0)
-        };
+        let analyzed = || last_analyze(url, "check_results_default").is_some();
         store.commit_batch(&backfill(0), false).expect("commit");
         store.compact(1_000).expect("compact");
         std::thread::sleep(std::time::Duration::from_millis(1_500));
@@ -182,22 +173,16 @@ fn a_backfill_is_analyzed_at_the_next_compaction_step() {
         }
         // Another 10,000 at once: not analyzed again so soon (old times that keep coming
         // would otherwise analyze it every few seconds).
-        let last_analyze = || -> String {
-            let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
-            db.query_one(
-                "SELECT last_analyze::text FROM pg_stat_user_tables
-                  WHERE relname = 'check_results_default'",
-                &[],
-            )
-            .expect("stats")
-            .get(0)
-        };
-        let first = last_analyze();
+        let first = last_analyze(url, "check_results_default");
         store.commit_batch(&backfill(100), false).expect("commit");
         store.commit_batch(&backfill(150), false).expect("commit");
         store.compact(1_000).expect("compact");
         std::thread::sleep(std::time::Duration::from_millis(1_500));
-        assert_eq!(last_analyze(), first, "analyzed at most every ten minutes");
+        assert_eq!(
+            last_analyze(url, "check_results_default"),
+            first,
+            "analyzed at most every ten minutes"
+        );
         assert_eq!(store.stats().expect("stats").check_results, 20_000);
     }
 }
@@ -232,16 +217,7 @@ fn a_backfill_of_samples_is_analyzed_once_compacted() {
                 })
                 .collect()
         };
-        let analyzed = || -> bool {
-            let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
-            db.query_one(
-                "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
-                  WHERE relname = 'chunks_default'",
-                &[],
-            )
-            .expect("stats")
-            .get(0)
-        };
+        let analyzed = || last_analyze(url, "chunks_default").is_some();
         let drain = || {
             while store.compact(10_000).expect("compact").more() {}
             store.compact(10_000).expect("compact");
@@ -276,4 +252,15 @@ fn a_backfill_of_samples_is_analyzed_once_compacted() {
         }
         assert_eq!(store.stats().expect("stats").samples, 110_000);
     }
+}
+
+/// When `table` was last analyzed (by hand, not by autovacuum), if ever.
+fn last_analyze(url: &str, table: &str) -> Option<String> {
+    let mut db = ::postgres::Client::connect(url, ::postgres::NoTls).expect("db");
+    db.query_one(
+        "SELECT last_analyze::text FROM pg_stat_user_tables WHERE relname = $1",
+        &[&table],
+    )
+    .expect("stats")
+    .get(0)
 }
