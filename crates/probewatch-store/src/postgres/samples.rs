@@ -417,10 +417,11 @@ type PerSeries = Vec<Samples>;
 /// start, then every chunk made since the newest one the cache has followed (`$6`, marked
 /// `new`; `$7` is the largest id: a range with both ends is what makes the plan for any
 /// values look the ids up in the primary key, where `id > $6` alone read every chunk, 5.8
-/// ms a cycle at 100,000 series). Then each head block of the series' buckets a row (no series, block id, data
-/// unless the process holds it (`$5`), first and last series, bucket). Columns: series,
-/// newest time (a block's id), data, first and last series, bucket, oldest time, chunk id,
-/// new. Prepared on each connection ([`super::connection::Conn::prepared`]).
+/// ms a cycle at 100,000 series). Then each head block of the series' buckets a row (no
+/// series, block id, data unless the process holds it (`$5`), first and last series,
+/// bucket). Columns: series, newest time (a block's id), data, first and last series,
+/// bucket, oldest time, chunk id, new. Prepared on each connection
+/// ([`super::connection::Conn::prepared`]).
 const READ_BY_IDS: &str = "SELECT series_id, max_ts, data, NULL::int8, NULL::int8, NULL::int8,
             min_ts, id, false
        FROM chunks WHERE series_id = ANY($1) AND max_ts >= $2
