@@ -132,7 +132,12 @@ impl ChunkCache {
             return;
         }
         let since = match inner.followed {
+            // A read of an older snapshot than one applied already.
             Some(followed) if followed > newest => return,
+            // A read that began after the chunks the cache has followed (it had none to
+            // start from, and asked the server for the newest id) did not fetch those made
+            // in between, which the held series may need.
+            Some(followed) if update.followed > followed => return,
             Some(followed) => followed,
             None => i64::MIN,
         };
@@ -297,6 +302,37 @@ mod tests {
         });
         let view = cache.view(&[(7, 0)]);
         assert!(view.followed.is_none() && view.held[0].is_none());
+    }
+
+    /// Two first reads at once: the one that began from a newer chunk id than the cache
+    /// holds by the time it returns did not see the chunks made in between, and leaves the
+    /// cache as the other made it.
+    #[test]
+    fn a_first_read_that_began_later_does_not_skip_chunks() {
+        let cache = ChunkCache::default();
+        let first = cache.view(&[(7, 0)]);
+        let second = cache.view(&[(8, 0)]);
+        cache.update(Update {
+            view: first,
+            followed: 10,
+            new: Vec::new(),
+            filled: vec![(7, 0, vec![chunk(9, 0, 99)])],
+        });
+        // Chunk 11 replaced 9 before the second read asked for the newest id (12).
+        cache.update(Update {
+            view: second,
+            followed: 12,
+            new: Vec::new(),
+            filled: vec![(8, 0, vec![chunk(12, 0, 50)])],
+        });
+        let view = cache.view(&[(7, 0), (8, 0)]);
+        assert_eq!(
+            view.followed,
+            Some(10),
+            "chunks 11 and 12 are still to follow"
+        );
+        assert_eq!(ids(&view.held[0]), [9]);
+        assert!(view.held[1].is_none());
     }
 
     /// Past its bound the cache keeps the series read last.
