@@ -612,7 +612,7 @@ fn commit_with(
     // Results for days before yesterday are a backfill's: they land in the default
     // partition (unless this server made that day's partition back then), whose statistics
     // they make stale.
-    let yesterday = (now_ms.div_euclid(super::partitions::DAY_MS) - 1) * super::partitions::DAY_MS;
+    let yesterday = super::partitions::yesterday_ms(now_ms);
     let backfilled: u64 = probe_results
         .iter()
         .filter(|(r, _)| r.time_ms < yesterday)

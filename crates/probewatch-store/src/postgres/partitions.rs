@@ -20,6 +20,13 @@ pub(super) const DAY_MS: i64 = 86_400_000;
 /// Days made ahead of (and behind) today.
 const AHEAD: i64 = 2;
 
+/// The start of yesterday, the first day a server makes a partition for: rows older than
+/// this (a backfill's) land in the default partition unless a server made their day back
+/// then.
+pub(super) fn yesterday_ms(now_ms: i64) -> i64 {
+    (now_ms.div_euclid(DAY_MS) - 1) * DAY_MS
+}
+
 /// Makes the day partitions around `now_ms` that do not exist yet. A day whose rows are
 /// already in the default partition is skipped (and logged once here).
 pub(super) fn ensure(client: &mut impl GenericClient, now_ms: i64) -> Result<(), StoreError> {

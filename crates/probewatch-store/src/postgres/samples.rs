@@ -123,9 +123,7 @@ impl SampleStore for PgStore {
         // Samples of days before yesterday went into chunks of the default partition
         // (unless a server made their day's partition back then): a backfill's, whose
         // statistics they make stale.
-        let yesterday = (crate::now_us() / 1000).div_euclid(super::partitions::DAY_MS)
-            * super::partitions::DAY_MS
-            - super::partitions::DAY_MS;
+        let yesterday = super::partitions::yesterday_ms(crate::now_us() / 1000);
         self.backfilled_chunks
             .add(rows.iter().filter(|r| r.1 < yesterday).count() as u64);
         Ok(CompactStep {
